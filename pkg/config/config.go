@@ -1,0 +1,142 @@
+// Package config owns Weir's own ConfigMap, config-weir: its keys, their
+// defaults and validation, and the Knative-style store that puts the current
+// value (and config-network's) into each reconcile's context.
+package config
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+	netcfg "knative.dev/networking/pkg/config"
+	"knative.dev/pkg/configmap"
+)
+
+// ConfigMapName is the name of Weir's ConfigMap, in the controller's namespace.
+const ConfigMapName = "config-weir"
+
+// Weir is the parsed config-weir.
+type Weir struct {
+	// StreamIdleTimeout closes streams with no activity; 0 disables it.
+	StreamIdleTimeout time.Duration
+	// TLSSecretNamespaces may hold TLS Secrets for KIngresses of any
+	// namespace. A KIngress may always use Secrets in its own namespace.
+	TLSSecretNamespaces sets.Set[string]
+	// ExternalService and InternalService are the gateway Services. Their
+	// names make the KIngress load balancer status, and their ready
+	// endpoints are the gateway pods the readiness prober checks.
+	ExternalService types.NamespacedName
+	InternalService types.NamespacedName
+}
+
+// Default returns config-weir's defaults.
+func Default() *Weir {
+	return &Weir{
+		StreamIdleTimeout:   5 * time.Minute,
+		TLSSecretNamespaces: sets.New[string](),
+		ExternalService:     types.NamespacedName{Namespace: "weir-system", Name: "weir"},
+		InternalService:     types.NamespacedName{Namespace: "weir-system", Name: "weir-internal"},
+	}
+}
+
+// FromMap parses config-weir's data. Unknown keys are errors, so a typo is
+// caught instead of silently ignored.
+func FromMap(data map[string]string) (*Weir, error) {
+	w := Default()
+	for k, v := range data {
+		var err error
+		switch k {
+		case "_example":
+		case "stream-idle-timeout":
+			w.StreamIdleTimeout, err = time.ParseDuration(v)
+			if err == nil && w.StreamIdleTimeout < 0 {
+				err = fmt.Errorf("must not be negative")
+			}
+		case "tls-secret-namespaces":
+			for _, ns := range strings.Split(v, ",") {
+				if ns = strings.TrimSpace(ns); ns != "" {
+					w.TLSSecretNamespaces.Insert(ns)
+				}
+			}
+		case "external-service":
+			w.ExternalService, err = parseNamespacedName(v)
+		case "internal-service":
+			w.InternalService, err = parseNamespacedName(v)
+		default:
+			err = fmt.Errorf("unknown key; valid keys are stream-idle-timeout, tls-secret-namespaces, external-service, internal-service")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s=%q: %w", ConfigMapName, k, v, err)
+		}
+	}
+	return w, nil
+}
+
+func parseNamespacedName(v string) (types.NamespacedName, error) {
+	ns, name, ok := strings.Cut(v, "/")
+	if !ok || ns == "" || name == "" {
+		return types.NamespacedName{}, fmt.Errorf("want namespace/name")
+	}
+	return types.NamespacedName{Namespace: ns, Name: name}, nil
+}
+
+// FromConfigMap parses a config-weir ConfigMap.
+func FromConfigMap(cm *corev1.ConfigMap) (*Weir, error) { return FromMap(cm.Data) }
+
+// Config is everything a reconcile reads from ConfigMaps.
+type Config struct {
+	Weir    *Weir
+	Network *netcfg.Config
+}
+
+type cfgKey struct{}
+
+// ToContext stores c in ctx.
+func ToContext(ctx context.Context, c *Config) context.Context {
+	return context.WithValue(ctx, cfgKey{}, c)
+}
+
+// FromContext returns the Config in ctx, or defaults if there is none.
+func FromContext(ctx context.Context) *Config {
+	if c, ok := ctx.Value(cfgKey{}).(*Config); ok {
+		return c
+	}
+	net, _ := netcfg.NewConfigFromMap(nil)
+	return &Config{Weir: Default(), Network: net}
+}
+
+// Store keeps the latest config-weir and config-network.
+type Store struct {
+	*configmap.UntypedStore
+}
+
+// NewStore returns a store that calls onAfterStore after each change.
+func NewStore(logger configmap.Logger, onAfterStore ...func(name string, value any)) *Store {
+	return &Store{UntypedStore: configmap.NewUntypedStore("weir", logger, configmap.Constructors{
+		ConfigMapName:        FromConfigMap,
+		netcfg.ConfigMapName: netcfg.NewConfigFromConfigMap,
+	}, onAfterStore...)}
+}
+
+// ToContext attaches the current config to ctx.
+func (s *Store) ToContext(ctx context.Context) context.Context {
+	return ToContext(ctx, s.Load())
+}
+
+// Load returns the current config.
+func (s *Store) Load() *Config {
+	c := &Config{Weir: Default()}
+	if w, ok := s.UntypedLoad(ConfigMapName).(*Weir); ok && w != nil {
+		c.Weir = w
+	}
+	if n, ok := s.UntypedLoad(netcfg.ConfigMapName).(*netcfg.Config); ok && n != nil {
+		c.Network = n
+	} else {
+		c.Network, _ = netcfg.NewConfigFromMap(nil)
+	}
+	return c
+}

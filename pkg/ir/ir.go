@@ -1,0 +1,311 @@
+// Package ir owns Weir's routing model: the one graph that every front end
+// (KIngress, networking.k8s.io Ingress, Gateway API) produces and that
+// pkg/translate turns into Envoy config. It imports neither Kubernetes client
+// types nor Envoy protos, so both sides can change independently.
+//
+// A front end contributes one Fragment per source object. A Model holds the
+// fragments, decides which one owns a contested domain, and hands translate a
+// stable, sorted view.
+package ir
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// ObjectRef names a source object, e.g. {KIngress, default, hello}.
+type ObjectRef struct {
+	Kind      string
+	Namespace string
+	Name      string
+}
+
+func (r ObjectRef) String() string {
+	return r.Kind + "/" + r.Namespace + "/" + r.Name
+}
+
+// Provenance lists the source objects an element came from, for status and
+// debugging. Elements shared by several sources (a backend, a certificate)
+// carry all of them.
+type Provenance []ObjectRef
+
+// ListenerRole says which gateway listener an element is served on.
+type ListenerRole uint8
+
+const (
+	// ExternalHTTP is the public plain-text listener.
+	ExternalHTTP ListenerRole = 1 << iota
+	// ExternalHTTPS is the public TLS listener.
+	ExternalHTTPS
+	// InternalHTTP is the cluster-local plain-text listener. It serves every
+	// rule, external ones included, so in-cluster callers reach everything.
+	InternalHTTP
+	// InternalHTTPS is the cluster-local TLS listener.
+	InternalHTTPS
+)
+
+// AllRoles lists the roles in the order listeners are emitted.
+var AllRoles = []ListenerRole{ExternalHTTP, ExternalHTTPS, InternalHTTP, InternalHTTPS}
+
+// ListenerSet is a set of roles.
+type ListenerSet uint8
+
+// Has reports whether r is in the set.
+func (s ListenerSet) Has(r ListenerRole) bool { return s&ListenerSet(r) != 0 }
+
+// With returns the set with r added.
+func (s ListenerSet) With(r ListenerRole) ListenerSet { return s | ListenerSet(r) }
+
+func (r ListenerRole) String() string {
+	switch r {
+	case ExternalHTTP:
+		return "external-http"
+	case ExternalHTTPS:
+		return "external-https"
+	case InternalHTTP:
+		return "internal-http"
+	case InternalHTTPS:
+		return "internal-https"
+	}
+	return fmt.Sprintf("role(%d)", uint8(r))
+}
+
+// TLS reports whether the role terminates TLS.
+func (r ListenerRole) TLS() bool { return r == ExternalHTTPS || r == InternalHTTPS }
+
+// Fragment is everything one source object contributes to the gateway.
+type Fragment struct {
+	Source ObjectRef
+	// Created orders fragments when two claim the same domain: the older one
+	// keeps it. Ties break on Source.
+	Created time.Time
+
+	VirtualHosts []*VirtualHost
+	// Backends are the upstreams the routes refer to, by Backend.Name.
+	Backends []*Backend
+	// Certificates are served on the TLS listeners for their hosts.
+	Certificates []*Certificate
+}
+
+// Domains returns every domain the fragment serves, on any listener.
+func (f *Fragment) Domains() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, vh := range f.VirtualHosts {
+		for _, d := range vh.Domains {
+			if !seen[d] {
+				seen[d] = true
+				out = append(out, d)
+			}
+		}
+	}
+	return out
+}
+
+// VirtualHost is a set of domains and the routes served for them.
+type VirtualHost struct {
+	// Name is unique within a listener's route table.
+	Name string
+	// Domains are host names without ports; translate also matches host:port.
+	// A leading "*." is a suffix wildcard.
+	Domains   []string
+	Listeners ListenerSet
+	// Routes are matched in order; the first match wins.
+	Routes     []*Route
+	Provenance Provenance
+}
+
+// Route is one match and what to do with a request that hits it.
+type Route struct {
+	Name  string
+	Match Match
+
+	// Exactly one of Backends and Redirect is set.
+	Backends []WeightedBackend
+	Redirect *Redirect
+
+	// RequestHeaders apply before the split, to every backend.
+	RequestHeaders HeaderMutation
+	// HostRewrite replaces the Host/:authority header sent upstream.
+	HostRewrite string
+
+	// Timeout is the whole-request timeout; nil means none, which is what
+	// Knative requires (Envoy's 15 s default must be switched off).
+	Timeout *time.Duration
+	// Retry is nil for no retries.
+	Retry *RetryPolicy
+	// WebsocketUpgrade allows "Upgrade: websocket" on this route.
+	WebsocketUpgrade bool
+
+	Provenance Provenance
+}
+
+// PathMatchKind is how Match.Path is compared.
+type PathMatchKind uint8
+
+const (
+	// PathPrefix matches a literal prefix; "" and "/" match everything.
+	PathPrefix PathMatchKind = iota
+	// PathExact matches the whole path.
+	PathExact
+	// PathRegex matches the whole path against an RE2 expression.
+	PathRegex
+)
+
+// PathMatch matches the request path (without query).
+type PathMatch struct {
+	Kind  PathMatchKind
+	Value string
+}
+
+// HeaderMatchKind is how a header is compared.
+type HeaderMatchKind uint8
+
+const (
+	// HeaderExact compares the whole value.
+	HeaderExact HeaderMatchKind = iota
+	// HeaderRegex matches the whole value against RE2.
+	HeaderRegex
+	// HeaderPresent only requires the header to exist.
+	HeaderPresent
+)
+
+// HeaderMatch matches one request header. Names are case-insensitive.
+type HeaderMatch struct {
+	Name  string
+	Kind  HeaderMatchKind
+	Value string
+}
+
+// Match selects requests. All set conditions must hold.
+type Match struct {
+	Path    PathMatch
+	Headers []HeaderMatch
+	// Method is empty for any method.
+	Method string
+}
+
+// Header is one name/value pair.
+type Header struct {
+	Name  string
+	Value string
+}
+
+// HeaderMutation edits request headers. Set overwrites whatever the client
+// sent (Knative's appendHeaders semantics); Append adds a value.
+type HeaderMutation struct {
+	Set    []Header
+	Append []Header
+	Remove []string
+}
+
+// Empty reports whether the mutation does nothing.
+func (m HeaderMutation) Empty() bool {
+	return len(m.Set) == 0 && len(m.Append) == 0 && len(m.Remove) == 0
+}
+
+// WeightedBackend sends Weight parts of the route's traffic to a backend.
+type WeightedBackend struct {
+	// BackendName refers to Fragment.Backends[].Name.
+	BackendName string
+	// Weight is relative to the route's other backends; 0 gets no traffic.
+	Weight uint32
+	// RequestHeaders apply after the split, for this backend only.
+	RequestHeaders HeaderMutation
+}
+
+// Redirect answers with a redirect instead of proxying. Empty fields keep
+// the request's value.
+type Redirect struct {
+	Scheme string
+	Host   string
+	Port   uint32
+	Path   string
+	// StatusCode is 301, 302, 303, 307 or 308.
+	StatusCode int
+}
+
+// RetryPolicy retries failed upstream attempts.
+type RetryPolicy struct {
+	Attempts      uint32
+	PerTryTimeout time.Duration
+	// On is Envoy's retry_on list, e.g. "5xx", "reset".
+	On []string
+}
+
+// Protocol is the upstream application protocol.
+type Protocol uint8
+
+const (
+	// HTTP1 speaks HTTP/1.1 upstream.
+	HTTP1 Protocol = iota
+	// H2C speaks cleartext HTTP/2 upstream.
+	H2C
+	// GRPC is H2C carrying gRPC.
+	GRPC
+)
+
+func (p Protocol) String() string {
+	switch p {
+	case H2C:
+		return "h2c"
+	case GRPC:
+		return "grpc"
+	}
+	return "http1"
+}
+
+// ServiceRef names a Kubernetes Service port.
+type ServiceRef struct {
+	Namespace string
+	Name      string
+	Port      int32
+}
+
+// Backend is one upstream: a Service port and the endpoints behind it.
+type Backend struct {
+	// Name is stable for the same Service port, so fragments that share a
+	// Service share one cluster, and endpoint churn only changes endpoints.
+	Name     string
+	Service  ServiceRef
+	Protocol Protocol
+	// ExternalName, when set, is resolved by DNS (an ExternalName Service)
+	// and Endpoints is ignored.
+	ExternalName string
+	// Endpoints are the ready addresses; empty means no healthy upstream.
+	Endpoints  []Endpoint
+	Provenance Provenance
+}
+
+// BackendName is the canonical backend name for a Service port.
+func BackendName(ns, name string, port int32) string {
+	return fmt.Sprintf("%s/%s:%d", ns, name, port)
+}
+
+// Endpoint is one ready upstream address.
+type Endpoint struct {
+	Address string
+	Port    uint32
+}
+
+// Certificate is a TLS key pair served for its hosts.
+type Certificate struct {
+	// Name is stable per key pair (namespace/secret), so sharing one secret
+	// across fragments yields one filter chain.
+	Name      string
+	Hosts     []string
+	Listeners ListenerSet
+	CertChain []byte
+	// PrivateKey never appears in String or logs.
+	PrivateKey []byte
+	Provenance Provenance
+}
+
+// String omits key material.
+func (c *Certificate) String() string {
+	return fmt.Sprintf("Certificate{%s hosts=%s}", c.Name, strings.Join(c.Hosts, ","))
+}
+
+// GoString keeps %#v from printing the key.
+func (c *Certificate) GoString() string { return c.String() }

@@ -1,0 +1,137 @@
+package ir
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+)
+
+// ConflictError says a fragment claims a domain that an older fragment owns.
+type ConflictError struct {
+	Domain string
+	Owner  ObjectRef
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("domain %q is already served by %s; remove it from one of them", e.Domain, e.Owner)
+}
+
+// Model holds the current fragment of every source object and resolves who
+// owns each domain. It is safe for concurrent use.
+type Model struct {
+	mu        sync.RWMutex
+	fragments map[ObjectRef]*Fragment
+	owner     map[string]ObjectRef
+	sorted    []*Fragment // cache of Fragments(); nil when stale
+}
+
+// NewModel returns an empty model.
+func NewModel() *Model {
+	return &Model{fragments: map[ObjectRef]*Fragment{}, owner: map[string]ObjectRef{}}
+}
+
+// older reports whether a should win a domain over b.
+func older(a, b *Fragment) bool {
+	if !a.Created.Equal(b.Created) {
+		return a.Created.Before(b.Created)
+	}
+	return a.Source.String() < b.Source.String()
+}
+
+// Set adds or replaces the fragment of f.Source.
+//
+// If an older fragment owns one of f's domains, f is rejected with a
+// *ConflictError and the previous fragment of the same source, if any, keeps
+// serving. If f is older than the current owners of its domains, it takes
+// them over: the displaced fragments are removed and returned so the caller
+// can re-reconcile them (they will then see the conflict).
+func (m *Model) Set(f *Fragment) (displaced []ObjectRef, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	domains := f.Domains()
+	losers := map[ObjectRef]bool{}
+	for _, d := range domains {
+		ref, ok := m.owner[d]
+		if !ok || ref == f.Source {
+			continue
+		}
+		cur := m.fragments[ref]
+		if older(cur, f) {
+			return nil, &ConflictError{Domain: d, Owner: ref}
+		}
+		losers[ref] = true
+	}
+	for ref := range losers {
+		m.removeLocked(ref)
+		displaced = append(displaced, ref)
+	}
+	sort.Slice(displaced, func(i, j int) bool { return displaced[i].String() < displaced[j].String() })
+	m.removeLocked(f.Source)
+	m.fragments[f.Source] = f
+	for _, d := range domains {
+		m.owner[d] = f.Source
+	}
+	m.sorted = nil
+	return displaced, nil
+}
+
+// Delete removes the fragment of ref. It returns whether one was present.
+func (m *Model) Delete(ref ObjectRef) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.fragments[ref]
+	m.removeLocked(ref)
+	return ok
+}
+
+func (m *Model) removeLocked(ref ObjectRef) {
+	f, ok := m.fragments[ref]
+	if !ok {
+		return
+	}
+	for _, d := range f.Domains() {
+		if m.owner[d] == ref {
+			delete(m.owner, d)
+		}
+	}
+	delete(m.fragments, ref)
+	m.sorted = nil
+}
+
+// Get returns the fragment currently served for ref.
+func (m *Model) Get(ref ObjectRef) (*Fragment, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	f, ok := m.fragments[ref]
+	return f, ok
+}
+
+// Owner returns the source that owns domain.
+func (m *Model) Owner(domain string) (ObjectRef, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	ref, ok := m.owner[domain]
+	return ref, ok
+}
+
+// Fragments returns the served fragments sorted by source. Callers must not
+// modify the slice or the fragments: fragments are immutable once Set.
+func (m *Model) Fragments() []*Fragment {
+	m.mu.RLock()
+	if s := m.sorted; s != nil {
+		m.mu.RUnlock()
+		return s
+	}
+	m.mu.RUnlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.sorted == nil {
+		s := make([]*Fragment, 0, len(m.fragments))
+		for _, f := range m.fragments {
+			s = append(s, f)
+		}
+		sort.Slice(s, func(i, j int) bool { return s[i].Source.String() < s[j].Source.String() })
+		m.sorted = s
+	}
+	return m.sorted
+}

@@ -1,0 +1,127 @@
+package ir
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func frag(name string, created time.Time, domains ...string) *Fragment {
+	return &Fragment{
+		Source:       ObjectRef{Kind: "KIngress", Namespace: "ns", Name: name},
+		Created:      created,
+		VirtualHosts: []*VirtualHost{{Name: name, Domains: domains, Listeners: ListenerSet(ExternalHTTP)}},
+	}
+}
+
+func TestModelOlderFragmentKeepsDomain(t *testing.T) {
+	m := NewModel()
+	t0 := time.Unix(1000, 0)
+	a := frag("a", t0, "a.example.com", "shared.example.com")
+	b := frag("b", t0.Add(time.Second), "shared.example.com")
+
+	if _, err := m.Set(a); err != nil {
+		t.Fatalf("Set(a) = %v", err)
+	}
+	_, err := m.Set(b)
+	var ce *ConflictError
+	if !errors.As(err, &ce) || ce.Domain != "shared.example.com" || ce.Owner != a.Source {
+		t.Fatalf("Set(b) error = %v, want conflict on shared.example.com owned by a", err)
+	}
+	if _, ok := m.Get(b.Source); ok {
+		t.Error("b is served despite the conflict")
+	}
+	if owner, _ := m.Owner("shared.example.com"); owner != a.Source {
+		t.Errorf("owner = %v, want a", owner)
+	}
+}
+
+func TestModelRejectedUpdateKeepsPreviousVersion(t *testing.T) {
+	m := NewModel()
+	t0 := time.Unix(1000, 0)
+	a := frag("a", t0, "a.example.com")
+	b1 := frag("b", t0.Add(time.Second), "b.example.com")
+	b2 := frag("b", t0.Add(time.Second), "b.example.com", "a.example.com")
+	mustSet(t, m, a)
+	mustSet(t, m, b1)
+	if _, err := m.Set(b2); err == nil {
+		t.Fatal("Set(b2) succeeded, want conflict")
+	}
+	if got, _ := m.Get(b1.Source); got != b1 {
+		t.Errorf("served b = %p, want previous version %p", got, b1)
+	}
+}
+
+func TestModelOlderArrivalDisplacesYounger(t *testing.T) {
+	m := NewModel()
+	t0 := time.Unix(1000, 0)
+	young := frag("young", t0.Add(time.Minute), "x.example.com", "y.example.com")
+	old := frag("old", t0, "x.example.com")
+	mustSet(t, m, young)
+	displaced, err := m.Set(old)
+	if err != nil {
+		t.Fatalf("Set(old) = %v", err)
+	}
+	if len(displaced) != 1 || displaced[0] != young.Source {
+		t.Fatalf("displaced = %v, want [young]", displaced)
+	}
+	// The displaced fragment loses all its domains, not only the contested one.
+	if _, ok := m.Owner("y.example.com"); ok {
+		t.Error("y.example.com still owned after young was displaced")
+	}
+	if len(m.Fragments()) != 1 {
+		t.Errorf("fragments = %d, want 1", len(m.Fragments()))
+	}
+}
+
+func TestModelDeleteFreesDomains(t *testing.T) {
+	m := NewModel()
+	t0 := time.Unix(1000, 0)
+	a := frag("a", t0, "x.example.com")
+	b := frag("b", t0.Add(time.Second), "x.example.com")
+	mustSet(t, m, a)
+	if !m.Delete(a.Source) {
+		t.Fatal("Delete(a) = false")
+	}
+	mustSet(t, m, b)
+	if m.Delete(a.Source) {
+		t.Error("second Delete(a) = true")
+	}
+}
+
+func TestModelFragmentsSortedAndCached(t *testing.T) {
+	m := NewModel()
+	t0 := time.Unix(1000, 0)
+	for _, n := range []string{"c", "a", "b"} {
+		mustSet(t, m, frag(n, t0, n+".example.com"))
+	}
+	fs := m.Fragments()
+	var names []string
+	for _, f := range fs {
+		names = append(names, f.Source.Name)
+	}
+	if got := names[0] + names[1] + names[2]; got != "abc" {
+		t.Errorf("order = %v, want a b c", names)
+	}
+	mustSet(t, m, frag("d", t0, "d.example.com"))
+	if len(m.Fragments()) != 4 {
+		t.Errorf("stale cache after Set: %d fragments", len(m.Fragments()))
+	}
+}
+
+func TestCertificateStringHidesKey(t *testing.T) {
+	c := &Certificate{Name: "ns/tls", Hosts: []string{"a"}, PrivateKey: []byte("SECRET-KEY")}
+	for _, s := range []string{c.String(), c.GoString()} {
+		if strings.Contains(s, "SECRET-KEY") {
+			t.Errorf("key material in %q", s)
+		}
+	}
+}
+
+func mustSet(t *testing.T, m *Model, f *Fragment) {
+	t.Helper()
+	if _, err := m.Set(f); err != nil {
+		t.Fatalf("Set(%s) = %v", f.Source, err)
+	}
+}

@@ -1,0 +1,115 @@
+package kingress
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
+	"knative.dev/networking/pkg/apis/networking"
+	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+	ingressinformer "knative.dev/networking/pkg/client/injection/informers/networking/v1alpha1/ingress"
+	ingressreconciler "knative.dev/networking/pkg/client/injection/reconciler/networking/v1alpha1/ingress"
+	"knative.dev/networking/pkg/status"
+	secretinformer "knative.dev/pkg/client/injection/kube/informers/core/v1/secret"
+	serviceinformer "knative.dev/pkg/client/injection/kube/informers/core/v1/service"
+	endpointsliceinformer "knative.dev/pkg/client/injection/kube/informers/discovery/v1/endpointslice"
+	"knative.dev/pkg/configmap"
+	"knative.dev/pkg/controller"
+	"knative.dev/pkg/logging"
+	pkgreconciler "knative.dev/pkg/reconciler"
+	"knative.dev/pkg/tracker"
+
+	"github.com/weir-dev/weir/pkg/config"
+	"github.com/weir-dev/weir/pkg/ir"
+)
+
+// ControllerOptions are what the KIngress controller shares with the rest
+// of the process.
+type ControllerOptions struct {
+	Model  *ir.Model
+	Syncer Syncer
+	// OnConfig is called with every new config-weir / config-network.
+	OnConfig func(*config.Config)
+	// Reconciler receives the built reconciler, e.g. to attribute NACKs.
+	Reconciler **Reconciler
+}
+
+// NewController returns the KIngress controller constructor for sharedmain.
+func NewController(opts ControllerOptions) func(context.Context, configmap.Watcher) *controller.Impl {
+	return func(ctx context.Context, cmw configmap.Watcher) *controller.Impl {
+		logger := logging.FromContext(ctx)
+		ingressInformer := ingressinformer.Get(ctx)
+		serviceInformer := serviceinformer.Get(ctx)
+		sliceInformer := endpointsliceinformer.Get(ctx)
+		secretInformer := secretinformer.Get(ctx)
+
+		r := &Reconciler{
+			Listers: Listers{
+				Services:       serviceInformer.Lister(),
+				EndpointSlices: sliceInformer.Lister(),
+				Secrets:        secretInformer.Lister(),
+			},
+			Model:  opts.Model,
+			Syncer: opts.Syncer,
+		}
+		if opts.Reconciler != nil {
+			*opts.Reconciler = r
+		}
+
+		var (
+			impl  *controller.Impl
+			store *config.Store
+		)
+		// The store calls back on every config change, including the first
+		// load at start, once impl exists.
+		store = config.NewStore(logger.Named("config-store"), func(string, any) {
+			if impl == nil {
+				return
+			}
+			if opts.OnConfig != nil {
+				opts.OnConfig(store.Load())
+			}
+			impl.GlobalResync(ingressInformer.Informer())
+		})
+		impl = ingressreconciler.NewImpl(ctx, r, ClassName, func(*controller.Impl) controller.Options {
+			return controller.Options{ConfigStore: store}
+		})
+		store.WatchConfigs(cmw)
+
+		r.Enqueue = impl.EnqueueKey
+		prober := status.NewProber(logger.Named("status-manager"), &ProbeTargets{EndpointSlices: sliceInformer.Lister()},
+			func(ing *v1alpha1.Ingress) {
+				impl.EnqueueKey(types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name})
+			})
+		r.Prober = prober
+		prober.Start(ctx.Done())
+
+		classFilter := pkgreconciler.AnnotationFilterFunc(networking.IngressClassAnnotationKey, ClassName, false)
+		ingressInformer.Informer().AddEventHandler(cache.FilteringResourceEventHandler{
+			FilterFunc: classFilter,
+			Handler: cache.ResourceEventHandlerFuncs{
+				AddFunc:    impl.Enqueue,
+				UpdateFunc: controller.PassNew(impl.Enqueue),
+				DeleteFunc: func(obj interface{}) {
+					if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+						obj = d.Obj
+					}
+					r.Forget(obj)
+					prober.CancelIngressProbing(obj)
+				},
+			},
+		})
+
+		impl.Tracker = tracker.New(impl.EnqueueKey, controller.GetTrackerLease(ctx))
+		r.Tracker = impl.Tracker
+		serviceInformer.Informer().AddEventHandler(controller.HandleAll(
+			controller.EnsureTypeMeta(impl.Tracker.OnChanged, corev1.SchemeGroupVersion.WithKind("Service"))))
+		sliceInformer.Informer().AddEventHandler(controller.HandleAll(
+			controller.EnsureTypeMeta(impl.Tracker.OnChanged, discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice"))))
+		secretInformer.Informer().AddEventHandler(controller.HandleAll(
+			controller.EnsureTypeMeta(impl.Tracker.OnChanged, corev1.SchemeGroupVersion.WithKind("Secret"))))
+		return impl
+	}
+}

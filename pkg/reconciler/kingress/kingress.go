@@ -1,0 +1,227 @@
+// Package kingress owns the Knative KIngress front end: it turns each
+// networking.internal.knative.dev Ingress of Weir's class into an ir.Fragment,
+// resolves its Services, EndpointSlices and Secrets, and reports status once
+// every gateway pod serves the new version (Knative's probe contract).
+package kingress
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+	"knative.dev/networking/pkg/ingress"
+	"knative.dev/pkg/network"
+	pkgreconciler "knative.dev/pkg/reconciler"
+	"knative.dev/pkg/tracker"
+
+	"github.com/weir-dev/weir/pkg/config"
+	"github.com/weir-dev/weir/pkg/ir"
+)
+
+// ClassName is the ingress class Weir reconciles.
+const ClassName = "weir.ingress.networking.knative.dev"
+
+// StatusProber reports whether every gateway pod serves an ingress's
+// current spec. knative.dev/networking/pkg/status.Prober implements it.
+type StatusProber interface {
+	IsReady(ctx context.Context, ing *v1alpha1.Ingress) (bool, error)
+	CancelIngressProbing(obj interface{})
+}
+
+// Syncer is told when the model changed.
+type Syncer interface {
+	Trigger()
+}
+
+// Reconciler reconciles KIngresses into the shared routing model.
+type Reconciler struct {
+	Listers Listers
+	Model   *ir.Model
+	Syncer  Syncer
+	Prober  StatusProber
+	Tracker tracker.Interface
+	// Enqueue re-reconciles a KIngress, e.g. one displaced from a domain.
+	Enqueue func(types.NamespacedName)
+
+	mu sync.Mutex
+	// conflicted are KIngresses rejected for a domain conflict; they retry
+	// whenever the model changes so they take over once the domain frees.
+	conflicted map[ir.ObjectRef]bool
+}
+
+// ReconcileKind builds the KIngress's fragment, serves it, and sets status.
+// It runs on the leader only.
+func (r *Reconciler) ReconcileKind(ctx context.Context, ing *v1alpha1.Ingress) pkgreconciler.Event {
+	ing.Status.InitializeConditions()
+	problems, err := r.serve(ctx, ing)
+	var conflict *ir.ConflictError
+	switch {
+	case errors.As(err, &conflict):
+		ing.Status.MarkLoadBalancerFailed("DomainConflict", conflict.Error())
+		return nil
+	case err != nil:
+		ing.Status.MarkLoadBalancerFailed("InvalidSpec", err.Error())
+		return nil
+	case len(problems) > 0:
+		msgs := make([]string, len(problems))
+		for i, p := range problems {
+			msgs[i] = p.Message
+		}
+		ing.Status.MarkLoadBalancerFailed(problems[0].Reason, strings.Join(msgs, "; "))
+		return nil
+	}
+	ing.Status.MarkNetworkConfigured()
+
+	ready, err := r.Prober.IsReady(ctx, ing)
+	if err != nil {
+		return fmt.Errorf("probing the gateways for %s/%s: %w", ing.Namespace, ing.Name, err)
+	}
+	if !ready {
+		ing.Status.MarkLoadBalancerNotReady()
+		return nil
+	}
+	cfg := config.FromContext(ctx).Weir
+	ing.Status.MarkLoadBalancerReady(
+		[]v1alpha1.LoadBalancerIngressStatus{{DomainInternal: serviceHost(cfg.ExternalService)}},
+		[]v1alpha1.LoadBalancerIngressStatus{{DomainInternal: serviceHost(cfg.InternalService)}},
+	)
+	return nil
+}
+
+// ObserveKind serves the KIngress without writing status, so every replica
+// serves xDS while only the leader writes to the API.
+func (r *Reconciler) ObserveKind(ctx context.Context, ing *v1alpha1.Ingress) pkgreconciler.Event {
+	_, _ = r.serve(ctx, ing)
+	return nil
+}
+
+// FinalizeKind stops serving a deleted KIngress.
+func (r *Reconciler) FinalizeKind(_ context.Context, ing *v1alpha1.Ingress) pkgreconciler.Event {
+	r.Forget(ing)
+	r.Prober.CancelIngressProbing(ing)
+	return nil
+}
+
+// Forget removes a KIngress from the model. Non-leaders get no finalize
+// call, so the controller also calls this from the informer's delete handler.
+func (r *Reconciler) Forget(obj interface{}) {
+	ing, ok := obj.(*v1alpha1.Ingress)
+	if !ok {
+		return
+	}
+	ref := ir.ObjectRef{Kind: Kind, Namespace: ing.Namespace, Name: ing.Name}
+	r.mu.Lock()
+	delete(r.conflicted, ref)
+	r.mu.Unlock()
+	if r.Model.Delete(ref) {
+		r.Syncer.Trigger()
+		r.retryConflicted(ref)
+	}
+}
+
+// serve puts the KIngress into the model. It returns the problems found
+// in its references, or the error that kept it out of the model.
+func (r *Reconciler) serve(ctx context.Context, ing *v1alpha1.Ingress) ([]*Problem, error) {
+	for i, rule := range ing.Spec.Rules {
+		if rule.HTTP == nil {
+			return nil, fmt.Errorf("spec.rules[%d].http is missing; every rule needs http.paths", i)
+		}
+	}
+	sum, err := ingress.ComputeHash(ing)
+	if err != nil {
+		return nil, err
+	}
+	r.track(ing)
+	policy := SecretPolicy{ExtraNamespaces: config.FromContext(ctx).Weir.TLSSecretNamespaces}
+	frag, problems := Build(ing, hex.EncodeToString(sum[:]), r.Listers, policy)
+
+	ref := frag.Source
+	displaced, err := r.Model.Set(frag)
+	r.mu.Lock()
+	if r.conflicted == nil {
+		r.conflicted = map[ir.ObjectRef]bool{}
+	}
+	if err != nil {
+		r.conflicted[ref] = true
+	} else {
+		delete(r.conflicted, ref)
+	}
+	r.mu.Unlock()
+	if err != nil {
+		return problems, err
+	}
+	for _, d := range displaced {
+		r.Enqueue(types.NamespacedName{Namespace: d.Namespace, Name: d.Name})
+	}
+	r.Syncer.Trigger()
+	r.retryConflicted(ref)
+	return problems, nil
+}
+
+// retryConflicted re-enqueues the KIngresses waiting on a domain.
+func (r *Reconciler) retryConflicted(except ir.ObjectRef) {
+	r.mu.Lock()
+	var keys []types.NamespacedName
+	for ref := range r.conflicted {
+		if ref != except {
+			keys = append(keys, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name})
+		}
+	}
+	r.mu.Unlock()
+	for _, k := range keys {
+		r.Enqueue(k)
+	}
+}
+
+// track re-reconciles the KIngress when anything it refers to changes.
+func (r *Reconciler) track(ing *v1alpha1.Ingress) {
+	if r.Tracker == nil {
+		return
+	}
+	seen := map[string]bool{}
+	add := func(ref tracker.Reference) {
+		key := ref.Kind + "/" + ref.Namespace + "/" + ref.Name
+		if ref.Selector != nil {
+			key += "?" + ref.Selector.MatchLabels["kubernetes.io/service-name"]
+		}
+		if !seen[key] {
+			seen[key] = true
+			// The tracker only fails on malformed references, which these are not.
+			_ = r.Tracker.TrackReference(ref, ing)
+		}
+	}
+	for _, rule := range ing.Spec.Rules {
+		if rule.HTTP == nil {
+			continue
+		}
+		for _, p := range rule.HTTP.Paths {
+			for _, s := range p.Splits {
+				ns := s.ServiceNamespace
+				if ns == "" {
+					ns = ing.Namespace
+				}
+				add(tracker.Reference{APIVersion: "v1", Kind: "Service", Namespace: ns, Name: s.ServiceName})
+				add(tracker.Reference{APIVersion: "discovery.k8s.io/v1", Kind: "EndpointSlice", Namespace: ns,
+					Selector: &metav1.LabelSelector{MatchLabels: map[string]string{discoveryv1.LabelServiceName: s.ServiceName}}})
+			}
+		}
+	}
+	for _, t := range ing.Spec.TLS {
+		ns := t.SecretNamespace
+		if ns == "" {
+			ns = ing.Namespace
+		}
+		add(tracker.Reference{APIVersion: "v1", Kind: "Secret", Namespace: ns, Name: t.SecretName})
+	}
+}
+
+func serviceHost(s types.NamespacedName) string {
+	return network.GetServiceHostname(s.Name, s.Namespace)
+}

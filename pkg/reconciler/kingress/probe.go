@@ -1,0 +1,140 @@
+package kingress
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"sort"
+	"strconv"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+	"knative.dev/networking/pkg/ingress"
+	"knative.dev/networking/pkg/status"
+
+	"github.com/weir-dev/weir/pkg/config"
+)
+
+// gatewayPortName is the name of the plain HTTP port on the gateway
+// Services; its EndpointSlice port is the pod port the prober dials.
+const gatewayPortName = "http"
+
+// ProbeTargets lists the gateway pods that must serve a KIngress before it
+// is Ready: the ready endpoints of the external gateway Service for public
+// rules and of the internal one for cluster-local rules.
+type ProbeTargets struct {
+	EndpointSlices discoverylisters.EndpointSliceLister
+}
+
+var _ status.ProbeTargetLister = (*ProbeTargets)(nil)
+
+// ListProbeTargets implements status.ProbeTargetLister.
+func (p *ProbeTargets) ListProbeTargets(ctx context.Context, ing *v1alpha1.Ingress) ([]status.ProbeTarget, error) {
+	cfg := config.FromContext(ctx).Weir
+	var targets []status.ProbeTarget
+	for _, group := range []struct {
+		visibility v1alpha1.IngressVisibility
+		service    types.NamespacedName
+	}{
+		{v1alpha1.IngressVisibilityExternalIP, cfg.ExternalService},
+		{v1alpha1.IngressVisibilityClusterLocal, cfg.InternalService},
+	} {
+		urls := probeURLs(ing, group.visibility)
+		if len(urls) == 0 {
+			continue
+		}
+		ips, port, err := p.gatewayPods(group.service)
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, status.ProbeTarget{
+			PodIPs:  ips,
+			PodPort: strconv.Itoa(int(port)),
+			Port:    "80",
+			URLs:    urls,
+		})
+	}
+	return targets, nil
+}
+
+func (p *ProbeTargets) gatewayPods(svc types.NamespacedName) (sets.Set[string], int32, error) {
+	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: svc.Name})
+	slices, err := p.EndpointSlices.EndpointSlices(svc.Namespace).List(sel)
+	if err != nil {
+		return nil, 0, fmt.Errorf("listing the EndpointSlices of gateway Service %s: %w", svc, err)
+	}
+	ips := sets.New[string]()
+	var port int32
+	for _, s := range slices {
+		var slicePort int32
+		for _, sp := range s.Ports {
+			if sp.Name != nil && *sp.Name == gatewayPortName && sp.Port != nil {
+				slicePort = *sp.Port
+			}
+		}
+		if slicePort == 0 {
+			continue
+		}
+		for _, ep := range s.Endpoints {
+			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+				continue
+			}
+			if len(ep.Addresses) > 0 {
+				ips.Insert(ep.Addresses[0])
+				port = slicePort
+			}
+		}
+	}
+	if ips.Len() == 0 {
+		return nil, 0, fmt.Errorf("no ready gateway pods behind Service %s (port %q); check that the gateway Deployment is running and ready", svc, gatewayPortName)
+	}
+	return ips, port, nil
+}
+
+// probeURLs returns one URL per host of the rules with the given
+// visibility. The prober appends /healthz to the URL's path, so the path is
+// a prefix the rule routes without header conditions; otherwise the probe
+// would miss every route and never succeed.
+func probeURLs(ing *v1alpha1.Ingress, visibility v1alpha1.IngressVisibility) []*url.URL {
+	var urls []*url.URL
+	seen := sets.New[string]()
+	for _, rule := range ing.Spec.Rules {
+		if rule.Visibility != visibility || rule.HTTP == nil {
+			continue
+		}
+		prefix := probePrefix(rule.HTTP.Paths)
+		for _, host := range sets.List(ingress.ExpandedHosts(sets.New(rule.Hosts...))) {
+			if seen.Has(host) {
+				continue
+			}
+			seen.Insert(host)
+			urls = append(urls, &url.URL{Scheme: "http", Host: host, Path: prefix})
+		}
+	}
+	sort.Slice(urls, func(i, j int) bool { return urls[i].Host < urls[j].Host })
+	return urls
+}
+
+func probePrefix(paths []v1alpha1.HTTPIngressPath) string {
+	best := ""
+	found := false
+	for _, p := range paths {
+		if len(p.Headers) > 0 {
+			continue
+		}
+		if !found || len(p.Path) < len(best) {
+			best, found = p.Path, true
+		}
+	}
+	if !found && len(paths) > 0 {
+		best = paths[0].Path
+	}
+	if best == "" {
+		return "/"
+	}
+	return best
+}
