@@ -151,11 +151,11 @@ func TestReconcile(t *testing.T) {
 		Name: "key not found",
 		Key:  "default/missing",
 	}, {
-		Name:              "first reconcile adds the finalizer and becomes ready",
-		Objects:           []runtime.Object{kingress("hello"), service("svc")},
-		Key:               "default/hello",
-		WantPatches:       []clientgotesting.PatchActionImpl{patchFinalizer("hello")},
-		WantEvents:        []string{rtesting.Eventf("Normal", "FinalizerUpdate", `Updated "hello" finalizers`)},
+		Name:        "first reconcile adds the finalizer and becomes ready",
+		Objects:     []runtime.Object{kingress("hello"), service("svc")},
+		Key:         "default/hello",
+		WantPatches: []clientgotesting.PatchActionImpl{patchFinalizer("hello")},
+		WantEvents:  []string{rtesting.Eventf("Normal", "FinalizerUpdate", `Updated "hello" finalizers`)},
 		// The fake client's patch does not reach the lister, so the status
 		// update carries the object as listed.
 		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(kingress("hello", withStatus(markReady), observed))},
@@ -233,8 +233,8 @@ func TestReconcile(t *testing.T) {
 		OtherTestData: map[string]interface{}{
 			dataServing: []*v1alpha1.Ingress{kingress("hello")},
 		},
-		WantPatches:    []clientgotesting.PatchActionImpl{patchRemoveFinalizer("hello")},
-		WantEvents:     []string{rtesting.Eventf("Normal", "FinalizerUpdate", `Updated "hello" finalizers`)},
+		WantPatches: []clientgotesting.PatchActionImpl{patchRemoveFinalizer("hello")},
+		WantEvents:  []string{rtesting.Eventf("Normal", "FinalizerUpdate", `Updated "hello" finalizers`)},
 		PostConditions: []func(*testing.T, *rtesting.TableRow){served("hello", false), triggered(true), func(t *testing.T, row *rtesting.TableRow) {
 			if p := row.OtherTestData[dataProber].(*fakeProber); len(p.cancelled) != 1 || p.cancelled[0] != "hello" {
 				t.Errorf("cancelled probing = %v, want [hello]", p.cancelled)
