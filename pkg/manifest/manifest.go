@@ -1,0 +1,182 @@
+// Package manifest owns Weir's cluster-less source of truth: it reads
+// multi-document Kubernetes YAML from files, validates it, and reconciles the
+// KIngresses in it through the same reconciler the controller runs, against
+// in-memory listers instead of an API server.
+package manifest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+	"sigs.k8s.io/yaml"
+)
+
+// Document is one object read from a file.
+type Document struct {
+	File string
+	// Index counts documents in the file from 1, as a person would.
+	Index  int
+	Object runtime.Object
+}
+
+func (d Document) String() string { return fmt.Sprintf("%s: document %d", d.File, d.Index) }
+
+var (
+	scheme = runtime.NewScheme()
+	codecs = serializer.NewCodecFactory(scheme, serializer.EnableStrict)
+)
+
+func init() {
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, v1alpha1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// supported lists the kinds Weir reads, for error messages.
+const supported = "networking.internal.knative.dev/v1alpha1 Ingress, v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Secret"
+
+var supportedKinds = map[schema.GroupVersionKind]bool{
+	v1alpha1.SchemeGroupVersion.WithKind("Ingress"):          true,
+	corev1.SchemeGroupVersion.WithKind("Service"):            true,
+	corev1.SchemeGroupVersion.WithKind("Secret"):             true,
+	discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice"): true,
+}
+
+// Load reads every .yaml/.yml file under the given files or directories
+// (directories are not recursed into subdirectories). All errors are
+// returned together so a user fixes them in one pass.
+func Load(paths ...string) ([]Document, error) {
+	var files []string
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, err
+		}
+		if !st.IsDir() {
+			files = append(files, p)
+			continue
+		}
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			if ext := filepath.Ext(e.Name()); !e.IsDir() && (ext == ".yaml" || ext == ".yml") {
+				files = append(files, filepath.Join(p, e.Name()))
+			}
+		}
+	}
+	sort.Strings(files)
+	var docs []Document
+	var errs []error
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		d, err := Decode(f, data)
+		docs = append(docs, d...)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return docs, errors.Join(errs...)
+}
+
+// Decode splits data into documents and decodes each. Empty documents are
+// skipped; every other failure names the file and document.
+func Decode(file string, data []byte) ([]Document, error) {
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	deserializer := codecs.UniversalDeserializer()
+	var docs []Document
+	var errs []error
+	for i := 1; ; i++ {
+		raw, err := reader.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: document %d: %w", file, i, err))
+			break
+		}
+		if len(bytes.TrimSpace(stripComments(raw))) == 0 {
+			i--
+			continue
+		}
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal(raw, &tm); err != nil {
+			errs = append(errs, fmt.Errorf("%s: document %d: %w", file, i, err))
+			continue
+		}
+		if !supportedKinds[tm.GroupVersionKind()] {
+			if tm.APIVersion == "" || tm.Kind == "" {
+				errs = append(errs, fmt.Errorf("%s: document %d: apiVersion and kind are required", file, i))
+			} else {
+				errs = append(errs, fmt.Errorf("%s: document %d: unsupported kind %s %s; Weir reads %s", file, i, tm.APIVersion, tm.Kind, supported))
+			}
+			continue
+		}
+		obj, _, err := deserializer.Decode(raw, nil, nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: document %d: %w", file, i, err))
+			continue
+		}
+		docs = append(docs, Document{File: file, Index: i, Object: obj})
+	}
+	return docs, errors.Join(errs...)
+}
+
+func stripComments(raw []byte) []byte {
+	var out []byte
+	for _, line := range bytes.Split(raw, []byte("\n")) {
+		if t := bytes.TrimSpace(line); len(t) > 0 && t[0] != '#' && string(t) != "---" {
+			out = append(out, line...)
+			out = append(out, '\n')
+		}
+	}
+	return out
+}
+
+// Validate defaults and validates a KIngress the way the API server's
+// webhook would, and returns an error naming the document and field.
+func Validate(ctx context.Context, d Document) error {
+	ing, ok := d.Object.(*v1alpha1.Ingress)
+	if !ok {
+		return nil
+	}
+	prefix := fmt.Sprintf("%s (KIngress %s/%s)", d, ing.Namespace, ing.Name)
+	if ing.Name == "" {
+		return fmt.Errorf("%s: metadata.name is required", prefix)
+	}
+	// SetDefaults dereferences every rule's http block.
+	for i, r := range ing.Spec.Rules {
+		if r.HTTP == nil {
+			return fmt.Errorf("%s: spec.rules[%d].http: missing field(s); every rule needs http.paths", prefix, i)
+		}
+	}
+	ing.SetDefaults(ctx)
+	if fe := ing.Validate(ctx); fe != nil {
+		return fmt.Errorf("%s: %s", prefix, strings.ReplaceAll(fe.Error(), "\n", "; "))
+	}
+	return nil
+}

@@ -1,0 +1,142 @@
+package manifest
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/weir-dev/weir/pkg/ir"
+)
+
+const validDocs = `
+# a comment-only document is skipped
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hello}
+spec:
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: hello-1
+  labels: {kubernetes.io/service-name: hello}
+addressType: IPv4
+ports: [{name: http, port: 9001, protocol: TCP}]
+endpoints: [{addresses: ["127.0.0.1"], conditions: {ready: true}}]
+---
+apiVersion: networking.internal.knative.dev/v1alpha1
+kind: Ingress
+metadata:
+  name: hello
+  annotations: {networking.knative.dev/ingress.class: weir.ingress.networking.knative.dev}
+spec:
+  rules:
+  - hosts: [hello.example.com]
+    visibility: ExternalIP
+    http:
+      paths:
+      - splits:
+        - {serviceName: hello, serviceNamespace: default, servicePort: 80, percent: 100}
+`
+
+func TestDecodeValid(t *testing.T) {
+	docs, err := Decode("a.yaml", []byte(validDocs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(docs) != 3 || docs[0].Index != 1 || docs[2].Index != 3 {
+		t.Fatalf("docs = %v, want 3 numbered 1..3", docs)
+	}
+}
+
+func TestDecodeErrorsNameFileAndDocument(t *testing.T) {
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"bad yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: [}\n", "a.yaml: document 1"},
+		{"unknown kind", "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n",
+			"a.yaml: document 2: unsupported kind apps/v1 Deployment"},
+		{"unregistered kind", "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: x}\n", "a.yaml: document 1: unsupported kind example.com/v1 Widget"},
+		{"unknown field", "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {portz: []}\n", `unknown field "spec.portz"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode("a.yaml", []byte(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidateNamesField(t *testing.T) {
+	bad := strings.Replace(validDocs, "percent: 100", "percent: 150", 1)
+	docs, err := Decode("a.yaml", []byte(bad))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Validate(context.Background(), docs[2])
+	if err == nil || !strings.Contains(err.Error(), "a.yaml: document 3 (KIngress /hello)") || !strings.Contains(err.Error(), "percent") {
+		t.Errorf("error = %v, want the document and the percent field", err)
+	}
+}
+
+type triggers struct{ n int }
+
+func (t *triggers) Trigger() { t.n++ }
+
+func TestApplyServesValidAndDropsRemoved(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("hello.yaml", validDocs)
+	write("broken.yaml", strings.NewReplacer("name: hello\n  annotations", "name: broken\n  annotations",
+		"percent: 100", "percent: 150").Replace(validDocs[strings.Index(validDocs, "apiVersion: networking"):]))
+	write("notes.txt", "not yaml, not read")
+
+	docs, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := ir.NewModel()
+	r := &Reconciler{Model: model, Syncer: &triggers{}}
+	statuses, errs := r.Apply(context.Background(), docs)
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "broken.yaml: document 1 (KIngress default/broken)") {
+		t.Errorf("errs = %v, want one for broken.yaml", errs)
+	}
+	if len(statuses) != 1 || statuses[0].Summary() != "Ready" {
+		t.Fatalf("statuses = %+v, want hello Ready", statuses)
+	}
+	f, ok := model.Get(ir.ObjectRef{Kind: "KIngress", Namespace: "default", Name: "hello"})
+	if !ok || len(f.Backends) != 1 || len(f.Backends[0].Endpoints) != 1 || f.Backends[0].Endpoints[0].Port != 9001 {
+		t.Fatalf("served fragment = %+v, want hello with endpoint 127.0.0.1:9001", f)
+	}
+
+	// Dropping the file drops the KIngress.
+	if err := os.Remove(filepath.Join(dir, "hello.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	docs, _ = Load(dir)
+	r.Apply(context.Background(), docs)
+	if n := len(model.Fragments()); n != 0 {
+		t.Errorf("fragments after removal = %d, want 0", n)
+	}
+}
+
+func TestApplyReportsMissingService(t *testing.T) {
+	docs, err := Decode("a.yaml", []byte(validDocs[strings.Index(validDocs, "apiVersion: networking"):]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	statuses, errs := (&Reconciler{Model: ir.NewModel(), Syncer: &triggers{}}).Apply(context.Background(), docs)
+	if len(errs) != 0 || len(statuses) != 1 {
+		t.Fatalf("errs = %v, statuses = %v", errs, statuses)
+	}
+	if got := statuses[0].Summary(); !strings.HasPrefix(got, "ServiceNotFound: ") {
+		t.Errorf("summary = %q", got)
+	}
+}

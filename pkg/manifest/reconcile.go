@@ -1,0 +1,147 @@
+package manifest
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"k8s.io/client-go/tools/cache"
+	"knative.dev/networking/pkg/apis/networking"
+	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+
+	"github.com/weir-dev/weir/pkg/config"
+	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/reconciler/kingress"
+)
+
+// IngressStatus is the outcome of reconciling one KIngress.
+type IngressStatus struct {
+	Document Document
+	Ingress  *v1alpha1.Ingress // with Status filled in
+}
+
+// Summary is one line for a person: "Ready" or the failure and its reason.
+func (s IngressStatus) Summary() string {
+	c := s.Ingress.Status.GetCondition(v1alpha1.IngressConditionLoadBalancerReady)
+	switch {
+	case s.Ingress.IsReady():
+		return "Ready"
+	case c != nil && c.Reason != "":
+		return fmt.Sprintf("%s: %s", c.Reason, c.Message)
+	}
+	return "NotReady"
+}
+
+// Reconciler reconciles documents into a routing model with the KIngress
+// reconciler, as the controller would with informers.
+type Reconciler struct {
+	Model  *ir.Model
+	Syncer kingress.Syncer
+	// Prober decides readiness; nil means ready as soon as the model
+	// holds the KIngress (there is no gateway to probe).
+	Prober kingress.StatusProber
+	Config *config.Config
+}
+
+// Apply makes docs the complete desired state: every valid KIngress of
+// Weir's class is served, and KIngresses absent from docs are dropped.
+// Invalid KIngresses are reported and left out; everything else is served.
+func (r *Reconciler) Apply(ctx context.Context, docs []Document) ([]IngressStatus, []error) {
+	if r.Config != nil {
+		ctx = config.ToContext(ctx, r.Config)
+	}
+	idx := func() cache.Indexer {
+		return cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	}
+	services, slices, secrets := idx(), idx(), idx()
+	var ingresses []Document
+	var errs []error
+	for _, d := range docs {
+		obj := d.Object.DeepCopyObject()
+		if m, err := meta.Accessor(obj); err == nil && m.GetNamespace() == "" {
+			m.SetNamespace(corev1.NamespaceDefault)
+		}
+		d.Object = obj
+		var err error
+		switch o := obj.(type) {
+		case *corev1.Service:
+			err = services.Add(o)
+		case *discoveryv1.EndpointSlice:
+			err = slices.Add(o)
+		case *corev1.Secret:
+			err = secrets.Add(o)
+		case *v1alpha1.Ingress:
+			if o.Annotations[networking.IngressClassAnnotationKey] != kingress.ClassName {
+				continue
+			}
+			if err = Validate(ctx, d); err == nil {
+				ingresses = append(ingresses, d)
+			}
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Older KIngresses first, so domain conflicts resolve as in a cluster.
+	sort.SliceStable(ingresses, func(i, j int) bool {
+		a, b := ingresses[i].Object.(*v1alpha1.Ingress), ingresses[j].Object.(*v1alpha1.Ingress)
+		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+			return a.CreationTimestamp.Before(&b.CreationTimestamp)
+		}
+		return a.Namespace+"/"+a.Name < b.Namespace+"/"+b.Name
+	})
+
+	rec := &kingress.Reconciler{
+		Listers: kingress.Listers{
+			Services:       corelisters.NewServiceLister(services),
+			EndpointSlices: discoverylisters.NewEndpointSliceLister(slices),
+			Secrets:        corelisters.NewSecretLister(secrets),
+		},
+		Model:  r.Model,
+		Syncer: r.Syncer,
+		Prober: r.prober(),
+		// Every Apply reconciles every KIngress, oldest first, so a
+		// displaced one is reconciled again in this pass anyway.
+		Enqueue: func(types.NamespacedName) {},
+	}
+
+	keep := map[ir.ObjectRef]bool{}
+	statuses := make([]IngressStatus, 0, len(ingresses))
+	for _, d := range ingresses {
+		ing := d.Object.(*v1alpha1.Ingress)
+		keep[ir.ObjectRef{Kind: kingress.Kind, Namespace: ing.Namespace, Name: ing.Name}] = true
+		if err := rec.ReconcileKind(ctx, ing); err != nil {
+			errs = append(errs, fmt.Errorf("%s (KIngress %s/%s): %w", d, ing.Namespace, ing.Name, err))
+		}
+		statuses = append(statuses, IngressStatus{Document: d, Ingress: ing})
+	}
+	for _, f := range r.Model.Fragments() {
+		if f.Source.Kind == kingress.Kind && !keep[f.Source] {
+			rec.Forget(&v1alpha1.Ingress{ObjectMeta: objectMeta(f.Source)})
+		}
+	}
+	return statuses, errs
+}
+
+func (r *Reconciler) prober() kingress.StatusProber {
+	if r.Prober != nil {
+		return r.Prober
+	}
+	return alwaysReady{}
+}
+
+type alwaysReady struct{}
+
+func (alwaysReady) IsReady(context.Context, *v1alpha1.Ingress) (bool, error) { return true, nil }
+func (alwaysReady) CancelIngressProbing(interface{})                         {}
+
+func objectMeta(ref ir.ObjectRef) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Namespace: ref.Namespace, Name: ref.Name}
+}
