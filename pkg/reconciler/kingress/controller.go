@@ -6,12 +6,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"knative.dev/networking/pkg/apis/networking"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
 	ingressinformer "knative.dev/networking/pkg/client/injection/informers/networking/v1alpha1/ingress"
 	ingressreconciler "knative.dev/networking/pkg/client/injection/reconciler/networking/v1alpha1/ingress"
 	"knative.dev/networking/pkg/status"
+	kubeclient "knative.dev/pkg/client/injection/kube/client"
 	secretinformer "knative.dev/pkg/client/injection/kube/informers/core/v1/secret"
 	serviceinformer "knative.dev/pkg/client/injection/kube/informers/core/v1/service"
 	endpointsliceinformer "knative.dev/pkg/client/injection/kube/informers/discovery/v1/endpointslice"
@@ -51,8 +55,10 @@ func NewController(opts ControllerOptions) func(context.Context, configmap.Watch
 				EndpointSlices: sliceInformer.Lister(),
 				Secrets:        secretInformer.Lister(),
 			},
-			Model:  opts.Model,
-			Syncer: opts.Syncer,
+			Model:     opts.Model,
+			Syncer:    opts.Syncer,
+			Ingresses: ingressInformer.Lister(),
+			Recorder:  newRecorder(ctx),
 		}
 		if opts.Reconciler != nil {
 			*opts.Reconciler = r
@@ -112,4 +118,19 @@ func NewController(opts ControllerOptions) func(context.Context, configmap.Watch
 			controller.EnsureTypeMeta(impl.Tracker.OnChanged, corev1.SchemeGroupVersion.WithKind("Secret"))))
 		return impl
 	}
+}
+
+// newRecorder returns the context's event recorder, or one that writes
+// Events through the API server as the generated reconciler's does.
+func newRecorder(ctx context.Context) record.EventRecorder {
+	if rec := controller.GetEventRecorder(ctx); rec != nil {
+		return rec
+	}
+	b := record.NewBroadcaster()
+	w := b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kubeclient.Get(ctx).CoreV1().Events("")})
+	go func() {
+		<-ctx.Done()
+		w.Stop()
+	}()
+	return b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "weir-controller"})
 }

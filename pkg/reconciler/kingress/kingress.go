@@ -12,10 +12,13 @@ import (
 	"strings"
 	"sync"
 
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+	netlisters "knative.dev/networking/pkg/client/listers/networking/v1alpha1"
 	"knative.dev/networking/pkg/ingress"
 	"knative.dev/pkg/network"
 	pkgreconciler "knative.dev/pkg/reconciler"
@@ -49,8 +52,15 @@ type Reconciler struct {
 	Tracker tracker.Interface
 	// Enqueue re-reconciles a KIngress, e.g. one displaced from a domain.
 	Enqueue func(types.NamespacedName)
+	// Ingresses and Recorder report gateway rejections as Events; both
+	// may be nil where there is no API server.
+	Ingresses netlisters.IngressLister
+	Recorder  record.EventRecorder
 
 	mu sync.Mutex
+	// seen holds every KIngress version reconciled at least once, so
+	// startup can wait for the full model before serving xDS.
+	seen map[types.UID]int64
 	// conflicted are KIngresses rejected for a domain conflict; they retry
 	// whenever the model changes so they take over once the domain frees.
 	conflicted map[ir.ObjectRef]bool
@@ -139,6 +149,12 @@ func (r *Reconciler) serve(ctx context.Context, ing *v1alpha1.Ingress) ([]*Probl
 		return nil, err
 	}
 	r.track(ing)
+	r.mu.Lock()
+	if r.seen == nil {
+		r.seen = map[types.UID]int64{}
+	}
+	r.seen[ing.UID] = ing.Generation
+	r.mu.Unlock()
 	policy := SecretPolicy{ExtraNamespaces: config.FromContext(ctx).Weir.TLSSecretNamespaces}
 	frag, problems := Build(ing, hex.EncodeToString(sum[:]), r.Listers, policy)
 
@@ -163,6 +179,33 @@ func (r *Reconciler) serve(ctx context.Context, ing *v1alpha1.Ingress) ([]*Probl
 	r.Syncer.Trigger()
 	r.retryConflicted(ref)
 	return problems, nil
+}
+
+// Seen reports whether this generation of ing was reconciled at least once.
+func (r *Reconciler) Seen(ing *v1alpha1.Ingress) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	gen, ok := r.seen[ing.UID]
+	return ok && gen >= ing.Generation
+}
+
+// ReportRejected records a Warning Event on each KIngress among refs: a
+// gateway refused config built from it.
+func (r *Reconciler) ReportRejected(refs []ir.ObjectRef, detail string) {
+	if r.Recorder == nil || r.Ingresses == nil {
+		return
+	}
+	for _, ref := range refs {
+		if ref.Kind != Kind {
+			continue
+		}
+		ing, err := r.Ingresses.Ingresses(ref.Namespace).Get(ref.Name)
+		if err != nil {
+			continue
+		}
+		r.Recorder.Eventf(ing, corev1.EventTypeWarning, "GatewayRejectedConfig",
+			"A gateway rejected the Envoy config built from this KIngress, and keeps serving its previous config: %s", detail)
+	}
 }
 
 // retryConflicted re-enqueues the KIngresses waiting on a domain.

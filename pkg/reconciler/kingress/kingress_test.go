@@ -266,3 +266,42 @@ func TestReconcile(t *testing.T) {
 	}}
 	table.Test(t, factory)
 }
+
+func TestSeenTracksGenerations(t *testing.T) {
+	l := newListers(service("svc"))
+	r := &Reconciler{Listers: l.Listers, Model: ir.NewModel(), Syncer: &countingSyncer{}, Prober: &fakeProber{ready: true},
+		Enqueue: func(types.NamespacedName) {}}
+	ing := kingress("hello")
+	ing.UID = "uid-1"
+	if r.Seen(ing) {
+		t.Fatal("Seen before any reconcile")
+	}
+	if err := r.ObserveKind(context.Background(), ing); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Seen(ing) {
+		t.Error("not Seen after ObserveKind")
+	}
+	newer := ing.DeepCopy()
+	newer.Generation = 2
+	if r.Seen(newer) {
+		t.Error("a newer generation counts as seen")
+	}
+}
+
+func TestReportRejectedRecordsEventsOnKIngresses(t *testing.T) {
+	l := newListers(kingress("hello"))
+	rec := record.NewFakeRecorder(5)
+	r := &Reconciler{Ingresses: l.Ingresses, Recorder: rec}
+	r.ReportRejected([]ir.ObjectRef{
+		{Kind: Kind, Namespace: testNS, Name: "hello"},
+		{Kind: Kind, Namespace: testNS, Name: "gone"},
+		{Kind: "HTTPRoute", Namespace: testNS, Name: "hello"},
+	}, "unknown field x")
+	if len(rec.Events) != 1 {
+		t.Fatalf("events = %d, want 1", len(rec.Events))
+	}
+	if e := <-rec.Events; e != "Warning GatewayRejectedConfig A gateway rejected the Envoy config built from this KIngress, and keeps serving its previous config: unknown field x" {
+		t.Errorf("event = %q", e)
+	}
+}
