@@ -1,0 +1,112 @@
+package dataplane
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// The benchmarks compare a request through the proxy with the same request
+// sent straight to the backend, over keep-alive HTTP/1.1 on loopback.
+func benchBackend(b *testing.B) string {
+	return serveHTTP(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "hello from the backend\n")
+	}))
+}
+
+func runLoad(b *testing.B, url string) {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}}
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := client.Get(url)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+}
+
+func BenchmarkDirect(b *testing.B) {
+	runLoad(b, "http://"+benchBackend(b)+"/bench")
+}
+
+func BenchmarkProxy(b *testing.B) {
+	addr := benchBackend(b)
+	res := singleRoute(routeTo(prefixMatch("/"), "bench"))
+	res.Clusters = append(res.Clusters, edsCluster("bench", false))
+	res.Endpoints = append(res.Endpoints, cla("bench", addr))
+	p := New(Options{ListenAddress: "127.0.0.1"})
+	if err := p.Apply(res); err != nil {
+		b.Fatal(err)
+	}
+	defer p.Shutdown(b.Context())
+	runLoad(b, "http://"+p.ListenerAddr(listenerName).String()+"/bench")
+}
+
+// BenchmarkNginx is the reference: the same load through nginx
+// (worker_processes auto, upstream keepalive). It runs only with
+// WEIR_BENCH_NGINX=1 and nginx on PATH.
+func BenchmarkNginx(b *testing.B) {
+	if os.Getenv("WEIR_BENCH_NGINX") == "" {
+		b.Skip("set WEIR_BENCH_NGINX=1 to compare with nginx")
+	}
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		b.Skip("nginx not installed")
+	}
+	addr := benchBackend(b)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	dir := b.TempDir()
+	conf := fmt.Sprintf(`worker_processes auto;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream be { server %[2]s; keepalive 256; }
+  server {
+    listen 127.0.0.1:%[3]d;
+    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+`, dir, addr, port)
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", path, "-g", "daemon off;")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	url := fmt.Sprintf("http://127.0.0.1:%d/bench", port)
+	for i := 0; ; i++ {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			break
+		}
+		if i > 50 {
+			b.Fatal("nginx did not start")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	runLoad(b, url)
+}

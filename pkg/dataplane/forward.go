@@ -1,0 +1,1041 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+var (
+	errRouteTimeout   = errors.New("upstream request timeout")
+	errPerTryTimeout  = errors.New("upstream per-try timeout")
+	errStreamIdle     = errors.New("stream idle timeout")
+	errBodySuperseded = errors.New("request body superseded by a retry")
+	errBodyTooLarge   = errors.New("request body exceeded the retry buffer")
+)
+
+// Shared single-value header slices. Their len equals their cap, so an
+// append by anyone copies instead of writing into the shared array.
+var (
+	hvHTTP        = []string{"http"}
+	hvHTTPS       = []string{"https"}
+	hvTrailers    = []string{"trailers"}
+	hvUpgrade     = []string{"Upgrade"}
+	hvEmpty       = []string{""}
+	hvTextPlain   = []string{"text/plain"}
+	hvGRPC        = []string{"application/grpc"}
+	hvZero        = []string{"0"}
+	grpcStatusFor = map[int][]string{
+		400: {"13"}, 401: {"16"}, 403: {"7"}, 404: {"12"},
+		429: {"14"}, 502: {"14"}, 503: {"14"}, 504: {"14"},
+	}
+	hvGRPCUnknown = []string{"2"}
+)
+
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// stream is the per-request state. It is not pooled: timers and the
+// transport's body reader may outlive the handler.
+type stream struct {
+	rl    *rtListener
+	conf  *listenerConf
+	hcm   *hcmConf
+	w     http.ResponseWriter
+	r     *http.Request
+	start time.Time
+
+	path     string // :path without query, after normalization
+	tls      bool
+	upType   string
+	route    *route
+	cluster  *cluster
+	endpoint *endpoint
+	activeEp *endpoint // least-request accounting to release at the end
+
+	ctx          context.Context
+	cancel       context.CancelCauseFunc
+	idle         time.Duration
+	idleTimer    *time.Timer
+	routeTimer   *time.Timer
+	timerOnce    sync.Once
+	lastActivity atomic.Int64
+	upgraded     atomic.Pointer[upgradedConn]
+
+	code     int
+	flags    string
+	bytesIn  atomic.Int64
+	bytesOut atomic.Int64
+}
+
+func (rl *rtListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	conf := rl.conf.Load()
+	ch := conf.plain
+	if conf.tls {
+		if r.TLS == nil {
+			panic(http.ErrAbortHandler)
+		}
+		ch = conf.chainForSNI(r.TLS.ServerName)
+	}
+	if ch == nil {
+		panic(http.ErrAbortHandler)
+	}
+	s := &stream{rl: rl, conf: conf, hcm: ch.hcm, w: w, r: r, start: time.Now(), tls: r.TLS != nil}
+	defer s.finish()
+	s.serve()
+}
+
+func (s *stream) serve() {
+	r, hcm := s.r, s.hcm
+	if r.ProtoMajor == 1 && httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
+		// An h2c upgrade is not a stream upgrade: Envoy strips it and
+		// serves the request as HTTP/1.1.
+		if up := r.Header.Get("Upgrade"); !strings.EqualFold(up, "h2c") {
+			s.upType = up
+		}
+	}
+
+	s.path = r.URL.EscapedPath()
+	if hcm.normalize || hcm.mergeSlashes {
+		s.path = normalizePath(s.path, hcm.normalize, hcm.mergeSlashes)
+	}
+
+	vh := hcm.routes.findVhost(lowerASCII(r.Host))
+	if vh == nil {
+		s.localReply(http.StatusNotFound, "", "NR")
+		return
+	}
+	rt := vh.match(s)
+	if rt == nil {
+		s.localReply(http.StatusNotFound, "", "NR")
+		return
+	}
+	s.route = rt
+	if rt.redirect != nil {
+		s.redirect(rt.redirect)
+		return
+	}
+	fw := rt.fwd
+	if s.upType != "" && !upgradeAllowed(hcm, fw, s.upType) {
+		s.localReply(http.StatusForbidden, "", "UPE")
+		return
+	}
+	tgt := fw.pick()
+	c := tgt.cluster
+	s.cluster = c
+	if c.missing {
+		s.localReply(http.StatusServiceUnavailable, "", "NC")
+		return
+	}
+	if len(c.endpoints) == 0 {
+		s.localReply(http.StatusServiceUnavailable, "no healthy upstream", "UH")
+		return
+	}
+	s.forward(fw, tgt)
+}
+
+// upgradeAllowed follows Envoy: a route-level upgrade config decides when
+// present, otherwise the HCM's.
+func upgradeAllowed(hcm *hcmConf, fw *forward, upType string) bool {
+	t := strings.ToLower(upType)
+	if fw.upgrades != nil {
+		if enabled, ok := fw.upgrades[t]; ok {
+			return enabled
+		}
+	}
+	return hcm.upgrades[t]
+}
+
+func (fw *forward) pick() *target {
+	if len(fw.targets) == 1 {
+		return fw.targets[0]
+	}
+	v := rand.Uint64N(fw.totalWeight)
+	for _, t := range fw.targets {
+		if v < t.weight {
+			return t
+		}
+		v -= t.weight
+	}
+	return fw.targets[len(fw.targets)-1]
+}
+
+func (v *vhost) match(s *stream) *route {
+	for _, rt := range v.routes {
+		switch rt.kind {
+		case matchPrefix:
+			if !s.hasPrefix(rt.value) {
+				continue
+			}
+		case matchPath:
+			if s.path != rt.value {
+				continue
+			}
+		case matchRegex:
+			if !rt.re.MatchString(s.path) {
+				continue
+			}
+		}
+		if !s.headersMatch(rt.headers) {
+			continue
+		}
+		return rt
+	}
+	return nil
+}
+
+// hasPrefix matches a prefix against :path (Envoy matches prefixes on the
+// full :path, query included).
+func (s *stream) hasPrefix(prefix string) bool {
+	if strings.HasPrefix(s.path, prefix) {
+		return true
+	}
+	if len(prefix) > len(s.path) && s.r.URL.RawQuery != "" {
+		return strings.HasPrefix(s.fullPath(), prefix)
+	}
+	return false
+}
+
+func (s *stream) fullPath() string {
+	if s.r.URL.RawQuery == "" && !s.r.URL.ForceQuery {
+		return s.path
+	}
+	return s.path + "?" + s.r.URL.RawQuery
+}
+
+func (s *stream) scheme() string {
+	if s.tls {
+		return "https"
+	}
+	return "http"
+}
+
+func (s *stream) headersMatch(ms []headerMatcher) bool {
+	for i := range ms {
+		m := &ms[i]
+		var value string
+		present := true
+		switch m.pseudo {
+		case pseudoMethod:
+			value = s.r.Method
+		case pseudoAuthority:
+			value = s.r.Host
+		case pseudoPath:
+			value = s.fullPath()
+		case pseudoScheme:
+			value = s.scheme()
+		default:
+			vs := s.r.Header[m.key]
+			switch len(vs) {
+			case 0:
+				present = false
+			case 1:
+				value = vs[0]
+			default:
+				// Envoy matches repeated headers as one comma-joined value.
+				value = strings.Join(vs, ",")
+			}
+		}
+		var ok bool
+		switch m.kind {
+		case hmPresent:
+			ok = present
+		case hmAbsent:
+			ok = !present
+		case hmExact:
+			ok = present && value == m.exact
+		case hmRegex:
+			ok = present && m.re.MatchString(value)
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// redirect builds the Location like Envoy: the scheme/host/port/path
+// replacements apply to the request URL, and a default port of the old
+// scheme is dropped when the scheme changes.
+func (s *stream) redirect(rd *redirect) {
+	scheme := s.scheme()
+	origScheme := scheme
+	if rd.scheme != "" {
+		scheme = rd.scheme
+	}
+	host := rd.host
+	if host == "" {
+		host = s.r.Host
+		if i := portIndex(host); i >= 0 {
+			port := host[i:]
+			if rd.port != "" || (scheme != origScheme && ((port == ":80" && scheme == "https") || (port == ":443" && scheme == "http"))) {
+				host = host[:i]
+			}
+		}
+	}
+	path := s.path
+	query := s.r.URL.RawQuery
+	if rd.path != "" {
+		path = rd.path
+		if strings.Contains(path, "?") {
+			query = ""
+		}
+	}
+	if rd.stripQuery {
+		query = ""
+	}
+	loc := scheme + "://" + host + rd.port + path
+	if query != "" {
+		loc += "?" + query
+	}
+	h := s.w.Header()
+	h["Location"] = []string{loc}
+	h["Content-Length"] = hvZero
+	s.flags = "DR"
+	s.writeHeader(rd.code)
+}
+
+// portIndex returns the index of the ":port" suffix of a host, or -1.
+func portIndex(host string) int {
+	i := strings.LastIndexByte(host, ':')
+	if i < 0 || strings.LastIndexByte(host, ']') > i {
+		return -1
+	}
+	return i
+}
+
+func (s *stream) forward(fw *forward, tgt *target) {
+	r := s.r
+	c := tgt.cluster
+	routeTimeout := fw.timeout
+	if s.upType != "" {
+		// Envoy arms the route timeout when the downstream request ends,
+		// which never happens for an upgraded stream.
+		routeTimeout = 0
+	}
+	s.ctx = r.Context()
+	if routeTimeout > 0 || s.hcm.streamIdle > 0 || fw.retry != nil {
+		s.ctx, s.cancel = context.WithCancelCause(r.Context())
+	}
+	if s.hcm.streamIdle > 0 {
+		s.idle = s.hcm.streamIdle
+		s.touch()
+		s.idleTimer = time.AfterFunc(s.idle, s.onIdle)
+	}
+	startTimeout := func() {
+		if routeTimeout > 0 {
+			s.timerOnce.Do(func() {
+				s.routeTimer = time.AfterFunc(routeTimeout, func() { s.cancel(errRouteTimeout) })
+			})
+		}
+	}
+
+	out := r.Clone(s.ctx)
+	out.RequestURI = ""
+	out.Close = false
+	out.URL.Scheme = "http"
+	if s.path != r.URL.EscapedPath() {
+		out.URL.RawPath = s.path
+		if p, err := url.PathUnescape(s.path); err == nil {
+			out.URL.Path = p
+		} else {
+			out.URL.Path = s.path
+		}
+	}
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		out.Body = nil
+		out.ContentLength = 0
+		startTimeout()
+	} else {
+		out.Body = &requestBody{src: r.Body, s: s, onEOF: startTimeout}
+	}
+	if fw.hostRewrite != "" {
+		out.Host = fw.hostRewrite
+	}
+	s.prepareHeaders(out.Header, fw, tgt)
+
+	transport := c.pool.main
+	if s.upType != "" {
+		transport = c.pool.h1
+	}
+	res, err := s.roundTrip(out, c, fw, transport)
+	if err != nil {
+		s.upstreamError(err)
+		return
+	}
+	if res.StatusCode == http.StatusSwitchingProtocols && s.upType != "" {
+		s.upgrade(res)
+		return
+	}
+	s.respond(res)
+}
+
+func (s *stream) prepareHeaders(h http.Header, fw *forward, tgt *target) {
+	// Hop-by-hop headers, including those named by Connection.
+	for _, v := range h["Connection"] {
+		for _, tok := range strings.Split(v, ",") {
+			if tok = strings.TrimSpace(tok); tok != "" {
+				delete(h, http.CanonicalHeaderKey(tok))
+			}
+		}
+	}
+	delete(h, "Connection")
+	delete(h, "Proxy-Connection")
+	delete(h, "Keep-Alive")
+	delete(h, "Transfer-Encoding")
+	delete(h, "Upgrade")
+	delete(h, "Trailer")
+	delete(h, "Http2-Settings")
+	// Envoy answers 100-continue itself (Go's server does on first read).
+	delete(h, "Expect")
+	if te, ok := h["Te"]; ok {
+		if httpguts.HeaderValuesContainsToken(te, "trailers") {
+			h["Te"] = hvTrailers
+		} else {
+			delete(h, "Te")
+		}
+	}
+	if s.upType != "" {
+		h["Connection"] = hvUpgrade
+		h["Upgrade"] = []string{s.upType}
+	}
+
+	clientIP, _, err := net.SplitHostPort(s.r.RemoteAddr)
+	if err != nil {
+		clientIP = s.r.RemoteAddr
+	}
+	scheme := hvHTTP
+	if s.tls {
+		scheme = hvHTTPS
+	}
+	external := true
+	if s.hcm.useRemote {
+		// Edge proxy: append the peer to XFF and own x-forwarded-proto.
+		if prior := h["X-Forwarded-For"]; len(prior) > 0 {
+			h["X-Forwarded-For"] = []string{strings.Join(prior, ",") + "," + clientIP}
+		} else {
+			h["X-Forwarded-For"] = []string{clientIP}
+		}
+		h["X-Forwarded-Proto"] = scheme
+		if a, err := netip.ParseAddr(clientIP); err == nil {
+			a = a.Unmap()
+			external = !(a.IsLoopback() || a.IsPrivate())
+		}
+	} else {
+		external = false
+		if _, ok := h["X-Forwarded-Proto"]; !ok {
+			h["X-Forwarded-Proto"] = scheme
+		}
+	}
+	// generate_request_id defaults to true; external request ids are not
+	// trusted (preserve_external_request_id defaults to false).
+	if _, ok := h["X-Request-Id"]; !ok || external {
+		h["X-Request-Id"] = []string{newRequestID()}
+	}
+	if fw.timeoutHdr != nil && s.upType == "" {
+		h["X-Envoy-Expected-Rq-Timeout-Ms"] = fw.timeoutHdr
+	}
+
+	for i := range tgt.ops {
+		op := &tgt.ops[i]
+		switch op.kind {
+		case opRemove:
+			delete(h, op.key)
+		case opAppend:
+			h[op.key] = append(h[op.key], op.value...)
+		case opAddIfAbsent:
+			if _, ok := h[op.key]; !ok {
+				h[op.key] = op.value
+			}
+		case opOverwriteOrAdd:
+			h[op.key] = op.value
+		case opOverwriteIfExists:
+			if _, ok := h[op.key]; ok {
+				h[op.key] = op.value
+			}
+		}
+	}
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = hvEmpty // keep Go's transport from adding its own
+	}
+}
+
+// roundTrip sends out to an endpoint of c, retrying per the route's policy.
+func (s *stream) roundTrip(out *http.Request, c *cluster, fw *forward, transport http.RoundTripper) (*http.Response, error) {
+	rp := fw.retry
+	if rp == nil || s.upType != "" {
+		return s.attempt(out, c, transport)
+	}
+	var rb *replayBody
+	if out.Body != nil {
+		rb = &replayBody{src: out.Body, limit: 1 << 20} // Envoy's default buffer limit
+	}
+	for try := 0; ; try++ {
+		tryCtx, tryCancel := s.ctx, context.CancelFunc(func() {})
+		if rp.perTry > 0 {
+			tryCtx, tryCancel = context.WithTimeoutCause(s.ctx, rp.perTry, errPerTryTimeout)
+		}
+		req := out.Clone(tryCtx)
+		if rb != nil {
+			req.Body = rb.next()
+		}
+		res, err := s.attempt(req, c, transport)
+		last := try >= rp.numRetries || s.ctx.Err() != nil || (rb != nil && rb.overflowed())
+		if err == nil {
+			if !last && rp.retriableStatus(res.StatusCode) {
+				io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+				res.Body.Close()
+				tryCancel()
+				s.releaseEndpoint()
+				if !s.backoff(rp, try) {
+					return nil, context.Cause(s.ctx)
+				}
+				continue
+			}
+			if rp.perTry > 0 {
+				res.Body = &cancelOnClose{ReadCloser: res.Body, cancel: tryCancel}
+			} else {
+				tryCancel()
+			}
+			return res, nil
+		}
+		perTryExpired := errors.Is(context.Cause(tryCtx), errPerTryTimeout) && s.ctx.Err() == nil
+		tryCancel()
+		if perTryExpired {
+			err = errPerTryTimeout
+		}
+		if last || s.ctx.Err() != nil || !rp.retriableError(err) {
+			return nil, err
+		}
+		if !s.backoff(rp, try) {
+			return nil, context.Cause(s.ctx)
+		}
+	}
+}
+
+func (s *stream) attempt(req *http.Request, c *cluster, transport http.RoundTripper) (*http.Response, error) {
+	ep := c.pick()
+	if ep == nil {
+		return nil, errNoEndpoint
+	}
+	s.endpoint = ep
+	req.URL.Host = ep.addr
+	if c.leastRequest {
+		ep.active.Add(1)
+		s.activeEp = ep
+	}
+	res, err := transport.RoundTrip(req)
+	if err != nil {
+		s.releaseEndpoint()
+		return nil, err
+	}
+	c.stats.requests.inc(res.StatusCode)
+	return res, nil
+}
+
+var errNoEndpoint = errors.New("no healthy upstream")
+
+func (s *stream) releaseEndpoint() {
+	if s.activeEp != nil {
+		s.activeEp.active.Add(-1)
+		s.activeEp = nil
+	}
+}
+
+func (rp *retryPolicy) retriableStatus(code int) bool {
+	switch {
+	case rp.on5xx && code >= 500 && code <= 599:
+		return true
+	case rp.onGateway && (code == 502 || code == 503 || code == 504):
+		return true
+	}
+	for _, c := range rp.onCodes {
+		if c == code {
+			return true
+		}
+	}
+	return false
+}
+
+func (rp *retryPolicy) retriableError(err error) bool {
+	if errors.Is(err, errNoEndpoint) || errors.Is(err, errBodyTooLarge) {
+		return false
+	}
+	var ce *connectError
+	if errors.As(err, &ce) && rp.onConnect {
+		return true
+	}
+	return rp.on5xx || rp.onGateway || rp.onReset
+}
+
+// backoff sleeps Envoy's default jittered exponential back-off (25ms base,
+// 250ms max). It returns false when the stream ended meanwhile.
+func (s *stream) backoff(rp *retryPolicy, try int) bool {
+	ceil := rp.baseBackoff << min(try+1, 8)
+	ceil = min(ceil, rp.maxBackoff)
+	t := time.NewTimer(time.Duration(rand.Int64N(int64(ceil)) + 1))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.ctx.Done():
+		return false
+	}
+}
+
+// upstreamError turns a failed round trip into Envoy's local reply.
+func (s *stream) upstreamError(err error) {
+	cause := error(nil)
+	if s.ctx != nil {
+		cause = context.Cause(s.ctx)
+	}
+	var ce *connectError
+	switch {
+	case errors.Is(cause, errStreamIdle):
+		s.localReply(http.StatusRequestTimeout, "stream timeout", "SI")
+	case errors.Is(cause, errRouteTimeout) || errors.Is(err, errPerTryTimeout):
+		s.localReply(http.StatusGatewayTimeout, "upstream request timeout", "UT")
+	case s.r.Context().Err() != nil:
+		s.flags = "DC" // downstream went away; nobody to answer
+	case errors.Is(err, errNoEndpoint):
+		s.localReply(http.StatusServiceUnavailable, "no healthy upstream", "UH")
+	case errors.As(err, &ce):
+		s.localReply(http.StatusServiceUnavailable,
+			"upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: "+ce.err.Error(), "UF")
+	default:
+		s.localReply(http.StatusServiceUnavailable,
+			"upstream connect error or disconnect/reset before headers. reset reason: connection termination", "UC")
+	}
+}
+
+func (s *stream) respond(res *http.Response) {
+	defer res.Body.Close()
+	dst := s.w.Header()
+	removeHopByHop(res.Header)
+	for k, vv := range res.Header {
+		dst[k] = vv
+	}
+	dst["X-Envoy-Upstream-Service-Time"] = []string{strconv.FormatInt(time.Since(s.start).Milliseconds(), 10)}
+	announced := len(res.Trailer)
+	if announced > 0 {
+		keys := make([]string, 0, announced)
+		for k := range res.Trailer {
+			keys = append(keys, k)
+		}
+		dst["Trailer"] = []string{strings.Join(keys, ", ")}
+	}
+	s.writeHeader(res.StatusCode)
+
+	// Stream anything without a known length (gRPC, SSE, chunked) with a
+	// flush per read, so nothing sits in our buffers.
+	flush := res.ContentLength < 0
+	bufp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bufp)
+	buf := *bufp
+	for {
+		n, rerr := res.Body.Read(buf)
+		if n > 0 {
+			s.touch()
+			nw, werr := s.w.Write(buf[:n])
+			s.bytesOut.Add(int64(nw))
+			if werr != nil {
+				s.flags = "DC"
+				return
+			}
+			if flush {
+				if f, ok := s.w.(http.Flusher); ok {
+					f.Flush()
+				}
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			// The response has started: all we can do is reset the
+			// downstream stream, as Envoy does.
+			if cause := context.Cause(s.ctx); errors.Is(cause, errRouteTimeout) || errors.Is(cause, errPerTryTimeout) {
+				s.flags = "UT"
+			} else if errors.Is(cause, errStreamIdle) {
+				s.flags = "SI"
+			} else {
+				s.flags = "UR"
+			}
+			panic(http.ErrAbortHandler)
+		}
+	}
+	res.Body.Close() // populates res.Trailer
+	if len(res.Trailer) > 0 {
+		if f, ok := s.w.(http.Flusher); ok && announced == 0 {
+			f.Flush() // force chunked encoding so trailers can follow
+		}
+		for k, vv := range res.Trailer {
+			if announced > 0 {
+				dst[k] = vv
+			} else {
+				dst[http.TrailerPrefix+k] = vv
+			}
+		}
+	}
+}
+
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade", "Trailer"}
+
+func removeHopByHop(h http.Header) {
+	for _, v := range h["Connection"] {
+		for _, tok := range strings.Split(v, ",") {
+			if tok = strings.TrimSpace(tok); tok != "" {
+				delete(h, http.CanonicalHeaderKey(tok))
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		delete(h, k)
+	}
+}
+
+// upgrade splices the downstream connection and the upgraded upstream one.
+func (s *stream) upgrade(res *http.Response) {
+	back, ok := res.Body.(io.ReadWriteCloser)
+	if !ok {
+		res.Body.Close()
+		s.localReply(http.StatusBadGateway, "upstream upgrade failed", "UC")
+		return
+	}
+	down, brw, err := http.NewResponseController(s.w).Hijack()
+	if err != nil {
+		back.Close()
+		s.localReply(http.StatusInternalServerError, "upgrade not possible on this connection", "UPE")
+		return
+	}
+	u := &upgradedConn{down: down, back: back}
+	if !s.rl.trackUpgrade(u) {
+		down.Close()
+		back.Close()
+		return
+	}
+	defer s.rl.untrackUpgrade(u)
+	s.upgraded.Store(u)
+	defer down.Close()
+	defer back.Close()
+
+	hdr := res.Header.Clone()
+	for _, k := range []string{"Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Trailer"} {
+		delete(hdr, k)
+	}
+	s.code = http.StatusSwitchingProtocols
+	if _, err := brw.WriteString("HTTP/1.1 101 Switching Protocols\r\n"); err != nil {
+		return
+	}
+	if err := hdr.Write(brw); err != nil {
+		return
+	}
+	if _, err := brw.WriteString("\r\n"); err != nil {
+		return
+	}
+	if err := brw.Flush(); err != nil {
+		return
+	}
+	if n := brw.Reader.Buffered(); n > 0 {
+		data, _ := brw.Reader.Peek(n)
+		if _, err := back.Write(data); err != nil {
+			return
+		}
+		s.bytesIn.Add(int64(n))
+	}
+
+	done := make(chan struct{}, 2)
+	go func() {
+		s.pipe(back, down, &s.bytesIn)
+		done <- struct{}{}
+	}()
+	go func() {
+		s.pipe(down, back, &s.bytesOut)
+		done <- struct{}{}
+	}()
+	select {
+	case <-done:
+	case <-s.ctx.Done(): // idle timeout or request cancelled
+	}
+	// One side finished: tear the whole stream down, as Envoy does for
+	// upgraded streams once either peer closes.
+	down.Close()
+	back.Close()
+}
+
+func (s *stream) pipe(dst io.Writer, src io.Reader, counter *atomic.Int64) {
+	bufp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bufp)
+	buf := *bufp
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			s.touch()
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+			counter.Add(int64(n))
+		}
+		if rerr != nil {
+			return
+		}
+	}
+}
+
+func (s *stream) touch() {
+	if s.idle > 0 {
+		s.lastActivity.Store(time.Now().UnixNano())
+	}
+}
+
+// onIdle fires at most once per idle period; it re-arms itself for the
+// remaining time when there was activity meanwhile.
+func (s *stream) onIdle() {
+	quiet := time.Duration(time.Now().UnixNano() - s.lastActivity.Load())
+	if quiet < s.idle {
+		s.idleTimer.Reset(s.idle - quiet)
+		return
+	}
+	s.cancel(errStreamIdle)
+	if u := s.upgraded.Load(); u != nil {
+		u.down.Close()
+		u.back.Close()
+	}
+}
+
+func (s *stream) writeHeader(code int) {
+	s.code = code
+	s.w.WriteHeader(code)
+}
+
+// localReply answers like Envoy's sendLocalReply: text/plain bodies, and a
+// trailers-only response with grpc-status for gRPC requests.
+func (s *stream) localReply(code int, body, flags string) {
+	s.flags = flags
+	h := s.w.Header()
+	if ct := s.r.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/grpc") {
+		h["Content-Type"] = hvGRPC
+		st, ok := grpcStatusFor[code]
+		if !ok {
+			st = hvGRPCUnknown
+		}
+		h["Grpc-Status"] = st
+		if body != "" {
+			h["Grpc-Message"] = []string{url.PathEscape(body)}
+		}
+		s.writeHeader(http.StatusOK)
+		return
+	}
+	if body == "" {
+		h["Content-Length"] = hvZero
+		s.writeHeader(code)
+		return
+	}
+	h["Content-Type"] = hvTextPlain
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	s.writeHeader(code)
+	if s.r.Method != http.MethodHead {
+		n, _ := io.WriteString(s.w, body)
+		s.bytesOut.Add(int64(n))
+	}
+}
+
+func (s *stream) finish() {
+	if s.idleTimer != nil {
+		s.idleTimer.Stop()
+	}
+	// The route timer may be armed from the transport's body goroutine;
+	// going through the Once both disarms it for good and makes the
+	// write to routeTimer visible here.
+	s.timerOnce.Do(func() {})
+	if s.routeTimer != nil {
+		s.routeTimer.Stop()
+	}
+	if s.cancel != nil {
+		s.cancel(context.Canceled)
+	}
+	s.releaseEndpoint()
+	d := time.Since(s.start)
+	st := s.conf.stats
+	st.requests.inc(s.code)
+	st.duration.Observe(d.Seconds())
+	if a := s.rl.p.alog; a != nil {
+		a.log(s, d)
+	}
+}
+
+// requestBody feeds the downstream body to the upstream request, counting
+// bytes, recording activity and arming the route timeout at end of stream.
+type requestBody struct {
+	src   io.ReadCloser
+	s     *stream
+	onEOF func()
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	n, err := b.src.Read(p)
+	if n > 0 {
+		b.s.bytesIn.Add(int64(n))
+		b.s.touch()
+	}
+	if err == io.EOF {
+		b.onEOF()
+	}
+	return n, err
+}
+
+// Close does not close the server's request body: the transport may call
+// it early (for instance on a failed dial) while a retry still needs it.
+func (b *requestBody) Close() error { return nil }
+
+// replayBody lets a retry resend what earlier attempts already consumed
+// from the downstream body, while still streaming (Envoy buffers the
+// request for retries up to its buffer limit, then gives up retrying).
+type replayBody struct {
+	srcMu sync.Mutex // serialises reads of src
+	src   io.ReadCloser
+
+	mu       sync.Mutex
+	buf      []byte
+	total    int
+	limit    int
+	overflow bool
+	srcErr   error
+	gen      int
+}
+
+func (rb *replayBody) next() io.ReadCloser {
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	rb.gen++
+	return &replayReader{rb: rb, gen: rb.gen}
+}
+
+func (rb *replayBody) overflowed() bool {
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	return rb.overflow
+}
+
+type replayReader struct {
+	rb  *replayBody
+	gen int
+	off int
+}
+
+func (r *replayReader) Read(p []byte) (int, error) {
+	rb := r.rb
+	for {
+		rb.mu.Lock()
+		if r.gen != rb.gen {
+			rb.mu.Unlock()
+			return 0, errBodySuperseded
+		}
+		if r.off < rb.total {
+			if rb.overflow {
+				rb.mu.Unlock()
+				return 0, errBodyTooLarge
+			}
+			n := copy(p, rb.buf[r.off:])
+			r.off += n
+			rb.mu.Unlock()
+			return n, nil
+		}
+		if rb.srcErr != nil {
+			err := rb.srcErr
+			rb.mu.Unlock()
+			return 0, err
+		}
+		rb.mu.Unlock()
+
+		rb.srcMu.Lock()
+		rb.mu.Lock()
+		stale := r.off < rb.total || rb.srcErr != nil
+		rb.mu.Unlock()
+		if stale { // someone else read meanwhile; serve from the buffer
+			rb.srcMu.Unlock()
+			continue
+		}
+		n, err := rb.src.Read(p)
+		rb.mu.Lock()
+		if n > 0 {
+			if !rb.overflow {
+				if len(rb.buf)+n > rb.limit {
+					rb.overflow, rb.buf = true, nil
+				} else {
+					rb.buf = append(rb.buf, p[:n]...)
+				}
+			}
+			rb.total += n
+		}
+		if err != nil {
+			rb.srcErr = err
+		}
+		current := r.gen == rb.gen
+		if current {
+			r.off = rb.total
+		}
+		rb.mu.Unlock()
+		rb.srcMu.Unlock()
+		if !current {
+			return 0, errBodySuperseded
+		}
+		return n, err
+	}
+}
+
+func (r *replayReader) Close() error { return nil }
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			return strings.ToLower(s)
+		}
+	}
+	return s
+}
+
+func newRequestID() string {
+	const hex = "0123456789abcdef"
+	var b [36]byte
+	hi, lo := rand.Uint64(), rand.Uint64()
+	hi = hi&^(0xf<<12) | 4<<12   // version 4
+	lo = lo&^(0xc<<60) | 0x8<<60 // RFC 4122 variant
+	var raw [16]byte
+	for i := 0; i < 8; i++ {
+		raw[i] = byte(hi >> (56 - 8*i))
+		raw[8+i] = byte(lo >> (56 - 8*i))
+	}
+	j := 0
+	for i, v := range raw {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b[j] = '-'
+			j++
+		}
+		b[j], b[j+1] = hex[v>>4], hex[v&0xf]
+		j += 2
+	}
+	return string(b[:])
+}

@@ -1,0 +1,418 @@
+package dataplane
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+)
+
+const (
+	hcmFilterName          = "envoy.filters.network.http_connection_manager"
+	routerFilterName       = "envoy.filters.http.router"
+	tlsInspectorName       = "envoy.filters.listener.tls_inspector"
+	tlsTransportSocketName = "envoy.transport_sockets.tls"
+
+	// envoyStreamIdleTimeout is Envoy's default HCM stream_idle_timeout.
+	envoyStreamIdleTimeout = 5 * time.Minute
+	// listenerFiltersTimeout is Envoy's default time for the TLS inspector
+	// to see a ClientHello.
+	listenerFiltersTimeout = 15 * time.Second
+)
+
+// listenerConf is a compiled Listener. Immutable.
+type listenerConf struct {
+	name     string
+	bind     string // host:port to bind
+	tls      bool
+	plain    *filterChain
+	sniExact map[string]*filterChain
+	sniWild  map[string]*filterChain // keyed by the suffix including the dot: ".example.com"
+	sniAny   *filterChain
+	stats    *listenerStats
+}
+
+type filterChain struct {
+	hcm       *hcmConf
+	tlsConfig *tls.Config
+}
+
+// hcmConf is a compiled HttpConnectionManager.
+type hcmConf struct {
+	statPrefix   string
+	routes       *routeTable
+	upgrades     map[string]bool // lower-cased upgrade type -> enabled
+	streamIdle   time.Duration   // 0 = disabled
+	useRemote    bool
+	normalize    bool
+	mergeSlashes bool
+}
+
+// chainForSNI selects the filter chain the way Envoy matches
+// filter_chain_match.server_names: exact name, then the longest matching
+// "*.suffix" wildcard, then a chain without server_names.
+func (l *listenerConf) chainForSNI(sni string) *filterChain {
+	if !l.tls {
+		return l.plain
+	}
+	sni = strings.ToLower(strings.TrimSuffix(sni, "."))
+	if sni != "" {
+		if c, ok := l.sniExact[sni]; ok {
+			return c
+		}
+		for i := strings.IndexByte(sni, '.'); i >= 0; {
+			if c, ok := l.sniWild[sni[i:]]; ok {
+				return c
+			}
+			j := strings.IndexByte(sni[i+1:], '.')
+			if j < 0 {
+				break
+			}
+			i += 1 + j
+		}
+	}
+	return l.sniAny
+}
+
+type compileEnv struct {
+	opts    *Options
+	routes  map[string]*routeTable
+	secrets map[string]*tls.Certificate
+}
+
+func compileListener(l *listenerv3.Listener, env *compileEnv) (*listenerConf, error) {
+	if err := pgv(l, ""); err != nil {
+		return nil, err
+	}
+	if err := onlyFields(l, "", "name", "address", "filter_chains", "listener_filters"); err != nil {
+		return nil, err
+	}
+	lc := &listenerConf{name: l.GetName()}
+	bind, err := bindAddress(l.GetAddress(), env.opts)
+	if err != nil {
+		return nil, err
+	}
+	lc.bind = bind
+
+	inspector := false
+	for i, lf := range l.GetListenerFilters() {
+		p := idx("listener_filters", i)
+		if err := onlyFields(lf, p, "name", "typed_config"); err != nil {
+			return nil, err
+		}
+		if lf.GetTypedConfig() == nil && lf.GetName() != tlsInspectorName {
+			return nil, invalid(sub(p, "name"), "listener filter %q is not supported by weir-proxy", lf.GetName())
+		}
+		if lf.GetTypedConfig() != nil {
+			var ti tlsinspectorv3.TlsInspector
+			if err := unpack(lf.GetTypedConfig(), &ti, sub(p, "typed_config")); err != nil {
+				return nil, err
+			}
+			if err := onlyFields(&ti, sub(p, "typed_config")); err != nil {
+				return nil, err
+			}
+		}
+		inspector = true
+	}
+
+	if len(l.GetFilterChains()) == 0 {
+		return nil, invalid("filter_chains", "at least one filter chain is required")
+	}
+	tlsChains := 0
+	for _, fc := range l.GetFilterChains() {
+		if fc.GetTransportSocket() != nil {
+			tlsChains++
+		}
+	}
+	switch {
+	case tlsChains == 0:
+		if len(l.GetFilterChains()) != 1 {
+			return nil, invalid("filter_chains", "plain listeners must have exactly one filter chain")
+		}
+	case tlsChains != len(l.GetFilterChains()):
+		return nil, invalid("filter_chains", "mixing TLS and plain filter chains is not supported by weir-proxy")
+	default:
+		lc.tls = true
+		lc.sniExact = map[string]*filterChain{}
+		lc.sniWild = map[string]*filterChain{}
+		if !inspector {
+			// Without the TLS inspector Envoy has no SNI to match on.
+			return nil, invalid("listener_filters", "TLS filter chains need %s", tlsInspectorName)
+		}
+	}
+
+	for i, fc := range l.GetFilterChains() {
+		p := idx("filter_chains", i)
+		chain, err := compileChain(fc, p, env)
+		if err != nil {
+			return nil, err
+		}
+		if !lc.tls {
+			if fc.GetFilterChainMatch() != nil {
+				return nil, unsupported(sub(p, "filter_chain_match"))
+			}
+			lc.plain = chain
+			continue
+		}
+		names := fc.GetFilterChainMatch().GetServerNames()
+		if len(names) == 0 {
+			if lc.sniAny != nil {
+				return nil, invalid(p, "multiple filter chains with the same matching rules are defined")
+			}
+			lc.sniAny = chain
+		}
+		for j, n := range names {
+			n = strings.ToLower(n)
+			np := idx(sub(p, "filter_chain_match.server_names"), j)
+			target, key := lc.sniExact, n
+			if strings.HasPrefix(n, "*.") {
+				target, key = lc.sniWild, n[1:]
+			} else if strings.Contains(n, "*") {
+				return nil, invalid(np, "only leading \"*.\" wildcards are supported, got %q", n)
+			}
+			if _, dup := target[key]; dup {
+				return nil, invalid(np, "multiple filter chains with the same matching rules are defined (%q)", n)
+			}
+			target[key] = chain
+		}
+	}
+	return lc, nil
+}
+
+func bindAddress(a *corev3.Address, opts *Options) (string, error) {
+	if err := onlyFields(a, "address", "socket_address"); err != nil {
+		return "", err
+	}
+	sa := a.GetSocketAddress()
+	if sa == nil {
+		return "", invalid("address", "socket_address is required")
+	}
+	if err := onlyFields(sa, "address.socket_address", "address", "port_value", "protocol"); err != nil {
+		return "", err
+	}
+	if sa.GetProtocol() != corev3.SocketAddress_TCP {
+		return "", invalid("address.socket_address.protocol", "only TCP is supported")
+	}
+	host := sa.GetAddress()
+	if net.ParseIP(host) == nil {
+		return "", invalid("address.socket_address.address", "malformed IP address %q", host)
+	}
+	if opts.ListenAddress != "" {
+		host = opts.ListenAddress
+	}
+	port := int(sa.GetPortValue())
+	if port != 0 {
+		port += opts.PortOffset
+		if port <= 0 || port > 65535 {
+			return "", invalid("address.socket_address.port_value", "port %d with PortOffset %d is out of range", sa.GetPortValue(), opts.PortOffset)
+		}
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port)), nil
+}
+
+func compileChain(fc *listenerv3.FilterChain, path string, env *compileEnv) (*filterChain, error) {
+	if err := onlyFields(fc, path, "name", "filter_chain_match", "filters", "transport_socket"); err != nil {
+		return nil, err
+	}
+	if m := fc.GetFilterChainMatch(); m != nil {
+		if err := onlyFields(m, sub(path, "filter_chain_match"), "server_names", "transport_protocol"); err != nil {
+			return nil, err
+		}
+		if tp := m.GetTransportProtocol(); tp != "" && tp != "tls" {
+			return nil, invalid(sub(path, "filter_chain_match.transport_protocol"), "%q is not supported", tp)
+		}
+	}
+	if len(fc.GetFilters()) != 1 {
+		return nil, invalid(sub(path, "filters"), "exactly one %s filter is required", hcmFilterName)
+	}
+	f := fc.GetFilters()[0]
+	fp := sub(path, "filters[0]")
+	if err := onlyFields(f, fp, "name", "typed_config"); err != nil {
+		return nil, err
+	}
+	var hcm hcmv3.HttpConnectionManager
+	if err := unpack(f.GetTypedConfig(), &hcm, sub(fp, "typed_config")); err != nil {
+		return nil, err
+	}
+	hc, err := compileHCM(&hcm, sub(fp, "typed_config"), env)
+	if err != nil {
+		return nil, err
+	}
+	chain := &filterChain{hcm: hc}
+	if ts := fc.GetTransportSocket(); ts != nil {
+		cfg, err := compileTLS(ts, sub(path, "transport_socket"), env)
+		if err != nil {
+			return nil, err
+		}
+		chain.tlsConfig = cfg
+	}
+	return chain, nil
+}
+
+func compileHCM(h *hcmv3.HttpConnectionManager, path string, env *compileEnv) (*hcmConf, error) {
+	if err := pgv(h, path); err != nil {
+		return nil, err
+	}
+	if err := onlyFields(h, path, "stat_prefix", "codec_type", "rds", "http_filters", "upgrade_configs",
+		"stream_idle_timeout", "use_remote_address", "normalize_path", "merge_slashes"); err != nil {
+		return nil, err
+	}
+	hc := &hcmConf{
+		statPrefix:   h.GetStatPrefix(),
+		streamIdle:   envoyStreamIdleTimeout,
+		useRemote:    h.GetUseRemoteAddress().GetValue(),
+		normalize:    h.GetNormalizePath().GetValue(),
+		mergeSlashes: h.GetMergeSlashes(),
+		upgrades:     map[string]bool{},
+	}
+	if h.GetCodecType() != hcmv3.HttpConnectionManager_AUTO {
+		return nil, invalid(sub(path, "codec_type"), "%v is not supported by weir-proxy (AUTO only)", h.GetCodecType())
+	}
+	if d, ok := duration(h.GetStreamIdleTimeout()); ok {
+		hc.streamIdle = d
+	}
+	rds := h.GetRds()
+	if rds == nil {
+		return nil, invalid(path, "rds is required (inline route_config is not supported by weir-proxy)")
+	}
+	if err := onlyFields(rds, sub(path, "rds"), "config_source", "route_config_name"); err != nil {
+		return nil, err
+	}
+	if err := checkADS(rds.GetConfigSource(), sub(path, "rds.config_source")); err != nil {
+		return nil, err
+	}
+	rt := env.routes[rds.GetRouteConfigName()]
+	if rt == nil {
+		return nil, fmt.Errorf("%s: route configuration %q: %w", sub(path, "rds.route_config_name"), rds.GetRouteConfigName(), ErrMissingResource)
+	}
+	hc.routes = rt
+
+	filters := h.GetHttpFilters()
+	if len(filters) != 1 {
+		return nil, invalid(sub(path, "http_filters"), "exactly one filter (%s) is supported by weir-proxy, got %d", routerFilterName, len(filters))
+	}
+	fp := sub(path, "http_filters[0]")
+	if err := onlyFields(filters[0], fp, "name", "typed_config"); err != nil {
+		return nil, err
+	}
+	var router routerv3.Router
+	if err := unpack(filters[0].GetTypedConfig(), &router, sub(fp, "typed_config")); err != nil {
+		return nil, err
+	}
+	if err := onlyFields(&router, sub(fp, "typed_config")); err != nil {
+		return nil, err
+	}
+
+	for i, uc := range h.GetUpgradeConfigs() {
+		p := idx(sub(path, "upgrade_configs"), i)
+		if err := onlyFields(uc, p, "upgrade_type", "enabled"); err != nil {
+			return nil, err
+		}
+		t := strings.ToLower(uc.GetUpgradeType())
+		if t == "connect" {
+			return nil, invalid(sub(p, "upgrade_type"), "CONNECT is not supported by weir-proxy")
+		}
+		enabled := true
+		if uc.GetEnabled() != nil {
+			enabled = uc.GetEnabled().GetValue()
+		}
+		hc.upgrades[t] = enabled
+	}
+	return hc, nil
+}
+
+func compileTLS(ts *corev3.TransportSocket, path string, env *compileEnv) (*tls.Config, error) {
+	if err := onlyFields(ts, path, "name", "typed_config"); err != nil {
+		return nil, err
+	}
+	var dtc tlsv3.DownstreamTlsContext
+	if err := unpack(ts.GetTypedConfig(), &dtc, sub(path, "typed_config")); err != nil {
+		return nil, err
+	}
+	p := sub(path, "typed_config")
+	if err := pgv(&dtc, p); err != nil {
+		return nil, err
+	}
+	if err := onlyFields(&dtc, p, "common_tls_context"); err != nil {
+		return nil, err
+	}
+	ctx := dtc.GetCommonTlsContext()
+	cp := sub(p, "common_tls_context")
+	if err := onlyFields(ctx, cp, "tls_certificate_sds_secret_configs", "alpn_protocols"); err != nil {
+		return nil, err
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: ctx.GetAlpnProtocols()}
+	for i, sds := range ctx.GetTlsCertificateSdsSecretConfigs() {
+		sp := idx(sub(cp, "tls_certificate_sds_secret_configs"), i)
+		if err := onlyFields(sds, sp, "name", "sds_config"); err != nil {
+			return nil, err
+		}
+		if err := checkADS(sds.GetSdsConfig(), sub(sp, "sds_config")); err != nil {
+			return nil, err
+		}
+		cert := env.secrets[sds.GetName()]
+		if cert == nil {
+			return nil, fmt.Errorf("%s: secret %q: %w", sub(sp, "name"), sds.GetName(), ErrMissingResource)
+		}
+		cfg.Certificates = append(cfg.Certificates, *cert)
+	}
+	if len(cfg.Certificates) == 0 {
+		return nil, invalid(cp, "no certificate configured")
+	}
+	return cfg, nil
+}
+
+// compileSecret parses a TLS certificate secret.
+func compileSecret(s *tlsv3.Secret) (*tls.Certificate, error) {
+	if err := pgv(s, ""); err != nil {
+		return nil, err
+	}
+	if err := onlyFields(s, "", "name", "tls_certificate"); err != nil {
+		return nil, err
+	}
+	tc := s.GetTlsCertificate()
+	if tc == nil {
+		return nil, invalid("tls_certificate", "required")
+	}
+	if err := onlyFields(tc, "tls_certificate", "certificate_chain", "private_key"); err != nil {
+		return nil, err
+	}
+	chain, err := inlineData(tc.GetCertificateChain(), "tls_certificate.certificate_chain")
+	if err != nil {
+		return nil, err
+	}
+	key, err := inlineData(tc.GetPrivateKey(), "tls_certificate.private_key")
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair(chain, key)
+	if err != nil {
+		return nil, invalid("tls_certificate", "invalid certificate or key: %v", err)
+	}
+	return &cert, nil
+}
+
+func inlineData(ds *corev3.DataSource, path string) ([]byte, error) {
+	if ds == nil {
+		return nil, invalid(path, "required")
+	}
+	if err := onlyFields(ds, path, "inline_bytes", "inline_string"); err != nil {
+		return nil, err
+	}
+	switch s := ds.GetSpecifier().(type) {
+	case *corev3.DataSource_InlineBytes:
+		return s.InlineBytes, nil
+	case *corev3.DataSource_InlineString:
+		return []byte(s.InlineString), nil
+	}
+	return nil, invalid(path, "only inline_bytes and inline_string are supported by weir-proxy")
+}

@@ -1,0 +1,470 @@
+package dataplane
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"math"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Resources is a complete set of Envoy resources (state of the world).
+type Resources struct {
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	Clusters  []*clusterv3.Cluster
+	Endpoints []*endpointv3.ClusterLoadAssignment
+	Secrets   []*tlsv3.Secret
+}
+
+// Options configures a Proxy. The zero value is usable.
+type Options struct {
+	Logger *zap.SugaredLogger
+	// Registerer receives the proxy's metrics; nil keeps them unregistered.
+	Registerer prometheus.Registerer
+	// AccessLog receives one JSON line per request; nil disables it.
+	AccessLog io.Writer
+	// ListenAddress replaces the listeners' socket_address.address
+	// (e.g. "127.0.0.1" in tests).
+	ListenAddress string
+	// PortOffset is added to every non-zero listener port, so that an
+	// unprivileged proxy can serve the translator's 80/443 on 8080/8443.
+	PortOffset int
+	// DrainTimeout bounds how long a removed listener drains before its
+	// remaining connections are closed. Default 600s, Envoy's --drain-time-s.
+	DrainTimeout time.Duration
+}
+
+// Proxy serves traffic for the last successfully applied Resources.
+type Proxy struct {
+	opts    Options
+	log     *zap.SugaredLogger
+	metrics *metrics
+	alog    *accessLogger
+	ready   atomic.Bool
+
+	mu        sync.Mutex // serialises Apply/Shutdown; never taken per request
+	closed    bool
+	listeners map[string]*rtListener
+	draining  map[*rtListener]struct{}
+	pools     map[string]*upstreamPool
+}
+
+// New returns a Proxy with no listeners. Call Apply to start serving.
+func New(opts Options) *Proxy {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop().Sugar()
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 600 * time.Second
+	}
+	p := &Proxy{
+		opts:      opts,
+		log:       opts.Logger,
+		metrics:   newMetrics(opts.Registerer),
+		listeners: map[string]*rtListener{},
+		draining:  map[*rtListener]struct{}{},
+		pools:     map[string]*upstreamPool{},
+	}
+	if opts.AccessLog != nil {
+		p.alog = &accessLogger{w: opts.AccessLog}
+	}
+	return p
+}
+
+// Ready reports whether a configuration has been applied successfully.
+func (p *Proxy) Ready() bool { return p.ready.Load() }
+
+// ListenerAddr returns the bound address of the named listener, or nil.
+func (p *Proxy) ListenerAddr(name string) net.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if rl := p.listeners[name]; rl != nil {
+		return rl.ln.Addr()
+	}
+	return nil
+}
+
+type snapshot struct {
+	listeners map[string]*listenerConf
+	pools     map[string]*upstreamPool
+	clusters  map[string]*cluster
+}
+
+// Apply validates and compiles res and, if it is fully supported, swaps it
+// in. On error nothing changes and the previous configuration keeps serving;
+// the error names the offending resource and field.
+func (p *Proxy) Apply(res *Resources) error {
+	if res == nil {
+		return errors.New("nil resources")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return errors.New("proxy is shut down")
+	}
+	snap, err := p.compile(res)
+	if err != nil {
+		return err
+	}
+
+	// Bind every new socket before touching anything, so a bind failure
+	// leaves the old configuration intact (Envoy NACKs those too).
+	next := make(map[string]*rtListener, len(snap.listeners))
+	var opened []*rtListener
+	for name, lc := range snap.listeners {
+		if old := p.listeners[name]; old != nil && old.bind == lc.bind {
+			next[name] = old
+			continue
+		}
+		rl, err := p.bind(lc)
+		if err != nil {
+			for _, o := range opened {
+				o.ln.Close()
+			}
+			return fmt.Errorf("listener %q: address: %w", name, err)
+		}
+		opened = append(opened, rl)
+		next[name] = rl
+	}
+
+	for name, lc := range snap.listeners {
+		next[name].conf.Store(lc)
+	}
+	for _, rl := range opened {
+		go rl.serve()
+	}
+	for name, old := range p.listeners {
+		if next[name] != old {
+			p.drain(old)
+		}
+	}
+	p.listeners = next
+
+	for name, pool := range p.pools {
+		if snap.pools[name] != pool {
+			// In-flight requests keep their connections; only idle ones go.
+			pool.close()
+		}
+	}
+	for name, pool := range snap.pools {
+		pool.retain(snap.clusters[name].endpoints)
+	}
+	p.pools = snap.pools
+	p.ready.Store(true)
+	return nil
+}
+
+func (p *Proxy) compile(res *Resources) (*snapshot, error) {
+	var errs []error
+	fail := func(kind, name string, err error) {
+		errs = append(errs, fmt.Errorf("%s %q: %w", kind, name, err))
+	}
+
+	secrets := map[string]*tls.Certificate{}
+	for _, s := range res.Secrets {
+		if _, dup := secrets[s.GetName()]; dup {
+			fail("secret", s.GetName(), errors.New("duplicate name"))
+			continue
+		}
+		cert, err := compileSecret(s)
+		if err != nil {
+			fail("secret", s.GetName(), err)
+			continue
+		}
+		secrets[s.GetName()] = cert
+	}
+
+	clas := map[string]*endpointv3.ClusterLoadAssignment{}
+	for _, cla := range res.Endpoints {
+		if _, dup := clas[cla.GetClusterName()]; dup {
+			fail("cluster_load_assignment", cla.GetClusterName(), errors.New("duplicate cluster_name"))
+			continue
+		}
+		clas[cla.GetClusterName()] = cla
+	}
+
+	snap := &snapshot{
+		listeners: map[string]*listenerConf{},
+		pools:     map[string]*upstreamPool{},
+		clusters:  map[string]*cluster{},
+	}
+	for _, c := range res.Clusters {
+		name := c.GetName()
+		if _, dup := snap.clusters[name]; dup {
+			fail("cluster", name, errors.New("duplicate name"))
+			continue
+		}
+		spec, err := parseCluster(c)
+		if err != nil {
+			fail("cluster", name, err)
+			continue
+		}
+		var addrs []string
+		if spec.kind == clusterv3.Cluster_EDS {
+			// A cluster whose assignment has not arrived has no
+			// endpoints; Envoy answers 503 "no healthy upstream".
+			if cla := clas[spec.edsName]; cla != nil {
+				addrs, err = parseAssignment(cla, spec.kind, "")
+				if err != nil {
+					fail("cluster_load_assignment", spec.edsName, err)
+					continue
+				}
+			}
+		} else if addrs, err = parseAssignment(spec.inline, spec.kind, "load_assignment"); err != nil {
+			fail("cluster", name, err)
+			continue
+		}
+		pool := p.pools[name]
+		if pool == nil || pool.key != spec.poolKey() {
+			pool = newPool(spec, p.metrics.cluster(name))
+		}
+		snap.pools[name] = pool
+		snap.clusters[name] = &cluster{
+			name:         name,
+			pool:         pool,
+			endpoints:    pool.endpointsFor(addrs),
+			leastRequest: spec.leastRequest,
+			stats:        pool.stats,
+		}
+	}
+	// Assignments for unknown clusters are ignored, as Envoy does.
+
+	routes := map[string]*routeTable{}
+	for _, rc := range res.Routes {
+		if _, dup := routes[rc.GetName()]; dup {
+			fail("route_configuration", rc.GetName(), errors.New("duplicate name"))
+			continue
+		}
+		rt, err := compileRoutes(rc, snap.clusters)
+		if err != nil {
+			fail("route_configuration", rc.GetName(), err)
+			continue
+		}
+		routes[rc.GetName()] = rt
+	}
+
+	env := &compileEnv{opts: &p.opts, routes: routes, secrets: secrets}
+	binds := map[string]string{}
+	for _, l := range res.Listeners {
+		name := l.GetName()
+		if _, dup := snap.listeners[name]; dup {
+			fail("listener", name, errors.New("duplicate name"))
+			continue
+		}
+		lc, err := compileListener(l, env)
+		if err != nil {
+			fail("listener", name, err)
+			continue
+		}
+		if other, dup := binds[lc.bind]; dup && !isPortZero(lc.bind) {
+			fail("listener", name, fmt.Errorf("address %s is already used by listener %q", lc.bind, other))
+			continue
+		}
+		binds[lc.bind] = name
+		lc.stats = p.metrics.listener(name)
+		snap.listeners[name] = lc
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return snap, nil
+}
+
+func isPortZero(hostport string) bool {
+	_, port, _ := net.SplitHostPort(hostport)
+	return port == "0"
+}
+
+// rtListener is a bound socket plus the http.Server serving it. Its config
+// pointer is swapped by Apply; the socket survives as long as the address.
+type rtListener struct {
+	p       *Proxy
+	name    string
+	bind    string
+	ln      net.Listener
+	srv     *http.Server
+	conf    atomic.Pointer[listenerConf]
+	tlsBase *tls.Config
+
+	upMu     sync.Mutex
+	upgrades map[*upgradedConn]struct{}
+	upWG     sync.WaitGroup
+	closing  bool
+}
+
+type upgradedConn struct {
+	down net.Conn
+	back io.Closer
+}
+
+func (p *Proxy) bind(lc *listenerConf) (*rtListener, error) {
+	ln, err := net.Listen("tcp", lc.bind)
+	if err != nil {
+		return nil, err
+	}
+	rl := &rtListener{p: p, name: lc.name, bind: lc.bind, ln: ln, upgrades: map[*upgradedConn]struct{}{}}
+	rl.tlsBase = &tls.Config{GetConfigForClient: rl.configForClient}
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetHTTP2(true)
+	protos.SetUnencryptedHTTP2(true) // codec_type AUTO: h2c prior knowledge
+	rl.srv = &http.Server{
+		Handler:        rl,
+		Protocols:      &protos,
+		HTTP2:          &http.HTTP2Config{MaxConcurrentStreams: math.MaxInt32},
+		IdleTimeout:    time.Hour, // Envoy's default downstream idle_timeout
+		MaxHeaderBytes: 60 << 10,  // Envoy's default max_request_headers_kb
+		ErrorLog:       log.New(&zapDebugWriter{p.log.With("listener", lc.name)}, "", 0),
+	}
+	return rl, nil
+}
+
+func (rl *rtListener) serve() {
+	err := rl.srv.Serve(acceptor{rl.ln, rl})
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		rl.p.log.Errorw("listener stopped", "listener", rl.name, "error", err)
+	}
+}
+
+// acceptor wraps accepted connections in TLS when the listener's current
+// config is a TLS one; the handshake itself runs in the connection goroutine.
+type acceptor struct {
+	net.Listener
+	rl *rtListener
+}
+
+func (a acceptor) Accept() (net.Conn, error) {
+	c, err := a.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if a.rl.conf.Load().tls {
+		// The TLS inspector gives up after listener_filters_timeout.
+		_ = c.SetReadDeadline(time.Now().Add(listenerFiltersTimeout))
+		return tls.Server(c, a.rl.tlsBase), nil
+	}
+	return c, nil
+}
+
+var errNoFilterChain = errors.New("no filter chain matches the server name")
+
+func (rl *rtListener) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	ch := rl.conf.Load().chainForSNI(hello.ServerName)
+	if ch == nil || ch.tlsConfig == nil {
+		return nil, errNoFilterChain // the connection is closed, as in Envoy
+	}
+	_ = hello.Conn.SetReadDeadline(time.Time{})
+	return ch.tlsConfig, nil
+}
+
+func (rl *rtListener) trackUpgrade(u *upgradedConn) bool {
+	rl.upMu.Lock()
+	defer rl.upMu.Unlock()
+	if rl.closing {
+		return false
+	}
+	rl.upgrades[u] = struct{}{}
+	rl.upWG.Add(1)
+	return true
+}
+
+func (rl *rtListener) untrackUpgrade(u *upgradedConn) {
+	rl.upMu.Lock()
+	defer rl.upMu.Unlock()
+	if _, ok := rl.upgrades[u]; ok {
+		delete(rl.upgrades, u)
+		rl.upWG.Done()
+	}
+}
+
+// shutdown stops accepting, lets active requests and upgraded connections
+// finish until ctx is done, then closes whatever is left.
+func (rl *rtListener) shutdown(ctx context.Context) error {
+	err := rl.srv.Shutdown(ctx)
+	if err != nil {
+		rl.srv.Close()
+	}
+	done := make(chan struct{})
+	go func() { rl.upWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	rl.upMu.Lock()
+	rl.closing = true
+	for u := range rl.upgrades {
+		u.down.Close()
+		u.back.Close()
+	}
+	rl.upMu.Unlock()
+	return err
+}
+
+// drain shuts a removed listener down in the background.
+func (p *Proxy) drain(rl *rtListener) {
+	p.draining[rl] = struct{}{}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), p.opts.DrainTimeout)
+		defer cancel()
+		_ = rl.shutdown(ctx)
+		p.mu.Lock()
+		delete(p.draining, rl)
+		p.mu.Unlock()
+	}()
+}
+
+// Shutdown stops all listeners gracefully: no new connections, in-flight
+// requests and upgraded connections may finish until ctx is done.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	p.closed = true
+	var all []*rtListener
+	for _, rl := range p.listeners {
+		all = append(all, rl)
+	}
+	for rl := range p.draining {
+		all = append(all, rl)
+	}
+	p.listeners = map[string]*rtListener{}
+	pools := p.pools
+	p.mu.Unlock()
+
+	errc := make(chan error, len(all))
+	for _, rl := range all {
+		go func() { errc <- rl.shutdown(ctx) }()
+	}
+	var errs []error
+	for range all {
+		if err := <-errc; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, pool := range pools {
+		pool.close()
+	}
+	return errors.Join(errs...)
+}
+
+type zapDebugWriter struct{ log *zap.SugaredLogger }
+
+func (w *zapDebugWriter) Write(b []byte) (int, error) {
+	w.log.Debug(string(b))
+	return len(b), nil
+}

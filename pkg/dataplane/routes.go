@@ -1,0 +1,650 @@
+package dataplane
+
+import (
+	"fmt"
+	"net/http"
+	"net/textproto"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+)
+
+// envoyDefaultRouteTimeout is what Envoy uses when a route sets no timeout.
+const envoyDefaultRouteTimeout = 15 * time.Second
+
+// routeTable is a compiled RouteConfiguration. It is immutable.
+type routeTable struct {
+	name   string
+	exact  map[string]*vhost
+	suffix []wildcardSet // longest suffix first
+	prefix []wildcardSet // longest prefix first
+	star   *vhost
+}
+
+// wildcardSet holds the wildcard domains of one length, so a lookup is one
+// map probe per distinct length, as in Envoy.
+type wildcardSet struct {
+	n int
+	m map[string]*vhost
+}
+
+type vhost struct {
+	name   string
+	routes []*route
+}
+
+type matchKind uint8
+
+const (
+	matchPrefix matchKind = iota
+	matchPath
+	matchRegex
+)
+
+type route struct {
+	name     string
+	kind     matchKind
+	value    string
+	re       *regexp.Regexp
+	headers  []headerMatcher
+	redirect *redirect
+	fwd      *forward
+}
+
+type pseudoHeader uint8
+
+const (
+	notPseudo pseudoHeader = iota
+	pseudoMethod
+	pseudoAuthority
+	pseudoPath
+	pseudoScheme
+)
+
+type headerMatchKind uint8
+
+const (
+	hmPresent headerMatchKind = iota
+	hmAbsent
+	hmExact
+	hmRegex
+)
+
+type headerMatcher struct {
+	key    string // canonical MIME key, or "" for pseudo headers
+	pseudo pseudoHeader
+	kind   headerMatchKind
+	exact  string
+	re     *regexp.Regexp
+}
+
+type redirect struct {
+	scheme     string // "" keeps the request's scheme
+	host       string
+	port       string // ":8443" form, "" when unset
+	path       string
+	stripQuery bool
+	code       int
+}
+
+// forward is a compiled RouteAction.
+type forward struct {
+	targets     []*target
+	totalWeight uint64
+	timeout     time.Duration // 0 = none
+	timeoutHdr  []string      // x-envoy-expected-rq-timeout-ms value
+	retry       *retryPolicy
+	hostRewrite string
+	upgrades    map[string]bool // route-level upgrade_configs, nil when unset
+}
+
+// target is one (weighted) cluster of a route with the header mutations that
+// apply when it is chosen, already ordered per most_specific_header_mutations_wins.
+type target struct {
+	cluster *cluster
+	weight  uint64
+	ops     []headerOp
+}
+
+type headerOpKind uint8
+
+const (
+	opRemove headerOpKind = iota
+	opAppend
+	opAddIfAbsent
+	opOverwriteOrAdd
+	opOverwriteIfExists
+)
+
+type headerOp struct {
+	kind  headerOpKind
+	key   string
+	value []string // shared, never mutated
+}
+
+type retryPolicy struct {
+	numRetries  int
+	perTry      time.Duration
+	on5xx       bool
+	onGateway   bool
+	onReset     bool
+	onConnect   bool
+	onCodes     []int
+	baseBackoff time.Duration
+	maxBackoff  time.Duration
+}
+
+// compileRoutes compiles one RouteConfiguration against the cluster set.
+func compileRoutes(rc *routev3.RouteConfiguration, clusters map[string]*cluster) (*routeTable, error) {
+	if err := pgv(rc, ""); err != nil {
+		return nil, err
+	}
+	if err := onlyFields(rc, "", "name", "virtual_hosts", "validate_clusters", "most_specific_header_mutations_wins"); err != nil {
+		return nil, err
+	}
+	validateClusters := rc.GetValidateClusters().GetValue()
+	mostSpecific := rc.GetMostSpecificHeaderMutationsWins()
+	rt := &routeTable{name: rc.GetName(), exact: map[string]*vhost{}}
+	seen := map[string]string{}
+	suffix := map[int]map[string]*vhost{}
+	prefix := map[int]map[string]*vhost{}
+	for i, vh := range rc.GetVirtualHosts() {
+		path := idx("virtual_hosts", i)
+		if err := onlyFields(vh, path, "name", "domains", "routes"); err != nil {
+			return nil, err
+		}
+		v := &vhost{name: vh.GetName()}
+		for j, d := range vh.GetDomains() {
+			d = strings.ToLower(d)
+			if other, dup := seen[d]; dup {
+				return nil, invalid(idx(sub(path, "domains"), j), "domain %q is also used by virtual host %q; Envoy requires unique domains", d, other)
+			}
+			seen[d] = vh.GetName()
+			// Same classification order as Envoy: "*", then a leading
+			// '*' (suffix wildcard, even if it also ends in '*'), then a
+			// trailing '*' (prefix wildcard), else exact.
+			switch {
+			case d == "*":
+				rt.star = v
+			case strings.HasPrefix(d, "*"):
+				s := d[1:]
+				if suffix[len(s)] == nil {
+					suffix[len(s)] = map[string]*vhost{}
+				}
+				suffix[len(s)][s] = v
+			case strings.HasSuffix(d, "*"):
+				s := d[:len(d)-1]
+				if prefix[len(s)] == nil {
+					prefix[len(s)] = map[string]*vhost{}
+				}
+				prefix[len(s)][s] = v
+			default:
+				rt.exact[d] = v
+			}
+		}
+		for j, r := range vh.GetRoutes() {
+			cr, err := compileRoute(r, idx(sub(path, "routes"), j), clusters, validateClusters, mostSpecific)
+			if err != nil {
+				return nil, err
+			}
+			v.routes = append(v.routes, cr)
+		}
+	}
+	rt.suffix = sortedSets(suffix)
+	rt.prefix = sortedSets(prefix)
+	return rt, nil
+}
+
+func sortedSets(m map[int]map[string]*vhost) []wildcardSet {
+	out := make([]wildcardSet, 0, len(m))
+	for n, set := range m {
+		out = append(out, wildcardSet{n: n, m: set})
+	}
+	slices.SortFunc(out, func(a, b wildcardSet) int { return b.n - a.n })
+	return out
+}
+
+// findVhost implements Envoy's domain search order. host must already be
+// lower case. Wildcards never match the empty string.
+func (rt *routeTable) findVhost(host string) *vhost {
+	if v, ok := rt.exact[host]; ok {
+		return v
+	}
+	for i := range rt.suffix {
+		s := &rt.suffix[i]
+		if len(host) > s.n {
+			if v, ok := s.m[host[len(host)-s.n:]]; ok {
+				return v
+			}
+		}
+	}
+	for i := range rt.prefix {
+		s := &rt.prefix[i]
+		if len(host) > s.n {
+			if v, ok := s.m[host[:s.n]]; ok {
+				return v
+			}
+		}
+	}
+	return rt.star
+}
+
+func compileRoute(r *routev3.Route, path string, clusters map[string]*cluster, validateClusters, mostSpecific bool) (*route, error) {
+	if err := onlyFields(r, path, "name", "match", "route", "redirect", "request_headers_to_add", "request_headers_to_remove"); err != nil {
+		return nil, err
+	}
+	cr := &route{name: r.GetName()}
+	m := r.GetMatch()
+	mpath := sub(path, "match")
+	if m == nil {
+		return nil, invalid(mpath, "match is required")
+	}
+	if err := onlyFields(m, mpath, "prefix", "path", "safe_regex", "headers"); err != nil {
+		return nil, err
+	}
+	switch ps := m.GetPathSpecifier().(type) {
+	case *routev3.RouteMatch_Prefix:
+		cr.kind, cr.value = matchPrefix, ps.Prefix
+	case *routev3.RouteMatch_Path:
+		cr.kind, cr.value = matchPath, ps.Path
+	case *routev3.RouteMatch_SafeRegex:
+		re, err := compileRegex(ps.SafeRegex, sub(mpath, "safe_regex"))
+		if err != nil {
+			return nil, err
+		}
+		cr.kind, cr.re = matchRegex, re
+	default:
+		return nil, invalid(mpath, "one of prefix, path or safe_regex is required")
+	}
+	for i, h := range m.GetHeaders() {
+		hm, err := compileHeaderMatcher(h, idx(sub(mpath, "headers"), i))
+		if err != nil {
+			return nil, err
+		}
+		cr.headers = append(cr.headers, hm)
+	}
+
+	routeOps, err := compileHeaderOps(r.GetRequestHeadersToAdd(), r.GetRequestHeadersToRemove(), path)
+	if err != nil {
+		return nil, err
+	}
+
+	switch a := r.GetAction().(type) {
+	case *routev3.Route_Redirect:
+		if len(routeOps) > 0 {
+			// Request headers never reach anyone on a redirect; accept
+			// them like Envoy does, they simply have no effect.
+			routeOps = nil
+		}
+		rd, err := compileRedirect(a.Redirect, sub(path, "redirect"))
+		if err != nil {
+			return nil, err
+		}
+		cr.redirect = rd
+	case *routev3.Route_Route:
+		fw, err := compileForward(a.Route, sub(path, "route"), clusters, validateClusters, mostSpecific, routeOps)
+		if err != nil {
+			return nil, err
+		}
+		cr.fwd = fw
+	default:
+		return nil, invalid(path, "one of route or redirect is required")
+	}
+	return cr, nil
+}
+
+func compileRegex(m *matcherv3.RegexMatcher, path string) (*regexp.Regexp, error) {
+	if err := onlyFields(m, path, "regex", "google_re2"); err != nil {
+		return nil, err
+	}
+	if g := m.GetGoogleRe2(); g != nil {
+		if err := onlyFields(g, sub(path, "google_re2")); err != nil {
+			return nil, err
+		}
+	}
+	// Envoy regex matchers match the whole value; Go's regexp is RE2 too.
+	re, err := regexp.Compile("^(?:" + m.GetRegex() + ")$")
+	if err != nil {
+		return nil, invalid(sub(path, "regex"), "invalid RE2 regex: %v", err)
+	}
+	return re, nil
+}
+
+func compileStringMatcher(sm *matcherv3.StringMatcher, path string, hm *headerMatcher) error {
+	if err := onlyFields(sm, path, "exact", "safe_regex"); err != nil {
+		return err
+	}
+	switch p := sm.GetMatchPattern().(type) {
+	case *matcherv3.StringMatcher_Exact:
+		hm.kind, hm.exact = hmExact, p.Exact
+	case *matcherv3.StringMatcher_SafeRegex:
+		re, err := compileRegex(p.SafeRegex, sub(path, "safe_regex"))
+		if err != nil {
+			return err
+		}
+		hm.kind, hm.re = hmRegex, re
+	default:
+		return invalid(path, "one of exact or safe_regex is required")
+	}
+	return nil
+}
+
+func compileHeaderMatcher(h *routev3.HeaderMatcher, path string) (headerMatcher, error) {
+	var hm headerMatcher
+	if err := onlyFields(h, path, "name", "string_match", "present_match"); err != nil {
+		return hm, err
+	}
+	name := strings.ToLower(h.GetName())
+	switch name {
+	case ":method":
+		hm.pseudo = pseudoMethod
+	case ":authority", "host":
+		hm.pseudo = pseudoAuthority
+	case ":path":
+		hm.pseudo = pseudoPath
+	case ":scheme":
+		hm.pseudo = pseudoScheme
+	default:
+		if strings.HasPrefix(name, ":") {
+			return hm, invalid(sub(path, "name"), "pseudo header %q is not supported", name)
+		}
+		hm.key = textproto.CanonicalMIMEHeaderKey(name)
+	}
+	switch s := h.GetHeaderMatchSpecifier().(type) {
+	case nil:
+		// Envoy treats a matcher without a specifier as a presence check.
+		hm.kind = hmPresent
+	case *routev3.HeaderMatcher_PresentMatch:
+		if s.PresentMatch {
+			hm.kind = hmPresent
+		} else {
+			hm.kind = hmAbsent
+		}
+	case *routev3.HeaderMatcher_StringMatch:
+		if err := compileStringMatcher(s.StringMatch, sub(path, "string_match"), &hm); err != nil {
+			return hm, err
+		}
+	default:
+		return hm, unsupported(sub(path, "header_match_specifier"))
+	}
+	return hm, nil
+}
+
+// compileHeaderOps compiles request_headers_to_add/remove of one level into
+// the order Envoy evaluates them: removals first, then additions.
+func compileHeaderOps(adds []*corev3.HeaderValueOption, removes []string, path string) ([]headerOp, error) {
+	var ops []headerOp
+	for i, name := range removes {
+		if err := modifiable(name, idx(sub(path, "request_headers_to_remove"), i)); err != nil {
+			return nil, err
+		}
+		ops = append(ops, headerOp{kind: opRemove, key: textproto.CanonicalMIMEHeaderKey(name)})
+	}
+	for i, hv := range adds {
+		p := idx(sub(path, "request_headers_to_add"), i)
+		if err := onlyFields(hv, p, "header", "append_action", "keep_empty_value"); err != nil {
+			return nil, err
+		}
+		h := hv.GetHeader()
+		if err := onlyFields(h, sub(p, "header"), "key", "value"); err != nil {
+			return nil, err
+		}
+		if err := modifiable(h.GetKey(), sub(p, "header.key")); err != nil {
+			return nil, err
+		}
+		value, err := literalHeaderValue(h.GetValue(), sub(p, "header.value"))
+		if err != nil {
+			return nil, err
+		}
+		if value == "" && !hv.GetKeepEmptyValue() {
+			// Envoy drops custom headers whose value is empty unless
+			// keep_empty_value is set.
+			continue
+		}
+		op := headerOp{key: textproto.CanonicalMIMEHeaderKey(h.GetKey()), value: []string{value}}
+		switch hv.GetAppendAction() {
+		case corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD:
+			op.kind = opAppend
+		case corev3.HeaderValueOption_ADD_IF_ABSENT:
+			op.kind = opAddIfAbsent
+		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD:
+			op.kind = opOverwriteOrAdd
+		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS:
+			op.kind = opOverwriteIfExists
+		default:
+			return nil, invalid(sub(p, "append_action"), "unknown append_action %v", hv.GetAppendAction())
+		}
+		ops = append(ops, op)
+	}
+	return ops, nil
+}
+
+// modifiable applies Envoy's rule that pseudo headers and Host cannot be
+// added or removed through header mutations.
+func modifiable(name, path string) error {
+	n := strings.ToLower(name)
+	if n == "" || strings.HasPrefix(n, ":") || n == "host" {
+		return invalid(path, "header %q may not be modified (Envoy rejects ':'-prefixed and host headers)", name)
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return invalid(path, "invalid header name %q", name)
+		}
+	}
+	return nil
+}
+
+// literalHeaderValue interprets Envoy's header value formatter syntax: "%%"
+// is a literal '%', and %COMMAND% substitutions are not implemented.
+func literalHeaderValue(v, path string) (string, error) {
+	if !strings.Contains(v, "%") {
+		return v, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		if v[i] != '%' {
+			b.WriteByte(v[i])
+			continue
+		}
+		if i+1 < len(v) && v[i+1] == '%' {
+			b.WriteByte('%')
+			i++
+			continue
+		}
+		end := strings.IndexByte(v[i+1:], '%')
+		if end < 0 {
+			return "", invalid(path, "un-terminated %% variable expression in %q", v)
+		}
+		return "", invalid(path, "header value substitution %q is not supported by weir-proxy", v[i:i+end+2])
+	}
+	return b.String(), nil
+}
+
+func compileRedirect(rd *routev3.RedirectAction, path string) (*redirect, error) {
+	if err := onlyFields(rd, path, "https_redirect", "scheme_redirect", "host_redirect", "port_redirect", "path_redirect", "response_code", "strip_query"); err != nil {
+		return nil, err
+	}
+	out := &redirect{host: rd.GetHostRedirect(), path: rd.GetPathRedirect(), stripQuery: rd.GetStripQuery()}
+	switch s := rd.GetSchemeRewriteSpecifier().(type) {
+	case *routev3.RedirectAction_HttpsRedirect:
+		if s.HttpsRedirect {
+			out.scheme = "https"
+		}
+	case *routev3.RedirectAction_SchemeRedirect:
+		out.scheme = strings.ToLower(s.SchemeRedirect)
+	}
+	if p := rd.GetPortRedirect(); p != 0 {
+		out.port = ":" + strconv.FormatUint(uint64(p), 10)
+	}
+	switch rd.GetResponseCode() {
+	case routev3.RedirectAction_MOVED_PERMANENTLY:
+		out.code = http.StatusMovedPermanently
+	case routev3.RedirectAction_FOUND:
+		out.code = http.StatusFound
+	case routev3.RedirectAction_SEE_OTHER:
+		out.code = http.StatusSeeOther
+	case routev3.RedirectAction_TEMPORARY_REDIRECT:
+		out.code = http.StatusTemporaryRedirect
+	case routev3.RedirectAction_PERMANENT_REDIRECT:
+		out.code = http.StatusPermanentRedirect
+	default:
+		return nil, invalid(sub(path, "response_code"), "unknown response code %v", rd.GetResponseCode())
+	}
+	return out, nil
+}
+
+func compileForward(ra *routev3.RouteAction, path string, clusters map[string]*cluster, validateClusters, mostSpecific bool, routeOps []headerOp) (*forward, error) {
+	if err := onlyFields(ra, path, "cluster", "weighted_clusters", "timeout", "retry_policy", "host_rewrite_literal", "upgrade_configs"); err != nil {
+		return nil, err
+	}
+	fw := &forward{timeout: envoyDefaultRouteTimeout, hostRewrite: ra.GetHostRewriteLiteral()}
+	if d, ok := duration(ra.GetTimeout()); ok {
+		fw.timeout = d
+	}
+	if fw.timeout > 0 {
+		fw.timeoutHdr = []string{strconv.FormatInt(fw.timeout.Milliseconds(), 10)}
+	}
+	lookup := func(name, p string) (*cluster, error) {
+		c := clusters[name]
+		if c == nil && validateClusters {
+			return nil, invalid(p, "unknown cluster %q (validate_clusters is set)", name)
+		}
+		if c == nil {
+			// Envoy answers 503 at request time for a missing cluster.
+			c = missingCluster(name)
+		}
+		return c, nil
+	}
+	// Header mutations of the chosen weighted cluster and of the route are
+	// applied most specific first by default (so the route level wins on
+	// overwrite); most_specific_header_mutations_wins reverses that.
+	order := func(clusterOps []headerOp) []headerOp {
+		if mostSpecific {
+			return concatOps(routeOps, clusterOps)
+		}
+		return concatOps(clusterOps, routeOps)
+	}
+	switch cs := ra.GetClusterSpecifier().(type) {
+	case *routev3.RouteAction_Cluster:
+		c, err := lookup(cs.Cluster, sub(path, "cluster"))
+		if err != nil {
+			return nil, err
+		}
+		fw.targets = []*target{{cluster: c, weight: 1, ops: order(nil)}}
+		fw.totalWeight = 1
+	case *routev3.RouteAction_WeightedClusters:
+		wc := cs.WeightedClusters
+		wpath := sub(path, "weighted_clusters")
+		if err := onlyFields(wc, wpath, "clusters"); err != nil {
+			return nil, err
+		}
+		for i, cw := range wc.GetClusters() {
+			p := idx(sub(wpath, "clusters"), i)
+			if err := onlyFields(cw, p, "name", "weight", "request_headers_to_add", "request_headers_to_remove"); err != nil {
+				return nil, err
+			}
+			c, err := lookup(cw.GetName(), sub(p, "name"))
+			if err != nil {
+				return nil, err
+			}
+			ops, err := compileHeaderOps(cw.GetRequestHeadersToAdd(), cw.GetRequestHeadersToRemove(), p)
+			if err != nil {
+				return nil, err
+			}
+			w := uint64(cw.GetWeight().GetValue())
+			fw.targets = append(fw.targets, &target{cluster: c, weight: w, ops: order(ops)})
+			fw.totalWeight += w
+		}
+		if fw.totalWeight == 0 {
+			return nil, invalid(wpath, "sum of weights must be greater than 0")
+		}
+	default:
+		return nil, invalid(path, "one of cluster or weighted_clusters is required")
+	}
+	if rp := ra.GetRetryPolicy(); rp != nil {
+		p, err := compileRetry(rp, sub(path, "retry_policy"))
+		if err != nil {
+			return nil, err
+		}
+		fw.retry = p
+	}
+	if ucs := ra.GetUpgradeConfigs(); len(ucs) > 0 {
+		fw.upgrades = map[string]bool{}
+		for i, uc := range ucs {
+			p := idx(sub(path, "upgrade_configs"), i)
+			if err := onlyFields(uc, p, "upgrade_type", "enabled"); err != nil {
+				return nil, err
+			}
+			enabled := true
+			if uc.GetEnabled() != nil {
+				enabled = uc.GetEnabled().GetValue()
+			}
+			fw.upgrades[strings.ToLower(uc.GetUpgradeType())] = enabled
+		}
+	}
+	return fw, nil
+}
+
+func concatOps(a, b []headerOp) []headerOp {
+	if len(a)+len(b) == 0 {
+		return nil
+	}
+	out := make([]headerOp, 0, len(a)+len(b))
+	return append(append(out, a...), b...)
+}
+
+func compileRetry(rp *routev3.RetryPolicy, path string) (*retryPolicy, error) {
+	if err := onlyFields(rp, path, "retry_on", "num_retries", "per_try_timeout", "retriable_status_codes"); err != nil {
+		return nil, err
+	}
+	out := &retryPolicy{numRetries: 1, baseBackoff: 25 * time.Millisecond}
+	if n := rp.GetNumRetries(); n != nil {
+		out.numRetries = int(n.GetValue())
+	}
+	out.perTry, _ = duration(rp.GetPerTryTimeout())
+	for _, c := range rp.GetRetriableStatusCodes() {
+		out.onCodes = append(out.onCodes, int(c))
+	}
+	for _, tok := range strings.Split(rp.GetRetryOn(), ",") {
+		switch strings.TrimSpace(tok) {
+		case "":
+		case "5xx":
+			out.on5xx = true
+		case "gateway-error":
+			out.onGateway = true
+		case "reset":
+			out.onReset = true
+		case "connect-failure":
+			out.onConnect = true
+		case "retriable-status-codes":
+			if len(out.onCodes) == 0 {
+				return nil, invalid(sub(path, "retry_on"), "retriable-status-codes needs retriable_status_codes")
+			}
+		default:
+			return nil, invalid(sub(path, "retry_on"), "retry condition %q is not supported by weir-proxy", strings.TrimSpace(tok))
+		}
+	}
+	if !strings.Contains(rp.GetRetryOn(), "retriable-status-codes") {
+		out.onCodes = nil
+	}
+	out.maxBackoff = 10 * out.baseBackoff
+	return out, nil
+}
+
+// String renders a route for error messages and the access log.
+func (r *route) String() string {
+	switch r.kind {
+	case matchPrefix:
+		return fmt.Sprintf("prefix:%s", r.value)
+	case matchPath:
+		return fmt.Sprintf("path:%s", r.value)
+	}
+	return fmt.Sprintf("regex:%s", r.re)
+}

@@ -1,0 +1,190 @@
+package dataplane
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+func TestFindVhostEnvoyOrder(t *testing.T) {
+	rc := routeConfig("r",
+		virtualHost("exact", []string{"example.com", "example.com:*"}),
+		virtualHost("suffix-long", []string{"*.b.example.com"}),
+		virtualHost("suffix", []string{"*.example.com", "*-bar.foo.com"}),
+		virtualHost("prefix", []string{"foo.*"}),
+		virtualHost("default", []string{"*"}),
+	)
+	rt, err := compileRoutes(rc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for host, want := range map[string]string{
+		"example.com":        "exact",
+		"example.com:8080":   "exact", // "example.com:*" is a prefix wildcard "example.com:" + any
+		"example.com:":       "default",
+		"a.example.com":      "suffix",
+		"a.b.example.com":    "suffix-long", // longest suffix wins
+		"x.y.example.com":    "suffix",      // a suffix wildcard spans labels
+		".example.com":       "default",     // wildcards never match the empty string
+		"a.example.com:8080": "default",     // the port is part of the host; "*.example.com" does not cover it
+		"baz-bar.foo.com":    "suffix",
+		"-bar.foo.com":       "default", // wildcards never match the empty string
+		"foo.com":            "prefix",
+		"foo.":               "default",
+		"other":              "default",
+		"":                   "default",
+	} {
+		got := rt.findVhost(lowerASCII(host))
+		if got == nil || got.name != want {
+			t.Errorf("host %q: got %v, want %s", host, got, want)
+		}
+	}
+	// Host matching is case-insensitive.
+	if v := rt.findVhost(lowerASCII("EXAMPLE.Com")); v == nil || v.name != "exact" {
+		t.Errorf("upper-case host did not match exact domain")
+	}
+}
+
+func TestDuplicateDomainRejected(t *testing.T) {
+	rc := routeConfig("r", virtualHost("a", []string{"x.com"}), virtualHost("b", []string{"X.com"}))
+	if _, err := compileRoutes(rc, nil); err == nil || !strings.Contains(err.Error(), "virtual_hosts[1].domains[0]") {
+		t.Fatalf("want duplicate domain error, got %v", err)
+	}
+}
+
+func TestChainForSNI(t *testing.T) {
+	a, b, c := &filterChain{}, &filterChain{}, &filterChain{}
+	l := &listenerConf{tls: true,
+		sniExact: map[string]*filterChain{"a.example.com": a},
+		sniWild:  map[string]*filterChain{".example.com": b, ".sub.example.com": c},
+	}
+	for sni, want := range map[string]*filterChain{
+		"a.example.com":     a,
+		"A.Example.com":     a,
+		"b.example.com":     b,
+		"x.y.example.com":   b,
+		"x.sub.example.com": c, // most specific wildcard
+		"example.com":       nil,
+		"":                  nil,
+		"other.org":         nil,
+	} {
+		if got := l.chainForSNI(sni); got != want {
+			t.Errorf("sni %q: wrong chain", sni)
+		}
+	}
+	l.sniAny = c
+	if l.chainForSNI("other.org") != c {
+		t.Errorf("chain without server_names should catch the rest")
+	}
+}
+
+func TestNormalizePath(t *testing.T) {
+	for in, want := range map[string]string{
+		"/a/b":            "/a/b",
+		"/a/./b":          "/a/b",
+		"/a/../b":         "/b",
+		"/../a":           "/a",
+		"/a/%2e%2E/b":     "/b",
+		"/a/%41%2fb":      "/a/A%2Fb",
+		"/a\\b":           "/a/b",
+		"/a/b/..":         "/a/",
+		"/a//b":           "/a//b", // merge_slashes is off
+		"/a/.hidden/x":    "/a/.hidden/x",
+		"/caf%C3%A9/./x":  "/caf%C3%A9/x",
+		"/a/b/./":         "/a/b/",
+		"/a/%7euser/%2D.": "/a/~user/-.",
+	} {
+		if got := normalizePath(in, true, false); got != want {
+			t.Errorf("normalize %q = %q, want %q", in, got, want)
+		}
+	}
+	if got := normalizePath("/a//b///c", false, true); got != "/a/b/c" {
+		t.Errorf("merge slashes: %q", got)
+	}
+}
+
+func TestLiteralHeaderValue(t *testing.T) {
+	if v, err := literalHeaderValue("100%% sure", "p"); err != nil || v != "100% sure" {
+		t.Fatalf("got %q %v", v, err)
+	}
+	if _, err := literalHeaderValue("%DOWNSTREAM_REMOTE_ADDRESS%", "p"); err == nil {
+		t.Fatal("substitutions must be rejected, not sent literally")
+	}
+	if _, err := literalHeaderValue("50%", "p"); err == nil {
+		t.Fatal("an unterminated % must be rejected like Envoy does")
+	}
+}
+
+func TestHeaderMutationOrder(t *testing.T) {
+	mk := func(mostSpecific bool) []headerOp {
+		r := routeSplit(prefixMatch("/"), split{cluster: "c", weight: 1, headers: map[string]string{"x-who": "split"}})
+		r.RequestHeadersToAdd = setHeaders(map[string]string{"x-who": "route"})
+		r.RequestHeadersToRemove = []string{"x-gone"}
+		rc := routeConfig("r", virtualHost("v", []string{"*"}, r))
+		rc.MostSpecificHeaderMutationsWins = mostSpecific
+		rt, err := compileRoutes(rc, map[string]*cluster{"c": {name: "c"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rt.star.routes[0].fwd.targets[0].ops
+	}
+	apply := func(ops []headerOp) http.Header {
+		h := http.Header{"X-Who": {"client"}, "X-Gone": {"x"}}
+		for _, op := range ops {
+			switch op.kind {
+			case opRemove:
+				delete(h, op.key)
+			case opOverwriteOrAdd:
+				h[op.key] = op.value
+			}
+		}
+		return h
+	}
+	if got := apply(mk(true)).Get("X-Who"); got != "split" {
+		t.Errorf("most_specific_header_mutations_wins=true: got %q, want split", got)
+	}
+	if got := apply(mk(false)).Get("X-Who"); got != "route" {
+		t.Errorf("most_specific_header_mutations_wins=false: got %q, want route", got)
+	}
+	if _, ok := apply(mk(true))["X-Gone"]; ok {
+		t.Errorf("request_headers_to_remove not applied")
+	}
+}
+
+func TestUnsupportedFieldsNamed(t *testing.T) {
+	c := map[string]*cluster{"c": {name: "c"}}
+	cases := map[string]func(r *routev3.Route){
+		"routes[0].route.prefix_rewrite": func(r *routev3.Route) { action(r).PrefixRewrite = "/x" },
+		"routes[0].match.case_sensitive": func(r *routev3.Route) { r.Match.CaseSensitive = wrapperspb.Bool(false) },
+		"routes[0].match.headers[0].invert_match": func(r *routev3.Route) {
+			withHeader(r.Match, "x", "y").Headers[0].InvertMatch = true
+		},
+		"routes[0].match.headers[0].string_match.ignore_case": func(r *routev3.Route) {
+			withHeader(r.Match, "x", "y").Headers[0].GetStringMatch().IgnoreCase = true
+		},
+		"routes[0].request_headers_to_add[0].append": func(r *routev3.Route) {
+			r.RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "a", Value: "b"}, Append: wrapperspb.Bool(true)}}
+		},
+		"routes[0].response_headers_to_add": func(r *routev3.Route) {
+			r.ResponseHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "a", Value: "b"}}}
+		},
+		"routes[0].route.retry_policy.retry_on": func(r *routev3.Route) {
+			action(r).RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,refused-stream"}
+		},
+		"routes[0].request_headers_to_add[0].header.key": func(r *routev3.Route) {
+			r.RequestHeadersToAdd = setHeaders(map[string]string{":authority": "x"})
+		},
+	}
+	for want, mutate := range cases {
+		r := routeTo(prefixMatch("/"), "c")
+		mutate(r)
+		_, err := compileRoutes(routeConfig("r", virtualHost("v", []string{"*"}, r)), c)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got error %v", want, err)
+		}
+	}
+}
