@@ -12,8 +12,13 @@ import (
 
 // step is one cache update within an Apply.
 type step struct {
-	typeURL        string
+	t              int // type index
 	update, remove bool
+	// after is the types whose earlier pushes this step must not overtake:
+	// before pushing, Apply waits for them to be sent (see waitFor).
+	after typeSet
+	// thisApply limits after to types this Apply pushed.
+	thisApply bool
 }
 
 // applySteps is the order in which an Apply reaches the caches, and so the
@@ -47,20 +52,45 @@ type step struct {
 //
 // A type touched by both halves is pushed twice, and the version bumps twice.
 //
-// The order holds on each ADS stream for the types whose previous push the
-// client has acknowledged: go-control-plane keeps one watch per type and
-// re-arms it on the ACK, so a push of a type still awaiting its ACK is
-// deferred until then and may arrive after later steps.
+// Calling the caches in this order is not enough on its own: go-control-plane
+// keeps one watch per type and stream and re-arms it only when the client
+// acknowledges the previous push, so a push of a type still awaiting its ACK
+// is deferred until then and would arrive after later steps. Hence each step
+// first waits, up to StepTimeout, until every stream that subscribes to its
+// type has been sent what it is owed of the types in after. That includes
+// pushes of earlier Applies the client is still behind on, except for EDS,
+// which only follows the CDS push of its own Apply (a client requests the
+// assignment of a new cluster only once it has the cluster), so that an
+// endpoint change never waits. A stream that lets a wait time out is logged
+// and not waited for again until it is sent something.
 var applySteps = [...]step{
-	{typeURL: resource.ClusterType, update: true},
-	{typeURL: resource.EndpointType, update: true},
-	{typeURL: resource.SecretType, update: true},
-	{typeURL: resource.RouteType, update: true},
-	{typeURL: resource.ListenerType, update: true, remove: true},
-	{typeURL: resource.RouteType, remove: true},
-	{typeURL: resource.SecretType, remove: true},
-	{typeURL: resource.ClusterType, remove: true},
-	{typeURL: resource.EndpointType, remove: true},
+	{t: typeCDS, update: true},
+	{t: typeEDS, update: true, after: typesOf(typeCDS), thisApply: true},
+	{t: typeSDS, update: true},
+	{t: typeRDS, update: true, after: typesOf(typeCDS)},
+	{t: typeLDS, update: true, remove: true, after: typesOf(typeCDS, typeSDS, typeRDS)},
+	{t: typeRDS, remove: true, after: typesOf(typeLDS)},
+	{t: typeSDS, remove: true, after: typesOf(typeLDS)},
+	{t: typeCDS, remove: true, after: typesOf(typeRDS, typeLDS)},
+	{t: typeEDS, remove: true, after: typesOf(typeCDS), thisApply: true},
+}
+
+var (
+	// depTypes is the types some step waits for; Apply tracks who is owed
+	// what only for these.
+	depTypes typeSet
+	// retryDeps is, by type, what a NACKed push of that type may have been
+	// missing: the types its update step waits for.
+	retryDeps [numTypes]typeSet
+)
+
+func init() {
+	for _, st := range applySteps {
+		depTypes |= st.after
+		if st.update {
+			retryDeps[st.t] = st.after
+		}
+	}
 }
 
 // Apply makes desired (type URL -> complete list of resources of that type)
@@ -71,7 +101,8 @@ var applySteps = [...]step{
 // reuse a pointer exactly when its resource did not change, which keeps
 // unchanged resources off the proto.Equal path.
 //
-// Apply is safe for concurrent use; calls are serialized.
+// Apply is safe for concurrent use; calls are serialized. It may block while
+// clients catch up between dependent steps, at most StepTimeout per step.
 func (s *Server) Apply(desired map[string][]types.Resource) ApplyStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -89,8 +120,9 @@ func (s *Server) Apply(desired map[string][]types.Resource) ApplyStats {
 	}
 
 	stats := ApplyStats{Updated: map[string]int{}, Removed: map[string]int{}}
+	var pushed typeSet
 	for _, st := range applySteps {
-		ts := s.types[st.typeURL]
+		ts := s.types[servedTypes[st.t]]
 		var update map[string]types.Resource
 		var remove []string
 		if st.update {
@@ -102,12 +134,14 @@ func (s *Server) Apply(desired map[string][]types.Resource) ApplyStats {
 		if len(update) == 0 && len(remove) == 0 {
 			continue
 		}
+		s.waitFor(st, pushed)
 		// The error only reports a failure to build a response for some watch
 		// (a resource that cannot be marshalled); the cache state is updated.
 		if err := ts.cache.UpdateResources(update, remove); err != nil {
 			s.log.Errorw("Failed to notify xDS watches", "typeURL", ts.url, zap.Error(err))
 		}
-		ts.version.Add(1)
+		s.recordOwed(st.t, update, remove, ts.version.Add(1))
+		pushed |= typesOf(st.t)
 		if len(update) > 0 {
 			stats.Updated[ts.url] += len(update)
 		}

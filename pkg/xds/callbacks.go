@@ -20,16 +20,6 @@ type streamKey struct {
 	id    int64
 }
 
-// streamState is what the server remembers about one stream. go-control-plane
-// calls every callback of a stream from that stream's goroutine, so the
-// contents need no lock; only the streams map is shared.
-type streamState struct {
-	node string
-	// last is the most recent push of each type, kept so a NACK can name the
-	// rejected resources. Names are only extracted when a NACK arrives.
-	last map[string]push
-}
-
 type push struct {
 	sotw  *discovery.DiscoveryResponse
 	delta *discovery.DeltaDiscoveryResponse
@@ -60,7 +50,8 @@ func (p push) names() []string {
 	return names
 }
 
-// callbacks tracks streams for the metrics and for NACK reporting.
+// callbacks tracks streams: for the metrics, for NACK reporting and retries,
+// and for Apply to know who has been sent what.
 type callbacks struct {
 	s *Server
 }
@@ -68,49 +59,151 @@ type callbacks struct {
 var _ serverv3.Callbacks = (*callbacks)(nil)
 
 func (c *callbacks) open(k streamKey) {
-	c.s.streams.Store(k, &streamState{last: make(map[string]push)})
-	c.s.metrics.clients.Inc()
+	s := c.s
+	s.trackMu.Lock()
+	s.streams[k] = &streamState{delta: k.delta, last: make(map[string]push)}
+	s.trackMu.Unlock()
+	s.metrics.clients.Inc()
 }
 
 func (c *callbacks) closed(k streamKey) {
-	c.s.streams.Delete(k)
-	c.s.metrics.clients.Dec()
-}
-
-func (c *callbacks) stream(k streamKey) *streamState {
-	if v, ok := c.s.streams.Load(k); ok {
-		return v.(*streamState)
+	s := c.s
+	s.trackMu.Lock()
+	if st := s.streams[k]; st != nil {
+		st.closed = true
+		if st.pendingReq != nil {
+			s.deltaReqs.Delete(st.pendingReq)
+		}
+		delete(s.streams, k)
+		s.signal() // a closed stream no longer holds up an Apply
 	}
-	return nil
+	s.trackMu.Unlock()
+	s.metrics.clients.Dec()
 }
 
-// request records the node and reports the request if it is a NACK, i.e. it
-// carries error_detail.
-func (c *callbacks) request(k streamKey, node *core.Node, typeURL, nonce string, nack *rpcstatus.Status) {
+// stream returns k's state. Without trackMu, only k's goroutine may use the
+// result, and only the fields that goroutine alone writes.
+func (c *callbacks) stream(k streamKey) *streamState {
+	c.s.trackMu.Lock()
+	defer c.s.trackMu.Unlock()
+	return c.s.streams[k]
+}
+
+// request is what the callbacks use of a request of either protocol.
+type request struct {
+	node    *core.Node
+	typeURL string
+	nonce   string
+	nack    *rpcstatus.Status
+
+	names      []string // state of the world
+	sub, unsub []string // delta
+	deltaReq   *discovery.DeltaDiscoveryRequest
+}
+
+// request records the request in the stream's state, reports it if it is a
+// NACK (it carries error_detail), and schedules the retries an ACK unblocks.
+func (c *callbacks) request(k streamKey, r request) {
+	s := c.s
 	st := c.stream(k)
 	if st == nil {
 		return
 	}
-	if st.node == "" && node != nil {
-		// Only the first request must carry the node.
-		st.node = node.GetId()
+	t := typeIndex(r.typeURL)
+	var set map[string]struct{}
+	if t >= 0 && !k.delta {
+		// Built outside the lock: Envoy sends every name on every request,
+		// 20,000 of them for EDS. namesSrc is only written by this goroutine.
+		set = nameSet(r.names, st.types[t].namesSrc)
 	}
-	if nack == nil {
+
+	var n NACK
+	if r.nack != nil {
+		n = NACK{TypeURL: r.typeURL, Error: r.nack.GetMessage(), Resources: st.last[r.typeURL].names()}
+	}
+
+	var ready [numTypes][]string
+	s.trackMu.Lock()
+	if st.node == "" && r.node != nil {
+		// Only the first request must carry the node.
+		st.node = r.node.GetId()
+	}
+	n.Node = st.node
+	if st.pendingReq != nil {
+		s.deltaReqs.Delete(st.pendingReq) // its watch was never created
+		st.pendingReq = nil
+	}
+	if t >= 0 {
+		tt := &st.types[t]
+		// go-control-plane ignores a state-of-the-world request that does not
+		// answer the latest response of its type.
+		if k.delta || tt.pendingNonce == "" || r.nonce == tt.pendingNonce {
+			tt.pendingNonce = ""
+			if k.delta {
+				tt.subscribeDelta(r.sub, r.unsub)
+				st.pendingReq = r.deltaReq
+				s.deltaReqs.Store(r.deltaReq, tt)
+			} else {
+				tt.subscribeSotw(r.names, set)
+			}
+			switch {
+			case r.nack != nil:
+				st.noteNACK(t, n.Resources)
+			case r.nonce != "" && r.nonce == tt.sentNonce:
+				tt.acked = tt.sent
+				ready = st.readyRetries(t)
+			}
+		}
+	}
+	s.trackMu.Unlock()
+
+	for rt, names := range ready {
+		if names != nil {
+			s.scheduleRetry(rt, names, st)
+		}
+	}
+	if r.nack == nil {
 		return
 	}
-	n := NACK{
-		Node:      st.node,
-		TypeURL:   typeURL,
-		Error:     nack.GetMessage(),
-		Resources: st.last[typeURL].names(),
-	}
-	c.s.metrics.nack(typeURL)
-	c.s.log.Warnw("xDS client rejected a push",
-		"node", n.Node, "typeURL", typeURL, "nonce", nonce, "error", n.Error,
+	s.metrics.nack(r.typeURL)
+	s.log.Warnw("xDS client rejected a push",
+		"node", n.Node, "typeURL", r.typeURL, "nonce", r.nonce, "error", n.Error,
 		"resources", truncate(n.Resources, 10), "resourceCount", len(n.Resources))
-	for _, fn := range c.s.nackHooks() {
+	for _, fn := range s.nackHooks() {
 		fn(n)
 	}
+}
+
+// response records that a response is about to be sent on the stream.
+func (c *callbacks) response(k streamKey, typeURL, version, nonce string, p push) {
+	s := c.s
+	s.metrics.push(typeURL)
+	t := typeIndex(typeURL)
+	v, ok := s.parseVersion(version)
+
+	s.trackMu.Lock()
+	defer s.trackMu.Unlock()
+	st := s.streams[k]
+	if st == nil {
+		return
+	}
+	st.last[typeURL] = p
+	st.lagging = false // it is moving again
+	if t < 0 {
+		return
+	}
+	tt := &st.types[t]
+	if ok {
+		tt.sent = v
+	}
+	tt.sentNonce = nonce
+	if !k.delta {
+		tt.pendingNonce = nonce
+	}
+	if p.delta != nil && tt.forget.Load() != nil {
+		tt.clearForget(append(p.names(), p.delta.GetRemovedResources()...))
+	}
+	s.signal()
 }
 
 // truncate keeps logs of NACKed 20,000-cluster pushes readable.
@@ -131,16 +224,15 @@ func (c *callbacks) OnStreamClosed(id int64, _ *core.Node) {
 }
 
 func (c *callbacks) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
-	c.request(streamKey{id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
+	c.request(streamKey{id: id}, request{
+		node: req.GetNode(), typeURL: req.GetTypeUrl(), nonce: req.GetResponseNonce(), nack: req.GetErrorDetail(),
+		names: req.GetResourceNames(),
+	})
 	return nil
 }
 
 func (c *callbacks) OnStreamResponse(_ context.Context, id int64, req *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
-	typeURL := req.GetTypeUrl()
-	c.s.metrics.push(typeURL)
-	if st := c.stream(streamKey{id: id}); st != nil {
-		st.last[typeURL] = push{sotw: resp}
-	}
+	c.response(streamKey{id: id}, req.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce(), push{sotw: resp})
 }
 
 func (c *callbacks) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
@@ -153,16 +245,15 @@ func (c *callbacks) OnDeltaStreamClosed(id int64, _ *core.Node) {
 }
 
 func (c *callbacks) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
-	c.request(streamKey{delta: true, id: id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
+	c.request(streamKey{delta: true, id: id}, request{
+		node: req.GetNode(), typeURL: req.GetTypeUrl(), nonce: req.GetResponseNonce(), nack: req.GetErrorDetail(),
+		sub: req.GetResourceNamesSubscribe(), unsub: req.GetResourceNamesUnsubscribe(), deltaReq: req,
+	})
 	return nil
 }
 
 func (c *callbacks) OnStreamDeltaResponse(id int64, req *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
-	typeURL := req.GetTypeUrl()
-	c.s.metrics.push(typeURL)
-	if st := c.stream(streamKey{delta: true, id: id}); st != nil {
-		st.last[typeURL] = push{delta: resp}
-	}
+	c.response(streamKey{delta: true, id: id}, req.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), push{delta: resp})
 }
 
 // REST fetches are not served (Register does not expose them).

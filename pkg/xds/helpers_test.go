@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -183,14 +184,20 @@ type harness struct {
 }
 
 func newHarness(t testing.TB) *harness {
+	return newHarnessWith(t, Options{})
+}
+
+// newHarnessWith is newHarness with opts; a nil Logger logs warnings to the
+// test, and the Registerer is always the harness's.
+func newHarnessWith(t testing.TB, opts Options) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	reg := prometheus.NewRegistry()
-	var logger *zap.SugaredLogger
-	if tt, ok := t.(*testing.T); ok {
-		logger = zaptest.NewLogger(tt, zaptest.Level(zap.WarnLevel)).Sugar()
+	if tt, ok := t.(*testing.T); ok && opts.Logger == nil {
+		opts.Logger = zaptest.NewLogger(tt, zaptest.Level(zap.WarnLevel)).Sugar()
 	}
-	s := NewServer(ctx, Options{Logger: logger, Registerer: reg})
+	opts.Registerer = reg
+	s := NewServer(ctx, opts)
 
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -291,6 +298,7 @@ type got struct {
 	names   []string // resources in the response, sorted
 	removed []string // delta only, sorted
 	version string
+	res     map[string]proto.Message
 }
 
 func (g got) String() string {
@@ -315,8 +323,16 @@ func joinNames(n []string) string {
 type client interface {
 	// next returns the next response, failing the test after a timeout.
 	next() got
+	// nextWithin returns the next response, or false if none arrives within d.
+	nextWithin(d time.Duration) (got, bool)
 	// nackNext makes the client reject its next response of typeURL with msg.
 	nackNext(typeURL, msg string)
+	// holdACKs makes the client withhold its answers to responses of the
+	// given types until releaseACKs; only the latest answer per type is kept.
+	holdACKs(typeURLs ...string)
+	// releaseACKs sends the withheld answer of typeURL, if any, and stops
+	// withholding them.
+	releaseACKs(typeURL string)
 	// close ends the stream.
 	close()
 }
@@ -353,6 +369,8 @@ type clientBase struct {
 
 	mu   sync.Mutex
 	nack map[string]string
+	hold map[string]bool
+	held map[string]func() error
 }
 
 func (c *clientBase) next() got {
@@ -369,7 +387,49 @@ func (c *clientBase) next() got {
 	return got{}
 }
 
+func (c *clientBase) nextWithin(d time.Duration) (got, bool) {
+	select {
+	case g, ok := <-c.resps:
+		return g, ok
+	case <-time.After(d):
+		return got{}, false
+	}
+}
+
 func (c *clientBase) close() { c.cancel() }
+
+func (c *clientBase) holdACKs(typeURLs ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, u := range typeURLs {
+		c.hold[u] = true
+	}
+}
+
+func (c *clientBase) releaseACKs(typeURL string) {
+	c.mu.Lock()
+	send := c.held[typeURL]
+	delete(c.held, typeURL)
+	delete(c.hold, typeURL)
+	c.mu.Unlock()
+	if send != nil {
+		if err := send(); err != nil {
+			c.t.Errorf("sending a withheld ACK: %v", err)
+		}
+	}
+}
+
+// answer sends, or withholds, the answer to a response of typeURL.
+func (c *clientBase) answer(typeURL string, send func() error) error {
+	c.mu.Lock()
+	if c.hold[typeURL] {
+		c.held[typeURL] = send
+		c.mu.Unlock()
+		return nil
+	}
+	c.mu.Unlock()
+	return send()
+}
 
 func (c *clientBase) nackNext(typeURL, msg string) {
 	c.mu.Lock()
@@ -383,6 +443,13 @@ func (c *clientBase) takeNACK(typeURL string) (string, bool) {
 	msg, ok := c.nack[typeURL]
 	delete(c.nack, typeURL)
 	return msg, ok
+}
+
+func newClientBase(t testing.TB, cancel context.CancelFunc) clientBase {
+	return clientBase{
+		t: t, resps: make(chan got, 1000), cancel: cancel,
+		nack: map[string]string{}, hold: map[string]bool{}, held: map[string]func() error{},
+	}
 }
 
 func nackStatus(msg string) *rpcstatus.Status {
@@ -400,6 +467,13 @@ type sotwClient struct {
 
 func dialSotw(t testing.TB, h *harness, subs subscriptions) *sotwClient {
 	t.Helper()
+	return dialSotwAs(t, h, subs, testNode)
+}
+
+// dialSotwAs dials as node, withholding from the start the ACKs of the types
+// in hold (see holdACKs).
+func dialSotwAs(t testing.TB, h *harness, subs subscriptions, node string, hold ...string) *sotwClient {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	stream, err := discovery.NewAggregatedDiscoveryServiceClient(h.conn).StreamAggregatedResources(ctx)
@@ -407,11 +481,12 @@ func dialSotw(t testing.TB, h *harness, subs subscriptions) *sotwClient {
 		t.Fatal(err)
 	}
 	c := &sotwClient{
-		clientBase: clientBase{t: t, resps: make(chan got, 1000), nack: map[string]string{}, cancel: cancel},
+		clientBase: newClientBase(t, cancel),
 		stream:     stream,
 		subs:       subs,
 		accepted:   map[string]string{},
 	}
+	c.holdACKs(hold...)
 	go c.recv()
 	first := true
 	for _, url := range subscribeOrder {
@@ -421,7 +496,7 @@ func dialSotw(t testing.TB, h *harness, subs subscriptions) *sotwClient {
 		}
 		req := &discovery.DiscoveryRequest{TypeUrl: url, ResourceNames: names}
 		if first {
-			req.Node = &corev3.Node{Id: testNode}
+			req.Node = &corev3.Node{Id: node}
 			first = false
 		}
 		if err := c.send(req); err != nil {
@@ -453,16 +528,17 @@ func (c *sotwClient) recv() {
 			req.VersionInfo = resp.GetVersionInfo()
 			c.accepted[url] = resp.GetVersionInfo()
 		}
-		g := got{typeURL: url, version: resp.GetVersionInfo()}
+		g := got{typeURL: url, version: resp.GetVersionInfo(), res: map[string]proto.Message{}}
 		for _, a := range resp.GetResources() {
 			m, err := a.UnmarshalNew()
 			if err != nil {
 				panic(err)
 			}
 			g.names = append(g.names, cache.GetResourceName(m))
+			g.res[cache.GetResourceName(m)] = m
 		}
 		slices.Sort(g.names)
-		if err := c.send(req); err != nil {
+		if err := c.answer(url, func() error { return c.send(req) }); err != nil {
 			return
 		}
 		c.resps <- g
@@ -478,6 +554,13 @@ type deltaClient struct {
 
 func dialDelta(t testing.TB, h *harness, subs subscriptions) *deltaClient {
 	t.Helper()
+	return dialDeltaAs(t, h, subs, testNode)
+}
+
+// dialDeltaAs dials as node, withholding from the start the ACKs of the
+// types in hold (see holdACKs).
+func dialDeltaAs(t testing.TB, h *harness, subs subscriptions, node string, hold ...string) *deltaClient {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	stream, err := discovery.NewAggregatedDiscoveryServiceClient(h.conn).DeltaAggregatedResources(ctx)
@@ -485,9 +568,10 @@ func dialDelta(t testing.TB, h *harness, subs subscriptions) *deltaClient {
 		t.Fatal(err)
 	}
 	c := &deltaClient{
-		clientBase: clientBase{t: t, resps: make(chan got, 1000), nack: map[string]string{}, cancel: cancel},
+		clientBase: newClientBase(t, cancel),
 		stream:     stream,
 	}
+	c.holdACKs(hold...)
 	go c.recv()
 	first := true
 	for _, url := range subscribeOrder {
@@ -497,7 +581,7 @@ func dialDelta(t testing.TB, h *harness, subs subscriptions) *deltaClient {
 		}
 		req := &discovery.DeltaDiscoveryRequest{TypeUrl: url, ResourceNamesSubscribe: names}
 		if first {
-			req.Node = &corev3.Node{Id: testNode}
+			req.Node = &corev3.Node{Id: node}
 			first = false
 		}
 		if err := c.send(req); err != nil {
@@ -525,13 +609,18 @@ func (c *deltaClient) recv() {
 		if msg, ok := c.takeNACK(url); ok {
 			req.ErrorDetail = nackStatus(msg)
 		}
-		g := got{typeURL: url, version: resp.GetSystemVersionInfo(), removed: slices.Clone(resp.GetRemovedResources())}
+		g := got{typeURL: url, version: resp.GetSystemVersionInfo(), removed: slices.Clone(resp.GetRemovedResources()), res: map[string]proto.Message{}}
 		for _, r := range resp.GetResources() {
 			g.names = append(g.names, r.GetName())
+			m, err := r.GetResource().UnmarshalNew()
+			if err != nil {
+				panic(err)
+			}
+			g.res[r.GetName()] = m
 		}
 		slices.Sort(g.names)
 		slices.Sort(g.removed)
-		if err := c.send(req); err != nil {
+		if err := c.answer(url, func() error { return c.send(req) }); err != nil {
 			return
 		}
 		c.resps <- g
@@ -540,11 +629,18 @@ func (c *deltaClient) recv() {
 
 // protocols runs a test once per ADS flavour.
 var protocols = []struct {
-	name string
-	dial func(*testing.T, *harness, subscriptions) client
+	name   string
+	dial   func(*testing.T, *harness, subscriptions) client
+	dialAs func(t *testing.T, h *harness, s subscriptions, node string, hold ...string) client
 }{
-	{"sotw", func(t *testing.T, h *harness, s subscriptions) client { return dialSotw(t, h, s) }},
-	{"delta", func(t *testing.T, h *harness, s subscriptions) client { return dialDelta(t, h, s) }},
+	{"sotw", func(t *testing.T, h *harness, s subscriptions) client { return dialSotw(t, h, s) },
+		func(t *testing.T, h *harness, s subscriptions, node string, hold ...string) client {
+			return dialSotwAs(t, h, s, node, hold...)
+		}},
+	{"delta", func(t *testing.T, h *harness, s subscriptions) client { return dialDelta(t, h, s) },
+		func(t *testing.T, h *harness, s subscriptions, node string, hold ...string) client {
+			return dialDeltaAs(t, h, s, node, hold...)
+		}},
 }
 
 // initial reads responses until every type in subs has arrived once, and

@@ -40,7 +40,14 @@ type Options struct {
 	// Registerer receives the weir_xds_* metrics. Nil keeps them unregistered
 	// (useful in tests that create many servers).
 	Registerer prometheus.Registerer
+	// StepTimeout bounds how long an Apply waits, before a push that depends
+	// on an earlier one, for each client to be sent that earlier push (see
+	// applySteps). Zero means DefaultStepTimeout; negative disables waiting.
+	StepTimeout time.Duration
 }
+
+// DefaultStepTimeout is the StepTimeout used when Options leaves it zero.
+const DefaultStepTimeout = 2 * time.Second
 
 // NACK describes one rejection of a push by a client.
 type NACK struct {
@@ -73,9 +80,11 @@ var servedTypes = [...]string{
 
 // Server serves Weir's xDS resources. Create it with NewServer.
 type Server struct {
-	log     *zap.SugaredLogger
-	metrics *metrics
-	xds     serverv3.Server
+	ctx         context.Context
+	log         *zap.SugaredLogger
+	metrics     *metrics
+	xds         serverv3.Server
+	stepTimeout time.Duration
 
 	// versionPrefix makes versions unique to this process, so a client that
 	// reconnects after a restart never mistakes a reused version number for
@@ -92,7 +101,19 @@ type Server struct {
 	hooksMu sync.Mutex
 	hooks   []func(NACK)
 
-	streams sync.Map // streamKey -> *streamState
+	// trackMu guards streams, the tracked part of each streamState, and
+	// waitCh. It is never held while calling into a cache.
+	trackMu sync.Mutex
+	streams map[streamKey]*streamState
+	// waitCh, when not nil, is closed by the next response or stream close
+	// to wake the Apply waiting in waitFor.
+	waitCh chan struct{}
+	// deltaReqs hands each delta request's typeTrack from the request
+	// callback to watchCache.CreateDeltaWatch.
+	deltaReqs sync.Map // *discovery.DeltaDiscoveryRequest -> *typeTrack
+
+	retryMu sync.Mutex
+	retries [numTypes]retryQueue
 }
 
 // typeState is what one type URL serves.
@@ -129,11 +150,18 @@ func NewServer(ctx context.Context, opts Options) *Server {
 		logger = zap.NewNop().Sugar()
 	}
 	logger = logger.Named("xds")
+	stepTimeout := opts.StepTimeout
+	if stepTimeout == 0 {
+		stepTimeout = DefaultStepTimeout
+	}
 	s := &Server{
+		ctx:           ctx,
 		log:           logger,
 		metrics:       newMetrics(opts.Registerer),
+		stepTimeout:   stepTimeout,
 		versionPrefix: strconv.FormatInt(time.Now().UnixNano(), 36) + "-",
 		types:         make(map[string]*typeState, len(servedTypes)),
+		streams:       make(map[streamKey]*streamState),
 	}
 	gcpLog := gcpLogger{logger}
 	mux := &cache.MuxCache{
@@ -148,7 +176,7 @@ func NewServer(ctx context.Context, opts Options) *Server {
 			served: make(map[string]*servedResource),
 		}
 		s.types[url] = ts
-		mux.Caches[url] = ts.cache
+		mux.Caches[url] = watchCache{LinearCache: ts.cache, s: s}
 	}
 	// Ordered ADS makes the state-of-the-world server send responses in the
 	// order the caches produced them, as the delta server always does; Apply's
