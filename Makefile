@@ -11,7 +11,11 @@ GOTESTFLAGS ?=
 all: build
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -o $(BIN)/ ./cmd/... ./examples/echo
+
+## run: the traffic-split demo with two local echo backends (Ctrl-C stops it).
+run: build
+	BIN=$(BIN) hack/run-example.sh
 
 ## test: everything CI runs: lint, then unit and integration tests.
 test: lint unit

@@ -77,7 +77,17 @@ type Client struct {
 	versions  map[string]string           // sotw: type URL → last ACKed version
 	applied   *dataplane.Resources
 	connected bool
+	// answered holds the types that have responded at least once. Until
+	// every type has, no config is applied: like Envoy's initial fetch, a
+	// proxy must not go ready on the clusters alone. initialDeadline
+	// bounds that wait for a server that never answers some type.
+	answered        map[string]bool
+	initialDeadline time.Time
 }
+
+// initialFetchTimeout is how long the first config waits for types that
+// have not answered, as Envoy's initial_fetch_timeout does.
+const initialFetchTimeout = 15 * time.Second
 
 // New returns a client that talks to the server over conn.
 func New(conn grpc.ClientConnInterface, applier Applier, opts Options) *Client {
@@ -95,7 +105,7 @@ func New(conn grpc.ClientConnInterface, applier Applier, opts Options) *Client {
 		state[t] = map[string]entry{}
 	}
 	return &Client{conn: conn, applier: applier, opts: opts, log: opts.Logger, metrics: newMetrics(opts.Registerer),
-		state: state, versions: map[string]string{}}
+		state: state, versions: map[string]string{}, answered: map[string]bool{}}
 }
 
 // Applied returns the last config the proxy applied, or nil.
@@ -324,13 +334,19 @@ func (c *Client) update(typeURL string, updates map[string]entry, removed []stri
 		staged[t] = m
 	}
 	staged[typeURL] = next
+	c.answered[typeURL] = true
+	if c.initialDeadline.IsZero() {
+		c.initialDeadline = time.Now().Add(initialFetchTimeout)
+	}
 	res, err := assemble(staged)
 	if err != nil {
 		c.metrics.update(typeURL, "nack")
 		c.log.Warnw("Rejected xDS update; keeping the last good config", "type", typeURL, "error", err)
 		return err
 	}
-	if missing := dangling(res); missing == "" {
+	if c.applied == nil && len(c.answered) < len(typeOrder) && time.Now().Before(c.initialDeadline) {
+		c.log.Debugw("Waiting for every type's first response before the first config", "answered", len(c.answered))
+	} else if missing := dangling(res); missing == "" {
 		if err := c.applier.Apply(res); err != nil {
 			c.metrics.update(typeURL, "nack")
 			c.log.Warnw("Rejected xDS update; keeping the last good config", "type", typeURL, "error", err)

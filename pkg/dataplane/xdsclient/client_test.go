@@ -211,6 +211,12 @@ func TestClientAppliesCompleteConfigs(t *testing.T) {
 			app.waitFor(t, "the initial config", func(r *dataplane.Resources) bool {
 				return clusterOf(r) == "a" && len(r.Listeners) == 1 && len(r.Routes) == 1
 			})
+			// The first config is the whole config, not the clusters that
+			// arrive first: a proxy must not go ready without listeners.
+			if first := app.all()[0]; len(first.Listeners) != 1 || len(first.Routes) != 1 || len(first.Clusters) != 1 {
+				t.Errorf("first applied config is partial: %d listeners, %d routes, %d clusters",
+					len(first.Listeners), len(first.Routes), len(first.Clusters))
+			}
 			// Every applied config is complete: never a route without its cluster.
 			for _, r := range app.all() {
 				if dangling(r) != "" {

@@ -1,0 +1,161 @@
+// Command weir-controller is Weir's in-cluster control plane: it reconciles
+// KIngresses into the routing model and serves the gateways' Envoy config
+// over xDS.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+	"k8s.io/apimachinery/pkg/labels"
+	"knative.dev/networking/pkg/apis/networking"
+	ingressinformer "knative.dev/networking/pkg/client/injection/informers/networking/v1alpha1/ingress"
+	"knative.dev/pkg/configmap"
+	"knative.dev/pkg/controller"
+	"knative.dev/pkg/injection/sharedmain"
+	"knative.dev/pkg/logging"
+	"knative.dev/pkg/signals"
+
+	"github.com/weir-dev/weir/pkg/config"
+	"github.com/weir-dev/weir/pkg/gateway"
+	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/reconciler/kingress"
+	"github.com/weir-dev/weir/pkg/translate"
+	"github.com/weir-dev/weir/pkg/xds"
+)
+
+var (
+	xdsAddress     = flag.String("xds-address", envOr("XDS_ADDRESS", ":18000"), "where to serve xDS (gRPC ADS, delta and state of the world)")
+	metricsAddress = flag.String("metrics-address", envOr("METRICS_ADDRESS", ":9091"), "where to serve Prometheus /metrics")
+	initialSync    = flag.Duration("initial-sync-timeout", 2*time.Minute, "how long to wait for every existing KIngress to be reconciled before serving xDS")
+)
+
+func envOr(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}
+
+func main() {
+	// sharedmain parses the flags.
+	sharedmain.MainWithContext(signals.NewContext(), "weir-controller", newController)
+}
+
+// newController wires the KIngress controller to the model, the syncer and
+// the xDS server. Every replica runs all of it; only the leader writes status.
+func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl {
+	logger := logging.FromContext(ctx)
+	model := ir.NewModel()
+	server := xds.NewServer(ctx, xds.Options{Logger: logger.Named("xds"), Registerer: prometheus.DefaultRegisterer})
+	syncer := gateway.NewSyncer(model, translate.DefaultOptions(), server, logger.Named("syncer"))
+
+	var rec *kingress.Reconciler
+	impl := kingress.NewController(kingress.ControllerOptions{
+		Model:  model,
+		Syncer: syncer,
+		OnConfig: func(c *config.Config) {
+			syncer.SetOptions(translateOptions(c.Weir))
+		},
+		Reconciler: &rec,
+	})(ctx, cmw)
+
+	server.OnNACK(func(n xds.NACK) {
+		refs := syncer.SourcesOf(n.TypeURL, n.Resources)
+		logger.Warnw("A gateway rejected config", "node", n.Node, "type", n.TypeURL, "error", n.Error, "sources", refs)
+		rec.ReportRejected(refs, n.Error)
+	})
+
+	go func() {
+		// Serving xDS before every existing KIngress is in the model would
+		// hand restarted gateways a partial config and drop traffic.
+		waitForInitialReconcile(ctx, logger, rec, *initialSync)
+		go syncer.Run(ctx)
+		if err := syncer.Sync(); err != nil {
+			logger.Errorw("Initial translation failed", zap.Error(err))
+		}
+		if err := serveXDS(ctx, server, *xdsAddress); err != nil {
+			logger.Fatalw("Serving xDS failed; is the port free?", "address", *xdsAddress, zap.Error(err))
+		}
+	}()
+	go serveMetrics(ctx, logger, *metricsAddress)
+	return impl
+}
+
+func translateOptions(w *config.Weir) translate.Options {
+	o := translate.DefaultOptions()
+	o.StreamIdleTimeout = w.StreamIdleTimeout
+	return o
+}
+
+// waitForInitialReconcile blocks until every KIngress of Weir's class that
+// existed at start has been reconciled once, or the timeout passes.
+func waitForInitialReconcile(ctx context.Context, logger *zap.SugaredLogger, rec *kingress.Reconciler, timeout time.Duration) {
+	informer := ingressinformer.Get(ctx)
+	deadline := time.Now().Add(timeout)
+	for ctx.Err() == nil {
+		if informer.Informer().HasSynced() {
+			all, err := informer.Lister().List(labels.Everything())
+			pending := 0
+			for _, ing := range all {
+				if ing.Annotations[networking.IngressClassAnnotationKey] == kingress.ClassName && !rec.Seen(ing) {
+					pending++
+				}
+			}
+			if err == nil && pending == 0 {
+				logger.Infof("All %d KIngresses reconciled; serving xDS", len(all))
+				return
+			}
+			if time.Now().After(deadline) {
+				logger.Warnf("%d KIngresses still unreconciled after %v; serving xDS anyway", pending, timeout)
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func serveXDS(ctx context.Context, server *xds.Server, addr string) error {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	g := grpc.NewServer(
+		grpc.MaxConcurrentStreams(100000),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
+	)
+	server.Register(g)
+	go func() {
+		<-ctx.Done()
+		g.GracefulStop()
+	}()
+	if err := g.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	return nil
+}
+
+func serveMetrics(ctx context.Context, logger *zap.SugaredLogger, addr string) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.Handler())
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		logger.Errorw(fmt.Sprintf("Serving metrics on %s failed", addr), zap.Error(err))
+	}
+}

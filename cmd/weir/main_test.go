@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata goldens")
+
+// goldenInputs maps golden names to `weir translate -f` arguments: every
+// testdata/X.in.yaml, and the README's example directory.
+func goldenInputs(t *testing.T) map[string]string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("testdata", "*.in.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no inputs: %v", err)
+	}
+	inputs := map[string]string{"example-hello": filepath.Join("..", "..", "examples", "hello")}
+	for _, f := range files {
+		inputs[strings.TrimSuffix(filepath.Base(f), ".in.yaml")] = f
+	}
+	return inputs
+}
+
+// TestTranslateGoldens runs `weir translate -f INPUT` and compares the
+// output with testdata/NAME.out.json.
+func TestTranslateGoldens(t *testing.T) {
+	if *update {
+		// Inputs first, so the goldens are made from fresh inputs.
+		TestServingShapes(t)
+	}
+	for name, in := range goldenInputs(t) {
+		t.Run(name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if err := run(context.Background(), []string{"translate", "-f", in}, &stdout, &stderr); err != nil {
+				t.Fatalf("weir translate: %v\n%s", err, stderr.String())
+			}
+			if stderr.Len() > 0 {
+				t.Errorf("unexpected warnings:\n%s", stderr.String())
+			}
+			golden := filepath.Join("testdata", name+".out.json")
+			if *update {
+				if err := os.WriteFile(golden, stdout.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./cmd/weir -update, then review the golden)", err)
+			}
+			if !bytes.Equal(stdout.Bytes(), want) {
+				t.Errorf("output differs from %s; rerun with -update and review the diff", golden)
+			}
+		})
+	}
+}
+
+func TestTranslateErrors(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no command", nil, "no command given"},
+		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
+		{"no files", []string{"translate"}, "at least one -f"},
+		{"bad output", []string{"translate", "-f", "x", "-o", "xml"}, `-o "xml"`},
+		{"missing file", []string{"translate", "-f", filepath.Join(dir, "nope.yaml")}, "no such file"},
+		{"bad yaml", []string{"translate", "-f", write("bad.yaml", "kind: Service\napiVersion: v1\nmetadata: {name: [}\n")}, "bad.yaml: document 1"},
+		{"unknown kind", []string{"translate", "-f", write("kind.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n")}, "kind.yaml: document 1: unsupported kind v1 Pod"},
+		{"invalid kingress", []string{"translate", "-f", write("ing.yaml", `apiVersion: networking.internal.knative.dev/v1alpha1
+kind: Ingress
+metadata:
+  name: hello
+  annotations: {networking.knative.dev/ingress.class: weir.ingress.networking.knative.dev}
+spec:
+  rules:
+  - hosts: [hello.example.com]
+    http:
+      paths:
+      - splits: [{serviceName: "", servicePort: 80, percent: 100}]
+`)}, "ing.yaml: document 1 (KIngress default/hello): "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), tc.args, &stdout, &stderr)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error = %v, want it to contain %q", err, tc.want)
+			}
+			if stdout.Len() > 0 {
+				t.Errorf("printed config despite the error:\n%s", stdout.String())
+			}
+		})
+	}
+}
+
+func TestTranslateWarnsAboutUnreadyKIngress(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "ing.yaml")
+	if err := os.WriteFile(in, []byte(`apiVersion: networking.internal.knative.dev/v1alpha1
+kind: Ingress
+metadata:
+  name: hello
+  annotations: {networking.knative.dev/ingress.class: weir.ingress.networking.knative.dev}
+spec:
+  rules:
+  - hosts: [hello.example.com]
+    http:
+      paths:
+      - splits: [{serviceName: missing, serviceNamespace: default, servicePort: 80, percent: 100}]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"translate", "-f", in}, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr.String(), "ServiceNotFound") || !strings.Contains(stderr.String(), "default/missing") {
+		t.Errorf("stderr = %q, want a ServiceNotFound warning", stderr.String())
+	}
+	if !strings.Contains(stdout.String(), `"listeners"`) {
+		t.Error("no config printed")
+	}
+}

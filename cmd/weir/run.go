@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/weir-dev/weir/pkg/standalone"
+)
+
+func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("weir run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var files fileList
+	fs.Var(&files, "f", "a YAML file or a directory of them (repeatable); watched for changes")
+	httpPort := fs.Int("http-port", 8080, "external plain-HTTP listener")
+	httpsPort := fs.Int("https-port", 8443, "external TLS listener")
+	internalHTTPPort := fs.Int("internal-http-port", 8081, "cluster-local plain-HTTP listener (serves every rule)")
+	internalHTTPSPort := fs.Int("internal-https-port", 8444, "cluster-local TLS listener")
+	adminPort := fs.Int("admin-port", 9901, "admin interface on 127.0.0.1 (/ready, /metrics, /config_dump, /status)")
+	listen := fs.String("listen-address", "0.0.0.0", "address the gateway listeners bind to")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	accessLog := fs.Bool("access-log", true, "write one JSON line per request to stdout")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		fs.Usage()
+		return errors.New("run needs at least one -f FILE|DIR")
+	}
+	logger, err := newLogger(*logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	var alog io.Writer
+	if *accessLog {
+		alog = stdout
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	fmt.Fprintf(stderr, "Starting Weir on %s...\n", strings.Join(files, ", "))
+	g, err := standalone.Start(ctx, standalone.Options{
+		Paths:    files,
+		HTTPPort: *httpPort, HTTPSPort: *httpsPort, InternalHTTPPort: *internalHTTPPort, InternalHTTPSPort: *internalHTTPSPort,
+		ListenAddress: *listen,
+		AdminAddress:  net.JoinHostPort("127.0.0.1", strconv.Itoa(*adminPort)),
+		Logger:        logger,
+		AccessLog:     alog,
+	})
+	if err != nil {
+		return err
+	}
+	printBanner(stderr, g)
+	<-ctx.Done()
+	fmt.Fprintln(stderr, "Draining (up to 30s; press Ctrl-C again to stop now)...")
+	stop()
+	sctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	sctx, cancelTimeout := context.WithTimeout(sctx, 30*time.Second)
+	defer cancelTimeout()
+	return g.Shutdown(sctx)
+}
+
+func printBanner(w io.Writer, g *standalone.Gateway) {
+	h, hs, ih, ihs := g.Ports()
+	fmt.Fprintf(w, "Weir is serving:\n  external  http://localhost:%d  https://localhost:%d\n  internal  http://localhost:%d  https://localhost:%d\n  admin     http://%s (/ready /metrics /config_dump /status)\n",
+		h, hs, ih, ihs, g.AdminAddr())
+	report := g.Report()
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KINGRESS\tHOSTS\tSTATUS")
+	for _, s := range report.Ingresses {
+		fmt.Fprintf(tw, "%s/%s\t%s\t%s\n", s.Namespace, s.Name, strings.Join(s.Hosts, ","), s.Status)
+	}
+	_ = tw.Flush()
+	for f, err := range report.FileErrors {
+		fmt.Fprintf(w, "error in %s (not served until fixed): %s\n", f, err)
+	}
+	fmt.Fprintf(w, "Try: curl -H 'Host: <host>' http://localhost:%d/\n", h)
+}
+
+func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("weir status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	adminPort := fs.Int("admin-port", 9901, "the admin port of the running 'weir run'")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d/status", *adminPort)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("no 'weir run' answers on %s; is it running with --admin-port %d? (%w)", url, *adminPort, err)
+	}
+	defer resp.Body.Close()
+	var report standalone.StatusReport
+	if err := json.NewDecoder(resp.Body).Decode(&report); err != nil {
+		return fmt.Errorf("reading %s: %w", url, err)
+	}
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KINGRESS\tREADY\tHOSTS\tSTATUS\tSOURCE")
+	for _, s := range report.Ingresses {
+		fmt.Fprintf(tw, "%s/%s\t%t\t%s\t%s\t%s\n", s.Namespace, s.Name, s.Ready, strings.Join(s.Hosts, ","), s.Status, s.File)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for f, e := range report.FileErrors {
+		fmt.Fprintf(stdout, "error in %s (its last good version is served): %s\n", f, e)
+	}
+	return nil
+}
+
+func newLogger(level string, w io.Writer) (*zap.SugaredLogger, error) {
+	var l zapcore.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	enc := zap.NewDevelopmentEncoderConfig()
+	core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(w), l)
+	return zap.New(core).Sugar(), nil
+}

@@ -1,0 +1,156 @@
+// Package config holds Weir's release manifests; this test keeps them
+// consistent with the code that relies on them.
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/yaml"
+
+	weirconfig "github.com/weir-dev/weir/pkg/config"
+)
+
+func loadManifests(t *testing.T) []runtime.Object {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	decoder := serializer.NewCodecFactory(scheme, serializer.EnableStrict).UniversalDeserializer()
+	files, err := filepath.Glob("*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no manifests: %v", err)
+	}
+	var objs []runtime.Object
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, doc := range strings.Split(string(data), "\n---\n") {
+			if strings.TrimSpace(doc) == "" {
+				continue
+			}
+			obj, _, err := decoder.Decode([]byte(doc), nil, nil)
+			if err != nil {
+				t.Fatalf("%s document %d: %v", f, i+1, err)
+			}
+			objs = append(objs, obj)
+		}
+	}
+	return objs
+}
+
+func find[T runtime.Object](objs []runtime.Object, ns, name string) T {
+	for _, o := range objs {
+		if typed, ok := o.(T); ok {
+			if m, ok := any(typed).(interface {
+				GetNamespace() string
+				GetName() string
+			}); ok && m.GetNamespace() == ns && m.GetName() == name {
+				return typed
+			}
+		}
+	}
+	var zero T
+	return zero
+}
+
+func TestGatewayServicesMatchControllerDefaults(t *testing.T) {
+	objs := loadManifests(t)
+	def := weirconfig.Default()
+	for _, tc := range []struct {
+		svc        string
+		ns         string
+		targetHTTP int32
+	}{
+		{def.ExternalService.Name, def.ExternalService.Namespace, 8080},
+		{def.InternalService.Name, def.InternalService.Namespace, 8081},
+	} {
+		svc := find[*corev1.Service](objs, tc.ns, tc.svc)
+		if svc == nil {
+			t.Fatalf("Service %s/%s (config-weir's default) is not in config/", tc.ns, tc.svc)
+		}
+		var found bool
+		for _, p := range svc.Spec.Ports {
+			// The prober finds gateway pods through the port named "http".
+			if p.Name == "http" && p.Port == 80 && p.TargetPort.IntVal == tc.targetHTTP {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("Service %s/%s has no port http 80 -> %d", tc.ns, tc.svc, tc.targetHTTP)
+		}
+	}
+}
+
+func TestControllerImageIsThisRepo(t *testing.T) {
+	d := find[*appsv1.Deployment](loadManifests(t), "knative-serving", "weir-controller")
+	if d == nil {
+		t.Fatal("no weir-controller Deployment")
+	}
+	img := d.Spec.Template.Spec.Containers[0].Image
+	const prefix = "ko://github.com/weir-dev/weir/"
+	if !strings.HasPrefix(img, prefix) {
+		t.Fatalf("image %q is not built from this repo", img)
+	}
+	if _, err := os.Stat(filepath.Join("..", strings.TrimPrefix(img, prefix))); err != nil {
+		t.Errorf("image %q: %v", img, err)
+	}
+}
+
+func TestConfigWeirExampleParses(t *testing.T) {
+	cm := find[*corev1.ConfigMap](loadManifests(t), "knative-serving", weirconfig.ConfigMapName)
+	if cm == nil {
+		t.Fatal("no config-weir")
+	}
+	data := map[string]string{}
+	if err := yaml.Unmarshal([]byte(cm.Data["_example"]), &data); err != nil {
+		t.Fatalf("_example is not key: value YAML: %v", err)
+	}
+	if len(data) < 4 {
+		t.Fatalf("_example documents %d keys, want all 4", len(data))
+	}
+	if _, err := weirconfig.FromMap(data); err != nil {
+		t.Errorf("_example does not parse: %v", err)
+	}
+}
+
+func TestEnvoyBootstrapIsValid(t *testing.T) {
+	cm := find[*corev1.ConfigMap](loadManifests(t), "weir-system", "weir-bootstrap")
+	if cm == nil {
+		t.Fatal("no weir-bootstrap ConfigMap")
+	}
+	j, err := utilyaml.ToJSON([]byte(cm.Data["envoy-bootstrap.yaml"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bootstrapv3.Bootstrap
+	if err := protojson.Unmarshal(j, &b); err != nil {
+		t.Fatalf("bootstrap does not parse as envoy.config.bootstrap.v3.Bootstrap: %v", err)
+	}
+	if err := b.ValidateAll(); err != nil {
+		t.Fatalf("bootstrap is invalid: %v", err)
+	}
+	if a := b.GetAdmin().GetAddress().GetSocketAddress().GetAddress(); a != "127.0.0.1" {
+		t.Errorf("admin binds %q, want loopback", a)
+	}
+	if b.GetDynamicResources().GetAdsConfig() == nil || b.GetDynamicResources().GetLdsConfig().GetAds() == nil ||
+		b.GetDynamicResources().GetCdsConfig().GetAds() == nil {
+		t.Error("LDS and CDS must come over ADS")
+	}
+}

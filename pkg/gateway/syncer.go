@@ -1,0 +1,120 @@
+// Package gateway owns the control loop from the routing model to the served
+// xDS: front ends change the ir.Model and call Trigger; the Syncer coalesces
+// those changes, translates the model and applies the result to the xDS
+// server, which pushes only what changed.
+package gateway
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+
+	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/translate"
+	"github.com/weir-dev/weir/pkg/xds"
+)
+
+// Syncer keeps the xDS server in step with the model.
+type Syncer struct {
+	model   *ir.Model
+	server  *xds.Server
+	logger  *zap.SugaredLogger
+	trigger chan struct{}
+
+	mu         sync.Mutex // serializes translate+apply
+	translator *translate.Translator
+	current    atomic.Pointer[translate.Resources]
+	syncs      atomic.Uint64
+}
+
+// NewSyncer returns a syncer; call Run to start its loop.
+func NewSyncer(model *ir.Model, opts translate.Options, server *xds.Server, logger *zap.SugaredLogger) *Syncer {
+	return &Syncer{
+		model:      model,
+		server:     server,
+		logger:     logger,
+		translator: translate.New(opts),
+		trigger:    make(chan struct{}, 1),
+	}
+}
+
+// Model is the model this syncer serves.
+func (s *Syncer) Model() *ir.Model { return s.model }
+
+// Trigger asks for a sync soon. It never blocks: triggers that arrive while
+// a sync is pending collapse into it, so a burst of reconciles costs one
+// translation.
+func (s *Syncer) Trigger() {
+	select {
+	case s.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Run syncs on every trigger until ctx ends.
+func (s *Syncer) Run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.trigger:
+			if err := s.Sync(); err != nil {
+				s.logger.Errorw("Translating the routing model failed; the gateways keep their previous config", zap.Error(err))
+			}
+		}
+	}
+}
+
+// Sync translates the model and applies it now.
+func (s *Syncer) Sync() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	res, err := s.translator.Translate(s.model.Fragments())
+	if err != nil {
+		return err
+	}
+	for _, w := range res.Warnings {
+		s.logger.Warn(w)
+	}
+	stats := s.server.Apply(res.ByType())
+	s.current.Store(res)
+	s.syncs.Add(1)
+	s.logger.Debugw("Applied gateway config", "updated", stats.Updated, "removed", stats.Removed)
+	return nil
+}
+
+// SetOptions replaces the translation options (from config-weir) and
+// re-translates everything.
+func (s *Syncer) SetOptions(opts translate.Options) {
+	s.mu.Lock()
+	s.translator = translate.New(opts)
+	s.mu.Unlock()
+	s.Trigger()
+}
+
+// Resources returns the last applied resources, or nil before the first sync.
+func (s *Syncer) Resources() *translate.Resources { return s.current.Load() }
+
+// Syncs counts completed syncs.
+func (s *Syncer) Syncs() uint64 { return s.syncs.Load() }
+
+// SourcesOf returns the source objects of the named resources of a type.
+func (s *Syncer) SourcesOf(typeURL string, names []string) []ir.ObjectRef {
+	res := s.current.Load()
+	if res == nil {
+		return nil
+	}
+	seen := map[ir.ObjectRef]bool{}
+	var out []ir.ObjectRef
+	for _, n := range names {
+		for _, ref := range res.Sources[typeURL+"/"+n] {
+			if !seen[ref] {
+				seen[ref] = true
+				out = append(out, ref)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,110 @@
+package gateway
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"go.uber.org/zap"
+
+	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/translate"
+	"github.com/weir-dev/weir/pkg/xds"
+)
+
+func fragment(name string, port uint32) *ir.Fragment {
+	ref := ir.ObjectRef{Kind: "KIngress", Namespace: "default", Name: name}
+	backend := ir.BackendName("default", name, 80)
+	return &ir.Fragment{
+		Source: ref,
+		VirtualHosts: []*ir.VirtualHost{{
+			Name: name, Domains: []string{name + ".example.com"}, Listeners: ir.ListenerSet(ir.ExternalHTTP),
+			Routes: []*ir.Route{{Name: name, Match: ir.Match{Path: ir.PathMatch{Kind: ir.PathPrefix, Value: "/"}},
+				Backends: []ir.WeightedBackend{{BackendName: backend, Weight: 100}}, Provenance: ir.Provenance{ref}}},
+			Provenance: ir.Provenance{ref},
+		}},
+		Backends: []*ir.Backend{{Name: backend, Service: ir.ServiceRef{Namespace: "default", Name: name, Port: 80},
+			Endpoints: []ir.Endpoint{{Address: "10.0.0.1", Port: port}}, Provenance: ir.Provenance{ref}}},
+	}
+}
+
+func newSyncer(t *testing.T) (*Syncer, *xds.Server) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	server := xds.NewServer(ctx, xds.Options{})
+	return NewSyncer(ir.NewModel(), translate.DefaultOptions(), server, zap.NewNop().Sugar()), server
+}
+
+func TestSyncAppliesModelAndAttributesSources(t *testing.T) {
+	s, server := newSyncer(t)
+	if _, err := s.Model().Set(fragment("hello", 8012)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Resources() == nil || len(s.Resources().Clusters) != 1 {
+		t.Fatalf("resources = %+v", s.Resources())
+	}
+	refs := s.SourcesOf(resource.ClusterType, []string{"default/hello:80", "unknown"})
+	if len(refs) != 1 || refs[0].Name != "hello" {
+		t.Errorf("SourcesOf = %v, want [hello]", refs)
+	}
+
+	// An endpoint change moves only the EDS version.
+	cds, lds := server.Version(resource.ClusterType), server.Version(resource.ListenerType)
+	eds := server.Version(resource.EndpointType)
+	if _, err := s.Model().Set(fragment("hello", 9000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if server.Version(resource.EndpointType) == eds {
+		t.Error("EDS version did not change")
+	}
+	if server.Version(resource.ClusterType) != cds || server.Version(resource.ListenerType) != lds {
+		t.Error("an endpoint change touched CDS or LDS")
+	}
+}
+
+func TestTriggersCoalesce(t *testing.T) {
+	s, _ := newSyncer(t)
+	for i := 0; i < 100; i++ {
+		s.Trigger()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx)
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Syncs() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // would be enough for a second, wrongly queued sync
+	if got := s.Syncs(); got != 1 {
+		t.Errorf("100 triggers before Run made %d syncs, want 1", got)
+	}
+}
+
+func TestSetOptionsRetranslates(t *testing.T) {
+	s, _ := newSyncer(t)
+	if _, err := s.Model().Set(fragment("hello", 8012)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	opts := translate.DefaultOptions()
+	opts.ExternalHTTPPort = 9999
+	s.SetOptions(opts)
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range s.Resources().Listeners {
+		if l.GetName() == "external-http" && l.GetAddress().GetSocketAddress().GetPortValue() != 9999 {
+			t.Errorf("external-http port = %d, want 9999", l.GetAddress().GetSocketAddress().GetPortValue())
+		}
+	}
+}

@@ -1,0 +1,327 @@
+package translate
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"crypto/tls"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weir-dev/weir/pkg/ir"
+)
+
+// Extension names, as docs/xds-shape.md lists them.
+const (
+	httpConnectionManagerFilter = "envoy.filters.network.http_connection_manager"
+	routerFilter                = "envoy.filters.http.router"
+	tlsInspectorFilter          = "envoy.filters.listener.tls_inspector"
+	tlsTransportSocket          = "envoy.transport_sockets.tls"
+	httpProtocolOptionsKey      = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+)
+
+const connectTimeout = 5 * time.Second
+
+var (
+	plainRoles = [...]ir.ListenerRole{ir.ExternalHTTP, ir.InternalHTTP}
+	tlsRoles   = [...]ir.ListenerRole{ir.ExternalHTTPS, ir.InternalHTTPS}
+)
+
+// roleIndex is the position of role in ir.AllRoles.
+func roleIndex(role ir.ListenerRole) int {
+	return slices.Index(ir.AllRoles, role)
+}
+
+// tlsIndex is the position of a TLS role in tlsRoles.
+func tlsIndex(role ir.ListenerRole) int {
+	return slices.Index(tlsRoles[:], role)
+}
+
+// shared holds the protos that depend only on Options, built once and
+// embedded in every resource that needs them, and caches for building the
+// others. Sharing sub-messages between resources is safe because nothing
+// modifies a proto once built.
+type shared struct {
+	// hcm is the packed HttpConnectionManager filter of each role.
+	hcm               map[ir.ListenerRole]*listenerv3.Filter
+	plainListeners    map[ir.ListenerRole]*listenerv3.Listener
+	tlsInspector      *listenerv3.ListenerFilter
+	http2Options      *anypb.Any
+	unavailable       *clusterv3.Cluster
+	unavailableAssign *endpointv3.ClusterLoadAssignment
+	opts              Options
+
+	ads            *corev3.ConfigSource
+	edsConfig      *clusterv3.Cluster_EdsClusterConfig
+	connectTimeout *durationpb.Duration
+	zeroTimeout    *durationpb.Duration
+	matchAll       *routev3.RouteMatch
+	// lowerNames caches lower-cased header names; there are few distinct ones.
+	lowerNames map[string]string
+	// keyPairs caches checkKeyPair by content: parsing an RSA key takes a
+	// third of a millisecond, and one secret often serves many fragments.
+	keyPairs map[[sha256.Size]byte]error
+}
+
+// checkKeyPair reports whether chain and key form a key pair that Envoy
+// and weir-proxy can load.
+func (s *shared) checkKeyPair(chain, key []byte) error {
+	h := sha256.New()
+	h.Write(chain)
+	h.Write([]byte{0})
+	h.Write(key)
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	if err, ok := s.keyPairs[sum]; ok {
+		return err
+	}
+	_, err := tls.X509KeyPair(chain, key)
+	if len(s.keyPairs) >= 10000 {
+		clear(s.keyPairs) // crude bound; the cache only saves time
+	}
+	s.keyPairs[sum] = err
+	return err
+}
+
+// lower returns s lower-cased, without allocating for a name seen before.
+func (s *shared) lower(name string) string {
+	if l, ok := s.lowerNames[name]; ok {
+		return l
+	}
+	l := strings.ToLower(name)
+	if len(s.lowerNames) < 4096 {
+		s.lowerNames[name] = l
+	}
+	return l
+}
+
+func newShared(opts Options) *shared {
+	s := &shared{
+		opts:           opts,
+		ads:            adsConfigSource(),
+		connectTimeout: durationpb.New(connectTimeout),
+		zeroTimeout:    durationpb.New(0),
+		matchAll:       &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		lowerNames:     map[string]string{},
+		keyPairs:       map[[sha256.Size]byte]error{},
+		hcm:            map[ir.ListenerRole]*listenerv3.Filter{},
+		plainListeners: map[ir.ListenerRole]*listenerv3.Listener{},
+	}
+	for _, role := range ir.AllRoles {
+		s.hcm[role] = &listenerv3.Filter{
+			Name:       httpConnectionManagerFilter,
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(httpConnectionManager(role, opts))},
+		}
+	}
+	for _, role := range plainRoles {
+		s.plainListeners[role] = &listenerv3.Listener{
+			Name:         role.String(),
+			Address:      socketAddress("0.0.0.0", opts.port(role)),
+			FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{s.hcm[role]}}},
+		}
+	}
+	s.tlsInspector = &listenerv3.ListenerFilter{
+		Name:       tlsInspectorFilter,
+		ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspectorv3.TlsInspector{})},
+	}
+	s.http2Options = mustAny(&upstreamhttpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+				},
+			},
+		},
+	})
+	s.edsConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: s.ads}
+	s.unavailable = edsCluster(UnavailableCluster, s)
+	s.unavailableAssign = &endpointv3.ClusterLoadAssignment{ClusterName: UnavailableCluster}
+	return s
+}
+
+// mustAny packs a proto built here from constants; failing is a bug.
+func mustAny(m proto.Message) *anypb.Any {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+		panic(fmt.Sprintf("packing %T: %v", m, err))
+	}
+	return a
+}
+
+func adsConfigSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+	}
+}
+
+func httpConnectionManager(role ir.ListenerRole, opts Options) *hcmv3.HttpConnectionManager {
+	return &hcmv3.HttpConnectionManager{
+		StatPrefix: role.String(),
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			RouteConfigName: role.String(),
+			ConfigSource:    adsConfigSource(),
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{{
+			Name:       routerFilter,
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})},
+		}},
+		UpgradeConfigs:    []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
+		StreamIdleTimeout: durationpb.New(opts.StreamIdleTimeout),
+		UseRemoteAddress:  wrapperspb.Bool(true),
+		NormalizePath:     wrapperspb.Bool(true),
+		MergeSlashes:      false,
+	}
+}
+
+func socketAddress(host string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address:       host,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}
+
+// tlsListener serves chains, which must not be empty.
+func tlsListener(role ir.ListenerRole, chains []*listenerv3.FilterChain, s *shared) *listenerv3.Listener {
+	return &listenerv3.Listener{
+		Name:            role.String(),
+		Address:         socketAddress("0.0.0.0", s.opts.port(role)),
+		ListenerFilters: []*listenerv3.ListenerFilter{s.tlsInspector},
+		FilterChains:    chains,
+	}
+}
+
+// tlsFilterChain serves the certificate secretName for serverNames.
+func tlsFilterChain(role ir.ListenerRole, secretName string, serverNames []string, s *shared) (*listenerv3.FilterChain, error) {
+	ctx, err := anypb.New(&tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: secretName, SdsConfig: s.ads}},
+		AlpnProtocols:                  []string{"h2", "http/1.1"},
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.FilterChain{
+		FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: serverNames},
+		TransportSocket: &corev3.TransportSocket{
+			Name:       tlsTransportSocket,
+			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: ctx},
+		},
+		Filters: []*listenerv3.Filter{s.hcm[role]},
+	}, nil
+}
+
+func edsCluster(name string, s *shared) *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     s.edsConfig,
+		ConnectTimeout:       s.connectTimeout,
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+	}
+}
+
+// buildCluster translates b and validates the result.
+func buildCluster(b *ir.Backend, s *shared) (*clusterv3.Cluster, error) {
+	if b.Name == "" {
+		return nil, fmt.Errorf("no name")
+	}
+	if !utf8.ValidString(b.Name) || !utf8.ValidString(b.ExternalName) {
+		return nil, fmt.Errorf("not valid UTF-8")
+	}
+	if b.Name == UnavailableCluster {
+		return nil, fmt.Errorf("the name is reserved")
+	}
+	var c *clusterv3.Cluster
+	if b.ExternalName != "" {
+		if b.Service.Port <= 0 || b.Service.Port > 65535 {
+			return nil, fmt.Errorf("ExternalName service port %d out of range", b.Service.Port)
+		}
+		c = &clusterv3.Cluster{
+			Name:                 b.Name,
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_LOGICAL_DNS},
+			DnsLookupFamily:      clusterv3.Cluster_V4_PREFERRED,
+			ConnectTimeout:       s.connectTimeout,
+			LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+			LoadAssignment: &endpointv3.ClusterLoadAssignment{
+				ClusterName: b.Name,
+				Endpoints: []*endpointv3.LocalityLbEndpoints{{
+					LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(b.ExternalName, uint32(b.Service.Port))},
+				}},
+			},
+		}
+	} else {
+		c = edsCluster(b.Name, s)
+	}
+	if b.Protocol == ir.H2C || b.Protocol == ir.GRPC {
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: s.http2Options}
+	}
+	if err := c.ValidateAll(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func lbEndpoint(host string, port uint32) *endpointv3.LbEndpoint {
+	return &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
+		Endpoint: &endpointv3.Endpoint{Address: socketAddress(host, port)},
+	}}
+}
+
+// buildLoadAssignment lists the endpoints sorted and de-duplicated, so that
+// the same set always yields the same proto. EDS takes only IP addresses;
+// anything else is left out with a warning.
+func buildLoadAssignment(name string, endpoints []ir.Endpoint, source string) (*endpointv3.ClusterLoadAssignment, []string) {
+	out := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	var warnings []string
+	valid := make([]ir.Endpoint, 0, len(endpoints))
+	for _, ep := range endpoints {
+		addr, err := netip.ParseAddr(ep.Address)
+		if err != nil || addr.Zone() != "" || ep.Port == 0 || ep.Port > 65535 {
+			warnings = append(warnings, fmt.Sprintf("%s: backend %q: endpoint %s:%d left out: not an IP address and port", source, name, ep.Address, ep.Port))
+			continue
+		}
+		valid = append(valid, ep)
+	}
+	if len(valid) == 0 {
+		return out, warnings
+	}
+	slices.SortFunc(valid, func(a, b ir.Endpoint) int {
+		return cmp.Or(cmp.Compare(a.Address, b.Address), cmp.Compare(a.Port, b.Port))
+	})
+	valid = slices.Compact(valid)
+	lbs := make([]*endpointv3.LbEndpoint, len(valid))
+	for i, ep := range valid {
+		lbs[i] = lbEndpoint(ep.Address, ep.Port)
+	}
+	out.Endpoints = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}}
+	return out, warnings
+}
+
+func buildSecret(name string, chain, key []byte) *tlsv3.Secret {
+	return &tlsv3.Secret{
+		Name: name,
+		Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+			CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: chain}},
+			PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: key}},
+		}},
+	}
+}

@@ -1,0 +1,386 @@
+package translate
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"regexp/syntax"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weir-dev/weir/pkg/ir"
+)
+
+// buildVirtualHost translates vh. Routes that cannot be expressed are left
+// out with a warning; the virtual host itself is nil when it has no name or
+// no usable domain. usesUnavailable reports a route to UnavailableCluster.
+func buildVirtualHost(vh *ir.VirtualHost, available nameSet, s *shared, w *warner) (out *routev3.VirtualHost, usesUnavailable bool) {
+	if vh.Name == "" || !utf8.ValidString(vh.Name) {
+		w.add("left out: no valid name")
+		return nil, false
+	}
+	out = &routev3.VirtualHost{Name: vh.Name, Domains: vhostDomains(vh.Domains, w)}
+	if len(out.Domains) == 0 {
+		w.add("left out: no valid domain")
+		return nil, false
+	}
+	for i, r := range vh.Routes {
+		label := strconv.Itoa(i)
+		if r != nil && r.Name != "" {
+			label = strconv.Quote(r.Name)
+		}
+		if r == nil {
+			w.add("route %s: nil route ignored", label)
+			continue
+		}
+		route, unavailable, err := buildRoute(r, available, s, w, label)
+		if err != nil {
+			w.add("route %s left out: %v", label, err)
+			continue
+		}
+		out.Routes = append(out.Routes, route)
+		usesUnavailable = usesUnavailable || unavailable
+	}
+	return out, usesUnavailable
+}
+
+// vhostDomains returns each domain, lower-cased as Envoy compares them, and
+// its host:* form for requests that carry a port. Suffix wildcards get no
+// host:* form: Envoy supports one wildcard per domain, so "*.a.com:*" would
+// only match a literal "*" port.
+func vhostDomains(in []string, w *warner) []string {
+	out := make([]string, 0, 2*len(in))
+	var seen map[string]bool
+	if len(in) > 8 {
+		seen = make(map[string]bool, 2*len(in))
+	}
+	add := func(d string) {
+		if seen != nil {
+			if seen[d] {
+				return
+			}
+			seen[d] = true
+		} else {
+			for _, o := range out {
+				if o == d {
+					return
+				}
+			}
+		}
+		out = append(out, d)
+	}
+	for _, d := range in {
+		// Before lower-casing, which would turn invalid bytes into U+FFFD.
+		if d == "" || strings.ContainsAny(d, "\x00\r\n") || !utf8.ValidString(d) {
+			w.add("domain %q ignored: not a valid host", d)
+			continue
+		}
+		d = strings.ToLower(d)
+		add(d)
+		if !strings.HasPrefix(d, "*") && !strings.HasSuffix(d, "*") {
+			add(d + ":*")
+		}
+	}
+	return out
+}
+
+// buildRoute translates r and validates the result, so that one bad route
+// cannot make Envoy reject the whole route configuration.
+func buildRoute(r *ir.Route, available nameSet, s *shared, w *warner, label string) (*routev3.Route, bool, error) {
+	if err := checkUTF8(r); err != nil {
+		return nil, false, err
+	}
+	match, err := buildMatch(r.Match, s)
+	if err != nil {
+		return nil, false, err
+	}
+	out := &routev3.Route{Match: match}
+	unavailable := false
+	if r.Redirect != nil {
+		if len(r.Backends) > 0 {
+			w.add("route %s: has both a redirect and backends; the redirect is used", label)
+		}
+		out.Action = &routev3.Route_Redirect{Redirect: buildRedirect(r.Redirect, w, label)}
+	} else {
+		var action *routev3.RouteAction
+		action, unavailable, err = buildRouteAction(r, available, s, w, label)
+		if err != nil {
+			return nil, false, err
+		}
+		out.Action = &routev3.Route_Route{Route: action}
+	}
+	out.RequestHeadersToAdd, out.RequestHeadersToRemove = buildHeaderMutation(r.RequestHeaders, s, w, label)
+	if err := out.ValidateAll(); err != nil {
+		return nil, false, err
+	}
+	return out, unavailable, nil
+}
+
+// checkUTF8 rejects a route with a string that is not UTF-8: protobuf
+// cannot marshal it, and the validation rules do not check it.
+func checkUTF8(r *ir.Route) error {
+	var bad string
+	check := func(ss ...string) {
+		for _, s := range ss {
+			if bad == "" && !utf8.ValidString(s) {
+				bad = s
+			}
+		}
+	}
+	mutation := func(m ir.HeaderMutation) {
+		for _, h := range slices.Concat(m.Set, m.Append) {
+			check(h.Name, h.Value)
+		}
+		check(m.Remove...)
+	}
+	check(r.Match.Path.Value, r.Match.Method, r.HostRewrite)
+	for _, h := range r.Match.Headers {
+		check(h.Name, h.Value)
+	}
+	mutation(r.RequestHeaders)
+	for _, b := range r.Backends {
+		mutation(b.RequestHeaders)
+	}
+	if r.Redirect != nil {
+		check(r.Redirect.Scheme, r.Redirect.Host, r.Redirect.Path)
+	}
+	if bad != "" {
+		return fmt.Errorf("%q is not valid UTF-8", bad)
+	}
+	return nil
+}
+
+func buildMatch(m ir.Match, s *shared) (*routev3.RouteMatch, error) {
+	if m.Method == "" && len(m.Headers) == 0 && m.Path.Kind == ir.PathPrefix && (m.Path.Value == "" || m.Path.Value == "/") {
+		return s.matchAll, nil
+	}
+	out := &routev3.RouteMatch{}
+	switch v := m.Path.Value; m.Path.Kind {
+	case ir.PathPrefix:
+		if v == "" {
+			v = "/"
+		}
+		out.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: v}
+	case ir.PathExact:
+		out.PathSpecifier = &routev3.RouteMatch_Path{Path: v}
+	case ir.PathRegex:
+		if err := checkRegex(v); err != nil {
+			return nil, fmt.Errorf("path regex: %w", err)
+		}
+		out.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: v}}
+	default:
+		return nil, fmt.Errorf("unknown path match kind %d", m.Path.Kind)
+	}
+	if m.Method != "" {
+		out.Headers = append(out.Headers, exactHeader(":method", m.Method))
+	}
+	for _, h := range m.Headers {
+		name := s.lower(h.Name)
+		if name == "host" {
+			// Envoy keeps the Host header as :authority, for HTTP/1 too.
+			name = ":authority"
+		}
+		switch h.Kind {
+		case ir.HeaderExact:
+			out.Headers = append(out.Headers, exactHeader(name, h.Value))
+		case ir.HeaderRegex:
+			if err := checkRegex(h.Value); err != nil {
+				return nil, fmt.Errorf("header %q regex: %w", h.Name, err)
+			}
+			out.Headers = append(out.Headers, &routev3.HeaderMatcher{
+				Name: name,
+				HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+					MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: h.Value}},
+				}},
+			})
+		case ir.HeaderPresent:
+			out.Headers = append(out.Headers, &routev3.HeaderMatcher{
+				Name:                 name,
+				HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true},
+			})
+		default:
+			return nil, fmt.Errorf("header %q: unknown match kind %d", h.Name, h.Kind)
+		}
+	}
+	return out, nil
+}
+
+func exactHeader(name, value string) *routev3.HeaderMatcher {
+	return &routev3.HeaderMatcher{
+		Name: name,
+		HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+			MatchPattern: &matcherv3.StringMatcher_Exact{Exact: value},
+		}},
+	}
+}
+
+// checkRegex rejects what RE2 would. Go's regexp implements the RE2 syntax.
+func checkRegex(re string) error {
+	if re == "" {
+		return errors.New("empty regex")
+	}
+	_, err := syntax.Parse(re, syntax.Perl)
+	return err
+}
+
+func buildRouteAction(r *ir.Route, available nameSet, s *shared, w *warner, label string) (*routev3.RouteAction, bool, error) {
+	var total uint64
+	for _, b := range r.Backends {
+		if !available.has(b.BackendName) {
+			return nil, false, fmt.Errorf("backend %q has no cluster", b.BackendName)
+		}
+		total += uint64(b.Weight)
+	}
+	out := &routev3.RouteAction{Timeout: routeTimeout(r.Timeout, s, w, label)}
+	unavailable := false
+	switch {
+	case len(r.Backends) == 0:
+		w.add("route %s: neither backends nor a redirect; it answers 503", label)
+		fallthrough
+	case total == 0:
+		// Envoy rejects weighted clusters whose weights add up to 0.
+		out.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: UnavailableCluster}
+		unavailable = true
+	case len(r.Backends) == 1 && r.Backends[0].RequestHeaders.Empty():
+		out.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: r.Backends[0].BackendName}
+	default:
+		out.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: weightedClusters(r.Backends, total, s, w, label)}
+	}
+	if r.HostRewrite != "" {
+		out.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: r.HostRewrite}
+	}
+	if r.Retry != nil {
+		out.RetryPolicy = buildRetryPolicy(r.Retry, w, label)
+	}
+	return out, unavailable, nil
+}
+
+// weightedClusters lists every backend, weight-0 ones included. Envoy
+// rejects a total above 2^32-1, so larger weights are scaled down; the
+// largest weight stays positive.
+func weightedClusters(backends []ir.WeightedBackend, total uint64, s *shared, w *warner, label string) *routev3.WeightedCluster {
+	out := &routev3.WeightedCluster{Clusters: make([]*routev3.WeightedCluster_ClusterWeight, 0, len(backends))}
+	for _, b := range backends {
+		weight := b.Weight
+		if total > math.MaxUint32 {
+			weight = uint32(uint64(b.Weight) * math.MaxUint32 / total)
+		}
+		cw := &routev3.WeightedCluster_ClusterWeight{Name: b.BackendName, Weight: wrapperspb.UInt32(weight)}
+		cw.RequestHeadersToAdd, cw.RequestHeadersToRemove = buildHeaderMutation(b.RequestHeaders, s, w, label)
+		out.Clusters = append(out.Clusters, cw)
+	}
+	return out
+}
+
+// routeTimeout is always set: no timeout is 0s, which switches off Envoy's
+// 15 s default.
+func routeTimeout(d *time.Duration, s *shared, w *warner, label string) *durationpb.Duration {
+	if d == nil || *d == 0 {
+		return s.zeroTimeout
+	}
+	if *d < 0 {
+		w.add("route %s: negative timeout %v treated as none", label, *d)
+		return s.zeroTimeout
+	}
+	return durationpb.New(*d)
+}
+
+// retryOn are the retry_on conditions both Envoy and weir-proxy accept.
+// retriable-status-codes is not among them: the IR has no status codes.
+var retryOn = map[string]bool{"5xx": true, "gateway-error": true, "reset": true, "connect-failure": true}
+
+func buildRetryPolicy(p *ir.RetryPolicy, w *warner, label string) *routev3.RetryPolicy {
+	var on []string
+	for _, c := range p.On {
+		c = strings.TrimSpace(c)
+		if !retryOn[c] {
+			w.add("route %s: unsupported retry condition %q ignored", label, c)
+			continue
+		}
+		on = append(on, c)
+	}
+	out := &routev3.RetryPolicy{RetryOn: strings.Join(on, ","), NumRetries: wrapperspb.UInt32(p.Attempts)}
+	if p.PerTryTimeout > 0 {
+		out.PerTryTimeout = durationpb.New(p.PerTryTimeout)
+	}
+	return out
+}
+
+var redirectCodes = map[int]routev3.RedirectAction_RedirectResponseCode{
+	301: routev3.RedirectAction_MOVED_PERMANENTLY,
+	302: routev3.RedirectAction_FOUND,
+	303: routev3.RedirectAction_SEE_OTHER,
+	307: routev3.RedirectAction_TEMPORARY_REDIRECT,
+	308: routev3.RedirectAction_PERMANENT_REDIRECT,
+}
+
+func buildRedirect(r *ir.Redirect, w *warner, label string) *routev3.RedirectAction {
+	out := &routev3.RedirectAction{HostRedirect: r.Host}
+	switch scheme := strings.ToLower(r.Scheme); scheme {
+	case "":
+	case "https":
+		out.SchemeRewriteSpecifier = &routev3.RedirectAction_HttpsRedirect{HttpsRedirect: true}
+	default:
+		out.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: scheme}
+	}
+	if r.Port > math.MaxUint16 {
+		w.add("route %s: redirect port %d out of range; the request's port is kept", label, r.Port)
+	} else {
+		out.PortRedirect = r.Port
+	}
+	if r.Path != "" {
+		out.PathRewriteSpecifier = &routev3.RedirectAction_PathRedirect{PathRedirect: r.Path}
+	}
+	if code, ok := redirectCodes[r.StatusCode]; ok {
+		out.ResponseCode = code
+	} else if r.StatusCode != 0 {
+		w.add("route %s: redirect status %d is not a redirect; 301 used", label, r.StatusCode)
+	}
+	return out
+}
+
+// buildHeaderMutation translates m. Envoy rejects changes to pseudo-headers
+// and Host, and reads '%' in values as a formatter command, so literal
+// values get it doubled.
+func buildHeaderMutation(m ir.HeaderMutation, s *shared, w *warner, label string) (add []*corev3.HeaderValueOption, remove []string) {
+	if m.Empty() {
+		return nil, nil
+	}
+	addAll := func(hs []ir.Header, action corev3.HeaderValueOption_HeaderAppendAction) {
+		for _, h := range hs {
+			name := s.lower(h.Name)
+			if !modifiableHeader(name) {
+				w.add("route %s: header %q cannot be set", label, h.Name)
+				continue
+			}
+			add = append(add, &corev3.HeaderValueOption{
+				Header:       &corev3.HeaderValue{Key: name, Value: strings.ReplaceAll(h.Value, "%", "%%")},
+				AppendAction: action,
+			})
+		}
+	}
+	addAll(m.Set, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)
+	addAll(m.Append, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD)
+	for _, h := range m.Remove {
+		name := s.lower(h)
+		if !modifiableHeader(name) {
+			w.add("route %s: header %q cannot be removed", label, h)
+			continue
+		}
+		remove = append(remove, name)
+	}
+	return add, remove
+}
+
+func modifiableHeader(lowerName string) bool {
+	return lowerName != "" && lowerName[0] != ':' && lowerName != "host"
+}
