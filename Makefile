@@ -6,7 +6,7 @@ BIN := $(CURDIR)/bin
 CACHE := $(CURDIR)/.cache
 GOTESTFLAGS ?=
 
-.PHONY: all build test unit lint vet fmt bench run clean
+.PHONY: all build test unit lint vet fmt bench run clean k8s cluster-up
 
 all: build
 
@@ -20,8 +20,20 @@ run: build
 ## test: everything CI runs: lint, then unit and integration tests.
 test: lint unit
 
-unit:
+# test/cluster runs a real kube-apiserver: build it first (cached after).
+unit: k8s
 	$(GO) test $(GOTESTFLAGS) ./...
+
+## k8s: build etcd, kube-apiserver and kube-controller-manager into
+## .cache/k8s (about 8 min cold, instant when cached).
+k8s:
+	@hack/build-k8s.sh >/dev/null
+
+## cluster-up: a local cluster with Weir (test/cluster); prints the
+## kubeconfig, Ctrl-C stops it. Needs root. CLUSTER_FLAGS=-gateways=2 etc.
+cluster-up: k8s
+	$(GO) build -o $(BIN)/cluster-up ./test/cluster/cmd/cluster-up
+	$(BIN)/cluster-up $(CLUSTER_FLAGS)
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^third_party/')); \

@@ -228,7 +228,7 @@ func (ts *typeState) diffOne(r types.Resource, gen uint64, log *zap.SugaredLogge
 		if !ts.accepts(r, name, log) {
 			return cur // keep serving the previous one
 		}
-		if proto.Equal(cur.res, r) {
+		if !ts.pointerIdentity && proto.Equal(cur.res, r) {
 			// Remember the new pointer so the next Apply takes the fast path.
 			cur.res = r
 			return cur
