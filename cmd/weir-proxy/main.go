@@ -42,7 +42,8 @@ func run() error {
 	nodeID := flag.String("node-id", envOr("POD_NAME", hostname), "this proxy's node id in xDS")
 	adminAddress := flag.String("admin-address", admin.DefaultAddress, "the admin interface (/ready, /metrics, /config_dump); keep it on loopback")
 	listenAddress := flag.String("listen-address", "", "bind every listener to this address instead of the one in its config")
-	drainTimeout := flag.Duration("drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may take to finish")
+	drainDelay := flag.Duration("drain-delay", 5*time.Second, "on SIGTERM, how long to keep accepting connections while telling clients to reconnect, so load balancers can take this gateway out first")
+	drainTimeout := flag.Duration("drain-timeout", 30*time.Second, "after the drain delay, how long in-flight requests may take to finish")
 	accessLog := flag.Bool("access-log", true, "write one JSON line per request to stdout")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
 	flag.Parse()
@@ -91,8 +92,12 @@ func run() error {
 	logger.Infow("weir-proxy started", "xds", *xdsAddress, "node", *nodeID, "admin", *adminAddress)
 
 	<-ctx.Done()
-	logger.Infow("Draining", "timeout", *drainTimeout)
+	stop() // a second signal ends the process at once
+	logger.Infow("Draining: /ready fails and every response asks its client to reconnect", "delay", *drainDelay, "timeout", *drainTimeout)
 	adm.Drain()
+	proxy.Drain()
+	time.Sleep(*drainDelay)
+	logger.Infow("Closing listeners; waiting for in-flight requests")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), *drainTimeout)
 	defer cancel()
 	err = proxy.Shutdown(shutdownCtx)

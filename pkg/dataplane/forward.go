@@ -91,6 +91,11 @@ func (rl *rtListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ch == nil {
 		panic(http.ErrAbortHandler)
 	}
+	if r.ProtoMajor == 2 && rl.p.drainingAll.Load() {
+		// net/http turns this into a GOAWAY; HTTP/1.1 connections get
+		// "Connection: close" from SetKeepAlivesEnabled(false).
+		w.Header().Set("Connection", "close")
+	}
 	s := &stream{rl: rl, conf: conf, hcm: ch.hcm, w: w, r: r, start: time.Now(), tls: r.TLS != nil}
 	defer s.finish()
 	s.serve()

@@ -57,6 +57,9 @@ type Proxy struct {
 	metrics *metrics
 	alog    *accessLogger
 	ready   atomic.Bool
+	// drainingAll is set by Drain: every response tells its client to
+	// reconnect, so a load balancer can move traffic away without errors.
+	drainingAll atomic.Bool
 
 	mu        sync.Mutex // serialises Apply/Shutdown; never taken per request
 	closed    bool
@@ -147,6 +150,9 @@ func (p *Proxy) Apply(res *Resources) error {
 		next[name].conf.Store(lc)
 	}
 	for _, rl := range opened {
+		if p.drainingAll.Load() {
+			rl.srv.SetKeepAlivesEnabled(false)
+		}
 		go rl.serve()
 	}
 	for name, old := range p.listeners {
@@ -429,6 +435,26 @@ func (p *Proxy) drain(rl *rtListener) {
 		p.mu.Unlock()
 	}()
 }
+
+// Drain starts draining the way Envoy's drain manager does before a
+// restart: listeners keep accepting connections and serving requests, but
+// each HTTP/1.1 response carries "Connection: close", each HTTP/2 response
+// starts a GOAWAY, and idle keep-alive connections are closed. Clients then
+// reconnect, and reach another gateway once this one has left its Service's
+// endpoints. Call Shutdown after the drain period.
+func (p *Proxy) Drain() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.drainingAll.Swap(true) {
+		return
+	}
+	for _, rl := range p.listeners {
+		rl.srv.SetKeepAlivesEnabled(false)
+	}
+}
+
+// Draining reports whether Drain was called.
+func (p *Proxy) Draining() bool { return p.drainingAll.Load() }
 
 // Shutdown stops all listeners gracefully: no new connections, in-flight
 // requests and upgraded connections may finish until ctx is done.
