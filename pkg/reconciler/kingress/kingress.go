@@ -69,6 +69,10 @@ type Reconciler struct {
 // ReconcileKind builds the KIngress's fragment, serves it, and sets status.
 // It runs on the leader only.
 func (r *Reconciler) ReconcileKind(ctx context.Context, ing *v1alpha1.Ingress) pkgreconciler.Event {
+	// The probe hash covers the spec only, so a generation once probed Ready
+	// stays served; a restarted or new leader re-probes without flapping it
+	// (and every Route and Service above it) to not-ready.
+	wasReady := ing.IsReady() && ing.Status.ObservedGeneration == ing.Generation
 	ing.Status.InitializeConditions()
 	problems, err := r.serve(ctx, ing)
 	var conflict *ir.ConflictError
@@ -93,7 +97,7 @@ func (r *Reconciler) ReconcileKind(ctx context.Context, ing *v1alpha1.Ingress) p
 	if err != nil {
 		return fmt.Errorf("probing the gateways for %s/%s: %w", ing.Namespace, ing.Name, err)
 	}
-	if !ready {
+	if !ready && !wasReady {
 		ing.Status.MarkLoadBalancerNotReady()
 		return nil
 	}

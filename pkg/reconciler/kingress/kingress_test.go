@@ -176,6 +176,23 @@ func TestReconcile(t *testing.T) {
 		Key:            "default/hello",
 		PostConditions: []func(*testing.T, *rtesting.TableRow){served("hello", true)},
 	}, {
+		Name:    "a new leader keeps a generation that was Ready while it probes again",
+		Objects: []runtime.Object{kingress("hello", withFinalizer, withStatus(markReady), observed), service("svc")},
+		Key:     "default/hello",
+		OtherTestData: map[string]interface{}{
+			dataProber: &fakeProber{ready: false},
+		},
+		PostConditions: []func(*testing.T, *rtesting.TableRow){served("hello", true)},
+	}, {
+		Name:    "a new generation is not Ready until probed",
+		Objects: []runtime.Object{kingress("hello", withFinalizer, withStatus(markReady), observed, withGeneration(2)), service("svc")},
+		Key:     "default/hello",
+		OtherTestData: map[string]interface{}{
+			dataProber: &fakeProber{ready: false},
+		},
+		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(kingress("hello", withFinalizer, withGeneration(2), observed,
+			withStatus(markReady, func(s *v1alpha1.IngressStatus) { s.MarkLoadBalancerNotReady() })))},
+	}, {
 		Name:           "another ingress class is not touched",
 		Objects:        []runtime.Object{kingress("hello", withClass("kourier.ingress.networking.knative.dev")), service("svc")},
 		Key:            "default/hello",

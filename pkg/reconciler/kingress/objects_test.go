@@ -80,6 +80,10 @@ func withTLS(secretNS, secretName string, hosts ...string) ingressOption {
 	}
 }
 
+func withGeneration(g int64) ingressOption {
+	return func(i *v1alpha1.Ingress) { i.Generation = g }
+}
+
 func withFinalizer(i *v1alpha1.Ingress) {
 	i.Finalizers = append(i.Finalizers, "ingresses.networking.internal.knative.dev")
 }
