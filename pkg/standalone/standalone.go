@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -173,7 +174,7 @@ func (g *Gateway) start(ctx context.Context) error {
 
 	// The proxy connects only after the first sync, so its first config is
 	// the files' config, not the empty state before it.
-	g.reload(ctx)
+	g.reload(ctx, g.readInputs())
 	go func() { _ = g.grpc.Serve(lis) }()
 	go g.client.Run(ctx)
 	// Serving starts when the proxy has applied the first complete config.
@@ -214,18 +215,89 @@ func (g *Gateway) loop(ctx context.Context) {
 	defer close(g.done)
 	t := time.NewTicker(g.opts.PollInterval)
 	defer t.Stop()
+	// A change is loaded once the files read the same on two polls in a
+	// row, so a file caught halfway through a non-atomic write (a valid but
+	// truncated YAML stream) is never served.
+	var prev *inputs
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if g.filesChanged() {
-				g.reload(ctx)
+			cur := g.readInputs()
+			if g.loaded(cur) {
+				prev = nil
+				continue
 			}
+			if prev != nil && prev.equal(cur) {
+				g.reload(ctx, cur)
+				prev = nil
+				continue
+			}
+			prev = cur
 		case <-g.reapply:
 			g.apply(ctx)
 		}
 	}
+}
+
+// inputs is one reading of the input files.
+type inputs struct {
+	listErr error
+	names   []string
+	data    map[string][]byte
+	sums    map[string][sha256.Size]byte
+	readErr map[string]error
+}
+
+func (g *Gateway) readInputs() *inputs {
+	in := &inputs{data: map[string][]byte{}, sums: map[string][sha256.Size]byte{}, readErr: map[string]error{}}
+	in.names, in.listErr = g.listFiles()
+	for _, n := range in.names {
+		b, err := os.ReadFile(n)
+		if err != nil {
+			in.readErr[n] = err
+			continue
+		}
+		in.data[n] = b
+		in.sums[n] = sha256.Sum256(b)
+	}
+	return in
+}
+
+func (in *inputs) equal(o *inputs) bool {
+	if (in.listErr == nil) != (o.listErr == nil) || !slices.Equal(in.names, o.names) || len(in.readErr) != len(o.readErr) {
+		return false
+	}
+	for n, sum := range in.sums {
+		if osum, ok := o.sums[n]; !ok || osum != sum {
+			return false
+		}
+	}
+	return true
+}
+
+// loaded reports whether in is what the gateway has loaded: no file
+// appeared, vanished or changed.
+func (g *Gateway) loaded(in *inputs) bool {
+	if in.listErr != nil {
+		return true // nothing to do but keep serving; reload logs it
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(in.names) != len(g.files) {
+		return false
+	}
+	for _, n := range in.names {
+		f, ok := g.files[n]
+		if !ok {
+			return false
+		}
+		if sum, ok := in.sums[n]; !ok || sum != f.sum {
+			return false
+		}
+	}
+	return true
 }
 
 // listFiles returns the YAML files under the configured paths.
@@ -252,49 +324,23 @@ func (g *Gateway) listFiles() ([]string, error) {
 	return out, nil
 }
 
-// filesChanged reports whether any file appeared, vanished or changed.
-func (g *Gateway) filesChanged() bool {
-	names, err := g.listFiles()
-	if err != nil {
-		return false
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if len(names) != len(g.files) {
-		return true
-	}
-	for _, n := range names {
-		f, ok := g.files[n]
-		if !ok {
-			return true
-		}
-		data, err := os.ReadFile(n)
-		if err != nil || sha256.Sum256(data) != f.sum {
-			return true
-		}
-	}
-	return false
-}
-
-// reload re-reads every file. A file that fails to decode or validate keeps
-// its last good documents, and its error is logged with file, document and
-// field.
-func (g *Gateway) reload(ctx context.Context) {
-	names, err := g.listFiles()
-	if err != nil {
-		g.log.Errorw("Cannot list the input files; keeping the current config", zap.Error(err))
+// reload loads a reading of the files. A file that fails to decode or
+// validate keeps its last good documents, and its error is logged with
+// file, document and field.
+func (g *Gateway) reload(ctx context.Context, in *inputs) {
+	if in.listErr != nil {
+		g.log.Errorw("Cannot list the input files; keeping the current config", zap.Error(in.listErr))
 		return
 	}
 	g.mu.Lock()
 	seen := map[string]bool{}
-	for _, n := range names {
+	for _, n := range in.names {
 		seen[n] = true
-		data, err := os.ReadFile(n)
-		if err != nil {
+		if err := in.readErr[n]; err != nil {
 			g.log.Errorw("Cannot read file; keeping its last good version", "file", n, zap.Error(err))
 			continue
 		}
-		sum := sha256.Sum256(data)
+		data, sum := in.data[n], in.sums[n]
 		f := g.files[n]
 		if f != nil && f.sum == sum {
 			continue
