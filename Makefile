@@ -2,11 +2,17 @@
 SHELL := /usr/bin/env bash
 GO ?= go
 BIN := $(CURDIR)/bin
-# Tools and cluster binaries built by hack/ scripts live here; git ignores it.
+# Tools, cluster binaries and test logs live here; git ignores it.
 CACHE := $(CURDIR)/.cache
 GOTESTFLAGS ?=
+# One build configuration for tests, commands and test/cluster's pod images,
+# so Go's build cache compiles each package once.
+export CGO_ENABLED := 0
 
-.PHONY: all build test unit lint vet fmt bench run clean k8s cluster-up
+# Packages that need no cluster.
+UNIT_PKGS = $$($(GO) list ./... | grep -v '/test/')
+
+.PHONY: all build test unit e2e conformance lint vet fmt bench bench-nginx run clean k8s cluster-up
 
 all: build
 
@@ -17,15 +23,24 @@ build:
 run: build
 	BIN=$(BIN) hack/run-example.sh
 
-## test: everything CI runs: lint, then unit and integration tests.
-test: lint unit
+## test: everything CI runs: lint, unit tests, then the tests on a real
+## Kubernetes API (test/cluster, test/e2e, Knative's conformance suite).
+test: lint unit e2e conformance
 
-# test/cluster runs a real kube-apiserver: build it first (cached after).
-unit: k8s
-	$(GO) test $(GOTESTFLAGS) ./...
+unit:
+	$(GO) test $(GOTESTFLAGS) $(UNIT_PKGS)
+
+## e2e: test/cluster's own test and test/e2e, one cluster at a time.
+e2e: k8s
+	$(GO) test $(GOTESTFLAGS) -p 1 -timeout 30m ./test/cluster/ ./test/e2e/
+
+## conformance: Knative's ingress conformance suite (stable, beta, alpha);
+## prints one line per test, the full log is .cache/logs/conformance.log.
+conformance: k8s
+	GOTESTFLAGS="$(GOTESTFLAGS)" hack/conformance.sh
 
 ## k8s: build etcd, kube-apiserver and kube-controller-manager into
-## .cache/k8s (about 8 min cold, instant when cached).
+## .cache/k8s (about 7 min cold, instant when cached).
 k8s:
 	@hack/build-k8s.sh >/dev/null
 

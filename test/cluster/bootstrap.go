@@ -37,8 +37,10 @@ var knativeConfigMaps = map[string]map[string]string{
   "encoderConfig": {"timeKey": "timestamp", "levelKey": "severity", "nameKey": "logger", "callerKey": "caller", "messageKey": "message",
   "stacktraceKey": "stacktrace", "lineEnding": "", "levelEncoder": "", "timeEncoder": "iso8601", "durationEncoder": "", "callerEncoder": ""}}`,
 	},
-	"config-observability":   {"metrics-protocol": "none", "tracing-protocol": "none"},
-	"config-leader-election": {},
+	"config-observability": {"metrics-protocol": "none", "tracing-protocol": "none"},
+	// Short leases, so a killed leader is replaced in seconds (Knative's
+	// defaults are 60s/40s/10s).
+	"config-leader-election": {"lease-duration": "15s", "renew-deadline": "10s", "retry-period": "2s"},
 }
 
 // weirManifestKinds are the config/ objects that make sense here. The

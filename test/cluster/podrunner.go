@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -70,6 +71,7 @@ type runningPod struct {
 
 	mu    sync.Mutex
 	netns *podNS
+	proc  *process // the container's current process
 }
 
 // StartPodRunner builds the images (test images and Weir's commands) and
@@ -213,6 +215,30 @@ func (r *PodRunner) stopAll() {
 	}
 }
 
+// KillPod sends SIGKILL to a running pod's container, as an OOM kill or a
+// crash would end it; the pod runner then restarts it like a kubelet.
+func (c *Cluster) KillPod(namespace, name string) error {
+	if c.runner == nil {
+		return errors.New("the pod runner is not running")
+	}
+	r := c.runner
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rp := range r.pods {
+		if rp.namespace != namespace || rp.name != name {
+			continue
+		}
+		rp.mu.Lock()
+		proc := rp.proc
+		rp.mu.Unlock()
+		if proc == nil || proc.exited() {
+			return fmt.Errorf("pod %s/%s has no running container", namespace, name)
+		}
+		return syscall.Kill(-proc.cmd.Process.Pid, syscall.SIGKILL)
+	}
+	return fmt.Errorf("pod %s/%s is not running on this node", namespace, name)
+}
+
 // podLog is where a pod's output goes.
 func (c *Cluster) podLog(namespace, name string) string {
 	return filepath.Join(c.logDir, "pod-"+namespace+"_"+name+".log")
@@ -299,6 +325,9 @@ func (r *PodRunner) runPod(ctx context.Context, rp *runningPod, pod *corev1.Pod)
 			<-ctx.Done()
 			return
 		}
+		rp.mu.Lock()
+		rp.proc = proc
+		rp.mu.Unlock()
 		r.setStatus(ctx, pod, ns.ip, started, restarts, false, nil)
 		ready := make(chan struct{})
 		pctx, stopProbe := context.WithCancel(ctx)

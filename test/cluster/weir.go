@@ -10,6 +10,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -18,6 +19,10 @@ import (
 
 // WeirOptions configure StartWeir.
 type WeirOptions struct {
+	// Controllers is the number of weir-controller pods (default 1). One
+	// runs with --disable-ha; more elect a leader through Leases, as the
+	// release Deployment's replicas do.
+	Controllers int
 	// Gateways is the number of weir-proxy gateway pods (default 1).
 	Gateways int
 	// ControllerArgs and ProxyArgs are appended to the commands' flags.
@@ -26,27 +31,32 @@ type WeirOptions struct {
 
 // Weir is a running weir-controller with its gateways.
 type Weir struct {
-	// ControllerPod and GatewayPods are the pods' names; the controller
-	// runs in knative-serving, the gateways in weir-system.
-	ControllerPod string
-	GatewayPods   []string
+	// ControllerPods and GatewayPods are the pods' names; the controllers
+	// run in knative-serving, the gateways in weir-system. GatewayPods
+	// follows AddGateway and DeleteGateway.
+	ControllerPods []string
+	GatewayPods    []string
+
+	c       *Cluster
+	opts    WeirOptions
+	gateway *corev1.PodTemplateSpec
 }
 
 // StartWeir runs weir-controller and weir-proxy gateways as pods made from
 // config/'s Deployments, and waits until they are ready and the gateway
-// Services' EndpointSlices list every gateway. The controller authenticates
-// with a token of its own ServiceAccount, so config/'s RBAC is what it
-// gets; it reaches the apiserver through the kubernetes Service. The
-// gateways get their xDS from the weir-controller Service by DNS name.
+// Services' EndpointSlices list every gateway. The controllers
+// authenticate with a token of their own ServiceAccount, so config/'s RBAC
+// is what they get; they reach the apiserver through the kubernetes
+// Service. The gateways get their xDS from the weir-controller Service by
+// DNS name.
 func (c *Cluster) StartWeir(ctx context.Context, opts WeirOptions) (*Weir, error) {
 	if c.runner == nil {
 		if _, err := c.StartPodRunner(ctx, nil); err != nil {
 			return nil, err
 		}
 	}
-	if opts.Gateways <= 0 {
-		opts.Gateways = 1
-	}
+	opts.Controllers = max(opts.Controllers, 1)
+	opts.Gateways = max(opts.Gateways, 1)
 	t0 := time.Now()
 	root, err := repoRoot()
 	if err != nil {
@@ -60,71 +70,133 @@ func (c *Cluster) StartWeir(ctx context.Context, opts WeirOptions) (*Weir, error
 	if err != nil {
 		return nil, err
 	}
+	w := &Weir{c: c, opts: opts, gateway: gwTmpl}
 
 	kubeconfig, err := c.serviceAccountKubeconfig(ctx, "knative-serving", ctrlTmpl.Spec.ServiceAccountName)
 	if err != nil {
 		return nil, err
 	}
-	ctrl := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "weir-controller-0", Namespace: "knative-serving", Labels: ctrlTmpl.Labels}, Spec: ctrlTmpl.Spec}
-	ctrl.Spec.Containers[0].Args = append([]string{"--kubeconfig=" + kubeconfig, "--disable-ha"}, opts.ControllerArgs...)
-	if _, err := c.Kube.CoreV1().Pods(ctrl.Namespace).Create(ctx, ctrl, metav1.CreateOptions{}); err != nil {
-		return nil, err
+	args := []string{"--kubeconfig=" + kubeconfig}
+	if opts.Controllers == 1 {
+		args = append(args, "--disable-ha")
 	}
-	w := &Weir{ControllerPod: ctrl.Name}
-
-	// The gateway template runs Envoy; weir-proxy takes its place, with the
-	// same labels and listener ports.
-	var ports []corev1.ContainerPort
-	for _, p := range gwTmpl.Spec.Containers[0].Ports {
-		if p.Name != "http-ready" {
-			ports = append(ports, p)
-		}
-	}
-	ports = append(ports, corev1.ContainerPort{Name: "http-admin", ContainerPort: 9901})
-	for i := 0; i < opts.Gateways; i++ {
-		gw := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("weir-gateway-%d", i), Namespace: "weir-system", Labels: gwTmpl.Labels},
-			Spec: corev1.PodSpec{
-				ServiceAccountName: gwTmpl.Spec.ServiceAccountName,
-				Containers: []corev1.Container{{
-					Name:  "proxy",
-					Image: "ko://github.com/weir-dev/weir/cmd/weir-proxy",
-					Args: append([]string{
-						"-xds-address=" + ServiceHost("knative-serving", "weir-controller") + ":18000",
-						"-node-id=$(POD_NAME)",
-						// On the pod address, so the pod runner can probe /ready.
-						"-admin-address=:9901",
-						"-access-log=false",
-					}, opts.ProxyArgs...),
-					Env:   []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}},
-					Ports: ports,
-					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{
-						HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromString("http-admin")},
-					}},
-				}},
-			},
-		}
-		if _, err := c.Kube.CoreV1().Pods(gw.Namespace).Create(ctx, gw, metav1.CreateOptions{}); err != nil {
+	for i := 0; i < opts.Controllers; i++ {
+		ctrl := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("weir-controller-%d", i), Namespace: "knative-serving", Labels: ctrlTmpl.Labels}, Spec: *ctrlTmpl.Spec.DeepCopy()}
+		ctrl.Spec.Containers[0].Args = append(append([]string{}, args...), opts.ControllerArgs...)
+		if _, err := c.Kube.CoreV1().Pods(ctrl.Namespace).Create(ctx, ctrl, metav1.CreateOptions{}); err != nil {
 			return nil, err
 		}
-		w.GatewayPods = append(w.GatewayPods, gw.Name)
+		w.ControllerPods = append(w.ControllerPods, ctrl.Name)
+	}
+	for i := 0; i < opts.Gateways; i++ {
+		name := fmt.Sprintf("weir-gateway-%d", i)
+		if err := w.createGateway(ctx, name); err != nil {
+			return nil, err
+		}
+		w.GatewayPods = append(w.GatewayPods, name)
 	}
 
-	if err := c.WaitPodReady(ctx, ctrl.Namespace, ctrl.Name, 2*time.Minute); err != nil {
-		return nil, err
+	for _, name := range w.ControllerPods {
+		if err := c.WaitPodReady(ctx, "knative-serving", name, 2*time.Minute); err != nil {
+			return nil, err
+		}
 	}
 	for _, name := range w.GatewayPods {
 		if err := c.WaitPodReady(ctx, "weir-system", name, 2*time.Minute); err != nil {
 			return nil, err
 		}
 	}
-	for _, svc := range []string{"weir", "weir-internal"} {
-		if err := c.WaitEndpoints(ctx, "weir-system", svc, opts.Gateways, time.Minute); err != nil {
-			return nil, err
+	if err := w.waitGatewayEndpoints(ctx); err != nil {
+		return nil, err
+	}
+	c.logf("weir up in %v: %v, %v", time.Since(t0).Round(time.Millisecond), w.ControllerPods, w.GatewayPods)
+	return w, nil
+}
+
+// createGateway creates a gateway pod. The release template runs Envoy;
+// weir-proxy takes its place, with the same labels and listener ports.
+func (w *Weir) createGateway(ctx context.Context, name string) error {
+	var ports []corev1.ContainerPort
+	for _, p := range w.gateway.Spec.Containers[0].Ports {
+		if p.Name != "http-ready" {
+			ports = append(ports, p)
 		}
 	}
-	c.logf("weir up in %v: %s, %v", time.Since(t0).Round(time.Millisecond), w.ControllerPod, w.GatewayPods)
-	return w, nil
+	ports = append(ports, corev1.ContainerPort{Name: "http-admin", ContainerPort: 9901})
+	gw := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "weir-system", Labels: w.gateway.Labels},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: w.gateway.Spec.ServiceAccountName,
+			Containers: []corev1.Container{{
+				Name:  "proxy",
+				Image: "ko://github.com/weir-dev/weir/cmd/weir-proxy",
+				Args: append([]string{
+					"-xds-address=" + ServiceHost("knative-serving", "weir-controller") + ":18000",
+					"-node-id=$(POD_NAME)",
+					// On the pod address, so the pod runner can probe /ready.
+					"-admin-address=:9901",
+					"-access-log=false",
+				}, w.opts.ProxyArgs...),
+				Env:   []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}},
+				Ports: ports,
+				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{
+					HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromString("http-admin")},
+				}},
+			}},
+		},
+	}
+	_, err := w.c.Kube.CoreV1().Pods(gw.Namespace).Create(ctx, gw, metav1.CreateOptions{})
+	return err
+}
+
+// AddGateway starts one more gateway pod and waits until it is ready and
+// in the gateway Services' endpoints, as a Deployment's new replica.
+func (w *Weir) AddGateway(ctx context.Context, name string) error {
+	if err := w.createGateway(ctx, name); err != nil {
+		return err
+	}
+	w.GatewayPods = append(w.GatewayPods, name)
+	if err := w.c.WaitPodReady(ctx, "weir-system", name, 2*time.Minute); err != nil {
+		return err
+	}
+	return w.waitGatewayEndpoints(ctx)
+}
+
+// DeleteGateway deletes a gateway pod gracefully (SIGTERM, then its drain)
+// and waits until it is gone.
+func (w *Weir) DeleteGateway(ctx context.Context, name string) error {
+	for i, n := range w.GatewayPods {
+		if n == name {
+			w.GatewayPods = append(w.GatewayPods[:i:i], w.GatewayPods[i+1:]...)
+			break
+		}
+	}
+	return w.c.DeletePod(ctx, "weir-system", name, time.Minute)
+}
+
+func (w *Weir) waitGatewayEndpoints(ctx context.Context) error {
+	for _, svc := range []string{"weir", "weir-internal"} {
+		if err := w.c.WaitEndpoints(ctx, "weir-system", svc, len(w.GatewayPods), time.Minute); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeletePod deletes a pod with its default grace period and waits until
+// the pod runner has stopped it and the object is gone.
+func (c *Cluster) DeletePod(ctx context.Context, namespace, name string, timeout time.Duration) error {
+	if err := c.Kube.CoreV1().Pods(namespace).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		return err
+	}
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		_, err := c.Kube.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	if err != nil {
+		return fmt.Errorf("pod %s/%s still exists %v after its deletion", namespace, name, timeout)
+	}
+	return nil
 }
 
 // podTemplate reads the pod template of the named Deployment.

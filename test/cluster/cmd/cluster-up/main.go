@@ -17,6 +17,7 @@ import (
 
 func main() {
 	gateways := flag.Int("gateways", 1, "number of weir-proxy gateway pods")
+	controllers := flag.Int("controllers", 1, "number of weir-controller pods (more than one elect a leader)")
 	noWeir := flag.Bool("no-weir", false, "start only the control plane and the pod runner")
 	workDir := flag.String("work-dir", "", "directory for data, kubeconfig and logs (default: a new temporary directory, removed on exit)")
 	flag.Parse()
@@ -41,7 +42,7 @@ func main() {
 		fail(err)
 	}
 	if !*noWeir {
-		if _, err := c.StartWeir(ctx, cluster.WeirOptions{Gateways: *gateways}); err != nil {
+		if _, err := c.StartWeir(ctx, cluster.WeirOptions{Gateways: *gateways, Controllers: *controllers}); err != nil {
 			fail(err)
 		}
 	}

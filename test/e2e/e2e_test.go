@@ -1,0 +1,202 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+)
+
+func specVersion(v string) func(runtimeInfo) error {
+	return func(info runtimeInfo) error {
+		if got := info.Request.Headers["X-Spec-Version"]; len(got) != 1 || got[0] != v {
+			return fmt.Errorf("X-Spec-Version = %v, want %s", got, v)
+		}
+		return nil
+	}
+}
+
+func both(checks ...func(runtimeInfo) error) func(runtimeInfo) error {
+	return func(info runtimeInfo) error {
+		for _, c := range checks {
+			if err := c(info); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// TestDomainConflict: a second KIngress claiming a host that another one
+// serves is refused with DomainConflict, naming the host and the owner; the
+// first keeps serving; once the first is deleted the second takes over.
+func TestDomainConflict(t *testing.T) {
+	const host = "conflict.e2e.example.com"
+	startBackend(t, "conflict-a")
+	startBackend(t, "conflict-b")
+	createKIngress(t, "conflict-first", kingressSpec(host, "conflict-a", "1"))
+	waitReady(t, "conflict-first")
+	eventually(t, host, 30*time.Second, fromBackend("conflict-a"))
+
+	// Creation timestamps have one-second resolution; the model orders
+	// claims by age.
+	time.Sleep(1100 * time.Millisecond)
+	createKIngress(t, "conflict-second", kingressSpec(host, "conflict-b", "1"))
+	second := waitKIngress(t, "conflict-second", time.Minute, "failed with DomainConflict", func(ing *v1alpha1.Ingress) bool {
+		c := ing.Status.GetCondition(v1alpha1.IngressConditionLoadBalancerReady)
+		return c != nil && c.IsFalse() && c.Reason == "DomainConflict"
+	})
+	msg := second.Status.GetCondition(v1alpha1.IngressConditionLoadBalancerReady).Message
+	if !strings.Contains(msg, host) || !strings.Contains(msg, "conflict-first") {
+		t.Errorf("DomainConflict message %q should name the host %s and the KIngress that has it", msg, host)
+	}
+
+	// The first one is untouched and still gets all the traffic.
+	first, err := kube.Networking.NetworkingV1alpha1().Ingresses(namespace).Get(context.Background(), "conflict-first", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !first.IsReady() {
+		t.Errorf("conflict-first lost Ready: %+v", first.Status)
+	}
+	p := startProber(host, fromBackend("conflict-a"))
+	time.Sleep(2 * time.Second)
+	p.stop(t, 20)
+
+	if err := kube.Networking.NetworkingV1alpha1().Ingresses(namespace).Delete(context.Background(), "conflict-first", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, "conflict-second")
+	eventually(t, host, 30*time.Second, fromBackend("conflict-b"))
+}
+
+// TestGatewayRollingRestart replaces every gateway pod, one at a time, the
+// way a Deployment's rolling update does, while a prober runs: it must see
+// no error. Afterwards the controller's readiness prober must find the new
+// gateways, so a spec change becomes Ready again.
+func TestGatewayRollingRestart(t *testing.T) {
+	const host = "gateway-restart.e2e.example.com"
+	startBackend(t, "gwr")
+	createKIngress(t, "gwr", kingressSpec(host, "gwr", "1"))
+	waitReady(t, "gwr")
+	eventually(t, host, 30*time.Second, fromBackend("gwr"))
+
+	ctx := context.Background()
+	p := startProber(host, fromBackend("gwr"))
+	time.Sleep(time.Second)
+	old := append([]string(nil), weir.GatewayPods...)
+	for i, name := range old {
+		replacement := fmt.Sprintf("weir-gateway-r%d-%d", time.Now().Unix()%100000, i)
+		if err := weir.AddGateway(ctx, replacement); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		t0 := time.Now()
+		if err := weir.DeleteGateway(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s replaced by %s; its drain took %v", name, replacement, time.Since(t0).Round(time.Millisecond))
+		time.Sleep(time.Second)
+	}
+	p.stop(t, 200)
+
+	updateKIngress(t, "gwr", kingressSpec(host, "gwr", "2"))
+	waitReady(t, "gwr")
+	eventually(t, host, 30*time.Second, both(fromBackend("gwr"), specVersion("2")))
+}
+
+// TestControllerRestart kills every controller replica at once. The
+// gateways keep serving their last configuration meanwhile, the KIngress
+// stays Ready, and the gateways resync once the controllers are back: a
+// later change is served and Ready.
+func TestControllerRestart(t *testing.T) {
+	const host = "controller-restart.e2e.example.com"
+	startBackend(t, "ctrlr")
+	createKIngress(t, "ctrlr", kingressSpec(host, "ctrlr", "1"))
+	waitReady(t, "ctrlr")
+	eventually(t, host, 30*time.Second, fromBackend("ctrlr"))
+
+	p := startProber(host, fromBackend("ctrlr"))
+	stopWatch := watchReady(t, "ctrlr")
+	time.Sleep(time.Second)
+	for _, name := range weir.ControllerPods {
+		if err := kube.KillPod("knative-serving", name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Serve with no controller for a while.
+	time.Sleep(3 * time.Second)
+	for _, name := range weir.ControllerPods {
+		if err := kube.WaitPodReady(context.Background(), "knative-serving", name, 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The new leader re-probes; the unchanged generation must stay Ready.
+	time.Sleep(20 * time.Second)
+	stopWatch()
+	updateKIngress(t, "ctrlr", kingressSpec(host, "ctrlr", "2"))
+	waitReady(t, "ctrlr")
+	eventually(t, host, 30*time.Second, specVersion("2"))
+	p.stop(t, 200)
+}
+
+// TestLeaderFailover kills the leader of the KIngress reconciler. Traffic
+// goes on, the other replica takes over the lease, and status is still
+// written: a spec change made after the kill becomes Ready.
+func TestLeaderFailover(t *testing.T) {
+	const host = "leader-failover.e2e.example.com"
+	startBackend(t, "leader")
+	createKIngress(t, "leader", kingressSpec(host, "leader", "1"))
+	waitReady(t, "leader")
+	eventually(t, host, 30*time.Second, fromBackend("leader"))
+
+	leaseName, holder := ingressLeader(t)
+	pod, _, _ := strings.Cut(holder, "_")
+	t.Logf("lease %s is held by %s", leaseName, holder)
+
+	p := startProber(host, fromBackend("leader"))
+	time.Sleep(time.Second)
+	t0 := time.Now()
+	if err := kube.KillPod("knative-serving", pod); err != nil {
+		t.Fatal(err)
+	}
+	updateKIngress(t, "leader", kingressSpec(host, "leader", "2"))
+	// The lease lasts 15s in test/cluster's config-leader-election.
+	waitKIngress(t, "leader", 90*time.Second, "Ready", (*v1alpha1.Ingress).IsReady)
+	t.Logf("status of the new generation written %v after the leader was killed", time.Since(t0).Round(time.Millisecond))
+	eventually(t, host, 30*time.Second, specVersion("2"))
+	if _, now := ingressLeader(t); now == holder {
+		t.Errorf("lease still held by the killed leader %s", holder)
+	}
+	p.stop(t, 200)
+}
+
+// ingressLeader returns the Lease of the KIngress reconciler and its
+// holder ("pod_uuid", Knative's leader identity).
+func ingressLeader(t *testing.T) (string, string) {
+	t.Helper()
+	var name, holder string
+	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		leases, err := kube.Kube.CoordinationV1().Leases("knative-serving").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, l := range leases.Items {
+			if strings.HasPrefix(l.Name, "weir-controller.") && strings.Contains(l.Name, "ingress") &&
+				l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "" {
+				name, holder = l.Name, *l.Spec.HolderIdentity
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatal("no weir-controller Lease for the KIngress reconciler has a holder")
+	}
+	return name, holder
+}
