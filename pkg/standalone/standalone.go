@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -215,31 +214,29 @@ func (g *Gateway) loop(ctx context.Context) {
 	defer close(g.done)
 	t := time.NewTicker(g.opts.PollInterval)
 	defer t.Stop()
-	// A change is loaded once the files read the same on two polls in a
-	// row, so a file caught halfway through a non-atomic write (a valid but
-	// truncated YAML stream) is never served.
-	var prev *inputs
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			cur := g.readInputs()
-			if g.loaded(cur) {
-				prev = nil
-				continue
+			if in := g.readInputs(); !g.loaded(in) && in.settled {
+				g.reload(ctx, in)
 			}
-			if prev != nil && prev.equal(cur) {
-				g.reload(ctx, cur)
-				prev = nil
-				continue
-			}
-			prev = cur
 		case <-g.reapply:
 			g.apply(ctx)
 		}
 	}
 }
+
+// A file is loaded only once it has been left alone for settleTime, so a
+// file caught halfway through an in-place save (often a valid but truncated
+// YAML stream) is not served; a later poll picks it up. An empty file is
+// most likely a save stalled between truncate and write, so it waits
+// longer. Scripts should still replace files by rename.
+const (
+	settleTime      = 100 * time.Millisecond
+	emptySettleTime = time.Second
+)
 
 // inputs is one reading of the input files.
 type inputs struct {
@@ -248,33 +245,35 @@ type inputs struct {
 	data    map[string][]byte
 	sums    map[string][sha256.Size]byte
 	readErr map[string]error
+	// settled is false if a file changed while it was read or was
+	// modified less than settleTime ago.
+	settled bool
 }
 
 func (g *Gateway) readInputs() *inputs {
-	in := &inputs{data: map[string][]byte{}, sums: map[string][sha256.Size]byte{}, readErr: map[string]error{}}
+	in := &inputs{data: map[string][]byte{}, sums: map[string][sha256.Size]byte{}, readErr: map[string]error{}, settled: true}
 	in.names, in.listErr = g.listFiles()
 	for _, n := range in.names {
+		before, err := os.Stat(n)
+		if err != nil {
+			in.readErr[n] = err
+			continue
+		}
 		b, err := os.ReadFile(n)
 		if err != nil {
 			in.readErr[n] = err
 			continue
 		}
+		after, err := os.Stat(n)
+		if err != nil || !after.ModTime().Equal(before.ModTime()) || after.Size() != int64(len(b)) {
+			in.settled = false
+		} else if age := time.Since(after.ModTime()); age >= 0 && (age < settleTime || len(bytes.TrimSpace(b)) == 0 && age < emptySettleTime) {
+			in.settled = false
+		}
 		in.data[n] = b
 		in.sums[n] = sha256.Sum256(b)
 	}
 	return in
-}
-
-func (in *inputs) equal(o *inputs) bool {
-	if (in.listErr == nil) != (o.listErr == nil) || !slices.Equal(in.names, o.names) || len(in.readErr) != len(o.readErr) {
-		return false
-	}
-	for n, sum := range in.sums {
-		if osum, ok := o.sums[n]; !ok || osum != sum {
-			return false
-		}
-	}
-	return true
 }
 
 // loaded reports whether in is what the gateway has loaded: no file

@@ -1,0 +1,43 @@
+package standalone
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestInputsSettle: a file is loaded only once it has been left alone for
+// settleTime, and an empty one only after emptySettleTime, so an in-place
+// save caught between truncate and write is not served.
+func TestInputsSettle(t *testing.T) {
+	dir := t.TempDir()
+	g := &Gateway{opts: Options{Paths: []string{dir}}}
+	path := filepath.Join(dir, "a.yaml")
+	age := func(d time.Duration) {
+		t.Helper()
+		at := time.Now().Add(-d)
+		if err := os.Chtimes(path, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(t, dir, "a.yaml", "apiVersion: v1\nkind: Service\n")
+	if g.readInputs().settled {
+		t.Error("a file written just now counts as settled")
+	}
+	age(settleTime + 10*time.Millisecond)
+	if !g.readInputs().settled {
+		t.Errorf("a file untouched for %v does not count as settled", settleTime)
+	}
+
+	write(t, dir, "a.yaml", "")
+	age(settleTime + 10*time.Millisecond)
+	if g.readInputs().settled {
+		t.Errorf("an empty file counts as settled after %v", settleTime)
+	}
+	age(emptySettleTime + 10*time.Millisecond)
+	in := g.readInputs()
+	if !in.settled || len(in.data[path]) != 0 {
+		t.Errorf("an empty file untouched for %v: settled %v, %d bytes", emptySettleTime, in.settled, len(in.data[path]))
+	}
+}
