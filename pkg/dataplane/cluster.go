@@ -47,8 +47,8 @@ type endpoint struct {
 type upstreamPool struct {
 	key   string
 	h2c   bool
-	main  *http.Transport
-	h1    *http.Transport // for upgrades on h2c clusters (Go has no extended CONNECT client)
+	main  idleCloser      // h2c, or HTTP/1.1 with the fast path for bodyless requests
+	h1    *http.Transport // upgrades (on h2c clusters too: Go has no extended CONNECT client)
 	stats *clusterStats
 
 	mu        sync.Mutex
@@ -249,6 +249,12 @@ func parseAssignment(cla *endpointv3.ClusterLoadAssignment, kind clusterv3.Clust
 	return addrs, nil
 }
 
+// idleCloser is an http.RoundTripper with a pool of idle connections.
+type idleCloser interface {
+	http.RoundTripper
+	CloseIdleConnections()
+}
+
 // connectError marks a failure to establish the upstream connection, which
 // Envoy reports (and retries) differently from a reset.
 type connectError struct{ err error }
@@ -311,11 +317,11 @@ func newPool(s *clusterSpec, stats *clusterStats) *upstreamPool {
 		t.Protocols = &protos
 		return t
 	}
-	p.main = newTransport(s.h2c)
+	p.h1 = newTransport(false)
 	if s.h2c {
-		p.h1 = newTransport(false)
+		p.main = newTransport(true)
 	} else {
-		p.h1 = p.main
+		p.main = newH1Transport(dial, p.h1, time.Hour, 1024)
 	}
 	return p
 }
@@ -350,7 +356,5 @@ func (p *upstreamPool) retain(live []*endpoint) {
 
 func (p *upstreamPool) close() {
 	p.main.CloseIdleConnections()
-	if p.h1 != p.main {
-		p.h1.CloseIdleConnections()
-	}
+	p.h1.CloseIdleConnections()
 }

@@ -21,6 +21,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
 )
 
 // Resources is a complete set of Envoy resources (state of the world).
@@ -66,6 +67,9 @@ type Proxy struct {
 	listeners map[string]*rtListener
 	draining  map[*rtListener]struct{}
 	pools     map[string]*upstreamPool
+	// routeConfigs are the route configurations last applied, to tell a
+	// changed one (validated against the clusters) from an unchanged one.
+	routeConfigs map[string]*routev3.RouteConfiguration
 }
 
 // New returns a Proxy with no listeners. Call Apply to start serving.
@@ -172,6 +176,10 @@ func (p *Proxy) Apply(res *Resources) error {
 		pool.retain(snap.clusters[name].endpoints)
 	}
 	p.pools = snap.pools
+	p.routeConfigs = make(map[string]*routev3.RouteConfiguration, len(res.Routes))
+	for _, rc := range res.Routes {
+		p.routeConfigs[rc.GetName()] = rc
+	}
 	p.ready.Store(true)
 	return nil
 }
@@ -257,7 +265,8 @@ func (p *Proxy) compile(res *Resources) (*snapshot, error) {
 			fail("route_configuration", rc.GetName(), errors.New("duplicate name"))
 			continue
 		}
-		rt, err := compileRoutes(rc, snap.clusters)
+		prev := p.routeConfigs[rc.GetName()]
+		rt, err := compileRoutes(rc, snap.clusters, prev == nil || (prev != rc && !proto.Equal(prev, rc)))
 		if err != nil {
 			fail("route_configuration", rc.GetName(), err)
 			continue

@@ -849,3 +849,36 @@ func TestClusterTypes(t *testing.T) {
 		t.Errorf("LEAST_REQUEST used one endpoint only: %v", seen)
 	}
 }
+
+// TestClusterRemovedUnderUnchangedRoutes follows Envoy: validate_clusters
+// is checked when a route configuration is loaded, so removing a cluster
+// that an unchanged route configuration still names is accepted (its routes
+// answer 503) and does not block the update, while a new or changed route
+// configuration naming an unknown cluster is rejected.
+func TestClusterRemovedUnderUnchangedRoutes(t *testing.T) {
+	t.Parallel()
+	a, b := startBackend(t, "a"), startBackend(t, "b")
+	res := singleRoute(routeTo(prefixMatch("/a"), "a"), routeTo(prefixMatch("/b"), "b"))
+	addBackends(res, false, a, b)
+	p := newTestProxy(t, Options{})
+	mustApply(t, p, res)
+	base := proxyURL(t, p, listenerName)
+
+	without := &Resources{Listeners: res.Listeners, Routes: res.Routes, Clusters: res.Clusters[1:], Endpoints: res.Endpoints[1:]}
+	if res.Clusters[0].GetName() != "a" {
+		t.Fatalf("fixture order: %s", res.Clusters[0].GetName())
+	}
+	mustApply(t, p, without)
+	if _, resp := getEcho(t, http.DefaultClient, mustReq("GET", base+"/a")); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("route to the removed cluster: %d, want 503", resp.StatusCode)
+	}
+	if e, _ := getEcho(t, http.DefaultClient, mustReq("GET", base+"/b")); e.Backend != "b" {
+		t.Errorf("route to the remaining cluster answered by %q", e.Backend)
+	}
+
+	changed := singleRoute(routeTo(prefixMatch("/a2"), "a"), routeTo(prefixMatch("/b"), "b"))
+	changed.Clusters, changed.Endpoints = without.Clusters, without.Endpoints
+	if err := p.Apply(changed); err == nil || !strings.Contains(err.Error(), `unknown cluster "a"`) {
+		t.Errorf("a changed route configuration naming an unknown cluster: %v", err)
+	}
+}

@@ -141,14 +141,18 @@ type retryPolicy struct {
 }
 
 // compileRoutes compiles one RouteConfiguration against the cluster set.
-func compileRoutes(rc *routev3.RouteConfiguration, clusters map[string]*cluster) (*routeTable, error) {
+// compileRoutes compiles a route configuration. Like Envoy, it applies
+// validate_clusters only when the route configuration itself is new or
+// changed (revalidate): a cluster removed later leaves its routes answering
+// 503 instead of blocking every other update.
+func compileRoutes(rc *routev3.RouteConfiguration, clusters map[string]*cluster, revalidate bool) (*routeTable, error) {
 	if err := pgv(rc, ""); err != nil {
 		return nil, err
 	}
 	if err := onlyFields(rc, "", "name", "virtual_hosts", "validate_clusters", "most_specific_header_mutations_wins"); err != nil {
 		return nil, err
 	}
-	validateClusters := rc.GetValidateClusters().GetValue()
+	validateClusters := rc.GetValidateClusters().GetValue() && revalidate
 	mostSpecific := rc.GetMostSpecificHeaderMutationsWins()
 	rt := &routeTable{name: rc.GetName(), exact: map[string]*vhost{}}
 	seen := map[string]string{}

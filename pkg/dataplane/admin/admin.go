@@ -1,10 +1,11 @@
 // Package admin owns weir-proxy's admin interface: readiness, Prometheus
-// metrics and a dump of the config being served. It binds to loopback by
-// default because it reveals the whole routing config.
+// metrics, a dump of the config being served and Go's profiler. It binds
+// to loopback by default because it reveals the whole routing config.
 package admin
 
 import (
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -44,6 +45,11 @@ func New(opts Options) *Admin {
 	a.mux.HandleFunc("/ready", a.ready)
 	a.mux.Handle("/metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
 	a.mux.HandleFunc("/config_dump", a.configDump)
+	// Envoy's admin has /cpuprofiler and /heapprofiler; these are Go's.
+	a.mux.HandleFunc("/debug/pprof/", pprof.Index)
+	a.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	a.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	a.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	for path, h := range opts.Extra {
 		a.mux.Handle(path, h)
 	}

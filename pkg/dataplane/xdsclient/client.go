@@ -53,6 +53,10 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// StateOfTheWorld skips delta xDS.
 	StateOfTheWorld bool
+	// WarmingTimeout is how long a config waits for the endpoints of a
+	// new EDS cluster before it is applied with that cluster empty, as
+	// Envoy's initial_fetch_timeout ends cluster warming (default 15s).
+	WarmingTimeout time.Duration
 }
 
 // typeOrder is the order subscriptions are sent in, clusters first, as
@@ -83,6 +87,10 @@ type Client struct {
 	// bounds that wait for a server that never answers some type.
 	answered        map[string]bool
 	initialDeadline time.Time
+	// warmingSince is when the state started waiting for referenced
+	// resources; warmingTimer re-checks it when the warming timeout ends.
+	warmingSince time.Time
+	warmingTimer *time.Timer
 }
 
 // initialFetchTimeout is how long the first config waits for types that
@@ -99,6 +107,9 @@ func New(conn grpc.ClientConnInterface, applier Applier, opts Options) *Client {
 	}
 	if opts.MaxBackoff == 0 {
 		opts.MaxBackoff = 10 * time.Second
+	}
+	if opts.WarmingTimeout == 0 {
+		opts.WarmingTimeout = initialFetchTimeout
 	}
 	state := map[string]map[string]entry{}
 	for _, t := range typeOrder {
@@ -346,20 +357,70 @@ func (c *Client) update(typeURL string, updates map[string]entry, removed []stri
 	}
 	if c.applied == nil && len(c.answered) < len(typeOrder) && time.Now().Before(c.initialDeadline) {
 		c.log.Debugw("Waiting for every type's first response before the first config", "answered", len(c.answered))
-	} else if missing := dangling(res); missing == "" {
+	} else if missing := dangling(res, c.warmedOut()); missing == "" {
 		if err := c.applier.Apply(res); err != nil {
 			c.metrics.update(typeURL, "nack")
 			c.log.Warnw("Rejected xDS update; keeping the last good config", "type", typeURL, "error", err)
 			return err
 		}
 		c.applied = res
+		c.warmingSince = time.Time{}
 		c.metrics.applied()
 	} else {
 		c.log.Debugw("Waiting for referenced resources before applying", "missing", missing)
+		c.startWarming()
 	}
 	c.state[typeURL] = next
 	c.metrics.update(typeURL, "ack")
 	return nil
+}
+
+// warmedOut reports whether the state has waited for referenced resources
+// longer than the warming timeout. Locked.
+func (c *Client) warmedOut() bool {
+	return !c.warmingSince.IsZero() && time.Since(c.warmingSince) >= c.opts.WarmingTimeout
+}
+
+// startWarming notes that the state waits for referenced resources and
+// arranges a re-check when the warming timeout ends, so a cluster whose
+// endpoints never come (a rejected or lost EDS update) cannot hold every
+// later update back. Locked.
+func (c *Client) startWarming() {
+	if !c.warmingSince.IsZero() {
+		return
+	}
+	c.warmingSince = time.Now()
+	if c.warmingTimer != nil {
+		c.warmingTimer.Stop()
+	}
+	c.warmingTimer = time.AfterFunc(c.opts.WarmingTimeout, c.endWarming)
+}
+
+// endWarming applies the current state if all it still lacks are the
+// endpoints of EDS clusters, which then have none.
+func (c *Client) endWarming() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.warmingSince.IsZero() {
+		return
+	}
+	res, err := assemble(c.state)
+	if err != nil {
+		return
+	}
+	if missing := dangling(res, true); missing != "" {
+		c.log.Warnw("Config still waits for a referenced resource after the warming timeout", "missing", missing)
+		c.warmingSince = time.Time{}
+		return
+	}
+	c.warmingSince = time.Time{}
+	if err := c.applier.Apply(res); err != nil {
+		c.log.Warnw("Warmed-out config rejected; keeping the last good config", "error", err)
+		return
+	}
+	c.log.Warnw("Applied config with EDS clusters whose endpoints never arrived (warming timeout); they have no endpoints")
+	c.applied = res
+	c.metrics.applied()
 }
 
 func assemble(state map[string]map[string]entry) (*dataplane.Resources, error) {
@@ -391,9 +452,10 @@ func assemble(state map[string]map[string]entry) (*dataplane.Resources, error) {
 }
 
 // dangling names the first resource a config refers to but does not hold:
-// a listener's route configuration or secret, or an EDS cluster's
-// endpoints. Like Envoy's warming, such a config is not applied yet.
-func dangling(res *dataplane.Resources) string {
+// a listener's route configuration or secret, or (unless skipEndpoints) an
+// EDS cluster's endpoints. Like Envoy's warming, such a config is not
+// applied yet.
+func dangling(res *dataplane.Resources, skipEndpoints bool) string {
 	has := func(kind string, names map[string]bool, n string) string {
 		if !names[n] {
 			return kind + " " + n
@@ -411,7 +473,7 @@ func dangling(res *dataplane.Resources) string {
 		clas[e.GetClusterName()] = true
 	}
 	for _, cl := range res.Clusters {
-		if cl.GetType() != clusterv3.Cluster_EDS {
+		if skipEndpoints || cl.GetType() != clusterv3.Cluster_EDS {
 			continue
 		}
 		name := cl.GetEdsClusterConfig().GetServiceName()

@@ -20,8 +20,10 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weir-dev/weir/pkg/dataplane"
 	"github.com/weir-dev/weir/pkg/xds"
@@ -219,8 +221,8 @@ func TestClientAppliesCompleteConfigs(t *testing.T) {
 			}
 			// Every applied config is complete: never a route without its cluster.
 			for _, r := range app.all() {
-				if dangling(r) != "" {
-					t.Errorf("applied an incomplete config: missing %s", dangling(r))
+				if dangling(r, false) != "" {
+					t.Errorf("applied an incomplete config: missing %s", dangling(r, false))
 				}
 			}
 			srv.Apply(desired("a", 9002))
@@ -314,15 +316,95 @@ func TestDangling(t *testing.T) {
 		Listeners: []*listenerv3.Listener{listener("l", "r")},
 		Clusters:  []*clusterv3.Cluster{edsCluster("c")},
 	}
-	if got := dangling(r); got != "endpoints c" {
+	if got := dangling(r, false); got != "endpoints c" {
 		t.Errorf("dangling = %q, want endpoints c", got)
 	}
 	r.Endpoints = []*endpointv3.ClusterLoadAssignment{cla("c")}
-	if got := dangling(r); got != "route configuration r" {
+	if got := dangling(r, false); got != "route configuration r" {
 		t.Errorf("dangling = %q, want route configuration r", got)
 	}
 	r.Routes = []*routev3.RouteConfiguration{routeTo("r", "c")}
-	if got := dangling(r); got != "" {
+	if got := dangling(r, false); got != "" {
 		t.Errorf("dangling = %q, want none", got)
 	}
+}
+
+// TestResyncWithRemovalsBeforeRoutes replays what a gateway sees when it
+// reconnects after a cluster was swapped for another: the server's answers
+// come type by type, clusters (with the old one removed) and endpoints
+// before routes. No step may be rejected by the real proxy, and the end
+// state must serve the new cluster.
+func TestResyncWithRemovalsBeforeRoutes(t *testing.T) {
+	proxy := dataplane.New(dataplane.Options{ListenAddress: "127.0.0.1"})
+	defer proxy.Shutdown(context.Background())
+	c := New(nil, proxy, Options{NodeID: "test"})
+	// Weir's route configurations set validate_clusters.
+	validated := func(rc *routev3.RouteConfiguration) *routev3.RouteConfiguration {
+		rc.ValidateClusters = wrapperspb.Bool(true)
+		return rc
+	}
+	entries := func(msgs ...proto.Message) map[string]entry {
+		out := map[string]entry{}
+		for _, m := range msgs {
+			out[resourceName(m)] = entry{version: "1", msg: m}
+		}
+		return out
+	}
+	steps := []struct {
+		typeURL string
+		updates map[string]entry
+		removed []string
+	}{
+		{resource.ClusterType, entries(edsCluster("a")), nil},
+		{resource.EndpointType, entries(cla("a", 9001)), nil},
+		{resource.SecretType, entries(), nil},
+		{resource.RouteType, entries(validated(routeTo("external-http", "a"))), nil},
+		{resource.ListenerType, entries(listener("external-http", "external-http")), nil},
+		// The resync after reconnecting: b replaces a.
+		{resource.ClusterType, entries(edsCluster("b")), []string{"a"}},
+		{resource.EndpointType, entries(cla("b", 9002)), []string{"a"}},
+		{resource.RouteType, entries(validated(routeTo("external-http", "b"))), nil},
+	}
+	for i, st := range steps {
+		if err := c.update(st.typeURL, st.updates, st.removed, false); err != nil {
+			t.Fatalf("step %d (%s): rejected: %v", i, st.typeURL, err)
+		}
+	}
+	r := c.Applied()
+	if clusterOf(r) != "b" || len(r.Endpoints) != 1 || r.Endpoints[0].GetClusterName() != "b" {
+		t.Fatalf("final config: clusters %v, endpoints %v", r.Clusters, r.Endpoints)
+	}
+}
+
+// TestWarmingTimeout: endpoints that never come for a new EDS cluster hold
+// the config back only until the warming timeout, as in Envoy.
+func TestWarmingTimeout(t *testing.T) {
+	app := newApplier()
+	c := New(nil, app, Options{NodeID: "test", WarmingTimeout: 200 * time.Millisecond})
+	for _, st := range []struct {
+		typeURL string
+		msg     proto.Message
+	}{
+		{resource.ClusterType, edsCluster("a")},
+		{resource.EndpointType, cla("a", 9001)},
+		{resource.SecretType, nil},
+		{resource.RouteType, routeTo("external-http", "a")},
+		{resource.ListenerType, listener("external-http", "external-http")},
+	} {
+		u := map[string]entry{}
+		if st.msg != nil {
+			u[resourceName(st.msg)] = entry{version: "1", msg: st.msg}
+		}
+		if err := c.update(st.typeURL, u, nil, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Cluster b arrives, its endpoints never do (say, lost to a NACK).
+	if err := c.update(resource.ClusterType, map[string]entry{"b": {version: "2", msg: edsCluster("b")}}, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(app.last().Clusters); n != 1 {
+		t.Fatalf("applied %d clusters before the warming timeout, want the old 1", n)
+	}
+	app.waitFor(t, "the config with b after the warming timeout", func(r *dataplane.Resources) bool { return len(r.Clusters) == 2 })
 }

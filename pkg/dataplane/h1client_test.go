@@ -1,0 +1,235 @@
+package dataplane
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// rawServer accepts connections and runs handle on each, counting them.
+type rawServer struct {
+	addr  string
+	conns atomic.Int64
+}
+
+func startRawServer(t *testing.T, handle func(c net.Conn, br *bufio.Reader)) *rawServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	s := &rawServer{addr: ln.Addr().String()}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.conns.Add(1)
+			go func() {
+				defer c.Close()
+				handle(c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	return s
+}
+
+// readRequests reads requests off a connection and answers each with
+// respond, until the client goes or respond returns false.
+func readRequests(c net.Conn, br *bufio.Reader, respond func(n int, req *http.Request) (string, bool)) {
+	for n := 0; ; n++ {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		out, more := respond(n, req)
+		if _, err := io.WriteString(c, out); err != nil || !more {
+			return
+		}
+	}
+}
+
+func newTestH1(t *testing.T) *h1Transport {
+	t.Helper()
+	d := &net.Dialer{}
+	tr := newH1Transport(d.DialContext, &http.Transport{}, time.Hour, 16)
+	t.Cleanup(tr.CloseIdleConnections)
+	return tr
+}
+
+func h1Get(t *testing.T, tr http.RoundTripper, ctx context.Context, addr, method string) (*http.Response, string, error) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, method, "http://"+addr+"/", nil)
+	res, err := tr.RoundTrip(req)
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	return res, string(b), err
+}
+
+func TestH1TransportReusesConnections(t *testing.T) {
+	t.Parallel()
+	s := startRawServer(t, func(c net.Conn, br *bufio.Reader) {
+		readRequests(c, br, func(n int, req *http.Request) (string, bool) {
+			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true
+		})
+	})
+	tr := newTestH1(t)
+	for i := 0; i < 20; i++ {
+		if _, body, err := h1Get(t, tr, context.Background(), s.addr, http.MethodGet); err != nil || body != "ok" {
+			t.Fatalf("request %d: %q %v", i, body, err)
+		}
+	}
+	if n := s.conns.Load(); n != 1 {
+		t.Errorf("20 sequential requests used %d connections, want 1", n)
+	}
+}
+
+// TestH1TransportRetriesStaleConnection: the server closes a pooled
+// connection after one response without saying so; the next request goes
+// on a new connection instead of failing.
+func TestH1TransportRetriesStaleConnection(t *testing.T) {
+	t.Parallel()
+	s := startRawServer(t, func(c net.Conn, br *bufio.Reader) {
+		readRequests(c, br, func(int, *http.Request) (string, bool) {
+			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+		})
+	})
+	tr := newTestH1(t)
+	for i := 0; i < 5; i++ {
+		if _, body, err := h1Get(t, tr, context.Background(), s.addr, http.MethodGet); err != nil || body != "ok" {
+			t.Fatalf("request %d: %q %v", i, body, err)
+		}
+		time.Sleep(10 * time.Millisecond) // let the close arrive
+	}
+	if n := s.conns.Load(); n != 5 {
+		t.Errorf("connections = %d, want 5 (one per request)", n)
+	}
+}
+
+func TestH1TransportConnectionClose(t *testing.T) {
+	t.Parallel()
+	s := startRawServer(t, func(c net.Conn, br *bufio.Reader) {
+		readRequests(c, br, func(int, *http.Request) (string, bool) {
+			return "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", true
+		})
+	})
+	tr := newTestH1(t)
+	for i := 0; i < 3; i++ {
+		if _, body, err := h1Get(t, tr, context.Background(), s.addr, http.MethodGet); err != nil || body != "ok" {
+			t.Fatalf("request %d: %q %v", i, body, err)
+		}
+	}
+	if n := s.conns.Load(); n != 3 {
+		t.Errorf("connections = %d, want 3: a Connection: close response must not be pooled", n)
+	}
+}
+
+func TestH1TransportInformationalAndChunked(t *testing.T) {
+	t.Parallel()
+	s := startRawServer(t, func(c net.Conn, br *bufio.Reader) {
+		readRequests(c, br, func(int, *http.Request) (string, bool) {
+			return "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n" +
+				"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n" +
+				"3\r\nabc\r\n0\r\nX-Sum: 42\r\n\r\n", true
+		})
+	})
+	tr := newTestH1(t)
+	res, body, err := h1Get(t, tr, context.Background(), s.addr, http.MethodGet)
+	if err != nil || res.StatusCode != 200 || body != "abc" || res.Trailer.Get("X-Sum") != "42" {
+		t.Fatalf("got %v %q trailer %v, err %v", res, body, res.Trailer, err)
+	}
+	if _, body, err := h1Get(t, tr, context.Background(), s.addr, http.MethodGet); err != nil || body != "abc" {
+		t.Fatalf("second request: %q %v", body, err)
+	}
+	if n := s.conns.Load(); n != 1 {
+		t.Errorf("connections = %d, want 1", n)
+	}
+}
+
+// TestH1TransportCancelAndEarlyClose: a cancelled request fails at once,
+// and a body closed before its end closes the connection.
+func TestH1TransportCancelAndEarlyClose(t *testing.T) {
+	t.Parallel()
+	s := startRawServer(t, func(c net.Conn, br *bufio.Reader) {
+		readRequests(c, br, func(_ int, req *http.Request) (string, bool) {
+			if req.URL.Query().Get("slow") != "" {
+				time.Sleep(10 * time.Second)
+			}
+			return "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789", true
+		})
+	})
+	tr := newTestH1(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.addr+"/?slow=1", nil)
+	t0 := time.Now()
+	if _, err := tr.RoundTrip(req); !errors.Is(err, context.DeadlineExceeded) || time.Since(t0) > 2*time.Second {
+		t.Fatalf("cancelled request: %v after %v", err, time.Since(t0))
+	}
+
+	req, _ = http.NewRequest(http.MethodGet, "http://"+s.addr+"/", nil)
+	res, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 3)
+	if _, err := io.ReadFull(res.Body, buf); err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	tr.mu.Lock()
+	n := len(tr.idle[s.addr])
+	tr.mu.Unlock()
+	if n != 0 {
+		t.Errorf("a half-read connection went back to the pool (%d idle)", n)
+	}
+	before := s.conns.Load()
+	if _, body, err := h1Get(t, tr, context.Background(), s.addr, http.MethodGet); err != nil || body != "0123456789" {
+		t.Fatalf("after early close: %q %v", body, err)
+	}
+	if s.conns.Load() != before+1 {
+		t.Error("the request after an early close did not dial a new connection")
+	}
+}
+
+// TestH1TransportFallback: requests with a body and non-idempotent methods
+// go through Go's Transport.
+func TestH1TransportFallback(t *testing.T) {
+	t.Parallel()
+	var methods atomic.Value
+	s := startRawServer(t, func(c net.Conn, br *bufio.Reader) {
+		readRequests(c, br, func(_ int, req *http.Request) (string, bool) {
+			b, _ := io.ReadAll(req.Body)
+			methods.Store(req.Method + " " + string(b))
+			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true
+		})
+	})
+	tr := newTestH1(t)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+s.addr+"/", strings.NewReader("body"))
+	res, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if got := methods.Load(); got != "POST body" {
+		t.Errorf("server saw %q", got)
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if _, ok := tr.idle[s.addr]; ok {
+		t.Error("a request with a body went through the fast path")
+	}
+}
