@@ -30,9 +30,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -169,6 +171,20 @@ func StartForTest(t testing.TB, opts Options) *Cluster {
 		c.Stop()
 	})
 	return c
+}
+
+// StopOnSignal stops the cluster and exits when the process gets SIGINT or
+// SIGTERM (Ctrl-C, go test's timeout handling), so no pod network or
+// process outlives a test binary stopped early.
+func (c *Cluster) StopOnSignal() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sig
+		c.logf("got %v: stopping the cluster", s)
+		c.Stop()
+		os.Exit(1)
+	}()
 }
 
 func (c *Cluster) logf(format string, args ...any) {

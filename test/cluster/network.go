@@ -98,7 +98,11 @@ func (n *network) setup() error {
 	}
 	cidr := fmt.Sprintf("%s/24", n.gateway)
 	for _, argv := range [][]string{
-		{"ip", "link", "add", n.bridge, "type", "bridge"},
+		// A fixed address: a bridge otherwise takes the lowest MAC of its
+		// ports and changes it as pods come and go, and every pod's ARP
+		// entry for the host goes stale, stalling pod-to-host traffic
+		// (xDS, the apiserver) for seconds at a time.
+		{"ip", "link", "add", n.bridge, "address", fmt.Sprintf("02:77:65:69:72:%02x", n.index), "type", "bridge"},
 		{"ip", "addr", "add", cidr, "dev", n.bridge},
 		{"ip", "link", "set", n.bridge, "up"},
 		{"ip", "route", "replace", "local", n.svcNet.String(), "dev", "lo", "table", "local"},

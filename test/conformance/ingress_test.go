@@ -45,6 +45,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer c.Stop()
+	c.StopOnSignal()
 	if _, err := c.StartWeir(ctx, cluster.WeirOptions{Gateways: *gateways}); err != nil {
 		fmt.Fprintln(os.Stderr, "starting Weir:", err)
 		c.DumpLogs(os.Stderr)

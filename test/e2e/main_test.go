@@ -36,6 +36,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer kube.Stop()
+	kube.StopOnSignal()
 	if weir, err = kube.StartWeir(ctx, cluster.WeirOptions{Controllers: 2, Gateways: 2}); err != nil {
 		fmt.Fprintln(os.Stderr, "starting Weir:", err)
 		kube.DumpLogs(os.Stderr)
