@@ -24,10 +24,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
 	"knative.dev/networking/pkg/status"
+	"knative.dev/pkg/logging"
 
 	"github.com/weir-dev/weir/pkg/config"
 	"github.com/weir-dev/weir/pkg/dataplane"
@@ -102,6 +104,10 @@ func Start(ctx context.Context, opts Options) (*Gateway, error) {
 	if opts.AdminAddress == "" {
 		opts.AdminAddress = admin.DefaultAddress
 	}
+	// Knative's prober logs through the context's logger, at info for
+	// every probe; only its warnings and errors are worth a user's eye.
+	proberLevel := max(zapcore.WarnLevel, opts.Logger.Level())
+	ctx = logging.WithLogger(ctx, opts.Logger.Named("prober").WithOptions(zap.IncreaseLevel(proberLevel)))
 	ctx, cancel := context.WithCancel(ctx)
 	g := &Gateway{opts: opts, log: opts.Logger, cancel: cancel, done: make(chan struct{}),
 		reapply: make(chan struct{}, 1), files: map[string]*file{}, model: ir.NewModel()}
