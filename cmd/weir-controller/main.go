@@ -58,7 +58,8 @@ func main() {
 func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl {
 	logger := logging.FromContext(ctx)
 	model := ir.NewModel()
-	server := xds.NewServer(ctx, xds.Options{Logger: logger.Named("xds"), Registerer: prometheus.DefaultRegisterer})
+	// translate keeps the pointer of every unchanged resource.
+	server := xds.NewServer(ctx, xds.Options{Logger: logger.Named("xds"), Registerer: prometheus.DefaultRegisterer, PointerIdentity: true})
 	syncer := gateway.NewSyncer(model, translate.DefaultOptions(), server, logger.Named("syncer"))
 
 	var rec *kingress.Reconciler

@@ -13,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	corelisters "k8s.io/client-go/listers/core/v1"
-	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
@@ -39,6 +38,7 @@ func newBenchWorld(b *testing.B) *benchWorld {
 		return cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	}
 	svcs, slices := idx(), idx()
+	must(b, slices.AddIndexers(kingress.SliceIndexers))
 	w := &benchWorld{}
 	for i := 0; i < benchIngresses; i++ {
 		ns := fmt.Sprintf("ns-%d", i%100)
@@ -72,7 +72,7 @@ func newBenchWorld(b *testing.B) *benchWorld {
 	}
 	w.listers = kingress.Listers{
 		Services:       corelisters.NewServiceLister(svcs),
-		EndpointSlices: discoverylisters.NewEndpointSliceLister(slices),
+		EndpointSlices: kingress.IndexedSlices(slices),
 		Secrets:        corelisters.NewSecretLister(idx()),
 	}
 	return w
@@ -88,7 +88,7 @@ func must(b *testing.B, err error) {
 func (w *benchWorld) load(b *testing.B) (*Syncer, *xds.Server) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
-	server := xds.NewServer(ctx, xds.Options{})
+	server := xds.NewServer(ctx, xds.Options{PointerIdentity: true}) // as weir-controller runs it
 	s := NewSyncer(ir.NewModel(), translate.DefaultOptions(), server, zap.NewNop().Sugar())
 	for _, ing := range w.ingresses {
 		frag, problems := kingress.Build(ing, "probehash", w.listers, kingress.SecretPolicy{})

@@ -33,7 +33,7 @@ func newSyncer(t *testing.T) (*Syncer, *xds.Server) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	server := xds.NewServer(ctx, xds.Options{})
+	server := xds.NewServer(ctx, xds.Options{PointerIdentity: true}) // as weir-controller runs it
 	return NewSyncer(ir.NewModel(), translate.DefaultOptions(), server, zap.NewNop().Sugar()), server
 }
 

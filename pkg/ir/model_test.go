@@ -125,3 +125,53 @@ func mustSet(t *testing.T, m *Model, f *Fragment) {
 		t.Fatalf("Set(%s) = %v", f.Source, err)
 	}
 }
+
+func TestRefLessMatchesString(t *testing.T) {
+	refs := []ObjectRef{
+		{Kind: "KIngress", Namespace: "a", Name: "b"},
+		{Kind: "KIngress", Namespace: "a-x", Name: "b"},
+		{Kind: "KIngress", Namespace: "a", Name: "b-"},
+		{Kind: "KIngress", Namespace: "a/", Name: ""},
+		{Kind: "KIngress", Namespace: "", Name: "z"},
+		{Kind: "HTTPRoute", Namespace: "a", Name: "b"},
+		{Kind: "KIngress", Namespace: "a", Name: "b"},
+	}
+	for _, a := range refs {
+		for _, b := range refs {
+			if got, want := refLess(a, b), a.String() < b.String(); got != want {
+				t.Errorf("refLess(%s, %s) = %v, want %v", a, b, got, want)
+			}
+		}
+	}
+}
+
+func TestModelSortedCacheFollowsSetAndDelete(t *testing.T) {
+	m := NewModel()
+	ref := func(n string) ObjectRef { return ObjectRef{Kind: "KIngress", Namespace: "default", Name: n} }
+	set := func(n string) {
+		t.Helper()
+		if _, err := m.Set(&Fragment{Source: ref(n), VirtualHosts: []*VirtualHost{{Name: n, Domains: []string{n + ".example.com"}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := func() string {
+		var out []string
+		for _, f := range m.Fragments() {
+			out = append(out, f.Source.Name)
+		}
+		return strings.Join(out, ",")
+	}
+	set("c")
+	set("a")
+	first := m.Fragments()
+	set("b")
+	set("a") // replaced in place
+	m.Delete(ref("c"))
+	set("d")
+	if got := names(); got != "a,b,d" {
+		t.Errorf("Fragments() = %s, want a,b,d", got)
+	}
+	if len(first) != 2 || first[0].Source.Name != "a" || first[1].Source.Name != "c" {
+		t.Errorf("an earlier Fragments() result changed under its caller: %v", first)
+	}
+}

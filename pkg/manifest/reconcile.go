@@ -11,7 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	corelisters "k8s.io/client-go/listers/core/v1"
-	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 	"knative.dev/networking/pkg/apis/networking"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
@@ -61,6 +60,9 @@ func (r *Reconciler) Apply(ctx context.Context, docs []Document) ([]IngressStatu
 		return cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	}
 	services, slices, secrets := idx(), idx(), idx()
+	if err := slices.AddIndexers(kingress.SliceIndexers); err != nil {
+		return nil, []error{err}
+	}
 	var ingresses []Document
 	var errs []error
 	for _, d := range docs {
@@ -101,7 +103,7 @@ func (r *Reconciler) Apply(ctx context.Context, docs []Document) ([]IngressStatu
 	rec := &kingress.Reconciler{
 		Listers: kingress.Listers{
 			Services:       corelisters.NewServiceLister(services),
-			EndpointSlices: discoverylisters.NewEndpointSliceLister(slices),
+			EndpointSlices: kingress.IndexedSlices(slices),
 			Secrets:        corelisters.NewSecretLister(secrets),
 		},
 		Model:  r.Model,

@@ -140,7 +140,8 @@ func (g *Gateway) start(ctx context.Context) error {
 	topts.ExternalHTTPPort, topts.ExternalHTTPSPort = uint32(g.opts.HTTPPort), uint32(g.opts.HTTPSPort)                 //nolint:gosec
 	topts.InternalHTTPPort, topts.InternalHTTPSPort = uint32(g.opts.InternalHTTPPort), uint32(g.opts.InternalHTTPSPort) //nolint:gosec
 
-	server := xds.NewServer(ctx, xds.Options{Logger: g.log.Named("xds"), Registerer: g.reg})
+	// translate keeps the pointer of every unchanged resource.
+	server := xds.NewServer(ctx, xds.Options{Logger: g.log.Named("xds"), Registerer: g.reg, PointerIdentity: true})
 	g.syncer = gateway.NewSyncer(g.model, topts, server, g.log.Named("syncer"))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -3,6 +3,7 @@ package kingress
 import (
 	"context"
 
+	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -49,10 +50,13 @@ func NewController(opts ControllerOptions) func(context.Context, configmap.Watch
 		sliceInformer := endpointsliceinformer.Get(ctx)
 		secretInformer := secretinformer.Get(ctx)
 
+		if err := sliceInformer.Informer().AddIndexers(SliceIndexers); err != nil {
+			logger.Fatalw("Indexing EndpointSlices by Service failed", zap.Error(err))
+		}
 		r := &Reconciler{
 			Listers: Listers{
 				Services:       serviceInformer.Lister(),
-				EndpointSlices: sliceInformer.Lister(),
+				EndpointSlices: IndexedSlices(sliceInformer.Informer().GetIndexer()),
 				Secrets:        secretInformer.Lister(),
 			},
 			Model:     opts.Model,
@@ -85,7 +89,7 @@ func NewController(opts ControllerOptions) func(context.Context, configmap.Watch
 		store.WatchConfigs(cmw)
 
 		r.Enqueue = impl.EnqueueKey
-		prober := status.NewProber(logger.Named("status-manager"), &ProbeTargets{EndpointSlices: sliceInformer.Lister()},
+		prober := status.NewProber(logger.Named("status-manager"), &ProbeTargets{EndpointSlices: r.Listers.EndpointSlices},
 			func(ing *v1alpha1.Ingress) {
 				impl.EnqueueKey(types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name})
 			})

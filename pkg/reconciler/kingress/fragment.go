@@ -9,11 +9,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrs "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/sets"
 	corelisters "k8s.io/client-go/listers/core/v1"
-	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"k8s.io/client-go/tools/cache"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
 	"knative.dev/networking/pkg/http/header"
 	"knative.dev/networking/pkg/ingress"
@@ -27,8 +26,43 @@ const Kind = "KIngress"
 // Listers are the read-only views the builder resolves references through.
 type Listers struct {
 	Services       corelisters.ServiceLister
-	EndpointSlices discoverylisters.EndpointSliceLister
+	EndpointSlices SlicesOfService
 	Secrets        corelisters.SecretLister
+}
+
+// SlicesOfService returns the EndpointSlices of a Service.
+type SlicesOfService func(namespace, service string) ([]*discoveryv1.EndpointSlice, error)
+
+// ServiceIndex is the EndpointSlice index, by "namespace/service", that
+// IndexedSlices reads: a label selector would scan every slice of the
+// namespace for each backend.
+const ServiceIndex = "weir.dev/service"
+
+// SliceIndexers holds ServiceIndex, for an EndpointSlice informer or indexer.
+var SliceIndexers = cache.Indexers{ServiceIndex: func(obj any) ([]string, error) {
+	s, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok || s.Labels[discoveryv1.LabelServiceName] == "" {
+		return nil, nil
+	}
+	return []string{s.Namespace + "/" + s.Labels[discoveryv1.LabelServiceName]}, nil
+}}
+
+// IndexedSlices finds a Service's EndpointSlices through an indexer that
+// has SliceIndexers.
+func IndexedSlices(idx cache.Indexer) SlicesOfService {
+	return func(namespace, service string) ([]*discoveryv1.EndpointSlice, error) {
+		objs, err := idx.ByIndex(ServiceIndex, namespace+"/"+service)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+		for _, o := range objs {
+			if s, ok := o.(*discoveryv1.EndpointSlice); ok {
+				out = append(out, s)
+			}
+		}
+		return out, nil
+	}
 }
 
 // SecretPolicy decides which Secrets a KIngress may use for TLS.
@@ -320,8 +354,7 @@ func protocolOf(sp corev1.ServicePort) ir.Protocol {
 // port comes from the EndpointSlice port with the Service port's name, which
 // is how named target ports resolve per pod.
 func (b *builder) endpoints(ns, name string, sp corev1.ServicePort) []ir.Endpoint {
-	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: name})
-	slices, err := b.listers.EndpointSlices.EndpointSlices(ns).List(sel)
+	slices, err := b.listers.EndpointSlices(ns, name)
 	if err != nil {
 		b.problem("EndpointsUnavailable", "listing EndpointSlices of Service %s/%s: %v", ns, name, err)
 		return nil

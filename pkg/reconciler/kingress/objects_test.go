@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	corelisters "k8s.io/client-go/listers/core/v1"
-	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 	"knative.dev/networking/pkg/apis/networking"
@@ -188,6 +187,9 @@ func newListers(objs ...runtime.Object) *testListers {
 		return cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	}
 	svcs, slices, secrets, ings := idx(), idx(), idx(), idx()
+	if err := slices.AddIndexers(SliceIndexers); err != nil {
+		panic(err)
+	}
 	l := &testListers{}
 	for _, o := range objs {
 		var err error
@@ -213,7 +215,7 @@ func newListers(objs ...runtime.Object) *testListers {
 	}
 	l.Listers = Listers{
 		Services:       corelisters.NewServiceLister(svcs),
-		EndpointSlices: discoverylisters.NewEndpointSliceLister(slices),
+		EndpointSlices: IndexedSlices(slices),
 		Secrets:        corelisters.NewSecretLister(secrets),
 	}
 	l.Ingresses = netlisters.NewIngressLister(ings)

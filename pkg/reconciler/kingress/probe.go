@@ -7,11 +7,8 @@ import (
 	"sort"
 	"strconv"
 
-	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
-	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
 	"knative.dev/networking/pkg/ingress"
 	"knative.dev/networking/pkg/status"
@@ -27,7 +24,7 @@ const gatewayPortName = "http"
 // is Ready: the ready endpoints of the external gateway Service for public
 // rules and of the internal one for cluster-local rules.
 type ProbeTargets struct {
-	EndpointSlices discoverylisters.EndpointSliceLister
+	EndpointSlices SlicesOfService
 }
 
 var _ status.ProbeTargetLister = (*ProbeTargets)(nil)
@@ -62,8 +59,7 @@ func (p *ProbeTargets) ListProbeTargets(ctx context.Context, ing *v1alpha1.Ingre
 }
 
 func (p *ProbeTargets) gatewayPods(svc types.NamespacedName) (sets.Set[string], int32, error) {
-	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: svc.Name})
-	slices, err := p.EndpointSlices.EndpointSlices(svc.Namespace).List(sel)
+	slices, err := p.EndpointSlices(svc.Namespace, svc.Name)
 	if err != nil {
 		return nil, 0, fmt.Errorf("listing the EndpointSlices of gateway Service %s: %w", svc, err)
 	}
