@@ -30,9 +30,10 @@ test: lint unit e2e conformance
 unit:
 	$(GO) test $(GOTESTFLAGS) $(UNIT_PKGS)
 
-## e2e: test/cluster's own test and test/e2e, one cluster at a time.
+## e2e: test/cluster's own test and test/e2e, one cluster at a time;
+## never cached, since the binaries they run are built at run time.
 e2e: k8s
-	$(GO) test $(GOTESTFLAGS) -p 1 -timeout 30m ./test/cluster/ ./test/e2e/
+	$(GO) test $(GOTESTFLAGS) -count=1 -p 1 -timeout 30m ./test/cluster/ ./test/e2e/
 
 ## conformance: Knative's ingress conformance suite (stable, beta, alpha);
 ## prints one line per test, the full log is .cache/logs/conformance.log.

@@ -1,7 +1,6 @@
 package standalone
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -18,7 +17,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/weir-dev/weir/pkg/dataplane"
 )
@@ -166,18 +164,7 @@ func TestHotUpdateUnderLoad(t *testing.T) {
 	write(t, dir, "services.yaml", hotServicesYAML(0, ports, wsPort))
 	write(t, dir, "hot.yaml", hotKIngressYAML(0))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	g, err := Start(ctx, Options{Paths: []string{dir}, ListenAddress: "127.0.0.1", AdminAddress: "127.0.0.1:0",
-		PollInterval: 10 * time.Millisecond, Logger: zaptest.NewLogger(t).Sugar()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
-		defer c()
-		_ = g.Shutdown(sctx)
-	}()
+	g := startRun(t, dir, 10*time.Millisecond)
 	port, _, _, _ := g.Ports()
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	newReq := func(path string) *http.Request {

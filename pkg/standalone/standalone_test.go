@@ -100,24 +100,33 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// startRun runs `weir run` on dir, on loopback with free ports, until the
+// test ends.
+func startRun(t *testing.T, dir string, poll time.Duration) *Gateway {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	g, err := Start(ctx, Options{Paths: []string{dir}, ListenAddress: "127.0.0.1", AdminAddress: "127.0.0.1:0",
+		PollInterval: poll, Logger: zaptest.NewLogger(t).Sugar()})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+		defer c()
+		_ = g.Shutdown(sctx)
+		cancel()
+	})
+	return g
+}
+
 func TestRunServesReloadsAndKeepsLastGood(t *testing.T) {
 	dir := t.TempDir()
 	p1, p2 := backend(t, "v1"), backend(t, "v2")
 	write(t, dir, "backends.yaml", backendsYAML(p1, p2))
 	write(t, dir, "hello.yaml", kingressYAML("hello.example.com", 100, 0))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	g, err := Start(ctx, Options{Paths: []string{dir}, ListenAddress: "127.0.0.1", AdminAddress: "127.0.0.1:0",
-		PollInterval: 20 * time.Millisecond, Logger: zaptest.NewLogger(t).Sugar()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
-		defer c()
-		_ = g.Shutdown(sctx)
-	}()
+	g := startRun(t, dir, 20*time.Millisecond)
 	port, _, _, _ := g.Ports()
 
 	for i := 0; i < 20; i++ {

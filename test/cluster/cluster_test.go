@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"knative.dev/networking/pkg/apis/networking"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+	"knative.dev/networking/test/types"
 )
 
 func TestImageName(t *testing.T) {
@@ -40,15 +41,8 @@ func TestExpand(t *testing.T) {
 	}
 }
 
-// runtimeInfo is the part of the runtime test image's answer we check.
-type runtimeInfo struct {
-	Request struct {
-		Host string `json:"host"`
-	} `json:"request"`
-	Host struct {
-		EnvVars map[string]string `json:"envs"`
-	} `json:"host"`
-}
+// runtimeInfo is what Knative's runtime test image answers.
+type runtimeInfo = types.RuntimeInfo
 
 // TestClusterEndToEnd runs the whole harness: control plane, pod runner,
 // Weir's controller and a gateway; then a runtime test-image pod behind a
@@ -215,7 +209,7 @@ func getRuntime(t *testing.T, url, host string) runtimeInfo {
 			continue
 		}
 		var info runtimeInfo
-		if err := json.Unmarshal(body, &info); err != nil {
+		if err := json.Unmarshal(body, &info); err != nil || info.Request == nil || info.Host == nil {
 			t.Fatalf("GET %s: %v: %s", url, err, body)
 		}
 		return info

@@ -14,7 +14,7 @@ import (
 
 func specVersion(v string) func(runtimeInfo) error {
 	return func(info runtimeInfo) error {
-		if got := info.Request.Headers["X-Spec-Version"]; len(got) != 1 || got[0] != v {
+		if got := info.Request.Headers.Values("X-Spec-Version"); len(got) != 1 || got[0] != v {
 			return fmt.Errorf("X-Spec-Version = %v, want %s", got, v)
 		}
 		return nil
@@ -81,10 +81,7 @@ func TestDomainConflict(t *testing.T) {
 // gateways, so a spec change becomes Ready again.
 func TestGatewayRollingRestart(t *testing.T) {
 	const host = "gateway-restart.e2e.example.com"
-	startBackend(t, "gwr")
-	createKIngress(t, "gwr", kingressSpec(host, "gwr", "1"))
-	waitReady(t, "gwr")
-	eventually(t, host, 30*time.Second, fromBackend("gwr"))
+	serveBackend(t, "gwr", host)
 
 	ctx := context.Background()
 	p := startProber(host, fromBackend("gwr"))
@@ -116,10 +113,7 @@ func TestGatewayRollingRestart(t *testing.T) {
 // later change is served and Ready.
 func TestControllerRestart(t *testing.T) {
 	const host = "controller-restart.e2e.example.com"
-	startBackend(t, "ctrlr")
-	createKIngress(t, "ctrlr", kingressSpec(host, "ctrlr", "1"))
-	waitReady(t, "ctrlr")
-	eventually(t, host, 30*time.Second, fromBackend("ctrlr"))
+	serveBackend(t, "ctrlr", host)
 
 	p := startProber(host, fromBackend("ctrlr"))
 	stopWatch := watchReady(t, "ctrlr")
@@ -150,10 +144,7 @@ func TestControllerRestart(t *testing.T) {
 // written: a spec change made after the kill becomes Ready.
 func TestLeaderFailover(t *testing.T) {
 	const host = "leader-failover.e2e.example.com"
-	startBackend(t, "leader")
-	createKIngress(t, "leader", kingressSpec(host, "leader", "1"))
-	waitReady(t, "leader")
-	eventually(t, host, 30*time.Second, fromBackend("leader"))
+	serveBackend(t, "leader", host)
 
 	leaseName, holder := ingressLeader(t)
 	pod, _, _ := strings.Cut(holder, "_")

@@ -19,25 +19,18 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"knative.dev/networking/pkg/apis/networking"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+	"knative.dev/networking/test/types"
 
 	"github.com/weir-dev/weir/pkg/reconciler/kingress"
 )
 
 const namespace = "serving-tests"
 
-// runtimeInfo is the part of the runtime test image's answer we check.
-type runtimeInfo struct {
-	Request struct {
-		Host    string              `json:"host"`
-		Headers map[string][]string `json:"headers"`
-	} `json:"request"`
-	Host struct {
-		EnvVars map[string]string `json:"envs"`
-	} `json:"host"`
-}
+// runtimeInfo is what Knative's runtime test image answers.
+type runtimeInfo = types.RuntimeInfo
 
 // backendName is the BACKEND variable that startBackend gives each pod.
-func (r runtimeInfo) backendName() string { return r.Host.EnvVars["BACKEND"] }
+func backendName(r runtimeInfo) string { return r.Host.EnvVars["BACKEND"] }
 
 // startBackend runs Knative's runtime test image as a pod behind a Service
 // of the same name (port 80), and waits until it has a ready endpoint.
@@ -119,6 +112,16 @@ func createKIngress(t *testing.T, name string, spec v1alpha1.IngressSpec) *v1alp
 	return got
 }
 
+// serveBackend runs a backend named name behind a KIngress of the same
+// name for host (spec version "1"), and waits until it is Ready and served.
+func serveBackend(t *testing.T, name, host string) {
+	t.Helper()
+	startBackend(t, name)
+	createKIngress(t, name, kingressSpec(host, name, "1"))
+	waitReady(t, name)
+	eventually(t, host, 30*time.Second, fromBackend(name))
+}
+
 // updateKIngress replaces a KIngress's spec.
 func updateKIngress(t *testing.T, name string, spec v1alpha1.IngressSpec) {
 	t.Helper()
@@ -178,8 +181,8 @@ func get(ctx context.Context, c *http.Client, host string) (runtimeInfo, error) 
 		return runtimeInfo{}, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
 	}
 	var info runtimeInfo
-	if err := json.Unmarshal(body, &info); err != nil {
-		return runtimeInfo{}, fmt.Errorf("decoding %q: %w", body, err)
+	if err := json.Unmarshal(body, &info); err != nil || info.Request == nil || info.Host == nil {
+		return runtimeInfo{}, fmt.Errorf("decoding %q: %v", body, err)
 	}
 	return info, nil
 }
@@ -204,7 +207,7 @@ func eventually(t *testing.T, host string, timeout time.Duration, check func(run
 
 func fromBackend(name string) func(runtimeInfo) error {
 	return func(info runtimeInfo) error {
-		if got := info.backendName(); got != name {
+		if got := backendName(info); got != name {
 			return fmt.Errorf("answered by %q, want %q", got, name)
 		}
 		return nil
