@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"knative.dev/networking/pkg/apis/networking"
 	ingressinformer "knative.dev/networking/pkg/client/injection/informers/networking/v1alpha1/ingress"
+	filteredfactory "knative.dev/pkg/client/injection/kube/informers/factory/filtered"
 	"knative.dev/pkg/configmap"
 	"knative.dev/pkg/controller"
 	"knative.dev/pkg/injection/sharedmain"
@@ -49,9 +50,16 @@ func envOr(key, def string) string {
 }
 
 func main() {
+	// Informers are built before sharedmain parses the flags, so the Secret
+	// selector comes from the environment. SECRET_LABEL_SELECTOR="" watches
+	// every Secret (for certificates that cannot be labeled).
+	secretSelector = envOr("SECRET_LABEL_SELECTOR", kingress.DefaultSecretSelector)
+	ctx := filteredfactory.WithSelectors(signals.NewContext(), secretSelector)
 	// sharedmain parses the flags.
-	sharedmain.MainWithContext(signals.NewContext(), "weir-controller", newController)
+	sharedmain.MainWithContext(ctx, "weir-controller", newController)
 }
+
+var secretSelector string
 
 // newController wires the KIngress controller to the model, the syncer and
 // the xDS server. Every replica runs all of it; only the leader writes status.
@@ -69,7 +77,8 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 		OnConfig: func(c *config.Config) {
 			syncer.SetOptions(translateOptions(c.Weir))
 		},
-		Reconciler: &rec,
+		Reconciler:     &rec,
+		SecretSelector: secretSelector,
 	})(ctx, cmw)
 
 	server.OnNACK(func(n xds.NACK) {

@@ -2,11 +2,20 @@ package e2e
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
@@ -190,4 +199,93 @@ func ingressLeader(t *testing.T) (string, string) {
 		t.Fatal("no weir-controller Lease for the KIngress reconciler has a holder")
 	}
 	return name, holder
+}
+
+// TestTLSSecretMustBeLabeled: weir-controller watches only Secrets with
+// Knative's certificate label. A KIngress whose Secret lacks it says how to
+// fix that; once labeled, the certificate is served over TLS with SNI.
+func TestTLSSecretMustBeLabeled(t *testing.T) {
+	const host = "tls-label.e2e.example.com"
+	ctx := context.Background()
+	startBackend(t, "tlslabel")
+	certPEM, keyPEM, pool := selfSigned(t, host)
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "tls-label", Namespace: namespace},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM},
+	}
+	if _, err := kube.Kube.CoreV1().Secrets(namespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = kube.Kube.CoreV1().Secrets(namespace).Delete(ctx, secret.Name, metav1.DeleteOptions{}) })
+
+	spec := kingressSpec(host, "tlslabel", "1")
+	spec.TLS = []v1alpha1.IngressTLS{{Hosts: []string{host}, SecretName: secret.Name, SecretNamespace: namespace}}
+	createKIngress(t, "tlslabel", spec)
+	failed := waitKIngress(t, "tlslabel", time.Minute, "failed with SecretNotFound", func(ing *v1alpha1.Ingress) bool {
+		c := ing.Status.GetCondition(v1alpha1.IngressConditionLoadBalancerReady)
+		return c != nil && c.IsFalse() && c.Reason == "SecretNotFound"
+	})
+	msg := failed.Status.GetCondition(v1alpha1.IngressConditionLoadBalancerReady).Message
+	if want := "kubectl label secret -n " + namespace + " tls-label networking.internal.knative.dev/certificate-uid=tls-label"; !strings.Contains(msg, want) {
+		t.Errorf("SecretNotFound message %q does not say %q", msg, want)
+	}
+
+	secret, err := kube.Kube.CoreV1().Secrets(namespace).Get(ctx, secret.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret.Labels = map[string]string{"networking.internal.knative.dev/certificate-uid": "tls-label"}
+	if _, err := kube.Kube.CoreV1().Secrets(namespace).Update(ctx, secret, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, "tlslabel")
+
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: host}}}
+	var lastErr error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("https://%s:%d/", kube.NodeAddress, kube.HTTPSNodePort), nil)
+		req.Host = host
+		resp, err := c.Do(req)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK && resp.TLS != nil && len(resp.TLS.PeerCertificates) > 0 &&
+			resp.TLS.PeerCertificates[0].DNSNames[0] == host {
+			return
+		}
+		lastErr = fmt.Errorf("status %s", resp.Status)
+	}
+	t.Fatalf("https://%s through the gateway: %v", host, lastErr)
+}
+
+// selfSigned returns a certificate for host, its key and a pool trusting it.
+func selfSigned(t *testing.T, host string) (certPEM, keyPEM []byte, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), pool
 }

@@ -17,7 +17,7 @@ import (
 	ingressreconciler "knative.dev/networking/pkg/client/injection/reconciler/networking/v1alpha1/ingress"
 	"knative.dev/networking/pkg/status"
 	kubeclient "knative.dev/pkg/client/injection/kube/client"
-	secretinformer "knative.dev/pkg/client/injection/kube/informers/core/v1/secret"
+	secretinformer "knative.dev/pkg/client/injection/kube/informers/core/v1/secret/filtered"
 	serviceinformer "knative.dev/pkg/client/injection/kube/informers/core/v1/service"
 	endpointsliceinformer "knative.dev/pkg/client/injection/kube/informers/discovery/v1/endpointslice"
 	"knative.dev/pkg/configmap"
@@ -39,7 +39,16 @@ type ControllerOptions struct {
 	OnConfig func(*config.Config)
 	// Reconciler receives the built reconciler, e.g. to attribute NACKs.
 	Reconciler **Reconciler
+	// SecretSelector is the label selector of the only Secrets the
+	// controller watches (DefaultSecretSelector); empty watches all. The
+	// context must carry it (knative.dev/pkg's filtered.WithSelectors).
+	SecretSelector string
 }
+
+// DefaultSecretSelector selects the Secrets Knative's certificate
+// providers create for KIngress TLS. Peers watch every Secret of the
+// cluster by default; Weir only holds these.
+const DefaultSecretSelector = networking.CertificateUIDLabelKey
 
 // NewController returns the KIngress controller constructor for sharedmain.
 func NewController(opts ControllerOptions) func(context.Context, configmap.Watcher) *controller.Impl {
@@ -48,7 +57,7 @@ func NewController(opts ControllerOptions) func(context.Context, configmap.Watch
 		ingressInformer := ingressinformer.Get(ctx)
 		serviceInformer := serviceinformer.Get(ctx)
 		sliceInformer := endpointsliceinformer.Get(ctx)
-		secretInformer := secretinformer.Get(ctx)
+		secretInformer := secretinformer.Get(ctx, opts.SecretSelector)
 
 		if err := sliceInformer.Informer().AddIndexers(SliceIndexers); err != nil {
 			logger.Fatalw("Indexing EndpointSlices by Service failed", zap.Error(err))
@@ -58,6 +67,7 @@ func NewController(opts ControllerOptions) func(context.Context, configmap.Watch
 				Services:       serviceInformer.Lister(),
 				EndpointSlices: IndexedSlices(sliceInformer.Informer().GetIndexer()),
 				Secrets:        secretInformer.Lister(),
+				SecretSelector: opts.SecretSelector,
 			},
 			Model:     opts.Model,
 			Syncer:    opts.Syncer,

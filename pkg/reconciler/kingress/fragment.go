@@ -28,6 +28,9 @@ type Listers struct {
 	Services       corelisters.ServiceLister
 	EndpointSlices SlicesOfService
 	Secrets        corelisters.SecretLister
+	// SecretSelector is the label selector Secrets is filtered by, if any,
+	// so a missing Secret's message can say how to make it visible.
+	SecretSelector string
 }
 
 // SlicesOfService returns the EndpointSlices of a Service.
@@ -426,7 +429,12 @@ func (b *builder) certificates() {
 		}
 		sec, err := b.listers.Secrets.Secrets(ns).Get(t.SecretName)
 		if apierrs.IsNotFound(err) {
-			b.problem("SecretNotFound", "%s.secretName: Secret %s/%s does not exist", field, ns, t.SecretName)
+			if sel := b.listers.SecretSelector; sel != "" {
+				b.problem("SecretNotFound", "%s.secretName: Secret %s/%s does not exist or does not match the label selector %q that weir-controller watches Secrets by; for your own certificate, run: kubectl label secret -n %s %s %s=%s",
+					field, ns, t.SecretName, sel, ns, t.SecretName, sel, t.SecretName)
+			} else {
+				b.problem("SecretNotFound", "%s.secretName: Secret %s/%s does not exist", field, ns, t.SecretName)
+			}
 			continue
 		} else if err != nil {
 			b.problem("SecretUnavailable", "%s.secretName: reading Secret %s/%s: %v", field, ns, t.SecretName, err)

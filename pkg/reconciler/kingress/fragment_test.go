@@ -225,6 +225,7 @@ func TestBuildReferenceProblems(t *testing.T) {
 		ing        *v1alpha1.Ingress
 		objs       []runtime.Object
 		policy     SecretPolicy
+		selector   string
 		wantReason string
 		wantIn     []string
 	}{{
@@ -246,6 +247,13 @@ func TestBuildReferenceProblems(t *testing.T) {
 		objs:       []runtime.Object{service("svc")},
 		wantReason: "SecretNotFound",
 		wantIn:     []string{"spec.tls[0].secretName", "default/nope"},
+	}, {
+		name:       "missing secret, with a secret selector",
+		ing:        kingress("hello", withTLS(testNS, "mine", "hello.example.com")),
+		objs:       []runtime.Object{service("svc")},
+		selector:   DefaultSecretSelector,
+		wantReason: "SecretNotFound",
+		wantIn:     []string{"default/mine", "kubectl label secret -n default mine networking.internal.knative.dev/certificate-uid=mine"},
 	}, {
 		name: "secret without key",
 		ing:  kingress("hello", withTLS(testNS, "broken", "hello.example.com")),
@@ -275,6 +283,7 @@ func TestBuildReferenceProblems(t *testing.T) {
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := newListers(tc.objs...)
+			l.SecretSelector = tc.selector
 			frag, problems := Build(tc.ing, "", l.Listers, tc.policy)
 			if len(problems) != 1 || problems[0].Reason != tc.wantReason {
 				t.Fatalf("problems = %v, want one %s", problems, tc.wantReason)
