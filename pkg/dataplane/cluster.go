@@ -343,15 +343,21 @@ func (p *upstreamPool) endpointsFor(addrs []string) []*endpoint {
 	return out
 }
 
-// retain drops endpoint entries no longer referenced by the live snapshot.
+// retain drops endpoint entries no longer referenced by the live snapshot,
+// and the idle connections to them.
 func (p *upstreamPool) retain(live []*endpoint) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	keep := make(map[string]*endpoint, len(live))
+	addrs := make(map[string]bool, len(live))
 	for _, e := range live {
 		keep[e.addr] = e
+		addrs[e.addr] = true
 	}
 	p.endpoints = keep
+	p.mu.Unlock()
+	if h1, ok := p.main.(*h1Transport); ok {
+		h1.retain(addrs)
+	}
 }
 
 func (p *upstreamPool) close() {

@@ -5,21 +5,22 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"sync"
 	"time"
 )
 
-// h1Transport is the upstream HTTP/1.1 client for idempotent requests
-// without a body, the bulk of proxied traffic. It writes the request and
-// reads the response on the calling goroutine over a pooled keep-alive
-// connection. Go's Transport hands every request to a connection's write
-// goroutine and back from its read goroutine; on a small GET those
-// handoffs cost about as much as the proxying itself. Requests with a body
-// (whose upload must overlap the response), other methods (which must not
-// be resent when a pooled connection turns out closed) and upgrades go to
-// the fallback Transport.
+// h1Transport is the upstream HTTP/1.1 client for bodyless GET, HEAD,
+// OPTIONS and TRACE requests, the bulk of proxied traffic. It writes the
+// request and reads the response on the calling goroutine over a pooled
+// keep-alive connection. Go's Transport hands every request to a
+// connection's write goroutine and back from its read goroutine; on a small
+// GET those handoffs cost about as much as the proxying itself. Requests
+// with a body (whose upload must overlap the response), other methods (which
+// must not be resent when a pooled connection turns out closed) and
+// upgrades go to the fallback Transport.
 type h1Transport struct {
 	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
 	fallback    *http.Transport
@@ -27,19 +28,55 @@ type h1Transport struct {
 	maxIdle     int // per address
 
 	mu   sync.Mutex
-	idle map[string][]*h1Conn // by address; the most recently used last
+	idle map[string][]*h1Conn // by address, the most recently used last; nil once closed
 }
 
 type h1Conn struct {
-	t      *h1Transport
-	addr   string
-	nc     net.Conn
-	br     *bufio.Reader
-	bw     *bufio.Writer
-	idleAt time.Time
+	t    *h1Transport
+	addr string
+	nc   net.Conn
+	in   limitedConn // between nc and br: caps response heads, counts bytes
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	// idleTimer closes the connection once it has been idle for
+	// idleTimeout, Envoy's upstream idle_timeout.
+	idleTimer *time.Timer
 }
 
-const h1BufferSize = 16 << 10
+const (
+	h1BufferSize = 16 << 10
+	// maxResponseHeaderBytes is Envoy's default max_response_headers_kb.
+	maxResponseHeaderBytes = 60 << 10
+	// max1xxResponses bounds informational responses before the final one,
+	// as Go's Transport does.
+	max1xxResponses = 5
+	// maxStaleRetries bounds how many pooled connections a request tries
+	// before it dials a new one.
+	maxStaleRetries = 4
+)
+
+var errResponseHeadersTooLarge = errors.New("upstream response headers exceed 60 KiB")
+
+// limitedConn reads from the connection, at most limit bytes while a
+// response head is read, and counts what it read.
+type limitedConn struct {
+	nc    net.Conn
+	limit int64
+	read  int64
+}
+
+func (l *limitedConn) Read(p []byte) (int, error) {
+	if l.limit <= 0 {
+		return 0, errResponseHeadersTooLarge
+	}
+	if int64(len(p)) > l.limit {
+		p = p[:l.limit]
+	}
+	n, err := l.nc.Read(p)
+	l.limit -= int64(n)
+	l.read += int64(n)
+	return n, err
+}
 
 func newH1Transport(dial func(ctx context.Context, network, addr string) (net.Conn, error), fallback *http.Transport, idleTimeout time.Duration, maxIdle int) *h1Transport {
 	return &h1Transport{dial: dial, fallback: fallback, idleTimeout: idleTimeout, maxIdle: maxIdle, idle: map[string][]*h1Conn{}}
@@ -49,12 +86,12 @@ func newH1Transport(dial func(ctx context.Context, network, addr string) (net.Co
 // success the caller reads and closes the body; the connection returns to
 // the pool once the body has been read to the end.
 func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if (req.Body != nil && req.Body != http.NoBody) || !idempotent(req.Method) || req.Header.Get("Upgrade") != "" {
+	if (req.Body != nil && req.Body != http.NoBody) || !replayable(req.Method) || req.Header.Get("Upgrade") != "" {
 		return t.fallback.RoundTrip(req)
 	}
 	ctx := req.Context()
-	for {
-		c, reused, err := t.get(ctx, req.URL.Host)
+	for stale := 0; ; stale++ {
+		c, reused, err := t.get(ctx, req.URL.Host, stale < maxStaleRetries)
 		if err != nil {
 			return nil, err
 		}
@@ -66,49 +103,60 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if ctx.Err() != nil {
 			return nil, context.Cause(ctx)
 		}
-		// The server may close a pooled connection at any time; the
-		// request is idempotent, so it goes again on a new connection,
-		// as net/http does.
-		if reused {
+		// The server may close a pooled connection at any time. A request
+		// that got no byte of answer goes again on another connection, as
+		// net/http does; the method is safe to repeat.
+		if reused && c.in.read == 0 {
 			continue
 		}
 		return nil, err
 	}
 }
 
-func idempotent(method string) bool {
+// replayable are the methods net/http resends on a new connection.
+func replayable(method string) bool {
 	switch method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodDelete:
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
 		return true
 	}
 	return false
 }
 
-// get returns a pooled connection to addr or dials a new one.
-func (t *h1Transport) get(ctx context.Context, addr string) (*h1Conn, bool, error) {
-	now := time.Now()
-	t.mu.Lock()
-	for conns := t.idle[addr]; len(conns) > 0; conns = t.idle[addr] {
-		c := conns[len(conns)-1]
-		conns[len(conns)-1] = nil
-		t.idle[addr] = conns[:len(conns)-1]
-		if now.Sub(c.idleAt) < t.idleTimeout {
+// get returns a pooled connection to addr (if pooled) or dials a new one.
+func (t *h1Transport) get(ctx context.Context, addr string, pooled bool) (*h1Conn, bool, error) {
+	if pooled {
+		t.mu.Lock()
+		if conns := t.idle[addr]; len(conns) > 0 {
+			c := conns[len(conns)-1]
+			conns[len(conns)-1] = nil
+			if len(conns) == 1 {
+				delete(t.idle, addr)
+			} else {
+				t.idle[addr] = conns[:len(conns)-1]
+			}
 			t.mu.Unlock()
-			return c, true, nil
+			if c.idleTimer.Stop() {
+				return c, true, nil
+			}
+			// Its idle timer fired and is closing it; dial instead.
+		} else {
+			t.mu.Unlock()
 		}
-		c.nc.Close()
 	}
-	t.mu.Unlock()
 	nc, err := t.dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, false, err
 	}
-	return &h1Conn{t: t, addr: addr, nc: nc, br: bufio.NewReaderSize(nc, h1BufferSize), bw: bufio.NewWriterSize(nc, h1BufferSize)}, false, nil
+	c := &h1Conn{t: t, addr: addr, nc: nc, bw: bufio.NewWriterSize(nc, h1BufferSize)}
+	c.in.nc = nc
+	c.br = bufio.NewReaderSize(&c.in, h1BufferSize)
+	c.idleTimer = time.AfterFunc(math.MaxInt64, c.expire)
+	c.idleTimer.Stop()
+	return c, false, nil
 }
 
 // put returns a connection whose last response was read to the end.
 func (t *h1Transport) put(c *h1Conn) {
-	c.idleAt = time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.idle == nil || len(t.idle[c.addr]) >= t.maxIdle {
@@ -116,17 +164,56 @@ func (t *h1Transport) put(c *h1Conn) {
 		return
 	}
 	t.idle[c.addr] = append(t.idle[c.addr], c)
+	c.idleTimer.Reset(t.idleTimeout)
 }
 
-// CloseIdleConnections closes the pooled connections; later requests dial
-// new ones.
+// expire closes a connection idle for idleTimeout.
+func (c *h1Conn) expire() {
+	t := c.t
+	t.mu.Lock()
+	conns := t.idle[c.addr]
+	for i, o := range conns {
+		if o == c {
+			t.idle[c.addr] = append(conns[:i:i], conns[i+1:]...)
+			if len(t.idle[c.addr]) == 0 {
+				delete(t.idle, c.addr)
+			}
+			break
+		}
+	}
+	t.mu.Unlock()
+	c.nc.Close()
+}
+
+// retain closes the idle connections to addresses not in live, so
+// connections to pods that have gone do not linger.
+func (t *h1Transport) retain(live map[string]bool) {
+	t.mu.Lock()
+	var drop []*h1Conn
+	for addr, conns := range t.idle {
+		if !live[addr] {
+			drop = append(drop, conns...)
+			delete(t.idle, addr)
+		}
+	}
+	t.mu.Unlock()
+	for _, c := range drop {
+		c.idleTimer.Stop()
+		c.nc.Close()
+	}
+}
+
+// CloseIdleConnections closes the pooled connections for good: the pool
+// is being replaced, and connections still in use are closed when their
+// responses end.
 func (t *h1Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
-	t.idle = map[string][]*h1Conn{}
+	t.idle = nil
 	t.mu.Unlock()
 	for _, conns := range idle {
 		for _, c := range conns {
+			c.idleTimer.Stop()
 			c.nc.Close()
 		}
 	}
@@ -140,11 +227,13 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 	// Cancelling the request (route timeout, client gone) unblocks the
 	// read or write in progress.
 	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
+	c.in.read = 0
 	err := req.Write(c.bw)
 	if err == nil {
 		err = c.bw.Flush()
 	}
-	for err == nil {
+	for informational := 0; err == nil; informational++ {
+		c.in.limit = maxResponseHeaderBytes
 		var res *http.Response
 		if res, err = http.ReadResponse(c.br, req); err != nil {
 			break
@@ -153,8 +242,12 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 		case res.StatusCode == http.StatusSwitchingProtocols:
 			err = errUnexpected101
 		case res.StatusCode >= 100 && res.StatusCode < 200:
-			continue // informational (e.g. 103); the final response follows
+			if informational >= max1xxResponses {
+				err = errors.New("upstream sent too many informational responses")
+			}
+			continue // e.g. 103 Early Hints; the final response follows
 		default:
+			c.in.limit = math.MaxInt64 // the body has its own framing
 			res.Body = &h1Body{ReadCloser: res.Body, c: c, stop: stop, reusable: !res.Close && !req.Close}
 			return res, nil
 		}
@@ -191,15 +284,17 @@ func (b *h1Body) Close() error {
 	return nil
 }
 
-// finish releases the connection once: to the pool if the body ended
-// cleanly, the connection may be kept and no cancellation fired.
+// finish releases the connection once: to the pool only if the body ended
+// cleanly, the connection may be kept, no cancellation fired and nothing
+// unasked for follows the response (as Go's Transport, which drops a
+// connection with an unsolicited response on it).
 func (b *h1Body) finish(atEOF bool) {
 	if b.done {
 		return
 	}
 	b.done = true
 	notCancelled := b.stop()
-	if atEOF && b.reusable && notCancelled {
+	if atEOF && b.reusable && notCancelled && b.c.br.Buffered() == 0 {
 		b.c.t.put(b.c)
 		return
 	}

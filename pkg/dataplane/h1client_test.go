@@ -233,3 +233,87 @@ func TestH1TransportFallback(t *testing.T) {
 		t.Error("a request with a body went through the fast path")
 	}
 }
+
+// TestH1TransportUnsolicitedBytes: an upstream that sends more than the
+// response (a body on a HEAD) must not hand those bytes to the next
+// request as its response.
+func TestH1TransportUnsolicitedBytes(t *testing.T) {
+	t.Parallel()
+	s := startRawServer(t, func(c net.Conn, br *bufio.Reader) {
+		readRequests(c, br, func(_ int, req *http.Request) (string, bool) {
+			if req.Method == http.MethodHead {
+				return "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nbogus!", true
+			}
+			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true
+		})
+	})
+	tr := newTestH1(t)
+	if _, _, err := h1Get(t, tr, context.Background(), s.addr, http.MethodHead); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // let the extra bytes arrive
+	if _, body, err := h1Get(t, tr, context.Background(), s.addr, http.MethodGet); err != nil || body != "ok" {
+		t.Fatalf("the request after an unsolicited response got %q, %v", body, err)
+	}
+}
+
+func TestH1TransportResponseHeaderLimit(t *testing.T) {
+	t.Parallel()
+	big := strings.Repeat("x", 70<<10)
+	s := startRawServer(t, func(c net.Conn, br *bufio.Reader) {
+		readRequests(c, br, func(int, *http.Request) (string, bool) {
+			return "HTTP/1.1 200 OK\r\nX-Big: " + big + "\r\nContent-Length: 2\r\n\r\nok", true
+		})
+	})
+	tr := newTestH1(t)
+	if _, _, err := h1Get(t, tr, context.Background(), s.addr, http.MethodGet); err == nil {
+		t.Fatal("a 70 KiB response header was accepted")
+	}
+}
+
+// TestH1TransportIdleConnections: pooled connections close after the idle
+// timeout, when their endpoint leaves the cluster, and when the pool is
+// closed, including connections still in use at that moment.
+func TestH1TransportIdleConnections(t *testing.T) {
+	t.Parallel()
+	var open atomic.Int64
+	s := startRawServer(t, func(c net.Conn, br *bufio.Reader) {
+		open.Add(1)
+		defer open.Add(-1)
+		readRequests(c, br, func(int, *http.Request) (string, bool) {
+			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true
+		})
+	})
+	eventuallyOpen := func(want int64, what string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); open.Load() != want; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d upstream connections open, want %d", what, open.Load(), want)
+			}
+		}
+	}
+	d := &net.Dialer{}
+	tr := newH1Transport(d.DialContext, &http.Transport{}, 100*time.Millisecond, 16)
+	if _, _, err := h1Get(t, tr, context.Background(), s.addr, http.MethodGet); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyOpen(1, "after a request")
+	eventuallyOpen(0, "after the idle timeout")
+
+	tr = newH1Transport(d.DialContext, &http.Transport{}, time.Hour, 16)
+	if _, _, err := h1Get(t, tr, context.Background(), s.addr, http.MethodGet); err != nil {
+		t.Fatal(err)
+	}
+	tr.retain(map[string]bool{"127.0.0.1:1": true})
+	eventuallyOpen(0, "after the endpoint left")
+
+	req, _ := http.NewRequest(http.MethodGet, "http://"+s.addr+"/", nil)
+	res, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.CloseIdleConnections()
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	eventuallyOpen(0, "after a response that ended once the pool was closed")
+}

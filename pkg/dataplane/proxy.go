@@ -448,7 +448,8 @@ func (p *Proxy) drain(rl *rtListener) {
 // Drain starts draining the way Envoy's drain manager does before a
 // restart: listeners keep accepting connections and serving requests, but
 // each HTTP/1.1 response carries "Connection: close", each HTTP/2 response
-// starts a GOAWAY, and idle keep-alive connections are closed. Clients then
+// starts a GOAWAY, and idle HTTP/1.1 connections are closed (an idle HTTP/2
+// connection gets its GOAWAY with its next response). Clients then
 // reconnect, and reach another gateway once this one has left its Service's
 // endpoints. Call Shutdown after the drain period.
 func (p *Proxy) Drain() {

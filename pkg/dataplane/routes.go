@@ -140,11 +140,11 @@ type retryPolicy struct {
 	maxBackoff  time.Duration
 }
 
-// compileRoutes compiles one RouteConfiguration against the cluster set.
-// compileRoutes compiles a route configuration. Like Envoy, it applies
-// validate_clusters only when the route configuration itself is new or
-// changed (revalidate): a cluster removed later leaves its routes answering
-// 503 instead of blocking every other update.
+// compileRoutes compiles a route configuration against the cluster set.
+// Like Envoy, it applies validate_clusters only when the route
+// configuration itself is new or changed (revalidate): a cluster removed
+// later leaves its routes answering 503 instead of blocking every other
+// update.
 func compileRoutes(rc *routev3.RouteConfiguration, clusters map[string]*cluster, revalidate bool) (*routeTable, error) {
 	if err := pgv(rc, ""); err != nil {
 		return nil, err

@@ -87,10 +87,11 @@ type Client struct {
 	// bounds that wait for a server that never answers some type.
 	answered        map[string]bool
 	initialDeadline time.Time
-	// warmingSince is when the state started waiting for referenced
-	// resources; warmingTimer re-checks it when the warming timeout ends.
-	warmingSince time.Time
-	warmingTimer *time.Timer
+	// warming holds, by service name, when each EDS cluster without
+	// endpoints started waiting for them.
+	warming map[string]time.Time
+	// stopped is set when Run returns; late warming timers then do nothing.
+	stopped bool
 }
 
 // initialFetchTimeout is how long the first config waits for types that
@@ -116,7 +117,7 @@ func New(conn grpc.ClientConnInterface, applier Applier, opts Options) *Client {
 		state[t] = map[string]entry{}
 	}
 	return &Client{conn: conn, applier: applier, opts: opts, log: opts.Logger, metrics: newMetrics(opts.Registerer),
-		state: state, versions: map[string]string{}, answered: map[string]bool{}}
+		state: state, versions: map[string]string{}, answered: map[string]bool{}, warming: map[string]time.Time{}}
 }
 
 // Applied returns the last config the proxy applied, or nil.
@@ -136,6 +137,11 @@ func (c *Client) Connected() bool {
 // Run streams until ctx ends, reconnecting with exponential backoff. The
 // proxy keeps serving its last config while the server is away.
 func (c *Client) Run(ctx context.Context) {
+	defer func() {
+		c.mu.Lock()
+		c.stopped = true
+		c.mu.Unlock()
+	}()
 	backoff := c.opts.MinBackoff
 	delta := !c.opts.StateOfTheWorld
 	for ctx.Err() == nil {
@@ -357,70 +363,93 @@ func (c *Client) update(typeURL string, updates map[string]entry, removed []stri
 	}
 	if c.applied == nil && len(c.answered) < len(typeOrder) && time.Now().Before(c.initialDeadline) {
 		c.log.Debugw("Waiting for every type's first response before the first config", "answered", len(c.answered))
-	} else if missing := dangling(res, c.warmedOut()); missing == "" {
+	} else if missing := c.warm(res); missing == "" {
 		if err := c.applier.Apply(res); err != nil {
 			c.metrics.update(typeURL, "nack")
 			c.log.Warnw("Rejected xDS update; keeping the last good config", "type", typeURL, "error", err)
 			return err
 		}
 		c.applied = res
-		c.warmingSince = time.Time{}
 		c.metrics.applied()
 	} else {
 		c.log.Debugw("Waiting for referenced resources before applying", "missing", missing)
-		c.startWarming()
 	}
 	c.state[typeURL] = next
 	c.metrics.update(typeURL, "ack")
 	return nil
 }
 
-// warmedOut reports whether the state has waited for referenced resources
-// longer than the warming timeout. Locked.
-func (c *Client) warmedOut() bool {
-	return !c.warmingSince.IsZero() && time.Since(c.warmingSince) >= c.opts.WarmingTimeout
+// warm follows Envoy's cluster warming: an EDS cluster waits for its
+// endpoints for at most the warming timeout (initial_fetch_timeout), each
+// on its own clock, and is then served without them. It returns what res
+// still waits for, or "" when it can be applied. Locked.
+func (c *Client) warm(res *dataplane.Resources) string {
+	now := time.Now()
+	lacking := edsWithoutEndpoints(res)
+	for name := range c.warming {
+		if !lacking[name] {
+			delete(c.warming, name)
+		}
+	}
+	for name := range lacking {
+		if _, ok := c.warming[name]; !ok {
+			c.warming[name] = now
+			time.AfterFunc(c.opts.WarmingTimeout, c.endWarming)
+		}
+	}
+	return dangling(res, func(name string) bool { return now.Sub(c.warming[name]) >= c.opts.WarmingTimeout })
 }
 
-// startWarming notes that the state waits for referenced resources and
-// arranges a re-check when the warming timeout ends, so a cluster whose
-// endpoints never come (a rejected or lost EDS update) cannot hold every
-// later update back. Locked.
-func (c *Client) startWarming() {
-	if !c.warmingSince.IsZero() {
-		return
-	}
-	c.warmingSince = time.Now()
-	if c.warmingTimer != nil {
-		c.warmingTimer.Stop()
-	}
-	c.warmingTimer = time.AfterFunc(c.opts.WarmingTimeout, c.endWarming)
-}
-
-// endWarming applies the current state if all it still lacks are the
-// endpoints of EDS clusters, which then have none.
+// endWarming runs when a cluster's warming timeout ends: it applies the
+// current state if all it lacks are endpoints whose wait is over.
 func (c *Client) endWarming() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.warmingSince.IsZero() {
+	if c.stopped || len(c.warming) == 0 {
+		return
+	}
+	if c.applied == nil && len(c.answered) < len(typeOrder) && time.Now().Before(c.initialDeadline) {
 		return
 	}
 	res, err := assemble(c.state)
-	if err != nil {
+	if err != nil || c.warm(res) != "" {
 		return
 	}
-	if missing := dangling(res, true); missing != "" {
-		c.log.Warnw("Config still waits for a referenced resource after the warming timeout", "missing", missing)
-		c.warmingSince = time.Time{}
-		return
-	}
-	c.warmingSince = time.Time{}
 	if err := c.applier.Apply(res); err != nil {
-		c.log.Warnw("Warmed-out config rejected; keeping the last good config", "error", err)
+		c.log.Warnw("Config with warmed-out clusters rejected; keeping the last good config", "error", err)
 		return
 	}
-	c.log.Warnw("Applied config with EDS clusters whose endpoints never arrived (warming timeout); they have no endpoints")
+	names := make([]string, 0, len(c.warming))
+	for n := range c.warming {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	c.log.Warnw("Applied config without endpoints for EDS clusters whose endpoints did not arrive within the warming timeout", "clusters", names)
 	c.applied = res
 	c.metrics.applied()
+}
+
+// edsWithoutEndpoints names the EDS clusters (by service name) that have
+// no ClusterLoadAssignment in res.
+func edsWithoutEndpoints(res *dataplane.Resources) map[string]bool {
+	clas := make(map[string]bool, len(res.Endpoints))
+	for _, e := range res.Endpoints {
+		clas[e.GetClusterName()] = true
+	}
+	out := map[string]bool{}
+	for _, cl := range res.Clusters {
+		if cl.GetType() != clusterv3.Cluster_EDS {
+			continue
+		}
+		name := cl.GetEdsClusterConfig().GetServiceName()
+		if name == "" {
+			name = cl.GetName()
+		}
+		if !clas[name] {
+			out[name] = true
+		}
+	}
+	return out
 }
 
 func assemble(state map[string]map[string]entry) (*dataplane.Resources, error) {
@@ -452,10 +481,10 @@ func assemble(state map[string]map[string]entry) (*dataplane.Resources, error) {
 }
 
 // dangling names the first resource a config refers to but does not hold:
-// a listener's route configuration or secret, or (unless skipEndpoints) an
-// EDS cluster's endpoints. Like Envoy's warming, such a config is not
-// applied yet.
-func dangling(res *dataplane.Resources, skipEndpoints bool) string {
+// a listener's route configuration or secret, or an EDS cluster's
+// endpoints (unless warmedOut says that cluster's wait is over). Like
+// Envoy's warming, such a config is not applied yet.
+func dangling(res *dataplane.Resources, warmedOut func(service string) bool) string {
 	has := func(kind string, names map[string]bool, n string) string {
 		if !names[n] {
 			return kind + " " + n
@@ -473,12 +502,15 @@ func dangling(res *dataplane.Resources, skipEndpoints bool) string {
 		clas[e.GetClusterName()] = true
 	}
 	for _, cl := range res.Clusters {
-		if skipEndpoints || cl.GetType() != clusterv3.Cluster_EDS {
+		if cl.GetType() != clusterv3.Cluster_EDS {
 			continue
 		}
 		name := cl.GetEdsClusterConfig().GetServiceName()
 		if name == "" {
 			name = cl.GetName()
+		}
+		if warmedOut != nil && warmedOut(name) {
+			continue
 		}
 		if m := has("endpoints", clas, name); m != "" {
 			return m

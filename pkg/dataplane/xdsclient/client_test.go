@@ -221,8 +221,8 @@ func TestClientAppliesCompleteConfigs(t *testing.T) {
 			}
 			// Every applied config is complete: never a route without its cluster.
 			for _, r := range app.all() {
-				if dangling(r, false) != "" {
-					t.Errorf("applied an incomplete config: missing %s", dangling(r, false))
+				if dangling(r, nil) != "" {
+					t.Errorf("applied an incomplete config: missing %s", dangling(r, nil))
 				}
 			}
 			srv.Apply(desired("a", 9002))
@@ -316,15 +316,15 @@ func TestDangling(t *testing.T) {
 		Listeners: []*listenerv3.Listener{listener("l", "r")},
 		Clusters:  []*clusterv3.Cluster{edsCluster("c")},
 	}
-	if got := dangling(r, false); got != "endpoints c" {
+	if got := dangling(r, nil); got != "endpoints c" {
 		t.Errorf("dangling = %q, want endpoints c", got)
 	}
 	r.Endpoints = []*endpointv3.ClusterLoadAssignment{cla("c")}
-	if got := dangling(r, false); got != "route configuration r" {
+	if got := dangling(r, nil); got != "route configuration r" {
 		t.Errorf("dangling = %q, want route configuration r", got)
 	}
 	r.Routes = []*routev3.RouteConfiguration{routeTo("r", "c")}
-	if got := dangling(r, false); got != "" {
+	if got := dangling(r, nil); got != "" {
 		t.Errorf("dangling = %q, want none", got)
 	}
 }
@@ -407,4 +407,20 @@ func TestWarmingTimeout(t *testing.T) {
 		t.Fatalf("applied %d clusters before the warming timeout, want the old 1", n)
 	}
 	app.waitFor(t, "the config with b after the warming timeout", func(r *dataplane.Resources) bool { return len(r.Clusters) == 2 })
+
+	// b's wait is over for good: an unrelated change applies at once.
+	if err := c.update(resource.RouteType, map[string]entry{"other": {version: "3", msg: routeTo("other", "a")}}, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(app.last().Routes); n != 2 {
+		t.Fatalf("an update after b warmed out was held back: %d route configurations applied, want 2", n)
+	}
+	// A new cluster c waits on its own clock, not b's.
+	if err := c.update(resource.ClusterType, map[string]entry{"c": {version: "4", msg: edsCluster("c")}}, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(app.last().Clusters); n != 2 {
+		t.Fatalf("cluster c was applied before its own warming timeout (%d clusters)", n)
+	}
+	app.waitFor(t, "the config with c after its warming timeout", func(r *dataplane.Resources) bool { return len(r.Clusters) == 3 })
 }
