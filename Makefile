@@ -41,12 +41,12 @@ conformance: k8s
 	GOTESTFLAGS="$(GOTESTFLAGS)" hack/conformance.sh
 
 ## k8s: build etcd, kube-apiserver and kube-controller-manager into
-## .cache/k8s (about 7 min cold, instant when cached).
+## .cache/k8s (about 7 to 8 min cold, instant when cached).
 k8s:
 	@hack/build-k8s.sh >/dev/null
 
 ## cluster-up: a local cluster with Weir (test/cluster); prints the
-## kubeconfig, Ctrl-C stops it. Needs root. CLUSTER_FLAGS=-gateways=2 etc.
+## kubeconfig, Ctrl-C stops it. Needs root. CLUSTER_FLAGS="-gateways=2 -controllers=2".
 cluster-up: k8s
 	$(GO) build -o $(BIN)/cluster-up ./test/cluster/cmd/cluster-up
 	$(BIN)/cluster-up $(CLUSTER_FLAGS)

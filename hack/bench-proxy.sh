@@ -5,6 +5,7 @@
 # docs/benchmarks.md. Flags go to test/bench/proxybench (-duration, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PATH=$PATH:/usr/sbin
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
 	echo "[bench-proxy] installing nginx-light and wrk from Debian" >&2
 	export DEBIAN_FRONTEND=noninteractive
@@ -14,7 +15,6 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
 	# its own, and port 80 must stay free for test/cluster.
 	service nginx stop >/dev/null 2>&1 || true
 fi
-PATH=$PATH:/usr/sbin
 mkdir -p bin
 go build -o bin/weir ./cmd/weir
 go build -o bin/proxybench ./test/bench/proxybench

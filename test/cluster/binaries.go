@@ -24,7 +24,7 @@ var WeirImages = []string{"weir-controller", "weir-proxy"}
 
 // EnsureKubernetes builds (or finds in .cache/k8s) etcd, kube-apiserver and
 // kube-controller-manager and returns their directory. A cold build takes
-// about 8 minutes; progress goes to progress.
+// about 7 to 8 minutes; progress goes to progress.
 func EnsureKubernetes(ctx context.Context, progress io.Writer) (string, error) {
 	root, err := repoRoot()
 	if err != nil {

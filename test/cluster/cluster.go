@@ -174,8 +174,10 @@ func StartForTest(t testing.TB, opts Options) *Cluster {
 }
 
 // StopOnSignal stops the cluster and exits when the process gets SIGINT or
-// SIGTERM (Ctrl-C, go test's timeout handling), so no pod network or
-// process outlives a test binary stopped early.
+// SIGTERM (Ctrl-C, a killed job), so no pod network or process outlives a
+// test binary stopped early. go test's -timeout panics instead: the
+// processes still die with it (Pdeathsig), and the next cluster on the same
+// index removes the network left behind.
 func (c *Cluster) StopOnSignal() {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)

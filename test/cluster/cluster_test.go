@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -56,6 +57,12 @@ func TestClusterEndToEnd(t *testing.T) {
 	}
 	t0 := time.Now()
 	c := StartForTest(t, Options{})
+	// Building the pod images may take minutes on a cold cache.
+	buildCtx, cancelBuild := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancelBuild()
+	if _, err := c.StartPodRunner(buildCtx, nil); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if _, err := c.StartWeir(ctx, WeirOptions{}); err != nil {
@@ -116,6 +123,9 @@ func TestClusterEndToEnd(t *testing.T) {
 		return got.IsReady(), nil
 	})
 	if err != nil {
+		if last == nil {
+			t.Fatalf("KIngress not ready: %v", err)
+		}
 		t.Fatalf("KIngress not ready: %+v", last.Status)
 	}
 	lb := last.Status.PrivateLoadBalancer
@@ -155,7 +165,7 @@ func TestClusterEndToEnd(t *testing.T) {
 	}
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		_, err := c.Kube.CoreV1().Pods(ns).Get(ctx, "proxy", metav1.GetOptions{})
-		return err != nil, nil
+		return apierrors.IsNotFound(err), nil
 	})
 	if err != nil {
 		t.Error("deleted pod still exists")

@@ -24,8 +24,8 @@ import (
 //
 // Pods have no default route: they reach each other, the host and the
 // service range, nothing else. "unreachable" routes for 10.244/16 and
-// 10.96/16 stay on the host, so traffic to a pod that is gone never leaves
-// the machine. index is unique among the clusters running on this host
+// 10.96/16 stay on the host while any cluster runs, so traffic to a pod
+// that is gone never leaves the machine. index is unique among the clusters running on this host
 // (a flock in /run/weir-cluster), so several can run at once.
 type network struct {
 	index   int
@@ -57,7 +57,7 @@ func newNetwork() (*network, error) {
 		return nil, err
 	}
 	for i := 0; i < maxClusters; i++ {
-		f, err := os.OpenFile(fmt.Sprintf("/run/weir-cluster/%d.lock", i), os.O_CREATE|os.O_RDWR, 0o644)
+		f, err := os.OpenFile(lockPath(i), os.O_CREATE|os.O_RDWR, 0o644)
 		if err != nil {
 			return nil, err
 		}
@@ -89,9 +89,51 @@ func (n *network) vethPrefix() string { return fmt.Sprintf("wv%d-", n.index) }
 // NodePortBase is the first node port of this cluster's range of 100.
 func (n *network) nodePortBase() int { return 30000 + 100*n.index }
 
+// guardRanges hold every cluster's pods and Services.
+var guardRanges = []string{"10.244.0.0/16", "10.96.0.0/16"}
+
+// checkHostRanges refuses to run on a host that itself uses the pod or
+// Service ranges (its own address or its DNS server): the guard routes
+// would cut the host off from them.
+func checkHostRanges() error {
+	var ips []net.IP
+	if b, err := os.ReadFile("/etc/resolv.conf"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "nameserver" {
+				ips = append(ips, net.ParseIP(f[1]))
+			}
+		}
+	}
+	if ifaces, err := net.Interfaces(); err == nil {
+		for _, ifc := range ifaces {
+			if strings.HasPrefix(ifc.Name, "weirbr") {
+				continue
+			}
+			addrs, _ := ifc.Addrs()
+			for _, a := range addrs {
+				if ipn, ok := a.(*net.IPNet); ok {
+					ips = append(ips, ipn.IP)
+				}
+			}
+		}
+	}
+	for _, r := range guardRanges {
+		_, cidr, _ := net.ParseCIDR(r)
+		for _, ip := range ips {
+			if ip != nil && cidr.Contains(ip) {
+				return fmt.Errorf("this host uses %s (%s), which test/cluster routes to its pods and Services; run it on a host outside %s", ip, r, strings.Join(guardRanges, " and "))
+			}
+		}
+	}
+	return nil
+}
+
 func (n *network) setup() error {
+	if err := checkHostRanges(); err != nil {
+		return err
+	}
 	n.cleanStale()
-	for _, guard := range []string{"10.244.0.0/16", "10.96.0.0/16"} {
+	for _, guard := range guardRanges {
 		if err := run("ip", "route", "replace", "unreachable", guard); err != nil {
 			return err
 		}
@@ -144,13 +186,36 @@ func (n *network) cleanStale() {
 }
 
 // teardown removes the bridge, every pod namespace and the service route,
-// and frees the index.
+// frees the index and, if no other cluster runs, the guard routes.
 func (n *network) teardown() {
 	n.cleanStale()
 	if n.lock != nil {
 		n.lock.Close()
+		n.lock = nil
+	}
+	dropGuardsIfLast()
+}
+
+// dropGuardsIfLast removes the guard routes unless another cluster holds
+// an index.
+func dropGuardsIfLast() {
+	for i := 0; i < maxClusters; i++ {
+		f, err := os.OpenFile(lockPath(i), os.O_RDWR, 0)
+		if err != nil {
+			continue
+		}
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		f.Close()
+		if err != nil {
+			return // held by a running cluster
+		}
+	}
+	for _, guard := range guardRanges {
+		_ = run("ip", "route", "del", "unreachable", guard)
 	}
 }
+
+func lockPath(index int) string { return fmt.Sprintf("/run/weir-cluster/%d.lock", index) }
 
 // podNS is one pod's network namespace.
 type podNS struct {

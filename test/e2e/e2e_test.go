@@ -73,7 +73,7 @@ func TestDomainConflict(t *testing.T) {
 	if !first.IsReady() {
 		t.Errorf("conflict-first lost Ready: %+v", first.Status)
 	}
-	p := startProber(host, fromBackend("conflict-a"))
+	p := startProber(t, host, fromBackend("conflict-a"))
 	time.Sleep(2 * time.Second)
 	p.stop(t, 20)
 
@@ -93,7 +93,7 @@ func TestGatewayRollingRestart(t *testing.T) {
 	serveBackend(t, "gwr", host)
 
 	ctx := context.Background()
-	p := startProber(host, fromBackend("gwr"))
+	p := startProber(t, host, fromBackend("gwr"))
 	time.Sleep(time.Second)
 	old := append([]string(nil), weir.GatewayPods...)
 	for i, name := range old {
@@ -124,23 +124,30 @@ func TestControllerRestart(t *testing.T) {
 	const host = "controller-restart.e2e.example.com"
 	serveBackend(t, "ctrlr", host)
 
-	p := startProber(host, fromBackend("ctrlr"))
+	p := startProber(t, host, fromBackend("ctrlr"))
 	stopWatch := watchReady(t, "ctrlr")
+	_, holder := ingressLeader(t)
+	restarts := map[string]int32{}
+	for _, name := range weir.ControllerPods {
+		restarts[name] = restartCount(t, name)
+	}
 	time.Sleep(time.Second)
 	for _, name := range weir.ControllerPods {
 		if err := kube.KillPod("knative-serving", name); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// Serve with no controller for a while.
-	time.Sleep(3 * time.Second)
+	// Every replica comes back (the pod runner restarts it) and one of the
+	// new processes takes the lease; then the new leader has reconciled,
+	// and re-probed, every KIngress.
 	for _, name := range weir.ControllerPods {
+		waitRestarted(t, name, restarts[name])
 		if err := kube.WaitPodReady(context.Background(), "knative-serving", name, 2*time.Minute); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// The new leader re-probes; the unchanged generation must stay Ready.
-	time.Sleep(20 * time.Second)
+	waitNewLeader(t, holder)
+	time.Sleep(5 * time.Second)
 	stopWatch()
 	updateKIngress(t, "ctrlr", kingressSpec(host, "ctrlr", "2"))
 	waitReady(t, "ctrlr")
@@ -159,7 +166,7 @@ func TestLeaderFailover(t *testing.T) {
 	pod, _, _ := strings.Cut(holder, "_")
 	t.Logf("lease %s is held by %s", leaseName, holder)
 
-	p := startProber(host, fromBackend("leader"))
+	p := startProber(t, host, fromBackend("leader"))
 	time.Sleep(time.Second)
 	t0 := time.Now()
 	if err := kube.KillPod("knative-serving", pod); err != nil {
@@ -171,9 +178,45 @@ func TestLeaderFailover(t *testing.T) {
 	t.Logf("status of the new generation written %v after the leader was killed", time.Since(t0).Round(time.Millisecond))
 	eventually(t, host, 30*time.Second, specVersion("2"))
 	if _, now := ingressLeader(t); now == holder {
-		t.Errorf("lease still held by the killed leader %s", holder)
+		t.Errorf("lease still held by the killed process %s", holder)
 	}
 	p.stop(t, 200)
+}
+
+// restartCount is how often the pod runner restarted a controller pod.
+func restartCount(t *testing.T, pod string) int32 {
+	t.Helper()
+	p, err := kube.Kube.CoreV1().Pods("knative-serving").Get(context.Background(), pod, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Status.ContainerStatuses) == 0 {
+		return 0
+	}
+	return p.Status.ContainerStatuses[0].RestartCount
+}
+
+func waitRestarted(t *testing.T, pod string, before int32) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		return restartCount(t, pod) > before, nil
+	})
+	if err != nil {
+		t.Fatalf("controller pod %s was not restarted after it was killed", pod)
+	}
+}
+
+// waitNewLeader waits until a process other than old holds the KIngress
+// reconciler's lease.
+func waitNewLeader(t *testing.T, old string) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, 90*time.Second, true, func(context.Context) (bool, error) {
+		_, holder := ingressLeader(t)
+		return holder != old, nil
+	})
+	if err != nil {
+		t.Fatalf("the lease is still held by the killed process %s", old)
+	}
 }
 
 // ingressLeader returns the Lease of the KIngress reconciler and its

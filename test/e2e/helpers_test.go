@@ -150,6 +150,9 @@ func waitKIngress(t *testing.T, name string, timeout time.Duration, what string,
 		return ing.Status.ObservedGeneration == ing.Generation && done(ing), nil
 	})
 	if err != nil {
+		if last == nil {
+			t.Fatalf("KIngress %s: not %s after %v: %v", name, what, timeout, err)
+		}
 		t.Fatalf("KIngress %s: not %s after %v; generation %d, status %+v", name, what, timeout, last.Generation, last.Status)
 	}
 	return last
@@ -230,10 +233,15 @@ type prober struct {
 
 // startProber runs two keep-alive clients and one that opens a new
 // connection for every request, so both connection reuse and new
-// connections through the Service are exercised.
-func startProber(host string, check func(runtimeInfo) error) *prober {
+// connections through the Service are exercised. It stops with the test
+// at the latest.
+func startProber(t *testing.T, host string, check func(runtimeInfo) error) *prober {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &prober{host: host, check: check, cancel: cancel}
+	t.Cleanup(func() {
+		cancel()
+		p.wg.Wait()
+	})
 	clients := []*http.Client{
 		{Timeout: 10 * time.Second},
 		{Timeout: 10 * time.Second},
@@ -293,6 +301,10 @@ func watchReady(t *testing.T, name string) func() {
 	var flaps atomic.Int64
 	var first atomic.Value
 	done := make(chan struct{})
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
 	go func() {
 		defer close(done)
 		for ctx.Err() == nil {
