@@ -88,8 +88,11 @@ type Client struct {
 	answered        map[string]bool
 	initialDeadline time.Time
 	// warming holds, by service name, when each EDS cluster without
-	// endpoints started waiting for them.
-	warming map[string]time.Time
+	// endpoints started waiting for them; warmingTimer fires at
+	// warmingDue, the end of the earliest wait.
+	warming      map[string]time.Time
+	warmingTimer *time.Timer
+	warmingDue   time.Time
 	// stopped is set when Run returns; late warming timers then do nothing.
 	stopped bool
 }
@@ -391,11 +394,24 @@ func (c *Client) warm(res *dataplane.Resources) string {
 			delete(c.warming, name)
 		}
 	}
+	next := time.Time{}
 	for name := range lacking {
-		if _, ok := c.warming[name]; !ok {
+		start, ok := c.warming[name]
+		if !ok {
+			start = now
 			c.warming[name] = now
-			time.AfterFunc(c.opts.WarmingTimeout, c.endWarming)
 		}
+		if end := start.Add(c.opts.WarmingTimeout); end.After(now) && (next.IsZero() || end.Before(next)) {
+			next = end
+		}
+	}
+	// One timer, for the earliest wait still running.
+	if !next.IsZero() && (c.warmingTimer == nil || c.warmingDue.IsZero() || next.Before(c.warmingDue) || !c.warmingDue.After(now)) {
+		if c.warmingTimer != nil {
+			c.warmingTimer.Stop()
+		}
+		c.warmingDue = next
+		c.warmingTimer = time.AfterFunc(next.Sub(now), c.endWarming)
 	}
 	return dangling(res, func(name string) bool { return now.Sub(c.warming[name]) >= c.opts.WarmingTimeout })
 }
@@ -405,10 +421,13 @@ func (c *Client) warm(res *dataplane.Resources) string {
 func (c *Client) endWarming() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.warmingDue = time.Time{}
 	if c.stopped || len(c.warming) == 0 {
 		return
 	}
 	if c.applied == nil && len(c.answered) < len(typeOrder) && time.Now().Before(c.initialDeadline) {
+		c.warmingDue = c.initialDeadline
+		c.warmingTimer = time.AfterFunc(time.Until(c.initialDeadline), c.endWarming)
 		return
 	}
 	res, err := assemble(c.state)
