@@ -21,20 +21,6 @@ import (
 	"github.com/weir-dev/weir/pkg/dataplane"
 )
 
-// genBackend answers with its name and the X-Gen header it received.
-func genBackend(t *testing.T, name string) int {
-	t.Helper()
-	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if h := r.Header.Get("K-Network-Hash"); h != "" {
-			w.Header().Set("K-Network-Hash", h)
-		}
-		w.Header().Set("X-Gen-Seen", r.Header.Get("X-Gen"))
-		_, _ = io.WriteString(w, name)
-	}))
-	t.Cleanup(s.Close)
-	return s.Listener.Addr().(*net.TCPAddr).Port
-}
-
 // wsBackend echoes websocket messages.
 func wsBackend(t *testing.T) int {
 	t.Helper()
@@ -157,7 +143,7 @@ func TestHotUpdateUnderLoad(t *testing.T) {
 	)
 	var ports []int
 	for i := 0; i < 4; i++ {
-		ports = append(ports, genBackend(t, fmt.Sprintf("backend-%d", i)))
+		ports = append(ports, backend(t, fmt.Sprintf("backend-%d", i)))
 	}
 	wsPort := wsBackend(t)
 	dir := t.TempDir()

@@ -17,13 +17,15 @@ import (
 	"go.uber.org/zap/zaptest"
 )
 
-// backend answers with its name and echoes the probe hash like queue-proxy.
+// backend answers with its name, echoes the probe hash like queue-proxy,
+// and reports the X-Gen header it received as X-Gen-Seen.
 func backend(t *testing.T, name string) int {
 	t.Helper()
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if h := r.Header.Get("K-Network-Hash"); h != "" {
 			w.Header().Set("K-Network-Hash", h)
 		}
+		w.Header().Set("X-Gen-Seen", r.Header.Get("X-Gen"))
 		fmt.Fprint(w, name)
 	}))
 	t.Cleanup(s.Close)

@@ -448,6 +448,17 @@ func (c *Client) endWarming() {
 	c.metrics.applied()
 }
 
+// edsService is the name an EDS cluster's endpoints come under.
+func edsService(cl *clusterv3.Cluster) (string, bool) {
+	if cl.GetType() != clusterv3.Cluster_EDS {
+		return "", false
+	}
+	if name := cl.GetEdsClusterConfig().GetServiceName(); name != "" {
+		return name, true
+	}
+	return cl.GetName(), true
+}
+
 // edsWithoutEndpoints names the EDS clusters (by service name) that have
 // no ClusterLoadAssignment in res.
 func edsWithoutEndpoints(res *dataplane.Resources) map[string]bool {
@@ -457,14 +468,7 @@ func edsWithoutEndpoints(res *dataplane.Resources) map[string]bool {
 	}
 	out := map[string]bool{}
 	for _, cl := range res.Clusters {
-		if cl.GetType() != clusterv3.Cluster_EDS {
-			continue
-		}
-		name := cl.GetEdsClusterConfig().GetServiceName()
-		if name == "" {
-			name = cl.GetName()
-		}
-		if !clas[name] {
+		if name, ok := edsService(cl); ok && !clas[name] {
 			out[name] = true
 		}
 	}
@@ -521,14 +525,8 @@ func dangling(res *dataplane.Resources, warmedOut func(service string) bool) str
 		clas[e.GetClusterName()] = true
 	}
 	for _, cl := range res.Clusters {
-		if cl.GetType() != clusterv3.Cluster_EDS {
-			continue
-		}
-		name := cl.GetEdsClusterConfig().GetServiceName()
-		if name == "" {
-			name = cl.GetName()
-		}
-		if warmedOut != nil && warmedOut(name) {
+		name, ok := edsService(cl)
+		if !ok || (warmedOut != nil && warmedOut(name)) {
 			continue
 		}
 		if m := has("endpoints", clas, name); m != "" {
