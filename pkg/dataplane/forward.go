@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/weir-dev/weir/pkg/dataplane/httpfilter"
 )
 
 var (
@@ -46,8 +48,10 @@ var (
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// stream is the per-request state. It is not pooled: timers and the
-// transport's body reader may outlive the handler.
+// stream is the per-request state: Envoy's active stream with its filter
+// manager. The router, the terminal filter, is the code in this file. It is
+// not pooled: timers and the transport's body reader may outlive the
+// handler.
 type stream struct {
 	rl    *rtListener
 	conf  *listenerConf
@@ -56,18 +60,44 @@ type stream struct {
 	r     *http.Request
 	start time.Time
 
-	path     string // :path without query, after normalization
+	// req is what the filters see and the router forwards.
+	req httpfilter.RequestHeaders
+	// path and rawQuery split req.Path; hasQuery is set when it has a '?'.
+	path     string
+	rawQuery string
+	hasQuery bool
 	tls      bool
 	upType   string
+	vhost    *vhost
 	route    *route
 	cluster  *cluster
 	endpoint *endpoint
 	activeEp *endpoint // least-request accounting to release at the end
 
+	// mu serialises the filter callbacks and downstream writes: the
+	// transport reads the request body, and so runs decoder filters, on a
+	// goroutine of its own.
+	mu       sync.Mutex
+	filters  []activeFilter
+	decAt    int // index of the filter holding the request headers; len(filters) once at the router
+	encAt    int // index of the filter holding the response headers; -1 once written
+	body     *decodedBody
+	resp     httpfilter.ResponseHeaders
+	replied  bool // a local reply has started
+	replaced bool // a local reply replaced the response being encoded
+	// encodingLocal is set while a local reply sent from an encoder
+	// filter is written: it skips the encoder filters, which already
+	// decided.
+	encodingLocal bool
+	headersSent   bool
+	replies       int  // local replies sent, to tell whether a filter replaced ours
+	aborted       bool // the stream must be reset
+
 	ctx          context.Context
 	cancel       context.CancelCauseFunc
 	idle         time.Duration
 	idleTimer    *time.Timer
+	routeTimeout time.Duration
 	routeTimer   *time.Timer
 	timerOnce    sync.Once
 	lastActivity atomic.Int64
@@ -99,8 +129,13 @@ func (rl *rtListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := &stream{rl: rl, conf: conf, hcm: ch.hcm, w: w, r: r, start: time.Now(), tls: r.TLS != nil}
 	defer s.finish()
 	s.serve()
+	if s.aborted {
+		panic(http.ErrAbortHandler)
+	}
 }
 
+// serve is the connection manager's part of a request: the edge header
+// handling, route selection and the decoder filters, then the router.
 func (s *stream) serve() {
 	r, hcm := s.r, s.hcm
 	if r.ProtoMajor == 1 && httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
@@ -115,24 +150,75 @@ func (s *stream) serve() {
 	if hcm.normalize || hcm.mergeSlashes {
 		s.path = normalizePath(s.path, hcm.normalize, hcm.mergeSlashes)
 	}
-
-	vh := hcm.routes.findVhost(lowerASCII(r.Host))
-	if vh == nil {
-		s.localReply(http.StatusNotFound, "", "NR")
-		return
+	s.rawQuery, s.hasQuery = r.URL.RawQuery, r.URL.RawQuery != "" || r.URL.ForceQuery
+	fullPath := s.path
+	if s.hasQuery {
+		fullPath = s.path + "?" + s.rawQuery
 	}
-	rt := vh.match(s)
+	s.req = httpfilter.RequestHeaders{Method: r.Method, Scheme: s.scheme(), Authority: r.Host, Path: fullPath, Header: r.Header}
+	s.prepareRequestHeaders(r.Header)
+	s.matchRoute()
+
+	s.startFilters()
+	if len(s.filters) > 0 {
+		endStream := !hasBody(r)
+		s.body = &decodedBody{s: s, src: r.Body, end: endStream}
+		s.mu.Lock()
+		s.decodeHeaders(0, endStream)
+		s.mu.Unlock()
+		for !s.replied && s.decAt < len(s.filters) {
+			if !s.body.pump() {
+				break
+			}
+		}
+		if s.replied {
+			return
+		}
+		if s.decAt < len(s.filters) {
+			s.flags = "DC" // the downstream body ended in an error
+			return
+		}
+	}
+	s.routeRequest()
+}
+
+func hasBody(r *http.Request) bool {
+	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+}
+
+// matchRoute selects the virtual host and route for the request as it is
+// now; filters call it again through ClearRouteCache.
+func (s *stream) matchRoute() {
+	s.route = nil
+	s.vhost = s.hcm.routes.findVhost(lowerASCII(s.req.Authority))
+	if s.vhost != nil {
+		s.route = s.vhost.match(s)
+	}
+}
+
+// clearRouteCache re-reads :path after a filter changed it, then routes.
+func (s *stream) clearRouteCache() {
+	p := s.req.Path
+	s.path, s.rawQuery, s.hasQuery = p, "", false
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		s.path, s.rawQuery, s.hasQuery = p[:i], p[i+1:], true
+	}
+	s.matchRoute()
+}
+
+// routeRequest is the router filter's decodeHeaders.
+func (s *stream) routeRequest() {
+	rt := s.route
 	if rt == nil {
 		s.localReply(http.StatusNotFound, "", "NR")
 		return
 	}
-	s.route = rt
 	if rt.redirect != nil {
 		s.redirect(rt.redirect)
 		return
 	}
 	fw := rt.fwd
-	if s.upType != "" && !upgradeAllowed(hcm, fw, s.upType) {
+	if s.upType != "" && !upgradeAllowed(s.hcm, fw, s.upType) {
 		s.localReply(http.StatusForbidden, "", "UPE")
 		return
 	}
@@ -206,17 +292,7 @@ func (s *stream) hasPrefix(prefix string) bool {
 	if strings.HasPrefix(s.path, prefix) {
 		return true
 	}
-	if len(prefix) > len(s.path) && s.r.URL.RawQuery != "" {
-		return strings.HasPrefix(s.fullPath(), prefix)
-	}
-	return false
-}
-
-func (s *stream) fullPath() string {
-	if s.r.URL.RawQuery == "" && !s.r.URL.ForceQuery {
-		return s.path
-	}
-	return s.path + "?" + s.r.URL.RawQuery
+	return len(prefix) > len(s.path) && s.hasQuery && strings.HasPrefix(s.req.Path, prefix)
 }
 
 func (s *stream) scheme() string {
@@ -233,15 +309,15 @@ func (s *stream) headersMatch(ms []headerMatcher) bool {
 		present := true
 		switch m.pseudo {
 		case pseudoMethod:
-			value = s.r.Method
+			value = s.req.Method
 		case pseudoAuthority:
-			value = s.r.Host
+			value = s.req.Authority
 		case pseudoPath:
-			value = s.fullPath()
+			value = s.req.Path
 		case pseudoScheme:
-			value = s.scheme()
+			value = s.req.Scheme
 		default:
-			vs := s.r.Header[m.key]
+			vs := s.req.Header[m.key]
 			switch len(vs) {
 			case 0:
 				present = false
@@ -274,14 +350,14 @@ func (s *stream) headersMatch(ms []headerMatcher) bool {
 // replacements apply to the request URL, and a default port of the old
 // scheme is dropped when the scheme changes.
 func (s *stream) redirect(rd *redirect) {
-	scheme := s.scheme()
+	scheme := s.req.Scheme
 	origScheme := scheme
 	if rd.scheme != "" {
 		scheme = rd.scheme
 	}
 	host := rd.host
 	if host == "" {
-		host = s.r.Host
+		host = s.req.Authority
 		if i := portIndex(host); i >= 0 {
 			port := host[i:]
 			if rd.port != "" || (scheme != origScheme && ((port == ":80" && scheme == "https") || (port == ":443" && scheme == "http"))) {
@@ -290,7 +366,7 @@ func (s *stream) redirect(rd *redirect) {
 		}
 	}
 	path := s.path
-	query := s.r.URL.RawQuery
+	query := s.rawQuery
 	if rd.path != "" {
 		path = rd.path
 		if strings.Contains(path, "?") {
@@ -304,11 +380,15 @@ func (s *stream) redirect(rd *redirect) {
 	if query != "" {
 		loc += "?" + query
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.replied = true
+	s.flags = "DR"
 	h := s.w.Header()
 	h["Location"] = []string{loc}
 	h["Content-Length"] = hvZero
-	s.flags = "DR"
-	s.writeHeader(rd.code)
+	s.resp = httpfilter.ResponseHeaders{Status: rd.code, Header: h}
+	s.encodeHeaders(true)
 }
 
 // portIndex returns the index of the ":port" suffix of a host, or -1.
@@ -323,14 +403,14 @@ func portIndex(host string) int {
 func (s *stream) forward(fw *forward, tgt *target) {
 	r := s.r
 	c := tgt.cluster
-	routeTimeout := fw.timeout
+	s.routeTimeout = fw.timeout
 	if s.upType != "" {
 		// Envoy arms the route timeout when the downstream request ends,
 		// which never happens for an upgraded stream.
-		routeTimeout = 0
+		s.routeTimeout = 0
 	}
 	s.ctx = r.Context()
-	if routeTimeout > 0 || s.hcm.streamIdle > 0 || fw.retry != nil {
+	if s.routeTimeout > 0 || s.hcm.streamIdle > 0 || fw.retry != nil {
 		s.ctx, s.cancel = context.WithCancelCause(r.Context())
 	}
 	if s.hcm.streamIdle > 0 {
@@ -338,37 +418,45 @@ func (s *stream) forward(fw *forward, tgt *target) {
 		s.touch()
 		s.idleTimer = time.AfterFunc(s.idle, s.onIdle)
 	}
-	startTimeout := func() {
-		if routeTimeout > 0 {
-			s.timerOnce.Do(func() {
-				s.routeTimer = time.AfterFunc(routeTimeout, func() { s.cancel(errRouteTimeout) })
-			})
-		}
-	}
 
-	out := r.Clone(s.ctx)
+	// The downstream request is ours: the upstream one shares its header
+	// map instead of cloning it.
+	out := r.WithContext(s.ctx)
 	out.RequestURI = ""
 	out.Close = false
-	out.URL.Scheme = "http"
-	if s.path != r.URL.EscapedPath() {
-		out.URL.RawPath = s.path
-		if p, err := url.PathUnescape(s.path); err == nil {
-			out.URL.Path = p
-		} else {
-			out.URL.Path = s.path
-		}
+	out.TransferEncoding = nil // the transport frames the body itself
+	out.Method = s.req.Method
+	out.Header = s.req.Header
+	out.Host = s.req.Authority
+	u := &url.URL{Scheme: "http", RawQuery: s.rawQuery, ForceQuery: s.hasQuery && s.rawQuery == ""}
+	if s.path == r.URL.RawPath || (r.URL.RawPath == "" && s.path == r.URL.Path) {
+		u.Path, u.RawPath = r.URL.Path, r.URL.RawPath
+	} else if p, err := url.PathUnescape(s.path); err == nil {
+		u.Path, u.RawPath = p, s.path
+	} else {
+		u.Path, u.RawPath = s.path, s.path
 	}
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+	out.URL = u
+	switch {
+	case s.body != nil && (!s.body.end || len(s.body.ready) > 0):
+		// Decoder filters ran: their output is the body, and its length
+		// is what the last of them left in Content-Length.
+		out.Body = s.body
+		out.ContentLength = -1
+		if cl, err := strconv.ParseInt(s.req.Header.Get("Content-Length"), 10, 64); err == nil && cl >= 0 {
+			out.ContentLength = cl
+		}
+	case s.body == nil && hasBody(r):
+		out.Body = &requestBody{src: r.Body, s: s}
+	default:
 		out.Body = nil
 		out.ContentLength = 0
-		startTimeout()
-	} else {
-		out.Body = &requestBody{src: r.Body, s: s, onEOF: startTimeout}
+		s.armRouteTimeout()
 	}
 	if fw.hostRewrite != "" {
 		out.Host = fw.hostRewrite
 	}
-	s.prepareHeaders(out.Header, fw, tgt)
+	s.routeHeaders(out.Header, fw, tgt)
 
 	transport := c.pool.main
 	if s.upType != "" {
@@ -386,7 +474,20 @@ func (s *stream) forward(fw *forward, tgt *target) {
 	s.respond(res)
 }
 
-func (s *stream) prepareHeaders(h http.Header, fw *forward, tgt *target) {
+// armRouteTimeout starts the route timeout; Envoy starts it when the
+// downstream request has ended.
+func (s *stream) armRouteTimeout() {
+	if s.routeTimeout > 0 {
+		s.timerOnce.Do(func() {
+			s.routeTimer = time.AfterFunc(s.routeTimeout, func() { s.cancel(errRouteTimeout) })
+		})
+	}
+}
+
+// prepareRequestHeaders is the connection manager's header handling before
+// any filter runs: hop-by-hop headers go, x-forwarded-* and x-request-id
+// are set as Envoy's edge settings say.
+func (s *stream) prepareRequestHeaders(h http.Header) {
 	// Hop-by-hop headers, including those named by Connection.
 	for _, v := range h["Connection"] {
 		for _, tok := range strings.Split(v, ",") {
@@ -410,10 +511,6 @@ func (s *stream) prepareHeaders(h http.Header, fw *forward, tgt *target) {
 		} else {
 			delete(h, "Te")
 		}
-	}
-	if s.upType != "" {
-		h["Connection"] = hvUpgrade
-		h["Upgrade"] = []string{s.upType}
 	}
 
 	clientIP, _, err := net.SplitHostPort(s.r.RemoteAddr)
@@ -447,6 +544,15 @@ func (s *stream) prepareHeaders(h http.Header, fw *forward, tgt *target) {
 	// trusted (preserve_external_request_id defaults to false).
 	if _, ok := h["X-Request-Id"]; !ok || external {
 		h["X-Request-Id"] = []string{newRequestID()}
+	}
+}
+
+// routeHeaders are the router's header changes: the upgrade, the expected
+// timeout, and the route's and weighted cluster's mutations.
+func (s *stream) routeHeaders(h http.Header, fw *forward, tgt *target) {
+	if s.upType != "" {
+		h["Connection"] = hvUpgrade
+		h["Upgrade"] = []string{s.upType}
 	}
 	if fw.timeoutHdr != nil && s.upType == "" {
 		h["X-Envoy-Expected-Rq-Timeout-Ms"] = fw.timeoutHdr
@@ -601,6 +707,9 @@ func (s *stream) backoff(rp *retryPolicy, try int) bool {
 
 // upstreamError turns a failed round trip into Envoy's local reply.
 func (s *stream) upstreamError(err error) {
+	if errors.Is(err, errLocalReply) {
+		return // a decoder filter answered while the body was being sent
+	}
 	cause := error(nil)
 	if s.ctx != nil {
 		cause = context.Cause(s.ctx)
@@ -624,6 +733,7 @@ func (s *stream) upstreamError(err error) {
 	}
 }
 
+// respond sends the upstream response through the encoder filters.
 func (s *stream) respond(res *http.Response) {
 	defer res.Body.Close()
 	dst := s.w.Header()
@@ -632,19 +742,33 @@ func (s *stream) respond(res *http.Response) {
 		dst[k] = vv
 	}
 	dst["X-Envoy-Upstream-Service-Time"] = []string{strconv.FormatInt(time.Since(s.start).Milliseconds(), 10)}
-	announced := len(res.Trailer)
-	if announced > 0 {
-		keys := make([]string, 0, announced)
+	if n := len(res.Trailer); n > 0 {
+		keys := make([]string, 0, n)
 		for k := range res.Trailer {
 			keys = append(keys, k)
 		}
 		dst["Trailer"] = []string{strings.Join(keys, ", ")}
 	}
-	s.writeHeader(res.StatusCode)
+	bodyless := res.Body == http.NoBody || (res.ContentLength == 0 && len(res.Trailer) == 0)
+
+	s.mu.Lock()
+	if s.replied {
+		// A decoder filter answered while the request body was being
+		// sent; the upstream's answer is dropped.
+		s.mu.Unlock()
+		return
+	}
+	s.resp = httpfilter.ResponseHeaders{Status: res.StatusCode, Header: dst}
+	s.encAt = len(s.filters)
+	s.encodeHeaders(bodyless && len(s.filters) > 0)
+	done := s.replaced
+	s.mu.Unlock()
+	if done || (bodyless && len(s.filters) > 0) {
+		return
+	}
 
 	// Stream anything without a known length (gRPC, SSE, chunked) with a
 	// flush per read, so nothing sits in our buffers.
-	flush := res.ContentLength < 0
 	bufp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bufp)
 	buf := *bufp
@@ -652,16 +776,16 @@ func (s *stream) respond(res *http.Response) {
 		n, rerr := res.Body.Read(buf)
 		if n > 0 {
 			s.touch()
-			nw, werr := s.w.Write(buf[:n])
-			s.bytesOut.Add(int64(nw))
-			if werr != nil {
+			s.mu.Lock()
+			ok := s.encodeData(len(s.filters)-1, buf[:n], false)
+			done := s.replaced || s.aborted
+			s.mu.Unlock()
+			if !ok {
 				s.flags = "DC"
 				return
 			}
-			if flush {
-				if f, ok := s.w.(http.Flusher); ok {
-					f.Flush()
-				}
+			if done {
+				return
 			}
 		}
 		if rerr == io.EOF {
@@ -677,20 +801,69 @@ func (s *stream) respond(res *http.Response) {
 			} else {
 				s.flags = "UR"
 			}
-			panic(http.ErrAbortHandler)
+			s.aborted = true
+			return
 		}
 	}
 	res.Body.Close() // populates res.Trailer
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if len(res.Trailer) > 0 {
-		if f, ok := s.w.(http.Flusher); ok && announced == 0 {
-			f.Flush() // force chunked encoding so trailers can follow
+		s.encodeTrailers(res.Trailer)
+	} else {
+		s.encodeData(len(s.filters)-1, nil, true)
+	}
+}
+
+// writeResponseHeaders writes s.resp downstream, once the encoder filters
+// let it through.
+func (s *stream) writeResponseHeaders() {
+	if s.headersSent {
+		return
+	}
+	s.headersSent = true
+	s.code = s.resp.Status
+	s.w.WriteHeader(s.resp.Status)
+}
+
+// writeBody writes response data downstream. Anything without a known
+// length (gRPC, SSE, chunked) is flushed per write, so nothing sits in our
+// buffers. It returns false when the downstream is gone.
+func (s *stream) writeBody(data []byte) bool {
+	if len(data) == 0 {
+		return true
+	}
+	if !s.headersSent {
+		s.writeResponseHeaders()
+	}
+	n, err := s.w.Write(data)
+	s.bytesOut.Add(int64(n))
+	if err != nil {
+		return false
+	}
+	if _, known := s.resp.Header["Content-Length"]; !known {
+		if f, ok := s.w.(http.Flusher); ok {
+			f.Flush()
 		}
-		for k, vv := range res.Trailer {
-			if announced > 0 {
-				dst[k] = vv
-			} else {
-				dst[http.TrailerPrefix+k] = vv
-			}
+	}
+	return true
+}
+
+// writeTrailers writes response trailers, announced or not.
+func (s *stream) writeTrailers(t http.Header) {
+	dst := s.w.Header()
+	_, announced := dst["Trailer"]
+	if !s.headersSent {
+		s.writeResponseHeaders()
+	}
+	if f, ok := s.w.(http.Flusher); ok && !announced {
+		f.Flush() // force chunked encoding so trailers can follow
+	}
+	for k, vv := range t {
+		if announced {
+			dst[k] = vv
+		} else {
+			dst[http.TrailerPrefix+k] = vv
 		}
 	}
 }
@@ -819,17 +992,46 @@ func (s *stream) onIdle() {
 	}
 }
 
-func (s *stream) writeHeader(code int) {
-	s.code = code
-	s.w.WriteHeader(code)
+// localReply is the router's local reply, with its access log flags.
+func (s *stream) localReply(code int, body, flags string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.flags = flags
+	s.sendLocalReply(code, body, nil, flags)
 }
 
-// localReply answers like Envoy's sendLocalReply: text/plain bodies, and a
-// trailers-only response with grpc-status for gRPC requests.
-func (s *stream) localReply(code int, body, flags string) {
-	s.flags = flags
+// sendLocalReply answers like Envoy's sendLocalReply: text/plain bodies,
+// and a trailers-only response with grpc-status for gRPC requests. The
+// reply goes through the encoder filters unless an encoder filter sent it.
+// Once the response has started, the stream can only be reset. s.mu is
+// held.
+func (s *stream) sendLocalReply(code int, body string, extra http.Header, details string) {
+	if s.headersSent {
+		s.aborted = true
+		return
+	}
+	s.replied = true
+	if s.resp.Header != nil {
+		// Sent from an encoder filter: the response being encoded is
+		// dropped, and the reply goes straight downstream.
+		s.replaced = true
+		s.encodingLocal = true
+		for i := range s.filters {
+			s.filters[i].encBuf = nil
+		}
+	}
 	h := s.w.Header()
-	if ct := s.r.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/grpc") {
+	drain := h["Connection"] // set when the proxy is draining
+	clear(h)
+	if drain != nil {
+		h["Connection"] = drain
+	}
+	for k, vv := range extra {
+		h[http.CanonicalHeaderKey(k)] = vv
+	}
+	grpc := strings.HasPrefix(s.r.Header.Get("Content-Type"), "application/grpc")
+	switch {
+	case grpc:
 		h["Content-Type"] = hvGRPC
 		st, ok := grpcStatusFor[code]
 		if !ok {
@@ -839,20 +1041,23 @@ func (s *stream) localReply(code int, body, flags string) {
 		if body != "" {
 			h["Grpc-Message"] = []string{url.PathEscape(body)}
 		}
-		s.writeHeader(http.StatusOK)
-		return
-	}
-	if body == "" {
+		code, body = http.StatusOK, ""
+	case body == "":
 		h["Content-Length"] = hvZero
-		s.writeHeader(code)
-		return
+	default:
+		h["Content-Type"] = hvTextPlain
+		h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	}
-	h["Content-Type"] = hvTextPlain
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
-	s.writeHeader(code)
-	if s.r.Method != http.MethodHead {
-		n, _ := io.WriteString(s.w, body)
-		s.bytesOut.Add(int64(n))
+	if s.r.Method == http.MethodHead {
+		body = ""
+	}
+	s.resp = httpfilter.ResponseHeaders{Status: code, Header: h}
+	s.encAt = len(s.filters)
+	s.replies++
+	this := s.replies
+	s.encodeHeaders(body == "")
+	if body != "" && s.replies == this {
+		s.encodeData(len(s.filters)-1, []byte(body), true)
 	}
 }
 
@@ -883,9 +1088,8 @@ func (s *stream) finish() {
 // requestBody feeds the downstream body to the upstream request, counting
 // bytes, recording activity and arming the route timeout at end of stream.
 type requestBody struct {
-	src   io.ReadCloser
-	s     *stream
-	onEOF func()
+	src io.ReadCloser
+	s   *stream
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -895,7 +1099,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		b.s.touch()
 	}
 	if err == io.EOF {
-		b.onEOF()
+		b.s.armRouteTimeout()
 	}
 	return n, err
 }

@@ -10,7 +10,6 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -55,6 +54,7 @@ type hcmConf struct {
 	useRemote    bool
 	normalize    bool
 	mergeSlashes bool
+	filters      []*httpFilterConf // http_filters before the router
 }
 
 // chainForSNI selects the filter chain the way Envoy matches
@@ -296,21 +296,11 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, env *compileEnv) (*
 	}
 	hc.routes = rt
 
-	filters := h.GetHttpFilters()
-	if len(filters) != 1 {
-		return nil, invalid(sub(path, "http_filters"), "exactly one filter (%s) is supported by weir-proxy, got %d", routerFilterName, len(filters))
-	}
-	fp := sub(path, "http_filters[0]")
-	if err := onlyFields(filters[0], fp, "name", "typed_config"); err != nil {
+	filters, err := compileHTTPFilters(h.GetHttpFilters(), sub(path, "http_filters"))
+	if err != nil {
 		return nil, err
 	}
-	var router routerv3.Router
-	if err := unpack(filters[0].GetTypedConfig(), &router, sub(fp, "typed_config")); err != nil {
-		return nil, err
-	}
-	if err := onlyFields(&router, sub(fp, "typed_config")); err != nil {
-		return nil, err
-	}
+	hc.filters = filters
 
 	for i, uc := range h.GetUpgradeConfigs() {
 		p := idx(sub(path, "upgrade_configs"), i)

@@ -35,8 +35,9 @@ type wildcardSet struct {
 }
 
 type vhost struct {
-	name   string
-	routes []*route
+	name      string
+	routes    []*route
+	perFilter map[string]*routeFilterConf // typed_per_filter_config
 }
 
 type matchKind uint8
@@ -55,6 +56,8 @@ type route struct {
 	headers  []headerMatcher
 	redirect *redirect
 	fwd      *forward
+	// perFilter is typed_per_filter_config, by filter name.
+	perFilter map[string]*routeFilterConf
 }
 
 type pseudoHeader uint8
@@ -160,10 +163,15 @@ func compileRoutes(rc *routev3.RouteConfiguration, clusters map[string]*cluster,
 	prefix := map[int]map[string]*vhost{}
 	for i, vh := range rc.GetVirtualHosts() {
 		path := idx("virtual_hosts", i)
-		if err := onlyFields(vh, path, "name", "domains", "routes"); err != nil {
+		if err := onlyFields(vh, path, "name", "domains", "routes", "typed_per_filter_config"); err != nil {
 			return nil, err
 		}
 		v := &vhost{name: vh.GetName()}
+		pf, err := compilePerFilterConfig(vh.GetTypedPerFilterConfig(), sub(path, "typed_per_filter_config"))
+		if err != nil {
+			return nil, err
+		}
+		v.perFilter = pf
 		for j, d := range vh.GetDomains() {
 			d = strings.ToLower(d)
 			if other, dup := seen[d]; dup {
@@ -240,10 +248,15 @@ func (rt *routeTable) findVhost(host string) *vhost {
 }
 
 func compileRoute(r *routev3.Route, path string, clusters map[string]*cluster, validateClusters, mostSpecific bool) (*route, error) {
-	if err := onlyFields(r, path, "name", "match", "route", "redirect", "request_headers_to_add", "request_headers_to_remove"); err != nil {
+	if err := onlyFields(r, path, "name", "match", "route", "redirect", "request_headers_to_add", "request_headers_to_remove", "typed_per_filter_config"); err != nil {
 		return nil, err
 	}
 	cr := &route{name: r.GetName()}
+	pf, err := compilePerFilterConfig(r.GetTypedPerFilterConfig(), sub(path, "typed_per_filter_config"))
+	if err != nil {
+		return nil, err
+	}
+	cr.perFilter = pf
 	m := r.GetMatch()
 	mpath := sub(path, "match")
 	if m == nil {

@@ -7,11 +7,12 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/weir-dev/weir/pkg/dataplane/httpfilter"
 )
 
 // ErrMissingResource marks Apply errors caused by a reference to a resource
@@ -44,23 +45,7 @@ func idx(path string, i int) string { return fmt.Sprintf("%s[%d]", path, i) }
 // field by field, so a field added by the translator (or a newer Envoy API)
 // becomes a NACK instead of a behaviour difference.
 func onlyFields(m proto.Message, path string, allowed ...string) error {
-	if m == nil {
-		return nil
-	}
-	bad := ""
-	m.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
-		name := string(fd.Name())
-		for _, a := range allowed {
-			if a == name {
-				return true
-			}
-		}
-		if bad == "" || name < bad {
-			bad = name
-		}
-		return true
-	})
-	if bad != "" {
+	if bad := httpfilter.UnsupportedField(m, allowed...); bad != "" {
 		return unsupported(sub(path, bad))
 	}
 	return nil

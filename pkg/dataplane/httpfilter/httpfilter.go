@@ -1,0 +1,218 @@
+// Package httpfilter is the contract between weir-proxy's HTTP connection
+// manager and its HTTP filters. It mirrors Envoy's: each stream gets one
+// instance of every filter in the listener's http_filters; request headers,
+// data and trailers go through the decoder filters in configuration order,
+// response headers, data and trailers through the encoder filters in
+// reverse order, and the router is always last. A filter may continue,
+// stop iteration (and have data buffered for it), or answer the request
+// itself with a local reply.
+//
+// Filters register a Factory by the protobuf type of their typed_config, as
+// Envoy selects filter implementations by type URL, not by name.
+//
+// Unlike Envoy's C++ API, a filter never resumes a stopped stream from
+// another thread: each stream runs on its own goroutine, so a filter that
+// must wait (for an authorization service, a rate limit decision) blocks in
+// its callback, honouring Callbacks.Context.
+package httpfilter
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// Status is what a filter callback returns.
+type Status uint8
+
+const (
+	// Continue passes the headers, data or trailers on to the next filter.
+	Continue Status = iota
+	// StopIteration, from a headers callback, holds the headers (and every
+	// later part of the message) at this filter. The filter's data
+	// callbacks are then called until one of them returns Continue, at
+	// which point the headers and the data buffered so far move on.
+	StopIteration
+	// StopIterationAndBuffer, from a data callback, keeps the data in a
+	// buffer at this filter. The next data callback gets everything
+	// buffered so far plus the new data. Past the connection's buffer
+	// limit the stream ends with 413 (request) or 500 (response), as in
+	// Envoy.
+	StopIterationAndBuffer
+	// StopIterationNoBuffer, from a data callback, drops the data.
+	StopIterationNoBuffer
+)
+
+func (s Status) String() string {
+	switch s {
+	case Continue:
+		return "Continue"
+	case StopIteration:
+		return "StopIteration"
+	case StopIterationAndBuffer:
+		return "StopIterationAndBuffer"
+	case StopIterationNoBuffer:
+		return "StopIterationNoBuffer"
+	}
+	return fmt.Sprintf("Status(%d)", uint8(s))
+}
+
+// RequestHeaders are a request's pseudo headers and headers. Filters may
+// change any of them; the router forwards what the last filter left. After
+// a change that should affect routing, call Callbacks.ClearRouteCache.
+type RequestHeaders struct {
+	Method    string
+	Scheme    string
+	Authority string
+	// Path is :path: the path (normalized per the connection manager's
+	// settings) and the query.
+	Path   string
+	Header http.Header
+}
+
+// ResponseHeaders are a response's status and headers.
+type ResponseHeaders struct {
+	Status int
+	Header http.Header
+}
+
+// DecoderFilter sees the request. Every callback runs on the stream's
+// goroutine. endStream is true on the last part of the request.
+type DecoderFilter interface {
+	DecodeHeaders(h *RequestHeaders, endStream bool) Status
+	DecodeData(data []byte, endStream bool) Status
+	DecodeTrailers(trailers http.Header) Status
+}
+
+// EncoderFilter sees the response, including local replies.
+type EncoderFilter interface {
+	EncodeHeaders(h *ResponseHeaders, endStream bool) Status
+	EncodeData(data []byte, endStream bool) Status
+	EncodeTrailers(trailers http.Header) Status
+}
+
+// PassThroughDecoder can be embedded to implement the decoder callbacks a
+// filter does not care about.
+type PassThroughDecoder struct{}
+
+func (PassThroughDecoder) DecodeHeaders(*RequestHeaders, bool) Status { return Continue }
+func (PassThroughDecoder) DecodeData([]byte, bool) Status             { return Continue }
+func (PassThroughDecoder) DecodeTrailers(http.Header) Status          { return Continue }
+
+// PassThroughEncoder can be embedded to implement the encoder callbacks a
+// filter does not care about.
+type PassThroughEncoder struct{}
+
+func (PassThroughEncoder) EncodeHeaders(*ResponseHeaders, bool) Status { return Continue }
+func (PassThroughEncoder) EncodeData([]byte, bool) Status              { return Continue }
+func (PassThroughEncoder) EncodeTrailers(http.Header) Status           { return Continue }
+
+// Callbacks are the stream as a filter sees it.
+type Callbacks interface {
+	// Context ends when the stream does (client gone, timeouts).
+	Context() context.Context
+	// SendLocalReply answers the request: the response goes through the
+	// encoder filters and the stream ends. header may be nil. details is
+	// the access log's response code details. A decoder callback that
+	// sends a local reply should return StopIteration.
+	SendLocalReply(code int, body string, header http.Header, details string)
+	// ClearRouteCache makes the stream match its route again, after the
+	// filter changed what routing looks at.
+	ClearRouteCache()
+	// RouteName is the name of the matched route, "" when none matched.
+	RouteName() string
+	// PerRouteConfig is this filter's most specific typed_per_filter_config
+	// (route, then virtual host), compiled by its Factory, or nil.
+	PerRouteConfig() any
+	// RemoteAddr is the downstream peer.
+	RemoteAddr() netip.AddrPort
+	// BufferLimit is how many bytes a filter may buffer (Envoy's
+	// per_connection_buffer_limit_bytes, 1 MiB by default).
+	BufferLimit() int
+}
+
+// Config is a compiled HttpFilter typed_config. It is immutable and shared
+// by all streams.
+type Config interface {
+	// NewFilter returns the filter instance of one stream. It returns a
+	// DecoderFilter, an EncoderFilter, or a value that is both.
+	NewFilter(cb Callbacks) any
+}
+
+// Factory builds a filter from its configuration.
+type Factory interface {
+	// ConfigType is an empty message of HttpFilter.typed_config's type.
+	ConfigType() proto.Message
+	// NewConfig compiles a typed_config. Errors name the offending field
+	// relative to the message, so the proxy can NACK with a full path.
+	NewConfig(cfg proto.Message) (Config, error)
+	// RouteConfigType is an empty message of the filter's per-route
+	// config type, or nil when it has none.
+	RouteConfigType() proto.Message
+	// NewRouteConfig compiles a typed_per_filter_config value.
+	NewRouteConfig(cfg proto.Message) (any, error)
+}
+
+var (
+	mu        sync.RWMutex
+	factories = map[protoreflect.FullName]Factory{}
+	perRoute  = map[protoreflect.FullName]Factory{}
+)
+
+// Register makes a filter available to every listener. It panics on a
+// second factory for the same type, as that is a programming error.
+func Register(f Factory) {
+	mu.Lock()
+	defer mu.Unlock()
+	name := f.ConfigType().ProtoReflect().Descriptor().FullName()
+	if _, dup := factories[name]; dup {
+		panic("httpfilter: two factories for " + string(name))
+	}
+	factories[name] = f
+	if rt := f.RouteConfigType(); rt != nil {
+		perRoute[rt.ProtoReflect().Descriptor().FullName()] = f
+	}
+}
+
+// Lookup returns the factory for a typed_config message type.
+func Lookup(name protoreflect.FullName) Factory {
+	mu.RLock()
+	defer mu.RUnlock()
+	return factories[name]
+}
+
+// LookupRoute returns the factory whose per-route config has this type.
+func LookupRoute(name protoreflect.FullName) Factory {
+	mu.RLock()
+	defer mu.RUnlock()
+	return perRoute[name]
+}
+
+// UnsupportedField returns the name of the first field (in name order) set
+// in m that is not in allowed, or "". weir-proxy never ignores config it
+// does not implement: a filter's NewConfig should refuse such a field, so
+// that the update is NACKed instead of served differently from Envoy.
+func UnsupportedField(m proto.Message, allowed ...string) string {
+	if m == nil {
+		return ""
+	}
+	bad := ""
+	m.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
+		name := string(fd.Name())
+		for _, a := range allowed {
+			if a == name {
+				return true
+			}
+		}
+		if bad == "" || name < bad {
+			bad = name
+		}
+		return true
+	})
+	return bad
+}
