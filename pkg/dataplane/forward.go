@@ -710,6 +710,12 @@ func (s *stream) upstreamError(err error) {
 	if errors.Is(err, errLocalReply) {
 		return // a decoder filter answered while the body was being sent
 	}
+	if pe := downstreamCodecError(s.r); pe != nil {
+		// The request body broke HTTP/1.1 framing: Envoy's codec answers
+		// 400 (if it still can) and closes the connection.
+		s.localReply(pe.code, pe.reason, "DPE")
+		return
+	}
 	cause := error(nil)
 	if s.ctx != nil {
 		cause = context.Cause(s.ctx)

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -55,6 +56,8 @@ type hcmConf struct {
 	normalize    bool
 	mergeSlashes bool
 	filters      []*httpFilterConf // http_filters before the router
+	codec        codecLimits
+	h2base       *http.Server // codec settings for Go's HTTP/2 server
 }
 
 // chainForSNI selects the filter chain the way Envoy matches
@@ -263,7 +266,12 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, env *compileEnv) (*
 		return nil, err
 	}
 	if err := onlyFields(h, path, "stat_prefix", "codec_type", "rds", "http_filters", "upgrade_configs",
-		"stream_idle_timeout", "use_remote_address", "normalize_path", "merge_slashes"); err != nil {
+		"stream_idle_timeout", "use_remote_address", "normalize_path", "merge_slashes",
+		"request_headers_timeout", "max_request_headers_kb", "common_http_protocol_options", "http2_protocol_options"); err != nil {
+		return nil, err
+	}
+	codec, err := compileCodec(h, path)
+	if err != nil {
 		return nil, err
 	}
 	hc := &hcmConf{
@@ -273,6 +281,8 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, env *compileEnv) (*
 		normalize:    h.GetNormalizePath().GetValue(),
 		mergeSlashes: h.GetMergeSlashes(),
 		upgrades:     map[string]bool{},
+		codec:        codec,
+		h2base:       codec.h2Base(env.opts.Logger),
 	}
 	if h.GetCodecType() != hcmv3.HttpConnectionManager_AUTO {
 		return nil, invalid(sub(path, "codec_type"), "%v is not supported by weir-proxy (AUTO only)", h.GetCodecType())
@@ -318,6 +328,49 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, env *compileEnv) (*
 		hc.upgrades[t] = enabled
 	}
 	return hc, nil
+}
+
+// compileCodec reads the HCM fields that bound a connection, with
+// Envoy's defaults for those unset.
+func compileCodec(h *hcmv3.HttpConnectionManager, path string) (codecLimits, error) {
+	c := envoyCodecDefaults
+	if d, ok := duration(h.GetRequestHeadersTimeout()); ok {
+		c.headersTimeout = d
+	}
+	if kb := h.GetMaxRequestHeadersKb(); kb != nil {
+		c.head.maxBytes = int(kb.GetValue()) << 10
+	}
+	if o := h.GetCommonHttpProtocolOptions(); o != nil {
+		p := sub(path, "common_http_protocol_options")
+		if err := onlyFields(o, p, "idle_timeout", "max_headers_count"); err != nil {
+			return c, err
+		}
+		if d, ok := duration(o.GetIdleTimeout()); ok {
+			if d == 0 {
+				return c, invalid(sub(p, "idle_timeout"), "0 (no idle timeout) is not supported by weir-proxy")
+			}
+			c.idleTimeout = d
+		}
+		if n := o.GetMaxHeadersCount(); n != nil {
+			c.head.maxHeaders = int(n.GetValue())
+		}
+	}
+	if o := h.GetHttp2ProtocolOptions(); o != nil {
+		p := sub(path, "http2_protocol_options")
+		if err := onlyFields(o, p, "max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size"); err != nil {
+			return c, err
+		}
+		if v := o.GetMaxConcurrentStreams(); v != nil {
+			c.maxStreams = v.GetValue()
+		}
+		if v := o.GetInitialStreamWindowSize(); v != nil {
+			c.streamWindow = int32(v.GetValue())
+		}
+		if v := o.GetInitialConnectionWindowSize(); v != nil {
+			c.connWindow = int32(v.GetValue())
+		}
+	}
+	return c, nil
 }
 
 func compileTLS(ts *corev3.TransportSocket, path string, env *compileEnv) (*tls.Config, error) {

@@ -29,6 +29,11 @@ type metrics struct {
 	duration         *prometheus.HistogramVec
 	upstreamRequests *prometheus.CounterVec
 	connectErrors    *prometheus.CounterVec
+	// codecErrors are requests the HTTP/1.1 codec refused (400, 408, 413,
+	// 426, 431, 501) by listener and code.
+	codecErrors *prometheus.CounterVec
+	// connRejected are connections closed at accept by the connection limit.
+	connRejected prometheus.Counter
 
 	mu        sync.Mutex
 	listeners map[string]*listenerStats
@@ -54,11 +59,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "weir_proxy_upstream_connect_errors_total",
 			Help: "Failed upstream connection attempts by cluster.",
 		}, []string{"cluster"}),
+		codecErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weir_proxy_downstream_codec_errors_total",
+			Help: "Downstream requests refused by the HTTP/1.1 codec, by listener and response code.",
+		}, []string{"listener", "code"}),
+		connRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weir_proxy_downstream_connections_rejected_total",
+			Help: "Downstream connections closed at accept because the connection limit was reached.",
+		}),
 		listeners: map[string]*listenerStats{},
 		clusters:  map[string]*clusterStats{},
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.upstreamRequests, m.connectErrors)
+		reg.MustRegister(m.requests, m.duration, m.upstreamRequests, m.connectErrors, m.codecErrors, m.connRejected)
 	}
 	return m
 }

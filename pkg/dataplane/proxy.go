@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
-	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -49,7 +47,16 @@ type Options struct {
 	// DrainTimeout bounds how long a removed listener drains before its
 	// remaining connections are closed. Default 600s, Envoy's --drain-time-s.
 	DrainTimeout time.Duration
+	// MaxDownstreamConnections caps open downstream connections per
+	// listener, like Envoy's overload manager
+	// (envoy.resource_monitors.global_downstream_max_connections): a
+	// connection over the cap is closed at accept. Default 50,000; a
+	// negative value means no cap.
+	MaxDownstreamConnections int
 }
+
+// defaultMaxDownstreamConnections bounds one listener's connections.
+const defaultMaxDownstreamConnections = 50000
 
 // Proxy serves traffic for the last successfully applied Resources.
 type Proxy struct {
@@ -79,6 +86,12 @@ func New(opts Options) *Proxy {
 	}
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 600 * time.Second
+	}
+	switch {
+	case opts.MaxDownstreamConnections == 0:
+		opts.MaxDownstreamConnections = defaultMaxDownstreamConnections
+	case opts.MaxDownstreamConnections < 0:
+		opts.MaxDownstreamConnections = 0
 	}
 	p := &Proxy{
 		opts:      opts,
@@ -313,7 +326,7 @@ type rtListener struct {
 	name    string
 	bind    string
 	ln      net.Listener
-	srv     *http.Server
+	srv     *downstreamServer
 	conf    atomic.Pointer[listenerConf]
 	tlsBase *tls.Config
 
@@ -335,46 +348,15 @@ func (p *Proxy) bind(lc *listenerConf) (*rtListener, error) {
 	}
 	rl := &rtListener{p: p, name: lc.name, bind: lc.bind, ln: ln, upgrades: map[*upgradedConn]struct{}{}}
 	rl.tlsBase = &tls.Config{GetConfigForClient: rl.configForClient}
-	var protos http.Protocols
-	protos.SetHTTP1(true)
-	protos.SetHTTP2(true)
-	protos.SetUnencryptedHTTP2(true) // codec_type AUTO: h2c prior knowledge
-	rl.srv = &http.Server{
-		Handler:        rl,
-		Protocols:      &protos,
-		HTTP2:          &http.HTTP2Config{MaxConcurrentStreams: math.MaxInt32},
-		IdleTimeout:    time.Hour, // Envoy's default downstream idle_timeout
-		MaxHeaderBytes: 60 << 10,  // Envoy's default max_request_headers_kb
-		ErrorLog:       log.New(&zapDebugWriter{p.log.With("listener", lc.name)}, "", 0),
-	}
+	rl.srv = newDownstreamServer(rl, p.opts.MaxDownstreamConnections)
 	return rl, nil
 }
 
 func (rl *rtListener) serve() {
-	err := rl.srv.Serve(acceptor{rl.ln, rl})
+	err := rl.srv.Serve(rl.ln)
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		rl.p.log.Errorw("listener stopped", "listener", rl.name, "error", err)
 	}
-}
-
-// acceptor wraps accepted connections in TLS when the listener's current
-// config is a TLS one; the handshake itself runs in the connection goroutine.
-type acceptor struct {
-	net.Listener
-	rl *rtListener
-}
-
-func (a acceptor) Accept() (net.Conn, error) {
-	c, err := a.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	if a.rl.conf.Load().tls {
-		// The TLS inspector gives up after listener_filters_timeout.
-		_ = c.SetReadDeadline(time.Now().Add(listenerFiltersTimeout))
-		return tls.Server(c, a.rl.tlsBase), nil
-	}
-	return c, nil
 }
 
 var errNoFilterChain = errors.New("no filter chain matches the server name")

@@ -1,0 +1,585 @@
+package dataplane
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/net/http2"
+)
+
+// downstreamServer accepts a listener's connections and runs the HTTP
+// codec on each: weir-proxy's own HTTP/1.1 loop, or Go's HTTP/2 server for
+// h2c prior knowledge and TLS connections that negotiated h2. Unlike
+// net/http's server it has no per-request read goroutine and hands the
+// router a request whose header map it may keep.
+type downstreamServer struct {
+	rl      *rtListener
+	handler http.Handler
+	h2      *http2.Server
+	h1base  *http.Server // carries the HTTP/2 server's settings and shutdown hook
+
+	maxConns int // 0: no limit
+
+	mu          sync.Mutex
+	ln          net.Listener
+	conns       map[*serverConn]struct{}
+	shutdown    bool
+	wg          sync.WaitGroup
+	noKeepAlive atomic.Bool
+	open        atomic.Int64
+	rejected    atomic.Int64
+}
+
+// codecLimits are the HCM settings the codecs enforce.
+type codecLimits struct {
+	head           headLimits
+	headersTimeout time.Duration // request_headers_timeout; 0: none
+	idleTimeout    time.Duration // common_http_protocol_options.idle_timeout
+	maxStreams     uint32
+	streamWindow   int32
+	connWindow     int32
+}
+
+// envoyCodecDefaults are Envoy's defaults for the fields the codecs read.
+var envoyCodecDefaults = codecLimits{
+	head:         headLimits{maxBytes: 60 << 10, maxHeaders: 100},
+	idleTimeout:  time.Hour,
+	maxStreams:   2147483647,
+	streamWindow: 268435456,
+	connWindow:   268435456,
+}
+
+func newDownstreamServer(rl *rtListener, maxConns int) *downstreamServer {
+	d := &downstreamServer{rl: rl, handler: rl, maxConns: maxConns, conns: map[*serverConn]struct{}{}}
+	d.h1base = envoyCodecDefaults.h2Base(rl.p.log)
+	// Per-connection settings come from the chain's HCM through
+	// ServeConnOpts.BaseConfig; this server carries the idle timeout and
+	// the graceful-shutdown hook that sends GOAWAY.
+	d.h2 = &http2.Server{IdleTimeout: envoyCodecDefaults.idleTimeout}
+	_ = http2.ConfigureServer(d.h1base, d.h2)
+	return d
+}
+
+// h2Base is the HTTP/2 server configuration of a connection manager.
+func (l codecLimits) h2Base(logger *zap.SugaredLogger) *http.Server {
+	return &http.Server{
+		ErrorLog:       log.New(&zapDebugWriter{logger}, "", 0),
+		MaxHeaderBytes: l.head.maxBytes,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          int(l.maxStreams),
+			MaxReceiveBufferPerStream:     int(l.streamWindow),
+			MaxReceiveBufferPerConnection: int(l.connWindow),
+		},
+	}
+}
+
+// Serve accepts connections until the listener is closed.
+func (d *downstreamServer) Serve(ln net.Listener) error {
+	d.mu.Lock()
+	d.ln = ln
+	d.mu.Unlock()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			d.mu.Lock()
+			down := d.shutdown
+			d.mu.Unlock()
+			if down {
+				return http.ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyOpenFiles) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		if d.maxConns > 0 && d.open.Load() >= int64(d.maxConns) {
+			// The overload manager's downstream connection limit: the
+			// connection is closed at once.
+			d.rejected.Add(1)
+			d.rl.p.metrics.connRejected.Inc()
+			nc.Close()
+			continue
+		}
+		c := &serverConn{d: d, nc: nc}
+		d.mu.Lock()
+		if d.shutdown {
+			d.mu.Unlock()
+			nc.Close()
+			return http.ErrServerClosed
+		}
+		d.conns[c] = struct{}{}
+		d.wg.Add(1)
+		d.open.Add(1)
+		d.mu.Unlock()
+		go c.serve()
+	}
+}
+
+var errTooManyOpenFiles = errors.New("too many open files")
+
+func (d *downstreamServer) forget(c *serverConn) {
+	d.mu.Lock()
+	delete(d.conns, c)
+	d.mu.Unlock()
+	d.open.Add(-1)
+	d.wg.Done()
+}
+
+// SetKeepAlivesEnabled(false) is the drain: HTTP/1.1 responses carry
+// "Connection: close" and idle HTTP/1.1 connections close now.
+func (d *downstreamServer) SetKeepAlivesEnabled(on bool) {
+	d.noKeepAlive.Store(!on)
+	if !on {
+		d.closeIdle()
+	}
+}
+
+func (d *downstreamServer) closeIdle() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for c := range d.conns {
+		c.closeIfIdle()
+	}
+}
+
+// Shutdown stops accepting, closes idle connections, sends GOAWAY on HTTP/2
+// ones, and waits for the rest to finish their requests until ctx ends.
+func (d *downstreamServer) Shutdown(ctx context.Context) error {
+	d.mu.Lock()
+	d.shutdown = true
+	if d.ln != nil {
+		d.ln.Close()
+	}
+	d.mu.Unlock()
+	d.noKeepAlive.Store(true)
+	_ = d.h1base.Shutdown(ctx) // runs the HTTP/2 graceful shutdown hook
+	d.closeIdle()
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			// A connection that finished its request meanwhile is idle now.
+			d.closeIdle()
+		}
+	}
+}
+
+// Close closes the listener and every connection at once.
+func (d *downstreamServer) Close() {
+	d.mu.Lock()
+	d.shutdown = true
+	if d.ln != nil {
+		d.ln.Close()
+	}
+	for c := range d.conns {
+		c.nc.Close()
+	}
+	d.mu.Unlock()
+}
+
+// serverConn is one downstream connection.
+type serverConn struct {
+	d  *downstreamServer
+	nc net.Conn // after TLS, the tls.Conn
+
+	sni string // the TLS server name
+
+	mu     sync.Mutex
+	idle   bool // waiting for a request; may be closed by a drain
+	closed bool
+}
+
+// chain is the filter chain the connection's requests use under the
+// listener's current config.
+func (c *serverConn) chain() *filterChain {
+	return c.d.rl.conf.Load().chainForSNI(c.sni)
+}
+
+func (c *serverConn) closeIfIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.idle && !c.closed {
+		c.closed = true
+		c.nc.Close()
+	}
+}
+
+// setIdle marks the connection idle or busy. It returns false when the
+// connection was closed while idle.
+func (c *serverConn) setIdle(idle bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.idle = idle
+	return !c.closed
+}
+
+var h2Preface = []byte(http2.ClientPreface)
+
+func (c *serverConn) serve() {
+	defer c.d.forget(c)
+	defer func() {
+		if v := recover(); v != nil && v != http.ErrAbortHandler {
+			c.d.rl.p.log.Errorw("panic serving a connection", "listener", c.d.rl.name, "panic", v)
+		}
+	}()
+	conf := c.d.rl.conf.Load()
+	if conf.tls {
+		// The TLS inspector gives up after listener_filters_timeout.
+		_ = c.nc.SetReadDeadline(time.Now().Add(listenerFiltersTimeout))
+		tc := tls.Server(c.nc, c.d.rl.tlsBase)
+		if err := tc.HandshakeContext(context.Background()); err != nil {
+			c.nc.Close()
+			return
+		}
+		_ = tc.SetReadDeadline(time.Time{})
+		c.nc = tc
+		c.sni = tc.ConnectionState().ServerName
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			c.serveH2(tc, nil)
+			return
+		}
+	}
+	br := bufio.NewReaderSize(c.nc, 4096)
+	if !conf.tls {
+		// codec_type AUTO: HTTP/2 prior knowledge starts with the preface.
+		_ = c.nc.SetReadDeadline(time.Now().Add(envoyCodecDefaults.idleTimeout))
+		h2, err := sniffPreface(br)
+		if err != nil {
+			c.nc.Close()
+			return
+		}
+		if h2 {
+			_ = c.nc.SetReadDeadline(time.Time{})
+			c.serveH2(c.nc, br)
+			return
+		}
+	}
+	c.serveH1(br)
+}
+
+// sniffPreface reports whether the connection starts with the HTTP/2
+// client preface. It reads only as far as the bytes keep matching, so a
+// short HTTP/1.1 request is not held waiting for 24 bytes.
+func sniffPreface(br *bufio.Reader) (bool, error) {
+	for n := 1; ; n++ {
+		if b := br.Buffered(); b > n {
+			n = min(b, len(h2Preface))
+		}
+		b, err := br.Peek(n)
+		if len(b) == 0 {
+			return false, err
+		}
+		if string(b) != string(h2Preface[:len(b)]) {
+			return false, nil
+		}
+		if len(b) == len(h2Preface) {
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+}
+
+// serveH2 hands the connection to Go's HTTP/2 server. br holds what was
+// read while sniffing the preface.
+func (c *serverConn) serveH2(nc net.Conn, br *bufio.Reader) {
+	if br != nil {
+		nc = &bufferedConn{Conn: nc, r: br}
+	}
+	c.setIdle(false)
+	base := c.d.h1base
+	if ch := c.chain(); ch != nil {
+		base = ch.hcm.h2base
+	}
+	c.d.h2.ServeConn(nc, &http2.ServeConnOpts{BaseConfig: base, Handler: c.d.handler})
+	nc.Close()
+}
+
+// bufferedConn reads what a bufio.Reader already holds first.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// serveH1 is the HTTP/1.1 loop: read a head, run the handler on this
+// goroutine, finish the response, repeat while the connection may be kept.
+func (c *serverConn) serveH1(br *bufio.Reader) {
+	defer c.nc.Close()
+	bw := bufio.NewWriterSize(c.nc, 4096)
+	var state *tls.ConnectionState
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		cs := tc.ConnectionState()
+		state = &cs
+	}
+	remote := c.nc.RemoteAddr().String()
+	for {
+		ch := c.chain()
+		if ch == nil {
+			return // the listener's config no longer has a chain for us
+		}
+		lim := ch.hcm.codec
+		if !c.setIdle(true) {
+			return
+		}
+		_ = c.nc.SetReadDeadline(time.Now().Add(lim.idleTimeout))
+		if _, err := br.Peek(1); err != nil {
+			return
+		}
+		if !c.setIdle(false) {
+			return
+		}
+		if lim.headersTimeout > 0 {
+			_ = c.nc.SetReadDeadline(time.Now().Add(lim.headersTimeout))
+		} else {
+			_ = c.nc.SetReadDeadline(time.Time{})
+		}
+		head, err := readRequestHead(br, lim.head)
+		if err != nil {
+			c.rejectHead(bw, err)
+			return
+		}
+		_ = c.nc.SetReadDeadline(time.Time{})
+		if !c.serveRequest(br, bw, head, lim, state, remote) {
+			return
+		}
+	}
+}
+
+// rejectHead answers a head the parser refused and closes, as Envoy does
+// on a codec error.
+func (c *serverConn) rejectHead(bw *bufio.Writer, err error) {
+	var pe *headParseError
+	if !errors.As(err, &pe) {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			// request_headers_timeout: Envoy answers 408 and closes.
+			pe = &headParseError{code: http.StatusRequestTimeout, reason: "request headers timeout"}
+		} else {
+			return // the client went away mid-head
+		}
+	}
+	c.d.rl.p.metrics.codecErrors.WithLabelValues(c.d.rl.name, strconv.Itoa(pe.code)).Inc()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	body := pe.reason
+	bw.WriteString("HTTP/1.1 " + strconv.Itoa(pe.code) + " " + http.StatusText(pe.code) + "\r\n")
+	bw.WriteString("content-type: text/plain\r\ncontent-length: " + strconv.Itoa(len(body)) + "\r\nconnection: close\r\n\r\n")
+	bw.WriteString(body)
+	_ = bw.Flush()
+}
+
+// serveRequest runs one request. It returns whether the connection can
+// carry another.
+func (c *serverConn) serveRequest(br *bufio.Reader, bw *bufio.Writer, head *requestHead, lim codecLimits, state *tls.ConnectionState, remote string) bool {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	body := &h1RequestBody{c: c, br: br, expect: head.expectContinue}
+	r := &http.Request{
+		Method:     head.method,
+		URL:        head.uri,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     head.header,
+		Host:       head.host,
+		RemoteAddr: remote,
+		RequestURI: head.target,
+		TLS:        state,
+		Close:      head.close,
+	}
+	switch {
+	case head.chunked:
+		r.ContentLength = -1
+		r.TransferEncoding = []string{"chunked"}
+		body.chunked = &chunkedReader{br: br, lim: lim.head}
+		if declared := r.Header["Trailer"]; len(declared) > 0 {
+			r.Trailer = http.Header{}
+			for _, v := range declared {
+				for k := range splitList(v) {
+					r.Trailer[canonicalKey([]byte(k))] = nil
+				}
+			}
+		}
+		body.trailer = r.Trailer
+		r.Body = body
+	case head.contentLength > 0:
+		r.ContentLength = head.contentLength
+		body.left = head.contentLength
+		r.Body = body
+	default:
+		r.Body = http.NoBody
+		body.eof = true
+	}
+	r = r.WithContext(ctx)
+
+	w := &h1ResponseWriter{c: c, bw: bw, req: r, body: body, header: make(http.Header, 8)}
+	body.w = w
+	w.keepAlive = !head.close && !c.d.noKeepAlive.Load()
+	c.d.handler.ServeHTTP(w, r)
+	if w.hijacked {
+		return false
+	}
+	// The transport may still hold the body: stop it reading the
+	// connection, and close if the request was not read to its end
+	// (Envoy resets a stream whose response ends first).
+	complete := body.finish()
+	if !w.finish() || !complete {
+		return false
+	}
+	return w.keepAlive && !c.d.noKeepAlive.Load()
+}
+
+func splitList(v string) map[string]struct{} {
+	m := map[string]struct{}{}
+	for part := range strings.SplitSeq(v, ",") {
+		if part = strings.Trim(part, " \t"); part != "" {
+			m[part] = struct{}{}
+		}
+	}
+	return m
+}
+
+// h1RequestBody is a request body read from the connection, by Content-Length or
+// chunked. Reads may come from the transport's goroutine; finish fences
+// them off when the request ends.
+type h1RequestBody struct {
+	c       *serverConn
+	br      *bufio.Reader
+	w       *h1ResponseWriter
+	chunked *chunkedReader
+	trailer http.Header
+	expect  bool // send "100 Continue" before the first read
+
+	mu      sync.Mutex
+	left    int64
+	eof     bool
+	err     error
+	closed  bool
+	reading bool
+}
+
+func (b *h1RequestBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return 0, errBodyAfterClose
+	}
+	if b.eof {
+		b.mu.Unlock()
+		return 0, io.EOF
+	}
+	if b.err != nil {
+		err := b.err
+		b.mu.Unlock()
+		return 0, err
+	}
+	b.reading = true
+	expect := b.expect
+	b.expect = false
+	b.mu.Unlock()
+
+	if expect {
+		b.w.sendContinue()
+	}
+	var n int
+	var err error
+	if b.chunked != nil {
+		n, err = b.chunked.Read(p)
+	} else {
+		if int64(len(p)) > b.left {
+			p = p[:b.left]
+		}
+		n, err = b.br.Read(p)
+		b.left -= int64(n)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		} else if err == nil && b.left == 0 {
+			err = io.EOF
+		}
+	}
+
+	b.mu.Lock()
+	b.reading = false
+	switch {
+	case err == io.EOF:
+		b.eof = true
+		if b.chunked != nil {
+			for k, v := range b.chunked.trailer {
+				if b.trailer != nil {
+					b.trailer[k] = v
+				}
+			}
+		}
+	case err != nil:
+		b.err = err
+	}
+	b.mu.Unlock()
+	return n, err
+}
+
+func (b *h1RequestBody) Close() error { return nil }
+
+// broken reports whether reading the body failed: the connection cannot
+// carry another request.
+func (b *h1RequestBody) broken() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err != nil
+}
+
+// finish fences the body off from late readers and reports whether it was
+// read to its end, so the connection can carry another request.
+func (b *h1RequestBody) finish() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	if b.reading {
+		// A read is blocked on the connection: only closing it frees
+		// the reader.
+		b.c.nc.Close()
+		return false
+	}
+	return b.eof
+}
+
+// downstreamCodecError returns the framing error that ended r's body, if
+// r came from the HTTP/1.1 codec and its body broke framing.
+func downstreamCodecError(r *http.Request) *headParseError {
+	b, ok := r.Body.(*h1RequestBody)
+	if !ok {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var pe *headParseError
+	if errors.As(b.err, &pe) {
+		return pe
+	}
+	return nil
+}
