@@ -306,6 +306,8 @@ func newPool(s *clusterSpec, stats *clusterStats) *upstreamPool {
 			DisableCompression:  true,
 			ReadBufferSize:      32 << 10,
 			WriteBufferSize:     32 << 10,
+			// Envoy's max_response_headers_kb, for HTTP/1.1 and h2c.
+			MaxResponseHeaderBytes: maxResponseHeaderBytes,
 		}
 		var protos http.Protocols
 		if h2c {

@@ -205,6 +205,7 @@ func (d *downstreamServer) Close() {
 type serverConn struct {
 	d  *downstreamServer
 	nc net.Conn // after TLS, the tls.Conn
+	cr connReader
 
 	sni string // the TLS server name
 
@@ -263,7 +264,8 @@ func (c *serverConn) serve() {
 			return
 		}
 	}
-	br := bufio.NewReaderSize(c.nc, 4096)
+	c.cr.nc = c.nc
+	br := bufio.NewReaderSize(&c.cr, 4096)
 	if !conf.tls {
 		// codec_type AUTO: HTTP/2 prior knowledge starts with the preface.
 		_ = c.nc.SetReadDeadline(time.Now().Add(envoyCodecDefaults.idleTimeout))
@@ -441,7 +443,14 @@ func (c *serverConn) serveRequest(br *bufio.Reader, bw *bufio.Writer, head *requ
 	w := &h1ResponseWriter{c: c, bw: bw, req: r, body: body, header: make(http.Header, 8)}
 	body.w = w
 	w.keepAlive = !head.close && !c.d.noKeepAlive.Load()
+	// A client that goes away while its request waits for the upstream
+	// must cancel it, as Envoy does. Watching for that costs a goroutine,
+	// so only requests still running after disconnectWatchDelay get one.
+	gen := c.cr.generation()
+	watch := time.AfterFunc(disconnectWatchDelay, func() { c.cr.watch(gen, br, body, cancel) })
 	c.d.handler.ServeHTTP(w, r)
+	watch.Stop()
+	c.cr.unwatch()
 	if w.hijacked {
 		return false
 	}
@@ -582,4 +591,85 @@ func downstreamCodecError(r *http.Request) *headParseError {
 		return pe
 	}
 	return nil
+}
+
+// disconnectWatchDelay is how long a request runs before its connection is
+// watched for the client going away.
+const disconnectWatchDelay = 50 * time.Millisecond
+
+// connReader is what the HTTP/1.1 codec's bufio.Reader reads from. While a
+// request waits for its response, a watcher reads ahead one byte to learn
+// that the client closed the connection; that byte is handed back to the
+// next read.
+type connReader struct {
+	nc net.Conn
+
+	mu       sync.Mutex
+	gen      uint64 // the request being watched; bumped by unwatch
+	pending  bool
+	b        [1]byte
+	watching bool
+	done     chan struct{}
+}
+
+func (cr *connReader) Read(p []byte) (int, error) {
+	cr.mu.Lock()
+	if cr.pending {
+		cr.pending = false
+		p[0] = cr.b[0]
+		cr.mu.Unlock()
+		return 1, nil
+	}
+	cr.mu.Unlock()
+	return cr.nc.Read(p)
+}
+
+// generation identifies the current request for watch.
+func (cr *connReader) generation() uint64 {
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
+	return cr.gen
+}
+
+// watch starts the read-ahead for request gen if its body is complete and
+// the client has sent nothing more yet (a pipelined request is already
+// proof that it is there).
+func (cr *connReader) watch(gen uint64, br *bufio.Reader, body *h1RequestBody, cancel context.CancelFunc) {
+	body.mu.Lock()
+	quiet := body.eof && !body.reading && !body.closed
+	body.mu.Unlock()
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
+	if !quiet || gen != cr.gen || cr.pending || cr.watching || br.Buffered() > 0 {
+		return
+	}
+	cr.watching = true
+	cr.done = make(chan struct{})
+	go func() {
+		defer close(cr.done)
+		n, err := cr.nc.Read(cr.b[:])
+		cr.mu.Lock()
+		defer cr.mu.Unlock()
+		if n == 1 {
+			cr.pending = true
+		}
+		if err != nil && gen == cr.gen {
+			cancel() // the client is gone
+		}
+	}()
+}
+
+// unwatch ends request gen's watch, stopping a read-ahead in progress,
+// before the connection is used again.
+func (cr *connReader) unwatch() {
+	cr.mu.Lock()
+	cr.gen++
+	watching, done := cr.watching, cr.done
+	cr.watching = false
+	cr.mu.Unlock()
+	if watching {
+		_ = cr.nc.SetReadDeadline(time.Unix(1, 0))
+		<-done
+		_ = cr.nc.SetReadDeadline(time.Time{})
+	}
 }

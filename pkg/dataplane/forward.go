@@ -121,6 +121,13 @@ func (rl *rtListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ch == nil {
 		panic(http.ErrAbortHandler)
 	}
+	if r.ProtoMajor == 2 && tooManyHeaders(r.Header, ch.hcm.codec.head.maxHeaders) {
+		// The HTTP/1.1 codec counts while parsing; Go's HTTP/2 server
+		// does not, so max_headers_count is enforced here.
+		w.Header()["Content-Length"] = hvZero
+		w.WriteHeader(http.StatusRequestHeaderFieldsTooLarge)
+		return
+	}
 	if r.ProtoMajor == 2 && rl.p.drainingAll.Load() {
 		// net/http turns this into a GOAWAY; HTTP/1.1 connections get
 		// "Connection: close" from SetKeepAlivesEnabled(false).
@@ -180,6 +187,14 @@ func (s *stream) serve() {
 		}
 	}
 	s.routeRequest()
+}
+
+func tooManyHeaders(h http.Header, limit int) bool {
+	n := 0
+	for _, vv := range h {
+		n += len(vv)
+	}
+	return n > limit
 }
 
 func hasBody(r *http.Request) bool {
@@ -534,6 +549,16 @@ func (s *stream) prepareRequestHeaders(h http.Header) {
 			a = a.Unmap()
 			external = !(a.IsLoopback() || a.IsPrivate())
 		}
+		if external {
+			// Envoy's edge sanitising: an external client cannot speak
+			// for the proxy (x-envoy-internal, retry and timeout
+			// overrides, ...).
+			for k := range h {
+				if len(k) > 8 && strings.EqualFold(k[:8], "X-Envoy-") {
+					delete(h, k)
+				}
+			}
+		}
 	} else {
 		external = false
 		if _, ok := h["X-Forwarded-Proto"]; !ok {
@@ -733,6 +758,10 @@ func (s *stream) upstreamError(err error) {
 	case errors.As(err, &ce):
 		s.localReply(http.StatusServiceUnavailable,
 			"upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: "+ce.err.Error(), "UF")
+	case upstreamHeadersTooLarge(err):
+		// An upstream codec error: Envoy answers 502 (flag UPE).
+		s.localReply(http.StatusBadGateway,
+			"upstream connect error or disconnect/reset before headers. reset reason: protocol error", "UPE")
 	default:
 		s.localReply(http.StatusServiceUnavailable,
 			"upstream connect error or disconnect/reset before headers. reset reason: connection termination", "UC")
@@ -872,6 +901,17 @@ func (s *stream) writeTrailers(t http.Header) {
 			dst[http.TrailerPrefix+k] = vv
 		}
 	}
+}
+
+// upstreamHeadersTooLarge recognises a response head over
+// max_response_headers_kb from weir's HTTP/1.1 client or Go's transports,
+// which report it only as text.
+func upstreamHeadersTooLarge(err error) bool {
+	if errors.Is(err, errResponseHeadersTooLarge) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "response headers exceeded") || strings.Contains(msg, "header list larger than")
 }
 
 var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade", "Trailer"}

@@ -9,7 +9,10 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // h1Transport is the upstream HTTP/1.1 client for bodyless GET, HEAD,
@@ -135,10 +138,16 @@ func (t *h1Transport) get(ctx context.Context, addr string, pooled bool) (*h1Con
 				t.idle[addr] = conns[:len(conns)-1]
 			}
 			t.mu.Unlock()
-			if c.idleTimer.Stop() {
+			if !c.idleTimer.Stop() {
+				// Its idle timer fired and is closing it; dial instead.
+			} else if idleConnUsable(c.nc) {
 				return c, true, nil
+			} else {
+				// The upstream closed it, or sent bytes nobody asked for
+				// while it was idle: those must never be read as the
+				// next request's response.
+				c.nc.Close()
 			}
-			// Its idle timer fired and is closing it; dial instead.
 		} else {
 			t.mu.Unlock()
 		}
@@ -299,4 +308,32 @@ func (b *h1Body) finish(atEOF bool) {
 		return
 	}
 	b.c.nc.Close()
+}
+
+// idleConnUsable peeks at a pooled connection without blocking: an idle
+// HTTP/1.1 connection has nothing to read. Data means an unsolicited (or
+// late, overlong) response; EOF means the upstream closed it. Go's
+// Transport learns the same from a read goroutine per connection.
+func idleConnUsable(nc net.Conn) bool {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	usable := true
+	var b [1]byte
+	_ = raw.Read(func(fd uintptr) bool {
+		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		switch {
+		case n > 0, n == 0 && err == nil:
+			usable = false
+		case err != nil && err != unix.EAGAIN && err != unix.EINTR:
+			usable = false
+		}
+		return true // never wait for readiness
+	})
+	return usable
 }

@@ -251,9 +251,43 @@ func TestH1TransportUnsolicitedBytes(t *testing.T) {
 	if _, _, err := h1Get(t, tr, context.Background(), s.addr, http.MethodHead); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Millisecond) // let the extra bytes arrive
 	if _, body, err := h1Get(t, tr, context.Background(), s.addr, http.MethodGet); err != nil || body != "ok" {
 		t.Fatalf("the request after an unsolicited response got %q, %v", body, err)
+	}
+}
+
+// TestH1TransportLateUnsolicitedBytes: bytes an upstream sends on a
+// connection after its response has been read, while the connection sits
+// in the pool, must not become the next request's response.
+func TestH1TransportLateUnsolicitedBytes(t *testing.T) {
+	t.Parallel()
+	gotFirst, strayWritten := make(chan struct{}), make(chan struct{})
+	var served atomic.Int64
+	s := startRawServer(t, func(c net.Conn, br *bufio.Reader) {
+		readRequests(c, br, func(_ int, req *http.Request) (string, bool) {
+			if served.Add(1) > 1 {
+				return "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh", true
+			}
+			go func() {
+				<-gotFirst
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nSTOLEN")
+				close(strayWritten)
+			}()
+			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true
+		})
+	})
+	tr := newTestH1(t)
+	if _, body, err := h1Get(t, tr, context.Background(), s.addr, http.MethodGet); err != nil || body != "ok" {
+		t.Fatalf("first request: %q, %v", body, err)
+	}
+	close(gotFirst)
+	// On loopback a completed write is in the peer's receive buffer.
+	<-strayWritten
+	if _, body, err := h1Get(t, tr, context.Background(), s.addr, http.MethodGet); err != nil || body != "fresh" {
+		t.Fatalf("the request after a late unsolicited response got %q, %v; want a fresh connection's answer", body, err)
+	}
+	if n := s.conns.Load(); n != 2 {
+		t.Errorf("%d upstream connections, want 2: the tainted one must not be reused", n)
 	}
 }
 

@@ -217,8 +217,11 @@ func (w *h1ResponseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	w.hijacked = true
 	w.c.setIdle(false)
+	// No read-ahead may run on an upgraded connection; a byte it already
+	// took is read back through the connReader.
+	w.c.cr.unwatch()
 	_ = w.c.nc.SetDeadline(time.Time{})
-	return w.c.nc, bufio.NewReadWriter(w.body.br, w.bw), nil
+	return &hijackedConn{Conn: w.c.nc, r: &w.c.cr}, bufio.NewReadWriter(w.body.br, w.bw), nil
 }
 
 // finish ends the response: the last chunk with its trailers, or a check
@@ -288,3 +291,12 @@ func (w *h1ResponseWriter) sendContinue() {
 	w.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 	_ = w.bw.Flush()
 }
+
+// hijackedConn reads through the connReader, which may hold a byte read
+// ahead before the upgrade.
+type hijackedConn struct {
+	net.Conn
+	r *connReader
+}
+
+func (h *hijackedConn) Read(p []byte) (int, error) { return h.r.Read(p) }
