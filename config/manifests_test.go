@@ -11,6 +11,7 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	appsv1 "k8s.io/api/apps/v1"
@@ -145,6 +146,9 @@ func TestEnvoyBootstrapIsValid(t *testing.T) {
 	}
 	if err := b.ValidateAll(); err != nil {
 		t.Fatalf("bootstrap is invalid: %v", err)
+	}
+	if len(b.GetOverloadManager().GetResourceMonitors()) == 0 {
+		t.Error("no overload manager: downstream connections are unbounded")
 	}
 	if a := b.GetAdmin().GetAddress().GetSocketAddress().GetAddress(); a != "127.0.0.1" {
 		t.Errorf("admin binds %q, want loopback", a)

@@ -46,6 +46,7 @@ func run() error {
 	drainTimeout := flag.Duration("drain-timeout", 30*time.Second, "after the drain delay, how long in-flight requests may take to finish")
 	accessLog := flag.Bool("access-log", true, "write one JSON line per request to stdout")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
+	maxConns := flag.Int("max-downstream-connections", 50000, "open connections per listener; more are closed at accept, like Envoy's overload manager (-1: no cap)")
 	flag.Parse()
 	if *xdsAddress == "" {
 		flag.Usage()
@@ -63,7 +64,8 @@ func run() error {
 	if *accessLog {
 		alog = os.Stdout
 	}
-	proxy := dataplane.New(dataplane.Options{Logger: logger.Named("proxy"), Registerer: reg, AccessLog: alog, ListenAddress: *listenAddress})
+	proxy := dataplane.New(dataplane.Options{Logger: logger.Named("proxy"), Registerer: reg, AccessLog: alog, ListenAddress: *listenAddress,
+		MaxDownstreamConnections: *maxConns})
 
 	conn, err := grpc.NewClient(*xdsAddress,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),

@@ -190,8 +190,27 @@ func httpConnectionManager(role ir.ListenerRole, opts Options) *hcmv3.HttpConnec
 		UseRemoteAddress:  wrapperspb.Bool(true),
 		NormalizePath:     wrapperspb.Bool(true),
 		MergeSlashes:      false,
+		// Envoy's edge best practices: bounded by default, so one client
+		// cannot hold the gateway's memory or connections.
+		RequestHeadersTimeout: durationpb.New(edgeRequestHeadersTimeout),
+		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
+			IdleTimeout:     durationpb.New(time.Hour),
+			MaxHeadersCount: wrapperspb.UInt32(edgeMaxHeadersCount),
+		},
+		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{
+			MaxConcurrentStreams:        wrapperspb.UInt32(edgeMaxConcurrentStreams),
+			InitialStreamWindowSize:     wrapperspb.UInt32(64 << 10),
+			InitialConnectionWindowSize: wrapperspb.UInt32(1 << 20),
+		},
 	}
 }
+
+// The edge bounds of every connection manager.
+const (
+	edgeRequestHeadersTimeout = 10 * time.Second
+	edgeMaxHeadersCount       = 100
+	edgeMaxConcurrentStreams  = 100
+)
 
 func socketAddress(host string, port uint32) *corev3.Address {
 	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
