@@ -27,8 +27,10 @@ run: build
 ## Kubernetes API (test/cluster, test/e2e, Knative's conformance suite).
 test: lint unit e2e conformance
 
+## unit: every package outside test/, with the race detector (it needs cgo;
+## gcc is on the machine image).
 unit:
-	$(GO) test $(GOTESTFLAGS) $(UNIT_PKGS)
+	CGO_ENABLED=1 $(GO) test -race $(GOTESTFLAGS) $(UNIT_PKGS)
 
 ## e2e: test/cluster's own test and test/e2e, one cluster at a time;
 ## never cached, since the binaries they run are built at run time.

@@ -38,6 +38,7 @@ type h1Conn struct {
 	t    *h1Transport
 	addr string
 	nc   net.Conn
+	fd   int         // nc's socket, for the reuse check; -1 when unknown
 	in   limitedConn // between nc and br: caps response heads, counts bytes
 	br   *bufio.Reader
 	bw   *bufio.Writer
@@ -140,7 +141,7 @@ func (t *h1Transport) get(ctx context.Context, addr string, pooled bool) (*h1Con
 			t.mu.Unlock()
 			if !c.idleTimer.Stop() {
 				// Its idle timer fired and is closing it; dial instead.
-			} else if idleConnUsable(c.nc) {
+			} else if idleConnUsable(c.fd) {
 				return c, true, nil
 			} else {
 				// The upstream closed it, or sent bytes nobody asked for
@@ -156,7 +157,12 @@ func (t *h1Transport) get(ctx context.Context, addr string, pooled bool) (*h1Con
 	if err != nil {
 		return nil, false, err
 	}
-	c := &h1Conn{t: t, addr: addr, nc: nc, bw: bufio.NewWriterSize(nc, h1BufferSize)}
+	c := &h1Conn{t: t, addr: addr, nc: nc, bw: bufio.NewWriterSize(nc, h1BufferSize), fd: -1}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			_ = raw.Control(func(fd uintptr) { c.fd = int(fd) })
+		}
+	}
 	c.in.nc = nc
 	c.br = bufio.NewReaderSize(&c.in, h1BufferSize)
 	c.idleTimer = time.AfterFunc(math.MaxInt64, c.expire)
@@ -310,30 +316,26 @@ func (b *h1Body) finish(atEOF bool) {
 	b.c.nc.Close()
 }
 
-// idleConnUsable peeks at a pooled connection without blocking: an idle
-// HTTP/1.1 connection has nothing to read. Data means an unsolicited (or
-// late, overlong) response; EOF means the upstream closed it. Go's
-// Transport learns the same from a read goroutine per connection.
-func idleConnUsable(nc net.Conn) bool {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
+// idleConnUsable peeks at a pooled connection's socket without blocking:
+// an idle HTTP/1.1 connection has nothing to read. Data means an
+// unsolicited (or late, overlong) response; EOF means the upstream closed
+// it. Go's Transport learns the same from a read goroutine per connection.
+// The connection is ours alone while it is checked, so its descriptor is
+// open.
+func idleConnUsable(fd int) bool {
+	if fd < 0 {
 		return true
 	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return true
-	}
-	usable := true
 	var b [1]byte
-	_ = raw.Read(func(fd uintptr) bool {
-		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	for {
+		_, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		switch {
-		case n > 0, n == 0 && err == nil:
-			usable = false
-		case err != nil && err != unix.EAGAIN && err != unix.EINTR:
-			usable = false
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return true
+		default: // data (n > 0), EOF (n == 0) or a socket error
+			return false
 		}
-		return true // never wait for readiness
-	})
-	return usable
+	}
 }

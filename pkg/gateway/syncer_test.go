@@ -75,16 +75,22 @@ func TestTriggersCoalesce(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		s.Trigger()
 	}
+	if n := len(s.trigger); n != 1 {
+		t.Fatalf("100 triggers left %d pending syncs, want 1", n)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go s.Run(ctx)
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
 	deadline := time.Now().Add(5 * time.Second)
 	for s.Syncs() == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // polling for the first sync
 	}
-	time.Sleep(50 * time.Millisecond) // would be enough for a second, wrongly queued sync
-	if got := s.Syncs(); got != 1 {
-		t.Errorf("100 triggers before Run made %d syncs, want 1", got)
+	cancel()
+	<-done
+	// Run has stopped: nothing can sync any more, and nothing was left
+	// queued for a second sync.
+	if got, pending := s.Syncs(), len(s.trigger); got != 1 || pending != 0 {
+		t.Errorf("100 triggers before Run made %d syncs and left %d pending, want 1 and 0", got, pending)
 	}
 }
 

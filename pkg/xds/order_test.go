@@ -307,7 +307,14 @@ func TestRetryRateLimit(t *testing.T) {
 	if d := time.Since(start); d < retryInterval-100*time.Millisecond {
 		t.Errorf("second retry after %v, want about %v", d, retryInterval)
 	}
-	time.Sleep(100 * time.Millisecond)
+	// The second retry took the whole queue: nothing is scheduled that
+	// could make a third.
+	h.s.retryMu.Lock()
+	q := h.s.retries[typeRDS]
+	h.s.retryMu.Unlock()
+	if q.scheduled || len(q.names) > 0 {
+		t.Errorf("a third retry is queued (%v); the queued retries must coalesce into the second", q.names)
+	}
 	if got := h.metric("weir_xds_nack_retries_total", rds); got != 2 {
 		t.Errorf("weir_xds_nack_retries_total{RDS} = %v, want the queued retries coalesced into 2", got)
 	}

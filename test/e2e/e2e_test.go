@@ -52,9 +52,15 @@ func TestDomainConflict(t *testing.T) {
 	waitReady(t, "conflict-first")
 	eventually(t, host, 30*time.Second, fromBackend("conflict-a"))
 
-	// Creation timestamps have one-second resolution; the model orders
-	// claims by age.
-	time.Sleep(1100 * time.Millisecond)
+	// Creation timestamps have one-second resolution and the model orders
+	// claims by age: the second claim must be created in a later second.
+	first, err := kube.Networking.NetworkingV1alpha1().Ingresses(namespace).Get(context.Background(), "conflict-first", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for !time.Now().Truncate(time.Second).After(first.CreationTimestamp.Time) {
+		time.Sleep(time.Until(first.CreationTimestamp.Add(time.Second))) // the clock is the event
+	}
 	createKIngress(t, "conflict-second", kingressSpec(host, "conflict-b", "1"))
 	second := waitKIngress(t, "conflict-second", time.Minute, "failed with DomainConflict", func(ing *v1alpha1.Ingress) bool {
 		c := ing.Status.GetCondition(v1alpha1.IngressConditionLoadBalancerReady)
@@ -66,7 +72,7 @@ func TestDomainConflict(t *testing.T) {
 	}
 
 	// The first one is untouched and still gets all the traffic.
-	first, err := kube.Networking.NetworkingV1alpha1().Ingresses(namespace).Get(context.Background(), "conflict-first", metav1.GetOptions{})
+	first, err = kube.Networking.NetworkingV1alpha1().Ingresses(namespace).Get(context.Background(), "conflict-first", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +80,7 @@ func TestDomainConflict(t *testing.T) {
 		t.Errorf("conflict-first lost Ready: %+v", first.Status)
 	}
 	p := startProber(t, host, fromBackend("conflict-a"))
-	time.Sleep(2 * time.Second)
+	p.waitAnswers(t, 100)
 	p.stop(t, 20)
 
 	if err := kube.Networking.NetworkingV1alpha1().Ingresses(namespace).Delete(context.Background(), "conflict-first", metav1.DeleteOptions{}); err != nil {
@@ -94,20 +100,20 @@ func TestGatewayRollingRestart(t *testing.T) {
 
 	ctx := context.Background()
 	p := startProber(t, host, fromBackend("gwr"))
-	time.Sleep(time.Second)
+	p.waitAnswers(t, 50)
 	old := append([]string(nil), weir.GatewayPods...)
 	for i, name := range old {
 		replacement := fmt.Sprintf("weir-gateway-r%d-%d", time.Now().Unix()%100000, i)
 		if err := weir.AddGateway(ctx, replacement); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Second)
+		p.waitAnswers(t, 50) // through the Service with the new gateway in it
 		t0 := time.Now()
 		if err := weir.DeleteGateway(ctx, name); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("%s replaced by %s; its drain took %v", name, replacement, time.Since(t0).Round(time.Millisecond))
-		time.Sleep(time.Second)
+		p.waitAnswers(t, 50) // through the Service without the old one
 	}
 	p.stop(t, 200)
 
@@ -131,7 +137,7 @@ func TestControllerRestart(t *testing.T) {
 	for _, name := range weir.ControllerPods {
 		restarts[name] = restartCount(t, name)
 	}
-	time.Sleep(time.Second)
+	p.waitAnswers(t, 50)
 	for _, name := range weir.ControllerPods {
 		if err := kube.KillPod("knative-serving", name); err != nil {
 			t.Fatal(err)
@@ -147,7 +153,9 @@ func TestControllerRestart(t *testing.T) {
 		}
 	}
 	waitNewLeader(t, holder)
-	time.Sleep(5 * time.Second)
+	// The new leader's re-probe leaves no trace in the API when nothing
+	// changes; the watch spans it while the gateways keep answering.
+	p.waitAnswers(t, 500)
 	stopWatch()
 	updateKIngress(t, "ctrlr", kingressSpec(host, "ctrlr", "2"))
 	waitReady(t, "ctrlr")
@@ -167,7 +175,7 @@ func TestLeaderFailover(t *testing.T) {
 	t.Logf("lease %s is held by %s", leaseName, holder)
 
 	p := startProber(t, host, fromBackend("leader"))
-	time.Sleep(time.Second)
+	p.waitAnswers(t, 50)
 	t0 := time.Now()
 	if err := kube.KillPod("knative-serving", pod); err != nil {
 		t.Fatal(err)

@@ -229,6 +229,23 @@ type prober struct {
 	failed  atomic.Int64
 	mu      sync.Mutex
 	samples []string
+	// answered is signalled after every good answer.
+	answered chan struct{}
+}
+
+// waitAnswers blocks until the prober has had n more good answers: traffic
+// has flowed through whatever changed before the call.
+func (p *prober) waitAnswers(t *testing.T, n int64) {
+	t.Helper()
+	target := p.ok.Load() + n
+	timeout := time.After(time.Minute)
+	for p.ok.Load() < target {
+		select {
+		case <-p.answered:
+		case <-timeout:
+			t.Fatalf("prober for %s: %d good answers in a minute, want %d (%d failures)", p.host, p.ok.Load()-(target-n), n, p.failed.Load())
+		}
+	}
 }
 
 // startProber runs two keep-alive clients and one that opens a new
@@ -237,7 +254,7 @@ type prober struct {
 // at the latest.
 func startProber(t *testing.T, host string, check func(runtimeInfo) error) *prober {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &prober{host: host, check: check, cancel: cancel}
+	p := &prober{host: host, check: check, cancel: cancel, answered: make(chan struct{}, 1)}
 	t.Cleanup(func() {
 		cancel()
 		p.wg.Wait()
@@ -261,6 +278,10 @@ func startProber(t *testing.T, host string, check func(runtimeInfo) error) *prob
 				}
 				if err == nil {
 					p.ok.Add(1)
+					select {
+					case p.answered <- struct{}{}:
+					default:
+					}
 				} else {
 					p.failed.Add(1)
 					p.mu.Lock()

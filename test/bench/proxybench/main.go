@@ -1,15 +1,18 @@
-// Command proxybench compares three ways to reach the same local backend,
-// in one run on one machine: directly, through weir-proxy (`weir run`) and
-// through nginx. It drives each with wrk (keep-alive small GETs and 64 KiB
-// POSTs), then runs a hot-update phase: config changes at a fixed rate
-// under load, `weir run` file edits against `nginx -s reload`, counting
-// failed requests. hack/bench-proxy.sh installs nginx and wrk and runs it;
-// the table it prints goes to docs/benchmarks.md.
+// Command proxybench compares four ways to reach the same local backend,
+// in one run on one machine: directly, through weir-proxy (`weir run`),
+// through nginx and through Go's httputil.ReverseProxy. It drives each with
+// wrk (keep-alive small GETs, 64 KiB POSTs, a new connection per request,
+// and a TLS handshake per request), measures the memory each proxy holds per
+// idle keep-alive connection, then runs a hot-update phase: config changes
+// at a fixed rate under load, `weir run` file edits against
+// `nginx -s reload`, counting failed requests. hack/bench-proxy.sh installs
+// nginx and wrk and runs it; the tables it prints go to docs/benchmarks.md.
 package main
 
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -36,12 +39,29 @@ var (
 	updates     = flag.Int("updates", 100, "config changes in the hot-update phase")
 	interval    = flag.Duration("update-interval", 150*time.Millisecond, "time between config changes in the hot-update phase")
 	quick       = flag.Bool("quick", false, "only GET through weir-proxy and nginx, no hot update (for profiling rounds)")
+	idleConns   = flag.Int("idle-connections", 10000, "keep-alive connections held open per proxy for the memory measurement (0 skips it)")
+	profile     = flag.String("cpu-profile", "", "write a CPU profile of weir-proxy during the keep-alive GET run to this file")
+
+	// The Go ReverseProxy peer runs as a child process of this command.
+	role     = flag.String("role", "", "internal: \"reverse-proxy\" serves Go's httputil.ReverseProxy")
+	rpListen = flag.String("rp-listen", "", "internal: plain listen address of the reverse proxy")
+	rpTLS    = flag.String("rp-tls-listen", "", "internal: TLS listen address of the reverse proxy")
+	rpCert   = flag.String("rp-cert", "", "internal: certificate file")
+	rpKey    = flag.String("rp-key", "", "internal: key file")
+	rpTarget = flag.String("rp-backend", "", "internal: backend host:port")
 )
 
 const host = "bench.example.com"
 
 func main() {
 	flag.Parse()
+	if *role == "reverse-proxy" {
+		if err := serveReverseProxy(); err != nil {
+			fmt.Fprintln(os.Stderr, "proxybench reverse proxy:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "proxybench:", err)
 		os.Exit(1)
@@ -71,35 +91,84 @@ func run() error {
 		return err
 	}
 	logf("backend on %s", backend)
-	nginx, err := startNginx(dir, backend)
+	certFile, keyFile, certPEM, keyPEM, err := writeCert(dir)
+	if err != nil {
+		return err
+	}
+	nginx, err := startNginx(dir, backend, certFile, keyFile)
 	if err != nil {
 		return err
 	}
 	defer nginx.stop()
-	weir, err := startWeir(dir, backend)
+	weir, err := startWeir(dir, backend, certPEM, keyPEM)
 	if err != nil {
 		return err
 	}
 	defer weir.stop()
+	rp, err := startReverseProxy(dir, backend, certFile, keyFile)
+	if err != nil {
+		return err
+	}
+	defer rp.stop()
 
 	post := filepath.Join(dir, "post.lua")
 	if err := os.WriteFile(post, []byte("wrk.method = \"POST\"\nwrk.body = string.rep(\"a\", 65536)\nwrk.headers[\"Content-Type\"] = \"application/octet-stream\"\n"), 0o644); err != nil {
 		return err
 	}
-	targets := []struct{ name, addr string }{{"direct", backend}, {"weir-proxy", weir.addr}, {"nginx", nginx.addr}}
+	type target struct{ name, addr, tlsAddr string }
+	targets := []target{{"direct", backend, ""}, {"weir-proxy", weir.addr, weir.tlsAddr}, {"nginx", nginx.addr, nginx.tlsAddr}, {"go-reverseproxy", rp.addr, rp.tlsAddr}}
 	var rows []row
-	workloads := []struct{ name, script string }{{"GET (small, keep-alive)", ""}, {"POST 64 KiB", post}}
-	if *quick {
-		workloads, targets = workloads[:1], targets[1:]
+	type workload struct {
+		name, script string
+		close, tls   bool
 	}
-	for _, w := range workloads {
+	workloads := []workload{{name: "GET (small, keep-alive)"}, {name: "POST 64 KiB", script: post},
+		{name: "GET, new connection per request", close: true}, {name: "GET over TLS, handshake per request", close: true, tls: true}}
+	if *quick {
+		workloads, targets = workloads[:1], targets[1:3]
+	}
+	for i, w := range workloads {
 		for _, tg := range targets {
+			addr, scheme := tg.addr, "http"
+			if w.tls {
+				if tg.tlsAddr == "" {
+					continue
+				}
+				addr, scheme = tg.tlsAddr, "https"
+			}
 			logf("%s via %s for %v", w.name, tg.name, *duration)
-			r, err := runWrk(tg.addr, w.script, *duration)
+			var stopProfile func() error
+			if i == 0 && tg.name == "weir-proxy" && *profile != "" {
+				stopProfile = weir.cpuProfile(*profile, *duration)
+			}
+			pids := targetPIDs(tg.name, weir, nginx, rp)
+			cpu0 := cpuTime(pids)
+			r, err := runWrk(scheme, addr, w.script, w.close, *duration)
 			if err != nil {
 				return fmt.Errorf("%s via %s: %w", w.name, tg.name, err)
 			}
+			if r.requests > 0 && pids != nil {
+				r.cpuPerRequest = (cpuTime(pids) - cpu0) / time.Duration(r.requests)
+			}
+			if stopProfile != nil {
+				if err := stopProfile(); err != nil {
+					return err
+				}
+			}
 			rows = append(rows, row{w.name, tg.name, r})
+		}
+	}
+
+	var idle []idleResult
+	if *idleConns > 0 && !*quick {
+		for _, tg := range targets[1:] {
+			logf("%d idle keep-alive connections to %s", *idleConns, tg.name)
+			r, err := measureIdle(tg.addr, targetPIDs(tg.name, weir, nginx, rp), *idleConns)
+			if err != nil {
+				return fmt.Errorf("idle connections to %s: %w", tg.name, err)
+			}
+			r.target = tg.name
+			idle = append(idle, r)
 		}
 	}
 
@@ -120,6 +189,7 @@ func run() error {
 	}
 
 	printLoad(rows)
+	printIdle(idle)
 	fmt.Printf("\nHot update: %d config changes, one every %v, during %v of wrk GET load (-c%d)\n\n", *updates, *interval, hotDur, *connections)
 	fmt.Println("| gateway | how | requests | failed requests | requests/s |")
 	fmt.Println("| --- | --- | ---: | ---: | ---: |")
@@ -140,8 +210,8 @@ func printLoad(rows []row) {
 	nv, _ := exec.Command(*nginxBin, "-v").CombinedOutput()
 	fmt.Printf("%d CPU(s) (%s), %s; wrk -t%d -c%d -d%v; backend: Go net/http\n\n",
 		countCPUs(cpu), firstOr(model, "unknown CPU"), strings.TrimSpace(string(nv)), *threads, *connections, *duration)
-	fmt.Println("| workload | path | requests/s | p50 | p99 | errors | vs nginx | vs direct |")
-	fmt.Println("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Println("| workload | path | requests/s | p50 | p99 | errors | proxy CPU per request | vs nginx | p99 vs nginx | vs direct |")
+	fmt.Println("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	ratio := func(r row, target string) string {
 		for _, o := range rows {
 			if o.workload == r.workload && o.target == target && o.r.rps > 0 {
@@ -150,8 +220,21 @@ func printLoad(rows []row) {
 		}
 		return "-"
 	}
+	p99Ratio := func(r row) string {
+		for _, o := range rows {
+			if o.workload == r.workload && o.target == "nginx" && o.r.p99 > 0 {
+				return fmt.Sprintf("%.2f", float64(r.r.p99)/float64(o.r.p99))
+			}
+		}
+		return "-"
+	}
 	for _, r := range rows {
-		fmt.Printf("| %s | %s | %.0f | %v | %v | %d | %s | %s |\n", r.workload, r.target, r.r.rps, r.r.p50, r.r.p99, r.r.errors, ratio(r, "nginx"), ratio(r, "direct"))
+		cpu := "-"
+		if r.r.cpuPerRequest > 0 {
+			cpu = fmt.Sprintf("%.1f µs", float64(r.r.cpuPerRequest)/float64(time.Microsecond))
+		}
+		fmt.Printf("| %s | %s | %.0f | %v | %v | %d | %s | %s | %s | %s |\n", r.workload, r.target, r.r.rps, r.r.p50, r.r.p99, r.r.errors, cpu,
+			ratio(r, "nginx"), p99Ratio(r), ratio(r, "direct"))
 	}
 }
 
@@ -212,12 +295,18 @@ func waitHTTP(url string, what string) error {
 }
 
 type proc struct {
-	cmd     *exec.Cmd
-	addr    string // where the gateway listens
-	backend string
-	dir     string
-	conf    string // nginx.conf
-	gen     int    // config generation, changed by reload/update
+	cmd       *exec.Cmd
+	addr      string // where the gateway listens
+	tlsAddr   string // its TLS listener, by the name "localhost" (wrk sends it as SNI)
+	adminAddr string
+	certFile  string
+	keyFile   string
+	certPEM   []byte
+	keyPEM    []byte
+	backend   string
+	dir       string
+	conf      string // nginx.conf
+	gen       int    // config generation, changed by reload/update
 }
 
 func (p *proc) stop() {
@@ -238,7 +327,8 @@ func (p *proc) stop() {
 const nginxConf = `worker_processes auto;
 pid %[1]s/nginx.pid;
 error_log %[1]s/nginx-error.log warn;
-events { worker_connections 4096; }
+worker_rlimit_nofile 30000;
+events { worker_connections 30000; }
 http {
   access_log off;
   client_body_temp_path %[1]s/client_body;
@@ -248,6 +338,10 @@ http {
   upstream backend { server %[2]s; keepalive 128; }
   server {
     listen 127.0.0.1:%[3]d;
+    listen 127.0.0.1:%[6]d ssl;
+    ssl_certificate %[7]s;
+    ssl_certificate_key %[8]s;
+    ssl_protocols TLSv1.2 TLSv1.3;
     server_name %[4]s;
     location / {
       proxy_pass http://backend;
@@ -260,12 +354,17 @@ http {
 }
 `
 
-func startNginx(dir, backend string) (*proc, error) {
+func startNginx(dir, backend, certFile, keyFile string) (*proc, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	p := &proc{addr: fmt.Sprintf("127.0.0.1:%d", port), backend: backend, dir: dir, conf: filepath.Join(dir, "nginx.conf")}
+	tlsPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	p := &proc{addr: fmt.Sprintf("127.0.0.1:%d", port), tlsAddr: fmt.Sprintf("localhost:%d", tlsPort), backend: backend, dir: dir,
+		conf: filepath.Join(dir, "nginx.conf"), certFile: certFile, keyFile: keyFile}
 	if err := p.writeNginx(); err != nil {
 		return nil, err
 	}
@@ -279,7 +378,9 @@ func startNginx(dir, backend string) (*proc, error) {
 
 func (p *proc) writeNginx() error {
 	_, port, _ := net.SplitHostPort(p.addr)
-	return os.WriteFile(p.conf, []byte(fmt.Sprintf(nginxConf, p.dir, p.backend, mustAtoi(port), host, p.gen)), 0o644)
+	_, tlsPort, _ := net.SplitHostPort(p.tlsAddr)
+	return os.WriteFile(p.conf, []byte(fmt.Sprintf(nginxConf, p.dir, p.backend, mustAtoi(port), host, p.gen,
+		mustAtoi(tlsPort), p.certFile, p.keyFile)), 0o644)
 }
 
 func mustAtoi(s string) int {
@@ -305,6 +406,15 @@ func (p *proc) reload() error {
 }
 
 const weirYAML = `apiVersion: v1
+kind: Secret
+metadata:
+  name: bench-tls
+  namespace: default
+  labels: {networking.internal.knative.dev/certificate-uid: bench}
+type: kubernetes.io/tls
+data: {tls.crt: %[6]s, tls.key: %[7]s}
+---
+apiVersion: v1
 kind: Service
 metadata: {name: bench, namespace: default}
 spec: {ports: [{name: http, port: 80}]}
@@ -335,6 +445,8 @@ metadata:
   namespace: default
   annotations: {networking.knative.dev/ingress.class: weir.ingress.networking.knative.dev}
 spec:
+  tls:
+  - {hosts: [%[2]s, localhost], secretName: bench-tls, secretNamespace: default}
   rules:
   - hosts: [%[2]s]
     visibility: ExternalIP
@@ -346,7 +458,7 @@ spec:
         - {serviceName: bench-b, serviceNamespace: default, servicePort: 80, percent: %[5]d}
 `
 
-func startWeir(dir, backend string) (*proc, error) {
+func startWeir(dir, backend string, certPEM, keyPEM []byte) (*proc, error) {
 	var ports [5]int
 	for i := range ports {
 		var err error
@@ -354,7 +466,8 @@ func startWeir(dir, backend string) (*proc, error) {
 			return nil, err
 		}
 	}
-	p := &proc{addr: fmt.Sprintf("127.0.0.1:%d", ports[0]), backend: backend, dir: filepath.Join(dir, "weir")}
+	p := &proc{addr: fmt.Sprintf("127.0.0.1:%d", ports[0]), tlsAddr: fmt.Sprintf("localhost:%d", ports[1]),
+		adminAddr: fmt.Sprintf("127.0.0.1:%d", ports[4]), backend: backend, dir: filepath.Join(dir, "weir"), certPEM: certPEM, keyPEM: keyPEM}
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -378,7 +491,8 @@ func (p *proc) writeWeir() error {
 	port := mustAtoi(bport)
 	w := (p.gen % 10) * 10
 	tmp := filepath.Join(p.dir, ".bench.yaml.tmp")
-	if err := os.WriteFile(tmp, []byte(fmt.Sprintf(weirYAML, port, host, p.gen, 100-w, w)), 0o644); err != nil {
+	crt, key := base64.StdEncoding.EncodeToString(p.certPEM), base64.StdEncoding.EncodeToString(p.keyPEM)
+	if err := os.WriteFile(tmp, []byte(fmt.Sprintf(weirYAML, port, host, p.gen, 100-w, w, crt, key)), 0o644); err != nil {
 		return err
 	}
 	return os.Rename(tmp, filepath.Join(p.dir, "bench.yaml"))
@@ -390,11 +504,12 @@ func (p *proc) update() error {
 }
 
 type wrkResult struct {
-	rps          float64
-	p50, p99     time.Duration
-	requests     int64
-	errors       int64
-	errorDetails string
+	cpuPerRequest time.Duration // CPU time the proxy's processes spent per request
+	rps           float64
+	p50, p99      time.Duration
+	requests      int64
+	errors        int64
+	errorDetails  string
 }
 
 var (
@@ -406,13 +521,16 @@ var (
 	unitFactor = map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}
 )
 
-func runWrk(addr, script string, d time.Duration) (wrkResult, error) {
+func runWrk(scheme, addr, script string, closeConn bool, d time.Duration) (wrkResult, error) {
 	args := []string{fmt.Sprintf("-t%d", *threads), fmt.Sprintf("-c%d", *connections), fmt.Sprintf("-d%ds", int(d.Seconds())),
 		"--latency", "-H", "Host: " + host}
+	if closeConn {
+		args = append(args, "-H", "Connection: close")
+	}
 	if script != "" {
 		args = append(args, "-s", script)
 	}
-	args = append(args, "http://"+addr+"/")
+	args = append(args, scheme+"://"+addr+"/")
 	out, err := exec.Command(*wrkBin, args...).CombinedOutput()
 	if err != nil {
 		return wrkResult{}, fmt.Errorf("wrk: %v: %s", err, out)
@@ -470,7 +588,7 @@ func hotUpdate(addr string, d time.Duration, change func() error) (wrkResult, er
 		}
 		errc <- nil
 	}()
-	r, err := runWrk(addr, "", d)
+	r, err := runWrk("http", addr, "", false, d)
 	if err != nil {
 		return r, err
 	}
