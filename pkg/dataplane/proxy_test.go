@@ -503,15 +503,21 @@ func TestWebsocketEcho(t *testing.T) {
 		t.Errorf("upgrade disabled on the route: want 403, got %v %v", resp, err)
 	}
 
-	// The access log has one JSON line per request.
-	time.Sleep(100 * time.Millisecond)
+	// The access log has one JSON line per request, written when the
+	// stream ends, which can be just after the client saw the response.
 	entries := map[string]map[string]any{}
-	for _, line := range strings.Split(strings.TrimSpace(logBuf.String()), "\n") {
-		var entry map[string]any
-		if err := json.Unmarshal([]byte(line), &entry); err != nil {
-			t.Fatalf("access log line %q: %v", line, err)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		for _, line := range strings.Split(strings.TrimSpace(logBuf.String()), "\n") {
+			var entry map[string]any
+			if err := json.Unmarshal([]byte(line), &entry); err != nil {
+				t.Fatalf("access log line %q: %v", line, err)
+			}
+			entries[entry["path"].(string)] = entry
 		}
-		entries[entry["path"].(string)] = entry
+		if (entries["/ws"] != nil && entries["/noupgrade"] != nil) || time.Now().After(deadline) {
+			break
+		}
+		logBuf.waitWrite()
 	}
 	if e := entries["/noupgrade"]; e["method"] != "GET" || e["code"] != float64(403) || e["flags"] != "UPE" {
 		t.Errorf("access log entry %v", e)
@@ -522,14 +528,36 @@ func TestWebsocketEcho(t *testing.T) {
 }
 
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	written chan struct{} // signalled after each write
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.written == nil {
+		s.written = make(chan struct{}, 1)
+	}
+	select {
+	case s.written <- struct{}{}:
+	default:
+	}
 	return s.b.Write(p)
+}
+
+// waitWrite blocks until the next write, for at most a second.
+func (s *syncBuffer) waitWrite() {
+	s.mu.Lock()
+	if s.written == nil {
+		s.written = make(chan struct{}, 1)
+	}
+	ch := s.written
+	s.mu.Unlock()
+	select {
+	case <-ch:
+	case <-time.After(time.Second):
+	}
 }
 
 func (s *syncBuffer) String() string {
