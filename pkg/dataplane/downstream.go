@@ -132,7 +132,10 @@ func (d *downstreamServer) Serve(ln net.Listener) error {
 	}
 }
 
-var errTooManyOpenFiles = errors.New("too many open files")
+var (
+	errTooManyOpenFiles = errors.New("too many open files")
+	errDownstreamGone   = errors.New("downstream connection closed")
+)
 
 func (d *downstreamServer) forget(c *serverConn) {
 	d.mu.Lock()
@@ -209,9 +212,39 @@ type serverConn struct {
 
 	sni string // the TLS server name
 
-	mu     sync.Mutex
+	watchTimer *time.Timer // only the connection's goroutine arms it
+
+	mu       sync.Mutex
+	watchReq watchedRequest
 	idle   bool // waiting for a request; may be closed by a drain
 	closed bool
+}
+
+// armWatch starts the disconnect watch timer of the current request; the
+// timer is the connection's, reused across requests.
+func (c *serverConn) armWatch(br *bufio.Reader, body *h1RequestBody, cancel context.CancelCauseFunc) {
+	c.mu.Lock()
+	c.watchReq = watchedRequest{gen: c.cr.generation(), br: br, body: body, cancel: cancel}
+	c.mu.Unlock()
+	if c.watchTimer == nil {
+		c.watchTimer = time.AfterFunc(disconnectWatchDelay, c.fireWatch)
+	} else {
+		c.watchTimer.Reset(disconnectWatchDelay)
+	}
+}
+
+func (c *serverConn) fireWatch() {
+	c.mu.Lock()
+	w := c.watchReq
+	c.mu.Unlock()
+	c.cr.watch(w.gen, w.br, w.body, w.cancel)
+}
+
+type watchedRequest struct {
+	gen    uint64
+	br     *bufio.Reader
+	body   *h1RequestBody
+	cancel context.CancelCauseFunc
 }
 
 // chain is the filter chain the connection's requests use under the
@@ -399,8 +432,8 @@ func (c *serverConn) rejectHead(bw *bufio.Writer, err error) {
 // serveRequest runs one request. It returns whether the connection can
 // carry another.
 func (c *serverConn) serveRequest(br *bufio.Reader, bw *bufio.Writer, head *requestHead, lim codecLimits, state *tls.ConnectionState, remote string) bool {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(context.Canceled)
 	body := &h1RequestBody{c: c, br: br, expect: head.expectContinue}
 	r := &http.Request{
 		Method:     head.method,
@@ -440,16 +473,15 @@ func (c *serverConn) serveRequest(br *bufio.Reader, bw *bufio.Writer, head *requ
 	}
 	r = r.WithContext(ctx)
 
-	w := &h1ResponseWriter{c: c, bw: bw, req: r, body: body, header: make(http.Header, 8)}
+	w := &h1ResponseWriter{c: c, bw: bw, req: r, body: body, header: make(http.Header, 8), cancel: cancel}
 	body.w = w
 	w.keepAlive = !head.close && !c.d.noKeepAlive.Load()
 	// A client that goes away while its request waits for the upstream
 	// must cancel it, as Envoy does. Watching for that costs a goroutine,
 	// so only requests still running after disconnectWatchDelay get one.
-	gen := c.cr.generation()
-	watch := time.AfterFunc(disconnectWatchDelay, func() { c.cr.watch(gen, br, body, cancel) })
+	c.armWatch(br, body, cancel)
 	c.d.handler.ServeHTTP(w, r)
-	watch.Stop()
+	c.watchTimer.Stop()
 	c.cr.unwatch()
 	if w.hijacked {
 		return false
@@ -634,7 +666,7 @@ func (cr *connReader) generation() uint64 {
 // watch starts the read-ahead for request gen if its body is complete and
 // the client has sent nothing more yet (a pipelined request is already
 // proof that it is there).
-func (cr *connReader) watch(gen uint64, br *bufio.Reader, body *h1RequestBody, cancel context.CancelFunc) {
+func (cr *connReader) watch(gen uint64, br *bufio.Reader, body *h1RequestBody, cancel context.CancelCauseFunc) {
 	body.mu.Lock()
 	quiet := body.eof && !body.reading && !body.closed
 	body.mu.Unlock()
@@ -654,7 +686,7 @@ func (cr *connReader) watch(gen uint64, br *bufio.Reader, body *h1RequestBody, c
 			cr.pending = true
 		}
 		if err != nil && gen == cr.gen {
-			cancel() // the client is gone
+			cancel(errDownstreamGone)
 		}
 	}()
 }

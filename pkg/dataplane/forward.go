@@ -426,7 +426,13 @@ func (s *stream) forward(fw *forward, tgt *target) {
 	}
 	s.ctx = r.Context()
 	if s.routeTimeout > 0 || s.hcm.streamIdle > 0 || fw.retry != nil {
-		s.ctx, s.cancel = context.WithCancelCause(r.Context())
+		if rc, ok := s.w.(interface{ requestCanceler() context.CancelCauseFunc }); ok {
+			// weir-proxy's HTTP/1.1 codec made a cancellable context for
+			// this request alone: one context serves both.
+			s.cancel = rc.requestCanceler()
+		} else {
+			s.ctx, s.cancel = context.WithCancelCause(r.Context())
+		}
 	}
 	if s.hcm.streamIdle > 0 {
 		s.idle = s.hcm.streamIdle
@@ -672,6 +678,11 @@ func (s *stream) attempt(req *http.Request, c *cluster, transport http.RoundTrip
 		s.activeEp = ep
 	}
 	res, err := transport.RoundTrip(req)
+	if err == nil && tooManyHeaders(res.Header, upstreamHeadLimits.maxHeaders) {
+		// Go's transports bound the size of a head, not its count.
+		res.Body.Close()
+		res, err = nil, errResponseHeadersTooLarge
+	}
 	if err != nil {
 		s.releaseEndpoint()
 		return nil, err

@@ -243,14 +243,14 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 	// read or write in progress.
 	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
 	c.in.read = 0
-	err := req.Write(c.bw)
+	err := writeBodylessRequest(c.bw, req)
 	if err == nil {
 		err = c.bw.Flush()
 	}
 	for informational := 0; err == nil; informational++ {
-		c.in.limit = maxResponseHeaderBytes
+		c.in.limit = maxResponseHeaderBytes + 1
 		var res *http.Response
-		if res, err = http.ReadResponse(c.br, req); err != nil {
+		if res, err = readResponse(c.br, req, upstreamHeadLimits); err != nil {
 			break
 		}
 		switch {
@@ -270,6 +270,10 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 	stop()
 	return nil, err
 }
+
+// upstreamHeadLimits are Envoy's max_response_headers_kb and
+// max_headers_count defaults.
+var upstreamHeadLimits = headLimits{maxBytes: maxResponseHeaderBytes, maxHeaders: 100}
 
 // h1Body gives the connection back to the pool when the response body has
 // been read to the end, and closes it otherwise.

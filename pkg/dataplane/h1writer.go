@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -36,7 +37,13 @@ type h1ResponseWriter struct {
 	keepAlive   bool
 	hijacked    bool
 	failed      bool
+	// cancel ends the request's context; the stream uses it for its own
+	// timeouts instead of deriving a second context.
+	cancel context.CancelCauseFunc
 }
+
+// requestCanceler lets the stream cancel the request's context with a cause.
+func (w *h1ResponseWriter) requestCanceler() context.CancelCauseFunc { return w.cancel }
 
 var errBodyTooLong = errors.New("http: wrote more than the declared Content-Length")
 

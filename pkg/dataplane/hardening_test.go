@@ -379,6 +379,27 @@ func TestUpstreamHugeResponseHeaders(t *testing.T) {
 	getOK(t, addr2)
 }
 
+// TestUpstreamTooManyResponseHeaders: more than 100 response headers is a
+// 502 on every upstream transport, as Envoy's max_headers_count.
+func TestUpstreamTooManyResponseHeaders(t *testing.T) {
+	many := "HTTP/1.1 200 OK\r\n" + strings.Repeat("X-N: 1\r\n", 101) + "Content-Length: 2\r\n\r\nok"
+	s := startRawServer(t, func(c net.Conn, br *bufio.Reader) {
+		readRequests(c, br, func(int, *http.Request) (string, bool) { return many, false })
+	})
+	_, addr := hardenedProxy(t, Options{}, &backend{name: "many", addr: s.addr})
+	for _, method := range []string{"GET", "POST"} {
+		req, _ := http.NewRequest(method, "http://"+addr+"/", strings.NewReader("x"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Errorf("%s: status %d, want 502", method, resp.StatusCode)
+		}
+	}
+}
+
 // TestClientDisconnectCancelsUpstream: a client that goes away while its
 // request waits for the upstream cancels the upstream request.
 func TestClientDisconnectCancelsUpstream(t *testing.T) {
