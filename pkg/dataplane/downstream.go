@@ -216,8 +216,8 @@ type serverConn struct {
 
 	mu       sync.Mutex
 	watchReq watchedRequest
-	idle   bool // waiting for a request; may be closed by a drain
-	closed bool
+	idle     bool // waiting for a request; may be closed by a drain
+	closed   bool
 }
 
 // armWatch starts the disconnect watch timer of the current request; the

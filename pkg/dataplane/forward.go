@@ -426,7 +426,9 @@ func (s *stream) forward(fw *forward, tgt *target) {
 	}
 	s.ctx = r.Context()
 	if s.routeTimeout > 0 || s.hcm.streamIdle > 0 || fw.retry != nil {
-		if rc, ok := s.w.(interface{ requestCanceler() context.CancelCauseFunc }); ok {
+		if rc, ok := s.w.(interface {
+			requestCanceler() context.CancelCauseFunc
+		}); ok {
 			// weir-proxy's HTTP/1.1 codec made a cancellable context for
 			// this request alone: one context serves both.
 			s.cancel = rc.requestCanceler()
