@@ -426,9 +426,7 @@ func (s *stream) forward(fw *forward, tgt *target) {
 	}
 	s.ctx = r.Context()
 	if s.routeTimeout > 0 || s.hcm.streamIdle > 0 || fw.retry != nil {
-		if rc, ok := s.w.(interface {
-			requestCanceler() context.CancelCauseFunc
-		}); ok {
+		if rc, ok := s.w.(requestCanceler); ok {
 			// weir-proxy's HTTP/1.1 codec made a cancellable context for
 			// this request alone: one context serves both.
 			s.cancel = rc.requestCanceler()
@@ -495,6 +493,12 @@ func (s *stream) forward(fw *forward, tgt *target) {
 		return
 	}
 	s.respond(res)
+}
+
+// requestCanceler is a ResponseWriter whose request context the stream may
+// cancel with a cause (weir-proxy's HTTP/1.1 codec).
+type requestCanceler interface {
+	requestCanceler() context.CancelCauseFunc
 }
 
 // armRouteTimeout starts the route timeout; Envoy starts it when the
