@@ -213,6 +213,7 @@ type serverConn struct {
 	sni string // the TLS server name
 
 	watchTimer *time.Timer // only the connection's goroutine arms it
+	hijacked   bool        // an upgrade took the connection and its buffers
 
 	mu       sync.Mutex
 	watchReq watchedRequest
@@ -298,7 +299,8 @@ func (c *serverConn) serve() {
 		}
 	}
 	c.cr.nc = c.nc
-	br := bufio.NewReaderSize(&c.cr, 4096)
+	br := h1ReaderPool.Get().(*bufio.Reader)
+	br.Reset(&c.cr)
 	if !conf.tls {
 		// codec_type AUTO: HTTP/2 prior knowledge starts with the preface.
 		_ = c.nc.SetReadDeadline(time.Now().Add(envoyCodecDefaults.idleTimeout))
@@ -367,7 +369,17 @@ func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
 // goroutine, finish the response, repeat while the connection may be kept.
 func (c *serverConn) serveH1(br *bufio.Reader) {
 	defer c.nc.Close()
-	bw := bufio.NewWriterSize(c.nc, 4096)
+	bw := h1WriterPool.Get().(*bufio.Writer)
+	bw.Reset(c.nc)
+	defer func() {
+		// Buffers handed to a hijacked connection are not ours any more.
+		if br != nil && !c.hijacked {
+			br.Reset(nil)
+			h1ReaderPool.Put(br)
+			bw.Reset(nil)
+			h1WriterPool.Put(bw)
+		}
+	}()
 	var state *tls.ConnectionState
 	if tc, ok := c.nc.(*tls.Conn); ok {
 		cs := tc.ConnectionState()
@@ -384,8 +396,23 @@ func (c *serverConn) serveH1(br *bufio.Reader) {
 			return
 		}
 		_ = c.nc.SetReadDeadline(time.Now().Add(lim.idleTimeout))
-		if _, err := br.Peek(1); err != nil {
-			return
+		if br.Buffered() == 0 {
+			// Idle: the buffers go back to the pools while the
+			// connection waits, so an idle connection holds only its
+			// goroutine. The first byte waits in the connReader.
+			br.Reset(nil)
+			h1ReaderPool.Put(br)
+			bw.Reset(nil)
+			h1WriterPool.Put(bw)
+			br = nil
+			err := c.cr.awaitByte()
+			br = h1ReaderPool.Get().(*bufio.Reader)
+			br.Reset(&c.cr)
+			bw = h1WriterPool.Get().(*bufio.Writer)
+			bw.Reset(c.nc)
+			if err != nil {
+				return
+			}
 		}
 		if !c.setIdle(false) {
 			return
@@ -406,6 +433,12 @@ func (c *serverConn) serveH1(br *bufio.Reader) {
 		}
 	}
 }
+
+// Buffers of HTTP/1.1 connections that are serving a request.
+var (
+	h1ReaderPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+	h1WriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
+)
 
 // rejectHead answers a head the parser refused and closes, as Envoy does
 // on a codec error.
@@ -484,6 +517,7 @@ func (c *serverConn) serveRequest(br *bufio.Reader, bw *bufio.Writer, head *requ
 	c.watchTimer.Stop()
 	c.cr.unwatch()
 	if w.hijacked {
+		c.hijacked = true
 		return false
 	}
 	// The transport may still hold the body: stop it reading the
@@ -654,6 +688,29 @@ func (cr *connReader) Read(p []byte) (int, error) {
 	}
 	cr.mu.Unlock()
 	return cr.nc.Read(p)
+}
+
+// awaitByte blocks until the client sends something, keeping that byte for
+// the next read; it needs no buffer.
+func (cr *connReader) awaitByte() error {
+	cr.mu.Lock()
+	pending := cr.pending // read ahead by a disconnect watch
+	cr.mu.Unlock()
+	if pending {
+		return nil
+	}
+	var b [1]byte
+	n, err := cr.nc.Read(b[:])
+	if n == 1 {
+		cr.mu.Lock()
+		cr.pending, cr.b[0] = true, b[0]
+		cr.mu.Unlock()
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
 }
 
 // generation identifies the current request for watch.

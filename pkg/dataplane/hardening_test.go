@@ -505,3 +505,65 @@ func (p *Proxy) listenerOpen(name string) int64 {
 	defer p.mu.Unlock()
 	return p.listeners[name].srv.open.Load()
 }
+
+// TestReadAheadByteIsKept: the disconnect watch reads one byte ahead of a
+// slow request; a pipelined request that arrives then must reach the
+// proxy whole, after the connection has gone idle and given its buffers
+// back.
+func TestReadAheadByteIsKept(t *testing.T) {
+	release := make(chan struct{})
+	b := &backend{name: "slow"}
+	b.addr = serveHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		io.WriteString(w, r.Method+" "+r.URL.Path)
+	}))
+	p, addr := hardenedProxy(t, Options{}, b)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+	// Wait until the proxy's read-ahead is running, then send the next
+	// request: its first byte lands in the read-ahead.
+	deadline := time.Now().Add(5 * time.Second)
+	for !p.readAheadRunning("l") && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // polling a flag
+	}
+	if !p.readAheadRunning("l") {
+		t.Fatal("no read-ahead started for a slow request")
+	}
+	io.WriteString(c, "GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+	close(release)
+	br := bufio.NewReader(c)
+	for _, want := range []string{"GET /slow", "GET /next"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response for %s: %v", want, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if string(body) != want {
+			t.Fatalf("got %q, want %q", body, want)
+		}
+	}
+}
+
+func (p *Proxy) readAheadRunning(name string) bool {
+	p.mu.Lock()
+	d := p.listeners[name].srv
+	p.mu.Unlock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for c := range d.conns {
+		c.cr.mu.Lock()
+		w := c.cr.watching
+		c.cr.mu.Unlock()
+		if w {
+			return true
+		}
+	}
+	return false
+}
