@@ -168,7 +168,7 @@ func TestHotUpdateUnderLoad(t *testing.T) {
 		failures.Add(1)
 		failMu.Lock()
 		if len(failSamples) < 10 {
-			failSamples = append(failSamples, fmt.Sprintf(format, args...))
+			failSamples = append(failSamples, time.Now().Format("15:04:05.000")+" "+fmt.Sprintf(format, args...))
 		}
 		failMu.Unlock()
 	}

@@ -36,8 +36,20 @@ func TestInputsSettle(t *testing.T) {
 		t.Errorf("an empty file counts as settled after %v", settleTime)
 	}
 	age(emptySettleTime + 10*time.Millisecond)
+	if g.readInputs().settled {
+		t.Errorf("a file first read empty just now counts as settled, though its modification time is %v old", emptySettleTime)
+	}
+	// As if the first empty reading had been emptySettleTime ago.
+	g.emptySince[path] = time.Now().Add(-emptySettleTime - 10*time.Millisecond)
 	in := g.readInputs()
 	if !in.settled || len(in.data[path]) != 0 {
-		t.Errorf("an empty file untouched for %v: settled %v, %d bytes", emptySettleTime, in.settled, len(in.data[path]))
+		t.Errorf("an empty file read empty for %v: settled %v, %d bytes", emptySettleTime, in.settled, len(in.data[path]))
+	}
+
+	// Content again resets the empty clock.
+	write(t, dir, "a.yaml", "apiVersion: v1\nkind: Service\n")
+	g.readInputs()
+	if _, ok := g.emptySince[path]; ok {
+		t.Error("a file with content still has its empty time")
 	}
 }

@@ -79,6 +79,12 @@ type Gateway struct {
 	done     chan struct{}
 	reapply  chan struct{}
 
+	// emptySince is when each file was first read empty, by the loop
+	// goroutine: an empty file loads only after it has read empty for
+	// emptySettleTime, whatever its modification time says (an in-place
+	// save may leave the old time on the truncated file).
+	emptySince map[string]time.Time
+
 	mu       sync.Mutex
 	files    map[string]*file
 	statuses []manifest.IngressStatus
@@ -276,6 +282,21 @@ func (g *Gateway) readInputs() *inputs {
 			in.settled = false
 		} else if age := time.Since(after.ModTime()); age >= 0 && (age < settleTime || len(bytes.TrimSpace(b)) == 0 && age < emptySettleTime) {
 			in.settled = false
+		}
+		if len(bytes.TrimSpace(b)) == 0 {
+			if g.emptySince == nil {
+				g.emptySince = map[string]time.Time{}
+			}
+			first, seen := g.emptySince[n]
+			if !seen {
+				first = time.Now()
+				g.emptySince[n] = first
+			}
+			if time.Since(first) < emptySettleTime {
+				in.settled = false
+			}
+		} else {
+			delete(g.emptySince, n)
 		}
 		in.data[n] = b
 		in.sums[n] = sha256.Sum256(b)
