@@ -620,12 +620,12 @@ func (b *h1RequestBody) Read(p []byte) (int, error) {
 
 func (b *h1RequestBody) Close() error { return nil }
 
-// broken reports whether reading the body failed: the connection cannot
-// carry another request.
-func (b *h1RequestBody) broken() bool {
+// complete reports whether the body has been read to its end without
+// error, so the connection could carry another request.
+func (b *h1RequestBody) complete() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.err != nil
+	return b.eof && b.err == nil
 }
 
 // finish fences the body off from late readers and reports whether it was

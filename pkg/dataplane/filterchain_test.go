@@ -344,6 +344,9 @@ func TestBufferFilter(t *testing.T) {
 	if resp.StatusCode != 413 || body != "Payload Too Large" {
 		t.Errorf("a 5000-byte body over a 1000-byte limit: %d %q, want 413", resp.StatusCode, body)
 	}
+	if !resp.Close {
+		t.Errorf("a response sent before the request body was read must close the connection, and say so")
+	}
 	if b.hits.Load() != before {
 		t.Errorf("the upstream saw the oversized request")
 	}

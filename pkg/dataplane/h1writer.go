@@ -73,7 +73,9 @@ func (w *h1ResponseWriter) WriteHeader(code int) {
 	if code < 200 || code == 204 {
 		delete(w.header, "Content-Length")
 	}
-	if w.hasClose() || w.body.broken() {
+	if w.hasClose() || !w.body.complete() {
+		// A response that starts before its request was read whole
+		// ends the connection (Envoy resets such a stream), and says so.
 		w.keepAlive = false
 	}
 	if !w.keepAlive || w.c.d.noKeepAlive.Load() {
