@@ -463,8 +463,12 @@ func (b *decodedBody) Close() error { return nil }
 
 // encodeHeaders runs the response headers through the encoder filters, in
 // reverse order, and writes them downstream once every filter continued.
-func (s *stream) encodeHeaders(endStream bool) {
-	for i := len(s.filters) - 1; i >= 0; i-- {
+func (s *stream) encodeHeaders(endStream bool) { s.encodeHeadersFrom(len(s.filters)-1, endStream) }
+
+// encodeHeadersFrom runs the response headers through the encoder filters
+// from index i down, and records where they stopped (-1: written).
+func (s *stream) encodeHeadersFrom(i int, endStream bool) {
+	for ; i >= 0; i-- {
 		f := &s.filters[i]
 		if f.enc == nil || s.encodingLocal {
 			continue
@@ -529,24 +533,6 @@ func (s *stream) encodeData(i int, data []byte, endStream bool) bool {
 		return true
 	}
 	return s.writeBody(data)
-}
-
-// encodeHeadersFrom resumes response headers held by a filter.
-func (s *stream) encodeHeadersFrom(i int, endStream bool) {
-	for ; i >= 0; i-- {
-		f := &s.filters[i]
-		if f.enc == nil || s.encodingLocal {
-			continue
-		}
-		if st := f.enc.EncodeHeaders(&s.resp, endStream); st != httpfilter.Continue || s.replaced {
-			if !s.replaced {
-				s.encAt = i
-			}
-			return
-		}
-	}
-	s.encAt = -1
-	s.writeResponseHeaders()
 }
 
 // encodeTrailers runs response trailers through the encoder filters; a

@@ -48,13 +48,7 @@ func writeBodylessRequest(bw *bufio.Writer, req *http.Request) error {
 			if k == "User-Agent" && v == "" {
 				continue
 			}
-			if !httpguts.ValidHeaderFieldValue(v) {
-				continue
-			}
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			bw.WriteString(v)
-			bw.WriteString("\r\n")
+			writeField(bw, k, v)
 		}
 	}
 	if req.Close {

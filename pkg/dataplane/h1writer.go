@@ -135,13 +135,7 @@ func (w *h1ResponseWriter) writeHead() {
 			continue
 		}
 		for _, v := range vv {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				continue
-			}
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			bw.WriteString(v)
-			bw.WriteString("\r\n")
+			writeField(bw, k, v)
 		}
 	}
 	if _, ok := w.header["Date"]; !ok {
@@ -269,12 +263,7 @@ func (w *h1ResponseWriter) writeTrailers() {
 			return
 		}
 		for _, v := range vv {
-			if httpguts.ValidHeaderFieldValue(v) {
-				w.bw.WriteString(k)
-				w.bw.WriteString(": ")
-				w.bw.WriteString(v)
-				w.bw.WriteString("\r\n")
-			}
+			writeField(w.bw, k, v)
 		}
 	}
 	for _, announced := range w.header["Trailer"] {
@@ -309,3 +298,15 @@ type hijackedConn struct {
 }
 
 func (h *hijackedConn) Read(p []byte) (int, error) { return h.r.Read(p) }
+
+// writeField writes one header field, unless its value could split the
+// message (CR, LF or other controls).
+func writeField(bw *bufio.Writer, k, v string) {
+	if !httpguts.ValidHeaderFieldValue(v) {
+		return
+	}
+	bw.WriteString(k)
+	bw.WriteString(": ")
+	bw.WriteString(v)
+	bw.WriteString("\r\n")
+}
