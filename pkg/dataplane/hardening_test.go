@@ -80,7 +80,7 @@ func TestSlowloris(t *testing.T) {
 	_, addr := hardenedProxy(t, Options{}, b, edgeHCM(timeout))
 
 	conns := make([]net.Conn, n)
-	start := time.Now()
+	sentAt := make([]time.Time, n)
 	for i := range conns {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -90,14 +90,14 @@ func TestSlowloris(t *testing.T) {
 		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a"); err != nil {
 			t.Fatal(err)
 		}
-		conns[i] = c
+		conns[i], sentAt[i] = c, time.Now()
 	}
 	getOK(t, addr)
 
 	var wg sync.WaitGroup
-	var timedOut, wrong atomic.Int64
-	var latest atomic.Int64
-	for _, c := range conns {
+	var timedOut, wrong, early atomic.Int64
+	var latest atomic.Int64 // the longest time from a slow request's first bytes to its close
+	for i, c := range conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -114,24 +114,28 @@ func TestSlowloris(t *testing.T) {
 			if _, err := c.Read(make([]byte, 1)); err == io.EOF {
 				timedOut.Add(1)
 			}
-			for d := int64(time.Since(start)); ; {
+			d := time.Since(sentAt[i])
+			if d < timeout-100*time.Millisecond {
+				early.Add(1)
+			}
+			for {
 				old := latest.Load()
-				if d <= old || latest.CompareAndSwap(old, d) {
+				if int64(d) <= old || latest.CompareAndSwap(old, int64(d)) {
 					break
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	if timedOut.Load() != n || wrong.Load() != 0 {
-		t.Fatalf("%d of %d slow connections got 408 and were closed (%d wrong answers)", timedOut.Load(), n, wrong.Load())
+	if timedOut.Load() != n || wrong.Load() != 0 || early.Load() != 0 {
+		t.Fatalf("%d of %d slow connections got 408 and were closed (%d wrong answers, %d before the timeout)", timedOut.Load(), n, wrong.Load(), early.Load())
 	}
-	// Every slow connection is gone within the timeout plus one more (the
-	// time it took to open them all is inside that too).
-	if d := time.Duration(latest.Load()); d > 3*timeout {
-		t.Errorf("the last slow connection was closed after %v, want about %v", d, timeout)
+	// Closed at the timeout, not at the 1 h idle timeout; the slack is
+	// for a loaded 2-core machine handling 1,000 timers at once.
+	if d := time.Duration(latest.Load()); d > timeout+5*time.Second {
+		t.Errorf("a slow connection was closed %v after its first bytes, want about %v", d, timeout)
 	}
-	t.Logf("%d slow connections closed, the last %v after the first was opened", n, time.Duration(latest.Load()))
+	t.Logf("%d slow connections closed, at most %v after their first bytes", n, time.Duration(latest.Load()))
 }
 
 // TestHeaderFlood: a head that never ends is cut off at 60 KiB with 431.
