@@ -406,6 +406,14 @@ func (b *decodedBody) pump() bool {
 		s.bytesIn.Add(int64(n))
 		s.touch()
 	}
+	if err != nil && err != io.EOF {
+		b.err = err
+		return false
+	}
+	// The filters run under the stream's lock: this may be the
+	// transport's goroutine while the stream's encodes a response.
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	switch {
 	case err == io.EOF:
 		trailers := s.requestTrailers()
@@ -413,9 +421,6 @@ func (b *decodedBody) pump() bool {
 		if trailers != nil && !s.replied {
 			s.decodeTrailers(trailers)
 		}
-	case err != nil:
-		b.err = err
-		return false
 	case n > 0:
 		s.decodeData(0, b.buf[:n], false)
 	}

@@ -1,12 +1,15 @@
 package dataplane
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -399,5 +402,53 @@ func TestFilterConfigErrors(t *testing.T) {
 				t.Fatalf("got error %v, want one containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestFilterDecodeWhileEncoding: a request body still streams through a
+// decoder filter (on the transport's goroutine) when the upstream answers
+// early and an encoder filter replaces that answer (on the stream's): the
+// client gets the local reply, and nothing waits on the other side.
+func TestFilterDecodeWhileEncoding(t *testing.T) {
+	answered := make(chan struct{})
+	var once sync.Once
+	// A raw upstream: Go's server would wait for the body before it
+	// answers.
+	s := startRawServer(t, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")
+		once.Do(func() { close(answered) })
+		io.Copy(io.Discard, req.Body)
+	})
+	b := &backend{name: "early", addr: s.addr}
+	p := newTestProxy(t, Options{})
+	mustApply(t, p, filterResources(b, routeTo(prefixMatch("/"), b.name),
+		withFilters(markHTTPFilter(t, map[string]any{"name": "a"}, false),
+			markHTTPFilter(t, map[string]any{"name": "r", "replace5xx": 503}, false))))
+
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write([]byte("first part"))
+		<-answered
+		for i := 0; i < 100; i++ {
+			if _, err := pw.Write(bytes.Repeat([]byte("x"), 1000)); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", proxyURL(t, p, "l")+"/", pr)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	pw.CloseWithError(io.ErrClosedPipe)
+	if resp.StatusCode != 503 || string(body) != "replaced by r" {
+		t.Fatalf("got %d %q, want r's 503", resp.StatusCode, body)
 	}
 }
