@@ -214,6 +214,7 @@ type serverConn struct {
 
 	watchTimer *time.Timer // only the connection's goroutine arms it
 	hijacked   bool        // an upgrade took the connection and its buffers
+	bufsInUse  bool        // a request body read may still be running in the buffers
 
 	mu       sync.Mutex
 	watchReq watchedRequest
@@ -372,8 +373,9 @@ func (c *serverConn) serveH1(br *bufio.Reader) {
 	bw := h1WriterPool.Get().(*bufio.Writer)
 	bw.Reset(c.nc)
 	defer func() {
-		// Buffers handed to a hijacked connection are not ours any more.
-		if br != nil && !c.hijacked {
+		// Buffers handed to a hijacked connection are not ours any more,
+		// and a reader that may still be inside br keeps it.
+		if br != nil && !c.hijacked && !c.bufsInUse {
 			br.Reset(nil)
 			h1ReaderPool.Put(br)
 			bw.Reset(nil)
@@ -513,6 +515,17 @@ func (c *serverConn) serveRequest(br *bufio.Reader, bw *bufio.Writer, head *requ
 	// must cancel it, as Envoy does. Watching for that costs a goroutine,
 	// so only requests still running after disconnectWatchDelay get one.
 	c.armWatch(br, body, cancel)
+	defer func() {
+		if v := recover(); v != nil {
+			// The handler aborted the stream: fence the body off and
+			// never reuse the buffers a late reader may be in.
+			c.watchTimer.Stop()
+			c.cr.unwatch()
+			body.finish()
+			c.bufsInUse = true
+			panic(v)
+		}
+	}()
 	c.d.handler.ServeHTTP(w, r)
 	c.watchTimer.Stop()
 	c.cr.unwatch()
@@ -524,6 +537,9 @@ func (c *serverConn) serveRequest(br *bufio.Reader, bw *bufio.Writer, head *requ
 	// connection, and close if the request was not read to its end
 	// (Envoy resets a stream whose response ends first).
 	complete := body.finish()
+	if !complete {
+		c.bufsInUse = body.readInFlight()
+	}
 	if !w.finish() || !complete {
 		return false
 	}
@@ -551,12 +567,13 @@ type h1RequestBody struct {
 	trailer http.Header
 	expect  bool // send "100 Continue" before the first read
 
-	mu      sync.Mutex
-	left    int64
-	eof     bool
-	err     error
-	closed  bool
-	reading bool
+	mu       sync.Mutex
+	left     int64
+	eof      bool
+	err      error
+	closed   bool
+	reading  bool
+	inFlight bool // finish found a read running
 }
 
 func (b *h1RequestBody) Read(p []byte) (int, error) {
@@ -637,10 +654,18 @@ func (b *h1RequestBody) finish() bool {
 	if b.reading {
 		// A read is blocked on the connection: only closing it frees
 		// the reader.
+		b.inFlight = true
 		b.c.nc.Close()
 		return false
 	}
 	return b.eof
+}
+
+// readInFlight reports whether finish found a read still running.
+func (b *h1RequestBody) readInFlight() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.inFlight
 }
 
 // downstreamCodecError returns the framing error that ended r's body, if
