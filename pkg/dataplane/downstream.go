@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -101,7 +102,10 @@ func (d *downstreamServer) Serve(ln net.Listener) error {
 				return http.ErrServerClosed
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyOpenFiles) {
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+				errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) {
+				// Out of descriptors or memory: back off and keep the
+				// listener, as net/http does.
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				time.Sleep(backoff)
 				continue
@@ -117,7 +121,7 @@ func (d *downstreamServer) Serve(ln net.Listener) error {
 			nc.Close()
 			continue
 		}
-		c := &serverConn{d: d, nc: nc}
+		c := &serverConn{d: d, nc: nc, raw: nc}
 		d.mu.Lock()
 		if d.shutdown {
 			d.mu.Unlock()
@@ -132,10 +136,7 @@ func (d *downstreamServer) Serve(ln net.Listener) error {
 	}
 }
 
-var (
-	errTooManyOpenFiles = errors.New("too many open files")
-	errDownstreamGone   = errors.New("downstream connection closed")
-)
+var errDownstreamGone = errors.New("downstream connection closed")
 
 func (d *downstreamServer) forget(c *serverConn) {
 	d.mu.Lock()
@@ -199,16 +200,17 @@ func (d *downstreamServer) Close() {
 		d.ln.Close()
 	}
 	for c := range d.conns {
-		c.nc.Close()
+		c.raw.Close()
 	}
 	d.mu.Unlock()
 }
 
 // serverConn is one downstream connection.
 type serverConn struct {
-	d  *downstreamServer
-	nc net.Conn // after TLS, the tls.Conn
-	cr connReader
+	d   *downstreamServer
+	nc  net.Conn // after TLS, the tls.Conn; the connection's goroutine's alone
+	raw net.Conn // the accepted socket, which Close may close from anywhere
+	cr  connReader
 
 	sni string // the TLS server name
 
@@ -260,7 +262,7 @@ func (c *serverConn) closeIfIdle() {
 	defer c.mu.Unlock()
 	if c.idle && !c.closed {
 		c.closed = true
-		c.nc.Close()
+		c.raw.Close()
 	}
 }
 

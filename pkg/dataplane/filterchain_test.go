@@ -452,3 +452,16 @@ func TestFilterDecodeWhileEncoding(t *testing.T) {
 		t.Fatalf("got %d %q, want r's 503", resp.StatusCode, body)
 	}
 }
+
+// TestBufferFilterBadChunk: a chunked body that breaks framing while a
+// filter holds the request is a 400, as without filters.
+func TestBufferFilterBadChunk(t *testing.T) {
+	b, _ := bodyBackend(t)
+	p := newTestProxy(t, Options{})
+	mustApply(t, p, filterResources(b, routeTo(prefixMatch("/"), b.name), withFilters(bufferFilter(1000))))
+	resp, body := sendRaw(t, p.ListenerAddr("l").String(),
+		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n")
+	if resp.StatusCode != 400 || b.hits.Load() != 0 {
+		t.Fatalf("got %d %q with %d upstream requests, want 400 and none", resp.StatusCode, body, b.hits.Load())
+	}
+}

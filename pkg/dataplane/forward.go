@@ -136,7 +136,10 @@ func (rl *rtListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := &stream{rl: rl, conf: conf, hcm: ch.hcm, w: w, r: r, start: time.Now(), tls: r.TLS != nil}
 	defer s.finish()
 	s.serve()
-	if s.aborted {
+	s.mu.Lock()
+	aborted := s.aborted
+	s.mu.Unlock()
+	if aborted {
 		panic(http.ErrAbortHandler)
 	}
 }
@@ -182,6 +185,10 @@ func (s *stream) serve() {
 			return
 		}
 		if s.decAt < len(s.filters) {
+			if pe := downstreamCodecError(r); pe != nil {
+				s.localReply(pe.code, pe.reason, "DPE")
+				return
+			}
 			s.flags = "DC" // the downstream body ended in an error
 			return
 		}
@@ -488,8 +495,16 @@ func (s *stream) forward(fw *forward, tgt *target) {
 		s.upstreamError(err)
 		return
 	}
-	if res.StatusCode == http.StatusSwitchingProtocols && s.upType != "" {
-		s.upgrade(res)
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		if s.upType != "" {
+			s.upgrade(res)
+			return
+		}
+		// A switch nobody asked for would turn the downstream
+		// connection into a tunnel: an upstream protocol error.
+		res.Body.Close()
+		s.localReply(http.StatusBadGateway,
+			"upstream connect error or disconnect/reset before headers. reset reason: protocol error", "UPE")
 		return
 	}
 	s.respond(res)
@@ -788,8 +803,17 @@ func (s *stream) upstreamError(err error) {
 // respond sends the upstream response through the encoder filters.
 func (s *stream) respond(res *http.Response) {
 	defer res.Body.Close()
-	dst := s.w.Header()
+	bodyless := res.Body == http.NoBody || (res.ContentLength == 0 && len(res.Trailer) == 0)
 	removeHopByHop(res.Header)
+
+	s.mu.Lock()
+	if s.replied {
+		// A decoder filter answered while the request body was being
+		// sent; the upstream's answer is dropped.
+		s.mu.Unlock()
+		return
+	}
+	dst := s.w.Header()
 	for k, vv := range res.Header {
 		dst[k] = vv
 	}
@@ -800,15 +824,6 @@ func (s *stream) respond(res *http.Response) {
 			keys = append(keys, k)
 		}
 		dst["Trailer"] = []string{strings.Join(keys, ", ")}
-	}
-	bodyless := res.Body == http.NoBody || (res.ContentLength == 0 && len(res.Trailer) == 0)
-
-	s.mu.Lock()
-	if s.replied {
-		// A decoder filter answered while the request body was being
-		// sent; the upstream's answer is dropped.
-		s.mu.Unlock()
-		return
 	}
 	s.resp = httpfilter.ResponseHeaders{Status: res.StatusCode, Header: dst}
 	s.encAt = len(s.filters)
@@ -833,7 +848,9 @@ func (s *stream) respond(res *http.Response) {
 			done := s.replaced || s.aborted
 			s.mu.Unlock()
 			if !ok {
+				s.mu.Lock()
 				s.flags = "DC"
+				s.mu.Unlock()
 				return
 			}
 			if done {
@@ -846,6 +863,7 @@ func (s *stream) respond(res *http.Response) {
 		if rerr != nil {
 			// The response has started: all we can do is reset the
 			// downstream stream, as Envoy does.
+			s.mu.Lock()
 			if cause := context.Cause(s.ctx); errors.Is(cause, errRouteTimeout) || errors.Is(cause, errPerTryTimeout) {
 				s.flags = "UT"
 			} else if errors.Is(cause, errStreamIdle) {
@@ -854,6 +872,7 @@ func (s *stream) respond(res *http.Response) {
 				s.flags = "UR"
 			}
 			s.aborted = true
+			s.mu.Unlock()
 			return
 		}
 	}
@@ -888,12 +907,17 @@ func (s *stream) writeBody(data []byte) bool {
 	if !s.headersSent {
 		s.writeResponseHeaders()
 	}
+	_, known := s.resp.Header["Content-Length"]
+	// A slow client must not hold the stream's lock: the request body
+	// still needs it to go through the decoder filters.
+	s.mu.Unlock()
+	defer s.mu.Lock()
 	n, err := s.w.Write(data)
 	s.bytesOut.Add(int64(n))
 	if err != nil {
 		return false
 	}
-	if _, known := s.resp.Header["Content-Length"]; !known {
+	if !known {
 		if f, ok := s.w.(http.Flusher); ok {
 			f.Flush()
 		}

@@ -160,6 +160,7 @@ func readResponse(br *bufio.Reader, req *http.Request, lim headLimits) (*http.Re
 			return nil, errUpstreamFraming
 		}
 		res.ContentLength = n
+		h["Content-Length"] = []string{formatInt(n)} // one value downstream
 		if n == 0 {
 			res.Body = http.NoBody
 		} else {

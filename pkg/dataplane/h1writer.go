@@ -61,9 +61,10 @@ func (w *h1ResponseWriter) WriteHeader(code int) {
 	w.status = code
 	w.wroteHeader = true
 	w.declared = -1
-	if cl := w.header["Content-Length"]; len(cl) == 1 {
-		if n, ok := parseContentLength(cl[0]); ok {
+	if cl := w.header["Content-Length"]; len(cl) > 0 {
+		if n, ok := singleLength(cl); ok {
 			w.declared = n
+			w.header["Content-Length"] = []string{formatInt(n)}
 		} else {
 			delete(w.header, "Content-Length")
 		}
@@ -130,6 +131,10 @@ func (w *h1ResponseWriter) writeHead() {
 		switch k {
 		case "Connection", "Transfer-Encoding", "Keep-Alive":
 			continue
+		case "Content-Length":
+			if w.chunked {
+				continue // the framing is chunked: never both
+			}
 		}
 		if strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) {
 			continue

@@ -571,3 +571,44 @@ func (p *Proxy) readAheadRunning(name string) bool {
 	}
 	return false
 }
+
+// TestUpstreamFramingIsNormalised: a duplicated Content-Length from the
+// upstream reaches the client as one, never beside chunked framing; a 101
+// that nobody asked for is a 502, not a tunnel.
+func TestUpstreamFramingIsNormalised(t *testing.T) {
+	s := startRawServer(t, func(c net.Conn, br *bufio.Reader) {
+		readRequests(c, br, func(_ int, req *http.Request) (string, bool) {
+			if req.URL.Path == "/switch" {
+				return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n", false
+			}
+			return "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", true
+		})
+	})
+	_, addr := hardenedProxy(t, Options{}, &backend{name: "dup", addr: s.addr})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if string(body) != "hello" || len(resp.Header.Values("Content-Length")) != 1 || len(resp.TransferEncoding) != 0 {
+		t.Errorf("body %q, Content-Length %v, Transfer-Encoding %v; want one length and no chunking",
+			body, resp.Header.Values("Content-Length"), resp.TransferEncoding)
+	}
+	req, _ := http.NewRequest("POST", "http://"+addr+"/switch", strings.NewReader("x"))
+	r2, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.Body.Close()
+	if r2.StatusCode != http.StatusBadGateway {
+		t.Errorf("an unrequested 101: status %d, want 502", r2.StatusCode)
+	}
+}
