@@ -289,7 +289,12 @@ func (c *serverConn) serve() {
 		// The TLS inspector gives up after listener_filters_timeout.
 		_ = c.nc.SetReadDeadline(time.Now().Add(listenerFiltersTimeout))
 		tc := tls.Server(c.nc, c.d.rl.tlsBase)
-		if err := tc.HandshakeContext(context.Background()); err != nil {
+		// The read deadline covers the ClientHello only (the SNI lookup
+		// clears it); the context bounds the rest of the handshake.
+		ctx, cancel := context.WithTimeout(context.Background(), listenerFiltersTimeout)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
 			c.nc.Close()
 			return
 		}
