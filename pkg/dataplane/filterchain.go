@@ -475,7 +475,7 @@ func (s *stream) encodeHeaders(endStream bool) { s.encodeHeadersFrom(len(s.filte
 func (s *stream) encodeHeadersFrom(i int, endStream bool) {
 	for ; i >= 0; i-- {
 		f := &s.filters[i]
-		if f.enc == nil || s.encodingLocal {
+		if f.enc == nil || s.replaced {
 			continue
 		}
 		st := f.enc.EncodeHeaders(&s.resp, endStream)
@@ -500,7 +500,7 @@ func (s *stream) encodeHeadersFrom(i int, endStream bool) {
 func (s *stream) encodeData(i int, data []byte, endStream bool) bool {
 	for ; i >= 0 && i >= s.encAt; i-- {
 		f := &s.filters[i]
-		if f.enc == nil || s.encodingLocal {
+		if f.enc == nil || s.replaced {
 			continue
 		}
 		if f.encBuf != nil {
@@ -545,7 +545,7 @@ func (s *stream) encodeData(i int, data []byte, endStream bool) bool {
 func (s *stream) encodeTrailers(t http.Header) {
 	for i := len(s.filters) - 1; i >= 0 && i >= s.encAt; i-- {
 		f := &s.filters[i]
-		if f.enc == nil || s.encodingLocal {
+		if f.enc == nil || s.replaced {
 			continue
 		}
 		if st := f.enc.EncodeTrailers(t); st != httpfilter.Continue || s.replaced {

@@ -77,21 +77,20 @@ type stream struct {
 	// mu serialises the filter callbacks and downstream writes: the
 	// transport reads the request body, and so runs decoder filters, on a
 	// goroutine of its own.
-	mu       sync.Mutex
-	filters  []activeFilter
-	decAt    int // index of the filter holding the request headers; len(filters) once at the router
-	encAt    int // index of the filter holding the response headers; -1 once written
-	body     *decodedBody
-	resp     httpfilter.ResponseHeaders
-	replied  bool // a local reply has started
-	replaced bool // a local reply replaced the response being encoded
-	// encodingLocal is set while a local reply sent from an encoder
-	// filter is written: it skips the encoder filters, which already
-	// decided.
-	encodingLocal bool
-	headersSent   bool
-	replies       int  // local replies sent, to tell whether a filter replaced ours
-	aborted       bool // the stream must be reset
+	mu      sync.Mutex
+	filters []activeFilter
+	decAt   int // index of the filter holding the request headers; len(filters) once at the router
+	encAt   int // index of the filter holding the response headers; -1 once written
+	body    *decodedBody
+	resp    httpfilter.ResponseHeaders
+	replied bool // a local reply has started
+	// replaced is set when an encoder filter's local reply replaces the
+	// response being encoded: the reply skips the encoder filters, which
+	// already decided, and the outer encode stops.
+	replaced    bool
+	headersSent bool
+	replies     int  // local replies sent, to tell whether a filter replaced ours
+	aborted     bool // the stream must be reset
 
 	ctx          context.Context
 	cancel       context.CancelCauseFunc
@@ -1102,7 +1101,6 @@ func (s *stream) sendLocalReply(code int, body string, extra http.Header, detail
 		// Sent from an encoder filter: the response being encoded is
 		// dropped, and the reply goes straight downstream.
 		s.replaced = true
-		s.encodingLocal = true
 		for i := range s.filters {
 			s.filters[i].encBuf = nil
 		}

@@ -105,6 +105,19 @@ func smuggleBackend(t *testing.T) *backend {
 	return b
 }
 
+// dialRaw opens a client connection that the test closes, with a deadline
+// that keeps a broken proxy from hanging it.
+func dialRaw(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c
+}
+
 // sendRaw writes raw on a new connection and reads one response.
 func sendRaw(t *testing.T, addr, raw string) (*http.Response, string) {
 	t.Helper()
@@ -192,12 +205,7 @@ func TestSmugglingCorpusStricterThanNetHTTP(t *testing.T) {
 
 func TestPipelinedRequests(t *testing.T) {
 	p, b := smuggleProxy(t)
-	c, err := net.Dial("tcp", p.ListenerAddr("l").String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialRaw(t, p.ListenerAddr("l").String())
 	var raw bytes.Buffer
 	for i := range 5 {
 		fmt.Fprintf(&raw, "POST /%d HTTP/1.1\r\n%sContent-Length: 2\r\n\r\n%02d", i, hostA, i)
@@ -223,12 +231,7 @@ func TestPipelinedRequests(t *testing.T) {
 
 func TestExpectContinue(t *testing.T) {
 	p, _ := smuggleProxy(t)
-	c, err := net.Dial("tcp", p.ListenerAddr("l").String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialRaw(t, p.ListenerAddr("l").String())
 	io.WriteString(c, "POST / HTTP/1.1\r\n"+hostA+"Content-Length: 5\r\nExpect: 100-continue\r\n\r\n")
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)

@@ -142,12 +142,7 @@ func TestSlowloris(t *testing.T) {
 func TestHeaderFlood(t *testing.T) {
 	b := okBackend(t)
 	_, addr := hardenedProxy(t, Options{}, b, edgeHCM(10*time.Second))
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialRaw(t, addr)
 	sent := make(chan int64, 1)
 	go func() {
 		var total int64
@@ -524,12 +519,7 @@ func TestReadAheadByteIsKept(t *testing.T) {
 		io.WriteString(w, r.Method+" "+r.URL.Path)
 	}))
 	p, addr := hardenedProxy(t, Options{}, b)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialRaw(t, addr)
 	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
 	// Wait until the proxy's read-ahead is running, then send the next
 	// request: its first byte lands in the read-ahead.
@@ -585,12 +575,7 @@ func TestUpstreamFramingIsNormalised(t *testing.T) {
 		})
 	})
 	_, addr := hardenedProxy(t, Options{}, &backend{name: "dup", addr: s.addr})
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialRaw(t, addr)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
