@@ -12,7 +12,7 @@ export CGO_ENABLED := 0
 # Packages that need no cluster.
 UNIT_PKGS = $$($(GO) list ./... | grep -v '/test/')
 
-.PHONY: all build test unit e2e conformance lint vet fmt bench bench-nginx run clean k8s cluster-up
+.PHONY: all build test unit e2e conformance lint vet fmt bench bench-nginx bench-scale run clean k8s cluster-up
 
 all: build
 
@@ -66,6 +66,12 @@ fmt:
 ## bench: Go benchmarks; figures go to docs/benchmarks.md.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
+
+## bench-scale: `weir run` at N KIngresses (N=10000 by default): start to
+## served and Ready, change latency, RSS, CPU at rest.
+N ?= 10000
+bench-scale:
+	hack/bench-scale.sh -n $(N)
 
 clean:
 	rm -rf $(BIN)

@@ -76,6 +76,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return g.Shutdown(sctx)
 }
 
+// bannerRows is how many KIngresses the start banner lists.
+const bannerRows = 20
+
 func printBanner(w io.Writer, g *standalone.Gateway) {
 	h, hs, ih, ihs := g.Ports()
 	fmt.Fprintf(w, "Weir is serving:\n  external  http://localhost:%d  https://localhost:%d\n  internal  http://localhost:%d  https://localhost:%d\n  admin     http://%s (/ready /metrics /config_dump /status)\n",
@@ -83,7 +86,11 @@ func printBanner(w io.Writer, g *standalone.Gateway) {
 	report := g.Report()
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KINGRESS\tHOSTS\tSTATUS")
-	for _, s := range report.Ingresses {
+	for i, s := range report.Ingresses {
+		if i == bannerRows {
+			fmt.Fprintf(tw, "... and %d more; 'weir status' lists them all\t\t\n", len(report.Ingresses)-bannerRows)
+			break
+		}
 		fmt.Fprintf(tw, "%s/%s\t%s\t%s\n", s.Namespace, s.Name, strings.Join(s.Hosts, ","), s.Status)
 	}
 	_ = tw.Flush()

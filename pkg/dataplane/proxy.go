@@ -19,7 +19,6 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
-	"google.golang.org/protobuf/proto"
 )
 
 // Resources is a complete set of Envoy resources (state of the world).
@@ -74,9 +73,37 @@ type Proxy struct {
 	listeners map[string]*rtListener
 	draining  map[*rtListener]struct{}
 	pools     map[string]*upstreamPool
-	// routeConfigs are the route configurations last applied, to tell a
-	// changed one (validated against the clusters) from an unchanged one.
-	routeConfigs map[string]*routev3.RouteConfiguration
+	// The compiled state of the last Apply, reused by the next for what
+	// did not change: route tables (to tell a changed configuration, which
+	// is validated against the clusters, from an unchanged one), virtual
+	// hosts and clusters.
+	routeTables map[string]*routeTable
+	vhosts      *vhostCache
+	clusters    map[string]*clusterState
+	// lastCompile counts what the last successful Apply compiled.
+	lastCompile CompileStats
+}
+
+// clusterState is a compiled cluster and the resources it was built from.
+type clusterState struct {
+	proto   *clusterv3.Cluster
+	edsName string // "" unless EDS
+	cla     *endpointv3.ClusterLoadAssignment
+	c       *cluster
+}
+
+// CompileStats says how much of a configuration an Apply compiled and how
+// much it reused unchanged.
+type CompileStats struct {
+	VirtualHosts, VirtualHostsReused int
+	Clusters, ClustersReused         int
+}
+
+// LastCompile reports what the last successful Apply compiled.
+func (p *Proxy) LastCompile() CompileStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastCompile
 }
 
 // New returns a Proxy with no listeners. Call Apply to start serving.
@@ -124,6 +151,11 @@ type snapshot struct {
 	listeners map[string]*listenerConf
 	pools     map[string]*upstreamPool
 	clusters  map[string]*cluster
+
+	routes        map[string]*routeTable
+	vhosts        *vhostCache
+	clusterStates map[string]*clusterState
+	stats         CompileStats
 }
 
 // Apply validates and compiles res and, if it is fully supported, swaps it
@@ -186,13 +218,14 @@ func (p *Proxy) Apply(res *Resources) error {
 		}
 	}
 	for name, pool := range snap.pools {
-		pool.retain(snap.clusters[name].endpoints)
+		// A reused cluster has the endpoints its pool already retains.
+		if prev := p.clusters[name]; prev == nil || prev.c != snap.clusters[name] {
+			pool.retain(snap.clusters[name].endpoints)
+		}
 	}
 	p.pools = snap.pools
-	p.routeConfigs = make(map[string]*routev3.RouteConfiguration, len(res.Routes))
-	for _, rc := range res.Routes {
-		p.routeConfigs[rc.GetName()] = rc
-	}
+	p.routeTables, p.vhosts, p.clusters = snap.routes, snap.vhosts, snap.clusterStates
+	p.lastCompile = snap.stats
 	p.ready.Store(true)
 	return nil
 }
@@ -217,7 +250,7 @@ func (p *Proxy) compile(res *Resources) (*snapshot, error) {
 		secrets[s.GetName()] = cert
 	}
 
-	clas := map[string]*endpointv3.ClusterLoadAssignment{}
+	clas := make(map[string]*endpointv3.ClusterLoadAssignment, len(res.Endpoints))
 	for _, cla := range res.Endpoints {
 		if _, dup := clas[cla.GetClusterName()]; dup {
 			fail("cluster_load_assignment", cla.GetClusterName(), errors.New("duplicate cluster_name"))
@@ -227,9 +260,10 @@ func (p *Proxy) compile(res *Resources) (*snapshot, error) {
 	}
 
 	snap := &snapshot{
-		listeners: map[string]*listenerConf{},
-		pools:     map[string]*upstreamPool{},
-		clusters:  map[string]*cluster{},
+		listeners:     map[string]*listenerConf{},
+		pools:         make(map[string]*upstreamPool, len(res.Clusters)),
+		clusters:      make(map[string]*cluster, len(res.Clusters)),
+		clusterStates: make(map[string]*clusterState, len(res.Clusters)),
 	}
 	for _, c := range res.Clusters {
 		name := c.GetName()
@@ -237,6 +271,17 @@ func (p *Proxy) compile(res *Resources) (*snapshot, error) {
 			fail("cluster", name, errors.New("duplicate name"))
 			continue
 		}
+		// An unchanged cluster (the xDS client keeps the pointers of
+		// resources that were not updated) is the same compiled cluster,
+		// so the virtual hosts that route to it need no recompile.
+		if st := p.clusters[name]; st != nil && st.proto == c && p.pools[name] == st.c.pool {
+			if st.edsName == "" || clas[st.edsName] == st.cla {
+				snap.pools[name], snap.clusters[name], snap.clusterStates[name] = st.c.pool, st.c, st
+				snap.stats.ClustersReused++
+				continue
+			}
+		}
+		snap.stats.Clusters++
 		spec, err := parseCluster(c)
 		if err != nil {
 			fail("cluster", name, err)
@@ -269,17 +314,22 @@ func (p *Proxy) compile(res *Resources) (*snapshot, error) {
 			leastRequest: spec.leastRequest,
 			stats:        pool.stats,
 		}
+		st := &clusterState{proto: c, c: snap.clusters[name]}
+		if spec.kind == clusterv3.Cluster_EDS {
+			st.edsName, st.cla = spec.edsName, clas[spec.edsName]
+		}
+		snap.clusterStates[name] = st
 	}
 	// Assignments for unknown clusters are ignored, as Envoy does.
 
 	routes := map[string]*routeTable{}
+	vhosts := newVhostCache(p.vhosts)
 	for _, rc := range res.Routes {
 		if _, dup := routes[rc.GetName()]; dup {
 			fail("route_configuration", rc.GetName(), errors.New("duplicate name"))
 			continue
 		}
-		prev := p.routeConfigs[rc.GetName()]
-		rt, err := compileRoutes(rc, snap.clusters, prev == nil || (prev != rc && !proto.Equal(prev, rc)))
+		rt, err := compileRoutes(rc, p.routeTables[rc.GetName()], snap.clusters, vhosts)
 		if err != nil {
 			fail("route_configuration", rc.GetName(), err)
 			continue
@@ -287,6 +337,8 @@ func (p *Proxy) compile(res *Resources) (*snapshot, error) {
 		routes[rc.GetName()] = rt
 	}
 
+	snap.routes, snap.vhosts = routes, vhosts
+	snap.stats.VirtualHosts, snap.stats.VirtualHostsReused = vhosts.compiled, vhosts.reused
 	env := &compileEnv{opts: &p.opts, routes: routes, secrets: secrets}
 	binds := map[string]string{}
 	for _, l := range res.Listeners {

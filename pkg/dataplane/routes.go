@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"net/http"
 	"net/textproto"
@@ -13,6 +14,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
 )
 
 // envoyDefaultRouteTimeout is what Envoy uses when a route sets no timeout.
@@ -20,7 +22,11 @@ const envoyDefaultRouteTimeout = 15 * time.Second
 
 // routeTable is a compiled RouteConfiguration. It is immutable.
 type routeTable struct {
-	name   string
+	name string
+	// top and keys are the content keys of the configuration without its
+	// virtual hosts and of each virtual host, to tell a changed one.
+	top    vhostKey
+	keys   []vhostKey
 	exact  map[string]*vhost
 	suffix []wildcardSet // longest suffix first
 	prefix []wildcardSet // longest prefix first
@@ -145,33 +151,56 @@ type retryPolicy struct {
 
 // compileRoutes compiles a route configuration against the cluster set.
 // Like Envoy, it applies validate_clusters only when the route
-// configuration itself is new or changed (revalidate): a cluster removed
-// later leaves its routes answering 503 instead of blocking every other
-// update.
-func compileRoutes(rc *routev3.RouteConfiguration, clusters map[string]*cluster, revalidate bool) (*routeTable, error) {
-	if err := pgv(rc, ""); err != nil {
-		return nil, err
-	}
+// configuration itself is new or changed from prev, the table it
+// replaces: a cluster removed later leaves its routes answering 503
+// instead of blocking every other update.
+//
+// Virtual hosts come from cache when their content and the clusters they
+// use are unchanged, so one changed virtual host among 20,000 costs one
+// compile; the table's domain maps are rebuilt, which is map inserts only.
+func compileRoutes(rc *routev3.RouteConfiguration, prev *routeTable, clusters map[string]*cluster, cache *vhostCache) (*routeTable, error) {
 	if err := onlyFields(rc, "", "name", "virtual_hosts", "validate_clusters", "most_specific_header_mutations_wins"); err != nil {
 		return nil, err
 	}
+	top := &routev3.RouteConfiguration{Name: rc.GetName(), ValidateClusters: rc.GetValidateClusters(),
+		MostSpecificHeaderMutationsWins: rc.GetMostSpecificHeaderMutationsWins()}
+	if err := pgv(top, ""); err != nil {
+		return nil, err
+	}
+	vhs := rc.GetVirtualHosts()
+	keys := make([]vhostKey, len(vhs))
+	for i, vh := range vhs {
+		k, err := cache.key(vh)
+		if err != nil {
+			return nil, invalid(idx("virtual_hosts", i), "%v", err)
+		}
+		keys[i] = k
+	}
+	topKey, err := contentKey(top)
+	if err != nil {
+		return nil, invalid("", "%v", err)
+	}
+	revalidate := prev == nil || prev.top != topKey || !slices.Equal(prev.keys, keys)
 	validateClusters := rc.GetValidateClusters().GetValue() && revalidate
 	mostSpecific := rc.GetMostSpecificHeaderMutationsWins()
-	rt := &routeTable{name: rc.GetName(), exact: map[string]*vhost{}}
-	seen := map[string]string{}
+	// Sized from the table it replaces: growing maps of 40,000 domains
+	// cost more than compiling the virtual host that changed.
+	sizeHint := 2 * len(vhs)
+	if prev != nil {
+		sizeHint = len(prev.exact) + len(vhs) - len(prev.keys)
+	}
+	rt := &routeTable{name: rc.GetName(), exact: make(map[string]*vhost, max(sizeHint, 0)), top: topKey, keys: keys}
+	seen := make(map[string]string, max(sizeHint, 0))
 	suffix := map[int]map[string]*vhost{}
 	prefix := map[int]map[string]*vhost{}
-	for i, vh := range rc.GetVirtualHosts() {
+	for i, vh := range vhs {
 		path := idx("virtual_hosts", i)
-		if err := onlyFields(vh, path, "name", "domains", "routes", "typed_per_filter_config"); err != nil {
-			return nil, err
-		}
-		v := &vhost{name: vh.GetName()}
-		pf, err := compilePerFilterConfig(vh.GetTypedPerFilterConfig(), sub(path, "typed_per_filter_config"))
+		v, err := cache.get(keys[i], validateClusters, mostSpecific, clusters, func() (*vhost, error) {
+			return compileVhost(vh, path, clusters, validateClusters, mostSpecific)
+		})
 		if err != nil {
 			return nil, err
 		}
-		v.perFilter = pf
 		for j, d := range vh.GetDomains() {
 			d = strings.ToLower(d)
 			if other, dup := seen[d]; dup {
@@ -200,17 +229,144 @@ func compileRoutes(rc *routev3.RouteConfiguration, clusters map[string]*cluster,
 				rt.exact[d] = v
 			}
 		}
-		for j, r := range vh.GetRoutes() {
-			cr, err := compileRoute(r, idx(sub(path, "routes"), j), clusters, validateClusters, mostSpecific)
-			if err != nil {
-				return nil, err
-			}
-			v.routes = append(v.routes, cr)
-		}
 	}
 	rt.suffix = sortedSets(suffix)
 	rt.prefix = sortedSets(prefix)
 	return rt, nil
+}
+
+// compileVhost compiles one virtual host; its domains are the table's.
+func compileVhost(vh *routev3.VirtualHost, path string, clusters map[string]*cluster, validateClusters, mostSpecific bool) (*vhost, error) {
+	if err := onlyFields(vh, path, "name", "domains", "routes", "typed_per_filter_config"); err != nil {
+		return nil, err
+	}
+	if err := pgv(vh, path); err != nil {
+		return nil, err
+	}
+	v := &vhost{name: vh.GetName()}
+	pf, err := compilePerFilterConfig(vh.GetTypedPerFilterConfig(), sub(path, "typed_per_filter_config"))
+	if err != nil {
+		return nil, err
+	}
+	v.perFilter = pf
+	for j, r := range vh.GetRoutes() {
+		cr, err := compileRoute(r, idx(sub(path, "routes"), j), clusters, validateClusters, mostSpecific)
+		if err != nil {
+			return nil, err
+		}
+		v.routes = append(v.routes, cr)
+	}
+	return v, nil
+}
+
+// vhostKey identifies a virtual host's content.
+type vhostKey [sha256.Size]byte
+
+var deterministic = proto.MarshalOptions{Deterministic: true}
+
+func contentKey(m proto.Message) (vhostKey, error) {
+	b, err := deterministic.Marshal(m)
+	if err != nil {
+		return vhostKey{}, err
+	}
+	return sha256.Sum256(b), nil
+}
+
+// vhostCache holds the compiled virtual hosts of the last Apply by
+// content. An entry is reused only if it was compiled with the same
+// header-mutation order, and every cluster it routes to is still the very
+// same compiled cluster (clusters are reused across Applies while their
+// Cluster and ClusterLoadAssignment are unchanged); under
+// validate_clusters, none of them may be missing.
+type vhostCache struct {
+	prev, next map[vhostCacheKey]*cachedVhost
+	// prevKeys and nextKeys hold the content key of each virtual host
+	// proto seen: the xDS client hands over the same proto for a virtual
+	// host whose bytes did not change, so only new ones are marshalled
+	// to find their key.
+	prevKeys, nextKeys map[*routev3.VirtualHost]vhostKey
+	// compiled and reused count this Apply's virtual hosts.
+	compiled, reused int
+}
+
+// key returns vh's content key.
+func (c *vhostCache) key(vh *routev3.VirtualHost) (vhostKey, error) {
+	if k, ok := c.nextKeys[vh]; ok {
+		return k, nil
+	}
+	k, ok := c.prevKeys[vh]
+	if !ok {
+		var err error
+		if k, err = contentKey(vh); err != nil {
+			return k, err
+		}
+	}
+	c.nextKeys[vh] = k
+	return k, nil
+}
+
+type vhostCacheKey struct {
+	content      vhostKey
+	mostSpecific bool
+}
+
+type cachedVhost struct {
+	v *vhost
+	// clusters are the clusters its routes hold, by name; nil stands for
+	// a cluster that was missing.
+	clusters map[string]*cluster
+}
+
+func newVhostCache(prev *vhostCache) *vhostCache {
+	if prev == nil {
+		return &vhostCache{next: map[vhostCacheKey]*cachedVhost{}, nextKeys: map[*routev3.VirtualHost]vhostKey{}}
+	}
+	return &vhostCache{prev: prev.next, prevKeys: prev.nextKeys,
+		next: make(map[vhostCacheKey]*cachedVhost, len(prev.next)), nextKeys: make(map[*routev3.VirtualHost]vhostKey, len(prev.nextKeys))}
+}
+
+func (c *vhostCache) get(content vhostKey, validateClusters, mostSpecific bool, clusters map[string]*cluster, compile func() (*vhost, error)) (*vhost, error) {
+	key := vhostCacheKey{content, mostSpecific}
+	if e := c.next[key]; e != nil && e.current(clusters, validateClusters) {
+		return e.v, nil // the same content twice in this Apply
+	}
+	if e := c.prev[key]; e != nil && e.current(clusters, validateClusters) {
+		c.next[key] = e
+		c.reused++
+		return e.v, nil
+	}
+	v, err := compile()
+	if err != nil {
+		return nil, err
+	}
+	e := &cachedVhost{v: v, clusters: map[string]*cluster{}}
+	for _, r := range v.routes {
+		if r.fwd == nil {
+			continue
+		}
+		for _, t := range r.fwd.targets {
+			if t.cluster.missing {
+				e.clusters[t.cluster.name] = nil
+			} else {
+				e.clusters[t.cluster.name] = t.cluster
+			}
+		}
+	}
+	c.next[key] = e
+	c.compiled++
+	return v, nil
+}
+
+// current reports whether e compiles to the same virtual host now: its
+// clusters are the same, and, if they must be validated, none is missing
+// (a compile would then fail).
+func (e *cachedVhost) current(clusters map[string]*cluster, validateClusters bool) bool {
+	for name, c := range e.clusters {
+		if clusters[name] != c || c == nil && validateClusters {
+			return false
+		}
+	}
+	return true
 }
 
 func sortedSets(m map[int]map[string]*vhost) []wildcardSet {

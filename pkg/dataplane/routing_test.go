@@ -18,7 +18,7 @@ func TestFindVhostEnvoyOrder(t *testing.T) {
 		virtualHost("prefix", []string{"foo.*"}),
 		virtualHost("default", []string{"*"}),
 	)
-	rt, err := compileRoutes(rc, nil, true)
+	rt, err := compileRoutes(rc, nil, nil, newVhostCache(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestFindVhostEnvoyOrder(t *testing.T) {
 
 func TestDuplicateDomainRejected(t *testing.T) {
 	rc := routeConfig("r", virtualHost("a", []string{"x.com"}), virtualHost("b", []string{"X.com"}))
-	if _, err := compileRoutes(rc, nil, true); err == nil || !strings.Contains(err.Error(), "virtual_hosts[1].domains[0]") {
+	if _, err := compileRoutes(rc, nil, nil, newVhostCache(nil)); err == nil || !strings.Contains(err.Error(), "virtual_hosts[1].domains[0]") {
 		t.Fatalf("want duplicate domain error, got %v", err)
 	}
 }
@@ -126,7 +126,7 @@ func TestHeaderMutationOrder(t *testing.T) {
 		r.RequestHeadersToRemove = []string{"x-gone"}
 		rc := routeConfig("r", virtualHost("v", []string{"*"}, r))
 		rc.MostSpecificHeaderMutationsWins = mostSpecific
-		rt, err := compileRoutes(rc, map[string]*cluster{"c": {name: "c"}}, true)
+		rt, err := compileRoutes(rc, nil, map[string]*cluster{"c": {name: "c"}}, newVhostCache(nil))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -182,7 +182,7 @@ func TestUnsupportedFieldsNamed(t *testing.T) {
 	for want, mutate := range cases {
 		r := routeTo(prefixMatch("/"), "c")
 		mutate(r)
-		_, err := compileRoutes(routeConfig("r", virtualHost("v", []string{"*"}, r)), c, true)
+		_, err := compileRoutes(routeConfig("r", virtualHost("v", []string{"*"}, r)), nil, c, newVhostCache(nil))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: got error %v", want, err)
 		}

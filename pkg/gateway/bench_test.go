@@ -95,7 +95,7 @@ func (w *benchWorld) load(b *testing.B) (*Syncer, *xds.Server) {
 		if len(problems) > 0 {
 			b.Fatalf("%s: %v", ing.Name, problems[0])
 		}
-		if _, err := s.Model().Set(frag); err != nil {
+		if _, _, err := s.Model().Set(frag); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -135,7 +135,7 @@ func BenchmarkUpdateToCache10k(b *testing.B) {
 		splits[0].Percent, splits[1].Percent = 50+i%40, 50-i%40
 		start := time.Now()
 		frag, _ := kingress.Build(ing, "probehash", w.listers, kingress.SecretPolicy{})
-		if _, err := s.Model().Set(frag); err != nil {
+		if _, _, err := s.Model().Set(frag); err != nil {
 			b.Fatal(err)
 		}
 		must(b, s.Sync())

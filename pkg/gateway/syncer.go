@@ -27,6 +27,9 @@ type Syncer struct {
 	translator *translate.Translator
 	current    atomic.Pointer[translate.Resources]
 	syncs      atomic.Uint64
+	// revision is the model revision of the last applied translation.
+	revision atomic.Uint64
+	onSynced func(revision uint64)
 }
 
 // NewSyncer returns a syncer; call Run to start its loop.
@@ -71,7 +74,8 @@ func (s *Syncer) Run(ctx context.Context) {
 func (s *Syncer) Sync() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	res, err := s.translator.Translate(s.model.Fragments())
+	frags, revision := s.model.Snapshot()
+	res, err := s.translator.Translate(frags)
 	if err != nil {
 		return err
 	}
@@ -81,8 +85,25 @@ func (s *Syncer) Sync() error {
 	stats := s.server.Apply(res.ByType())
 	s.current.Store(res)
 	s.syncs.Add(1)
+	s.revision.Store(revision)
 	s.logger.Debugw("Applied gateway config", "updated", stats.Updated, "removed", stats.Removed)
+	if s.onSynced != nil {
+		s.onSynced(revision)
+	}
 	return nil
+}
+
+// Revision is the model revision (ir.Model.Snapshot) that the xDS server
+// was last given: every fragment set at or before it is in the served
+// config, once the gateways acknowledge it.
+func (s *Syncer) Revision() uint64 { return s.revision.Load() }
+
+// OnSynced sets fn to be called after every applied sync, with its model
+// revision. Set it before the first Sync.
+func (s *Syncer) OnSynced(fn func(revision uint64)) {
+	s.mu.Lock()
+	s.onSynced = fn
+	s.mu.Unlock()
 }
 
 // SetOptions replaces the translation options (from config-weir) and

@@ -39,7 +39,7 @@ func newSyncer(t *testing.T) (*Syncer, *xds.Server) {
 
 func TestSyncAppliesModelAndAttributesSources(t *testing.T) {
 	s, server := newSyncer(t)
-	if _, err := s.Model().Set(fragment("hello", 8012)); err != nil {
+	if _, _, err := s.Model().Set(fragment("hello", 8012)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Sync(); err != nil {
@@ -56,7 +56,7 @@ func TestSyncAppliesModelAndAttributesSources(t *testing.T) {
 	// An endpoint change moves only the EDS version.
 	cds, lds := server.Version(resource.ClusterType), server.Version(resource.ListenerType)
 	eds := server.Version(resource.EndpointType)
-	if _, err := s.Model().Set(fragment("hello", 9000)); err != nil {
+	if _, _, err := s.Model().Set(fragment("hello", 9000)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Sync(); err != nil {
@@ -96,7 +96,7 @@ func TestTriggersCoalesce(t *testing.T) {
 
 func TestSetOptionsRetranslates(t *testing.T) {
 	s, _ := newSyncer(t)
-	if _, err := s.Model().Set(fragment("hello", 8012)); err != nil {
+	if _, _, err := s.Model().Set(fragment("hello", 8012)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Sync(); err != nil {

@@ -2,6 +2,7 @@ package ir
 
 import (
 	"fmt"
+	"reflect"
 	"sort"
 	"sync"
 )
@@ -23,11 +24,16 @@ type Model struct {
 	fragments map[ObjectRef]*Fragment
 	owner     map[string]ObjectRef
 	sorted    []*Fragment // cache of Fragments(); nil when stale
+	// revision counts changes; setAt is the revision at which each
+	// source's current fragment was set, so a caller can tell whether a
+	// translation of revision R includes it.
+	revision uint64
+	setAt    map[ObjectRef]uint64
 }
 
 // NewModel returns an empty model.
 func NewModel() *Model {
-	return &Model{fragments: map[ObjectRef]*Fragment{}, owner: map[string]ObjectRef{}}
+	return &Model{fragments: map[ObjectRef]*Fragment{}, owner: map[string]ObjectRef{}, setAt: map[ObjectRef]uint64{}}
 }
 
 // older reports whether a should win a domain over b.
@@ -45,9 +51,16 @@ func older(a, b *Fragment) bool {
 // serving. If f is older than the current owners of its domains, it takes
 // them over: the displaced fragments are removed and returned so the caller
 // can re-reconcile them (they will then see the conflict).
-func (m *Model) Set(f *Fragment) (displaced []ObjectRef, err error) {
+//
+// A fragment equal to the one already served changes nothing: the served
+// pointer and its revision stay, and changed is false, so re-reconciling
+// an unchanged object costs no translation.
+func (m *Model) Set(f *Fragment) (displaced []ObjectRef, changed bool, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if cur, ok := m.fragments[f.Source]; ok && (cur == f || reflect.DeepEqual(cur, f)) {
+		return nil, false, nil
+	}
 	domains := f.Domains()
 	losers := map[ObjectRef]bool{}
 	for _, d := range domains {
@@ -57,7 +70,7 @@ func (m *Model) Set(f *Fragment) (displaced []ObjectRef, err error) {
 		}
 		cur := m.fragments[ref]
 		if older(cur, f) {
-			return nil, &ConflictError{Domain: d, Owner: ref}
+			return nil, false, &ConflictError{Domain: d, Owner: ref}
 		}
 		losers[ref] = true
 	}
@@ -71,6 +84,8 @@ func (m *Model) Set(f *Fragment) (displaced []ObjectRef, err error) {
 	for _, d := range domains {
 		m.owner[d] = f.Source
 	}
+	m.revision++
+	m.setAt[f.Source] = m.revision
 	if m.sorted != nil {
 		// A new slice: callers may still hold the previous one.
 		i := m.search(f.Source)
@@ -80,7 +95,7 @@ func (m *Model) Set(f *Fragment) (displaced []ObjectRef, err error) {
 		copy(s[i+1:], m.sorted[i:])
 		m.sorted = s
 	}
-	return displaced, nil
+	return displaced, true, nil
 }
 
 // Delete removes the fragment of ref. It returns whether one was present.
@@ -89,6 +104,9 @@ func (m *Model) Delete(ref ObjectRef) bool {
 	defer m.mu.Unlock()
 	_, ok := m.fragments[ref]
 	m.removeLocked(ref)
+	if ok {
+		m.revision++
+	}
 	return ok
 }
 
@@ -103,6 +121,7 @@ func (m *Model) removeLocked(ref ObjectRef) {
 		}
 	}
 	delete(m.fragments, ref)
+	delete(m.setAt, ref)
 	if m.sorted != nil {
 		i := m.search(ref)
 		s := make([]*Fragment, 0, len(m.sorted)-1)
@@ -155,13 +174,29 @@ func (m *Model) Owner(domain string) (ObjectRef, bool) {
 	return ref, ok
 }
 
+// RevisionOf returns the revision at which ref's current fragment was set.
+func (m *Model) RevisionOf(ref ObjectRef) (uint64, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	r, ok := m.setAt[ref]
+	return r, ok
+}
+
 // Fragments returns the served fragments sorted by source. Callers must not
 // modify the slice or the fragments: fragments are immutable once Set.
 func (m *Model) Fragments() []*Fragment {
+	frags, _ := m.Snapshot()
+	return frags
+}
+
+// Snapshot returns Fragments() and the revision they are at, read together:
+// a translation of them serves every fragment set at or before it.
+func (m *Model) Snapshot() ([]*Fragment, uint64) {
 	m.mu.RLock()
 	if s := m.sorted; s != nil {
+		r := m.revision
 		m.mu.RUnlock()
-		return s
+		return s, r
 	}
 	m.mu.RUnlock()
 	m.mu.Lock()
@@ -174,5 +209,5 @@ func (m *Model) Fragments() []*Fragment {
 		sort.Slice(s, func(i, j int) bool { return refLess(s[i].Source, s[j].Source) })
 		m.sorted = s
 	}
-	return m.sorted
+	return m.sorted, m.revision
 }

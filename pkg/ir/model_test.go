@@ -21,10 +21,10 @@ func TestModelOlderFragmentKeepsDomain(t *testing.T) {
 	a := frag("a", t0, "a.example.com", "shared.example.com")
 	b := frag("b", t0.Add(time.Second), "shared.example.com")
 
-	if _, err := m.Set(a); err != nil {
+	if _, _, err := m.Set(a); err != nil {
 		t.Fatalf("Set(a) = %v", err)
 	}
-	_, err := m.Set(b)
+	_, _, err := m.Set(b)
 	var ce *ConflictError
 	if !errors.As(err, &ce) || ce.Domain != "shared.example.com" || ce.Owner != a.Source {
 		t.Fatalf("Set(b) error = %v, want conflict on shared.example.com owned by a", err)
@@ -45,7 +45,7 @@ func TestModelRejectedUpdateKeepsPreviousVersion(t *testing.T) {
 	b2 := frag("b", t0.Add(time.Second), "b.example.com", "a.example.com")
 	mustSet(t, m, a)
 	mustSet(t, m, b1)
-	if _, err := m.Set(b2); err == nil {
+	if _, _, err := m.Set(b2); err == nil {
 		t.Fatal("Set(b2) succeeded, want conflict")
 	}
 	if got, _ := m.Get(b1.Source); got != b1 {
@@ -59,7 +59,7 @@ func TestModelOlderArrivalDisplacesYounger(t *testing.T) {
 	young := frag("young", t0.Add(time.Minute), "x.example.com", "y.example.com")
 	old := frag("old", t0, "x.example.com")
 	mustSet(t, m, young)
-	displaced, err := m.Set(old)
+	displaced, _, err := m.Set(old)
 	if err != nil {
 		t.Fatalf("Set(old) = %v", err)
 	}
@@ -121,7 +121,7 @@ func TestCertificateStringHidesKey(t *testing.T) {
 
 func mustSet(t *testing.T, m *Model, f *Fragment) {
 	t.Helper()
-	if _, err := m.Set(f); err != nil {
+	if _, _, err := m.Set(f); err != nil {
 		t.Fatalf("Set(%s) = %v", f.Source, err)
 	}
 }
@@ -150,7 +150,7 @@ func TestModelSortedCacheFollowsSetAndDelete(t *testing.T) {
 	ref := func(n string) ObjectRef { return ObjectRef{Kind: "KIngress", Namespace: "default", Name: n} }
 	set := func(n string) {
 		t.Helper()
-		if _, err := m.Set(&Fragment{Source: ref(n), VirtualHosts: []*VirtualHost{{Name: n, Domains: []string{n + ".example.com"}}}}); err != nil {
+		if _, _, err := m.Set(&Fragment{Source: ref(n), VirtualHosts: []*VirtualHost{{Name: n, Domains: []string{n + ".example.com"}}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -173,5 +173,38 @@ func TestModelSortedCacheFollowsSetAndDelete(t *testing.T) {
 	}
 	if len(first) != 2 || first[0].Source.Name != "a" || first[1].Source.Name != "c" {
 		t.Errorf("an earlier Fragments() result changed under its caller: %v", first)
+	}
+}
+
+func TestModelRevisionsAndEqualFragments(t *testing.T) {
+	m := NewModel()
+	t0 := time.Unix(100, 0)
+	a := frag("a", t0, "a.example.com")
+	mustSet(t, m, a)
+	revA, ok := m.RevisionOf(a.Source)
+	if !ok || revA == 0 {
+		t.Fatalf("RevisionOf(a) = %d, %v; want a revision", revA, ok)
+	}
+	// An equal fragment built again keeps the served pointer and revision.
+	if _, changed, err := m.Set(frag("a", t0, "a.example.com")); err != nil || changed {
+		t.Fatalf("Set(equal a) changed = %v, err = %v; want unchanged", changed, err)
+	}
+	frags, rev := m.Snapshot()
+	if frags[0] != a || rev != revA {
+		t.Errorf("after an equal Set: fragment replaced = %v, revision %d; want the old pointer at %d", frags[0] != a, rev, revA)
+	}
+	// A different fragment moves the revision; deleting another moves it too.
+	mustSet(t, m, frag("a", t0, "a.example.com", "a2.example.com"))
+	if r, _ := m.RevisionOf(a.Source); r <= revA {
+		t.Errorf("RevisionOf(a) = %d after a change, want > %d", r, revA)
+	}
+	mustSet(t, m, frag("b", t0, "b.example.com"))
+	_, before := m.Snapshot()
+	m.Delete(ObjectRef{Kind: "KIngress", Namespace: "ns", Name: "b"})
+	if _, after := m.Snapshot(); after <= before {
+		t.Errorf("revision %d after Delete, want > %d", after, before)
+	}
+	if _, ok := m.RevisionOf(ObjectRef{Kind: "KIngress", Namespace: "ns", Name: "b"}); ok {
+		t.Error("RevisionOf a deleted source still answers")
 	}
 }

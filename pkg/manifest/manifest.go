@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +35,9 @@ type Document struct {
 	// Index counts documents in the file from 1, as a person would.
 	Index  int
 	Object runtime.Object
+	// Sum is the SHA-256 of the document's text: an unchanged sum means an
+	// unchanged object, without comparing objects.
+	Sum [sha256.Size]byte
 }
 
 func (d Document) String() string { return fmt.Sprintf("%s: document %d", d.File, d.Index) }
@@ -141,7 +145,7 @@ func Decode(file string, data []byte) ([]Document, error) {
 			errs = append(errs, fmt.Errorf("%s: document %d: %w", file, i, err))
 			continue
 		}
-		docs = append(docs, Document{File: file, Index: i, Object: obj})
+		docs = append(docs, Document{File: file, Index: i, Object: obj, Sum: sha256.Sum256(raw)})
 	}
 	return docs, errors.Join(errs...)
 }

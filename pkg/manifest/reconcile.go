@@ -3,16 +3,9 @@ package manifest
 import (
 	"context"
 	"fmt"
-	"sort"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	corelisters "k8s.io/client-go/listers/core/v1"
-	"k8s.io/client-go/tools/cache"
-	"knative.dev/networking/pkg/apis/networking"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
 
 	"github.com/weir-dev/weir/pkg/config"
@@ -52,69 +45,40 @@ type Reconciler struct {
 // Apply makes docs the complete desired state: every valid KIngress of
 // Weir's class is served, and KIngresses absent from docs are dropped.
 // Invalid KIngresses are reported and left out; everything else is served.
+// It reconciles every KIngress once, oldest first, for one-shot commands
+// such as `weir translate`; `weir run` uses a Controller instead.
 func (r *Reconciler) Apply(ctx context.Context, docs []Document) ([]IngressStatus, []error) {
 	if r.Config != nil {
 		ctx = config.ToContext(ctx, r.Config)
 	}
-	idx := func() cache.Indexer {
-		return cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
-	}
-	services, slices, secrets := idx(), idx(), idx()
-	if err := slices.AddIndexers(kingress.SliceIndexers); err != nil {
-		return nil, []error{err}
-	}
-	var ingresses []Document
+	store := NewStore()
 	var errs []error
+	var files []string
+	byFile := map[string][]Document{}
 	for _, d := range docs {
-		obj := d.Object.DeepCopyObject()
-		if m, err := meta.Accessor(obj); err == nil && m.GetNamespace() == "" {
-			m.SetNamespace(corev1.NamespaceDefault)
+		if _, ok := byFile[d.File]; !ok {
+			files = append(files, d.File)
 		}
-		d.Object = obj
-		var err error
-		switch o := obj.(type) {
-		case *corev1.Service:
-			err = services.Add(o)
-		case *discoveryv1.EndpointSlice:
-			err = slices.Add(o)
-		case *corev1.Secret:
-			err = secrets.Add(o)
-		case *v1alpha1.Ingress:
-			if o.Annotations[networking.IngressClassAnnotationKey] != kingress.ClassName {
-				continue
-			}
-			if err = Validate(ctx, d); err == nil {
-				ingresses = append(ingresses, d)
-			}
-		}
-		if err != nil {
-			errs = append(errs, err)
-		}
+		d.Object = d.Object.DeepCopyObject()
+		byFile[d.File] = append(byFile[d.File], d)
 	}
-	// Older KIngresses first, so domain conflicts resolve as in a cluster.
-	sort.SliceStable(ingresses, func(i, j int) bool {
-		a, b := ingresses[i].Object.(*v1alpha1.Ingress), ingresses[j].Object.(*v1alpha1.Ingress)
-		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-			return a.CreationTimestamp.Before(&b.CreationTimestamp)
-		}
-		return a.Namespace+"/"+a.Name < b.Namespace+"/"+b.Name
-	})
+	for _, f := range files {
+		_, _, ferrs := store.SetFile(ctx, f, byFile[f])
+		errs = append(errs, ferrs...)
+	}
 
 	rec := &kingress.Reconciler{
-		Listers: kingress.Listers{
-			Services:       corelisters.NewServiceLister(services),
-			EndpointSlices: kingress.IndexedSlices(slices),
-			Secrets:        corelisters.NewSecretLister(secrets),
-		},
-		Model:  r.Model,
-		Syncer: r.Syncer,
-		Prober: r.prober(),
+		Listers: store.Listers(),
+		Model:   r.Model,
+		Syncer:  r.Syncer,
+		Prober:  r.prober(),
 		// Every Apply reconciles every KIngress, oldest first, so a
 		// displaced one is reconciled again in this pass anyway.
 		Enqueue: func(types.NamespacedName) {},
 	}
 
 	keep := map[ir.ObjectRef]bool{}
+	ingresses := store.Ingresses()
 	statuses := make([]IngressStatus, 0, len(ingresses))
 	for _, d := range ingresses {
 		ing := d.Object.(*v1alpha1.Ingress)

@@ -8,16 +8,12 @@ package standalone
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
-	"sort"
 	"sync"
 	"time"
 
@@ -27,8 +23,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"knative.dev/networking/pkg/apis/networking/v1alpha1"
-	"knative.dev/networking/pkg/status"
+	"k8s.io/apimachinery/pkg/types"
 	"knative.dev/pkg/logging"
 
 	"github.com/weir-dev/weir/pkg/config"
@@ -62,22 +57,26 @@ type Options struct {
 
 // Gateway is a running `weir run`.
 type Gateway struct {
-	opts     Options
-	log      *zap.SugaredLogger
-	model    *ir.Model
-	syncer   *gateway.Syncer
-	proxy    *dataplane.Proxy
-	client   *xdsclient.Client
-	prober   *status.Prober
-	rec      *manifest.Reconciler
-	reg      *prometheus.Registry
-	admin    *admin.Admin
-	adminLis net.Listener
-	grpc     *grpc.Server
-	conn     *grpc.ClientConn
-	cancel   context.CancelFunc
-	done     chan struct{}
-	reapply  chan struct{}
+	opts      Options
+	log       *zap.SugaredLogger
+	model     *ir.Model
+	syncer    *gateway.Syncer
+	server    *xds.Server
+	proxy     *dataplane.Proxy
+	client    *xdsclient.Client
+	store     *manifest.Store
+	ctrl      *manifest.Controller
+	readiness *appliedReadiness
+	reg       *prometheus.Registry
+	admin     *admin.Admin
+	adminLis  net.Listener
+	grpc      *grpc.Server
+	conn      *grpc.ClientConn
+	cancel    context.CancelFunc
+	done      chan struct{}
+	// wake asks the file loop to look at the files now: a file system
+	// event, or a file that was not yet settled.
+	wake chan struct{}
 
 	// emptySince is when each file was first read empty, by the loop
 	// goroutine: an empty file loads only after it has read empty for
@@ -85,18 +84,16 @@ type Gateway struct {
 	// save may leave the old time on the truncated file).
 	emptySince map[string]time.Time
 
-	mu       sync.Mutex
-	files    map[string]*file
-	statuses []manifest.IngressStatus
-	applies  int
+	mu    sync.Mutex
+	files map[string]*file
 }
 
-// file is the last good content of one input file.
-type file struct {
-	sum  [sha256.Size]byte
-	docs []manifest.Document
-	err  error // the current content's error, if any; docs stay the last good
-}
+// nodeID is the embedded proxy's xDS node.
+const nodeID = "weir-run"
+
+// reconcileWorkers is how many KIngresses reconcile at once; a reconcile
+// is CPU only, so more than the cores buys nothing.
+const reconcileWorkers = 2
 
 // Start loads the files, starts the xDS server and the embedded proxy, and
 // returns once the initial config is being served.
@@ -116,7 +113,7 @@ func Start(ctx context.Context, opts Options) (*Gateway, error) {
 	ctx = logging.WithLogger(ctx, opts.Logger.Named("prober").WithOptions(zap.IncreaseLevel(proberLevel)))
 	ctx, cancel := context.WithCancel(ctx)
 	g := &Gateway{opts: opts, log: opts.Logger, cancel: cancel, done: make(chan struct{}),
-		reapply: make(chan struct{}, 1), files: map[string]*file{}, model: ir.NewModel()}
+		wake: make(chan struct{}, 1), files: map[string]*file{}, model: ir.NewModel(), store: manifest.NewStore()}
 	if err := g.start(ctx); err != nil {
 		cancel()
 		g.stop()
@@ -163,18 +160,27 @@ func (g *Gateway) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	g.client = xdsclient.New(g.conn, g.proxy, xdsclient.Options{NodeID: "weir-run", Cluster: "weir-run",
+	g.client = xdsclient.New(g.conn, g.proxy, xdsclient.Options{NodeID: nodeID, Cluster: nodeID,
 		Logger: g.log.Named("xds-client"), Registerer: g.reg, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second})
 
-	probeIP := g.opts.ListenAddress
-	if probeIP == "" || probeIP == "0.0.0.0" {
-		probeIP = "127.0.0.1"
-	}
-	g.prober = status.NewProber(g.log.Named("prober"),
-		&kingress.LocalGateway{IP: probeIP, ExternalPort: g.opts.HTTPPort, InternalPort: g.opts.InternalHTTPPort},
-		func(*v1alpha1.Ingress) { g.requestReapply() })
-	g.prober.Start(ctx.Done())
-	g.rec = &manifest.Reconciler{Model: g.model, Syncer: g.syncer, Prober: g.prober, Config: config.FromContext(ctx)}
+	// A KIngress is Ready once the embedded proxy has acknowledged a
+	// config that holds its current version: the proxy is in this
+	// process, so there is nothing to probe over the network.
+	g.server = server
+	g.ctrl = manifest.NewController(ctx, manifest.ControllerOptions{
+		Store: g.store, Model: g.model, Syncer: g.syncer, Config: config.FromContext(ctx),
+		Logger: g.log.Named("reconciler").WithOptions(zap.IncreaseLevel(zapcore.WarnLevel)),
+		Prober: func(enqueue func(types.NamespacedName)) kingress.StatusProber {
+			g.readiness = newAppliedReadiness(g.model, g.syncer, server, nodeID, enqueue)
+			return g.readiness
+		},
+	})
+	g.syncer.OnSynced(func(uint64) { g.readiness.check() })
+	server.OnAck(func(node string) {
+		if node == nodeID {
+			g.readiness.check()
+		}
+	})
 
 	g.admin = admin.New(admin.Options{Ready: g.proxy.Ready, Config: g.client.Applied, Gatherer: g.reg,
 		Extra: map[string]http.Handler{"/status": http.HandlerFunc(g.serveStatus)}})
@@ -186,7 +192,15 @@ func (g *Gateway) start(ctx context.Context) error {
 
 	// The proxy connects only after the first sync, so its first config is
 	// the files' config, not the empty state before it.
-	g.reload(ctx, g.readInputs())
+	g.scan(ctx, true)
+	for _, err := range g.ctrl.ReconcileAll(ctx) {
+		g.log.Errorw("Reconcile failed", zap.Error(err))
+	}
+	if err := g.syncer.Sync(); err != nil {
+		g.log.Errorw("Translation failed", zap.Error(err))
+	}
+	go g.syncer.Run(ctx)
+	go func() { _ = g.ctrl.Run(ctx, reconcileWorkers) }()
 	go func() { _ = g.grpc.Serve(lis) }()
 	go g.client.Run(ctx)
 	// Serving starts when the proxy has applied the first complete config.
@@ -216,226 +230,8 @@ func freePort(host string) (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func (g *Gateway) requestReapply() {
-	select {
-	case g.reapply <- struct{}{}:
-	default:
-	}
-}
-
-func (g *Gateway) loop(ctx context.Context) {
-	defer close(g.done)
-	t := time.NewTicker(g.opts.PollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if in := g.readInputs(); !g.loaded(in) && in.settled {
-				g.reload(ctx, in)
-			}
-		case <-g.reapply:
-			g.apply(ctx)
-		}
-	}
-}
-
-// A file is loaded only once it has been left alone for settleTime, so a
-// file caught halfway through an in-place save (often a valid but truncated
-// YAML stream) is not served; a later poll picks it up. An empty file is
-// most likely a save stalled between truncate and write, so it waits
-// longer. Scripts should still replace files by rename.
-const (
-	settleTime      = 100 * time.Millisecond
-	emptySettleTime = time.Second
-)
-
-// inputs is one reading of the input files.
-type inputs struct {
-	listErr error
-	names   []string
-	data    map[string][]byte
-	sums    map[string][sha256.Size]byte
-	readErr map[string]error
-	// settled is false if a file changed while it was read or was
-	// modified less than settleTime ago.
-	settled bool
-}
-
-func (g *Gateway) readInputs() *inputs {
-	in := &inputs{data: map[string][]byte{}, sums: map[string][sha256.Size]byte{}, readErr: map[string]error{}, settled: true}
-	in.names, in.listErr = g.listFiles()
-	for _, n := range in.names {
-		before, err := os.Stat(n)
-		if err != nil {
-			in.readErr[n] = err
-			continue
-		}
-		b, err := os.ReadFile(n)
-		if err != nil {
-			in.readErr[n] = err
-			continue
-		}
-		after, err := os.Stat(n)
-		if err != nil || !after.ModTime().Equal(before.ModTime()) || after.Size() != int64(len(b)) {
-			in.settled = false
-		} else if age := time.Since(after.ModTime()); age >= 0 && (age < settleTime || len(bytes.TrimSpace(b)) == 0 && age < emptySettleTime) {
-			in.settled = false
-		}
-		if len(bytes.TrimSpace(b)) == 0 {
-			if g.emptySince == nil {
-				g.emptySince = map[string]time.Time{}
-			}
-			first, seen := g.emptySince[n]
-			if !seen {
-				first = time.Now()
-				g.emptySince[n] = first
-			}
-			if time.Since(first) < emptySettleTime {
-				in.settled = false
-			}
-		} else {
-			delete(g.emptySince, n)
-		}
-		in.data[n] = b
-		in.sums[n] = sha256.Sum256(b)
-	}
-	return in
-}
-
-// loaded reports whether in is what the gateway has loaded: no file
-// appeared, vanished or changed.
-func (g *Gateway) loaded(in *inputs) bool {
-	if in.listErr != nil {
-		return true // nothing to do but keep serving; reload logs it
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if len(in.names) != len(g.files) {
-		return false
-	}
-	for _, n := range in.names {
-		f, ok := g.files[n]
-		if !ok {
-			return false
-		}
-		if sum, ok := in.sums[n]; !ok || sum != f.sum {
-			return false
-		}
-	}
-	return true
-}
-
-// listFiles returns the YAML files under the configured paths.
-func (g *Gateway) listFiles() ([]string, error) {
-	var out []string
-	for _, p := range g.opts.Paths {
-		st, err := os.Stat(p)
-		if err != nil {
-			return nil, err
-		}
-		if !st.IsDir() {
-			out = append(out, p)
-			continue
-		}
-		for _, pat := range []string{"*.yaml", "*.yml"} {
-			m, err := filepath.Glob(filepath.Join(p, pat))
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, m...)
-		}
-	}
-	sort.Strings(out)
-	return out, nil
-}
-
-// reload loads a reading of the files. A file that fails to decode or
-// validate keeps its last good documents, and its error is logged with
-// file, document and field.
-func (g *Gateway) reload(ctx context.Context, in *inputs) {
-	if in.listErr != nil {
-		g.log.Errorw("Cannot list the input files; keeping the current config", zap.Error(in.listErr))
-		return
-	}
-	g.mu.Lock()
-	seen := map[string]bool{}
-	for _, n := range in.names {
-		seen[n] = true
-		if err := in.readErr[n]; err != nil {
-			g.log.Errorw("Cannot read file; keeping its last good version", "file", n, zap.Error(err))
-			continue
-		}
-		data, sum := in.data[n], in.sums[n]
-		f := g.files[n]
-		if f != nil && f.sum == sum {
-			continue
-		}
-		if f == nil {
-			f = &file{}
-			g.files[n] = f
-		}
-		f.sum = sum
-		docs, err := manifest.Decode(n, data)
-		if err == nil {
-			for _, d := range docs {
-				if verr := manifest.Validate(ctx, manifest.Document{File: d.File, Index: d.Index, Object: d.Object.DeepCopyObject()}); verr != nil {
-					err = errors.Join(err, verr)
-				}
-			}
-		}
-		f.err = err
-		if err != nil {
-			g.log.Errorf("Invalid input; the last good version of %s keeps serving:\n%v", n, err)
-			continue
-		}
-		f.docs = docs
-		g.log.Infow("Loaded", "file", n, "documents", len(docs))
-	}
-	for n := range g.files {
-		if !seen[n] {
-			delete(g.files, n)
-			g.log.Infow("File removed; dropping what it defined", "file", n)
-		}
-	}
-	g.mu.Unlock()
-	g.apply(ctx)
-}
-
-// apply reconciles the current documents and pushes the result.
-func (g *Gateway) apply(ctx context.Context) {
-	g.mu.Lock()
-	var docs []manifest.Document
-	names := make([]string, 0, len(g.files))
-	for n := range g.files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		docs = append(docs, g.files[n].docs...)
-	}
-	g.mu.Unlock()
-
-	statuses, errs := g.rec.Apply(ctx, docs)
-	for _, err := range errs {
-		g.log.Errorw("Reconcile failed", zap.Error(err))
-	}
-	if err := g.syncer.Sync(); err != nil {
-		g.log.Errorw("Translation failed; the proxy keeps its last config", zap.Error(err))
-	}
-	g.mu.Lock()
-	g.statuses = statuses
-	g.applies++
-	g.mu.Unlock()
-}
-
-// Statuses returns the KIngress statuses of the last reconcile.
-func (g *Gateway) Statuses() []manifest.IngressStatus {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return append([]manifest.IngressStatus(nil), g.statuses...)
-}
+// Statuses returns the KIngress statuses of the last reconcile of each.
+func (g *Gateway) Statuses() []manifest.IngressStatus { return g.ctrl.Statuses() }
 
 // FileErrors returns the current error of each file that has one.
 func (g *Gateway) FileErrors() map[string]error {
@@ -462,7 +258,10 @@ type IngressStatus struct {
 
 // StatusReport is the body of /status.
 type StatusReport struct {
-	Ingresses  []IngressStatus   `json:"ingresses"`
+	// Total and Ready count the KIngresses served and those Ready.
+	Total      int               `json:"total"`
+	Ready      int               `json:"ready"`
+	Ingresses  []IngressStatus   `json:"ingresses,omitempty"`
 	FileErrors map[string]string `json:"fileErrors,omitempty"`
 }
 
@@ -474,9 +273,14 @@ func (g *Gateway) Report() StatusReport {
 		for _, rule := range s.Ingress.Spec.Rules {
 			hosts = append(hosts, rule.Hosts...)
 		}
+		ready := s.Ingress.IsReady()
+		r.Total++
+		if ready {
+			r.Ready++
+		}
 		r.Ingresses = append(r.Ingresses, IngressStatus{
 			Namespace: s.Ingress.Namespace, Name: s.Ingress.Name, File: s.Document.String(), Hosts: hosts,
-			Ready: s.Ingress.IsReady(), Status: s.Summary(),
+			Ready: ready, Status: s.Summary(),
 		})
 	}
 	for n, err := range g.FileErrors() {
@@ -488,11 +292,17 @@ func (g *Gateway) Report() StatusReport {
 	return r
 }
 
-func (g *Gateway) serveStatus(w http.ResponseWriter, _ *http.Request) {
+// serveStatus serves the report; ?summary leaves out the per-KIngress
+// rows, for scripts that wait for thousands to be Ready.
+func (g *Gateway) serveStatus(w http.ResponseWriter, req *http.Request) {
+	report := g.Report()
+	if req.URL.Query().Has("summary") {
+		report.Ingresses = nil
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(g.Report()); err != nil {
+	if err := enc.Encode(report); err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}

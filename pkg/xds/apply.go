@@ -3,6 +3,7 @@ package xds
 import (
 	"strings"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -134,6 +135,9 @@ func (s *Server) Apply(desired map[string][]types.Resource) ApplyStats {
 		if len(update) == 0 && len(remove) == 0 {
 			continue
 		}
+		if st.t == typeRDS && len(update) > 0 {
+			update = s.wireRoutes(update)
+		}
 		s.waitFor(st, pushed)
 		// The error only reports a failure to build a response for some watch
 		// (a resource that cannot be marshalled); the cache state is updated.
@@ -150,10 +154,12 @@ func (s *Server) Apply(desired map[string][]types.Resource) ApplyStats {
 		}
 	}
 
+	s.routeWire.rotate()
 	for _, url := range servedTypes {
 		ts := s.types[url]
 		ts.toUpdate, ts.toRemove = nil, nil
 		s.metrics.resourceGauges[url].Set(float64(len(ts.served)))
+		ts.count.Store(int64(len(ts.served)))
 	}
 	if len(stats.Updated) > 0 || len(stats.Removed) > 0 {
 		s.log.Debugw("Applied xDS resources", "updated", stats.Updated, "removed", stats.Removed)
@@ -259,4 +265,19 @@ func (ts *typeState) accepts(r types.Resource, name string, log *zap.SugaredLogg
 		return false
 	}
 	return true
+}
+
+// wireRoutes returns update with each route configuration replaced by its
+// pre-encoded copy (routeWire); one that fails to encode is passed as is.
+func (s *Server) wireRoutes(update map[string]types.Resource) map[string]types.Resource {
+	out := make(map[string]types.Resource, len(update))
+	for name, r := range update {
+		out[name] = r
+		if rc, ok := r.(*routev3.RouteConfiguration); ok {
+			if enc, err := s.routeWire.encode(rc); err == nil {
+				out[name] = enc
+			}
+		}
+	}
+	return out
 }

@@ -133,8 +133,15 @@ func (c *callbacks) request(k streamKey, r request) {
 		s.deltaReqs.Delete(st.pendingReq) // its watch was never created
 		st.pendingReq = nil
 	}
+	acked := false
 	if t >= 0 {
 		tt := &st.types[t]
+		if !tt.requested {
+			// Its first response carries what is served now.
+			if ts := s.types[r.typeURL]; ts.count.Load() > 0 {
+				tt.ackWanted = ts.version.Load()
+			}
+		}
 		// go-control-plane ignores a state-of-the-world request that does not
 		// answer the latest response of its type.
 		if k.delta || tt.pendingNonce == "" || r.nonce == tt.pendingNonce {
@@ -151,11 +158,20 @@ func (c *callbacks) request(k streamKey, r request) {
 				st.noteNACK(t, n.Resources)
 			case r.nonce != "" && r.nonce == tt.sentNonce:
 				tt.acked = tt.sent
+				acked = true
 				ready = st.readyRetries(t)
 			}
 		}
 	}
 	s.trackMu.Unlock()
+	if acked {
+		s.hooksMu.Lock()
+		hooks := s.ackHooks
+		s.hooksMu.Unlock()
+		for _, fn := range hooks {
+			fn(n.Node)
+		}
+	}
 
 	for rt, names := range ready {
 		if names != nil {

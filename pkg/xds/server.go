@@ -100,11 +100,14 @@ type Server struct {
 	types map[string]*typeState
 
 	// mu serializes Apply.
-	mu  sync.Mutex
-	gen uint64 // Apply generation, used to find removed resources without a set
+	mu sync.Mutex
+	// routeWire is guarded by mu.
+	routeWire routeWire
+	gen       uint64 // Apply generation, used to find removed resources without a set
 
-	hooksMu sync.Mutex
-	hooks   []func(NACK)
+	hooksMu  sync.Mutex
+	hooks    []func(NACK)
+	ackHooks []func(node string)
 
 	// trackMu guards streams, the tracked part of each streamState, and
 	// waitCh. It is never held while calling into a cache.
@@ -132,6 +135,8 @@ type typeState struct {
 	// version mirrors the LinearCache's internal counter, which it bumps
 	// exactly once per UpdateResources call and does not expose.
 	version atomic.Uint64
+	// count is how many resources are served, for streams' first requests.
+	count atomic.Int64
 
 	// prev and prevEntry are the previous Apply's list for this type and the
 	// served entry of each of its positions (nil where it was skipped). A

@@ -99,6 +99,10 @@ type typeTrack struct {
 	// acknowledged, of the last Apply step that changed something this
 	// stream subscribes to, and up to which a timed-out wait stopped caring.
 	sent, acked, owed, waived uint64
+	// ackWanted is the version the stream must acknowledge before it
+	// serves every Apply so far (Server.Acknowledged); unlike owed it is
+	// kept for every type, from the first request on.
+	ackWanted uint64
 
 	// retry holds resources the stream rejected before it had their
 	// dependencies; they are re-sent once it acknowledges those.
@@ -207,17 +211,47 @@ func (tt *typeTrack) affected(t int, delta bool, update map[string]types.Resourc
 // recordOwed notes, after an Apply step pushed version v of type t, which
 // streams are now owed that version.
 func (s *Server) recordOwed(t int, update map[string]types.Resource, remove []string, v uint64) {
-	if !depTypes.has(t) {
-		return // nothing waits for this type
-	}
 	s.trackMu.Lock()
 	defer s.trackMu.Unlock()
 	for _, st := range s.streams {
 		tt := &st.types[t]
 		if tt.requested && tt.affected(t, st.delta, update, remove) {
-			tt.owed = v
+			tt.ackWanted = v
+			if depTypes.has(t) { // else nothing waits for this type
+				tt.owed = v
+			}
 		}
 	}
+}
+
+// Acknowledged reports whether node has an open stream, and every open
+// stream of node has acknowledged everything pushed to it by the Applies
+// that returned before the call: the node serves that config (or NACKed
+// part of it, and then this stays false until a later push is accepted).
+func (s *Server) Acknowledged(node string) bool {
+	s.trackMu.Lock()
+	defer s.trackMu.Unlock()
+	found := false
+	for _, st := range s.streams {
+		if st.node != node || st.closed {
+			continue
+		}
+		found = true
+		for t := range numTypes {
+			if tt := &st.types[t]; tt.requested && tt.acked < tt.ackWanted {
+				return false
+			}
+		}
+	}
+	return found
+}
+
+// OnAck adds fn to the functions called after a client acknowledges a
+// push. fn runs on the client's stream goroutine, so it must not block.
+func (s *Server) OnAck(fn func(node string)) {
+	s.hooksMu.Lock()
+	defer s.hooksMu.Unlock()
+	s.ackHooks = append(s.ackHooks[:len(s.ackHooks):len(s.ackHooks)], fn)
 }
 
 // waitFor blocks until every stream that subscribes to step's type has been

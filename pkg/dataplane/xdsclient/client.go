@@ -95,6 +95,18 @@ type Client struct {
 	warmingDue   time.Time
 	// stopped is set when Run returns; late warming timers then do nothing.
 	stopped bool
+
+	// routes decodes route configurations; only Run's goroutine uses it.
+	routes routeDecoder
+}
+
+// unmarshal decodes one resource; route configurations keep the protos of
+// their unchanged virtual hosts.
+func (c *Client) unmarshal(a *anypb.Any) (proto.Message, error) {
+	if a.GetTypeUrl() == resource.RouteType {
+		return c.routes.decode(a.GetValue())
+	}
+	return anypb.UnmarshalNew(a, proto.UnmarshalOptions{})
 }
 
 // initialFetchTimeout is how long the first config waits for types that
@@ -224,7 +236,7 @@ func (c *Client) runDelta(ctx context.Context) error {
 		c.setConnected(true)
 		updates := map[string]entry{}
 		for _, r := range resp.GetResources() {
-			msg, err := anypb.UnmarshalNew(r.GetResource(), proto.UnmarshalOptions{})
+			msg, err := c.unmarshal(r.GetResource())
 			if err != nil {
 				updates = nil
 				err = fmt.Errorf("%s %q: %w", resp.GetTypeUrl(), r.GetName(), err)
@@ -237,6 +249,11 @@ func (c *Client) runDelta(ctx context.Context) error {
 		}
 		if updates == nil {
 			continue
+		}
+		if resp.GetTypeUrl() == resource.RouteType {
+			for _, name := range resp.GetRemovedResources() {
+				c.routes.forget(name)
+			}
 		}
 		ack := &discovery.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
 		if err := c.update(resp.GetTypeUrl(), updates, resp.GetRemovedResources(), false); err != nil {
@@ -285,7 +302,7 @@ func (c *Client) runSotW(ctx context.Context) error {
 		all := map[string]entry{}
 		var perr error
 		for _, a := range resp.GetResources() {
-			msg, err := anypb.UnmarshalNew(a, proto.UnmarshalOptions{})
+			msg, err := c.unmarshal(a)
 			if err != nil {
 				perr = fmt.Errorf("%s: %w", t, err)
 				break

@@ -163,7 +163,7 @@ func (r *Reconciler) serve(ctx context.Context, ing *v1alpha1.Ingress) ([]*Probl
 	frag, problems := Build(ing, hex.EncodeToString(sum[:]), r.Listers, policy)
 
 	ref := frag.Source
-	displaced, err := r.Model.Set(frag)
+	displaced, changed, err := r.Model.Set(frag)
 	r.mu.Lock()
 	if r.conflicted == nil {
 		r.conflicted = map[ir.ObjectRef]bool{}
@@ -176,6 +176,9 @@ func (r *Reconciler) serve(ctx context.Context, ing *v1alpha1.Ingress) ([]*Probl
 	r.mu.Unlock()
 	if err != nil {
 		return problems, err
+	}
+	if !changed {
+		return problems, nil
 	}
 	for _, d := range displaced {
 		r.Enqueue(types.NamespacedName{Namespace: d.Namespace, Name: d.Name})

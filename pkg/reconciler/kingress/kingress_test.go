@@ -79,7 +79,7 @@ func factory(t *testing.T, row *rtesting.TableRow) (controller.Reconciler, rtest
 	if serving, ok := row.OtherTestData[dataServing].([]*v1alpha1.Ingress); ok {
 		for _, ing := range serving {
 			frag, _ := Build(ing, "", l.Listers, SecretPolicy{})
-			if _, err := model.Set(frag); err != nil {
+			if _, _, err := model.Set(frag); err != nil {
 				t.Fatalf("seeding the model with %s: %v", ing.Name, err)
 			}
 		}
