@@ -86,14 +86,13 @@ func printBanner(w io.Writer, g *standalone.Gateway) {
 	report := g.Report()
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KINGRESS\tHOSTS\tSTATUS")
-	for i, s := range report.Ingresses {
-		if i == bannerRows {
-			fmt.Fprintf(tw, "... and %d more; 'weir status' lists them all\t\t\n", len(report.Ingresses)-bannerRows)
-			break
-		}
+	for _, s := range report.Ingresses[:min(len(report.Ingresses), bannerRows)] {
 		fmt.Fprintf(tw, "%s/%s\t%s\t%s\n", s.Namespace, s.Name, strings.Join(s.Hosts, ","), s.Status)
 	}
 	_ = tw.Flush()
+	if more := len(report.Ingresses) - bannerRows; more > 0 {
+		fmt.Fprintf(w, "... and %d more; 'weir status' lists them all\n", more)
+	}
 	for f, err := range report.FileErrors {
 		fmt.Fprintf(w, "error in %s (not served until fixed): %s\n", f, err)
 	}
