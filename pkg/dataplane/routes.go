@@ -3,6 +3,7 @@ package dataplane
 import (
 	"crypto/sha256"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/textproto"
 	"regexp"
@@ -25,12 +26,18 @@ type routeTable struct {
 	name string
 	// top and keys are the content keys of the configuration without its
 	// virtual hosts and of each virtual host, to tell a changed one.
-	top    vhostKey
-	keys   []vhostKey
-	exact  map[string]*vhost
-	suffix []wildcardSet // longest suffix first
-	prefix []wildcardSet // longest prefix first
-	star   *vhost
+	top  vhostKey
+	keys []vhostKey
+	// vhosts and index are what the next table starts from; protos and
+	// entries are its virtual host protos and their cache entries.
+	vhosts  []*vhost
+	index   *domainIndex
+	protos  []*routev3.VirtualHost
+	entries []*cachedVhost
+	exact   map[string]*vhost
+	suffix  []wildcardSet // longest suffix first
+	prefix  []wildcardSet // longest prefix first
+	star    *vhost
 }
 
 // wildcardSet holds the wildcard domains of one length, so a lookup is one
@@ -41,7 +48,9 @@ type wildcardSet struct {
 }
 
 type vhost struct {
-	name      string
+	name string
+	// domains are the virtual host's domains in lower case.
+	domains   []string
 	routes    []*route
 	perFilter map[string]*routeFilterConf // typed_per_filter_config
 }
@@ -157,7 +166,7 @@ type retryPolicy struct {
 //
 // Virtual hosts come from cache when their content and the clusters they
 // use are unchanged, so one changed virtual host among 20,000 costs one
-// compile; the table's domain maps are rebuilt, which is map inserts only.
+// compile, and the domain index is patched rather than rebuilt.
 func compileRoutes(rc *routev3.RouteConfiguration, prev *routeTable, clusters map[string]*cluster, cache *vhostCache) (*routeTable, error) {
 	if err := onlyFields(rc, "", "name", "virtual_hosts", "validate_clusters", "most_specific_header_mutations_wins"); err != nil {
 		return nil, err
@@ -168,8 +177,21 @@ func compileRoutes(rc *routev3.RouteConfiguration, prev *routeTable, clusters ma
 		return nil, err
 	}
 	vhs := rc.GetVirtualHosts()
+	// A host whose proto is the one at the same place last time (the xDS
+	// client keeps the protos of unchanged hosts) is found without a map;
+	// the rest go through the cache's indexes.
+	inPlace := func(i int) *cachedVhost {
+		if prev != nil && i < len(prev.protos) && prev.protos[i] == vhs[i] {
+			return prev.entries[i]
+		}
+		return nil
+	}
 	keys := make([]vhostKey, len(vhs))
 	for i, vh := range vhs {
+		if e := inPlace(i); e != nil {
+			keys[i] = e.key.content
+			continue
+		}
 		k, err := cache.key(vh)
 		if err != nil {
 			return nil, invalid(idx("virtual_hosts", i), "%v", err)
@@ -183,56 +205,157 @@ func compileRoutes(rc *routev3.RouteConfiguration, prev *routeTable, clusters ma
 	revalidate := prev == nil || prev.top != topKey || !slices.Equal(prev.keys, keys)
 	validateClusters := rc.GetValidateClusters().GetValue() && revalidate
 	mostSpecific := rc.GetMostSpecificHeaderMutationsWins()
-	// Sized from the table it replaces: growing maps of 40,000 domains
-	// cost more than compiling the virtual host that changed.
-	sizeHint := 2 * len(vhs)
-	if prev != nil {
-		sizeHint = len(prev.exact) + len(vhs) - len(prev.keys)
-	}
-	rt := &routeTable{name: rc.GetName(), exact: make(map[string]*vhost, max(sizeHint, 0)), top: topKey, keys: keys}
-	seen := make(map[string]string, max(sizeHint, 0))
-	suffix := map[int]map[string]*vhost{}
-	prefix := map[int]map[string]*vhost{}
+	entries := make([]*cachedVhost, len(vhs))
+	vs := make([]*vhost, len(vhs))
 	for i, vh := range vhs {
-		path := idx("virtual_hosts", i)
-		v, err := cache.get(keys[i], validateClusters, mostSpecific, clusters, func() (*vhost, error) {
-			return compileVhost(vh, path, clusters, validateClusters, mostSpecific)
-		})
-		if err != nil {
+		e := inPlace(i)
+		if e != nil && e.key.mostSpecific == mostSpecific && e.current(clusters, validateClusters) {
+			cache.reused++
+		} else if e, err = cache.get(vh, keys[i], validateClusters, mostSpecific, clusters, func() (*vhost, error) {
+			return compileVhost(vh, idx("virtual_hosts", i), clusters, validateClusters, mostSpecific)
+		}); err != nil {
 			return nil, err
 		}
-		for j, d := range vh.GetDomains() {
-			d = strings.ToLower(d)
-			if other, dup := seen[d]; dup {
-				return nil, invalid(idx(sub(path, "domains"), j), "domain %q is also used by virtual host %q; Envoy requires unique domains", d, other)
-			}
-			seen[d] = vh.GetName()
-			// Same classification order as Envoy: "*", then a leading
-			// '*' (suffix wildcard, even if it also ends in '*'), then a
-			// trailing '*' (prefix wildcard), else exact.
-			switch {
-			case d == "*":
-				rt.star = v
-			case strings.HasPrefix(d, "*"):
-				s := d[1:]
-				if suffix[len(s)] == nil {
-					suffix[len(s)] = map[string]*vhost{}
-				}
-				suffix[len(s)][s] = v
-			case strings.HasSuffix(d, "*"):
-				s := d[:len(d)-1]
-				if prefix[len(s)] == nil {
-					prefix[len(s)] = map[string]*vhost{}
-				}
-				prefix[len(s)][s] = v
-			default:
-				rt.exact[d] = v
+		entries[i], vs[i] = e, e.v
+	}
+
+	// The domain index is the previous table's, patched: the hosts that
+	// went away leave it and the new ones join, so one changed host among
+	// 20,000 costs a copy of the maps and a few inserts, not 40,000.
+	var index *domainIndex
+	added := vs
+	if prev != nil {
+		index = prev.index.clone()
+		// Hosts in place at both ends are unchanged; only the middle is
+		// matched through a map.
+		p := prev.vhosts
+		lo, hi := 0, 0
+		for lo < len(vs) && lo < len(p) && vs[lo] == p[lo] {
+			lo++
+		}
+		for hi < len(vs)-lo && hi < len(p)-lo && vs[len(vs)-1-hi] == p[len(p)-1-hi] {
+			hi++
+		}
+		left := make(map[*vhost]int, len(p)-lo-hi)
+		for _, v := range p[lo : len(p)-hi] {
+			left[v]++
+		}
+		added = make([]*vhost, len(vs))
+		for i := lo; i < len(vs)-hi; i++ {
+			if v := vs[i]; left[v] > 0 {
+				left[v]--
+			} else {
+				added[i] = v
 			}
 		}
+		for v, n := range left {
+			if n > 0 {
+				index.remove(v)
+			}
+		}
+	} else {
+		index = newDomainIndex(2 * len(vs))
 	}
-	rt.suffix = sortedSets(suffix)
-	rt.prefix = sortedSets(prefix)
+	for i, v := range added {
+		if v == nil {
+			continue
+		}
+		if j, other := index.add(v); other != nil {
+			return nil, invalid(idx(sub(idx("virtual_hosts", i), "domains"), j), "domain %q is also used by virtual host %q; Envoy requires unique domains", v.domains[j], other.name)
+		}
+	}
+	rt := &routeTable{name: rc.GetName(), top: topKey, keys: keys, vhosts: vs, index: index, protos: vhs, entries: entries,
+		exact: index.exact, suffix: sortedSets(index.suffix), prefix: sortedSets(index.prefix), star: index.star}
+	cache.tables = append(cache.tables, rt)
 	return rt, nil
+}
+
+// domainIndex maps every domain of a route table to its virtual host,
+// classified as Envoy does: "*", then a leading '*' (suffix wildcard,
+// even if it also ends in '*'), then a trailing '*' (prefix wildcard),
+// else exact. Wildcards are held by the length of their fixed part.
+type domainIndex struct {
+	exact          map[string]*vhost
+	suffix, prefix map[int]map[string]*vhost
+	star           *vhost
+}
+
+func newDomainIndex(size int) *domainIndex {
+	return &domainIndex{exact: make(map[string]*vhost, size), suffix: map[int]map[string]*vhost{}, prefix: map[int]map[string]*vhost{}}
+}
+
+// clone copies the index; the maps are copied whole, which is far
+// cheaper than inserting their entries again.
+func (x *domainIndex) clone() *domainIndex {
+	c := &domainIndex{exact: maps.Clone(x.exact), suffix: make(map[int]map[string]*vhost, len(x.suffix)),
+		prefix: make(map[int]map[string]*vhost, len(x.prefix)), star: x.star}
+	for n, m := range x.suffix {
+		c.suffix[n] = maps.Clone(m)
+	}
+	for n, m := range x.prefix {
+		c.prefix[n] = maps.Clone(m)
+	}
+	return c
+}
+
+// slot returns the map and key that domain d belongs in, or nil for "*".
+func (x *domainIndex) slot(d string, create bool) (map[string]*vhost, string) {
+	var byLen map[int]map[string]*vhost
+	var s string
+	switch {
+	case d == "*":
+		return nil, ""
+	case strings.HasPrefix(d, "*"):
+		byLen, s = x.suffix, d[1:]
+	case strings.HasSuffix(d, "*"):
+		byLen, s = x.prefix, d[:len(d)-1]
+	default:
+		return x.exact, d
+	}
+	m := byLen[len(s)]
+	if m == nil && create {
+		m = map[string]*vhost{}
+		byLen[len(s)] = m
+	}
+	return m, s
+}
+
+// add indexes v's domains. If one is taken, it returns its position in
+// v.domains and the virtual host that has it.
+func (x *domainIndex) add(v *vhost) (int, *vhost) {
+	for j, d := range v.domains {
+		m, k := x.slot(d, true)
+		var other *vhost
+		if m == nil {
+			other = x.star
+		} else {
+			other = m[k]
+		}
+		if other != nil {
+			return j, other
+		}
+		if m == nil {
+			x.star = v
+		} else {
+			m[k] = v
+		}
+	}
+	return 0, nil
+}
+
+// remove drops v's domains.
+func (x *domainIndex) remove(v *vhost) {
+	for _, d := range v.domains {
+		m, k := x.slot(d, false)
+		switch {
+		case m == nil && d == "*":
+			if x.star == v {
+				x.star = nil
+			}
+		case m != nil && m[k] == v:
+			delete(m, k)
+		}
+	}
 }
 
 // compileVhost compiles one virtual host; its domains are the table's.
@@ -243,7 +366,10 @@ func compileVhost(vh *routev3.VirtualHost, path string, clusters map[string]*clu
 	if err := pgv(vh, path); err != nil {
 		return nil, err
 	}
-	v := &vhost{name: vh.GetName()}
+	v := &vhost{name: vh.GetName(), domains: make([]string, len(vh.GetDomains()))}
+	for i, d := range vh.GetDomains() {
+		v.domains[i] = strings.ToLower(d)
+	}
 	pf, err := compilePerFilterConfig(vh.GetTypedPerFilterConfig(), sub(path, "typed_per_filter_config"))
 	if err != nil {
 		return nil, err
@@ -272,37 +398,46 @@ func contentKey(m proto.Message) (vhostKey, error) {
 	return sha256.Sum256(b), nil
 }
 
-// vhostCache holds the compiled virtual hosts of the last Apply by
-// content. An entry is reused only if it was compiled with the same
+// vhostCache finds the compiled virtual hosts of the last Apply. An
+// entry is reused only if it was compiled with the same
 // header-mutation order, and every cluster it routes to is still the very
 // same compiled cluster (clusters are reused across Applies while their
 // Cluster and ClusterLoadAssignment are unchanged); under
 // validate_clusters, none of them may be missing.
 type vhostCache struct {
-	prev, next map[vhostCacheKey]*cachedVhost
-	// prevKeys and nextKeys hold the content key of each virtual host
-	// proto seen: the xDS client hands over the same proto for a virtual
-	// host whose bytes did not change, so only new ones are marshalled
-	// to find their key.
-	prevKeys, nextKeys map[*routev3.VirtualHost]vhostKey
+	// prevTables are the last Apply's tables, tables this Apply's. Their
+	// entries are indexed by proto and by content only when a host is not
+	// found in place (see compileRoutes), so an Apply that changed a few
+	// hosts builds no map of 20,000.
+	prevTables, tables []*routeTable
+	byProto            map[*routev3.VirtualHost]*cachedVhost
+	byContent          map[vhostCacheKey]*cachedVhost
 	// compiled and reused count this Apply's virtual hosts.
 	compiled, reused int
 }
 
-// key returns vh's content key.
-func (c *vhostCache) key(vh *routev3.VirtualHost) (vhostKey, error) {
-	if k, ok := c.nextKeys[vh]; ok {
-		return k, nil
+// index builds byProto and byContent from the last Apply's tables.
+func (c *vhostCache) index() {
+	if c.byProto != nil {
+		return
 	}
-	k, ok := c.prevKeys[vh]
-	if !ok {
-		var err error
-		if k, err = contentKey(vh); err != nil {
-			return k, err
+	c.byProto = map[*routev3.VirtualHost]*cachedVhost{}
+	c.byContent = map[vhostCacheKey]*cachedVhost{}
+	for _, t := range c.prevTables {
+		for i, e := range t.entries {
+			c.byProto[t.protos[i]] = e
+			c.byContent[e.key] = e
 		}
 	}
-	c.nextKeys[vh] = k
-	return k, nil
+}
+
+// key returns vh's content key.
+func (c *vhostCache) key(vh *routev3.VirtualHost) (vhostKey, error) {
+	c.index()
+	if e := c.byProto[vh]; e != nil {
+		return e.key.content, nil
+	}
+	return contentKey(vh)
 }
 
 type vhostCacheKey struct {
@@ -311,58 +446,72 @@ type vhostCacheKey struct {
 }
 
 type cachedVhost struct {
-	v *vhost
-	// clusters are the clusters its routes hold, by name; nil stands for
-	// a cluster that was missing.
-	clusters map[string]*cluster
+	key vhostCacheKey
+	v   *vhost
+	// clusters are the clusters its routes hold; a nil one stands for a
+	// cluster that was missing.
+	clusters []clusterDep
+}
+
+type clusterDep struct {
+	name string
+	c    *cluster
 }
 
 func newVhostCache(prev *vhostCache) *vhostCache {
 	if prev == nil {
-		return &vhostCache{next: map[vhostCacheKey]*cachedVhost{}, nextKeys: map[*routev3.VirtualHost]vhostKey{}}
+		return &vhostCache{}
 	}
-	return &vhostCache{prev: prev.next, prevKeys: prev.nextKeys,
-		next: make(map[vhostCacheKey]*cachedVhost, len(prev.next)), nextKeys: make(map[*routev3.VirtualHost]vhostKey, len(prev.nextKeys))}
+	return &vhostCache{prevTables: prev.tables}
 }
 
-func (c *vhostCache) get(content vhostKey, validateClusters, mostSpecific bool, clusters map[string]*cluster, compile func() (*vhost, error)) (*vhost, error) {
+// get returns the compiled vh, whose content key is content, from cache or
+// from compile.
+func (c *vhostCache) get(vh *routev3.VirtualHost, content vhostKey, validateClusters, mostSpecific bool, clusters map[string]*cluster, compile func() (*vhost, error)) (*cachedVhost, error) {
+	c.index()
 	key := vhostCacheKey{content, mostSpecific}
-	if e := c.next[key]; e != nil && e.current(clusters, validateClusters) {
-		return e.v, nil // the same content twice in this Apply
+	e := c.byProto[vh]
+	if e == nil || e.key != key {
+		e = c.byContent[key]
 	}
-	if e := c.prev[key]; e != nil && e.current(clusters, validateClusters) {
-		c.next[key] = e
+	if e != nil && e.current(clusters, validateClusters) {
 		c.reused++
-		return e.v, nil
+		return e, nil
 	}
 	v, err := compile()
 	if err != nil {
 		return nil, err
 	}
-	e := &cachedVhost{v: v, clusters: map[string]*cluster{}}
+	e = &cachedVhost{key: key, v: v}
+	seen := map[string]bool{}
 	for _, r := range v.routes {
 		if r.fwd == nil {
 			continue
 		}
 		for _, t := range r.fwd.targets {
-			if t.cluster.missing {
-				e.clusters[t.cluster.name] = nil
-			} else {
-				e.clusters[t.cluster.name] = t.cluster
+			if seen[t.cluster.name] {
+				continue
 			}
+			seen[t.cluster.name] = true
+			dep := clusterDep{name: t.cluster.name}
+			if !t.cluster.missing {
+				dep.c = t.cluster
+			}
+			e.clusters = append(e.clusters, dep)
 		}
 	}
-	c.next[key] = e
+	// Later hosts of this Apply with the same content share it.
+	c.byProto[vh], c.byContent[key] = e, e
 	c.compiled++
-	return v, nil
+	return e, nil
 }
 
 // current reports whether e compiles to the same virtual host now: its
 // clusters are the same, and, if they must be validated, none is missing
 // (a compile would then fail).
 func (e *cachedVhost) current(clusters map[string]*cluster, validateClusters bool) bool {
-	for name, c := range e.clusters {
-		if clusters[name] != c || c == nil && validateClusters {
+	for _, d := range e.clusters {
+		if clusters[d.name] != d.c || d.c == nil && validateClusters {
 			return false
 		}
 	}

@@ -135,8 +135,13 @@ func (s *Server) Apply(desired map[string][]types.Resource) ApplyStats {
 		if len(update) == 0 && len(remove) == 0 {
 			continue
 		}
-		if st.t == typeRDS && len(update) > 0 {
-			update = s.wireRoutes(update)
+		if st.t == typeRDS {
+			if len(update) > 0 {
+				update = s.wireRoutes(update)
+			}
+			for _, name := range remove {
+				s.routeWire.forget(name)
+			}
 		}
 		s.waitFor(st, pushed)
 		// The error only reports a failure to build a response for some watch
@@ -154,7 +159,6 @@ func (s *Server) Apply(desired map[string][]types.Resource) ApplyStats {
 		}
 	}
 
-	s.routeWire.rotate()
 	for _, url := range servedTypes {
 		ts := s.types[url]
 		ts.toUpdate, ts.toRemove = nil, nil

@@ -18,31 +18,48 @@ import (
 // Translate hands back the same *VirtualHost for a host that did not
 // change, which is what makes the pointer a valid key.
 type routeWire struct {
-	prev, next map[*routev3.VirtualHost][]byte
+	configs map[string]*wireConfig
+}
+
+// wireConfig is the last encoding of one route configuration.
+type wireConfig struct {
+	vhosts  []*routev3.VirtualHost
+	encoded [][]byte // each host's field, tag included
 }
 
 var virtualHostsField = (&routev3.RouteConfiguration{}).ProtoReflect().Descriptor().Fields().ByName("virtual_hosts")
 
 // encode returns what the cache is given for rc.
 func (w *routeWire) encode(rc *routev3.RouteConfiguration) (types.Resource, error) {
-	if w.next == nil {
-		w.next = map[*routev3.VirtualHost][]byte{}
+	if w.configs == nil {
+		w.configs = map[string]*wireConfig{}
 	}
+	prev := w.configs[rc.GetName()]
+	var byPointer map[*routev3.VirtualHost][]byte // built only if hosts moved
+	next := &wireConfig{vhosts: rc.GetVirtualHosts(), encoded: make([][]byte, len(rc.GetVirtualHosts()))}
 	size := 0
-	encoded := make([][]byte, len(rc.GetVirtualHosts()))
-	for i, vh := range rc.GetVirtualHosts() {
-		b, ok := w.next[vh]
-		if !ok {
-			if b, ok = w.prev[vh]; !ok {
-				raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(vh)
-				if err != nil {
-					return nil, err
+	for i, vh := range next.vhosts {
+		var b []byte
+		switch {
+		case prev != nil && i < len(prev.vhosts) && prev.vhosts[i] == vh:
+			b = prev.encoded[i]
+		case prev != nil:
+			if byPointer == nil {
+				byPointer = make(map[*routev3.VirtualHost][]byte, len(prev.vhosts))
+				for j, p := range prev.vhosts {
+					byPointer[p] = prev.encoded[j]
 				}
-				b = protowire.AppendBytes(protowire.AppendTag(nil, virtualHostsField.Number(), protowire.BytesType), raw)
 			}
-			w.next[vh] = b
+			b = byPointer[vh]
 		}
-		encoded[i] = b
+		if b == nil {
+			raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(vh)
+			if err != nil {
+				return nil, err
+			}
+			b = protowire.AppendBytes(protowire.AppendTag(nil, virtualHostsField.Number(), protowire.BytesType), raw)
+		}
+		next.encoded[i] = b
 		size += len(b)
 	}
 	top := &routev3.RouteConfiguration{}
@@ -54,14 +71,13 @@ func (w *routeWire) encode(rc *routev3.RouteConfiguration) (types.Resource, erro
 		return true
 	})
 	unknown := make([]byte, 0, size)
-	for _, b := range encoded {
+	for _, b := range next.encoded {
 		unknown = append(unknown, b...)
 	}
 	dst.SetUnknown(unknown)
+	w.configs[rc.GetName()] = next
 	return top, nil
 }
 
-// rotate forgets the hosts no longer served; call it after every Apply.
-func (w *routeWire) rotate() {
-	w.prev, w.next = w.next, nil
-}
+// forget drops the encoding of a route configuration no longer served.
+func (w *routeWire) forget(name string) { delete(w.configs, name) }

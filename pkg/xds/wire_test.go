@@ -11,7 +11,7 @@ import (
 
 // TestRouteWireEncodesTheSameConfiguration: what go-control-plane sends
 // for the pre-encoded copy decodes to the configuration itself, and an
-// unchanged virtual host is not marshalled again.
+// unchanged virtual host is not marshalled again, in place or moved.
 func TestRouteWireEncodesTheSameConfiguration(t *testing.T) {
 	rc := routeConfig("external-http", "default/a:80", "default/b:80")
 	rc.ValidateClusters = wrapperspb.Bool(true)
@@ -35,19 +35,27 @@ func TestRouteWireEncodesTheSameConfiguration(t *testing.T) {
 			t.Errorf("decoded %v, want %v", got, rc)
 		}
 	}
+	encoding := func(i int) *byte { return &w.configs[rc.GetName()].encoded[i][0] }
 	roundTrip(rc)
-	first := &w.next[rc.VirtualHosts[1]][0]
-	w.rotate()
+	second := encoding(1)
 
 	next := proto.Clone(rc).(*routev3.RouteConfiguration)
 	next.VirtualHosts[1] = rc.VirtualHosts[1] // unchanged, as translate hands it back
 	next.VirtualHosts[0].Domains = append(next.VirtualHosts[0].Domains, "more.example.com")
 	roundTrip(next)
-	if &w.next[next.VirtualHosts[1]][0] != first {
+	if encoding(1) != second {
 		t.Error("an unchanged virtual host was marshalled again")
 	}
-	w.rotate()
-	if _, kept := w.prev[rc.VirtualHosts[0]]; kept {
-		t.Error("a virtual host no longer served is still held")
+
+	// A host added in front moves the unchanged one.
+	moved := &routev3.RouteConfiguration{Name: next.Name, ValidateClusters: next.ValidateClusters,
+		VirtualHosts: []*routev3.VirtualHost{{Name: "first", Domains: []string{"first.example.com"}}, next.VirtualHosts[0], next.VirtualHosts[1]}}
+	roundTrip(moved)
+	if encoding(2) != second {
+		t.Error("a moved, unchanged virtual host was marshalled again")
+	}
+	w.forget(rc.GetName())
+	if len(w.configs) != 0 {
+		t.Error("a forgotten configuration is still held")
 	}
 }

@@ -43,10 +43,18 @@ func TestRouteDecoderKeepsUnchangedVirtualHosts(t *testing.T) {
 	if second.VirtualHosts[1] == first.VirtualHosts[1] {
 		t.Error("the changed virtual host kept its old proto")
 	}
-	// The same host in another configuration is shared too.
-	other := decode(&routev3.RouteConfiguration{Name: "internal", VirtualHosts: []*routev3.VirtualHost{vh("a", "/")}})
-	if other.VirtualHosts[0] != first.VirtualHosts[0] {
-		t.Error("a virtual host shared by two configurations was decoded twice")
+	// Hosts added in front and in the middle, and one removed: the others
+	// keep their protos wherever they moved to.
+	rc.VirtualHosts = []*routev3.VirtualHost{vh("new1", "/"), rc.VirtualHosts[0], vh("new2", "/"), rc.VirtualHosts[2]}
+	third := decode(rc)
+	if third.VirtualHosts[1] != second.VirtualHosts[0] || third.VirtualHosts[3] != second.VirtualHosts[2] {
+		t.Error("moved, unchanged virtual hosts were decoded again")
+	}
+	// Two hosts swap places: both are found by their bytes.
+	rc.VirtualHosts[1], rc.VirtualHosts[2] = rc.VirtualHosts[2], rc.VirtualHosts[1]
+	fourth := decode(rc)
+	if fourth.VirtualHosts[2] != third.VirtualHosts[1] || fourth.VirtualHosts[1] != third.VirtualHosts[2] {
+		t.Error("swapped virtual hosts were decoded again")
 	}
 	if _, err := d.decode([]byte{0x12, 0x05, 0x01}); err == nil {
 		t.Error("a truncated configuration decoded without error")

@@ -35,6 +35,7 @@ func main() {
 	rest := flag.Duration("rest", 30*time.Second, "how long to measure CPU at rest")
 	keep := flag.Bool("keep", false, "keep the generated directory")
 	profile := flag.String("cpu-profile", "", "write a CPU profile of weir run during the changes to this file")
+	verbose := flag.Bool("v", false, "print every latency sample")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("[bench-scale] ")
@@ -152,6 +153,11 @@ func main() {
 	}
 
 	<-profiled
+	if *verbose {
+		log.Printf("change (settled): %v", settled)
+		log.Printf("change (plain write): %v", raw)
+		log.Printf("endpoint: %v", endpoint)
+	}
 	// CPU at rest: after everything above has settled.
 	time.Sleep(2 * time.Second)
 	cpu0 := cpuTime(cmd.Process.Pid)
