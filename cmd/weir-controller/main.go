@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"knative.dev/networking/pkg/apis/networking"
 	ingressinformer "knative.dev/networking/pkg/client/injection/informers/networking/v1alpha1/ingress"
 	filteredfactory "knative.dev/pkg/client/injection/kube/informers/factory/filtered"
@@ -42,6 +43,10 @@ var (
 	initialSync    = flag.Duration("initial-sync-timeout", 2*time.Minute, "how long to wait for every existing KIngress to be reconciled before serving xDS")
 )
 
+// probeGatePatience is how long a KIngress waits for the gateways' ACKs
+// before Knative's prober probes it anyway.
+const probeGatePatience = 10 * time.Second
+
 func envOr(key, def string) string {
 	if v, ok := os.LookupEnv(key); ok {
 		return v
@@ -49,7 +54,22 @@ func envOr(key, def string) string {
 	return def
 }
 
+// Client and workqueue defaults for 10,000 KIngresses, unless the
+// environment (or --kube-api-qps / --kube-api-burst) says otherwise.
+// sharedmain would give 5 QPS and 2 workers: the first reconcile of a
+// KIngress writes a finalizer and a status, so 10,000 took hours.
+var clientDefaults = map[string]string{
+	"KUBE_API_QPS":             "200",
+	"KUBE_API_BURST":           "400",
+	"K_THREADS_PER_CONTROLLER": "8",
+}
+
 func main() {
+	for k, v := range clientDefaults {
+		if _, ok := os.LookupEnv(k); !ok {
+			_ = os.Setenv(k, v)
+		}
+	}
 	// Informers are built before sharedmain parses the flags, so the Secret
 	// selector comes from the environment. SECRET_LABEL_SELECTOR="" watches
 	// every Secret (for certificates that cannot be labeled).
@@ -79,6 +99,17 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 		},
 		Reconciler:     &rec,
 		SecretSelector: secretSelector,
+		// Probing a KIngress before the gateways have its config fails and
+		// backs off; wait for their ACKs first (or probeGatePatience).
+		GateProber: func(prober kingress.StatusProber, enqueue func(types.NamespacedName), enqueueAfter func(types.NamespacedName, time.Duration)) kingress.StatusProber {
+			gate := gateway.NewAckReadiness(syncer, gateway.AckReadinessOptions{
+				Acked: server.AllAcknowledged, Then: prober, Enqueue: enqueue,
+				EnqueueAfter: enqueueAfter, Patience: probeGatePatience,
+			})
+			syncer.OnSynced(func(uint64) { gate.Check() })
+			server.OnAck(func(string) { gate.Check() })
+			return gate
+		},
 	})(ctx, cmw)
 
 	server.OnNACK(func(n xds.NACK) {

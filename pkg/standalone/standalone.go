@@ -66,7 +66,7 @@ type Gateway struct {
 	client    *xdsclient.Client
 	store     *manifest.Store
 	ctrl      *manifest.Controller
-	readiness *appliedReadiness
+	readiness *gateway.AckReadiness
 	reg       *prometheus.Registry
 	admin     *admin.Admin
 	adminLis  net.Listener
@@ -171,14 +171,15 @@ func (g *Gateway) start(ctx context.Context) error {
 		Store: g.store, Model: g.model, Syncer: g.syncer, Config: config.FromContext(ctx),
 		Logger: g.log.Named("reconciler").WithOptions(zap.IncreaseLevel(zapcore.WarnLevel)),
 		Prober: func(enqueue func(types.NamespacedName)) kingress.StatusProber {
-			g.readiness = newAppliedReadiness(g.model, g.syncer, server, nodeID, enqueue)
+			g.readiness = gateway.NewAckReadiness(g.syncer, gateway.AckReadinessOptions{
+				Acked: func() bool { return server.Acknowledged(nodeID) }, Enqueue: enqueue})
 			return g.readiness
 		},
 	})
-	g.syncer.OnSynced(func(uint64) { g.readiness.check() })
+	g.syncer.OnSynced(func(uint64) { g.readiness.Check() })
 	server.OnAck(func(node string) {
 		if node == nodeID {
-			g.readiness.check()
+			g.readiness.Check()
 		}
 	})
 

@@ -246,6 +246,26 @@ func (s *Server) Acknowledged(node string) bool {
 	return found
 }
 
+// AllAcknowledged reports whether every open stream has acknowledged
+// everything pushed to it so far. A stream an Apply gave up waiting for
+// (a hung client) does not count, and no streams at all is true: this
+// only tells a caller when there is no point in probing yet.
+func (s *Server) AllAcknowledged() bool {
+	s.trackMu.Lock()
+	defer s.trackMu.Unlock()
+	for _, st := range s.streams {
+		if st.closed || st.lagging {
+			continue
+		}
+		for t := range numTypes {
+			if tt := &st.types[t]; tt.requested && tt.acked < tt.ackWanted {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // OnAck adds fn to the functions called after a client acknowledges a
 // push. fn runs on the client's stream goroutine, so it must not block.
 func (s *Server) OnAck(fn func(node string)) {

@@ -101,6 +101,9 @@ func TestAcknowledged(t *testing.T) {
 			if h.s.Acknowledged(testNode) {
 				t.Fatal("Acknowledged before the node connected")
 			}
+			if !h.s.AllAcknowledged() {
+				t.Fatal("with no streams there is nothing to wait for, but AllAcknowledged is false")
+			}
 
 			c := p.dialAs(t, h, wildcard(), testNode, rds)
 			initial(t, c, wildcard())
@@ -118,11 +121,14 @@ func TestAcknowledged(t *testing.T) {
 			if h.s.Acknowledged("another-node") {
 				t.Error("Acknowledged for a node that never connected")
 			}
+			if !h.s.AllAcknowledged() {
+				t.Error("not AllAcknowledged with the only stream up to date")
+			}
 
 			c.holdACKs(cds)
 			st = st.with(cds, cluster("default/x:80"))
 			h.s.Apply(st)
-			if h.s.Acknowledged(testNode) {
+			if h.s.Acknowledged(testNode) || h.s.AllAcknowledged() {
 				t.Fatal("Acknowledged right after an Apply the node has not acknowledged")
 			}
 			if g := c.next(); g.typeURL != cds {

@@ -2,10 +2,15 @@ package kingress
 
 import (
 	"context"
+	"encoding/json"
+	"slices"
+	"time"
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -13,6 +18,8 @@ import (
 	"k8s.io/client-go/tools/record"
 	"knative.dev/networking/pkg/apis/networking"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+	netclientset "knative.dev/networking/pkg/client/clientset/versioned"
+	networkingclient "knative.dev/networking/pkg/client/injection/client"
 	ingressinformer "knative.dev/networking/pkg/client/injection/informers/networking/v1alpha1/ingress"
 	ingressreconciler "knative.dev/networking/pkg/client/injection/reconciler/networking/v1alpha1/ingress"
 	"knative.dev/networking/pkg/status"
@@ -43,6 +50,9 @@ type ControllerOptions struct {
 	// controller watches (DefaultSecretSelector); empty watches all. The
 	// context must carry it (knative.dev/pkg's filtered.WithSelectors).
 	SecretSelector string
+	// GateProber, if set, wraps Knative's prober, e.g. to hold probes
+	// back until the gateways have the config (gateway.AckReadiness).
+	GateProber func(prober StatusProber, enqueue func(types.NamespacedName), enqueueAfter func(types.NamespacedName, time.Duration)) StatusProber
 }
 
 // DefaultSecretSelector selects the Secrets Knative's certificate
@@ -104,20 +114,30 @@ func NewController(opts ControllerOptions) func(context.Context, configmap.Watch
 				impl.EnqueueKey(types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name})
 			})
 		r.Prober = prober
+		if opts.GateProber != nil {
+			r.Prober = opts.GateProber(prober, impl.EnqueueKey, impl.EnqueueKeyAfter)
+		}
 		prober.Start(ctx.Done())
 
 		classFilter := pkgreconciler.AnnotationFilterFunc(networking.IngressClassAnnotationKey, ClassName, false)
+		legacy := legacyFinalizerRemover(ctx, networkingclient.Get(ctx), logger)
 		ingressInformer.Informer().AddEventHandler(cache.FilteringResourceEventHandler{
 			FilterFunc: classFilter,
 			Handler: cache.ResourceEventHandlerFuncs{
-				AddFunc:    impl.Enqueue,
-				UpdateFunc: controller.PassNew(impl.Enqueue),
+				AddFunc: func(obj interface{}) {
+					impl.Enqueue(obj)
+					legacy(obj)
+				},
+				UpdateFunc: controller.PassNew(func(obj interface{}) {
+					impl.Enqueue(obj)
+					legacy(obj)
+				}),
 				DeleteFunc: func(obj interface{}) {
 					if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 						obj = d.Obj
 					}
 					r.Forget(obj)
-					prober.CancelIngressProbing(obj)
+					r.Prober.CancelIngressProbing(obj)
 				},
 			},
 		})
@@ -147,4 +167,47 @@ func newRecorder(ctx context.Context) record.EventRecorder {
 		w.Stop()
 	}()
 	return b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "weir-controller"})
+}
+
+// LegacyFinalizer is the finalizer Weir's KIngresses carried before Weir
+// stopped writing one (Knative's generated reconciler names it after the
+// resource). Nothing else removes it any more.
+const LegacyFinalizer = "ingresses.networking.internal.knative.dev"
+
+// legacyFinalizerRemover returns a handler that removes LegacyFinalizer
+// from a KIngress being deleted, so one created by an older Weir does not
+// hang in Terminating. The patch carries the resourceVersion, so it never
+// drops a finalizer added since; a conflict is retried by the next event.
+func legacyFinalizerRemover(ctx context.Context, client netclientset.Interface, logger *zap.SugaredLogger) func(interface{}) {
+	return func(obj interface{}) {
+		ing, ok := obj.(*v1alpha1.Ingress)
+		if !ok {
+			return
+		}
+		patch := legacyFinalizerPatch(ing)
+		if patch == nil {
+			return
+		}
+		go func() {
+			_, err := client.NetworkingV1alpha1().Ingresses(ing.Namespace).Patch(ctx, ing.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+			if err != nil && !apierrors.IsNotFound(err) {
+				logger.Warnw("Removing the legacy finalizer of a deleted KIngress failed; the next update retries", "kingress", ing.Namespace+"/"+ing.Name, zap.Error(err))
+			}
+		}()
+	}
+}
+
+// legacyFinalizerPatch is the merge patch that removes LegacyFinalizer from
+// a KIngress being deleted, or nil if there is nothing to remove.
+func legacyFinalizerPatch(ing *v1alpha1.Ingress) []byte {
+	if ing.DeletionTimestamp == nil || !slices.Contains(ing.Finalizers, LegacyFinalizer) {
+		return nil
+	}
+	keep := slices.DeleteFunc(slices.Clone(ing.Finalizers), func(f string) bool { return f == LegacyFinalizer })
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"finalizers": keep, "resourceVersion": ing.ResourceVersion}})
+	if err != nil {
+		return nil // a map of strings always marshals
+	}
+	return patch
 }

@@ -116,15 +116,10 @@ func (r *Reconciler) ObserveKind(ctx context.Context, ing *v1alpha1.Ingress) pkg
 	return nil
 }
 
-// FinalizeKind stops serving a deleted KIngress.
-func (r *Reconciler) FinalizeKind(_ context.Context, ing *v1alpha1.Ingress) pkgreconciler.Event {
-	r.Forget(ing)
-	r.Prober.CancelIngressProbing(ing)
-	return nil
-}
-
-// Forget removes a KIngress from the model. Non-leaders get no finalize
-// call, so the controller also calls this from the informer's delete handler.
+// Forget removes a KIngress from the model. Every replica calls it from
+// the informer's delete handler: Weir keeps no finalizer on KIngresses
+// (the model lives in memory, so there is nothing to clean up before the
+// object goes), which saves a write and an Event per KIngress.
 func (r *Reconciler) Forget(obj interface{}) {
 	ing, ok := obj.(*v1alpha1.Ingress)
 	if !ok {

@@ -33,12 +33,19 @@ func main() {
 	changes := flag.Int("changes", 50, "KIngress changes to time")
 	endpointChanges := flag.Int("endpoint-changes", 20, "endpoint changes to time")
 	rest := flag.Duration("rest", 30*time.Second, "how long to measure CPU at rest")
-	keep := flag.Bool("keep", false, "keep the generated directory")
+	keep := flag.Bool("keep", false, "keep the generated directory (with -cluster: the cluster's logs)")
 	profile := flag.String("cpu-profile", "", "write a CPU profile of weir run during the changes to this file")
 	verbose := flag.Bool("v", false, "print every latency sample")
+	onCluster := flag.Bool("cluster", false, "measure weir-controller and a weir-proxy gateway on test/cluster instead of weir run (needs root)")
+	var controllerArgs stringList
+	flag.Var(&controllerArgs, "controller-arg", "an argument for weir-controller with -cluster (repeatable)")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("[bench-scale] ")
+	if *onCluster {
+		runCluster(*n, *changes, *rest, controllerArgs, *keep)
+		return
+	}
 
 	backend := startBackend()
 	dir, err := os.MkdirTemp("", "weir-scale-")
@@ -172,6 +179,11 @@ func main() {
 		pct(settled, 50), pct(settled, 99), pct(raw, 50), pct(raw, 99), pct(endpoint, 50), pct(endpoint, 99),
 		rss>>20, cpuRest)
 }
+
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, " ") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func pct(d []time.Duration, p int) time.Duration {
 	s := slices.Clone(d)

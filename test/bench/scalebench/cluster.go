@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"knative.dev/networking/pkg/apis/networking"
+	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+	netclient "knative.dev/networking/pkg/client/clientset/versioned"
+	"knative.dev/networking/test/types"
+
+	"github.com/weir-dev/weir/pkg/reconciler/kingress"
+	"github.com/weir-dev/weir/test/cluster"
+)
+
+const clusterNS = "serving-tests"
+
+// runCluster is path (b): weir-controller and one weir-proxy gateway as
+// pods on test/cluster, with n KIngresses (each with its own Service and
+// EndpointSlice, all pointing at one backend pod) created through the API
+// server. controllerArgs go to weir-controller.
+func runCluster(n, changes int, rest_ time.Duration, controllerArgs []string, keep bool) {
+	ctx := context.Background()
+	c, err := cluster.Start(ctx, cluster.Options{KeepWorkDir: keep})
+	check(err)
+	if keep {
+		log.Printf("cluster logs stay in %s", c.LogDir())
+	}
+	defer c.Stop()
+	c.StopOnSignal()
+	w, err := c.StartWeir(ctx, cluster.WeirOptions{ControllerArgs: controllerArgs})
+	check(err)
+	backendIP := startClusterBackend(ctx, c)
+
+	cfg := rest.CopyConfig(c.Config)
+	cfg.QPS, cfg.Burst = 2000, 4000
+	kube := kubernetes.NewForConfigOrDie(cfg)
+	nets := netclient.NewForConfigOrDie(cfg)
+
+	log.Printf("creating %d KIngresses with their Services and EndpointSlices", n)
+	start := time.Now()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				createApp(ctx, kube, nets, i, backendIP)
+			}
+		}()
+	}
+	wg.Wait()
+	created := time.Since(start)
+	log.Printf("created in %v", created.Round(time.Millisecond))
+
+	client := &http.Client{Timeout: 5 * time.Second}
+	get := func(host string) (int, types.RuntimeInfo) {
+		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://%s:%d/", c.NodeAddress, c.HTTPNodePort), nil)
+		req.Host = host
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, types.RuntimeInfo{}
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var info types.RuntimeInfo
+		_ = json.Unmarshal(b, &info)
+		return resp.StatusCode, info
+	}
+	until := func(what string, limit, every time.Duration, ok func() bool) {
+		t0 := time.Now()
+		for !ok() {
+			if time.Since(t0) > limit {
+				log.Fatalf("%s: not within %v", what, limit)
+			}
+			time.Sleep(every)
+		}
+	}
+	until("first served", 30*time.Minute, 10*time.Millisecond, func() bool {
+		code, _ := get(appHost(0))
+		return code == 200
+	})
+	firstServed := time.Since(start)
+	log.Printf("first served after %v", firstServed.Round(time.Millisecond))
+	lastLog := time.Now()
+	until("all Ready", 3*time.Hour, time.Second, func() bool {
+		list, err := nets.NetworkingV1alpha1().Ingresses(clusterNS).List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+		if err != nil {
+			return false
+		}
+		ready := 0
+		for i := range list.Items {
+			if list.Items[i].IsReady() {
+				ready++
+			}
+		}
+		if time.Since(lastLog) > 30*time.Second {
+			log.Printf("%d of %d Ready after %v", ready, n, time.Since(start).Round(time.Second))
+			lastLog = time.Now()
+		}
+		return ready == n
+	})
+	allReady := time.Since(start)
+	log.Printf("all %d Ready after %v", n, allReady.Round(time.Millisecond))
+
+	var served []time.Duration
+	for i := 1; i <= changes; i++ {
+		ing, err := nets.NetworkingV1alpha1().Ingresses(clusterNS).Get(ctx, "app-0", metav1.GetOptions{})
+		check(err)
+		ing.Spec.Rules[0].HTTP.Paths[0].AppendHeaders = map[string]string{"X-Gen": strconv.Itoa(i)}
+		t0 := time.Now()
+		_, err = nets.NetworkingV1alpha1().Ingresses(clusterNS).Update(ctx, ing, metav1.UpdateOptions{})
+		check(err)
+		want := strconv.Itoa(i)
+		until("change served", time.Minute, time.Millisecond, func() bool {
+			_, info := get(appHost(0))
+			return info.Request != nil && info.Request.Headers.Get("X-Gen") == want
+		})
+		served = append(served, time.Since(t0))
+	}
+
+	time.Sleep(2 * time.Second)
+	ctrl, proxy := findProcess("weir-controller"), findProcess("weir-proxy")
+	c0, p0 := cpuTime(ctrl), cpuTime(proxy)
+	time.Sleep(rest_)
+	ctrlRest := float64(cpuTime(ctrl)-c0) / float64(rest_) * 100
+	proxyRest := float64(cpuTime(proxy)-p0) / float64(rest_) * 100
+	_ = w
+
+	fmt.Printf("| KIngresses | created | start → first served | start → all Ready | change → served p50 / p99 | peak RSS controller / proxy | CPU at rest controller / proxy |\n")
+	fmt.Printf("| --- | --- | --- | --- | --- | --- | --- |\n")
+	fmt.Printf("| %d | %v | %v | %v | %v / %v | %d / %d MiB | %.1f / %.1f %% |\n", n,
+		created.Round(100*time.Millisecond), firstServed.Round(100*time.Millisecond), allReady.Round(100*time.Millisecond),
+		pct(served, 50), pct(served, 99), peakRSS(ctrl)>>20, peakRSS(proxy)>>20, ctrlRest, proxyRest)
+}
+
+func appHost(i int) string { return fmt.Sprintf("app-%d.%s.example.com", i, clusterNS) }
+
+func createApp(ctx context.Context, kube kubernetes.Interface, nets netclient.Interface, i int, backendIP string) {
+	name := fmt.Sprintf("app-%d", i)
+	_, err := kube.CoreV1().Services(clusterNS).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: clusterNS},
+		Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone,
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt(8080)}}},
+	}, metav1.CreateOptions{})
+	check(err)
+	_, err = kube.DiscoveryV1().EndpointSlices(clusterNS).Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: name + "-1", Namespace: clusterNS, Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080)}},
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{backendIP}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+	}, metav1.CreateOptions{})
+	check(err)
+	split := []v1alpha1.IngressBackendSplit{{IngressBackend: v1alpha1.IngressBackend{
+		ServiceNamespace: clusterNS, ServiceName: name, ServicePort: intstr.FromInt(80)}, Percent: 100}}
+	_, err = nets.NetworkingV1alpha1().Ingresses(clusterNS).Create(ctx, &v1alpha1.Ingress{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: clusterNS,
+			Annotations: map[string]string{networking.IngressClassAnnotationKey: kingress.ClassName}},
+		Spec: v1alpha1.IngressSpec{Rules: []v1alpha1.IngressRule{
+			{Hosts: []string{appHost(i)}, Visibility: v1alpha1.IngressVisibilityExternalIP,
+				HTTP: &v1alpha1.HTTPIngressRuleValue{Paths: []v1alpha1.HTTPIngressPath{{Splits: split}}}},
+			{Hosts: []string{name + "." + clusterNS + ".svc.cluster.local"}, Visibility: v1alpha1.IngressVisibilityClusterLocal,
+				HTTP: &v1alpha1.HTTPIngressRuleValue{Paths: []v1alpha1.HTTPIngressPath{{Splits: split}}}},
+		}},
+	}, metav1.CreateOptions{})
+	check(err)
+}
+
+// startClusterBackend runs Knative's runtime test image (which answers
+// Knative's probes) and returns its pod IP.
+func startClusterBackend(ctx context.Context, c *cluster.Cluster) string {
+	_, err := c.Kube.CoreV1().Pods(clusterNS).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "backend", Namespace: clusterNS},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{
+			Name: "app", Image: "ko.local/runtime:latest",
+			Ports: []corev1.ContainerPort{{ContainerPort: 8080}},
+			Env:   []corev1.EnvVar{{Name: "PORT", Value: "8080"}},
+		}}},
+	}, metav1.CreateOptions{})
+	check(err)
+	check(c.WaitPodReady(ctx, clusterNS, "backend", 2*time.Minute))
+	pod, err := c.Kube.CoreV1().Pods(clusterNS).Get(ctx, "backend", metav1.GetOptions{})
+	check(err)
+	return pod.Status.PodIP
+}
+
+// findProcess returns the pid of the one process whose command is name.
+func findProcess(name string) int {
+	entries, err := os.ReadDir("/proc")
+	check(err)
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if argv0, _, _ := strings.Cut(string(cmd), "\x00"); filepath.Base(argv0) == name {
+			return pid
+		}
+	}
+	log.Fatalf("no %s process", name)
+	return 0
+}
