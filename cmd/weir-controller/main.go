@@ -113,7 +113,7 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 	})(ctx, cmw)
 
 	server.OnNACK(func(n xds.NACK) {
-		refs := syncer.SourcesOf(n.TypeURL, n.Resources)
+		refs := syncer.SourcesOfError(n.TypeURL, n.Resources, n.Error)
 		logger.Warnw("A gateway rejected config", "node", n.Node, "type", n.TypeURL, "error", n.Error, "sources", refs)
 		rec.ReportRejected(refs, n.Error)
 	})

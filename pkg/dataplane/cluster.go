@@ -262,7 +262,7 @@ type connectError struct{ err error }
 func (e *connectError) Error() string { return e.err.Error() }
 func (e *connectError) Unwrap() error { return e.err }
 
-func newPool(s *clusterSpec, stats *clusterStats) *upstreamPool {
+func newPool(s *clusterSpec, stats *clusterStats, budget *idleBudget) *upstreamPool {
 	p := &upstreamPool{key: s.poolKey(), h2c: s.h2c, stats: stats, endpoints: map[string]*endpoint{}}
 	d := &net.Dialer{Timeout: s.connectTimeout, KeepAlive: 30 * time.Second}
 	networks := []string{"tcp"}
@@ -323,7 +323,7 @@ func newPool(s *clusterSpec, stats *clusterStats) *upstreamPool {
 	if s.h2c {
 		p.main = newTransport(true)
 	} else {
-		p.main = newH1Transport(dial, p.h1, time.Hour, 1024)
+		p.main = newH1Transport(dial, p.h1, time.Hour, 1024, budget)
 	}
 	return p
 }

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"bufio"
+	"container/list"
 	"context"
 	"errors"
 	"io"
@@ -29,6 +30,7 @@ type h1Transport struct {
 	fallback    *http.Transport
 	idleTimeout time.Duration
 	maxIdle     int // per address
+	budget      *idleBudget
 
 	mu   sync.Mutex
 	idle map[string][]*h1Conn // by address, the most recently used last; nil once closed
@@ -45,6 +47,9 @@ type h1Conn struct {
 	// idleTimer closes the connection once it has been idle for
 	// idleTimeout, Envoy's upstream idle_timeout.
 	idleTimer *time.Timer
+	// idleElem is its place in the idle budget while it is idle, guarded
+	// by the budget's lock.
+	idleElem *list.Element
 }
 
 const (
@@ -82,8 +87,8 @@ func (l *limitedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func newH1Transport(dial func(ctx context.Context, network, addr string) (net.Conn, error), fallback *http.Transport, idleTimeout time.Duration, maxIdle int) *h1Transport {
-	return &h1Transport{dial: dial, fallback: fallback, idleTimeout: idleTimeout, maxIdle: maxIdle, idle: map[string][]*h1Conn{}}
+func newH1Transport(dial func(ctx context.Context, network, addr string) (net.Conn, error), fallback *http.Transport, idleTimeout time.Duration, maxIdle int, budget *idleBudget) *h1Transport {
+	return &h1Transport{dial: dial, fallback: fallback, idleTimeout: idleTimeout, maxIdle: maxIdle, idle: map[string][]*h1Conn{}, budget: budget}
 }
 
 // RoundTrip implements http.RoundTripper with net/http's contract: on
@@ -138,6 +143,7 @@ func (t *h1Transport) get(ctx context.Context, addr string, pooled bool) (*h1Con
 			} else {
 				t.idle[addr] = conns[:len(conns)-1]
 			}
+			t.budget.remove(c)
 			t.mu.Unlock()
 			if !c.idleTimer.Stop() {
 				// Its idle timer fired and is closing it; dial instead.
@@ -173,19 +179,41 @@ func (t *h1Transport) get(ctx context.Context, addr string, pooled bool) (*h1Con
 // put returns a connection whose last response was read to the end.
 func (t *h1Transport) put(c *h1Conn) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.idle == nil || len(t.idle[c.addr]) >= t.maxIdle {
+		t.mu.Unlock()
 		c.nc.Close()
 		return
 	}
 	t.idle[c.addr] = append(t.idle[c.addr], c)
 	c.idleTimer.Reset(t.idleTimeout)
+	evict := t.budget.add(c)
+	t.mu.Unlock()
+	for _, v := range evict {
+		v.evict()
+	}
 }
 
-// expire closes a connection idle for idleTimeout.
+// expire closes a connection idle for idleTimeout. get, which may have
+// taken it just before, sees the timer fired and does not use it.
 func (c *h1Conn) expire() {
-	t := c.t
+	c.t.takeIdle(c)
+	c.nc.Close()
+}
+
+// evict closes c for the idle budget, if it is still idle.
+func (c *h1Conn) evict() {
+	if c.t.takeIdle(c) {
+		c.idleTimer.Stop()
+		c.nc.Close()
+	}
+}
+
+// takeIdle removes c from the idle connections, and reports whether it
+// was there.
+func (t *h1Transport) takeIdle(c *h1Conn) bool {
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.budget.remove(c)
 	conns := t.idle[c.addr]
 	for i, o := range conns {
 		if o == c {
@@ -193,11 +221,10 @@ func (c *h1Conn) expire() {
 			if len(t.idle[c.addr]) == 0 {
 				delete(t.idle, c.addr)
 			}
-			break
+			return true
 		}
 	}
-	t.mu.Unlock()
-	c.nc.Close()
+	return false
 }
 
 // retain closes the idle connections to addresses not in live, so
@@ -210,6 +237,9 @@ func (t *h1Transport) retain(live map[string]bool) {
 			drop = append(drop, conns...)
 			delete(t.idle, addr)
 		}
+	}
+	for _, c := range drop {
+		t.budget.remove(c)
 	}
 	t.mu.Unlock()
 	for _, c := range drop {
@@ -225,6 +255,11 @@ func (t *h1Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
 	t.idle = nil
+	for _, conns := range idle {
+		for _, c := range conns {
+			t.budget.remove(c)
+		}
+	}
 	t.mu.Unlock()
 	for _, conns := range idle {
 		for _, c := range conns {

@@ -61,7 +61,7 @@ func readRequests(c net.Conn, br *bufio.Reader, respond func(n int, req *http.Re
 func newTestH1(t *testing.T) *h1Transport {
 	t.Helper()
 	d := &net.Dialer{}
-	tr := newH1Transport(d.DialContext, &http.Transport{}, time.Hour, 16)
+	tr := newH1Transport(d.DialContext, &http.Transport{}, time.Hour, 16, newIdleBudget(1024))
 	t.Cleanup(tr.CloseIdleConnections)
 	return tr
 }
@@ -327,14 +327,14 @@ func TestH1TransportIdleConnections(t *testing.T) {
 		}
 	}
 	d := &net.Dialer{}
-	tr := newH1Transport(d.DialContext, &http.Transport{}, 100*time.Millisecond, 16)
+	tr := newH1Transport(d.DialContext, &http.Transport{}, 100*time.Millisecond, 16, newIdleBudget(1024))
 	if _, _, err := h1Get(t, tr, context.Background(), s.addr, http.MethodGet); err != nil {
 		t.Fatal(err)
 	}
 	eventuallyOpen(1, "after a request")
 	eventuallyOpen(0, "after the idle timeout")
 
-	tr = newH1Transport(d.DialContext, &http.Transport{}, time.Hour, 16)
+	tr = newH1Transport(d.DialContext, &http.Transport{}, time.Hour, 16, newIdleBudget(1024))
 	if _, _, err := h1Get(t, tr, context.Background(), s.addr, http.MethodGet); err != nil {
 		t.Fatal(err)
 	}
@@ -350,4 +350,53 @@ func TestH1TransportIdleConnections(t *testing.T) {
 	io.Copy(io.Discard, res.Body)
 	res.Body.Close()
 	eventuallyOpen(0, "after a response that ended once the pool was closed")
+}
+
+// TestIdleBudgetAcrossPools: with many clusters' pools pointing at one
+// backend (Knative's activator behind thousands of revisions), idle
+// connections stay within the proxy-wide budget, the longest idle is the
+// one closed, and every request still succeeds.
+func TestIdleBudgetAcrossPools(t *testing.T) {
+	t.Parallel()
+	var open atomic.Int64
+	s := startRawServer(t, func(c net.Conn, br *bufio.Reader) {
+		open.Add(1)
+		defer open.Add(-1)
+		readRequests(c, br, func(int, *http.Request) (string, bool) {
+			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true
+		})
+	})
+	budget := newIdleBudget(3)
+	d := &net.Dialer{}
+	var pools []*h1Transport
+	for range 10 {
+		tr := newH1Transport(d.DialContext, &http.Transport{}, time.Hour, 16, budget)
+		pools = append(pools, tr)
+		if _, _, err := h1Get(t, tr, context.Background(), s.addr, http.MethodGet); err != nil {
+			t.Fatal(err)
+		}
+		if n := budget.idle(); n > 3 {
+			t.Fatalf("%d idle connections held, budget 3", n)
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); open.Load() != 3; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d upstream connections open, want the budget's 3", open.Load())
+		}
+	}
+	// The three newest pools kept theirs; the oldest dials again.
+	for i, tr := range pools {
+		tr.mu.Lock()
+		n := len(tr.idle[s.addr])
+		tr.mu.Unlock()
+		if want := map[bool]int{true: 1, false: 0}[i >= 7]; n != want {
+			t.Errorf("pool %d holds %d idle connections, want %d", i, n, want)
+		}
+	}
+	if _, _, err := h1Get(t, pools[0], context.Background(), s.addr, http.MethodGet); err != nil {
+		t.Fatalf("a pool whose connection was evicted: %v", err)
+	}
+	if n := budget.idle(); n != 3 {
+		t.Errorf("%d idle after reusing the oldest pool, want 3", n)
+	}
 }

@@ -52,6 +52,10 @@ type Options struct {
 	// connection over the cap is closed at accept. Default 50,000; a
 	// negative value means no cap.
 	MaxDownstreamConnections int
+	// MaxIdleUpstreamConnections caps idle upstream HTTP/1.1 connections
+	// across all clusters; over it, the longest idle one is closed.
+	// Default: a quarter of the open-file limit.
+	MaxIdleUpstreamConnections int
 }
 
 // defaultMaxDownstreamConnections bounds one listener's connections.
@@ -82,6 +86,8 @@ type Proxy struct {
 	clusters    map[string]*clusterState
 	// lastCompile counts what the last successful Apply compiled.
 	lastCompile CompileStats
+	// idle caps idle upstream connections across every cluster's pool.
+	idle *idleBudget
 }
 
 // clusterState is a compiled cluster and the resources it was built from.
@@ -128,6 +134,11 @@ func New(opts Options) *Proxy {
 		draining:  map[*rtListener]struct{}{},
 		pools:     map[string]*upstreamPool{},
 	}
+	if opts.MaxIdleUpstreamConnections <= 0 {
+		opts.MaxIdleUpstreamConnections = defaultIdleBudget()
+	}
+	p.opts = opts
+	p.idle = newIdleBudget(opts.MaxIdleUpstreamConnections)
 	if opts.AccessLog != nil {
 		p.alog = &accessLogger{w: opts.AccessLog}
 	}
@@ -304,7 +315,7 @@ func (p *Proxy) compile(res *Resources) (*snapshot, error) {
 		}
 		pool := p.pools[name]
 		if pool == nil || pool.key != spec.poolKey() {
-			pool = newPool(spec, p.metrics.cluster(name))
+			pool = newPool(spec, p.metrics.cluster(name), p.idle)
 		}
 		snap.pools[name] = pool
 		snap.clusters[name] = &cluster{

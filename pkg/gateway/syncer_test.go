@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,5 +114,40 @@ func TestSetOptionsRetranslates(t *testing.T) {
 		if l.GetName() == "external-http" && l.GetAddress().GetSocketAddress().GetPortValue() != 9999 {
 			t.Errorf("external-http port = %d, want 9999", l.GetAddress().GetSocketAddress().GetPortValue())
 		}
+	}
+}
+
+// TestSourcesOfErrorNamesTheVirtualHost: a gateway that rejects a route
+// table shared by many KIngresses is reported on the one whose virtual
+// host its error names, not on all of them.
+func TestSourcesOfErrorNamesTheVirtualHost(t *testing.T) {
+	s, _ := newSyncer(t)
+	for _, n := range []string{"a", "b", "c"} {
+		if _, _, err := s.Model().Set(fragment(n, 8012)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	var rc string
+	idx := -1
+	for _, r := range s.Resources().Routes {
+		for i, vh := range r.GetVirtualHosts() {
+			if strings.HasPrefix(vh.GetName(), "b") || strings.Contains(vh.GetName(), "/b") {
+				rc, idx = r.GetName(), i
+			}
+		}
+	}
+	if idx < 0 {
+		t.Fatalf("no virtual host of b in %v", s.Resources().Routes)
+	}
+	errText := fmt.Sprintf(`route_configuration %q: virtual_hosts[%d].routes[0].route.cluster: unknown cluster "x"`, rc, idx)
+	refs := s.SourcesOfError(resource.RouteType, []string{rc}, errText)
+	if len(refs) != 1 || refs[0].Name != "b" {
+		t.Errorf("SourcesOfError = %v, want [b]", refs)
+	}
+	if refs := s.SourcesOfError(resource.RouteType, []string{rc}, "something else"); len(refs) != 3 {
+		t.Errorf("an error naming no virtual host gives %v, want every source of %s", refs, rc)
 	}
 }
