@@ -54,7 +54,8 @@ func TestProbeTargets(t *testing.T) {
 	for _, u := range local.URLs {
 		localURLs = append(localURLs, u.String())
 	}
-	want := []string{"http://hello.default/", "http://hello.default.svc/", "http://hello.default.svc.cluster.local/"}
+	// One URL per rule: the rule's virtual host holds every expanded name.
+	want := []string{"http://hello.default.svc.cluster.local/"}
 	if diff := cmp.Diff(want, localURLs); diff != "" || local.PodPort != "8081" {
 		t.Errorf("internal target port %s, URLs (-want +got):\n%s", local.PodPort, diff)
 	}
