@@ -12,7 +12,7 @@ export CGO_ENABLED := 0
 # Packages that need no cluster.
 UNIT_PKGS = $$($(GO) list ./... | grep -v '/test/')
 
-.PHONY: all build test unit e2e conformance lint vet fmt bench bench-nginx bench-scale run clean k8s cluster-up
+.PHONY: all build test unit e2e conformance lint vet fmt bench bench-nginx bench-scale bench-scale-cluster run clean k8s cluster-up
 
 all: build
 
@@ -68,10 +68,14 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
 
 ## bench-scale: `weir run` at N KIngresses (N=10000 by default): start to
-## served and Ready, change latency, RSS, CPU at rest.
+## served and Ready, change latency, RSS, CPU at rest. bench-scale-cluster:
+## the same through weir-controller and a gateway on test/cluster (root).
 N ?= 10000
 bench-scale:
 	hack/bench-scale.sh -n $(N)
+
+bench-scale-cluster: k8s
+	hack/bench-scale.sh -cluster -n $(N)
 
 clean:
 	rm -rf $(BIN)

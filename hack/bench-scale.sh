@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The scale benchmark: `weir run` serving N Knative-shaped KIngresses
+# The scale benchmark: `weir run` (or, with -cluster, weir-controller and a
+# gateway on test/cluster; needs root) serving N Knative-shaped KIngresses
 # (default 10,000). Builds weir and test/bench/scalebench and prints a
 # markdown row for docs/benchmarks.md. Flags go to scalebench (-n, -rest, ...).
 set -euo pipefail

@@ -190,7 +190,7 @@ func legacyFinalizerRemover(ctx context.Context, client netclientset.Interface, 
 		}
 		go func() {
 			_, err := client.NetworkingV1alpha1().Ingresses(ing.Namespace).Patch(ctx, ing.Name, types.MergePatchType, patch, metav1.PatchOptions{})
-			if err != nil && !apierrors.IsNotFound(err) {
+			if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 				logger.Warnw("Removing the legacy finalizer of a deleted KIngress failed; the next update retries", "kingress", ing.Namespace+"/"+ing.Name, zap.Error(err))
 			}
 		}()
