@@ -305,12 +305,10 @@ func TestH1TransportResponseHeaderLimit(t *testing.T) {
 	}
 }
 
-// TestH1TransportIdleConnections: pooled connections close after the idle
-// timeout, when their endpoint leaves the cluster, and when the pool is
-// closed, including connections still in use at that moment.
-func TestH1TransportIdleConnections(t *testing.T) {
-	t.Parallel()
-	var open atomic.Int64
+// startCountingServer answers every request with 200 "ok" and counts its
+// open connections.
+func startCountingServer(t *testing.T) (*rawServer, *atomic.Int64) {
+	open := &atomic.Int64{}
 	s := startRawServer(t, func(c net.Conn, br *bufio.Reader) {
 		open.Add(1)
 		defer open.Add(-1)
@@ -318,6 +316,15 @@ func TestH1TransportIdleConnections(t *testing.T) {
 			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true
 		})
 	})
+	return s, open
+}
+
+// TestH1TransportIdleConnections: pooled connections close after the idle
+// timeout, when their endpoint leaves the cluster, and when the pool is
+// closed, including connections still in use at that moment.
+func TestH1TransportIdleConnections(t *testing.T) {
+	t.Parallel()
+	s, open := startCountingServer(t)
 	eventuallyOpen := func(want int64, what string) {
 		t.Helper()
 		for deadline := time.Now().Add(5 * time.Second); open.Load() != want; time.Sleep(5 * time.Millisecond) {
@@ -358,14 +365,7 @@ func TestH1TransportIdleConnections(t *testing.T) {
 // one closed, and every request still succeeds.
 func TestIdleBudgetAcrossPools(t *testing.T) {
 	t.Parallel()
-	var open atomic.Int64
-	s := startRawServer(t, func(c net.Conn, br *bufio.Reader) {
-		open.Add(1)
-		defer open.Add(-1)
-		readRequests(c, br, func(int, *http.Request) (string, bool) {
-			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true
-		})
-	})
+	s, open := startCountingServer(t)
 	budget := newIdleBudget(3)
 	d := &net.Dialer{}
 	var pools []*h1Transport
