@@ -36,6 +36,9 @@ type Controller struct {
 	config *config.Config
 
 	reconciles atomic.Uint64
+	// quiet drops enqueues while ReconcileAll runs: it reconciles every
+	// KIngress anyway, and nothing changes under it.
+	quiet atomic.Bool
 	// observe, when set (tests), sees every key enqueued.
 	observe func(types.NamespacedName)
 
@@ -78,6 +81,9 @@ func NewController(ctx context.Context, opts ControllerOptions) *Controller {
 }
 
 func (c *Controller) enqueue(key types.NamespacedName) {
+	if c.quiet.Load() {
+		return
+	}
 	if c.observe != nil {
 		c.observe(key)
 	}
@@ -105,8 +111,13 @@ func (c *Controller) Changed(changes []Change) {
 // ReconcileAll reconciles every KIngress now, oldest first, so domain
 // conflicts resolve as in a cluster; `weir run` calls it once before it
 // serves anything and before Run, then lets the workers follow changes.
-// Changes before it need not be passed to Changed.
+// Changes before it need not be passed to Changed, and nothing may change
+// the store while it runs.
 func (c *Controller) ReconcileAll(ctx context.Context) []error {
+	// Knative's tracker enqueues each KIngress as it first tracks its
+	// references, which would reconcile all 10,000 again right after.
+	c.quiet.Store(true)
+	defer c.quiet.Store(false)
 	var errs []error
 	for _, d := range c.store.Ingresses() {
 		m := d.Object.(*v1alpha1.Ingress)

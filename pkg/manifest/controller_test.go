@@ -146,18 +146,12 @@ func TestControllerReconcilesOnlyWhatChanged(t *testing.T) {
 		}
 		return keys, c.Reconciles() - before
 	}
-	// Knative's tracker enqueues each KIngress once when it first tracks
-	// its references; reconciling them again changes nothing.
-	triggers := syncer.triggers
-	if keys, _ := reconcile(); len(keys) != scaleFiles*scalePerFile {
-		t.Errorf("the tracker's catch-up enqueued %d keys, want %d", len(keys), scaleFiles*scalePerFile)
-	}
-	if syncer.triggers != triggers {
-		t.Errorf("reconciling unchanged KIngresses triggered %d syncs", syncer.triggers-triggers)
-	}
+	// ReconcileAll queues nothing: Knative's tracker would enqueue each
+	// KIngress as it first tracks its references.
 	if keys, _ := reconcile(); len(keys) != 0 {
-		t.Errorf("reconciling unchanged KIngresses enqueued %d keys", len(keys))
+		t.Errorf("ReconcileAll left %d keys queued", len(keys))
 	}
+	triggers := syncer.triggers
 
 	ref := func(n int) ir.ObjectRef {
 		return ir.ObjectRef{Kind: kingress.Kind, Namespace: fmt.Sprintf("ns-%d", n%50), Name: fmt.Sprintf("app-%d", n)}

@@ -201,7 +201,9 @@ func (g *Gateway) look(ctx context.Context, n string, initial bool) bool {
 	for _, err := range errs {
 		g.log.Errorw("Document left out", zap.Error(err))
 	}
-	g.ctrl.Changed(changes)
+	if !initial { // at start, ReconcileAll reconciles everything
+		g.ctrl.Changed(changes)
+	}
 	g.log.Infow("Loaded", "file", n, "documents", len(docs), "changed", len(changes))
 	return true
 }
