@@ -201,10 +201,10 @@ func TestDomainIndexPatchedMatchesRebuilt(t *testing.T) {
 		if wild(patched) != wild(full) {
 			t.Fatalf("step %d: %d wildcard domains patched, %d rebuilt", step, wild(patched), wild(full))
 		}
-		if len(patched.exact) != len(full.exact) || (patched.star == nil) != (full.star == nil) {
-			t.Fatalf("step %d: %d exact domains patched, %d rebuilt; star %v/%v", step, len(patched.exact), len(full.exact), patched.star != nil, full.star != nil)
+		if len(patched.index.exact) != len(full.index.exact) || (patched.index.star == nil) != (full.index.star == nil) {
+			t.Fatalf("step %d: %d exact domains patched, %d rebuilt; star %v/%v", step, len(patched.index.exact), len(full.index.exact), patched.index.star != nil, full.index.star != nil)
 		}
-		if got := patched.findVhost("gone.example.org"); (got == nil) != (full.star == nil) {
+		if got := patched.findVhost("gone.example.org"); (got == nil) != (full.index.star == nil) {
 			t.Fatalf("step %d: an unknown host finds %v", step, got)
 		}
 		prev = patched

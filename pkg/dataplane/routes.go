@@ -24,20 +24,17 @@ const envoyDefaultRouteTimeout = 15 * time.Second
 // routeTable is a compiled RouteConfiguration. It is immutable.
 type routeTable struct {
 	name string
-	// top and keys are the content keys of the configuration without its
-	// virtual hosts and of each virtual host, to tell a changed one.
-	top  vhostKey
-	keys []vhostKey
-	// vhosts and index are what the next table starts from; protos and
-	// entries are its virtual host protos and their cache entries.
-	vhosts  []*vhost
-	index   *domainIndex
+	// top is the content key of the configuration without its virtual
+	// hosts, to tell a changed one.
+	top vhostKey
+	// protos and entries are its virtual host protos and their cache
+	// entries, in order; index maps its domains. The next table starts
+	// from all three.
 	protos  []*routev3.VirtualHost
 	entries []*cachedVhost
-	exact   map[string]*vhost
-	suffix  []wildcardSet // longest suffix first
-	prefix  []wildcardSet // longest prefix first
-	star    *vhost
+	index   *domainIndex
+	suffix  []wildcardSet // index.suffix, longest suffix first
+	prefix  []wildcardSet // index.prefix, longest prefix first
 }
 
 // wildcardSet holds the wildcard domains of one length, so a lookup is one
@@ -202,11 +199,13 @@ func compileRoutes(rc *routev3.RouteConfiguration, prev *routeTable, clusters ma
 	if err != nil {
 		return nil, invalid("", "%v", err)
 	}
-	revalidate := prev == nil || prev.top != topKey || !slices.Equal(prev.keys, keys)
+	revalidate := prev == nil || prev.top != topKey || len(prev.entries) != len(keys)
+	for i := 0; !revalidate && i < len(keys); i++ {
+		revalidate = prev.entries[i].key.content != keys[i]
+	}
 	validateClusters := rc.GetValidateClusters().GetValue() && revalidate
 	mostSpecific := rc.GetMostSpecificHeaderMutationsWins()
 	entries := make([]*cachedVhost, len(vhs))
-	vs := make([]*vhost, len(vhs))
 	for i, vh := range vhs {
 		e := inPlace(i)
 		if e != nil && e.key.mostSpecific == mostSpecific && e.current(clusters, validateClusters) {
@@ -216,56 +215,56 @@ func compileRoutes(rc *routev3.RouteConfiguration, prev *routeTable, clusters ma
 		}); err != nil {
 			return nil, err
 		}
-		entries[i], vs[i] = e, e.v
+		entries[i] = e
 	}
 
 	// The domain index is the previous table's, patched: the hosts that
 	// went away leave it and the new ones join, so one changed host among
 	// 20,000 costs a copy of the maps and a few inserts, not 40,000.
 	var index *domainIndex
-	added := vs
+	added := entries
 	if prev != nil {
 		index = prev.index.clone()
 		// Hosts in place at both ends are unchanged; only the middle is
 		// matched through a map.
-		p := prev.vhosts
+		p := prev.entries
 		lo, hi := 0, 0
-		for lo < len(vs) && lo < len(p) && vs[lo] == p[lo] {
+		for lo < len(entries) && lo < len(p) && entries[lo] == p[lo] {
 			lo++
 		}
-		for hi < len(vs)-lo && hi < len(p)-lo && vs[len(vs)-1-hi] == p[len(p)-1-hi] {
+		for hi < len(entries)-lo && hi < len(p)-lo && entries[len(entries)-1-hi] == p[len(p)-1-hi] {
 			hi++
 		}
-		left := make(map[*vhost]int, len(p)-lo-hi)
-		for _, v := range p[lo : len(p)-hi] {
-			left[v]++
+		left := make(map[*cachedVhost]int, len(p)-lo-hi)
+		for _, e := range p[lo : len(p)-hi] {
+			left[e]++
 		}
-		added = make([]*vhost, len(vs))
-		for i := lo; i < len(vs)-hi; i++ {
-			if v := vs[i]; left[v] > 0 {
-				left[v]--
+		added = make([]*cachedVhost, len(entries))
+		for i := lo; i < len(entries)-hi; i++ {
+			if e := entries[i]; left[e] > 0 {
+				left[e]--
 			} else {
-				added[i] = v
+				added[i] = e
 			}
 		}
-		for v, n := range left {
+		for e, n := range left {
 			if n > 0 {
-				index.remove(v)
+				index.remove(e.v)
 			}
 		}
 	} else {
-		index = newDomainIndex(2 * len(vs))
+		index = newDomainIndex(2 * len(entries))
 	}
-	for i, v := range added {
-		if v == nil {
+	for i, e := range added {
+		if e == nil {
 			continue
 		}
-		if j, other := index.add(v); other != nil {
-			return nil, invalid(idx(sub(idx("virtual_hosts", i), "domains"), j), "domain %q is also used by virtual host %q; Envoy requires unique domains", v.domains[j], other.name)
+		if j, other := index.add(e.v); other != nil {
+			return nil, invalid(idx(sub(idx("virtual_hosts", i), "domains"), j), "domain %q is also used by virtual host %q; Envoy requires unique domains", e.v.domains[j], other.name)
 		}
 	}
-	rt := &routeTable{name: rc.GetName(), top: topKey, keys: keys, vhosts: vs, index: index, protos: vhs, entries: entries,
-		exact: index.exact, suffix: sortedSets(index.suffix), prefix: sortedSets(index.prefix), star: index.star}
+	rt := &routeTable{name: rc.GetName(), top: topKey, protos: vhs, entries: entries, index: index,
+		suffix: sortedSets(index.suffix), prefix: sortedSets(index.prefix)}
 	cache.tables = append(cache.tables, rt)
 	return rt, nil
 }
@@ -530,7 +529,7 @@ func sortedSets(m map[int]map[string]*vhost) []wildcardSet {
 // findVhost implements Envoy's domain search order. host must already be
 // lower case. Wildcards never match the empty string.
 func (rt *routeTable) findVhost(host string) *vhost {
-	if v, ok := rt.exact[host]; ok {
+	if v, ok := rt.index.exact[host]; ok {
 		return v
 	}
 	for i := range rt.suffix {
@@ -549,7 +548,7 @@ func (rt *routeTable) findVhost(host string) *vhost {
 			}
 		}
 	}
-	return rt.star
+	return rt.index.star
 }
 
 func compileRoute(r *routev3.Route, path string, clusters map[string]*cluster, validateClusters, mostSpecific bool) (*route, error) {

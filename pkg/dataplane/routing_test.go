@@ -130,7 +130,7 @@ func TestHeaderMutationOrder(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return rt.star.routes[0].fwd.targets[0].ops
+		return rt.index.star.routes[0].fwd.targets[0].ops
 	}
 	apply := func(ops []headerOp) http.Header {
 		h := http.Header{"X-Who": {"client"}, "X-Gone": {"x"}}

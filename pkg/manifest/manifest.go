@@ -69,6 +69,30 @@ var supportedKinds = map[schema.GroupVersionKind]bool{
 // (directories are not recursed into subdirectories). All errors are
 // returned together so a user fixes them in one pass.
 func Load(paths ...string) ([]Document, error) {
+	files, err := Files(paths...)
+	if err != nil {
+		return nil, err
+	}
+	var docs []Document
+	var errs []error
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		d, err := Decode(f, data)
+		docs = append(docs, d...)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return docs, errors.Join(errs...)
+}
+
+// Files returns the given files and the .yaml/.yml files directly in the
+// given directories, sorted.
+func Files(paths ...string) ([]string, error) {
 	var files []string
 	for _, p := range paths {
 		st, err := os.Stat(p)
@@ -90,21 +114,7 @@ func Load(paths ...string) ([]Document, error) {
 		}
 	}
 	sort.Strings(files)
-	var docs []Document
-	var errs []error
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		d, err := Decode(f, data)
-		docs = append(docs, d...)
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return docs, errors.Join(errs...)
+	return files, nil
 }
 
 // Decode splits data into documents and decodes each. Empty documents are

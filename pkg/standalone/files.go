@@ -106,7 +106,7 @@ func (g *Gateway) watch(ctx context.Context) <-chan struct{} {
 // settled; at start (initial) it loads whatever is there. A file that is
 // not settled yet wakes the loop again once it may be.
 func (g *Gateway) scan(ctx context.Context, initial bool) {
-	names, err := g.listFiles()
+	names, err := manifest.Files(g.opts.Paths...)
 	if err != nil {
 		g.log.Errorw("Cannot list the input files; keeping the current config", zap.Error(err))
 		return
@@ -252,28 +252,4 @@ func (g *Gateway) fileError(n string, f *file, err error) {
 	}
 	f.err = err
 	g.mu.Unlock()
-}
-
-// listFiles returns the YAML files under the configured paths.
-func (g *Gateway) listFiles() ([]string, error) {
-	var out []string
-	for _, p := range g.opts.Paths {
-		st, err := os.Stat(p)
-		if err != nil {
-			return nil, err
-		}
-		if !st.IsDir() {
-			out = append(out, p)
-			continue
-		}
-		for _, pat := range []string{"*.yaml", "*.yml"} {
-			m, err := filepath.Glob(filepath.Join(p, pat))
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, m...)
-		}
-	}
-	sort.Strings(out)
-	return out, nil
 }

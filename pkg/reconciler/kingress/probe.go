@@ -135,32 +135,3 @@ func probePrefix(paths []v1alpha1.HTTPIngressPath) string {
 	}
 	return best
 }
-
-// LocalGateway lists one gateway at a fixed address, for a gateway that
-// is not behind a Service, such as the embedded proxy of `weir run`.
-type LocalGateway struct {
-	IP           string
-	ExternalPort int
-	InternalPort int
-}
-
-var _ status.ProbeTargetLister = (*LocalGateway)(nil)
-
-// ListProbeTargets implements status.ProbeTargetLister.
-func (g *LocalGateway) ListProbeTargets(_ context.Context, ing *v1alpha1.Ingress) ([]status.ProbeTarget, error) {
-	var targets []status.ProbeTarget
-	for _, group := range []struct {
-		visibility v1alpha1.IngressVisibility
-		port       int
-	}{
-		{v1alpha1.IngressVisibilityExternalIP, g.ExternalPort},
-		{v1alpha1.IngressVisibilityClusterLocal, g.InternalPort},
-	} {
-		if urls := probeURLs(ing, group.visibility); len(urls) > 0 {
-			targets = append(targets, status.ProbeTarget{
-				PodIPs: sets.New(g.IP), PodPort: strconv.Itoa(group.port), Port: strconv.Itoa(group.port), URLs: urls,
-			})
-		}
-	}
-	return targets, nil
-}

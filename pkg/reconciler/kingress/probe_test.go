@@ -68,15 +68,3 @@ func TestProbeTargetsWithoutGatewayPods(t *testing.T) {
 		t.Errorf("error = %v, want one naming the gateway Service", err)
 	}
 }
-
-func TestLocalGatewayTargets(t *testing.T) {
-	ing := kingress("hello")
-	targets, err := (&LocalGateway{IP: "127.0.0.1", ExternalPort: 8080, InternalPort: 8081}).ListProbeTargets(context.Background(), ing)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(targets) != 1 || !targets[0].PodIPs.Equal(sets.New("127.0.0.1")) || targets[0].PodPort != "8080" ||
-		len(targets[0].URLs) != 1 || targets[0].URLs[0].String() != "http://hello.example.com/" {
-		t.Errorf("targets = %+v", targets)
-	}
-}

@@ -269,6 +269,19 @@ func startBackend() (string, error) {
 	return ln.Addr().String(), nil
 }
 
+// newProc returns a peer proxy's proc with a plain and a TLS port.
+func newProc(dir, backend string) (*proc, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	tlsPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	return &proc{addr: fmt.Sprintf("127.0.0.1:%d", port), tlsAddr: fmt.Sprintf("localhost:%d", tlsPort), backend: backend, dir: dir}, nil
+}
+
 func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -355,16 +368,11 @@ http {
 `
 
 func startNginx(dir, backend, certFile, keyFile string) (*proc, error) {
-	port, err := freePort()
+	p, err := newProc(dir, backend)
 	if err != nil {
 		return nil, err
 	}
-	tlsPort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	p := &proc{addr: fmt.Sprintf("127.0.0.1:%d", port), tlsAddr: fmt.Sprintf("localhost:%d", tlsPort), backend: backend, dir: dir,
-		conf: filepath.Join(dir, "nginx.conf"), certFile: certFile, keyFile: keyFile}
+	p.conf, p.certFile, p.keyFile = filepath.Join(dir, "nginx.conf"), certFile, keyFile
 	if err := p.writeNginx(); err != nil {
 		return nil, err
 	}

@@ -60,11 +60,7 @@ func writeCert(dir string) (certFile, keyFile string, certPEM, keyPEM []byte, er
 // startReverseProxy runs Go's httputil.ReverseProxy in a child process, so
 // that it has a runtime of its own like the other proxies.
 func startReverseProxy(dir, backend, certFile, keyFile string) (*proc, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	tlsPort, err := freePort()
+	p, err := newProc(dir, backend)
 	if err != nil {
 		return nil, err
 	}
@@ -72,8 +68,8 @@ func startReverseProxy(dir, backend, certFile, keyFile string) (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &proc{addr: fmt.Sprintf("127.0.0.1:%d", port), tlsAddr: fmt.Sprintf("localhost:%d", tlsPort), backend: backend, dir: dir}
-	p.cmd = exec.Command(self, "-role=reverse-proxy", "-rp-listen="+p.addr, fmt.Sprintf("-rp-tls-listen=127.0.0.1:%d", tlsPort),
+	_, tlsPort, _ := net.SplitHostPort(p.tlsAddr)
+	p.cmd = exec.Command(self, "-role=reverse-proxy", "-rp-listen="+p.addr, "-rp-tls-listen=127.0.0.1:"+tlsPort,
 		"-rp-cert="+certFile, "-rp-key="+keyFile, "-rp-backend="+backend)
 	p.cmd.Stderr = os.Stderr
 	if err := p.cmd.Start(); err != nil {

@@ -37,7 +37,7 @@ const clusterNS = "serving-tests"
 // pods on test/cluster, with n KIngresses (each with its own Service and
 // EndpointSlice, all pointing at one backend pod) created through the API
 // server. controllerArgs go to weir-controller.
-func runCluster(n, changes int, rest_ time.Duration, controllerArgs []string, keep bool) {
+func runCluster(n, changes int, restFor time.Duration, controllerArgs []string, keep bool) {
 	ctx := context.Background()
 	c, err := cluster.Start(ctx, cluster.Options{KeepWorkDir: keep})
 	check(err)
@@ -46,7 +46,7 @@ func runCluster(n, changes int, rest_ time.Duration, controllerArgs []string, ke
 	}
 	defer c.Stop()
 	c.StopOnSignal()
-	w, err := c.StartWeir(ctx, cluster.WeirOptions{ControllerArgs: controllerArgs})
+	_, err = c.StartWeir(ctx, cluster.WeirOptions{ControllerArgs: controllerArgs})
 	check(err)
 	backendIP := startClusterBackend(ctx, c)
 
@@ -141,10 +141,9 @@ func runCluster(n, changes int, rest_ time.Duration, controllerArgs []string, ke
 	time.Sleep(2 * time.Second)
 	ctrl, proxy := findProcess("weir-controller"), findProcess("weir-proxy")
 	c0, p0 := cpuTime(ctrl), cpuTime(proxy)
-	time.Sleep(rest_)
-	ctrlRest := float64(cpuTime(ctrl)-c0) / float64(rest_) * 100
-	proxyRest := float64(cpuTime(proxy)-p0) / float64(rest_) * 100
-	_ = w
+	time.Sleep(restFor)
+	ctrlRest := float64(cpuTime(ctrl)-c0) / float64(restFor) * 100
+	proxyRest := float64(cpuTime(proxy)-p0) / float64(restFor) * 100
 
 	fmt.Printf("| KIngresses | created | start → first served | start → all Ready | change → served p50 / p99 | peak RSS controller / proxy | CPU at rest controller / proxy |\n")
 	fmt.Printf("| --- | --- | --- | --- | --- | --- | --- |\n")
