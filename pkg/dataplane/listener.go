@@ -67,7 +67,7 @@ func (l *listenerConf) chainForSNI(sni string) *filterChain {
 	if !l.tls {
 		return l.plain
 	}
-	sni = strings.ToLower(strings.TrimSuffix(sni, "."))
+	sni = lowerASCII(strings.TrimSuffix(sni, "."))
 	if sni != "" {
 		if c, ok := l.sniExact[sni]; ok {
 			return c
@@ -174,16 +174,22 @@ func compileListener(l *listenerv3.Listener, env *compileEnv) (*listenerConf, er
 			lc.sniAny = chain
 		}
 		for j, n := range names {
-			n = strings.ToLower(n)
+			// As Envoy's filter chain manager: ASCII lower case, and
+			// "*.x" is kept as ".x", the key a literal ".x" also takes,
+			// so the two overlap.
+			n = lowerASCII(n)
 			np := idx(sub(p, "filter_chain_match.server_names"), j)
 			target, key := lc.sniExact, n
-			if strings.HasPrefix(n, "*.") {
+			switch {
+			case strings.HasPrefix(n, "*."):
 				target, key = lc.sniWild, n[1:]
-			} else if strings.Contains(n, "*") {
-				return nil, invalid(np, "only leading \"*.\" wildcards are supported, got %q", n)
+			case strings.Contains(n, "*"):
+				return nil, invalid(np, "partial wildcards are not supported in \"server_names\", got %q", n)
+			case strings.HasPrefix(n, "."):
+				target = lc.sniWild
 			}
 			if _, dup := target[key]; dup {
-				return nil, invalid(np, "multiple filter chains with the same matching rules are defined (%q)", n)
+				return nil, invalid(np, "multiple filter chains with overlapping matching rules are defined (%q)", n)
 			}
 			target[key] = chain
 		}

@@ -35,6 +35,9 @@ type routeTable struct {
 	index   *domainIndex
 	suffix  []wildcardSet // index.suffix, longest suffix first
 	prefix  []wildcardSet // index.prefix, longest prefix first
+	// ignorePort is ignore_port_in_host_matching: the Host's port is
+	// dropped before the domains are searched.
+	ignorePort bool
 }
 
 // wildcardSet holds the wildcard domains of one length, so a lookup is one
@@ -165,11 +168,11 @@ type retryPolicy struct {
 // use are unchanged, so one changed virtual host among 20,000 costs one
 // compile, and the domain index is patched rather than rebuilt.
 func compileRoutes(rc *routev3.RouteConfiguration, prev *routeTable, clusters map[string]*cluster, cache *vhostCache) (*routeTable, error) {
-	if err := onlyFields(rc, "", "name", "virtual_hosts", "validate_clusters", "most_specific_header_mutations_wins"); err != nil {
+	if err := onlyFields(rc, "", "name", "virtual_hosts", "validate_clusters", "most_specific_header_mutations_wins", "ignore_port_in_host_matching"); err != nil {
 		return nil, err
 	}
 	top := &routev3.RouteConfiguration{Name: rc.GetName(), ValidateClusters: rc.GetValidateClusters(),
-		MostSpecificHeaderMutationsWins: rc.GetMostSpecificHeaderMutationsWins()}
+		MostSpecificHeaderMutationsWins: rc.GetMostSpecificHeaderMutationsWins(), IgnorePortInHostMatching: rc.GetIgnorePortInHostMatching()}
 	if err := pgv(top, ""); err != nil {
 		return nil, err
 	}
@@ -264,7 +267,7 @@ func compileRoutes(rc *routev3.RouteConfiguration, prev *routeTable, clusters ma
 		}
 	}
 	rt := &routeTable{name: rc.GetName(), top: topKey, protos: vhs, entries: entries, index: index,
-		suffix: sortedSets(index.suffix), prefix: sortedSets(index.prefix)}
+		suffix: sortedSets(index.suffix), prefix: sortedSets(index.prefix), ignorePort: rc.GetIgnorePortInHostMatching()}
 	cache.tables = append(cache.tables, rt)
 	return rt, nil
 }
@@ -529,6 +532,11 @@ func sortedSets(m map[int]map[string]*vhost) []wildcardSet {
 // findVhost implements Envoy's domain search order. host must already be
 // lower case. Wildcards never match the empty string.
 func (rt *routeTable) findVhost(host string) *vhost {
+	if rt.ignorePort {
+		if i := portStart(host); i >= 0 {
+			host = host[:i]
+		}
+	}
 	if v, ok := rt.index.exact[host]; ok {
 		return v
 	}
@@ -549,6 +557,20 @@ func (rt *routeTable) findVhost(host string) *vhost {
 		}
 	}
 	return rt.index.star
+}
+
+// portStart returns the index of the ':' before the Host's port, or -1,
+// as Envoy's HeaderUtility::getPortStart: the last ':', unless it is
+// inside an IPv6 literal's brackets.
+func portStart(host string) int {
+	i := strings.LastIndexByte(host, ':')
+	if i < 0 {
+		return -1
+	}
+	if j := strings.LastIndexByte(host, ']'); j > i {
+		return -1
+	}
+	return i
 }
 
 func compileRoute(r *routev3.Route, path string, clusters map[string]*cluster, validateClusters, mostSpecific bool) (*route, error) {

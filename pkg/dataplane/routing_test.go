@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"crypto/tls"
 	"net/http"
 	"strings"
 	"testing"
@@ -46,6 +47,62 @@ func TestFindVhostEnvoyOrder(t *testing.T) {
 	// Host matching is case-insensitive.
 	if v := rt.findVhost(lowerASCII("EXAMPLE.Com")); v == nil || v.name != "exact" {
 		t.Errorf("upper-case host did not match exact domain")
+	}
+}
+
+// TestFindVhostIgnoringPort is ignore_port_in_host_matching: a Host with a
+// port reaches its exact and its wildcard virtual hosts.
+func TestFindVhostIgnoringPort(t *testing.T) {
+	rc := routeConfig("r",
+		virtualHost("exact", []string{"example.com"}),
+		virtualHost("suffix", []string{"*.example.com"}),
+		virtualHost("prefix", []string{"foo.*"}),
+		virtualHost("v6", []string{"[::1]"}),
+	)
+	rc.IgnorePortInHostMatching = true
+	rt, err := compileRoutes(rc, nil, nil, newVhostCache(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for host, want := range map[string]string{
+		"example.com:8080":   "exact",
+		"example.com":        "exact",
+		"a.example.com:8443": "suffix",
+		"foo.bar:80":         "prefix",
+		"[::1]:8080":         "v6",
+		"[::1]":              "v6", // the colons inside the brackets are not a port
+		"other:80":           "",
+	} {
+		got := rt.findVhost(lowerASCII(host))
+		if name := ""; got != nil {
+			name = got.name
+			if name != want {
+				t.Errorf("host %q: got %s, want %q", host, name, want)
+			}
+		} else if want != "" {
+			t.Errorf("host %q: no virtual host, want %s", host, want)
+		}
+	}
+	// Without the flag the port is part of the host, as in Envoy.
+	rc.IgnorePortInHostMatching = false
+	rt, err = compileRoutes(rc, nil, nil, newVhostCache(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rt.findVhost("a.example.com:8443"); got != nil {
+		t.Errorf("without ignore_port_in_host_matching, a.example.com:8443 matched %s", got.name)
+	}
+}
+
+// TestLeadingDotServerNameOverlapsWildcard mirrors Envoy's filter chain
+// manager, which keys "*.x.example.com" as ".x.example.com".
+func TestLeadingDotServerNameOverlapsWildcard(t *testing.T) {
+	for _, names := range [][2]string{{".x.example.com", "*.x.example.com"}, {"A.example.com", "a.example.com"}} {
+		l := tlsListener("l", sniChain{names: names[:1], secret: "s"}, sniChain{names: names[1:], secret: "s"})
+		env := &compileEnv{opts: &Options{}, routes: map[string]*routeTable{"l": {}}, secrets: map[string]*tls.Certificate{"s": {}}}
+		if _, err := compileListener(l, env); err == nil || !strings.Contains(err.Error(), "overlapping matching rules") {
+			t.Errorf("%q and %q: err = %v, want overlapping matching rules", names[0], names[1], err)
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ package gateway
 import (
 	"context"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,15 @@ type Syncer struct {
 	// revision is the model revision of the last applied translation.
 	revision atomic.Uint64
 	onSynced func(revision uint64)
+	// problems are the last applied translation's, by source.
+	problems   atomic.Pointer[servedProblems]
+	onProblems []func(refs []ir.ObjectRef)
+}
+
+// servedProblems are the problems of the translation applied at revision.
+type servedProblems struct {
+	revision uint64
+	bySource map[ir.ObjectRef][]translate.Problem
 }
 
 // NewSyncer returns a syncer; call Run to start its loop.
@@ -87,13 +97,62 @@ func (s *Syncer) Sync() error {
 	}
 	stats := s.server.Apply(res.ByType())
 	s.current.Store(res)
+	changed := s.storeProblems(res, revision)
 	s.syncs.Add(1)
 	s.revision.Store(revision)
 	s.logger.Debugw("Applied gateway config", "updated", stats.Updated, "removed", stats.Removed)
 	if s.onSynced != nil {
 		s.onSynced(revision)
 	}
+	if len(changed) > 0 {
+		for _, fn := range s.onProblems {
+			fn(changed)
+		}
+	}
 	return nil
+}
+
+// storeProblems records res's problems and returns the sources whose
+// problems changed since the previous sync.
+func (s *Syncer) storeProblems(res *translate.Resources, revision uint64) []ir.ObjectRef {
+	next := &servedProblems{revision: revision, bySource: res.ProblemsBySource()}
+	prev := s.problems.Swap(next)
+	var changed []ir.ObjectRef
+	if prev != nil {
+		for ref, ps := range prev.bySource {
+			if !slices.Equal(ps, next.bySource[ref]) {
+				changed = append(changed, ref)
+			}
+		}
+	}
+	for ref := range next.bySource {
+		if prev == nil || prev.bySource[ref] == nil {
+			changed = append(changed, ref)
+		}
+	}
+	return changed
+}
+
+// ProblemsAt returns what the served config leaves out of ref, as
+// translate reported it. known is false until the xDS server has been
+// given a translation at or after model revision revision, when the
+// answer could still be about an older version of ref.
+func (s *Syncer) ProblemsAt(ref ir.ObjectRef, revision uint64) (problems []translate.Problem, known bool) {
+	p := s.problems.Load()
+	if p == nil || p.revision < revision {
+		return nil, false
+	}
+	return p.bySource[ref], true
+}
+
+// OnProblemsChanged adds fn, to be called after a sync with the sources
+// whose problems changed, so their status can follow: a KIngress left out
+// of a listener for another's server name is served again once that one
+// goes. Add it before the first Sync.
+func (s *Syncer) OnProblemsChanged(fn func(refs []ir.ObjectRef)) {
+	s.mu.Lock()
+	s.onProblems = append(s.onProblems, fn)
+	s.mu.Unlock()
 }
 
 // Revision is the model revision (ir.Model.Snapshot) that the xDS server

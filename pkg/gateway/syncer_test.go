@@ -151,3 +151,66 @@ func TestSourcesOfErrorNamesTheVirtualHost(t *testing.T) {
 		t.Errorf("an error naming no virtual host gives %v, want every source of %s", refs, rc)
 	}
 }
+
+// TestProblemsFollowTheServedConfig: a problem is known only once a sync
+// covers the fragment's revision, and the callback names exactly the
+// sources whose problems changed, so their status follows.
+func TestProblemsFollowTheServedConfig(t *testing.T) {
+	s, _ := newSyncer(t)
+	var changed [][]ir.ObjectRef
+	s.OnProblemsChanged(func(refs []ir.ObjectRef) { changed = append(changed, refs) })
+
+	bad := fragment("bad", 8012)
+	bad.VirtualHosts[0].Domains = append(bad.VirtualHosts[0].Domains, "\u212Aelvin.example.com")
+	bad.VirtualHosts[0].Field = "spec.rules[0]"
+	if _, _, err := s.Model().Set(fragment("good", 8012)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Model().Set(bad); err != nil {
+		t.Fatal(err)
+	}
+	ref := bad.Source
+	rev, _ := s.Model().RevisionOf(ref)
+	if _, known := s.ProblemsAt(ref, rev); known {
+		t.Fatal("problems known before any sync")
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	ps, known := s.ProblemsAt(ref, rev)
+	if !known || len(ps) != 1 || ps[0].Reason != translate.ReasonInvalidHost || !strings.HasPrefix(ps[0].Message, "spec.rules[0]: ") {
+		t.Fatalf("ProblemsAt = %+v, %v; want one InvalidHost problem at spec.rules[0]", ps, known)
+	}
+	if good, _ := s.ProblemsAt(fragment("good", 0).Source, rev); len(good) != 0 {
+		t.Errorf("good has problems: %+v", good)
+	}
+	if len(changed) != 1 || len(changed[0]) != 1 || changed[0][0] != ref {
+		t.Errorf("changed = %v, want [[%v]]", changed, ref)
+	}
+
+	// A sync that changes nothing about problems calls nobody.
+	if _, _, err := s.Model().Set(fragment("good", 9000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if len(changed) != 1 {
+		t.Errorf("changed = %v after an unrelated sync", changed)
+	}
+
+	// Fixing the host clears the problem and says so.
+	if _, _, err := s.Model().Set(fragment("bad", 8012)); err != nil {
+		t.Fatal(err)
+	}
+	rev, _ = s.Model().RevisionOf(ref)
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if ps, known := s.ProblemsAt(ref, rev); !known || len(ps) != 0 {
+		t.Errorf("after the fix: %+v, %v", ps, known)
+	}
+	if len(changed) != 2 || len(changed[1]) != 1 || changed[1][0] != ref {
+		t.Errorf("changed = %v, want a second call for %v", changed, ref)
+	}
+}

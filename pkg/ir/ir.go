@@ -114,6 +114,9 @@ type VirtualHost struct {
 	// Routes are matched in order; the first match wins.
 	Routes     []*Route
 	Provenance Provenance
+	// Field is where the front end found it, e.g. "spec.rules[0]", so
+	// problems name what the user wrote.
+	Field string
 }
 
 // Route is one match and what to do with a request that hits it.
@@ -300,6 +303,8 @@ type Certificate struct {
 	// PrivateKey never appears in String or logs.
 	PrivateKey []byte
 	Provenance Provenance
+	// Field is where the front end found it, e.g. "spec.tls[0]".
+	Field string
 }
 
 // String omits key material.

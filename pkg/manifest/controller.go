@@ -77,6 +77,9 @@ func NewController(ctx context.Context, opts ControllerOptions) *Controller {
 		Tracker: tracker.New(c.enqueue, trackerLease),
 		Enqueue: c.enqueue,
 	}
+	if ps, ok := opts.Syncer.(kingress.ProblemSource); ok {
+		ps.OnProblemsChanged(kingress.EnqueueProblemSources(c.enqueue))
+	}
 	return c
 }
 

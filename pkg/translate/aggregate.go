@@ -78,7 +78,7 @@ type roleTable struct {
 	config          *routev3.RouteConfiguration
 	usesUnavailable bool
 	provenance      ir.Provenance
-	warnings        []string
+	warnings        []Problem
 }
 
 func newRoleTable(role ir.ListenerRole) *roleTable {
@@ -184,6 +184,9 @@ func newRouteConfiguration(role ir.ListenerRole, vhosts []*routev3.VirtualHost) 
 		VirtualHosts:                    vhosts,
 		ValidateClusters:                wrapperspb.Bool(true),
 		MostSpecificHeaderMutationsWins: true,
+		// A Host header with a port reaches the same virtual host, exact or
+		// wildcard; otherwise "*.example.com" misses "a.example.com:8080".
+		IgnorePortInHostMatching: true,
 	}
 }
 
@@ -237,15 +240,15 @@ func (rt *roleTable) resolveConflicts() {
 	rt.included = make([]*vhostPart, 0, len(rt.parts))
 	for _, p := range rt.parts {
 		if other := nameOwner[p.name]; other != nil {
-			rt.warnings = append(rt.warnings, fmt.Sprintf("%s: virtual host %q of %s left out: a virtual host of the same name comes from %s",
-				rt.role, p.name, p.entry.source, other.entry.source))
+			rt.warnings = append(rt.warnings, p.problem(ReasonDomainConflict, "%s: virtual host %q left out: a virtual host of the same name comes from %s",
+				rt.role, p.name, other.entry.source))
 			continue
 		}
 		if i := slices.IndexFunc(p.proto.Domains, func(d string) bool { return owner[d] != nil }); i >= 0 {
 			d := p.proto.Domains[i]
 			other := owner[d]
-			rt.warnings = append(rt.warnings, fmt.Sprintf("%s: virtual host %q of %s left out: domain %q is already served by virtual host %q of %s",
-				rt.role, p.name, p.entry.source, d, other.name, other.entry.source))
+			rt.warnings = append(rt.warnings, p.problem(ReasonDomainConflict, "%s: virtual host %q left out: domain %q is already served by virtual host %q of %s",
+				rt.role, p.name, d, other.name, other.entry.source))
 			continue
 		}
 		nameOwner[p.name] = p
@@ -270,7 +273,7 @@ type clusterTable struct {
 	// clusterSources and endpointSources are parallel to clusters and
 	// endpoints.
 	clusterSources, endpointSources []keyedSource
-	warnings                        []string
+	warnings                        []Problem
 }
 
 // keyedSource is one entry of Resources.Sources.
@@ -333,8 +336,8 @@ func (ct *clusterTable) update(d *delta, s *shared, unavailable bool) {
 					prov = unionProvenance(prov, p.provenance)
 				}
 				if p.def != winner.def {
-					ct.warnings = append(ct.warnings, fmt.Sprintf("backend %q is defined differently by %s and %s; the definition of %s is used",
-						p.name, winner.entry.source, p.entry.source, winner.entry.source))
+					ct.warnings = append(ct.warnings, Problem{Source: p.entry.ref, Reason: ReasonNotServed,
+						Message: fmt.Sprintf("backend %q is defined differently by %s; the definition of %s is used", p.name, winner.entry.source, winner.entry.source)})
 				}
 			}
 		}
@@ -466,7 +469,7 @@ type certTable struct {
 	chains          [len(tlsRoles)]map[string]chainMemo
 	listeners       [len(tlsRoles)]*listenerv3.Listener
 	listenerSources map[string]ir.Provenance
-	warnings        []string
+	warnings        []Problem
 }
 
 type chainMemo struct {
@@ -481,6 +484,8 @@ type certGroup struct {
 	secretKey  string
 	provenance ir.Provenance
 	hosts      [len(tlsRoles)][]string
+	// members are the parts merged into the group, to report problems on.
+	members []*certPart
 }
 
 func (ct *certTable) update(d *delta, s *shared) error {
@@ -502,13 +507,13 @@ func (ct *certTable) update(d *delta, s *shared) error {
 		start = end
 
 		winner := slices.MinFunc(group, func(a, b *certPart) int { return cmp.Compare(a.entry.pos, b.entry.pos) })
-		g := certGroup{name: winner.name, secret: winner.secret, secretKey: winner.secretKey, provenance: winner.provenance}
+		g := certGroup{name: winner.name, secret: winner.secret, secretKey: winner.secretKey, provenance: winner.provenance, members: group}
 		for _, p := range group {
 			if p != winner {
 				g.provenance = unionProvenance(g.provenance, p.provenance)
 				if string(p.chain) != string(winner.chain) || string(p.key) != string(winner.key) {
-					ct.warnings = append(ct.warnings, fmt.Sprintf("certificate %q has different key material in %s and %s; the one of %s is used",
-						p.name, winner.entry.source, p.entry.source, winner.entry.source))
+					ct.warnings = append(ct.warnings, p.problem(ReasonNotServed, "certificate %q has different key material in %s; the one of %s is used",
+						p.name, winner.entry.source, winner.entry.source))
 				}
 			}
 			for i, role := range tlsRoles {
@@ -560,14 +565,14 @@ func (ct *certTable) buildListener(i int, role ir.ListenerRole, groups []certGro
 			keep = nil
 			for _, h := range hosts {
 				if other := owner[h]; other != "" {
-					ct.warnings = append(ct.warnings, fmt.Sprintf("%s: server name %q of certificate %q left out: certificate %q already serves it",
-						role, h, g.name, other))
+					g.report(&ct.warnings, role, h, ReasonServerNameConflict, "%s: server name %q of certificate %q left out: certificate %q already serves it",
+						role, h, g.name, other)
 				} else {
 					keep = append(keep, h)
 				}
 			}
 			if len(keep) == 0 {
-				ct.warnings = append(ct.warnings, fmt.Sprintf("%s: certificate %q left out: all its server names are served by other certificates", role, g.name))
+				g.report(&ct.warnings, role, "", ReasonServerNameConflict, "%s: certificate %q left out: all its server names are served by other certificates", role, g.name)
 				continue
 			}
 		}
@@ -600,6 +605,16 @@ func (ct *certTable) buildListener(i int, role ir.ListenerRole, groups []certGro
 		ct.listenerSources[role.String()] = sortedRefs(sources)
 	}
 	return nil
+}
+
+// report adds a problem for each member of g on role that has host, or
+// for each member on role if host is empty.
+func (g *certGroup) report(out *[]Problem, role ir.ListenerRole, host, reason, format string, args ...any) {
+	for _, p := range g.members {
+		if p.roles.Has(role) && (host == "" || slices.Contains(p.hosts, host)) {
+			*out = append(*out, p.problem(reason, format, args...))
+		}
+	}
 }
 
 func (ct *certTable) addSources(out map[string]ir.Provenance) {

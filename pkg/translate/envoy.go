@@ -3,7 +3,6 @@ package translate
 import (
 	"cmp"
 	"crypto/sha256"
-	"crypto/tls"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -81,8 +80,7 @@ type shared struct {
 	keyPairs map[[sha256.Size]byte]error
 }
 
-// checkKeyPair reports whether chain and key form a key pair that Envoy
-// and weir-proxy can load.
+// checkKeyPair is checkKeyPair, cached.
 func (s *shared) checkKeyPair(chain, key []byte) error {
 	h := sha256.New()
 	h.Write(chain)
@@ -93,7 +91,7 @@ func (s *shared) checkKeyPair(chain, key []byte) error {
 	if err, ok := s.keyPairs[sum]; ok {
 		return err
 	}
-	_, err := tls.X509KeyPair(chain, key)
+	err := checkKeyPair(chain, key)
 	if len(s.keyPairs) >= 10000 {
 		clear(s.keyPairs) // crude bound; the cache only saves time
 	}
@@ -308,20 +306,20 @@ func lbEndpoint(host string, port uint32) *endpointv3.LbEndpoint {
 // buildLoadAssignment lists the endpoints sorted and de-duplicated, so that
 // the same set always yields the same proto. EDS takes only IP addresses;
 // anything else is left out with a warning.
-func buildLoadAssignment(name string, endpoints []ir.Endpoint, source string) (*endpointv3.ClusterLoadAssignment, []string) {
+func buildLoadAssignment(name string, endpoints []ir.Endpoint, source ir.ObjectRef) (*endpointv3.ClusterLoadAssignment, []Problem) {
 	out := &endpointv3.ClusterLoadAssignment{ClusterName: name}
-	var warnings []string
+	w := warner{source: source}
 	valid := make([]ir.Endpoint, 0, len(endpoints))
 	for _, ep := range endpoints {
 		addr, err := netip.ParseAddr(ep.Address)
 		if err != nil || addr.Zone() != "" || ep.Port == 0 || ep.Port > 65535 {
-			warnings = append(warnings, fmt.Sprintf("%s: backend %q: endpoint %s:%d left out: not an IP address and port", source, name, ep.Address, ep.Port))
+			w.add("backend %q: endpoint %s:%d left out: not an IP address and port", name, ep.Address, ep.Port)
 			continue
 		}
 		valid = append(valid, ep)
 	}
 	if len(valid) == 0 {
-		return out, warnings
+		return out, w.list
 	}
 	slices.SortFunc(valid, func(a, b ir.Endpoint) int {
 		return cmp.Or(cmp.Compare(a.Address, b.Address), cmp.Compare(a.Port, b.Port))
@@ -332,7 +330,7 @@ func buildLoadAssignment(name string, endpoints []ir.Endpoint, source string) (*
 		lbs[i] = lbEndpoint(ep.Address, ep.Port)
 	}
 	out.Endpoints = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}}
-	return out, warnings
+	return out, w.list
 }
 
 func buildSecret(name string, chain, key []byte) *tlsv3.Secret {

@@ -2,10 +2,8 @@ package translate
 
 import (
 	"bytes"
-	"fmt"
 	"reflect"
 	"slices"
-	"strings"
 	"unicode/utf8"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -26,6 +24,7 @@ import (
 type fragmentEntry struct {
 	frag   *ir.Fragment
 	source string // frag.Source.String(), the tie-breaker between equal names
+	ref    ir.ObjectRef
 	// pos is the fragment's index in the latest input: the earlier fragment
 	// wins when two define the same backend or certificate differently.
 	pos        int
@@ -35,7 +34,7 @@ type fragmentEntry struct {
 	backends []*backendPart
 	certs    []*certPart
 	// warnings are those not carried by a part, e.g. about a skipped backend.
-	warnings []string
+	warnings []Problem
 }
 
 // partState is what the aggregate tables need to know about any part.
@@ -65,7 +64,16 @@ type vhostPart struct {
 	usesUnavailable bool
 	sourceKey       string
 	provenance      ir.Provenance
-	warnings        []string
+	field           string
+	warnings        []Problem
+}
+
+// problem is a problem with the whole virtual host, found when the
+// aggregate tables combine it with others.
+func (p *vhostPart) problem(reason, format string, args ...any) Problem {
+	w := warner{source: p.entry.ref, field: p.field}
+	w.addReason(reason, format, args...)
+	return w.list[0]
 }
 
 // clusterDef is everything the Cluster proto depends on besides the name.
@@ -87,7 +95,7 @@ type backendPart struct {
 	cluster    *clusterv3.Cluster
 	cla        *endpointv3.ClusterLoadAssignment // nil for ExternalName
 	provenance ir.Provenance
-	warnings   []string // about endpoints left out of cla
+	warnings   []Problem // about endpoints left out of cla
 	// clusterKey and endpointKey are the Resources.Sources keys.
 	clusterKey, endpointKey string
 }
@@ -104,6 +112,15 @@ type certPart struct {
 	secret     *tlsv3.Secret
 	secretKey  string // the Resources.Sources key
 	provenance ir.Provenance
+	field      string
+}
+
+// problem is a problem with the certificate, found when the aggregate
+// tables combine it with others.
+func (p *certPart) problem(reason, format string, args ...any) Problem {
+	w := warner{source: p.entry.ref, field: p.field}
+	w.addReason(reason, format, args...)
+	return w.list[0]
 }
 
 // delta is what changed in one Translate call.
@@ -125,7 +142,7 @@ func (d *delta) changed() bool { return d.fragmentsChanged || d.orderChanged }
 func (e *fragmentEntry) rebuild(f *ir.Fragment, s *shared, d *delta) {
 	d.fragmentsChanged = true
 	d.warningsChanged = d.warningsChanged || e.hasWarnings()
-	w := warner{prefix: e.source}
+	w := warner{source: f.Source}
 
 	backends := e.rebuildBackends(f, s, &w)
 	available := newNameSet(backends)
@@ -167,7 +184,7 @@ func (e *fragmentEntry) hasWarnings() bool {
 		slices.ContainsFunc(e.vhosts, func(p *vhostPart) bool { return len(p.warnings) > 0 })
 }
 
-func (e *fragmentEntry) appendWarnings(out []string) []string {
+func (e *fragmentEntry) appendWarnings(out []Problem) []Problem {
 	out = append(out, e.warnings...)
 	for _, p := range e.backends {
 		out = append(out, p.warnings...)
@@ -260,7 +277,7 @@ func (e *fragmentEntry) backendPart(f *ir.Fragment, b *ir.Backend, prev *backend
 		if prev != nil && prev.cla != nil && slices.Equal(prev.endpoints, b.Endpoints) {
 			p.cla, p.warnings = prev.cla, prev.warnings
 		} else {
-			p.cla, p.warnings = buildLoadAssignment(b.Name, b.Endpoints, e.source)
+			p.cla, p.warnings = buildLoadAssignment(b.Name, b.Endpoints, f.Source)
 		}
 	}
 	return p
@@ -331,8 +348,9 @@ func (e *fragmentEntry) rebuildVhosts(f *ir.Fragment, available nameSet, s *shar
 			roles:      vh.Listeners,
 			sourceKey:  SourceKey(resourcev3.VirtualHostType, vh.Name),
 			provenance: provenanceOr(vh.Provenance, f),
+			field:      vh.Field,
 		}
-		vw := warner{prefix: e.source, vhost: vh.Name}
+		vw := warner{source: f.Source, vhost: vh.Name, field: vh.Field}
 		p.proto, p.usesUnavailable = buildVirtualHost(vh, available, s, &vw)
 		p.warnings = vw.list
 		out = append(out, p)
@@ -368,7 +386,7 @@ func (e *fragmentEntry) rebuildCerts(f *ir.Fragment, s *shared, w *warner) []*ce
 			w.add("certificate without a valid name ignored")
 			continue
 		case len(c.CertChain) == 0 || len(c.PrivateKey) == 0:
-			w.add("certificate %q left out: empty certificate chain or private key", c.Name)
+			w.addAt(c.Field, ReasonUnsupportedCertificate, "certificate %q left out: empty certificate chain or private key", c.Name)
 			continue
 		}
 		prov := provenanceOr(c.Provenance, f)
@@ -392,6 +410,7 @@ func (e *fragmentEntry) rebuildCerts(f *ir.Fragment, s *shared, w *warner) []*ce
 			key:        c.PrivateKey,
 			secretKey:  SourceKey(resourcev3.SecretType, c.Name),
 			provenance: prov,
+			field:      c.Field,
 		})
 	}
 	// Reuse the previous part, or at least its Secret, where nothing changed.
@@ -410,7 +429,7 @@ func (e *fragmentEntry) rebuildCerts(f *ir.Fragment, s *shared, w *warner) []*ce
 			// Envoy and weir-proxy reject a secret they cannot load, and
 			// weir-proxy then rejects the whole update.
 			if err := s.checkKeyPair(p.chain, p.key); err != nil {
-				w.add("certificate %q left out: %v", p.name, err)
+				w.addAt(p.field, ReasonUnsupportedCertificate, "certificate %q left out: %v", p.name, err)
 				continue
 			}
 			p.secret = buildSecret(p.name, p.chain, p.key)
@@ -419,46 +438,23 @@ func (e *fragmentEntry) rebuildCerts(f *ir.Fragment, s *shared, w *warner) []*ce
 	return slices.DeleteFunc(out, func(p *certPart) bool { return p.secret == nil })
 }
 
-// serverNames returns a copy of c's hosts without those a filter chain
-// cannot match on: Envoy and weir-proxy take no wildcard but a leading "*.".
+// serverNames returns c's hosts as filter chain server names
+// (canonicalServerName), without those a filter chain cannot match on.
 func serverNames(c *ir.Certificate, w *warner) []string {
 	out := make([]string, 0, len(c.Hosts))
 	for _, h := range c.Hosts {
-		if i := strings.LastIndexByte(h, '*'); i > 0 || i == 0 && !strings.HasPrefix(h, "*.") {
-			w.add("certificate %q: host %q left out: only a leading \"*.\" wildcard is supported", c.Name, h)
+		sn, err := canonicalServerName(h)
+		if err != nil {
+			w.addAt(c.Field, ReasonInvalidHost, "certificate %q: host %q left out: %v", c.Name, h, err)
 			continue
 		}
-		out = append(out, h)
+		out = append(out, sn)
 	}
 	return out
 }
 
-// normalizeHosts lower-cases, sorts and de-duplicates hosts in place,
-// dropping those that are empty or not a valid header value.
+// normalizeHosts sorts and de-duplicates canonical hosts in place.
 func normalizeHosts(hosts []string) []string {
-	// Before lower-casing, which would turn invalid bytes into U+FFFD.
-	hosts = slices.DeleteFunc(hosts, func(h string) bool {
-		return h == "" || strings.ContainsAny(h, "\x00\r\n") || !utf8.ValidString(h)
-	})
-	for i, h := range hosts {
-		hosts[i] = strings.ToLower(h)
-	}
 	slices.Sort(hosts)
 	return slices.Compact(hosts)
-}
-
-// warner collects warnings about one source object and, if vhost is set,
-// one of its virtual hosts. The prefix is only formatted when needed.
-type warner struct {
-	prefix string
-	vhost  string
-	list   []string
-}
-
-func (w *warner) add(format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	if w.vhost != "" {
-		msg = fmt.Sprintf("virtual host %q: %s", w.vhost, msg)
-	}
-	w.list = append(w.list, w.prefix+": "+msg)
 }

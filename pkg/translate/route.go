@@ -53,42 +53,36 @@ func buildVirtualHost(vh *ir.VirtualHost, available nameSet, s *shared, w *warne
 	return out, usesUnavailable
 }
 
-// vhostDomains returns each domain, lower-cased as Envoy compares them, and
-// its host:* form for requests that carry a port. Suffix wildcards get no
-// host:* form: Envoy supports one wildcard per domain, so "*.a.com:*" would
-// only match a literal "*" port.
+// vhostDomains returns each domain as Envoy compares it (canonicalHost),
+// without duplicates. Requests that carry a port match too: route
+// configurations set ignore_port_in_host_matching.
 func vhostDomains(in []string, w *warner) []string {
-	out := make([]string, 0, 2*len(in))
+	out := make([]string, 0, len(in))
 	var seen map[string]bool
 	if len(in) > 8 {
-		seen = make(map[string]bool, 2*len(in))
-	}
-	add := func(d string) {
-		if seen != nil {
-			if seen[d] {
-				return
-			}
-			seen[d] = true
-		} else {
-			for _, o := range out {
-				if o == d {
-					return
-				}
-			}
-		}
-		out = append(out, d)
+		seen = make(map[string]bool, len(in))
 	}
 	for _, d := range in {
-		// Before lower-casing, which would turn invalid bytes into U+FFFD.
-		if d == "" || strings.ContainsAny(d, "\x00\r\n") || !utf8.ValidString(d) {
-			w.add("domain %q ignored: not a valid host", d)
+		c, err := canonicalHost(d)
+		if err != nil {
+			w.addReason(ReasonInvalidHost, "domain %q left out: %v", d, err)
 			continue
 		}
-		d = strings.ToLower(d)
-		add(d)
-		if !strings.HasPrefix(d, "*") && !strings.HasSuffix(d, "*") {
-			add(d + ":*")
+		if c == "*" && len(in) > 1 {
+			// Harmless alone; beside other domains it would take their
+			// requests too, which is not what a list of hosts means.
+			w.addReason(ReasonInvalidHost, `domain "*" left out: it matches every host, so it cannot be one of several`)
+			continue
 		}
+		if seen != nil {
+			if seen[c] {
+				continue
+			}
+			seen[c] = true
+		} else if slices.Contains(out, c) {
+			continue
+		}
+		out = append(out, c)
 	}
 	return out
 }

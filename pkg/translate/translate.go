@@ -86,10 +86,25 @@ type Resources struct {
 	// listeners come from no source object and map to nil.
 	Sources map[string]ir.Provenance
 
-	// Warnings lists the input that was left out, and why. Translate never
-	// emits invalid config instead. The list describes this result as a whole,
-	// not only what changed since the previous call.
+	// Problems lists the input that was left out, and why, by the source
+	// object to report it on. Translate never emits invalid config instead.
+	// The list describes this result as a whole, not only what changed since
+	// the previous call.
+	Problems []Problem
+	// Warnings are the Problems as text, each prefixed with its source.
 	Warnings []string
+}
+
+// ProblemsBySource groups Problems by the object to report them on;
+// problems without a source are left out.
+func (r *Resources) ProblemsBySource() map[ir.ObjectRef][]Problem {
+	out := map[ir.ObjectRef][]Problem{}
+	for _, p := range r.Problems {
+		if p.Source != (ir.ObjectRef{}) {
+			out[p.Source] = append(out[p.Source], p)
+		}
+	}
+	return out
 }
 
 // SourceKey is the key of Resources.Sources for a resource.
@@ -134,8 +149,8 @@ type Translator struct {
 	roles    [len(tlsRoles) + len(plainRoles)]*roleTable
 	clusters clusterTable
 	certs    certTable
-	// fragmentWarnings are the warnings of all fragments, in input order.
-	fragmentWarnings []string
+	// fragmentWarnings are the problems of all fragments, in input order.
+	fragmentWarnings []Problem
 
 	last *Resources
 }
@@ -194,21 +209,22 @@ func (t *Translator) Translate(frags []*ir.Fragment) (res *Resources, err error)
 
 	t.generation++
 	var d delta
-	var inputWarnings []string
+	var inputWarnings []Problem
 	order := t.spare[:0]
 	for _, f := range frags {
 		if f == nil {
-			inputWarnings = append(inputWarnings, "nil fragment ignored")
+			inputWarnings = append(inputWarnings, Problem{Reason: ReasonNotServed, Message: "nil fragment ignored"})
 			continue
 		}
 		e := t.entries[f.Source]
 		switch {
 		case e == nil:
-			e = &fragmentEntry{source: f.Source.String()}
+			e = &fragmentEntry{source: f.Source.String(), ref: f.Source}
 			t.entries[f.Source] = e
 			e.rebuild(f, t.static, &d)
 		case e.generation == t.generation:
-			inputWarnings = append(inputWarnings, fmt.Sprintf("%s: more than one fragment for this source; all but the first ignored", e.source))
+			inputWarnings = append(inputWarnings, Problem{Source: f.Source, Reason: ReasonNotServed,
+				Message: "more than one fragment for this source; all but the first ignored"})
 			continue
 		case e.frag != f:
 			e.rebuild(f, t.static, &d)
@@ -242,8 +258,9 @@ func (t *Translator) Translate(frags []*ir.Fragment) (res *Resources, err error)
 		return nil, err
 	}
 	if len(inputWarnings) > 0 {
-		res.Warnings = append(inputWarnings, res.Warnings...)
+		res.Problems = append(inputWarnings, res.Problems...)
 	}
+	res.Warnings = problemStrings(res.Problems)
 	t.last = res
 	return res, nil
 }
@@ -307,7 +324,7 @@ func (t *Translator) assemble(d *delta) (*Resources, error) {
 	} else {
 		res.Sources = t.sources(res, served)
 	}
-	res.Warnings = t.warnings(d, served)
+	res.Problems = t.warnings(d, served)
 	return res, nil
 }
 
@@ -342,14 +359,14 @@ func sameSlice[T any](a, b []T) bool {
 
 // warnings collects, in input order, the warnings of every fragment, then
 // those of the aggregate tables of what is served.
-func (t *Translator) warnings(d *delta, served []*roleTable) []string {
+func (t *Translator) warnings(d *delta, served []*roleTable) []Problem {
 	if t.last == nil || d.warningsChanged || d.orderChanged && len(t.fragmentWarnings) > 0 {
 		t.fragmentWarnings = nil
 		for _, e := range t.order {
 			t.fragmentWarnings = e.appendWarnings(t.fragmentWarnings)
 		}
 	}
-	parts := [][]string{t.fragmentWarnings}
+	parts := [][]Problem{t.fragmentWarnings}
 	for _, rt := range served {
 		parts = append(parts, rt.warnings)
 	}

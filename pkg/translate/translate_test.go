@@ -153,14 +153,20 @@ func TestKnativeRouteHasZeroTimeoutAndNoRetry(t *testing.T) {
 	}
 }
 
-func TestDomainsIncludePortWildcard(t *testing.T) {
+func TestDomainsAreCanonicalAndPortsIgnored(t *testing.T) {
 	f := service("default", "hello", 100)
 	f.VirtualHosts[0].Domains = []string{"Hello.Example.com", "hello.example.com", "*.wild.example.com"}
 	res := mustTranslate(t, []*ir.Fragment{f})
-	got := routeConfig(t, res, "external-http").GetVirtualHosts()[0].GetDomains()
-	want := []string{"hello.example.com", "hello.example.com:*", "*.wild.example.com"}
+	rc := routeConfig(t, res, "external-http")
+	got := rc.GetVirtualHosts()[0].GetDomains()
+	want := []string{"hello.example.com", "*.wild.example.com"}
 	if !slices.Equal(got, want) {
 		t.Errorf("domains = %v, want %v", got, want)
+	}
+	// Without it, Envoy compares the port and "a.wild.example.com:8080"
+	// misses "*.wild.example.com".
+	if !rc.GetIgnorePortInHostMatching() {
+		t.Error("ignore_port_in_host_matching is not set")
 	}
 }
 
@@ -248,7 +254,7 @@ func TestDuplicateDomainKeepsFirstVirtualHostByName(t *testing.T) {
 	if got := vhostNames(routeConfig(t, res, "external-http")); !slices.Equal(got, []string{"default/a/external"}) {
 		t.Errorf("external-http virtual hosts = %v, want only default/a/external", got)
 	}
-	if !hasWarning(res, `virtual host "default/b/external" of KIngress/default/b left out: domain "a.default.example.com" is already served by virtual host "default/a/external" of KIngress/default/a`) {
+	if !hasWarning(res, `KIngress/default/b: external-http: virtual host "default/b/external" left out: domain "a.default.example.com" is already served by virtual host "default/a/external" of KIngress/default/a`) {
 		t.Errorf("warnings = %q", res.Warnings)
 	}
 	// b's cluster-local host does not conflict and stays.
@@ -481,7 +487,7 @@ func TestBadInputNeverBecomesInvalidConfig(t *testing.T) {
 		`virtual host "default/a/local": left out`, `backend "" left out`, `backend "weir.unavailable" left out`,
 		`backend "default/ext:0" left out`, "endpoint not-an-ip:80 left out", "endpoint 10.1.1.1:0 left out",
 		`certificate "default/empty" left out`, `route "not-utf8" left out: "\xc3" is not valid UTF-8`,
-		`domain "\xff.example.com" ignored`, `backend "default/\xff:80" left out: not valid UTF-8`,
+		`domain "\xff.example.com" left out: not ASCII`, `backend "default/\xff:80" left out: not valid UTF-8`,
 		"certificate without a valid name ignored", `certificate "default/garbage" left out: tls: failed to find any PEM data`,
 	} {
 		if !hasWarning(res, want) {

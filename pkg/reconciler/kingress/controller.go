@@ -37,6 +37,18 @@ import (
 	"github.com/weir-dev/weir/pkg/ir"
 )
 
+// EnqueueProblemSources returns a ProblemSource.OnProblemsChanged callback
+// that enqueues the KIngresses among refs.
+func EnqueueProblemSources(enqueue func(types.NamespacedName)) func(refs []ir.ObjectRef) {
+	return func(refs []ir.ObjectRef) {
+		for _, ref := range refs {
+			if ref.Kind == Kind {
+				enqueue(types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name})
+			}
+		}
+	}
+}
+
 // ControllerOptions are what the KIngress controller shares with the rest
 // of the process.
 type ControllerOptions struct {
@@ -109,6 +121,9 @@ func NewController(opts ControllerOptions) func(context.Context, configmap.Watch
 		store.WatchConfigs(cmw)
 
 		r.Enqueue = impl.EnqueueKey
+		if ps, ok := opts.Syncer.(ProblemSource); ok {
+			ps.OnProblemsChanged(EnqueueProblemSources(impl.EnqueueKey))
+		}
 		prober := status.NewProber(logger.Named("status-manager"), &ProbeTargets{EndpointSlices: r.Listers.EndpointSlices},
 			func(ing *v1alpha1.Ingress) {
 				impl.EnqueueKey(types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name})

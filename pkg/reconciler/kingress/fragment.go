@@ -174,7 +174,7 @@ func (b *builder) rule(i int, rule *v1alpha1.IngressRule) {
 
 	roles := rolesFor(rule.Visibility)
 	name := fmt.Sprintf("%s/%s/r%d", b.ing.Namespace, b.ing.Name, i)
-	vh := &ir.VirtualHost{Name: name, Domains: hosts, Listeners: roles, Routes: routes, Provenance: b.provenance()}
+	vh := &ir.VirtualHost{Name: name, Domains: hosts, Listeners: roles, Routes: routes, Provenance: b.provenance(), Field: field}
 
 	redirect := b.ing.Spec.HTTPOption == v1alpha1.HTTPOptionRedirected && roles.Has(ir.ExternalHTTP)
 	if !redirect {
@@ -202,6 +202,7 @@ func (b *builder) rule(i int, rule *v1alpha1.IngressRule) {
 		Listeners:  ir.ListenerSet(ir.ExternalHTTP),
 		Routes:     redirectRoutes,
 		Provenance: b.provenance(),
+		Field:      field,
 	})
 }
 
@@ -463,6 +464,7 @@ func (b *builder) certificates() {
 			CertChain:  certPEM,
 			PrivateKey: keyPEM,
 			Provenance: b.provenance(),
+			Field:      field,
 		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -26,6 +27,7 @@ import (
 
 	"github.com/weir-dev/weir/pkg/config"
 	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/translate"
 )
 
 // ClassName is the ingress class Weir reconciles.
@@ -41,6 +43,13 @@ type StatusProber interface {
 // Syncer is told when the model changed.
 type Syncer interface {
 	Trigger()
+}
+
+// ProblemSource is offered by a Syncer that translates: what the served
+// config leaves out of a source object (gateway.Syncer.ProblemsAt).
+type ProblemSource interface {
+	ProblemsAt(ref ir.ObjectRef, revision uint64) (problems []translate.Problem, known bool)
+	OnProblemsChanged(fn func(refs []ir.ObjectRef))
 }
 
 // Reconciler reconciles KIngresses into the shared routing model.
@@ -92,6 +101,11 @@ func (r *Reconciler) ReconcileKind(ctx context.Context, ing *v1alpha1.Ingress) p
 		return nil
 	}
 	ing.Status.MarkNetworkConfigured()
+	// What translate left out would never answer a probe; say why now.
+	if ps := r.notServed(ing); len(ps) > 0 {
+		ing.Status.MarkLoadBalancerFailed(ps[0].Reason, problemMessages(ps))
+		return nil
+	}
 
 	ready, err := r.Prober.IsReady(ctx, ing)
 	if err != nil {
@@ -107,6 +121,34 @@ func (r *Reconciler) ReconcileKind(ctx context.Context, ing *v1alpha1.Ingress) p
 		[]v1alpha1.LoadBalancerIngressStatus{{DomainInternal: serviceHost(cfg.InternalService)}},
 	)
 	return nil
+}
+
+// notServed returns what the served config leaves out of ing, once the
+// served config holds its current fragment.
+func (r *Reconciler) notServed(ing *v1alpha1.Ingress) []translate.Problem {
+	ps, ok := r.Syncer.(ProblemSource)
+	if !ok {
+		return nil
+	}
+	ref := ir.ObjectRef{Kind: Kind, Namespace: ing.Namespace, Name: ing.Name}
+	rev, ok := r.Model.RevisionOf(ref)
+	if !ok {
+		return nil
+	}
+	problems, _ := ps.ProblemsAt(ref, rev)
+	return problems
+}
+
+// problemMessages joins the distinct messages: a rule served on two
+// listeners reports the same problem twice.
+func problemMessages(ps []translate.Problem) string {
+	msgs := make([]string, 0, len(ps))
+	for _, p := range ps {
+		if !slices.Contains(msgs, p.Message) {
+			msgs = append(msgs, p.Message)
+		}
+	}
+	return strings.Join(msgs, "; ")
 }
 
 // ObserveKind serves the KIngress without writing status, so every replica

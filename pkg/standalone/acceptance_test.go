@@ -1,0 +1,184 @@
+package standalone
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// certPEM returns a self-signed certificate for hosts with the given key.
+func certPEM(t *testing.T, key crypto.Signer, hosts ...string) (chain, keyPEM []byte) {
+	t.Helper()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: hosts[0]},
+		DNSNames:     hosts,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	pub := key.Public()
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+}
+
+func secretYAML(name string, chain, key []byte) string {
+	return fmt.Sprintf(`---
+apiVersion: v1
+kind: Secret
+metadata: {name: %s, namespace: default}
+type: kubernetes.io/tls
+data: {tls.crt: %s, tls.key: %s}
+`, name, base64.StdEncoding.EncodeToString(chain), base64.StdEncoding.EncodeToString(key))
+}
+
+func ingressYAML(name string, hosts []string, tlsHosts []string, secret string) string {
+	q := func(in []string) string {
+		out := make([]string, len(in))
+		for i, h := range in {
+			out[i] = fmt.Sprintf("%q", h)
+		}
+		return "[" + strings.Join(out, ", ") + "]"
+	}
+	s := fmt.Sprintf(`---
+apiVersion: networking.internal.knative.dev/v1alpha1
+kind: Ingress
+metadata:
+  name: %s
+  namespace: default
+  annotations: {networking.knative.dev/ingress.class: weir.ingress.networking.knative.dev}
+spec:
+  rules:
+  - hosts: %s
+    visibility: ExternalIP
+    http:
+      paths:
+      - splits:
+        - {serviceName: v1, serviceNamespace: default, servicePort: 80, percent: 100}
+`, name, q(hosts))
+	if secret != "" {
+		s += fmt.Sprintf("  tls:\n  - {hosts: %s, secretName: %s, secretNamespace: default}\n", q(tlsHosts), secret)
+	}
+	return s
+}
+
+func statusOf(g *Gateway, name string) (IngressStatus, bool) {
+	for _, s := range g.Report().Ingresses {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return IngressStatus{}, false
+}
+
+// TestEnvoyRefusalsReachTheObject runs config that a real Envoy would
+// refuse, or serve wrongly, through `weir run`: each refused part shows on
+// its own KIngress with the field and the reason, and everything else is
+// served. Before the acceptance checks, the overlapping server names made
+// the whole HTTPS listener a NACK, and the small RSA key a secret Envoy
+// never loads.
+func TestEnvoyRefusalsReachTheObject(t *testing.T) {
+	dir := t.TempDir()
+	p1, p2 := backend(t, "v1"), backend(t, "v2")
+	write(t, dir, "backends.yaml", backendsYAML(p1, p2))
+
+	good, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	weak, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	goodChain, goodKey := certPEM(t, good, "*.x.example.com")
+	weakChain, weakKey := certPEM(t, weak, "weak.example.com")
+	write(t, dir, "secrets.yaml", secretYAML("good", goodChain, goodKey)+secretYAML("weak", weakChain, weakKey))
+	write(t, dir, "ingresses.yaml",
+		ingressYAML("plain", []string{"plain.example.com", "*.wild.example.com"}, nil, "")+
+			// ".x" and "*.x" are one key in Envoy's filter chain manager.
+			ingressYAML("dotted", []string{"*.x.example.com"}, []string{".x.example.com", "*.x.example.com"}, "good")+
+			ingressYAML("weak", []string{"weak.example.com"}, []string{"weak.example.com"}, "weak")+
+			// U+212A KELVIN SIGN lower-cases to "k" with Unicode rules.
+			ingressYAML("kelvin", []string{"\u212Aelvin.example.com"}, nil, ""))
+
+	g := startRun(t, dir, 20*time.Millisecond)
+	httpPort, httpsPort, _, _ := g.Ports()
+
+	eventually(t, "plain and dotted to become Ready, weak and kelvin to fail", func() bool {
+		plain, _ := statusOf(g, "plain")
+		dotted, _ := statusOf(g, "dotted")
+		weak, _ := statusOf(g, "weak")
+		kelvin, _ := statusOf(g, "kelvin")
+		return plain.Ready && dotted.Ready && strings.HasPrefix(weak.Status, "UnsupportedCertificate") && strings.HasPrefix(kelvin.Status, "InvalidHost")
+	})
+	weakStatus, _ := statusOf(g, "weak")
+	if !strings.Contains(weakStatus.Status, "spec.tls[0]") || !strings.Contains(weakStatus.Status, "RSA key of 1024 bits") {
+		t.Errorf("weak: status %q, want the field spec.tls[0] and the key size", weakStatus.Status)
+	}
+	kelvin, _ := statusOf(g, "kelvin")
+	if !strings.Contains(kelvin.Status, "spec.rules[0]") || !strings.Contains(kelvin.Status, "not ASCII") {
+		t.Errorf("kelvin: status %q, want the field spec.rules[0] and why", kelvin.Status)
+	}
+
+	// A Host with a port reaches exact and wildcard virtual hosts alike.
+	for _, host := range []string{"plain.example.com", "plain.example.com:8080", "a.wild.example.com:8080"} {
+		if code, body := get(t, httpPort, host); code != 200 || body != "v1" {
+			t.Errorf("Host %q: %d %q, want 200 v1", host, code, body)
+		}
+	}
+	// The Kelvin sign never reaches another host's name.
+	if code, _ := get(t, httpPort, "kelvin.example.com"); code != 404 {
+		t.Errorf("kelvin.example.com: %d, want 404", code)
+	}
+
+	// The HTTPS listener serves the dotted KIngress's certificate.
+	pool := x509.NewCertPool()
+	block, _ := pem.Decode(goodChain)
+	leaf, _ := x509.ParseCertificate(block.Bytes)
+	pool.AddCert(leaf)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "a.x.example.com"}}}
+	defer client.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d/", httpsPort), nil)
+	req.Host = "a.x.example.com"
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("HTTPS to a.x.example.com: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "v1" {
+		t.Errorf("HTTPS a.x.example.com: %d %q, want 200 v1", resp.StatusCode, body)
+	}
+
+	// Fixing the key makes weak Ready, with nothing else to do.
+	strong, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	strongChain, strongKey := certPEM(t, strong, "weak.example.com")
+	write(t, dir, "secrets.yaml", secretYAML("good", goodChain, goodKey)+secretYAML("weak", strongChain, strongKey))
+	eventually(t, "weak to become Ready once its key is 2048 bits", func() bool {
+		s, _ := statusOf(g, "weak")
+		return s.Ready
+	})
+}

@@ -1,0 +1,127 @@
+package translate
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCanonicalHost(t *testing.T) {
+	for _, tc := range []struct {
+		in, want, err string
+	}{
+		{in: "Hello.Example.COM", want: "hello.example.com"},
+		{in: "*.Wild.example.com", want: "*.wild.example.com"},
+		{in: "\u212Aube.example.com", err: "not ASCII"}, // Kelvin sign: strings.ToLower makes it "kube..."
+		{in: "b\u00fccher.example", err: "not ASCII"},
+		{in: "xn--bcher-kva.example", want: "xn--bcher-kva.example"},
+		{in: "", err: "empty"},
+		{in: "a b.example.com", err: "control character or space"},
+		{in: "a\r\nb", err: "control character"},
+		{in: "\xff.example.com", err: "not ASCII"},
+	} {
+		got, err := canonicalHost(tc.in)
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("canonicalHost(%q) = %q, %v; want an error with %q", tc.in, got, err, tc.err)
+		case tc.err == "" && (err != nil || got != tc.want):
+			t.Errorf("canonicalHost(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+// TestCanonicalServerName: the inputs Envoy's filter chain manager keys
+// alike come out equal, and those it refuses are refused.
+func TestCanonicalServerName(t *testing.T) {
+	for _, tc := range []struct {
+		in, want, err string
+	}{
+		{in: "*.x.example.com", want: "*.x.example.com"},
+		{in: ".x.example.com", want: "*.x.example.com"}, // Envoy's key for both is ".x.example.com"
+		{in: "A.Example.com", want: "a.example.com"},
+		{in: "*", err: "wildcard"},
+		{in: "*.", err: "wildcard"},
+		{in: ".", err: "wildcard"}, // becomes "*.", which matches nothing
+		{in: "a.*.example.com", err: "wildcard"},
+		{in: "*x.example.com", err: "wildcard"},
+		{in: "x.example.*", err: "wildcard"},
+	} {
+		got, err := canonicalServerName(tc.in)
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("canonicalServerName(%q) = %q, %v; want an error with %q", tc.in, got, err, tc.err)
+		case tc.err == "" && (err != nil || got != tc.want):
+			t.Errorf("canonicalServerName(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func pairWith(t *testing.T, key crypto.Signer) (chain, keyPEM []byte) {
+	t.Helper()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "weir test"},
+		DNSNames: []string{"a.example.com"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+}
+
+// TestCheckKeyPair mirrors the key checks of Envoy's TLS context: Go's
+// tls.X509KeyPair accepts every one of these.
+func TestCheckKeyPair(t *testing.T) {
+	rsaKey := func(bits int) crypto.Signer {
+		k, err := rsa.GenerateKey(rand.Reader, bits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	ecKey := func(c elliptic.Curve) crypto.Signer {
+		k, err := ecdsa.GenerateKey(c, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	_, ed, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		key  crypto.Signer
+		err  string
+	}{
+		{"RSA 1024", rsaKey(1024), "RSA key of 1024 bits"},
+		{"RSA 2048", rsaKey(2048), ""},
+		{"ECDSA P-224", ecKey(elliptic.P224()), "curve P-224"},
+		{"ECDSA P-256", ecKey(elliptic.P256()), ""},
+		{"ECDSA P-384", ecKey(elliptic.P384()), ""},
+		{"ECDSA P-521", ecKey(elliptic.P521()), ""},
+		{"Ed25519", ed, ""},
+	} {
+		chain, key := pairWith(t, tc.key)
+		err := checkKeyPair(chain, key)
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%s: %v, want an error with %q", tc.name, err, tc.err)
+		case tc.err == "" && err != nil:
+			t.Errorf("%s: %v, want accepted", tc.name, err)
+		}
+	}
+}
