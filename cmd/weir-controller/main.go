@@ -137,6 +137,7 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 func translateOptions(w *config.Weir) translate.Options {
 	o := translate.DefaultOptions()
 	o.StreamIdleTimeout = w.StreamIdleTimeout
+	o.ListenAddress = w.ListenAddress
 	return o
 }
 

@@ -32,7 +32,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	internalHTTPPort := fs.Int("internal-http-port", 8081, "cluster-local plain-HTTP listener (serves every rule)")
 	internalHTTPSPort := fs.Int("internal-https-port", 8444, "cluster-local TLS listener")
 	adminPort := fs.Int("admin-port", 9901, "admin interface on 127.0.0.1 (/ready, /metrics, /config_dump, /status)")
-	listen := fs.String("listen-address", "0.0.0.0", "address the gateway listeners bind to")
+	listen := fs.String("listen-address", "::", `address the gateway listeners bind to: "::" takes IPv4 and IPv6 (dual-stack), "0.0.0.0" IPv4 only, "127.0.0.1" this machine only`)
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	accessLog := fs.Bool("access-log", true, "write one JSON line per request to stdout")
 	if err := fs.Parse(args); err != nil {

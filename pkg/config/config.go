@@ -21,7 +21,10 @@ const ConfigMapName = "config-weir"
 
 // Weir is the parsed config-weir.
 type Weir struct {
-	// StreamIdleTimeout closes streams with no activity; 0 disables it.
+	// StreamIdleTimeout closes streams with no activity; 0, the default,
+	// disables it. It is 0 or at least MinStreamIdleTimeout: Knative's
+	// revision timeouts, and the queue-proxy that enforces them, decide
+	// how long a response may take, not the gateway.
 	StreamIdleTimeout time.Duration
 	// TLSSecretNamespaces may hold TLS Secrets for KIngresses of any
 	// namespace. A KIngress may always use Secrets in its own namespace.
@@ -31,15 +34,23 @@ type Weir struct {
 	// endpoints are the gateway pods the readiness prober checks.
 	ExternalService types.NamespacedName
 	InternalService types.NamespacedName
+	// ListenAddress is where the gateway listeners bind: "::" (both IPv4
+	// and IPv6, the default) or "0.0.0.0" (IPv4, for a kernel without IPv6).
+	ListenAddress string
 }
+
+// MinStreamIdleTimeout is Knative's default max-revision-timeout-seconds
+// (config-defaults): no revision may take longer to respond.
+const MinStreamIdleTimeout = 600 * time.Second
 
 // Default returns config-weir's defaults.
 func Default() *Weir {
 	return &Weir{
-		StreamIdleTimeout:   5 * time.Minute,
+		StreamIdleTimeout:   0,
 		TLSSecretNamespaces: sets.New[string](),
 		ExternalService:     types.NamespacedName{Namespace: "weir-system", Name: "weir"},
 		InternalService:     types.NamespacedName{Namespace: "weir-system", Name: "weir-internal"},
+		ListenAddress:       "::",
 	}
 }
 
@@ -53,8 +64,8 @@ func FromMap(data map[string]string) (*Weir, error) {
 		case "_example":
 		case "stream-idle-timeout":
 			w.StreamIdleTimeout, err = time.ParseDuration(v)
-			if err == nil && w.StreamIdleTimeout < 0 {
-				err = fmt.Errorf("must not be negative")
+			if err == nil && (w.StreamIdleTimeout < 0 || w.StreamIdleTimeout > 0 && w.StreamIdleTimeout < MinStreamIdleTimeout) {
+				err = fmt.Errorf("must be 0 (no limit) or at least %v, Knative's default max-revision-timeout-seconds; a shorter one would cut a slow revision's response at the gateway", MinStreamIdleTimeout)
 			}
 		case "tls-secret-namespaces":
 			for _, ns := range strings.Split(v, ",") {
@@ -66,8 +77,13 @@ func FromMap(data map[string]string) (*Weir, error) {
 			w.ExternalService, err = parseNamespacedName(v)
 		case "internal-service":
 			w.InternalService, err = parseNamespacedName(v)
+		case "listen-address":
+			if v != "::" && v != "0.0.0.0" {
+				err = fmt.Errorf(`must be "::" (IPv4 and IPv6) or "0.0.0.0" (IPv4 only)`)
+			}
+			w.ListenAddress = v
 		default:
-			err = fmt.Errorf("unknown key; valid keys are stream-idle-timeout, tls-secret-namespaces, external-service, internal-service")
+			err = fmt.Errorf("unknown key; valid keys are stream-idle-timeout, tls-secret-namespaces, external-service, internal-service, listen-address")
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %s=%q: %w", ConfigMapName, k, v, err)

@@ -11,21 +11,21 @@ func TestFromMapDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.StreamIdleTimeout != 5*time.Minute || w.ExternalService.String() != "weir-system/weir" || w.InternalService.String() != "weir-system/weir-internal" {
+	if w.StreamIdleTimeout != 0 || w.ExternalService.String() != "weir-system/weir" || w.InternalService.String() != "weir-system/weir-internal" {
 		t.Errorf("defaults = %+v", w)
 	}
 }
 
 func TestFromMapValues(t *testing.T) {
 	w, err := FromMap(map[string]string{
-		"stream-idle-timeout":   "30s",
+		"stream-idle-timeout":   "15m",
 		"tls-secret-namespaces": "knative-serving, certs ,",
 		"external-service":      "gw/public",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.StreamIdleTimeout != 30*time.Second {
+	if w.StreamIdleTimeout != 15*time.Minute {
 		t.Errorf("StreamIdleTimeout = %v", w.StreamIdleTimeout)
 	}
 	if !w.TLSSecretNamespaces.Has("certs") || !w.TLSSecretNamespaces.Has("knative-serving") || w.TLSSecretNamespaces.Len() != 2 {
@@ -40,7 +40,9 @@ func TestFromMapErrorsNameKey(t *testing.T) {
 	for _, tc := range []struct{ key, value string }{
 		{"stream-idle-timeout", "soon"},
 		{"stream-idle-timeout", "-1s"},
+		{"stream-idle-timeout", "5m"}, // below Knative's maximum revision timeout
 		{"external-service", "no-slash"},
+		{"listen-address", "10.0.0.1"},
 		{"stream-idle-timout", "1s"},
 	} {
 		_, err := FromMap(map[string]string{tc.key: tc.value})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +34,7 @@ const (
 type listenerConf struct {
 	name     string
 	bind     string // host:port to bind
+	network  string // "tcp4", "tcp6" (IPv6 only) or "tcp" (both, ipv4_compat)
 	tls      bool
 	plain    *filterChain
 	sniExact map[string]*filterChain
@@ -100,11 +102,11 @@ func compileListener(l *listenerv3.Listener, env *compileEnv) (*listenerConf, er
 		return nil, err
 	}
 	lc := &listenerConf{name: l.GetName()}
-	bind, err := bindAddress(l.GetAddress(), env.opts)
+	network, bind, err := bindAddress(l.GetAddress(), env.opts)
 	if err != nil {
 		return nil, err
 	}
-	lc.bind = bind
+	lc.network, lc.bind = network, bind
 
 	inspector := false
 	for i, lf := range l.GetListenerFilters() {
@@ -197,35 +199,57 @@ func compileListener(l *listenerv3.Listener, env *compileEnv) (*listenerConf, er
 	return lc, nil
 }
 
-func bindAddress(a *corev3.Address, opts *Options) (string, error) {
+// bindAddress returns the network and host:port a listener binds, as
+// Envoy binds them: an IPv4 address takes IPv4 only; "::" takes IPv6
+// only unless ipv4_compat is set (IPV6_V6ONLY=0), which Envoy allows on
+// "::" and IPv4-mapped addresses only. Options.ListenAddress overrides the
+// address, with the same rules and ipv4_compat implied for "::".
+func bindAddress(a *corev3.Address, opts *Options) (network, bind string, err error) {
 	if err := onlyFields(a, "address", "socket_address"); err != nil {
-		return "", err
+		return "", "", err
 	}
 	sa := a.GetSocketAddress()
 	if sa == nil {
-		return "", invalid("address", "socket_address is required")
+		return "", "", invalid("address", "socket_address is required")
 	}
-	if err := onlyFields(sa, "address.socket_address", "address", "port_value", "protocol"); err != nil {
-		return "", err
+	if err := onlyFields(sa, "address.socket_address", "address", "port_value", "protocol", "ipv4_compat"); err != nil {
+		return "", "", err
 	}
 	if sa.GetProtocol() != corev3.SocketAddress_TCP {
-		return "", invalid("address.socket_address.protocol", "only TCP is supported")
+		return "", "", invalid("address.socket_address.protocol", "only TCP is supported")
 	}
 	host := sa.GetAddress()
-	if net.ParseIP(host) == nil {
-		return "", invalid("address.socket_address.address", "malformed IP address %q", host)
+	ip, perr := netip.ParseAddr(host)
+	if perr != nil || ip.Zone() != "" {
+		return "", "", invalid("address.socket_address.address", "malformed IP address %q", host)
+	}
+	compat := sa.GetIpv4Compat()
+	if compat && !(ip == netip.IPv6Unspecified() || ip.Is4In6()) {
+		return "", "", invalid("address.socket_address.ipv4_compat", "only IPv6 address '::' or valid IPv4-mapped IPv6 address can set ipv4_compat: %s", host)
 	}
 	if opts.ListenAddress != "" {
 		host = opts.ListenAddress
+		if ip, perr = netip.ParseAddr(host); perr != nil {
+			return "", "", invalid("address.socket_address.address", "ListenAddress %q is not an IP address", host)
+		}
+		compat = ip == netip.IPv6Unspecified()
+	}
+	switch {
+	case ip.Is4():
+		network = "tcp4"
+	case compat:
+		network = "tcp"
+	default:
+		network = "tcp6"
 	}
 	port := int(sa.GetPortValue())
 	if port != 0 {
 		port += opts.PortOffset
 		if port <= 0 || port > 65535 {
-			return "", invalid("address.socket_address.port_value", "port %d with PortOffset %d is out of range", sa.GetPortValue(), opts.PortOffset)
+			return "", "", invalid("address.socket_address.port_value", "port %d with PortOffset %d is out of range", sa.GetPortValue(), opts.PortOffset)
 		}
 	}
-	return net.JoinHostPort(host, strconv.Itoa(port)), nil
+	return network, net.JoinHostPort(host, strconv.Itoa(port)), nil
 }
 
 func compileChain(fc *listenerv3.FilterChain, path string, env *compileEnv) (*filterChain, error) {

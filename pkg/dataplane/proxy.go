@@ -191,7 +191,7 @@ func (p *Proxy) Apply(res *Resources) error {
 	next := make(map[string]*rtListener, len(snap.listeners))
 	var opened []*rtListener
 	for name, lc := range snap.listeners {
-		if old := p.listeners[name]; old != nil && old.bind == lc.bind {
+		if old := p.listeners[name]; old != nil && old.bind == lc.bind && old.network == lc.network {
 			next[name] = old
 			continue
 		}
@@ -388,6 +388,7 @@ type rtListener struct {
 	p       *Proxy
 	name    string
 	bind    string
+	network string
 	ln      net.Listener
 	srv     *downstreamServer
 	conf    atomic.Pointer[listenerConf]
@@ -405,11 +406,11 @@ type upgradedConn struct {
 }
 
 func (p *Proxy) bind(lc *listenerConf) (*rtListener, error) {
-	ln, err := net.Listen("tcp", lc.bind)
+	ln, err := net.Listen(lc.network, lc.bind)
 	if err != nil {
 		return nil, err
 	}
-	rl := &rtListener{p: p, name: lc.name, bind: lc.bind, ln: ln, upgrades: map[*upgradedConn]struct{}{}}
+	rl := &rtListener{p: p, name: lc.name, bind: lc.bind, network: lc.network, ln: ln, upgrades: map[*upgradedConn]struct{}{}}
 	rl.tlsBase = &tls.Config{GetConfigForClient: rl.configForClient}
 	rl.srv = newDownstreamServer(rl, p.opts.MaxDownstreamConnections)
 	return rl, nil

@@ -132,7 +132,7 @@ func newShared(opts Options) *shared {
 	for _, role := range plainRoles {
 		s.plainListeners[role] = &listenerv3.Listener{
 			Name:         role.String(),
-			Address:      socketAddress("0.0.0.0", opts.port(role)),
+			Address:      listenerAddress(opts, role),
 			FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{s.hcm[role]}}},
 		}
 	}
@@ -210,6 +210,16 @@ const (
 	edgeMaxConcurrentStreams  = 100
 )
 
+// listenerAddress is where the listener of role binds. On "::" it sets
+// ipv4_compat, so one socket takes IPv4 and IPv6 (IPV6_V6ONLY=0): a
+// dual-stack or IPv6-only cluster is served, and so is an IPv4-only one
+// whose kernel has IPv6, which is nearly all.
+func listenerAddress(opts Options, role ir.ListenerRole) *corev3.Address {
+	a := socketAddress(opts.ListenAddress, opts.port(role))
+	a.GetSocketAddress().Ipv4Compat = opts.ListenAddress == "::"
+	return a
+}
+
 func socketAddress(host string, port uint32) *corev3.Address {
 	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
 		Address:       host,
@@ -221,7 +231,7 @@ func socketAddress(host string, port uint32) *corev3.Address {
 func tlsListener(role ir.ListenerRole, chains []*listenerv3.FilterChain, s *shared) *listenerv3.Listener {
 	return &listenerv3.Listener{
 		Name:            role.String(),
-		Address:         socketAddress("0.0.0.0", s.opts.port(role)),
+		Address:         listenerAddress(s.opts, role),
 		ListenerFilters: []*listenerv3.ListenerFilter{s.tlsInspector},
 		FilterChains:    chains,
 	}

@@ -33,6 +33,9 @@ import (
 // Options are the gateway-wide settings that do not come from source objects.
 type Options struct {
 	ExternalHTTPPort, ExternalHTTPSPort, InternalHTTPPort, InternalHTTPSPort uint32
+	// ListenAddress is the IP the listeners bind: "::" (dual-stack, the
+	// default) or "0.0.0.0" for a kernel without IPv6.
+	ListenAddress string
 	// StreamIdleTimeout is the HTTP connection manager's stream_idle_timeout;
 	// 0 disables it.
 	StreamIdleTimeout time.Duration
@@ -45,7 +48,11 @@ func DefaultOptions() Options {
 		ExternalHTTPSPort: 8443,
 		InternalHTTPPort:  8081,
 		InternalHTTPSPort: 8444,
-		StreamIdleTimeout: 5 * time.Minute,
+		ListenAddress:     "::",
+		// Envoy's default is 5 minutes, below Knative's 10-minute maximum
+		// revision timeout: a slow response would get a 408 from the
+		// gateway, and a quiet websocket a reset.
+		StreamIdleTimeout: 0,
 	}
 }
 
@@ -155,7 +162,8 @@ type Translator struct {
 	last *Resources
 }
 
-// New returns a Translator. Zero ports get their DefaultOptions value; a zero
+// New returns a Translator. Zero ports and an empty ListenAddress get their
+// DefaultOptions value; a zero
 // StreamIdleTimeout stays zero and disables the timeout.
 func New(opts Options) *Translator {
 	def := DefaultOptions()
@@ -173,6 +181,9 @@ func New(opts Options) *Translator {
 	}
 	if opts.StreamIdleTimeout < 0 {
 		opts.StreamIdleTimeout = 0
+	}
+	if opts.ListenAddress == "" {
+		opts.ListenAddress = def.ListenAddress
 	}
 	t := &Translator{
 		opts:    opts,

@@ -103,7 +103,7 @@ func names[M interface{ GetName() string }](ms []M) []string {
 
 func TestDefaultOptionsAndListeners(t *testing.T) {
 	if got := DefaultOptions(); got.ExternalHTTPPort != 8080 || got.ExternalHTTPSPort != 8443 ||
-		got.InternalHTTPPort != 8081 || got.InternalHTTPSPort != 8444 || got.StreamIdleTimeout != 5*time.Minute {
+		got.InternalHTTPPort != 8081 || got.InternalHTTPSPort != 8444 || got.StreamIdleTimeout != 0 {
 		t.Errorf("DefaultOptions() = %+v", got)
 	}
 
