@@ -33,6 +33,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	internalHTTPSPort := fs.Int("internal-https-port", 8444, "cluster-local TLS listener")
 	adminPort := fs.Int("admin-port", 9901, "admin interface on 127.0.0.1 (/ready, /metrics, /config_dump, /status)")
 	listen := fs.String("listen-address", "::", `address the gateway listeners bind to: "::" takes IPv4 and IPv6 (dual-stack), "0.0.0.0" IPv4 only, "127.0.0.1" this machine only`)
+	upstreamCA := fs.String("upstream-ca", "", "CA bundle that HTTPS backends (ExternalName Services on port 443 or named https) are verified against (default: the system's)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	accessLog := fs.Bool("access-log", true, "write one JSON line per request to stdout")
 	if err := fs.Parse(args); err != nil {
@@ -57,10 +58,11 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	g, err := standalone.Start(ctx, standalone.Options{
 		Paths:    files,
 		HTTPPort: *httpPort, HTTPSPort: *httpsPort, InternalHTTPPort: *internalHTTPPort, InternalHTTPSPort: *internalHTTPSPort,
-		ListenAddress: *listen,
-		AdminAddress:  net.JoinHostPort("127.0.0.1", strconv.Itoa(*adminPort)),
-		Logger:        logger,
-		AccessLog:     alog,
+		ListenAddress:     *listen,
+		AdminAddress:      net.JoinHostPort("127.0.0.1", strconv.Itoa(*adminPort)),
+		Logger:            logger,
+		AccessLog:         alog,
+		UpstreamTrustedCA: *upstreamCA,
 	})
 	if err != nil {
 		return err

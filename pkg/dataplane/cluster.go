@@ -88,10 +88,15 @@ type clusterSpec struct {
 	h2c            bool
 	family         clusterv3.Cluster_DnsLookupFamily
 	inline         *endpointv3.ClusterLoadAssignment
+	tls            *upstreamTLS // nil: cleartext
 }
 
 func (s *clusterSpec) poolKey() string {
-	return fmt.Sprintf("%d/%s/%t/%d", s.kind, s.connectTimeout, s.h2c, s.family)
+	tlsKey := ""
+	if s.tls != nil {
+		tlsKey = s.tls.key
+	}
+	return fmt.Sprintf("%d/%s/%t/%d/%s", s.kind, s.connectTimeout, s.h2c, s.family, tlsKey)
 }
 
 func parseCluster(c *clusterv3.Cluster) (*clusterSpec, error) {
@@ -99,10 +104,20 @@ func parseCluster(c *clusterv3.Cluster) (*clusterSpec, error) {
 		return nil, err
 	}
 	if err := onlyFields(c, "", "name", "type", "eds_cluster_config", "connect_timeout", "lb_policy",
-		"typed_extension_protocol_options", "dns_lookup_family", "load_assignment"); err != nil {
+		"typed_extension_protocol_options", "dns_lookup_family", "load_assignment", "transport_socket"); err != nil {
 		return nil, err
 	}
 	s := &clusterSpec{name: c.GetName(), kind: c.GetType(), connectTimeout: 5 * time.Second, family: c.GetDnsLookupFamily()}
+	if ts := c.GetTransportSocket(); ts != nil {
+		if ts.GetName() != "envoy.transport_sockets.tls" {
+			return nil, invalid("transport_socket.name", "%q is not supported by weir-proxy", ts.GetName())
+		}
+		u, err := parseUpstreamTLS(ts, "transport_socket")
+		if err != nil {
+			return nil, err
+		}
+		s.tls = u
+	}
 	if d, ok := duration(c.GetConnectTimeout()); ok {
 		s.connectTimeout = d
 	}
@@ -296,6 +311,11 @@ func newPool(s *clusterSpec, stats *clusterStats, budget *idleBudget) *upstreamP
 			stats.connectErrors.Inc()
 		}
 		return nil, &connectError{err}
+	}
+	if s.tls != nil {
+		// Both transports then speak over TLS: HTTP/1.1, or HTTP/2 by
+		// prior knowledge after ALPN "h2".
+		dial = s.tls.dialTLS(dial)
 	}
 	newTransport := func(h2c bool) *http.Transport {
 		t := &http.Transport{

@@ -276,6 +276,9 @@ type Backend struct {
 	// ExternalName, when set, is resolved by DNS (an ExternalName Service)
 	// and Endpoints is ignored.
 	ExternalName string
+	// TLSServerName, when set, makes the gateway connect over TLS, send it
+	// as SNI, and accept only a certificate for it from a trusted CA.
+	TLSServerName string
 	// Endpoints are the ready addresses; empty means no healthy upstream.
 	Endpoints  []Endpoint
 	Provenance Provenance

@@ -14,7 +14,11 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -181,4 +185,67 @@ func TestEnvoyRefusalsReachTheObject(t *testing.T) {
 		s, _ := statusOf(g, "weak")
 		return s.Ready
 	})
+}
+
+// TestExternalNameHTTPSGoesOutOverTLS: an ExternalName Service port named
+// https is called over TLS with its name as SNI, and its certificate is
+// verified; before, it went out in cleartext.
+func TestExternalNameHTTPSGoesOutOverTLS(t *testing.T) {
+	dir := t.TempDir()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "weir test CA"},
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caChain := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	// The backend's certificate is for "localhost", issued by the CA.
+	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	leafDER, err := x509.CreateCertificate(rand.Reader, tmpl, ca, leafKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sni string
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sni = r.TLS.ServerName
+		fmt.Fprint(w, "external over tls")
+	}))
+	up.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}}}
+	up.StartTLS()
+	t.Cleanup(up.Close)
+	port := up.Listener.Addr().(*net.TCPAddr).Port
+
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, caChain, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	write(t, dir, "external.yaml", fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: v1, namespace: default}
+spec: {type: ExternalName, externalName: localhost, ports: [{name: https, port: %d}]}
+`, port)+strings.Replace(ingressYAML("ext", []string{"ext.example.com"}, nil, ""), "servicePort: 80", fmt.Sprintf("servicePort: %d", port), 1))
+
+	g := startRunWith(t, Options{Paths: []string{dir}, PollInterval: 20 * time.Millisecond, UpstreamTrustedCA: caFile})
+	httpPort, _, _, _ := g.Ports()
+	eventually(t, "ext to answer over TLS", func() bool {
+		code, body := get(t, httpPort, "ext.example.com")
+		return code == 200 && body == "external over tls"
+	})
+	if sni != "localhost" {
+		t.Errorf("SNI = %q, want localhost", sni)
+	}
 }

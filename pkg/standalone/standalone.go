@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -53,6 +54,28 @@ type Options struct {
 	Logger       *zap.SugaredLogger
 	// AccessLog receives one line per request; nil disables it.
 	AccessLog io.Writer
+	// UpstreamTrustedCA is the CA bundle HTTPS backends (ExternalName on
+	// 443 or "https") are verified against; empty finds the system's.
+	UpstreamTrustedCA string
+}
+
+// systemCABundles are where common systems keep their CA bundle, as Go's
+// crypto/x509 looks for it.
+var systemCABundles = []string{
+	"/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu, Alpine, the Envoy image
+	"/etc/pki/tls/certs/ca-bundle.crt",   // Fedora, RHEL
+	"/etc/ssl/ca-bundle.pem",             // openSUSE
+	"/etc/ssl/cert.pem",                  // macOS, BSDs
+}
+
+// systemCABundle returns the first bundle that exists, or the first path.
+func systemCABundle() string {
+	for _, p := range systemCABundles {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return systemCABundles[0]
 }
 
 // Gateway is a running `weir run`.
@@ -142,6 +165,10 @@ func (g *Gateway) start(ctx context.Context) error {
 	topts := translate.DefaultOptions()
 	topts.ExternalHTTPPort, topts.ExternalHTTPSPort = uint32(g.opts.HTTPPort), uint32(g.opts.HTTPSPort)                 //nolint:gosec
 	topts.InternalHTTPPort, topts.InternalHTTPSPort = uint32(g.opts.InternalHTTPPort), uint32(g.opts.InternalHTTPSPort) //nolint:gosec
+	topts.UpstreamTrustedCA = g.opts.UpstreamTrustedCA
+	if topts.UpstreamTrustedCA == "" {
+		topts.UpstreamTrustedCA = systemCABundle()
+	}
 
 	// translate keeps the pointer of every unchanged resource.
 	server := xds.NewServer(ctx, xds.Options{Logger: g.log.Named("xds"), Registerer: g.reg, PointerIdentity: true})

@@ -106,9 +106,16 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // test ends.
 func startRun(t *testing.T, dir string, poll time.Duration) *Gateway {
 	t.Helper()
+	return startRunWith(t, Options{Paths: []string{dir}, PollInterval: poll})
+}
+
+// startRunWith is startRun with more options; the addresses and the
+// logger are the test's.
+func startRunWith(t *testing.T, opts Options) *Gateway {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	g, err := Start(ctx, Options{Paths: []string{dir}, ListenAddress: "127.0.0.1", AdminAddress: "127.0.0.1:0",
-		PollInterval: poll, Logger: zaptest.NewLogger(t).Sugar()})
+	opts.ListenAddress, opts.AdminAddress, opts.Logger = "127.0.0.1", "127.0.0.1:0", zaptest.NewLogger(t).Sugar()
+	g, err := Start(ctx, opts)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -301,10 +302,49 @@ func buildCluster(b *ir.Backend, s *shared) (*clusterv3.Cluster, error) {
 	if b.Protocol == ir.H2C || b.Protocol == ir.GRPC {
 		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: s.http2Options}
 	}
+	if b.TLSServerName != "" {
+		ts, err := upstreamTLS(b, s.opts)
+		if err != nil {
+			return nil, err
+		}
+		c.TransportSocket = ts
+	}
 	if err := c.ValidateAll(); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// upstreamTLS originates TLS to b: SNI, ALPN for its protocol, and the
+// certificate checked against the trusted CA bundle and b's name. Envoy
+// verifies nothing without a validation_context, and refuses a SAN match
+// without a trusted CA, so both are set.
+func upstreamTLS(b *ir.Backend, opts Options) (*corev3.TransportSocket, error) {
+	name, err := canonicalHost(b.TLSServerName)
+	if err != nil {
+		return nil, fmt.Errorf("TLS server name %q: %w", b.TLSServerName, err)
+	}
+	alpn := []string{"http/1.1"}
+	if b.Protocol == ir.H2C || b.Protocol == ir.GRPC {
+		alpn = []string{"h2"}
+	}
+	ctx, err := anypb.New(&tlsv3.UpstreamTlsContext{
+		Sni: name,
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			AlpnProtocols: alpn,
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: opts.UpstreamTrustedCA}},
+				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+					SanType: tlsv3.SubjectAltNameMatcher_DNS,
+					Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: name}},
+				}},
+			}},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &corev3.TransportSocket{Name: tlsTransportSocket, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: ctx}}, nil
 }
 
 func lbEndpoint(host string, port uint32) *endpointv3.LbEndpoint {

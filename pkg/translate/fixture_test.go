@@ -92,12 +92,13 @@ type fixtureRetry struct {
 }
 
 type fixtureBackend struct {
-	Name         string        `json:"name"`
-	Service      ir.ServiceRef `json:"service"`
-	Protocol     string        `json:"protocol"`
-	ExternalName string        `json:"externalName"`
-	Endpoints    []ir.Endpoint `json:"endpoints"`
-	Provenance   ir.Provenance `json:"provenance"`
+	Name          string        `json:"name"`
+	Service       ir.ServiceRef `json:"service"`
+	Protocol      string        `json:"protocol"`
+	ExternalName  string        `json:"externalName"`
+	TLSServerName string        `json:"tlsServerName"`
+	Endpoints     []ir.Endpoint `json:"endpoints"`
+	Provenance    ir.Provenance `json:"provenance"`
 }
 
 type fixtureCertificate struct {
@@ -151,7 +152,7 @@ func (f fixtureFile) fragments() ([]*ir.Fragment, error) {
 				return nil, fmt.Errorf("backend %s: unknown protocol %q", fb.Name, fb.Protocol)
 			}
 			frag.Backends = append(frag.Backends, &ir.Backend{
-				Name: fb.Name, Service: fb.Service, Protocol: p, ExternalName: fb.ExternalName,
+				Name: fb.Name, Service: fb.Service, Protocol: p, ExternalName: fb.ExternalName, TLSServerName: fb.TLSServerName,
 				Endpoints: fb.Endpoints, Provenance: fb.Provenance,
 			})
 		}

@@ -78,9 +78,10 @@ func (p *vhostPart) problem(reason, format string, args ...any) Problem {
 
 // clusterDef is everything the Cluster proto depends on besides the name.
 type clusterDef struct {
-	service      ir.ServiceRef
-	protocol     ir.Protocol
-	externalName string
+	service       ir.ServiceRef
+	protocol      ir.Protocol
+	externalName  string
+	tlsServerName string
 }
 
 // backendPart is one translated backend: its cluster and, for EDS, its load
@@ -244,7 +245,7 @@ func (e *fragmentEntry) rebuildBackends(f *ir.Fragment, s *shared, w *warner) []
 }
 
 func defOf(b *ir.Backend) clusterDef {
-	return clusterDef{service: b.Service, protocol: b.Protocol, externalName: b.ExternalName}
+	return clusterDef{service: b.Service, protocol: b.Protocol, externalName: b.ExternalName, tlsServerName: b.TLSServerName}
 }
 
 // backendPart returns prev when b translates to the same protos, otherwise a

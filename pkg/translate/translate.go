@@ -33,6 +33,10 @@ import (
 // Options are the gateway-wide settings that do not come from source objects.
 type Options struct {
 	ExternalHTTPPort, ExternalHTTPSPort, InternalHTTPPort, InternalHTTPSPort uint32
+	// UpstreamTrustedCA is the CA bundle file that TLS to a backend
+	// (ir.Backend.TLSServerName) is verified against; the gateway reads
+	// it. The default is where Debian, Ubuntu and the Envoy image keep it.
+	UpstreamTrustedCA string
 	// ListenAddress is the IP the listeners bind: "::" (dual-stack, the
 	// default) or "0.0.0.0" for a kernel without IPv6.
 	ListenAddress string
@@ -49,6 +53,7 @@ func DefaultOptions() Options {
 		InternalHTTPPort:  8081,
 		InternalHTTPSPort: 8444,
 		ListenAddress:     "::",
+		UpstreamTrustedCA: "/etc/ssl/certs/ca-certificates.crt",
 		// Envoy's default is 5 minutes, below Knative's 10-minute maximum
 		// revision timeout: a slow response would get a 408 from the
 		// gateway, and a quiet websocket a reset.
@@ -162,8 +167,8 @@ type Translator struct {
 	last *Resources
 }
 
-// New returns a Translator. Zero ports and an empty ListenAddress get their
-// DefaultOptions value; a zero
+// New returns a Translator. Zero ports, an empty ListenAddress and an
+// empty UpstreamTrustedCA get their DefaultOptions value; a zero
 // StreamIdleTimeout stays zero and disables the timeout.
 func New(opts Options) *Translator {
 	def := DefaultOptions()
@@ -184,6 +189,9 @@ func New(opts Options) *Translator {
 	}
 	if opts.ListenAddress == "" {
 		opts.ListenAddress = def.ListenAddress
+	}
+	if opts.UpstreamTrustedCA == "" {
+		opts.UpstreamTrustedCA = def.UpstreamTrustedCA
 	}
 	t := &Translator{
 		opts:    opts,

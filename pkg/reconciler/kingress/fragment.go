@@ -313,6 +313,10 @@ func (b *builder) backend(field, ns, name string, port intstr.IntOrString) strin
 	}
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		be.ExternalName = svc.Spec.ExternalName
+		// An external HTTPS service must not be called in cleartext.
+		if speaksTLS(sp) {
+			be.TLSServerName = svc.Spec.ExternalName
+		}
 	} else {
 		be.Endpoints = b.endpoints(ns, name, sp)
 	}
@@ -334,6 +338,12 @@ func servicePort(svc *corev1.Service, port intstr.IntOrString) (corev1.ServicePo
 		}
 	}
 	return corev1.ServicePort{}, false
+}
+
+// speaksTLS reports whether an ExternalName Service port is HTTPS: port
+// 443, or named or with appProtocol "https".
+func speaksTLS(sp corev1.ServicePort) bool {
+	return sp.Port == 443 || sp.Name == "https" || sp.AppProtocol != nil && (*sp.AppProtocol == "https" || *sp.AppProtocol == "kubernetes.io/https")
 }
 
 func protocolOf(sp corev1.ServicePort) ir.Protocol {

@@ -219,6 +219,42 @@ func TestBuildProtocols(t *testing.T) {
 	}
 }
 
+// TestBuildExternalNameTLS: an ExternalName port that is HTTPS (443, or
+// named or with appProtocol https) is reached over TLS with its name.
+func TestBuildExternalNameTLS(t *testing.T) {
+	ing := kingress("hello", func(i *v1alpha1.Ingress) {
+		i.Spec.Rules[0].HTTP.Paths[0].Splits = []v1alpha1.IngressBackendSplit{
+			split("port443", 443, 25), split("named", 8443, 25), split("byapp", 9443, 25), split("plain", 80, 25),
+		}
+	})
+	ext := func(name string, p corev1.ServicePort) *corev1.Service {
+		s := service(name, p)
+		s.Spec.Type, s.Spec.ExternalName = corev1.ServiceTypeExternalName, name+".example.org"
+		return s
+	}
+	l := newListers(
+		ext("port443", corev1.ServicePort{Name: "web", Port: 443}),
+		ext("named", corev1.ServicePort{Name: "https", Port: 8443}),
+		ext("byapp", corev1.ServicePort{Name: "web", Port: 9443, AppProtocol: ptr.To("https")}),
+		ext("plain", corev1.ServicePort{Name: "http", Port: 80}),
+	)
+	frag, problems := build(t, ing, l)
+	if len(problems) != 0 {
+		t.Fatalf("problems = %v", problems)
+	}
+	got := map[string]string{}
+	for _, b := range frag.Backends {
+		got[b.Name] = b.TLSServerName
+	}
+	want := map[string]string{
+		"default/port443:443": "port443.example.org", "default/named:8443": "named.example.org",
+		"default/byapp:9443": "byapp.example.org", "default/plain:80": "",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("TLS server names (-want +got):\n%s", diff)
+	}
+}
+
 func TestBuildReferenceProblems(t *testing.T) {
 	for _, tc := range []struct {
 		name       string

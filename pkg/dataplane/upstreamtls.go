@@ -1,0 +1,182 @@
+package dataplane
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
+)
+
+// upstreamTLS is a cluster's envoy.transport_sockets.tls UpstreamTlsContext,
+// with Envoy's semantics: no validation_context verifies nothing; a
+// trusted_ca verifies the chain; SAN matchers then require one of the
+// names.
+type upstreamTLS struct {
+	sni   string
+	alpn  []string
+	roots *x509.CertPool
+	sans  []string
+	// key identifies the configuration, for the pool key.
+	key string
+}
+
+func parseUpstreamTLS(ts *corev3.TransportSocket, path string) (*upstreamTLS, error) {
+	if err := onlyFields(ts, path, "name", "typed_config"); err != nil {
+		return nil, err
+	}
+	var ctx tlsv3.UpstreamTlsContext
+	if err := unpack(ts.GetTypedConfig(), &ctx, sub(path, "typed_config")); err != nil {
+		return nil, err
+	}
+	p := sub(path, "typed_config")
+	if err := pgv(&ctx, p); err != nil {
+		return nil, err
+	}
+	if err := onlyFields(&ctx, p, "sni", "common_tls_context"); err != nil {
+		return nil, err
+	}
+	out := &upstreamTLS{sni: ctx.GetSni()}
+	common := ctx.GetCommonTlsContext()
+	cp := sub(p, "common_tls_context")
+	if err := onlyFields(common, cp, "alpn_protocols", "validation_context"); err != nil {
+		return nil, err
+	}
+	out.alpn = common.GetAlpnProtocols()
+	if vc := common.GetValidationContext(); vc != nil {
+		vp := sub(cp, "validation_context")
+		if err := onlyFields(vc, vp, "trusted_ca", "match_typed_subject_alt_names"); err != nil {
+			return nil, err
+		}
+		for i, m := range vc.GetMatchTypedSubjectAltNames() {
+			mp := idx(sub(vp, "match_typed_subject_alt_names"), i)
+			if m.GetSanType() != tlsv3.SubjectAltNameMatcher_DNS {
+				return nil, invalid(sub(mp, "san_type"), "%v is not supported by weir-proxy", m.GetSanType())
+			}
+			exact := m.GetMatcher().GetExact()
+			if exact == "" || m.GetMatcher().GetIgnoreCase() {
+				return nil, invalid(sub(mp, "matcher"), "only an exact, case-sensitive match is supported by weir-proxy")
+			}
+			out.sans = append(out.sans, exact)
+		}
+		if ca := vc.GetTrustedCa(); ca != nil {
+			pem, err := dataSource(ca, sub(vp, "trusted_ca"))
+			if err != nil {
+				return nil, err
+			}
+			out.roots = x509.NewCertPool()
+			if !out.roots.AppendCertsFromPEM(pem) {
+				return nil, invalid(sub(vp, "trusted_ca"), "Failed to load trusted CA certificates: no PEM certificate found")
+			}
+		} else if len(out.sans) > 0 {
+			// Envoy's DefaultCertValidator refuses this too.
+			return nil, invalid(vp, "SAN-based verification of peer certificates without trusted CA is insecure and not allowed")
+		}
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(&ctx)
+	if err != nil {
+		return nil, invalid(p, "%v", err)
+	}
+	sum := sha256.Sum256(b)
+	out.key = hex.EncodeToString(sum[:8])
+	return out, nil
+}
+
+// dataSource reads a DataSource as Envoy does at config load: a file
+// that cannot be read refuses the config.
+func dataSource(ds *corev3.DataSource, path string) ([]byte, error) {
+	switch s := ds.GetSpecifier().(type) {
+	case *corev3.DataSource_Filename:
+		b, err := os.ReadFile(s.Filename)
+		if err != nil {
+			return nil, invalid(sub(path, "filename"), "cannot read %q: %v", s.Filename, err)
+		}
+		return b, nil
+	case *corev3.DataSource_InlineBytes:
+		return s.InlineBytes, nil
+	case *corev3.DataSource_InlineString:
+		return []byte(s.InlineString), nil
+	}
+	return nil, invalid(path, "a filename, inline_bytes or inline_string is required")
+}
+
+func (u *upstreamTLS) config() *tls.Config {
+	return &tls.Config{
+		ServerName: u.sni,
+		NextProtos: u.alpn,
+		// Verification is Envoy's, below: the chain against trusted_ca
+		// (not against the SNI), then the SAN matchers.
+		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection
+		VerifyConnection:   u.verify,
+		MinVersion:         tls.VersionTLS12,
+	}
+}
+
+func (u *upstreamTLS) verify(cs tls.ConnectionState) error {
+	if u.roots == nil {
+		return nil
+	}
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("upstream sent no certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	leaf := cs.PeerCertificates[0]
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: u.roots, Intermediates: inter}); err != nil {
+		return fmt.Errorf("upstream certificate: %w", err)
+	}
+	if len(u.sans) == 0 {
+		return nil
+	}
+	for _, want := range u.sans {
+		for _, got := range leaf.DNSNames {
+			if dnsNameMatch(want, got) {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("upstream certificate for %v matches none of %v", leaf.DNSNames, u.sans)
+}
+
+// dnsNameMatch is Envoy's match of a configured DNS name against a
+// certificate's: exact, or a "*." certificate name covering one label.
+func dnsNameMatch(want, cert string) bool {
+	if strings.EqualFold(want, cert) {
+		return true
+	}
+	if rest, ok := strings.CutPrefix(cert, "*."); ok {
+		if i := strings.IndexByte(want, '.'); i > 0 && strings.EqualFold(want[i+1:], rest) {
+			return true
+		}
+	}
+	return false
+}
+
+// dialTLS wraps dial with the handshake; a failed handshake is a connect
+// failure, as in Envoy.
+func (u *upstreamTLS) dialTLS(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	conf := u.config()
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		tc := tls.Client(c, conf)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, &connectError{fmt.Errorf("TLS handshake with %s: %w", addr, err)}
+		}
+		return tc, nil
+	}
+}

@@ -1,0 +1,124 @@
+package dataplane
+
+import (
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+)
+
+// tlsUpstreamContext is what translate emits for an HTTPS ExternalName.
+func tlsUpstreamContext(sni, caFile string, sans ...string) *corev3.TransportSocket {
+	ctx := &tlsv3.UpstreamTlsContext{Sni: sni, CommonTlsContext: &tlsv3.CommonTlsContext{AlpnProtocols: []string{"http/1.1"}}}
+	if caFile != "" {
+		vc := &tlsv3.CertificateValidationContext{TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: caFile}}}
+		for _, s := range sans {
+			vc.MatchTypedSubjectAltNames = append(vc.MatchTypedSubjectAltNames, &tlsv3.SubjectAltNameMatcher{
+				SanType: tlsv3.SubjectAltNameMatcher_DNS,
+				Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s}},
+			})
+		}
+		ctx.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc}
+	}
+	return &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}}
+}
+
+// TestUpstreamTLS: a cluster with an UpstreamTlsContext speaks TLS to its
+// endpoint, sends the SNI, and accepts only what Envoy would: a chain from
+// trusted_ca whose SAN matches.
+func TestUpstreamTLS(t *testing.T) {
+	var sawSNI string
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sawSNI = r.TLS.ServerName
+		fmt.Fprint(w, "over tls")
+	}))
+	up.StartTLS() // httptest's certificate names example.com and 127.0.0.1
+	t.Cleanup(up.Close)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: up.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	otherCA := filepath.Join(t.TempDir(), "other.pem")
+	if err := os.WriteFile(otherCA, newCert(t, "other", "other.example").certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := up.Listener.Addr().String()
+
+	for _, tc := range []struct {
+		name string
+		ts   *corev3.TransportSocket
+		want int
+	}{
+		{"trusted, SAN matches", tlsUpstreamContext("example.com", caFile, "example.com"), 200},
+		{"no validation context verifies nothing", tlsUpstreamContext("example.com", ""), 200},
+		{"SAN does not match", tlsUpstreamContext("example.com", caFile, "api.example.org"), 503},
+		{"untrusted CA", tlsUpstreamContext("example.com", otherCA, "example.com"), 503},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newTestProxy(t, Options{})
+			c := edsCluster("tls", false)
+			c.TransportSocket = tc.ts
+			res := &Resources{
+				Listeners: []*listenerv3.Listener{plainListener("l")},
+				Routes:    []*routev3.RouteConfiguration{routeConfig("l", virtualHost("v", []string{"*"}, routeTo(prefixMatch("/"), "tls")))},
+				Clusters:  []*clusterv3.Cluster{c},
+				Endpoints: []*endpointv3.ClusterLoadAssignment{cla("tls", addr)},
+			}
+			mustApply(t, p, res)
+			resp, err := http.Get(proxyURL(t, p, "l") + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d %q, want %d", resp.StatusCode, body, tc.want)
+			}
+			if tc.want == 200 && (string(body) != "over tls" || sawSNI != "example.com") {
+				t.Errorf("body %q, SNI %q; want over tls with SNI example.com", body, sawSNI)
+			}
+		})
+	}
+}
+
+// TestUpstreamTLSRefusedAsEnvoyRefusesIt: config Envoy NACKs is NACKed.
+func TestUpstreamTLSRefusedAsEnvoyRefusesIt(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ts   *corev3.TransportSocket
+		want string
+	}{
+		{"SAN without trusted CA", func() *corev3.TransportSocket {
+			ts := tlsUpstreamContext("a", filepath.Join(t.TempDir(), "x"), "a")
+			ctx := &tlsv3.UpstreamTlsContext{}
+			if err := ts.GetTypedConfig().UnmarshalTo(ctx); err != nil {
+				t.Fatal(err)
+			}
+			ctx.GetCommonTlsContext().GetValidationContext().TrustedCa = nil
+			ts.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}
+			return ts
+		}(), "without trusted CA"},
+		{"unreadable CA file", tlsUpstreamContext("a", "/nonexistent/ca.pem", "a"), "cannot read"},
+	} {
+		p := newTestProxy(t, Options{})
+		c := edsCluster("tls", false)
+		c.TransportSocket = tc.ts
+		err := p.Apply(&Resources{Clusters: []*clusterv3.Cluster{c}, Endpoints: []*endpointv3.ClusterLoadAssignment{cla("tls", "127.0.0.1:1")}})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Apply = %v, want an error with %q", tc.name, err, tc.want)
+		}
+	}
+}
