@@ -78,7 +78,7 @@ func run() error {
 	defer conn.Close()
 	client := xdsclient.New(conn, proxy, xdsclient.Options{NodeID: *nodeID, Cluster: "weir-gateway", Logger: logger.Named("xds"), Registerer: reg})
 
-	adm := admin.New(admin.Options{Ready: proxy.Ready, Config: client.Applied, Gatherer: reg})
+	adm := admin.New(admin.Options{Ready: proxy.Ready, Config: client.Applied, Gatherer: reg, OnDrain: proxy.Drain})
 	adminSrv := &http.Server{Addr: *adminAddress, Handler: adm, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := adminSrv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -210,7 +210,7 @@ func (g *Gateway) start(ctx context.Context) error {
 		}
 	})
 
-	g.admin = admin.New(admin.Options{Ready: g.proxy.Ready, Config: g.client.Applied, Gatherer: g.reg,
+	g.admin = admin.New(admin.Options{Ready: g.proxy.Ready, Config: g.client.Applied, Gatherer: g.reg, OnDrain: g.proxy.Drain,
 		Extra: map[string]http.Handler{"/status": http.HandlerFunc(g.serveStatus)}})
 	g.adminLis, err = net.Listen("tcp", g.opts.AdminAddress)
 	if err != nil {

@@ -6,6 +6,7 @@ package admin
 import (
 	"net/http"
 	"net/http/pprof"
+	"sync"
 	"sync/atomic"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -30,13 +31,17 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Extra adds handlers, e.g. /status in weir run.
 	Extra map[string]http.Handler
+	// OnDrain, if set, is called once when POST /drain_listeners?graceful
+	// starts a drain, e.g. the proxy's Drain.
+	OnDrain func()
 }
 
 // Admin serves the admin endpoints.
 type Admin struct {
-	opts     Options
-	draining atomic.Bool
-	mux      *http.ServeMux
+	opts      Options
+	draining  atomic.Bool
+	drainOnce sync.Once
+	mux       *http.ServeMux
 }
 
 // New returns the admin handler.
@@ -45,6 +50,7 @@ func New(opts Options) *Admin {
 	a.mux.HandleFunc("/ready", a.ready)
 	a.mux.Handle("/metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
 	a.mux.HandleFunc("/config_dump", a.configDump)
+	a.mux.HandleFunc("/drain_listeners", a.drainListeners)
 	// Envoy's admin has /cpuprofiler and /heapprofiler; these are Go's.
 	a.mux.HandleFunc("/debug/pprof/", pprof.Index)
 	a.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -61,6 +67,30 @@ func New(opts Options) *Admin {
 func (a *Admin) Drain() { a.draining.Store(true) }
 
 func (a *Admin) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+// drainListeners is Envoy's POST /drain_listeners?graceful, which the
+// gateway's preStop hook calls in the release manifests: /ready fails, and
+// every response asks its client to reconnect, while the listeners keep
+// accepting until the process is told to stop. Without "graceful" Envoy
+// closes the listeners at once, which weir-proxy does not offer.
+func (a *Admin) drainListeners(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "This endpoint changes state: use POST", http.StatusMethodNotAllowed)
+		return
+	}
+	if !r.URL.Query().Has("graceful") {
+		http.Error(w, "weir-proxy drains gracefully only: POST /drain_listeners?graceful", http.StatusBadRequest)
+		return
+	}
+	a.drainOnce.Do(func() {
+		a.Drain()
+		if a.opts.OnDrain != nil {
+			a.opts.OnDrain()
+		}
+	})
+	_, _ = w.Write([]byte("OK\n"))
+}
 
 // ready answers like Envoy's /ready: LIVE once configured, else 503.
 func (a *Admin) ready(w http.ResponseWriter, _ *http.Request) {
