@@ -22,6 +22,8 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
 
+	"github.com/weir-dev/weir/pkg/re2size"
+
 	weirconfig "github.com/weir-dev/weir/pkg/config"
 )
 
@@ -156,5 +158,15 @@ func TestEnvoyBootstrapIsValid(t *testing.T) {
 	if b.GetDynamicResources().GetAdsConfig() == nil || b.GetDynamicResources().GetLdsConfig().GetAds() == nil ||
 		b.GetDynamicResources().GetCdsConfig().GetAds() == nil {
 		t.Error("LDS and CDS must come over ADS")
+	}
+	// translate refuses regexes by re2size's bound of this limit.
+	var limit float64
+	for _, l := range b.GetLayeredRuntime().GetLayers() {
+		if v, ok := l.GetStaticLayer().GetFields()["re2.max_program_size.error_level"]; ok {
+			limit = v.GetNumberValue()
+		}
+	}
+	if limit != re2size.MaxProgramSize {
+		t.Errorf("re2.max_program_size.error_level = %v in the bootstrap, want re2size.MaxProgramSize (%d)", limit, re2size.MaxProgramSize)
 	}
 }

@@ -16,6 +16,8 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/weir-dev/weir/pkg/re2size"
 )
 
 // envoyDefaultRouteTimeout is what Envoy uses when a route sets no timeout.
@@ -655,6 +657,11 @@ func compileRegex(m *matcherv3.RegexMatcher, path string) (*regexp.Regexp, error
 	re, err := regexp.Compile("^(?:" + m.GetRegex() + ")$")
 	if err != nil {
 		return nil, invalid(sub(path, "regex"), "invalid RE2 regex: %v", err)
+	}
+	// Envoy refuses a program over re2.max_program_size.error_level, which
+	// the release bootstrap sets; weir-proxy holds to Weir's bound of it.
+	if size, err := re2size.Bound(m.GetRegex()); err != nil || size > re2size.MaxProgramSize {
+		return nil, invalid(sub(path, "regex"), "regex '%s' RE2 program size of up to %d > max program size of %d set for the error level threshold", m.GetRegex(), size, re2size.MaxProgramSize)
 	}
 	return re, nil
 }

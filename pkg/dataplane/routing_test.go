@@ -245,3 +245,19 @@ func TestUnsupportedFieldsNamed(t *testing.T) {
 		}
 	}
 }
+
+// TestRegexOverProgramSizeRejected: weir-proxy refuses a regex over the
+// RE2 program size that the release bootstrap lets Envoy accept, as Envoy
+// does, and accepts one over Envoy's default of 100.
+func TestRegexOverProgramSizeRejected(t *testing.T) {
+	ok := routeConfig("r", virtualHost("v", []string{"*"}, &routev3.Route{Match: regexMatch(`^/api/v[0-9]{1,3}/users/[a-z0-9-]{1,64}$`),
+		Action: &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{HostRedirect: "x"}}}))
+	if _, err := compileRoutes(ok, nil, nil, newVhostCache(nil)); err != nil {
+		t.Fatalf("a regex of RE2 size 271 was refused: %v", err)
+	}
+	huge := routeConfig("r", virtualHost("v", []string{"*"}, &routev3.Route{Match: regexMatch(`/\pL{40}`),
+		Action: &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{HostRedirect: "x"}}}))
+	if _, err := compileRoutes(huge, nil, nil, newVhostCache(nil)); err == nil || !strings.Contains(err.Error(), "max program size") {
+		t.Fatalf("a regex of RE2 size 47,725 was accepted: %v", err)
+	}
+}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weir-dev/weir/pkg/ir"
 )
 
 func TestCanonicalHost(t *testing.T) {
@@ -123,5 +125,30 @@ func TestCheckKeyPair(t *testing.T) {
 		case tc.err == "" && err != nil:
 			t.Errorf("%s: %v, want accepted", tc.name, err)
 		}
+	}
+}
+
+// TestRegexProgramSize: a regex over Envoy's default RE2 program size of
+// 100 is served (the bootstrap raises the limit), one over the raised
+// limit is left out with a problem on its object, and the rest is served.
+func TestRegexProgramSize(t *testing.T) {
+	f := service("default", "re", 100)
+	vh := f.VirtualHosts[0]
+	ok := *vh.Routes[0]
+	ok.Name, ok.Match.Path = "api", ir.PathMatch{Kind: ir.PathRegex, Value: `^/api/v[0-9]{1,3}/users/[a-z0-9-]{1,64}$`} // 271 in RE2
+	huge := *vh.Routes[0]
+	huge.Name, huge.Match.Path = "letters", ir.PathMatch{Kind: ir.PathRegex, Value: `/\pL{40}`} // about 48,000 in RE2
+	vh.Routes = []*ir.Route{&ok, &huge, vh.Routes[0]}
+	res := mustTranslate(t, []*ir.Fragment{f})
+	var names []string
+	for _, r := range routeConfig(t, res, "external-http").GetVirtualHosts()[0].GetRoutes() {
+		names = append(names, r.GetMatch().GetSafeRegex().GetRegex())
+	}
+	if len(names) != 2 || names[0] != ok.Match.Path.Value {
+		t.Errorf("routes' regexes = %q, want the api regex and the prefix route", names)
+	}
+	ps := res.ProblemsBySource()[f.Source]
+	if len(ps) != 1 || !strings.Contains(ps[0].Message, `route "letters" left out`) || !strings.Contains(ps[0].Message, "re2.max_program_size") {
+		t.Errorf("problems = %+v, want the letters route left out for its program size", ps)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"regexp/syntax"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/re2size"
 )
 
 // buildVirtualHost translates vh. Routes that cannot be expressed are left
@@ -217,13 +217,22 @@ func exactHeader(name, value string) *routev3.HeaderMatcher {
 	}
 }
 
-// checkRegex rejects what RE2 would. Go's regexp implements the RE2 syntax.
+// checkRegex rejects what Envoy would: RE2 syntax, which Go's regexp
+// implements, and a program no larger than re2.max_program_size
+// (source/common/common/regex.cc), which the release bootstrap raises to
+// re2size.MaxProgramSize; Envoy's default of 100 refuses ordinary regexes.
 func checkRegex(re string) error {
 	if re == "" {
 		return errors.New("empty regex")
 	}
-	_, err := syntax.Parse(re, syntax.Perl)
-	return err
+	size, err := re2size.Bound(re)
+	if err != nil {
+		return err
+	}
+	if size > re2size.MaxProgramSize {
+		return fmt.Errorf("its RE2 program may reach %d instructions, over the %d that the gateway's Envoy accepts (re2.max_program_size.error_level); simplify it, e.g. fewer or smaller repetitions of Unicode classes", size, re2size.MaxProgramSize)
+	}
+	return nil
 }
 
 func buildRouteAction(r *ir.Route, available nameSet, s *shared, w *warner, label string) (*routev3.RouteAction, bool, error) {
