@@ -15,6 +15,8 @@ import (
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+
+	"github.com/weir-dev/weir/pkg/envoycheck"
 )
 
 const (
@@ -470,6 +472,9 @@ func compileSecret(s *tlsv3.Secret) (*tls.Certificate, error) {
 	cert, err := tls.X509KeyPair(chain, key)
 	if err != nil {
 		return nil, invalid("tls_certificate", "invalid certificate or key: %v", err)
+	}
+	if err := envoycheck.Certificate(cert.Leaf); err != nil {
+		return nil, invalid("tls_certificate.certificate_chain", "%v", err)
 	}
 	return &cert, nil
 }

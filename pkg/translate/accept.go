@@ -1,14 +1,13 @@
 package translate
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rsa"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/weir-dev/weir/pkg/envoycheck"
 )
 
 // The checks in this file mirror checks that Envoy makes when it loads
@@ -57,6 +56,26 @@ func asciiLower(s string) string {
 	return s
 }
 
+// checkDomainWildcard refuses a '*' that Envoy's virtual host matching
+// (source/common/router/config_impl.cc) cannot honour: "*" alone, or one
+// leading or one trailing '*', are wildcards; any other '*' makes an exact
+// domain that no Host matches.
+func checkDomainWildcard(d string) error {
+	if d == "*" {
+		return nil
+	}
+	inner := d
+	if strings.HasPrefix(inner, "*") {
+		inner = inner[1:]
+	} else if strings.HasSuffix(inner, "*") {
+		inner = inner[:len(inner)-1]
+	}
+	if strings.Contains(inner, "*") {
+		return errors.New(`a '*' is a wildcard only as the first or the last character; here it would match no host`)
+	}
+	return nil
+}
+
 // canonicalServerName returns a TLS server name as Envoy's filter chain
 // manager keys it, in the form Weir emits.
 //
@@ -82,31 +101,12 @@ func canonicalServerName(h string) (string, error) {
 }
 
 // checkKeyPair reports whether chain and key form a key pair that Envoy
-// loads. Go's tls.X509KeyPair accepts more than Envoy does: Envoy's TLS
-// context (source/common/tls/context_impl.cc, ContextImpl::ContextImpl)
-// refuses RSA keys under 2048 bits and ECDSA keys on curves other than
-// P-256, P-384 and P-521 (P-256 only before Envoy 1.33). It loads Ed25519
-// outside FIPS builds, as Go does.
+// loads: Go's tls.X509KeyPair accepts more than Envoy does
+// (envoycheck.Certificate).
 func checkKeyPair(chain, key []byte) error {
 	pair, err := tls.X509KeyPair(chain, key)
 	if err != nil {
 		return err
 	}
-	return checkPublicKey(pair.Leaf.PublicKey)
-}
-
-func checkPublicKey(pub any) error {
-	switch k := pub.(type) {
-	case *rsa.PublicKey:
-		if bits := k.N.BitLen(); bits < 2048 {
-			return fmt.Errorf("an RSA key of %d bits: Envoy loads only RSA keys of 2048 bits or more", bits)
-		}
-	case *ecdsa.PublicKey:
-		switch k.Curve {
-		case elliptic.P256(), elliptic.P384(), elliptic.P521():
-		default:
-			return fmt.Errorf("an ECDSA key on curve %s: Envoy loads only P-256, P-384 and P-521", k.Curve.Params().Name)
-		}
-	}
-	return nil
+	return envoycheck.Certificate(pair.Leaf)
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"math/big"
 	"strings"
@@ -150,5 +151,51 @@ func TestRegexProgramSize(t *testing.T) {
 	ps := res.ProblemsBySource()[f.Source]
 	if len(ps) != 1 || !strings.Contains(ps[0].Message, `route "letters" left out`) || !strings.Contains(ps[0].Message, "re2.max_program_size") {
 		t.Errorf("problems = %+v, want the letters route left out for its program size", ps)
+	}
+}
+
+func TestCheckDomainWildcard(t *testing.T) {
+	for d, ok := range map[string]bool{
+		"*": true, "*.example.com": true, "*-bar.example.com": true, "foo.*": true, "example.com": true,
+		"a.*.example.com": false, "*.example.*": false, "**": false, "*foo*": false,
+	} {
+		if err := checkDomainWildcard(d); (err == nil) != ok {
+			t.Errorf("checkDomainWildcard(%q) = %v, want accepted=%v", d, err, ok)
+		}
+	}
+}
+
+// TestCheckLeafNames mirrors Envoy's server context: a certificate needs a
+// subject CN or a SAN, and a CN must not be empty.
+func TestCheckLeafNames(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		subject pkix.Name
+		dns     []string
+		err     string
+	}{
+		{"CN only", pkix.Name{CommonName: "a.example.com"}, nil, ""},
+		{"SAN only", pkix.Name{Organization: []string{"weir"}}, []string{"a.example.com"}, ""},
+		{"neither", pkix.Name{Organization: []string{"weir"}}, nil, "neither a subject CN nor a SAN"},
+		{"empty CN", pkix.Name{ExtraNames: []pkix.AttributeTypeAndValue{{Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: ""}}}, []string{"a.example.com"}, "CN is empty"},
+	} {
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: tc.subject, DNSNames: tc.dns,
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, _ := x509.MarshalPKCS8PrivateKey(key)
+		err = checkKeyPair(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%s: %v, want an error with %q", tc.name, err, tc.err)
+		case tc.err == "" && err != nil:
+			t.Errorf("%s: %v, want accepted", tc.name, err)
+		}
 	}
 }

@@ -64,6 +64,9 @@ func vhostDomains(in []string, w *warner) []string {
 	}
 	for _, d := range in {
 		c, err := canonicalHost(d)
+		if err == nil {
+			err = checkDomainWildcard(c)
+		}
 		if err != nil {
 			w.addReason(ReasonInvalidHost, "domain %q left out: %v", d, err)
 			continue
