@@ -28,10 +28,12 @@ run: build
 test: lint unit e2e conformance
 
 ## unit: every package outside test/, with the race detector (it needs cgo;
-## gcc is on the machine image), then pkg/re2size checked against libre2.
+## gcc is on the machine image), then pkg/re2size checked against libre2,
+## then every fuzz target fuzzed for FUZZTIME (20s).
 unit:
 	CGO_ENABLED=1 $(GO) test -race $(GOTESTFLAGS) $(UNIT_PKGS)
 	hack/re2-check.sh
+	hack/fuzz.sh
 
 ## e2e: test/cluster's own test and test/e2e, one cluster at a time;
 ## never cached, since the binaries they run are built at run time.

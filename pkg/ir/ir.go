@@ -88,12 +88,15 @@ type Fragment struct {
 	Certificates []*Certificate
 }
 
-// Domains returns every domain the fragment serves, on any listener.
+// Domains returns every domain the fragment serves, on any listener, as
+// the gateway compares them: lower-cased with ASCII rules, as Envoy does.
+// Only ASCII is folded: the Kelvin sign must not become another's "k".
 func (f *Fragment) Domains() []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, vh := range f.VirtualHosts {
 		for _, d := range vh.Domains {
+			d = asciiLower(d)
 			if !seen[d] {
 				seen[d] = true
 				out = append(out, d)
@@ -101,6 +104,21 @@ func (f *Fragment) Domains() []string {
 		}
 	}
 	return out
+}
+
+func asciiLower(s string) string {
+	b := []byte(s)
+	changed := false
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + ('a' - 'A')
+			changed = true
+		}
+	}
+	if !changed {
+		return s
+	}
+	return string(b)
 }
 
 // VirtualHost is a set of domains and the routes served for them.

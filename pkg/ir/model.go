@@ -166,11 +166,11 @@ func (m *Model) Get(ref ObjectRef) (*Fragment, bool) {
 	return f, ok
 }
 
-// Owner returns the source that owns domain.
+// Owner returns the source that owns domain, compared without ASCII case.
 func (m *Model) Owner(domain string) (ObjectRef, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	ref, ok := m.owner[domain]
+	ref, ok := m.owner[asciiLower(domain)]
 	return ref, ok
 }
 

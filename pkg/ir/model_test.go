@@ -208,3 +208,29 @@ func TestModelRevisionsAndEqualFragments(t *testing.T) {
 		t.Error("RevisionOf a deleted source still answers")
 	}
 }
+
+// TestDomainsConflictWithoutCase: Envoy compares hosts without ASCII case,
+// so the older object keeps a domain written in another case too; the
+// Kelvin sign is not folded into "k".
+func TestDomainsConflictWithoutCase(t *testing.T) {
+	m := NewModel()
+	older := &Fragment{Source: ObjectRef{Kind: "KIngress", Namespace: "a", Name: "old"}, Created: time.Unix(1, 0),
+		VirtualHosts: []*VirtualHost{{Name: "old", Domains: []string{"kube.example.com"}}}}
+	newer := &Fragment{Source: ObjectRef{Kind: "KIngress", Namespace: "b", Name: "new"}, Created: time.Unix(2, 0),
+		VirtualHosts: []*VirtualHost{{Name: "new", Domains: []string{"KUBE.Example.com"}}}}
+	kelvin := &Fragment{Source: ObjectRef{Kind: "KIngress", Namespace: "c", Name: "kelvin"}, Created: time.Unix(3, 0),
+		VirtualHosts: []*VirtualHost{{Name: "kelvin", Domains: []string{"\u212Aube.example.com"}}}}
+	if _, _, err := m.Set(older); err != nil {
+		t.Fatal(err)
+	}
+	var conflict *ConflictError
+	if _, _, err := m.Set(newer); !errors.As(err, &conflict) || conflict.Owner != older.Source {
+		t.Errorf("Set(newer) = %v, want a conflict with %v", err, older.Source)
+	}
+	if _, _, err := m.Set(kelvin); err != nil {
+		t.Errorf("Set(kelvin) = %v: the Kelvin sign is not a k", err)
+	}
+	if owner, _ := m.Owner("Kube.Example.COM"); owner != older.Source {
+		t.Errorf("Owner = %v, want %v", owner, older.Source)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -329,6 +330,31 @@ func testKeyPair(name string) (chain, key []byte) {
 	key = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	keyPairs[name] = [2][]byte{chain, key}
 	return chain, key
+}
+
+var rsaPairs sync.Map
+
+// testRSAKeyPair returns a self-signed certificate with an RSA key of the
+// given size, the same within a test run.
+func testRSAKeyPair(bits int) (chain, key []byte) {
+	if kp, ok := rsaPairs.Load(bits); ok {
+		p := kp.([2][]byte)
+		return p[0], p[1]
+	}
+	priv, err := rsa.GenerateKey(rand.Reader, bits)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(bits)), Subject: pkix.Name{CommonName: "weir rsa test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		panic(err)
+	}
+	p := [2][]byte{pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(priv)})}
+	rsaPairs.Store(bits, p)
+	return p[0], p[1]
 }
 
 func hasWarning(res *Resources, substr string) bool {

@@ -52,7 +52,8 @@ func pick[T any](in *fuzzInput, pool ...T) T { return pool[in.intn(len(pool))] }
 
 var (
 	fuzzDomains = []string{"a.example.com", "A.example.com", "b.example.com", "*.example.com", "*", "foo.*",
-		"a.example.com:8080", "x", "", "bad\nhost", "c.example.com", "\xffbad.example.com"}
+		"a.example.com:8080", "x", "", "bad\nhost", "c.example.com", "\xffbad.example.com",
+		"\u212Aube.example.com", "kube.example.com", ".x.example.com", "*.x.example.com", "a.*.example.com", "X.Example.COM"}
 	fuzzHeaders  = []string{"x-a", "X-A", "k-network-hash", ":path", "Host", "", "bad\x00name", "x-\xff"}
 	fuzzValues   = []string{"v", "50%", "%REQ(x)%", "", "a\r\nb", "true", "\xc3"}
 	fuzzBackends = []string{"ns/a:80", "ns/b:80", "ns/c:80", "ns/missing:80", "", UnavailableCluster, "ns/\xff:80"}
@@ -66,7 +67,7 @@ var (
 func (in *fuzzInput) fuzzKeyPair() (chain, key []byte) {
 	c1, k1 := testKeyPair("fuzz-1")
 	c2, k2 := testKeyPair("fuzz-2")
-	switch in.intn(6) {
+	switch in.intn(7) {
 	case 0, 1:
 		return c1, k1
 	case 2:
@@ -75,6 +76,10 @@ func (in *fuzzInput) fuzzKeyPair() (chain, key []byte) {
 		return c1, k2
 	case 4:
 		return []byte("garbage"), k1
+	case 5:
+		if in.intn(2) == 0 {
+			return testRSAKeyPair(1024) // Go loads it; Envoy does not
+		}
 	}
 	return nil, nil
 }
@@ -98,6 +103,7 @@ func (in *fuzzInput) fragment(name string) *ir.Fragment {
 		}
 		if in.intn(4) == 0 {
 			b.ExternalName = pick(in, "ext.example.com", "other.example.com")
+			b.TLSServerName = pick(in, "", b.ExternalName, "\u212Aext.example.com")
 		}
 		for j, m := 0, in.intn(4); j < m; j++ {
 			b.Endpoints = append(b.Endpoints, ir.Endpoint{Address: pick(in, fuzzAddrs...), Port: pick(in, fuzzPorts...)})
@@ -134,7 +140,7 @@ func (in *fuzzInput) route() *ir.Route {
 		Match: ir.Match{
 			Path: ir.PathMatch{
 				Kind:  ir.PathMatchKind(in.intn(4)),
-				Value: pick(in, "/", "", "/api", "^/v[0-9]+", "([", "/x", "/\xff"),
+				Value: pick(in, "/", "", "/api", "^/v[0-9]+", "([", "/x", "/\xff", `/\pL{40}`, `^/api/v[0-9]{1,3}/users/[a-z0-9-]{1,64}$`),
 			},
 			Method: pick(in, "", "GET", "POST"),
 		},

@@ -21,7 +21,9 @@ import (
 // calls ValidateAll on every resource and on the typed configs packed inside
 // them, checks the rules that span resources, which ValidateAll cannot see
 // (unique domains, clusters that routes refer to, unique server names, ...),
-// and that every resource marshals. Each error names the resource.
+// the Envoy acceptance rules of accept.go (server names as Envoy keys
+// them, keys Envoy loads, regex program sizes), and that every resource
+// marshals. Each error names the resource.
 //
 // It costs about as much as marshaling everything: it is meant for tests
 // and for diagnosing a NACK, not for every push.
@@ -53,6 +55,8 @@ func (r *Resources) Validate() error {
 	}
 	for _, s := range r.Secrets {
 		v.check("secret", s.GetName(), s.ValidateAll())
+		tc := s.GetTlsCertificate()
+		v.check("secret", s.GetName(), prefixErr("tls_certificate", checkKeyPair(tc.GetCertificateChain().GetInlineBytes(), tc.GetPrivateKey().GetInlineBytes())))
 		v.unique("secret", s.GetName(), v.secrets[s.GetName()])
 		v.secrets[s.GetName()] = true
 	}
@@ -145,7 +149,14 @@ func (v *validator) routeConfiguration(rc *routev3.RouteConfiguration) {
 		}
 		names[vh.GetName()] = true
 		for _, d := range vh.GetDomains() {
-			d = strings.ToLower(d)
+			// Envoy folds ASCII only; anything else would be a name
+			// another tenant's could fold into here.
+			if c, err := canonicalHost(d); err != nil || c != d {
+				fail(fmt.Errorf("virtual host %q: domain %q is not in canonical form (%v)", vh.GetName(), d, err))
+			} else if err := checkDomainWildcard(d); err != nil {
+				fail(fmt.Errorf("virtual host %q: domain %q: %w", vh.GetName(), d, err))
+			}
+			d = asciiLower(d)
 			if other, ok := domains[d]; ok {
 				fail(fmt.Errorf("domain %q in virtual hosts %q and %q", d, other, vh.GetName()))
 			}
@@ -223,10 +234,18 @@ func (v *validator) listener(name string, filters []*listenerv3.ListenerFilter, 
 	serverNames := map[string]int{}
 	for i, fc := range chains {
 		for _, sn := range fc.GetFilterChainMatch().GetServerNames() {
-			if j, ok := serverNames[sn]; ok {
-				fail(fmt.Errorf("server name %q in filter chains %d and %d", sn, j, i))
+			// Envoy's filter chain manager keys "*.x" as ".x", the key of
+			// a literal ".x" too, after ASCII lower-casing.
+			key := asciiLower(sn)
+			if strings.HasPrefix(key, "*.") {
+				key = key[1:]
+			} else if strings.Contains(key, "*") {
+				fail(fmt.Errorf("server name %q: partial wildcards are not supported", sn))
 			}
-			serverNames[sn] = i
+			if j, ok := serverNames[key]; ok {
+				fail(fmt.Errorf("server name %q in filter chains %d and %d: multiple filter chains with overlapping matching rules", sn, j, i))
+			}
+			serverNames[key] = i
 		}
 		if ts := fc.GetTransportSocket(); ts != nil {
 			m, err := unpackAndValidate(ts.GetTypedConfig())
