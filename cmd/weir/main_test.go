@@ -40,7 +40,18 @@ func TestTranslateGoldens(t *testing.T) {
 			if err := run(context.Background(), []string{"translate", "-f", in}, &stdout, &stderr); err != nil {
 				t.Fatalf("weir translate: %v\n%s", err, stderr.String())
 			}
-			if stderr.Len() > 0 {
+			// NAME.err.txt holds the expected warnings; without it there
+			// must be none.
+			errGolden := filepath.Join("testdata", name+".err.txt")
+			wantErr, err := os.ReadFile(errGolden)
+			switch {
+			case err == nil && *update:
+				if err := os.WriteFile(errGolden, stderr.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			case err == nil && !bytes.Equal(stderr.Bytes(), wantErr):
+				t.Errorf("warnings differ from %s:\n%s", errGolden, stderr.String())
+			case err != nil && stderr.Len() > 0:
 				t.Errorf("unexpected warnings:\n%s", stderr.String())
 			}
 			golden := filepath.Join("testdata", name+".out.json")

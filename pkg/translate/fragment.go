@@ -446,7 +446,7 @@ func serverNames(c *ir.Certificate, w *warner) []string {
 	for _, h := range c.Hosts {
 		sn, err := canonicalServerName(h)
 		if err != nil {
-			w.addAt(c.Field, ReasonInvalidHost, "certificate %q: host %q left out: %v", c.Name, h, err)
+			w.addAt(c.Field, ReasonInvalidHost, "certificate %q: host %+q left out: %v", c.Name, h, err)
 			continue
 		}
 		out = append(out, sn)

@@ -68,7 +68,7 @@ func vhostDomains(in []string, w *warner) []string {
 			err = checkDomainWildcard(c)
 		}
 		if err != nil {
-			w.addReason(ReasonInvalidHost, "domain %q left out: %v", d, err)
+			w.addReason(ReasonInvalidHost, "domain %+q left out: %v", d, err)
 			continue
 		}
 		if c == "*" && len(in) > 1 {
