@@ -8,8 +8,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"knative.dev/networking/pkg/apis/networking/v1alpha1"
 
 	"github.com/weir-dev/weir/pkg/ir"
 	"github.com/weir-dev/weir/pkg/manifest"
@@ -29,10 +35,11 @@ Usage:
   weir status [--admin-port 9901]
       Show the KIngresses a running 'weir run' serves and their status.
 
-  weir translate -f FILE|DIR [-f ...] [-o json|yaml]
+  weir translate -f FILE|DIR [-f ...] [-o json|yaml] [--strict]
       Reconcile the KIngresses, Services, EndpointSlices and Secrets in the
       files and print the Envoy v3 resources Weir serves for them (private
-      keys redacted).
+      keys redacted). Says on stderr what it read, and each thing it
+      skipped or left out; --strict then exits non-zero.
 
 Run 'weir COMMAND -h' for a command's flags.
 `
@@ -77,6 +84,7 @@ func translateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var files fileList
 	fs.Var(&files, "f", "a YAML file or a directory of them (repeatable)")
 	output := fs.String("o", "json", "output format: json or yaml")
+	strict := fs.Bool("strict", false, "exit non-zero if anything was skipped or left out (for CI)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -88,7 +96,7 @@ func translateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("-o %q: want json or yaml", *output)
 	}
 
-	res, err := translateFiles(ctx, files, stderr)
+	res, problems, err := translateFiles(ctx, files, stderr)
 	if err != nil {
 		return err
 	}
@@ -96,39 +104,107 @@ func translateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	_, err = stdout.Write(out)
-	return err
+	if _, err := stdout.Write(out); err != nil {
+		return err
+	}
+	if *strict && problems > 0 {
+		return fmt.Errorf("--strict: %d %s skipped or left out (listed above)", problems, plural(problems, "thing was", "things were"))
+	}
+	return nil
 }
 
 // translateFiles runs the controller's reconcile and translate path over
-// the files. Non-fatal problems (a KIngress that is not Ready, a translation
-// warning) are written to warnings.
-func translateFiles(ctx context.Context, files []string, warnings io.Writer) (*translate.Resources, error) {
-	docs, err := manifest.Load(files...)
+// the files. It writes to report a summary of what it read, then one line
+// per thing it skipped or left out, with its file, document and object:
+// documents that do not decode, KIngresses of another class or invalid,
+// duplicates, KIngresses that are not Ready, and what translate left out.
+// It returns how many such lines it wrote.
+func translateFiles(ctx context.Context, files []string, report io.Writer) (*translate.Resources, int, error) {
+	paths, err := manifest.Files(files...)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
+	}
+	docs, loadErr := manifest.Load(paths...)
+	var lines []string
+	for _, e := range leafErrors(loadErr) {
+		lines = append(lines, "skipped: "+e.Error())
 	}
 	model := ir.NewModel()
-	statuses, errs := (&manifest.Reconciler{Model: model, Syncer: noTrigger{}}).Apply(ctx, docs)
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	rec := &manifest.Reconciler{Model: model, Syncer: noTrigger{}, Warn: func(w string) { lines = append(lines, "skipped: "+w) }}
+	statuses, errs := rec.Apply(ctx, docs)
+	for _, e := range errs {
+		lines = append(lines, "skipped: "+e.Error())
 	}
 	for _, s := range statuses {
 		if sum := s.Summary(); sum != "Ready" {
-			fmt.Fprintf(warnings, "warning: %s (KIngress %s/%s): %s\n", s.Document, s.Ingress.Namespace, s.Ingress.Name, sum)
+			lines = append(lines, fmt.Sprintf("not ready: %s (KIngress %s/%s): %s", s.Document, s.Ingress.Namespace, s.Ingress.Name, sum))
 		}
 	}
 	res, err := translate.New(translate.DefaultOptions()).Translate(model.Fragments())
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	for _, w := range res.Warnings {
-		fmt.Fprintln(warnings, "warning:", w)
+		lines = append(lines, "left out: "+w)
 	}
 	if err := res.Validate(); err != nil {
-		return nil, fmt.Errorf("the translated config is invalid, please report this as a bug: %w", err)
+		return nil, 0, fmt.Errorf("the translated config is invalid, please report this as a bug: %w", err)
 	}
-	return res, nil
+	fmt.Fprintf(report, "Read %d %s, %d %s: %s.\n", len(paths), plural(len(paths), "file", "files"),
+		len(docs), plural(len(docs), "document", "documents"), kindCounts(docs))
+	for _, l := range lines {
+		fmt.Fprintln(report, l)
+	}
+	return res, len(lines), nil
+}
+
+// leafErrors flattens errors.Join trees, so each document's error is a line.
+func leafErrors(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, leafErrors(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// kindCounts says how many documents of each kind were read.
+func kindCounts(docs []manifest.Document) string {
+	counts := map[string]int{}
+	for _, d := range docs {
+		kind := fmt.Sprintf("%T", d.Object)
+		switch d.Object.(type) {
+		case *v1alpha1.Ingress:
+			kind = "KIngress"
+		case *corev1.Service:
+			kind = "Service"
+		case *corev1.Secret:
+			kind = "Secret"
+		case *discoveryv1.EndpointSlice:
+			kind = "EndpointSlice"
+		}
+		counts[kind]++
+	}
+	if len(counts) == 0 {
+		return "nothing to serve"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(counts)) {
+		parts = append(parts, fmt.Sprintf("%d %s", counts[k], k))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // noTrigger is the syncer of a one-shot translation: nothing is served.

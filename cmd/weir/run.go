@@ -7,9 +7,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -95,10 +97,18 @@ func printBanner(w io.Writer, g *standalone.Gateway) {
 	if more := len(report.Ingresses) - bannerRows; more > 0 {
 		fmt.Fprintf(w, "... and %d more; 'weir status' lists them all\n", more)
 	}
-	for f, err := range report.FileErrors {
-		fmt.Fprintf(w, "error in %s (not served until fixed): %s\n", f, err)
+	for _, f := range slices.Sorted(maps.Keys(report.FileErrors)) {
+		fmt.Fprintf(w, "error in %s (%s): %s\n", f, fileErrorState(report, f), report.FileErrors[f])
 	}
 	fmt.Fprintf(w, "Try: curl -H 'Host: <host>' http://localhost:%d/\n", h)
+}
+
+// fileErrorState says what is served of a file with an error.
+func fileErrorState(report standalone.StatusReport, file string) string {
+	if report.ServingLastGood[file] {
+		return "its last good version is served"
+	}
+	return "nothing of it is served until it is fixed"
 }
 
 func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -130,8 +140,8 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	for f, e := range report.FileErrors {
-		fmt.Fprintf(stdout, "error in %s (its last good version is served): %s\n", f, e)
+	for _, f := range slices.Sorted(maps.Keys(report.FileErrors)) {
+		fmt.Fprintf(stdout, "error in %s (%s): %s\n", f, fileErrorState(report, f), report.FileErrors[f])
 	}
 	return nil
 }

@@ -271,7 +271,9 @@ func slowDelay() time.Duration {
 	if d, err := time.ParseDuration(os.Getenv("WEIR_SLOW_BACKEND_DELAY")); err == nil {
 		return d
 	}
-	return 12 * time.Second
+	// Longer than Envoy's default route timeout (15 s), which an explicit
+	// timeout of 0s must turn off.
+	return 20 * time.Second
 }
 
 func TestNoDefaultTimeout(t *testing.T) {
@@ -279,7 +281,9 @@ func TestNoDefaultTimeout(t *testing.T) {
 	slow := startBackend(t, "slow")
 	short := routeTo(prefixMatch("/short"), "slow")
 	action(short).Timeout = durationpb.New(300 * time.Millisecond)
-	res := singleRoute(short, routeTo(prefixMatch("/"), "slow"))
+	noField := routeTo(prefixMatch("/default"), "slow")
+	action(noField).Timeout = nil
+	res := singleRoute(short, noField, routeTo(prefixMatch("/"), "slow"))
 	addBackends(res, false, slow)
 	p := newTestProxy(t, Options{})
 	mustApply(t, p, res)
@@ -312,6 +316,22 @@ func TestNoDefaultTimeout(t *testing.T) {
 	}
 
 	d := slowDelay()
+	// Without a timeout field, Envoy's default of 15 s applies: the same
+	// slow request gets a 504, so the 0s case below is not passing by luck.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		start := time.Now()
+		resp, err := http.Get(base + "/default?sleep=" + d.String())
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 504 || time.Since(start) < envoyDefaultRouteTimeout {
+			t.Errorf("no timeout field: got %d after %v, want 504 after Envoy's default %v", resp.StatusCode, time.Since(start), envoyDefaultRouteTimeout)
+		}
+	}()
 	start := time.Now()
 	resp, err = http.Get(base + "/slow?sleep=" + d.String())
 	if err != nil {

@@ -171,9 +171,10 @@ func stripComments(raw []byte) []byte {
 	return out
 }
 
-// Validate defaults and validates a KIngress the way the API server's
-// webhook would, and returns an error naming the document and field.
-func Validate(ctx context.Context, d Document) error {
+// validateKIngress defaults and validates a KIngress the way the API
+// server's webhook would, and returns an error naming the document and
+// field. Admit calls it, after defaulting the namespace.
+func validateKIngress(ctx context.Context, d Document) error {
 	ing, ok := d.Object.(*v1alpha1.Ingress)
 	if !ok {
 		return nil

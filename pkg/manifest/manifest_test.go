@@ -76,9 +76,20 @@ func TestValidateNamesField(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = Validate(context.Background(), docs[2])
-	if err == nil || !strings.Contains(err.Error(), "a.yaml: document 3 (KIngress /hello)") || !strings.Contains(err.Error(), "percent") {
-		t.Errorf("error = %v, want the document and the percent field", err)
+	// The namespace is defaulted before validation, as the API server and
+	// weir translate do, so the message names the object it will be.
+	_, err = Admit(context.Background(), docs[2])
+	if err == nil || !strings.Contains(err.Error(), "a.yaml: document 3 (KIngress default/hello)") || !strings.Contains(err.Error(), "percent") {
+		t.Errorf("error = %v, want the document, the defaulted namespace and the percent field", err)
+	}
+	// Without the bad percent, the same KIngress without a namespace is
+	// accepted: weir run and weir translate agree.
+	good, err := Decode("a.yaml", []byte(validDocs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key, err := Admit(context.Background(), good[2]); err != nil || key.Namespace != "default" {
+		t.Errorf("Admit = %v, %v; want KIngress default/hello", key, err)
 	}
 }
 

@@ -40,6 +40,9 @@ type Reconciler struct {
 	// holds the KIngress (there is no gateway to probe).
 	Prober kingress.StatusProber
 	Config *config.Config
+	// Warn, if set, receives what Apply skipped without an error: a
+	// KIngress of another class, a duplicate object.
+	Warn func(msg string)
 }
 
 // Apply makes docs the complete desired state: every valid KIngress of
@@ -63,8 +66,13 @@ func (r *Reconciler) Apply(ctx context.Context, docs []Document) ([]IngressStatu
 		byFile[d.File] = append(byFile[d.File], d)
 	}
 	for _, f := range files {
-		_, _, ferrs := store.SetFile(ctx, f, byFile[f])
+		_, warnings, ferrs := store.SetFile(ctx, f, byFile[f])
 		errs = append(errs, ferrs...)
+		if r.Warn != nil {
+			for _, w := range warnings {
+				r.Warn(w)
+			}
+		}
 	}
 
 	rec := &kingress.Reconciler{

@@ -110,7 +110,7 @@ func (s *Store) Ingresses() []Document {
 func (s *Store) SetFile(ctx context.Context, file string, docs []Document) (changes []Change, warnings []string, errs []error) {
 	next := make(map[Key]Document, len(docs))
 	for _, d := range docs {
-		key, err := admit(ctx, d)
+		key, err := Admit(ctx, d)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -122,7 +122,9 @@ func (s *Store) SetFile(ctx context.Context, file string, docs []Document) (chan
 			continue
 		}
 		if prev, dup := next[key]; dup {
-			warnings = append(warnings, fmt.Sprintf("%s: %s is defined again; it replaces document %d", d, key, prev.Index))
+			// The first definition wins, in a file as across files.
+			warnings = append(warnings, fmt.Sprintf("%s: %s is defined again; the first, document %d, is served", d, key, prev.Index))
+			continue
 		}
 		next[key] = d
 	}
@@ -239,9 +241,11 @@ var gvks = map[string]schema.GroupVersionKind{
 	kingress.Kind:   v1alpha1.SchemeGroupVersion.WithKind("Ingress"),
 }
 
-// admit defaults the namespace, and defaults and validates a KIngress. It
-// returns the zero Key for a KIngress of another class.
-func admit(ctx context.Context, d Document) (Key, error) {
+// Admit is the one validation path of weir run, weir translate and the
+// controller's view of an object: it defaults the namespace, then defaults
+// and validates a KIngress, as the API server would. It returns the zero
+// Key for a KIngress of another class, which is skipped.
+func Admit(ctx context.Context, d Document) (Key, error) {
 	m, err := meta.Accessor(d.Object)
 	if err != nil {
 		return Key{}, fmt.Errorf("%s: %w", d, err)
@@ -261,7 +265,7 @@ func admit(ctx context.Context, d Document) (Key, error) {
 		if o.Annotations[networking.IngressClassAnnotationKey] != kingress.ClassName {
 			return Key{}, nil
 		}
-		if err := Validate(ctx, d); err != nil {
+		if err := validateKIngress(ctx, d); err != nil {
 			return Key{}, err
 		}
 		kind = kingress.Kind

@@ -249,3 +249,35 @@ spec: {type: ExternalName, externalName: localhost, ports: [{name: https, port: 
 		t.Errorf("SNI = %q, want localhost", sni)
 	}
 }
+
+// TestKIngressRouteHasNoTimeout: a KIngress has no route timeout (Knative
+// requires it; revision timeouts are the queue-proxy's), so a backend that
+// answers after 20 s, past Envoy's default of 15 s, is served. If translate
+// left the timeout out or weir-proxy took 0s for the default, this would be
+// a 504 at 15 s.
+func TestKIngressRouteHasNoTimeout(t *testing.T) {
+	t.Parallel()
+	const delay = 20 * time.Second
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(delay):
+			fmt.Fprint(w, "slow but served")
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(slow.Close)
+	port := slow.Listener.Addr().(*net.TCPAddr).Port
+	dir := t.TempDir()
+	write(t, dir, "slow.yaml", backendsYAML(port, port)+ingressYAML("slow", []string{"slow.example.com"}, nil, ""))
+	g := startRunWith(t, Options{Paths: []string{dir}, PollInterval: 20 * time.Millisecond})
+	httpPort, _, _, _ := g.Ports()
+	eventually(t, "slow to be Ready", func() bool {
+		s, _ := statusOf(g, "slow")
+		return s.Ready
+	})
+	start := time.Now()
+	code, body := get(t, httpPort, "slow.example.com")
+	if code != 200 || body != "slow but served" || time.Since(start) < delay {
+		t.Fatalf("got %d %q after %v, want 200 from the backend after %v", code, body, time.Since(start).Round(time.Millisecond), delay)
+	}
+}

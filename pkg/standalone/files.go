@@ -176,7 +176,8 @@ func (g *Gateway) look(ctx context.Context, n string, initial bool) bool {
 	next := &file{size: before.Size(), modTime: before.ModTime(), sum: sum}
 	docs, err := manifest.Decode(n, data)
 	for _, d := range docs {
-		err = errors.Join(err, manifest.Validate(ctx, d))
+		_, aerr := manifest.Admit(ctx, d)
+		err = errors.Join(err, aerr)
 	}
 	if err != nil {
 		// The last good content keeps serving.

@@ -133,8 +133,9 @@ func appliedGen(r *dataplane.Resources) int {
 // TestHotUpdateUnderLoad edits weir run's files 100 times (split weights,
 // a header, endpoints) while 200 keep-alive clients send requests and 20
 // websockets exchange messages. No request may fail, no websocket may
-// drop, and each new config must be visible within 100 ms of the proxy
-// applying it (the moment it ACKs).
+// drop, and the first request sent after the proxy applies (ACKs) a
+// generation must already see it. The latencies are logged, not asserted:
+// on 2 busy cores they are a measurement, not a bound.
 func TestHotUpdateUnderLoad(t *testing.T) {
 	const (
 		generations = 100

@@ -291,6 +291,9 @@ type StatusReport struct {
 	Ready      int               `json:"ready"`
 	Ingresses  []IngressStatus   `json:"ingresses,omitempty"`
 	FileErrors map[string]string `json:"fileErrors,omitempty"`
+	// ServingLastGood lists the files with an error whose earlier content
+	// loaded and is still served; a file that never loaded serves nothing.
+	ServingLastGood map[string]bool `json:"servingLastGood,omitempty"`
 }
 
 // Report summarises statuses and file errors.
@@ -311,12 +314,20 @@ func (g *Gateway) Report() StatusReport {
 			Ready: ready, Status: s.Summary(),
 		})
 	}
-	for n, err := range g.FileErrors() {
-		if r.FileErrors == nil {
-			r.FileErrors = map[string]string{}
+	g.mu.Lock()
+	for n, f := range g.files {
+		if f.err == nil {
+			continue
 		}
-		r.FileErrors[n] = err.Error()
+		if r.FileErrors == nil {
+			r.FileErrors, r.ServingLastGood = map[string]string{}, map[string]bool{}
+		}
+		r.FileErrors[n] = f.err.Error()
+		if f.loaded {
+			r.ServingLastGood[n] = true
+		}
 	}
+	g.mu.Unlock()
 	return r
 }
 

@@ -194,6 +194,11 @@ func TestRunServesReloadsAndKeepsLastGood(t *testing.T) {
 	if len(report.Ingresses) != 1 || report.Ingresses[0].Name != "hello" || len(report.FileErrors) != 2 {
 		t.Errorf("/status = %+v", report)
 	}
+	// hello.yaml loaded before its bad edit, so its last good version is
+	// served; junk.yaml never loaded, and nothing may claim it serves.
+	if !report.ServingLastGood[filepath.Join(dir, "hello.yaml")] || report.ServingLastGood[filepath.Join(dir, "junk.yaml")] {
+		t.Errorf("servingLastGood = %v, want hello.yaml only", report.ServingLastGood)
+	}
 
 	// Removing a file drops what it defined.
 	if err := os.Remove(filepath.Join(dir, "hello.yaml")); err != nil {
