@@ -125,6 +125,22 @@ func translateFiles(ctx context.Context, files []string, report io.Writer) (*tra
 		return nil, 0, err
 	}
 	docs, loadErr := manifest.Load(paths...)
+	res, lines, err := translateDocs(ctx, docs, loadErr)
+	if err != nil {
+		return nil, 0, err
+	}
+	fmt.Fprintf(report, "Read %d %s, %d %s: %s.\n", len(paths), plural(len(paths), "file", "files"),
+		len(docs), plural(len(docs), "document", "documents"), kindCounts(docs))
+	for _, l := range lines {
+		fmt.Fprintln(report, l)
+	}
+	return res, len(lines), nil
+}
+
+// translateDocs reconciles and translates decoded documents; loadErr holds
+// the documents that did not decode. It returns one line per thing
+// skipped or left out. An error means a bug, not bad input.
+func translateDocs(ctx context.Context, docs []manifest.Document, loadErr error) (*translate.Resources, []string, error) {
 	var lines []string
 	for _, e := range leafErrors(loadErr) {
 		lines = append(lines, "skipped: "+e.Error())
@@ -142,20 +158,15 @@ func translateFiles(ctx context.Context, files []string, report io.Writer) (*tra
 	}
 	res, err := translate.New(translate.DefaultOptions()).Translate(model.Fragments())
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	for _, w := range res.Warnings {
 		lines = append(lines, "left out: "+w)
 	}
 	if err := res.Validate(); err != nil {
-		return nil, 0, fmt.Errorf("the translated config is invalid, please report this as a bug: %w", err)
+		return nil, nil, fmt.Errorf("the translated config is invalid, please report this as a bug: %w", err)
 	}
-	fmt.Fprintf(report, "Read %d %s, %d %s: %s.\n", len(paths), plural(len(paths), "file", "files"),
-		len(docs), plural(len(docs), "document", "documents"), kindCounts(docs))
-	for _, l := range lines {
-		fmt.Fprintln(report, l)
-	}
-	return res, len(lines), nil
+	return res, lines, nil
 }
 
 // leafErrors flattens errors.Join trees, so each document's error is a line.

@@ -241,6 +241,18 @@ func (p *Proxy) Apply(res *Resources) error {
 	return nil
 }
 
+// Check reports what Apply would refuse in res, without binding or
+// serving anything: the config intake alone, for tests and fuzzing.
+func (p *Proxy) Check(res *Resources) error {
+	if res == nil {
+		return errors.New("nil resources")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, err := p.compile(res)
+	return err
+}
+
 func (p *Proxy) compile(res *Resources) (*snapshot, error) {
 	var errs []error
 	fail := func(kind, name string, err error) {

@@ -16,6 +16,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/weir-dev/weir/pkg/ir"
 	"github.com/weir-dev/weir/pkg/re2size"
 )
@@ -182,6 +184,9 @@ func buildMatch(m ir.Match, s *shared) (*routev3.RouteMatch, error) {
 	}
 	for _, h := range m.Headers {
 		name := s.lower(h.Name)
+		if !httpguts.ValidHeaderFieldName(name) {
+			return nil, fmt.Errorf("header %q: not a valid header name, so no request can match it", h.Name)
+		}
 		if name == "host" {
 			// Envoy keeps the Host header as :authority, for HTTP/1 too.
 			name = ":authority"
@@ -368,6 +373,10 @@ func buildHeaderMutation(m ir.HeaderMutation, s *shared, w *warner, label string
 				w.add("route %s: header %q cannot be set", label, h.Name)
 				continue
 			}
+			if !httpguts.ValidHeaderFieldName(name) {
+				w.add("route %s: header %q cannot be set: not a valid header name (RFC 9110 token)", label, h.Name)
+				continue
+			}
 			add = append(add, &corev3.HeaderValueOption{
 				Header:       &corev3.HeaderValue{Key: name, Value: strings.ReplaceAll(h.Value, "%", "%%")},
 				AppendAction: action,
@@ -378,7 +387,7 @@ func buildHeaderMutation(m ir.HeaderMutation, s *shared, w *warner, label string
 	addAll(m.Append, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD)
 	for _, h := range m.Remove {
 		name := s.lower(h)
-		if !modifiableHeader(name) {
+		if !modifiableHeader(name) || !httpguts.ValidHeaderFieldName(name) {
 			w.add("route %s: header %q cannot be removed", label, h)
 			continue
 		}

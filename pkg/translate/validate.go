@@ -13,6 +13,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"golang.org/x/net/http/httpguts"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -209,7 +210,7 @@ func (v *validator) route(r *routev3.Route) error {
 
 func checkMutation(add []*corev3.HeaderValueOption, remove []string) error {
 	for _, h := range add {
-		if !modifiableHeader(h.GetHeader().GetKey()) {
+		if !modifiableHeader(h.GetHeader().GetKey()) || !httpguts.ValidHeaderFieldName(h.GetHeader().GetKey()) {
 			return fmt.Errorf("header %q cannot be set", h.GetHeader().GetKey())
 		}
 	}
