@@ -13,10 +13,6 @@ import (
 	"slices"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	"knative.dev/networking/pkg/apis/networking/v1alpha1"
-
 	"github.com/weir-dev/weir/pkg/ir"
 	"github.com/weir-dev/weir/pkg/manifest"
 	"github.com/weir-dev/weir/pkg/translate"
@@ -188,19 +184,13 @@ func leafErrors(err error) []error {
 func kindCounts(docs []manifest.Document) string {
 	counts := map[string]int{}
 	for _, d := range docs {
-		kind := fmt.Sprintf("%T", d.Object)
-		switch d.Object.(type) {
-		case *v1alpha1.Ingress:
-			kind = "KIngress"
-		case *corev1.Service:
-			kind = "Service"
-		case *corev1.Secret:
-			kind = "Secret"
-		case *discoveryv1.EndpointSlice:
-			kind = "EndpointSlice"
-		}
-		counts[kind]++
+		counts[manifest.KindOf(d.Object)]++
 	}
+	return formatKinds(counts)
+}
+
+// formatKinds is "2 KIngress, 3 Service", by kind name.
+func formatKinds(counts map[string]int) string {
 	if len(counts) == 0 {
 		return "nothing to serve"
 	}

@@ -88,6 +88,7 @@ func printBanner(w io.Writer, g *standalone.Gateway) {
 	fmt.Fprintf(w, "Weir is serving:\n  external  http://localhost:%d  https://localhost:%d\n  internal  http://localhost:%d  https://localhost:%d\n  admin     http://%s (/ready /metrics /config_dump /status)\n",
 		h, hs, ih, ihs, g.AdminAddr())
 	report := g.Report()
+	printRead(w, report, bannerRows)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KINGRESS\tHOSTS\tSTATUS")
 	for _, s := range report.Ingresses[:min(len(report.Ingresses), bannerRows)] {
@@ -101,6 +102,24 @@ func printBanner(w io.Writer, g *standalone.Gateway) {
 		fmt.Fprintf(w, "error in %s (%s): %s\n", f, fileErrorState(report, f), report.FileErrors[f])
 	}
 	fmt.Fprintf(w, "Try: curl -H 'Host: <host>' http://localhost:%d/\n", h)
+}
+
+// printRead says what weir run loaded, and up to limit lines of what it
+// skipped (0: all).
+func printRead(w io.Writer, report standalone.StatusReport, limit int) {
+	docs := 0
+	for _, n := range report.Documents {
+		docs += n
+	}
+	fmt.Fprintf(w, "Read %d %s, %d %s: %s.\n", report.Files, plural(report.Files, "file", "files"),
+		docs, plural(docs, "document", "documents"), formatKinds(report.Documents))
+	for i, s := range report.Skipped {
+		if limit > 0 && i == limit {
+			fmt.Fprintf(w, "... and %d more skipped; 'weir status' lists them all\n", len(report.Skipped)-limit)
+			break
+		}
+		fmt.Fprintln(w, "skipped:", s)
+	}
 }
 
 // fileErrorState says what is served of a file with an error.
@@ -132,6 +151,7 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := json.NewDecoder(resp.Body).Decode(&report); err != nil {
 		return fmt.Errorf("reading %s: %w", url, err)
 	}
+	printRead(stdout, report, 0)
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KINGRESS\tREADY\tHOSTS\tSTATUS\tSOURCE")
 	for _, s := range report.Ingresses {

@@ -55,6 +55,21 @@ func init() {
 	}
 }
 
+// KindOf names a decoded object's kind as Weir's messages do.
+func KindOf(o runtime.Object) string {
+	switch o.(type) {
+	case *v1alpha1.Ingress:
+		return "KIngress"
+	case *corev1.Service:
+		return "Service"
+	case *corev1.Secret:
+		return "Secret"
+	case *discoveryv1.EndpointSlice:
+		return "EndpointSlice"
+	}
+	return fmt.Sprintf("%T", o)
+}
+
 // supported lists the kinds Weir reads, for error messages.
 const supported = "networking.internal.knative.dev/v1alpha1 Ingress, v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Secret"
 

@@ -19,6 +19,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -279,5 +280,40 @@ func TestKIngressRouteHasNoTimeout(t *testing.T) {
 	code, body := get(t, httpPort, "slow.example.com")
 	if code != 200 || body != "slow but served" || time.Since(start) < delay {
 		t.Fatalf("got %d %q after %v, want 200 from the backend after %v", code, body, time.Since(start).Round(time.Millisecond), delay)
+	}
+}
+
+// TestRunSaysWhatItRead: weir run's report counts what it loaded by kind
+// and lists, one line each with file and document, what it skipped: a
+// KIngress of another class, a duplicate, an invalid KIngress.
+func TestRunSaysWhatItRead(t *testing.T) {
+	dir := t.TempDir()
+	p1 := backend(t, "v1")
+	write(t, dir, "a.yaml", backendsYAML(p1, p1)+ingressYAML("good", []string{"good.example.com"}, nil, "")+
+		strings.Replace(ingressYAML("istio", []string{"istio.example.com"}, nil, ""), "weir.ingress.networking.knative.dev", "istio.ingress.networking.knative.dev", 1))
+	write(t, dir, "b.yaml", strings.TrimPrefix(ingressYAML("good", []string{"second.example.com"}, nil, ""), "---\n"))
+	// A file with an invalid document is not loaded at all (its last good
+	// version, here none, would keep serving); it is a file error.
+	write(t, dir, "c.yaml", strings.TrimPrefix(strings.Replace(ingressYAML("split", []string{"split.example.com"}, nil, ""), "percent: 100", "percent: 60", 1), "---\n"))
+	g := startRun(t, dir, 20*time.Millisecond)
+	eventually(t, "good to be Ready", func() bool {
+		s, _ := statusOf(g, "good")
+		return s.Ready
+	})
+	r := g.Report()
+	if r.Files != 2 || r.Documents["KIngress"] != 3 || r.Documents["Service"] != 2 || r.Documents["EndpointSlice"] != 2 {
+		t.Errorf("files %d, documents %v; want 2 files loaded: 3 KIngress, 2 Service, 2 EndpointSlice", r.Files, r.Documents)
+	}
+	want := []string{
+		filepath.Join(dir, "a.yaml") + ": document 6: KIngress default/istio skipped: its networking.knative.dev/ingress.class annotation is \"istio.ingress.networking.knative.dev\"",
+		"KIngress default/good is defined in [" + filepath.Join(dir, "a.yaml") + " " + filepath.Join(dir, "b.yaml") + "]; the one in " + filepath.Join(dir, "a.yaml") + " is served",
+	}
+	for _, w := range want {
+		if !slices.ContainsFunc(r.Skipped, func(s string) bool { return strings.HasPrefix(s, w) }) {
+			t.Errorf("skipped lines %q\nwant one starting with %q", r.Skipped, w)
+		}
+	}
+	if e := r.FileErrors[filepath.Join(dir, "c.yaml")]; !strings.Contains(e, "document 1 (KIngress default/split)") || !strings.Contains(e, "100") || r.ServingLastGood[filepath.Join(dir, "c.yaml")] {
+		t.Errorf("c.yaml error %q (serving a last good version: %v), want the invalid split named and nothing served", e, r.ServingLastGood)
 	}
 }

@@ -36,7 +36,11 @@ type file struct {
 	// loaded is whether docs came from a successful read.
 	loaded bool
 	docs   int
-	err    error // the current content's error, if any; the last good content keeps serving
+	// kinds counts the loaded documents by kind; skipped says what of them
+	// is not served and why (another class, a duplicate, invalid).
+	kinds   map[string]int
+	skipped []string
+	err     error // the current content's error, if any; the last good content keeps serving
 }
 
 // loop follows the files: file system events wake it at once, and a poll
@@ -182,7 +186,7 @@ func (g *Gateway) look(ctx context.Context, n string, initial bool) bool {
 	if err != nil {
 		// The last good content keeps serving.
 		if f != nil {
-			next.loaded, next.docs = f.loaded, f.docs
+			next.loaded, next.docs, next.kinds, next.skipped = f.loaded, f.docs, f.kinds, f.skipped
 		}
 		next.err = err
 		g.mu.Lock()
@@ -191,17 +195,22 @@ func (g *Gateway) look(ctx context.Context, n string, initial bool) bool {
 		g.log.Errorf("Invalid input; the last good version of %s keeps serving:\n%v", n, err)
 		return true
 	}
-	next.loaded, next.docs = true, len(docs)
-	g.mu.Lock()
-	g.files[n] = next
-	g.mu.Unlock()
+	next.loaded, next.docs, next.kinds = true, len(docs), map[string]int{}
+	for _, d := range docs {
+		next.kinds[manifest.KindOf(d.Object)]++
+	}
 	changes, warnings, errs := g.store.SetFile(ctx, n, docs)
 	for _, w := range warnings {
 		g.log.Warn(w)
+		next.skipped = append(next.skipped, w)
 	}
 	for _, err := range errs {
 		g.log.Errorw("Document left out", zap.Error(err))
+		next.skipped = append(next.skipped, err.Error())
 	}
+	g.mu.Lock()
+	g.files[n] = next
+	g.mu.Unlock()
 	if !initial { // at start, ReconcileAll reconciles everything
 		g.ctrl.Changed(changes)
 	}

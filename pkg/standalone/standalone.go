@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -294,6 +295,11 @@ type StatusReport struct {
 	// ServingLastGood lists the files with an error whose earlier content
 	// loaded and is still served; a file that never loaded serves nothing.
 	ServingLastGood map[string]bool `json:"servingLastGood,omitempty"`
+	// Files and Documents count what is loaded, Documents by kind; Skipped
+	// says, one line each, what of it is not served and why.
+	Files     int            `json:"files"`
+	Documents map[string]int `json:"documents,omitempty"`
+	Skipped   []string       `json:"skipped,omitempty"`
 }
 
 // Report summarises statuses and file errors.
@@ -315,6 +321,20 @@ func (g *Gateway) Report() StatusReport {
 		})
 	}
 	g.mu.Lock()
+	for _, f := range g.files {
+		if !f.loaded {
+			continue
+		}
+		r.Files++
+		for k, n := range f.kinds {
+			if r.Documents == nil {
+				r.Documents = map[string]int{}
+			}
+			r.Documents[k] += n
+		}
+		r.Skipped = append(r.Skipped, f.skipped...)
+	}
+	slices.Sort(r.Skipped)
 	for n, f := range g.files {
 		if f.err == nil {
 			continue
