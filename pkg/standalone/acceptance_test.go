@@ -317,3 +317,37 @@ func TestRunSaysWhatItRead(t *testing.T) {
 		t.Errorf("c.yaml error %q (serving a last good version: %v), want the invalid split named and nothing served", e, r.ServingLastGood)
 	}
 }
+
+// TestPartlyServedIsNotReady: a KIngress that is only partly served is not
+// Ready, and its status names the rule and why; the rest is served. Both
+// cases pass Knative's validation.
+func TestPartlyServedIsNotReady(t *testing.T) {
+	dir := t.TempDir()
+	p1 := backend(t, "v1")
+	twoRules := strings.Replace(ingressYAML("dup", []string{"dup.example.com"}, nil, ""), "  tls:", "", 1) +
+		"  - hosts: [dup.example.com]\n    visibility: ExternalIP\n    http:\n      paths:\n      - splits:\n        - {serviceName: v2, serviceNamespace: default, servicePort: 80, percent: 100}\n"
+	crlf := strings.Replace(ingressYAML("crlf", []string{"crlf.example.com"}, nil, ""), "      - splits:", "      - appendHeaders: {x-a: \"one\\r\\ntwo\"}\n        splits:", 1)
+	write(t, dir, "in.yaml", backendsYAML(p1, p1)+ingressYAML("good", []string{"good.example.com"}, nil, "")+twoRules+crlf)
+	g := startRun(t, dir, 20*time.Millisecond)
+	httpPort, _, _, _ := g.Ports()
+	eventually(t, "good Ready, dup and crlf failed", func() bool {
+		good, _ := statusOf(g, "good")
+		dup, _ := statusOf(g, "dup")
+		crlf, _ := statusOf(g, "crlf")
+		return good.Ready && strings.HasPrefix(dup.Status, "DomainConflict") && strings.HasPrefix(crlf.Status, "NotServed")
+	})
+	dup, _ := statusOf(g, "dup")
+	if !strings.Contains(dup.Status, `spec.rules[1]`) || !strings.Contains(dup.Status, `domain "dup.example.com" is already served`) {
+		t.Errorf("dup: %q, want spec.rules[1] and the domain", dup.Status)
+	}
+	crlfStatus, _ := statusOf(g, "crlf")
+	if !strings.Contains(crlfStatus.Status, "spec.rules[0]") || !strings.Contains(crlfStatus.Status, "left out") {
+		t.Errorf("crlf: %q, want spec.rules[0] and what was left out", crlfStatus.Status)
+	}
+	// The first rule of dup is served; good is served.
+	for _, host := range []string{"good.example.com", "dup.example.com"} {
+		if code, body := get(t, httpPort, host); code != 200 || body != "v1" {
+			t.Errorf("%s: %d %q, want 200 v1", host, code, body)
+		}
+	}
+}
