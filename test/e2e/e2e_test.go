@@ -340,3 +340,32 @@ func selfSigned(t *testing.T, host string) (certPEM, keyPEM []byte, pool *x509.C
 	pool.AddCert(cert)
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), pool
 }
+
+// TestNotServedIsNotReady: the controller reports what translate leaves
+// out on the KIngress itself, with the field and the reason, instead of
+// waiting for a probe that would never succeed: a host with the Kelvin
+// sign, which Unicode folding would turn into another host, is refused.
+// When the host is fixed, the KIngress becomes Ready and is served.
+func TestNotServedIsNotReady(t *testing.T) {
+	const host = "not-served.e2e.example.com"
+	serveBackend(t, "notserved", host)
+	// serveBackend made it Ready; now give its rule a second host that
+	// Envoy would fold apart from the ASCII one Go would fold it into.
+	spec := kingressSpec(host, "notserved", "2")
+	spec.Rules[0].Hosts = append(spec.Rules[0].Hosts, "\u212Aelvin.e2e.example.com")
+	updateKIngress(t, "notserved", spec)
+	ing := waitKIngress(t, "notserved", time.Minute, "failed with InvalidHost", func(ing *v1alpha1.Ingress) bool {
+		c := ing.Status.GetCondition(v1alpha1.IngressConditionLoadBalancerReady)
+		return ing.Status.ObservedGeneration == ing.Generation && c != nil && c.IsFalse() && c.Reason == "InvalidHost"
+	})
+	msg := ing.Status.GetCondition(v1alpha1.IngressConditionLoadBalancerReady).Message
+	if !strings.Contains(msg, "spec.rules[0]") || !strings.Contains(msg, "not ASCII") {
+		t.Errorf("condition message %q, want the field and the reason", msg)
+	}
+	// The valid host is still served, at the new version.
+	eventually(t, host, 30*time.Second, both(fromBackend("notserved"), specVersion("2")))
+
+	updateKIngress(t, "notserved", kingressSpec(host, "notserved", "3"))
+	waitReady(t, "notserved")
+	eventually(t, host, 30*time.Second, both(fromBackend("notserved"), specVersion("3")))
+}
