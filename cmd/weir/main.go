@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"slices"
@@ -139,6 +140,11 @@ func translateFiles(ctx context.Context, files []string, report io.Writer) (*tra
 func translateDocs(ctx context.Context, docs []manifest.Document, loadErr error) (*translate.Resources, []string, error) {
 	var lines []string
 	for _, e := range leafErrors(loadErr) {
+		// A file that cannot be read is not skipped input: stop.
+		var pathErr *fs.PathError
+		if errors.As(e, &pathErr) {
+			return nil, nil, e
+		}
 		lines = append(lines, "skipped: "+e.Error())
 	}
 	model := ir.NewModel()

@@ -133,7 +133,9 @@ func (u *upstreamTLS) verify(cs tls.ConnectionState) error {
 		inter.AddCert(c)
 	}
 	leaf := cs.PeerCertificates[0]
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: u.roots, Intermediates: inter}); err != nil {
+	// Envoy's default validator checks the chain, not the extended key
+	// usage, so any is accepted.
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: u.roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return fmt.Errorf("upstream certificate: %w", err)
 	}
 	if len(u.sans) == 0 {
@@ -150,17 +152,22 @@ func (u *upstreamTLS) verify(cs tls.ConnectionState) error {
 }
 
 // dnsNameMatch is Envoy's match of a configured DNS name against a
-// certificate's: exact, or a "*." certificate name covering one label.
+// certificate's: exact, or a "*." certificate name covering one label,
+// without ASCII case (only ASCII: the Kelvin sign is not a k).
 func dnsNameMatch(want, cert string) bool {
-	if strings.EqualFold(want, cert) {
+	if asciiEqualFold(want, cert) {
 		return true
 	}
 	if rest, ok := strings.CutPrefix(cert, "*."); ok {
-		if i := strings.IndexByte(want, '.'); i > 0 && strings.EqualFold(want[i+1:], rest) {
+		if i := strings.IndexByte(want, '.'); i > 0 && asciiEqualFold(want[i+1:], rest) {
 			return true
 		}
 	}
 	return false
+}
+
+func asciiEqualFold(a, b string) bool {
+	return len(a) == len(b) && lowerASCII(a) == lowerASCII(b)
 }
 
 // dialTLS wraps dial with the handshake; a failed handshake is a connect

@@ -122,3 +122,23 @@ func TestUpstreamTLSRefusedAsEnvoyRefusesIt(t *testing.T) {
 		}
 	}
 }
+
+// TestDNSNameMatch is Envoy's: exact or one-label "*." certificate names,
+// ASCII case folded only.
+func TestDNSNameMatch(t *testing.T) {
+	for _, tc := range []struct {
+		want, cert string
+		match      bool
+	}{
+		{"api.example.org", "api.example.org", true},
+		{"API.Example.org", "api.example.org", true},
+		{"api.example.org", "*.example.org", true},
+		{"a.b.example.org", "*.example.org", false},
+		{"example.org", "*.example.org", false},
+		{"\u212Aube.example.org", "kube.example.org", false},
+	} {
+		if got := dnsNameMatch(tc.want, tc.cert); got != tc.match {
+			t.Errorf("dnsNameMatch(%q, %q) = %v, want %v", tc.want, tc.cert, got, tc.match)
+		}
+	}
+}

@@ -7,7 +7,6 @@ package gateway
 import (
 	"context"
 	"regexp"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -97,40 +96,41 @@ func (s *Syncer) Sync() error {
 	}
 	stats := s.server.Apply(res.ByType())
 	s.current.Store(res)
-	changed := s.storeProblems(res, revision)
+	toTell := s.storeProblems(res, revision)
 	s.syncs.Add(1)
 	s.revision.Store(revision)
 	s.logger.Debugw("Applied gateway config", "updated", stats.Updated, "removed", stats.Removed)
 	if s.onSynced != nil {
 		s.onSynced(revision)
 	}
-	if len(changed) > 0 {
+	if len(toTell) > 0 {
 		for _, fn := range s.onProblems {
-			fn(changed)
+			fn(toTell)
 		}
 	}
 	return nil
 }
 
-// storeProblems records res's problems and returns the sources whose
-// problems changed since the previous sync.
+// storeProblems records res's problems and returns the sources to tell:
+// every source that has problems now, and those whose problems went away.
+// A source whose problems are unchanged is told again, because its status
+// may be of an older version: its reconcile ran before this sync covered
+// its new spec, when ProblemsAt could not answer yet.
 func (s *Syncer) storeProblems(res *translate.Resources, revision uint64) []ir.ObjectRef {
 	next := &servedProblems{revision: revision, bySource: res.ProblemsBySource()}
 	prev := s.problems.Swap(next)
-	var changed []ir.ObjectRef
+	refs := make([]ir.ObjectRef, 0, len(next.bySource))
+	for ref := range next.bySource {
+		refs = append(refs, ref)
+	}
 	if prev != nil {
-		for ref, ps := range prev.bySource {
-			if !slices.Equal(ps, next.bySource[ref]) {
-				changed = append(changed, ref)
+		for ref := range prev.bySource {
+			if next.bySource[ref] == nil {
+				refs = append(refs, ref)
 			}
 		}
 	}
-	for ref := range next.bySource {
-		if prev == nil || prev.bySource[ref] == nil {
-			changed = append(changed, ref)
-		}
-	}
-	return changed
+	return refs
 }
 
 // ProblemsAt returns what the served config leaves out of ref, as
@@ -145,10 +145,13 @@ func (s *Syncer) ProblemsAt(ref ir.ObjectRef, revision uint64) (problems []trans
 	return p.bySource[ref], true
 }
 
-// OnProblemsChanged adds fn, to be called after a sync with the sources
-// whose problems changed, so their status can follow: a KIngress left out
-// of a listener for another's server name is served again once that one
-// goes. Add it before the first Sync.
+// OnProblemsChanged adds fn, to be called after every sync with the
+// sources that have problems and those whose problems went away, so their
+// status follows the served config: a KIngress left out of a listener for
+// another's server name is served again once that one goes, and one that
+// still has a problem after a spec change says so for the new spec. fn
+// runs under the Syncer's lock: it must not call back into the Syncer.
+// Add it before the first Sync.
 func (s *Syncer) OnProblemsChanged(fn func(refs []ir.ObjectRef)) {
 	s.mu.Lock()
 	s.onProblems = append(s.onProblems, fn)

@@ -153,8 +153,9 @@ func TestSourcesOfErrorNamesTheVirtualHost(t *testing.T) {
 }
 
 // TestProblemsFollowTheServedConfig: a problem is known only once a sync
-// covers the fragment's revision, and the callback names exactly the
-// sources whose problems changed, so their status follows.
+// covers the fragment's revision, and after each sync the callback names
+// the sources with problems and those whose problems went away, so their
+// status follows.
 func TestProblemsFollowTheServedConfig(t *testing.T) {
 	s, _ := newSyncer(t)
 	var changed [][]ir.ObjectRef
@@ -188,15 +189,17 @@ func TestProblemsFollowTheServedConfig(t *testing.T) {
 		t.Errorf("changed = %v, want [[%v]]", changed, ref)
 	}
 
-	// A sync that changes nothing about problems calls nobody.
+	// A source whose problem remains is told again: its status may be of a
+	// spec the previous sync had not covered yet. good, without problems,
+	// is never told.
 	if _, _, err := s.Model().Set(fragment("good", 9000)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if len(changed) != 1 {
-		t.Errorf("changed = %v after an unrelated sync", changed)
+	if len(changed) != 2 || len(changed[1]) != 1 || changed[1][0] != ref {
+		t.Errorf("changed = %v after a sync with bad's problem remaining, want [%v] again", changed, ref)
 	}
 
 	// Fixing the host clears the problem and says so.
@@ -210,7 +213,14 @@ func TestProblemsFollowTheServedConfig(t *testing.T) {
 	if ps, known := s.ProblemsAt(ref, rev); !known || len(ps) != 0 {
 		t.Errorf("after the fix: %+v, %v", ps, known)
 	}
-	if len(changed) != 2 || len(changed[1]) != 1 || changed[1][0] != ref {
-		t.Errorf("changed = %v, want a second call for %v", changed, ref)
+	if len(changed) != 3 || len(changed[2]) != 1 || changed[2][0] != ref {
+		t.Errorf("changed = %v, want a call for %v, whose problem went away", changed, ref)
+	}
+	// Once nothing has problems, nobody is told.
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if len(changed) != 3 {
+		t.Errorf("changed = %v after a sync without problems", changed)
 	}
 }

@@ -74,7 +74,7 @@ func (g *regexGen) term(depth int) string {
 		atom = g.pick("a", "/", "x", "é", "日", "\U0001F600", `\.`, "api", "K", "ß")
 	case k < 6:
 		atom = g.pick(`[a-z]`, `[^/]`, `\d`, `\w`, `\s`, `\pL`, `\p{Greek}`, `[0-9a-fA-F]`, `[\x{100}-\x{2000}]`,
-			`[^a]`, `.`, `\PL`, `[[:alpha:]]`, fmt.Sprintf(`[\x{%x}-\x{%x}]`, g.r.IntN(0x800), 0x800+g.r.IntN(0x10000)))
+			`[^a]`, `.`, `\PL`, `[[:alpha:]]`, `[[:]`, `[a[:]`, `[\]]`, `\Q|\E`, fmt.Sprintf(`[\x{%x}-\x{%x}]`, g.r.IntN(0x800), 0x800+g.r.IntN(0x10000)))
 	case k < 7:
 		atom = g.pick("^", "$", `\b`, `\A`, `\z`, `\B`)
 	default:

@@ -73,10 +73,12 @@ func unmerged(re string) string {
 			continue
 		case inClass:
 			if c == '[' && i+1 < len(re) && re[i+1] == ':' {
-				// A named class such as [:alpha:] inside a class.
-				if j := strings.Index(re[i:], ":]"); j > 0 {
-					b.WriteString(re[i : i+j+2])
-					i += j + 1
+				// A named class such as [:alpha:] inside a class; as in
+				// Go's parser, its closing ":]" comes after the "[:".
+				if j := strings.Index(re[i+2:], ":]"); j >= 0 {
+					end := i + 2 + j + 2
+					b.WriteString(re[i:end])
+					i = end - 1
 					continue
 				}
 			}

@@ -71,7 +71,7 @@ func checkDomainWildcard(d string) error {
 		inner = inner[:len(inner)-1]
 	}
 	if strings.Contains(inner, "*") {
-		return errors.New(`a '*' is a wildcard only as the first or the last character; here it would match no host`)
+		return errors.New(`a '*' is a wildcard only as the first or the last character; here it would match no real host`)
 	}
 	return nil
 }

@@ -124,7 +124,9 @@ func (r *Reconciler) ReconcileKind(ctx context.Context, ing *v1alpha1.Ingress) p
 }
 
 // notServed returns what the served config leaves out of ing, once the
-// served config holds its current fragment.
+// served config holds its current fragment. Before that it returns
+// nothing, and the sync that covers the fragment enqueues ing again if it
+// has problems (ProblemSource.OnProblemsChanged).
 func (r *Reconciler) notServed(ing *v1alpha1.Ingress) []translate.Problem {
 	ps, ok := r.Syncer.(ProblemSource)
 	if !ok {
