@@ -96,7 +96,7 @@ func (f *Fragment) Domains() []string {
 	var out []string
 	for _, vh := range f.VirtualHosts {
 		for _, d := range vh.Domains {
-			d = asciiLower(d)
+			d = LowerASCII(d)
 			if !seen[d] {
 				seen[d] = true
 				out = append(out, d)
@@ -106,19 +106,22 @@ func (f *Fragment) Domains() []string {
 	return out
 }
 
-func asciiLower(s string) string {
-	b := []byte(s)
-	changed := false
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + ('a' - 'A')
-			changed = true
+// LowerASCII lower-cases the ASCII letters of s and nothing else, as Envoy
+// folds hosts and header names: Unicode folding would turn the Kelvin sign
+// into "k". It returns s itself when there is nothing to change.
+func LowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if c := b[j]; 'A' <= c && c <= 'Z' {
+					b[j] = c + ('a' - 'A')
+				}
+			}
+			return string(b)
 		}
 	}
-	if !changed {
-		return s
-	}
-	return string(b)
+	return s
 }
 
 // VirtualHost is a set of domains and the routes served for them.

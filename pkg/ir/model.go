@@ -170,7 +170,7 @@ func (m *Model) Get(ref ObjectRef) (*Fragment, bool) {
 func (m *Model) Owner(domain string) (ObjectRef, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	ref, ok := m.owner[asciiLower(domain)]
+	ref, ok := m.owner[LowerASCII(domain)]
 	return ref, ok
 }
 

@@ -324,7 +324,7 @@ func TestRunSaysWhatItRead(t *testing.T) {
 func TestPartlyServedIsNotReady(t *testing.T) {
 	dir := t.TempDir()
 	p1 := backend(t, "v1")
-	twoRules := strings.Replace(ingressYAML("dup", []string{"dup.example.com"}, nil, ""), "  tls:", "", 1) +
+	twoRules := ingressYAML("dup", []string{"dup.example.com"}, nil, "") +
 		"  - hosts: [dup.example.com]\n    visibility: ExternalIP\n    http:\n      paths:\n      - splits:\n        - {serviceName: v2, serviceNamespace: default, servicePort: 80, percent: 100}\n"
 	crlf := strings.Replace(ingressYAML("crlf", []string{"crlf.example.com"}, nil, ""), "      - splits:", "      - appendHeaders: {x-a: \"one\\r\\ntwo\"}\n        splits:", 1)
 	write(t, dir, "in.yaml", backendsYAML(p1, p1)+ingressYAML("good", []string{"good.example.com"}, nil, "")+twoRules+crlf)

@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/weir-dev/weir/pkg/envoycheck"
+	"github.com/weir-dev/weir/pkg/ir"
 )
 
 // The checks in this file mirror checks that Envoy makes when it loads
@@ -38,22 +39,7 @@ func canonicalHost(h string) (string, error) {
 			return "", fmt.Errorf("control character or space at byte %d", i)
 		}
 	}
-	return asciiLower(h), nil
-}
-
-func asciiLower(s string) string {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; 'A' <= c && c <= 'Z' {
-			b := []byte(s)
-			for j := i; j < len(b); j++ {
-				if c := b[j]; 'A' <= c && c <= 'Z' {
-					b[j] = c + ('a' - 'A')
-				}
-			}
-			return string(b)
-		}
-	}
-	return s
+	return ir.LowerASCII(h), nil
 }
 
 // checkDomainWildcard refuses a '*' that Envoy's virtual host matching

@@ -199,3 +199,22 @@ func TestCheckLeafNames(t *testing.T) {
 		}
 	}
 }
+
+// TestHeaderNamesFoldASCIIOnly: a header name with the Kelvin sign is not
+// folded into "key" (Unicode folding would), so it is refused as not a
+// token instead of setting another header.
+func TestHeaderNamesFoldASCIIOnly(t *testing.T) {
+	f := service("default", "hdr", 100)
+	f.VirtualHosts[0].Routes[0].RequestHeaders = ir.HeaderMutation{Set: []ir.Header{{Name: "\u212Aey", Value: "v"}, {Name: "X-Ok", Value: "v"}}}
+	res := mustTranslate(t, []*ir.Fragment{f})
+	var set []string
+	for _, h := range routeConfig(t, res, "external-http").GetVirtualHosts()[0].GetRoutes()[0].GetRequestHeadersToAdd() {
+		set = append(set, h.GetHeader().GetKey())
+	}
+	if len(set) != 1 || set[0] != "x-ok" {
+		t.Errorf("headers set = %q, want only x-ok", set)
+	}
+	if !hasWarning(res, "not a valid header name") {
+		t.Errorf("warnings = %q, want the Kelvin header refused", res.Warnings)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -100,12 +99,14 @@ func (s *shared) checkKeyPair(chain, key []byte) error {
 	return err
 }
 
-// lower returns s lower-cased, without allocating for a name seen before.
+// lower returns s lower-cased with ASCII rules, as Envoy folds header
+// names, without allocating for a name seen before. A non-ASCII name stays
+// non-ASCII and is then refused as not a token.
 func (s *shared) lower(name string) string {
 	if l, ok := s.lowerNames[name]; ok {
 		return l
 	}
-	l := strings.ToLower(name)
+	l := ir.LowerASCII(name)
 	if len(s.lowerNames) < 4096 {
 		s.lowerNames[name] = l
 	}

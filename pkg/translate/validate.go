@@ -16,6 +16,8 @@ import (
 	"golang.org/x/net/http/httpguts"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weir-dev/weir/pkg/ir"
 )
 
 // Validate checks r the way Envoy checks config before accepting it: it
@@ -157,7 +159,7 @@ func (v *validator) routeConfiguration(rc *routev3.RouteConfiguration) {
 			} else if err := checkDomainWildcard(d); err != nil {
 				fail(fmt.Errorf("virtual host %q: domain %q: %w", vh.GetName(), d, err))
 			}
-			d = asciiLower(d)
+			d = ir.LowerASCII(d)
 			if other, ok := domains[d]; ok {
 				fail(fmt.Errorf("domain %q in virtual hosts %q and %q", d, other, vh.GetName()))
 			}
@@ -237,7 +239,7 @@ func (v *validator) listener(name string, filters []*listenerv3.ListenerFilter, 
 		for _, sn := range fc.GetFilterChainMatch().GetServerNames() {
 			// Envoy's filter chain manager keys "*.x" as ".x", the key of
 			// a literal ".x" too, after ASCII lower-casing.
-			key := asciiLower(sn)
+			key := ir.LowerASCII(sn)
 			if strings.HasPrefix(key, "*.") {
 				key = key[1:]
 			} else if strings.Contains(key, "*") {
