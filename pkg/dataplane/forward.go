@@ -238,6 +238,18 @@ func (s *stream) routeRequest() {
 		s.redirect(rt.redirect)
 		return
 	}
+	if rt.direct != nil {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.flags = "-"
+		var extra http.Header
+		if len(rt.respOps) > 0 {
+			extra = http.Header{}
+			applyHeaderOps(extra, rt.respOps)
+		}
+		s.sendLocalReply(rt.direct.code, rt.direct.body, extra, "direct_response")
+		return
+	}
 	fw := rt.fwd
 	if s.upType != "" && !upgradeAllowed(s.hcm, fw, s.upType) {
 		s.localReply(http.StatusForbidden, "", "UPE")
@@ -298,8 +310,15 @@ func (v *vhost) match(s *stream) *route {
 			if !rt.re.MatchString(s.path) {
 				continue
 			}
+		case matchSegmentPrefix:
+			if !strings.HasPrefix(s.path, rt.value) || len(s.path) > len(rt.value) && s.path[len(rt.value)] != '/' {
+				continue
+			}
 		}
 		if !s.headersMatch(rt.headers) {
+			continue
+		}
+		if len(rt.query) > 0 && !s.queryMatches(rt.query) {
 			continue
 		}
 		return rt
@@ -367,6 +386,73 @@ func (s *stream) headersMatch(ms []headerMatcher) bool {
 	return true
 }
 
+// queryMatches follows Envoy's QueryParameterMatcher: the first value of
+// the parameter, percent-decoded, must match.
+func (s *stream) queryMatches(ms []queryMatcher) bool {
+	if !s.hasQuery {
+		return false
+	}
+	for i := range ms {
+		m := &ms[i]
+		value, ok := firstQueryValue(s.rawQuery, m.name)
+		if !ok {
+			return false
+		}
+		switch m.kind {
+		case hmExact:
+			ok = value == m.exact
+		case hmRegex:
+			ok = m.re.MatchString(value)
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// firstQueryValue finds the first "name=value" (or bare "name") in a raw
+// query and percent-decodes its value, as Envoy's
+// parseAndDecodeQueryString does; a name is compared as sent.
+func firstQueryValue(raw, name string) (string, bool) {
+	for raw != "" {
+		var kv string
+		kv, raw, _ = strings.Cut(raw, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		if k != name {
+			continue
+		}
+		if d, err := url.QueryUnescape(v); err == nil {
+			return d, true
+		}
+		return v, true
+	}
+	return "", false
+}
+
+// applyHeaderOps applies header mutations in order.
+func applyHeaderOps(h http.Header, ops []headerOp) {
+	for i := range ops {
+		op := &ops[i]
+		switch op.kind {
+		case opRemove:
+			delete(h, op.key)
+		case opAppend:
+			h[op.key] = append(h[op.key], op.value...)
+		case opAddIfAbsent:
+			if _, ok := h[op.key]; !ok {
+				h[op.key] = op.value
+			}
+		case opOverwriteOrAdd:
+			h[op.key] = op.value
+		case opOverwriteIfExists:
+			if _, ok := h[op.key]; ok {
+				h[op.key] = op.value
+			}
+		}
+	}
+}
+
 // redirect builds the Location like Envoy: the scheme/host/port/path
 // replacements apply to the request URL, and a default port of the old
 // scheme is dropped when the scheme changes.
@@ -388,6 +474,9 @@ func (s *stream) redirect(rd *redirect) {
 	}
 	path := s.path
 	query := s.rawQuery
+	if rd.rewrite != nil {
+		path = rd.rewrite.apply(path)
+	}
 	if rd.path != "" {
 		path = rd.path
 		if strings.Contains(path, "?") {
@@ -456,12 +545,20 @@ func (s *stream) forward(fw *forward, tgt *target) {
 	out.Header = s.req.Header
 	out.Host = s.req.Authority
 	u := &url.URL{Scheme: "http", RawQuery: s.rawQuery, ForceQuery: s.hasQuery && s.rawQuery == ""}
-	if s.path == r.URL.RawPath || (r.URL.RawPath == "" && s.path == r.URL.Path) {
+	path := s.path
+	if fw.rewrite != nil {
+		if rewritten := fw.rewrite.apply(path); rewritten != path {
+			// As Envoy's router, unless suppress_envoy_headers.
+			out.Header["X-Envoy-Original-Path"] = []string{s.req.Path}
+			path = rewritten
+		}
+	}
+	if path == r.URL.RawPath || (r.URL.RawPath == "" && path == r.URL.Path) {
 		u.Path, u.RawPath = r.URL.Path, r.URL.RawPath
-	} else if p, err := url.PathUnescape(s.path); err == nil {
-		u.Path, u.RawPath = p, s.path
+	} else if p, err := url.PathUnescape(path); err == nil {
+		u.Path, u.RawPath = p, path
 	} else {
-		u.Path, u.RawPath = s.path, s.path
+		u.Path, u.RawPath = path, path
 	}
 	out.URL = u
 	switch {
@@ -817,6 +914,9 @@ func (s *stream) respond(res *http.Response) {
 		dst[k] = vv
 	}
 	dst["X-Envoy-Upstream-Service-Time"] = []string{strconv.FormatInt(time.Since(s.start).Milliseconds(), 10)}
+	if s.route != nil && len(s.route.respOps) > 0 {
+		applyHeaderOps(dst, s.route.respOps)
+	}
 	if n := len(res.Trailer); n > 0 {
 		keys := make([]string, 0, n)
 		for k := range res.Trailer {

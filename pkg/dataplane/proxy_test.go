@@ -699,8 +699,8 @@ func TestBadConfigKeepsServing(t *testing.T) {
 	addrBefore := p.ListenerAddr(listenerName).String()
 
 	cases := map[string]func(res *Resources){
-		`route_configuration "external-http": virtual_hosts[0].routes[0].route.prefix_rewrite`: func(res *Resources) {
-			action(res.Routes[0].VirtualHosts[0].Routes[0]).PrefixRewrite = "/v2"
+		`route_configuration "external-http": virtual_hosts[0].routes[0].route.hash_policy`: func(res *Resources) {
+			action(res.Routes[0].VirtualHosts[0].Routes[0]).HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: "x"}}}}
 		},
 		`listener "external-http": filter_chains[0].filters[0].typed_config.http_filters`: func(res *Resources) {
 			h := &hcmv3.HttpConnectionManager{}

@@ -63,6 +63,9 @@ const (
 	matchPrefix matchKind = iota
 	matchPath
 	matchRegex
+	// matchSegmentPrefix is path_separated_prefix: value, then "/" or the
+	// end of the path; the query is not looked at.
+	matchSegmentPrefix
 )
 
 type route struct {
@@ -71,8 +74,12 @@ type route struct {
 	value    string
 	re       *regexp.Regexp
 	headers  []headerMatcher
+	query    []queryMatcher
 	redirect *redirect
+	direct   *directResponse
 	fwd      *forward
+	// respOps are response_headers_to_add/remove, in Envoy's order.
+	respOps []headerOp
 	// perFilter is typed_per_filter_config, by filter name.
 	perFilter map[string]*routeFilterConf
 }
@@ -104,13 +111,39 @@ type headerMatcher struct {
 	re     *regexp.Regexp
 }
 
+// queryMatcher is a QueryParameterMatcher: Envoy matches the first value
+// of the parameter, percent-decoded.
+type queryMatcher struct {
+	name  string
+	kind  headerMatchKind // hmPresent, hmExact or hmRegex
+	exact string
+	re    *regexp.Regexp
+}
+
+// directResponse is a route's direct_response.
+type directResponse struct {
+	code int
+	body string
+}
+
 type redirect struct {
 	scheme     string // "" keeps the request's scheme
 	host       string
 	port       string // ":8443" form, "" when unset
 	path       string
+	rewrite    *pathRewrite // prefix_rewrite or regex_rewrite
 	stripQuery bool
 	code       int
+}
+
+// pathRewrite is prefix_rewrite or regex_rewrite; it applies to the path
+// without its query.
+type pathRewrite struct {
+	// prefix is the matched prefix that newPrefix replaces.
+	prefix, newPrefix string
+	re                *regexp.Regexp
+	// substitution is RE2 rewrite syntax: \0-\9 name groups, \\ is "\".
+	substitution string
 }
 
 // forward is a compiled RouteAction.
@@ -121,6 +154,7 @@ type forward struct {
 	timeoutHdr  []string      // x-envoy-expected-rq-timeout-ms value
 	retry       *retryPolicy
 	hostRewrite string
+	rewrite     *pathRewrite
 	upgrades    map[string]bool // route-level upgrade_configs, nil when unset
 }
 
@@ -576,7 +610,8 @@ func portStart(host string) int {
 }
 
 func compileRoute(r *routev3.Route, path string, clusters map[string]*cluster, validateClusters, mostSpecific bool) (*route, error) {
-	if err := onlyFields(r, path, "name", "match", "route", "redirect", "request_headers_to_add", "request_headers_to_remove", "typed_per_filter_config"); err != nil {
+	if err := onlyFields(r, path, "name", "match", "route", "redirect", "direct_response", "request_headers_to_add", "request_headers_to_remove",
+		"response_headers_to_add", "response_headers_to_remove", "typed_per_filter_config"); err != nil {
 		return nil, err
 	}
 	cr := &route{name: r.GetName()}
@@ -590,12 +625,18 @@ func compileRoute(r *routev3.Route, path string, clusters map[string]*cluster, v
 	if m == nil {
 		return nil, invalid(mpath, "match is required")
 	}
-	if err := onlyFields(m, mpath, "prefix", "path", "safe_regex", "headers"); err != nil {
+	if err := onlyFields(m, mpath, "prefix", "path", "safe_regex", "path_separated_prefix", "headers", "query_parameters"); err != nil {
 		return nil, err
 	}
 	switch ps := m.GetPathSpecifier().(type) {
 	case *routev3.RouteMatch_Prefix:
 		cr.kind, cr.value = matchPrefix, ps.Prefix
+	case *routev3.RouteMatch_PathSeparatedPrefix:
+		v := ps.PathSeparatedPrefix
+		if !strings.HasPrefix(v, "/") || strings.HasSuffix(v, "/") || strings.ContainsAny(v, "?#") {
+			return nil, invalid(sub(mpath, "path_separated_prefix"), "value %q must start with \"/\", not end with \"/\" and have no \"?\" or \"#\"", v)
+		}
+		cr.kind, cr.value = matchSegmentPrefix, v
 	case *routev3.RouteMatch_Path:
 		cr.kind, cr.value = matchPath, ps.Path
 	case *routev3.RouteMatch_SafeRegex:
@@ -614,8 +655,19 @@ func compileRoute(r *routev3.Route, path string, clusters map[string]*cluster, v
 		}
 		cr.headers = append(cr.headers, hm)
 	}
+	for i, q := range m.GetQueryParameters() {
+		qm, err := compileQueryMatcher(q, idx(sub(mpath, "query_parameters"), i))
+		if err != nil {
+			return nil, err
+		}
+		cr.query = append(cr.query, qm)
+	}
 
 	routeOps, err := compileHeaderOps(r.GetRequestHeadersToAdd(), r.GetRequestHeadersToRemove(), path)
+	if err != nil {
+		return nil, err
+	}
+	cr.respOps, err = compileHeaderOpsOf("response", r.GetResponseHeadersToAdd(), r.GetResponseHeadersToRemove(), path)
 	if err != nil {
 		return nil, err
 	}
@@ -627,21 +679,162 @@ func compileRoute(r *routev3.Route, path string, clusters map[string]*cluster, v
 			// them like Envoy does, they simply have no effect.
 			routeOps = nil
 		}
-		rd, err := compileRedirect(a.Redirect, sub(path, "redirect"))
+		rd, err := compileRedirect(a.Redirect, sub(path, "redirect"), cr)
 		if err != nil {
 			return nil, err
 		}
 		cr.redirect = rd
+	case *routev3.Route_DirectResponse:
+		dpath := sub(path, "direct_response")
+		if err := onlyFields(a.DirectResponse, dpath, "status", "body"); err != nil {
+			return nil, err
+		}
+		code := int(a.DirectResponse.GetStatus())
+		if code < 200 || code > 599 {
+			return nil, invalid(sub(dpath, "status"), "status %d is not in [200, 600)", code)
+		}
+		dr := &directResponse{code: code}
+		if b := a.DirectResponse.GetBody(); b != nil {
+			if err := onlyFields(b, sub(dpath, "body"), "inline_string", "inline_bytes"); err != nil {
+				return nil, err
+			}
+			dr.body = b.GetInlineString()
+			if bs := b.GetInlineBytes(); bs != nil {
+				dr.body = string(bs)
+			}
+		}
+		cr.direct = dr
 	case *routev3.Route_Route:
 		fw, err := compileForward(a.Route, sub(path, "route"), clusters, validateClusters, mostSpecific, routeOps)
 		if err != nil {
 			return nil, err
 		}
+		if fw.rewrite, err = compileRewrite(a.Route.GetPrefixRewrite(), a.Route.GetRegexRewrite(), sub(path, "route"), cr); err != nil {
+			return nil, err
+		}
 		cr.fwd = fw
 	default:
-		return nil, invalid(path, "one of route or redirect is required")
+		return nil, invalid(path, "one of route, redirect or direct_response is required")
 	}
 	return cr, nil
+}
+
+// compileRewrite compiles prefix_rewrite or regex_rewrite; Envoy allows a
+// prefix rewrite only on prefix matches.
+func compileRewrite(prefix string, regex *matcherv3.RegexMatchAndSubstitute, path string, cr *route) (*pathRewrite, error) {
+	switch {
+	case prefix != "" && regex != nil:
+		return nil, invalid(path, "only one of prefix_rewrite and regex_rewrite may be set")
+	case prefix != "":
+		if cr.kind != matchPrefix && cr.kind != matchSegmentPrefix {
+			return nil, invalid(sub(path, "prefix_rewrite"), "prefix_rewrite needs a prefix or path_separated_prefix match")
+		}
+		return &pathRewrite{prefix: cr.value, newPrefix: prefix}, nil
+	case regex != nil:
+		rp := sub(path, "regex_rewrite")
+		if err := onlyFields(regex, rp, "pattern", "substitution"); err != nil {
+			return nil, err
+		}
+		if err := onlyFields(regex.GetPattern(), sub(rp, "pattern"), "regex", "google_re2"); err != nil {
+			return nil, err
+		}
+		// A rewrite pattern finds matches anywhere; it is not anchored.
+		re, err := regexp.Compile(regex.GetPattern().GetRegex())
+		if err != nil {
+			return nil, invalid(sub(rp, "pattern.regex"), "invalid RE2 regex: %v", err)
+		}
+		if size, err := re2size.Bound(regex.GetPattern().GetRegex()); err != nil || size > re2size.MaxProgramSize {
+			return nil, invalid(sub(rp, "pattern.regex"), "RE2 program size of up to %d > max program size of %d", size, re2size.MaxProgramSize)
+		}
+		if err := checkRE2Rewrite(regex.GetSubstitution(), re.NumSubexp()); err != nil {
+			return nil, invalid(sub(rp, "substitution"), "%v", err)
+		}
+		return &pathRewrite{re: re, substitution: regex.GetSubstitution()}, nil
+	}
+	return nil, nil
+}
+
+// checkRE2Rewrite applies RE2::CheckRewriteString: "\\" and "\N" for an
+// existing group are the only escapes.
+func checkRE2Rewrite(s string, groups int) error {
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' {
+			continue
+		}
+		i++
+		switch {
+		case i == len(s):
+			return fmt.Errorf("rewrite %q ends with a backslash", s)
+		case s[i] == '\\':
+		case s[i] >= '0' && s[i] <= '9':
+			if int(s[i]-'0') > groups {
+				return fmt.Errorf("rewrite %q refers to group %c, but the pattern has %d", s, s[i], groups)
+			}
+		default:
+			return fmt.Errorf("invalid rewrite escape \\%c in %q", s[i], s)
+		}
+	}
+	return nil
+}
+
+// apply rewrites path, which has no query.
+func (pr *pathRewrite) apply(path string) string {
+	if pr.re == nil {
+		if strings.HasPrefix(path, pr.prefix) {
+			return pr.newPrefix + path[len(pr.prefix):]
+		}
+		return path
+	}
+	// RE2::GlobalReplace: every non-overlapping match, left to right.
+	var b strings.Builder
+	last := 0
+	for _, m := range pr.re.FindAllStringSubmatchIndex(path, -1) {
+		b.WriteString(path[last:m[0]])
+		sub := pr.substitution
+		for i := 0; i < len(sub); i++ {
+			if sub[i] != '\\' || i+1 == len(sub) {
+				b.WriteByte(sub[i])
+				continue
+			}
+			i++
+			if c := sub[i]; c >= '0' && c <= '9' {
+				if g := int(c - '0'); m[2*g] >= 0 {
+					b.WriteString(path[m[2*g]:m[2*g+1]])
+				}
+				continue
+			}
+			b.WriteByte(sub[i])
+		}
+		last = m[1]
+	}
+	b.WriteString(path[last:])
+	return b.String()
+}
+
+func compileQueryMatcher(q *routev3.QueryParameterMatcher, path string) (queryMatcher, error) {
+	qm := queryMatcher{name: q.GetName()}
+	if err := onlyFields(q, path, "name", "string_match", "present_match"); err != nil {
+		return qm, err
+	}
+	if qm.name == "" {
+		return qm, invalid(sub(path, "name"), "name is required")
+	}
+	switch s := q.GetQueryParameterMatchSpecifier().(type) {
+	case *routev3.QueryParameterMatcher_PresentMatch:
+		if !s.PresentMatch {
+			return qm, invalid(sub(path, "present_match"), "present_match false is not supported by weir-proxy")
+		}
+		qm.kind = hmPresent
+	case *routev3.QueryParameterMatcher_StringMatch:
+		var hm headerMatcher
+		if err := compileStringMatcher(s.StringMatch, sub(path, "string_match"), &hm); err != nil {
+			return qm, err
+		}
+		qm.kind, qm.exact, qm.re = hm.kind, hm.exact, hm.re
+	default:
+		return qm, invalid(path, "one of string_match or present_match is required")
+	}
+	return qm, nil
 }
 
 func compileRegex(m *matcherv3.RegexMatcher, path string) (*regexp.Regexp, error) {
@@ -729,15 +922,20 @@ func compileHeaderMatcher(h *routev3.HeaderMatcher, path string) (headerMatcher,
 // compileHeaderOps compiles request_headers_to_add/remove of one level into
 // the order Envoy evaluates them: removals first, then additions.
 func compileHeaderOps(adds []*corev3.HeaderValueOption, removes []string, path string) ([]headerOp, error) {
+	return compileHeaderOpsOf("request", adds, removes, path)
+}
+
+// compileHeaderOpsOf compiles <direction>_headers_to_add/remove.
+func compileHeaderOpsOf(direction string, adds []*corev3.HeaderValueOption, removes []string, path string) ([]headerOp, error) {
 	var ops []headerOp
 	for i, name := range removes {
-		if err := modifiable(name, idx(sub(path, "request_headers_to_remove"), i)); err != nil {
+		if err := modifiable(name, idx(sub(path, direction+"_headers_to_remove"), i)); err != nil {
 			return nil, err
 		}
 		ops = append(ops, headerOp{kind: opRemove, key: textproto.CanonicalMIMEHeaderKey(name)})
 	}
 	for i, hv := range adds {
-		p := idx(sub(path, "request_headers_to_add"), i)
+		p := idx(sub(path, direction+"_headers_to_add"), i)
 		if err := onlyFields(hv, p, "header", "append_action", "keep_empty_value"); err != nil {
 			return nil, err
 		}
@@ -817,11 +1015,17 @@ func literalHeaderValue(v, path string) (string, error) {
 	return b.String(), nil
 }
 
-func compileRedirect(rd *routev3.RedirectAction, path string) (*redirect, error) {
-	if err := onlyFields(rd, path, "https_redirect", "scheme_redirect", "host_redirect", "port_redirect", "path_redirect", "response_code", "strip_query"); err != nil {
+func compileRedirect(rd *routev3.RedirectAction, path string, cr *route) (*redirect, error) {
+	if err := onlyFields(rd, path, "https_redirect", "scheme_redirect", "host_redirect", "port_redirect", "path_redirect",
+		"prefix_rewrite", "regex_rewrite", "response_code", "strip_query"); err != nil {
 		return nil, err
 	}
 	out := &redirect{host: rd.GetHostRedirect(), path: rd.GetPathRedirect(), stripQuery: rd.GetStripQuery()}
+	rw, err := compileRewrite(rd.GetPrefixRewrite(), rd.GetRegexRewrite(), path, cr)
+	if err != nil {
+		return nil, err
+	}
+	out.rewrite = rw
 	switch s := rd.GetSchemeRewriteSpecifier().(type) {
 	case *routev3.RedirectAction_HttpsRedirect:
 		if s.HttpsRedirect {
@@ -851,7 +1055,7 @@ func compileRedirect(rd *routev3.RedirectAction, path string) (*redirect, error)
 }
 
 func compileForward(ra *routev3.RouteAction, path string, clusters map[string]*cluster, validateClusters, mostSpecific bool, routeOps []headerOp) (*forward, error) {
-	if err := onlyFields(ra, path, "cluster", "weighted_clusters", "timeout", "retry_policy", "host_rewrite_literal", "upgrade_configs"); err != nil {
+	if err := onlyFields(ra, path, "cluster", "weighted_clusters", "timeout", "retry_policy", "host_rewrite_literal", "upgrade_configs", "prefix_rewrite", "regex_rewrite"); err != nil {
 		return nil, err
 	}
 	fw := &forward{timeout: envoyDefaultRouteTimeout, hostRewrite: ra.GetHostRewriteLiteral()}
@@ -995,6 +1199,8 @@ func (r *route) String() string {
 		return fmt.Sprintf("prefix:%s", r.value)
 	case matchPath:
 		return fmt.Sprintf("path:%s", r.value)
+	case matchSegmentPrefix:
+		return fmt.Sprintf("path_separated_prefix:%s", r.value)
 	}
 	return fmt.Sprintf("regex:%s", r.re)
 }

@@ -215,7 +215,9 @@ func TestHeaderMutationOrder(t *testing.T) {
 func TestUnsupportedFieldsNamed(t *testing.T) {
 	c := map[string]*cluster{"c": {name: "c"}}
 	cases := map[string]func(r *routev3.Route){
-		"routes[0].route.prefix_rewrite": func(r *routev3.Route) { action(r).PrefixRewrite = "/x" },
+		"routes[0].route.hash_policy": func(r *routev3.Route) {
+			action(r).HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: "x"}}}}
+		},
 		"routes[0].match.case_sensitive": func(r *routev3.Route) { r.Match.CaseSensitive = wrapperspb.Bool(false) },
 		"routes[0].match.headers[0].invert_match": func(r *routev3.Route) {
 			withHeader(r.Match, "x", "y").Headers[0].InvertMatch = true
@@ -226,8 +228,11 @@ func TestUnsupportedFieldsNamed(t *testing.T) {
 		"routes[0].request_headers_to_add[0].append": func(r *routev3.Route) {
 			r.RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "a", Value: "b"}, Append: wrapperspb.Bool(true)}}
 		},
-		"routes[0].response_headers_to_add": func(r *routev3.Route) {
-			r.ResponseHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "a", Value: "b"}}}
+		"routes[0].response_headers_to_add[0].header.value": func(r *routev3.Route) {
+			r.ResponseHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "a", Value: "%START_TIME%"}}}
+		},
+		"routes[0].route.request_mirror_policies": func(r *routev3.Route) {
+			action(r).RequestMirrorPolicies = []*routev3.RouteAction_RequestMirrorPolicy{{Cluster: "c"}}
 		},
 		"routes[0].route.retry_policy.retry_on": func(r *routev3.Route) {
 			action(r).RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,refused-stream"}

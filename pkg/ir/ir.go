@@ -81,20 +81,30 @@ type Fragment struct {
 	// keeps it. Ties break on Source.
 	Created time.Time
 
+	// Listeners are ports the fragment defines for itself, as a Gateway
+	// does. The KIngress listeners (ListenerRole) are the gateway's own and
+	// are not listed here.
+	Listeners    []*Listener
 	VirtualHosts []*VirtualHost
+	// TLSRoutes are served on the fragment's TLS passthrough listeners.
+	TLSRoutes []*TLSRoute
 	// Backends are the upstreams the routes refer to, by Backend.Name.
 	Backends []*Backend
 	// Certificates are served on the TLS listeners for their hosts.
 	Certificates []*Certificate
 }
 
-// Domains returns every domain the fragment serves, on any listener, as
-// the gateway compares them: lower-cased with ASCII rules, as Envoy does.
+// Domains returns every domain the fragment serves on the gateway's shared
+// (ListenerRole) listeners, as the gateway compares them: lower-cased with ASCII rules, as Envoy does.
 // Only ASCII is folded: the Kelvin sign must not become another's "k".
 func (f *Fragment) Domains() []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, vh := range f.VirtualHosts {
+		if vh.Listener != "" {
+			// On the fragment's own listener, nobody else's.
+			continue
+		}
 		for _, d := range vh.Domains {
 			d = LowerASCII(d)
 			if !seen[d] {
@@ -132,6 +142,9 @@ type VirtualHost struct {
 	// A leading "*." is a suffix wildcard.
 	Domains   []string
 	Listeners ListenerSet
+	// Listener, when set, names one of the fragment's own Listeners that
+	// serves the virtual host instead of the shared ones in Listeners.
+	Listener string
 	// Routes are matched in order; the first match wins.
 	Routes     []*Route
 	Provenance Provenance
@@ -145,14 +158,22 @@ type Route struct {
 	Name  string
 	Match Match
 
-	// Exactly one of Backends and Redirect is set.
+	// At most one of Backends, Redirect and DirectResponse is set; a route
+	// with none answers 503.
 	Backends []WeightedBackend
 	Redirect *Redirect
+	// DirectResponse answers with a fixed status and no upstream, e.g. 500
+	// for a route whose backends are all invalid, as Gateway API requires.
+	DirectResponse *DirectResponse
 
 	// RequestHeaders apply before the split, to every backend.
 	RequestHeaders HeaderMutation
+	// ResponseHeaders apply to the response on its way to the client.
+	ResponseHeaders HeaderMutation
 	// HostRewrite replaces the Host/:authority header sent upstream.
 	HostRewrite string
+	// PathRewrite changes the path sent upstream.
+	PathRewrite *PathModifier
 
 	// Timeout is the whole-request timeout; nil means none, which is what
 	// Knative requires (Envoy's 15 s default must be switched off).
@@ -175,6 +196,9 @@ const (
 	PathExact
 	// PathRegex matches the whole path against an RE2 expression.
 	PathRegex
+	// PathSegmentPrefix matches whole path segments: "/api" matches "/api"
+	// and "/api/x" but not "/apix". A trailing "/" in Value is ignored.
+	PathSegmentPrefix
 )
 
 // PathMatch matches the request path (without query).
@@ -202,10 +226,18 @@ type HeaderMatch struct {
 	Value string
 }
 
+// QueryParamMatch matches one query parameter, by exact name.
+type QueryParamMatch struct {
+	Name  string
+	Kind  HeaderMatchKind
+	Value string
+}
+
 // Match selects requests. All set conditions must hold.
 type Match struct {
-	Path    PathMatch
-	Headers []HeaderMatch
+	Path        PathMatch
+	Headers     []HeaderMatch
+	QueryParams []QueryParamMatch
 	// Method is empty for any method.
 	Method string
 }
@@ -239,13 +271,36 @@ type WeightedBackend struct {
 	RequestHeaders HeaderMutation
 }
 
+// PathModifierKind is how a PathModifier changes the path.
+type PathModifierKind uint8
+
+const (
+	// ReplaceFullPath replaces the whole path with Value.
+	ReplaceFullPath PathModifierKind = iota
+	// ReplacePrefixMatch replaces the part of the path that the route's
+	// prefix match (PathPrefix or PathSegmentPrefix) matched with Value.
+	ReplacePrefixMatch
+)
+
+// PathModifier rewrites a request path; the query is kept.
+type PathModifier struct {
+	Kind  PathModifierKind
+	Value string
+}
+
+// DirectResponse is a fixed answer from the gateway itself.
+type DirectResponse struct {
+	StatusCode int
+	Body       string
+}
+
 // Redirect answers with a redirect instead of proxying. Empty fields keep
 // the request's value.
 type Redirect struct {
 	Scheme string
 	Host   string
 	Port   uint32
-	Path   string
+	Path   *PathModifier
 	// StatusCode is 301, 302, 303, 307 or 308.
 	StatusCode int
 }

@@ -122,7 +122,7 @@ func (rt *roleTable) update(d *delta) {
 		rt.usesUnavailable = rt.usesUnavailable || p.usesUnavailable
 	}
 	if rt.config == nil || !slices.Equal(rt.config.VirtualHosts, vhosts) {
-		rt.config = newRouteConfiguration(rt.role, vhosts)
+		rt.config = newRouteConfiguration(rt.role.String(), vhosts)
 	}
 	if sourcesChanged {
 		rt.provenance = sortedRefs(rt.sourceCount)
@@ -155,7 +155,7 @@ func (rt *roleTable) replaceInPlace(added, dead []*vhostPart) bool {
 			}
 		}
 	}
-	rt.config = newRouteConfiguration(rt.role, vhosts)
+	rt.config = newRouteConfiguration(rt.role.String(), vhosts)
 	return true
 }
 
@@ -178,9 +178,9 @@ func matchReplacements[P part](parts, added, dead []P, compare func(a, b P) int,
 	return slots, true
 }
 
-func newRouteConfiguration(role ir.ListenerRole, vhosts []*routev3.VirtualHost) *routev3.RouteConfiguration {
+func newRouteConfiguration(name string, vhosts []*routev3.VirtualHost) *routev3.RouteConfiguration {
 	return &routev3.RouteConfiguration{
-		Name:                            role.String(),
+		Name:                            name,
 		VirtualHosts:                    vhosts,
 		ValidateClusters:                wrapperspb.Bool(true),
 		MostSpecificHeaderMutationsWins: true,

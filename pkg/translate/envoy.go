@@ -128,7 +128,7 @@ func newShared(opts Options) *shared {
 	for _, role := range ir.AllRoles {
 		s.hcm[role] = &listenerv3.Filter{
 			Name:       httpConnectionManagerFilter,
-			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(httpConnectionManager(role, opts))},
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(httpConnectionManager(role.String(), opts))},
 		}
 	}
 	for _, role := range plainRoles {
@@ -173,12 +173,14 @@ func adsConfigSource() *corev3.ConfigSource {
 	}
 }
 
-func httpConnectionManager(role ir.ListenerRole, opts Options) *hcmv3.HttpConnectionManager {
+// httpConnectionManager serves the route configuration of that name, which
+// is also its stat prefix.
+func httpConnectionManager(name string, opts Options) *hcmv3.HttpConnectionManager {
 	return &hcmv3.HttpConnectionManager{
-		StatPrefix: role.String(),
+		StatPrefix: name,
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
-			RouteConfigName: role.String(),
+			RouteConfigName: name,
 			ConfigSource:    adsConfigSource(),
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{{
@@ -217,9 +219,7 @@ const (
 // dual-stack or IPv6-only cluster is served, and so is an IPv4-only one
 // whose kernel has IPv6, which is nearly all.
 func listenerAddress(opts Options, role ir.ListenerRole) *corev3.Address {
-	a := socketAddress(opts.ListenAddress, opts.port(role))
-	a.GetSocketAddress().Ipv4Compat = opts.ListenAddress == "::"
-	return a
+	return bindAddress(opts, opts.port(role))
 }
 
 func socketAddress(host string, port uint32) *corev3.Address {

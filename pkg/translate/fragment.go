@@ -30,9 +30,10 @@ type fragmentEntry struct {
 	pos        int
 	generation uint64
 
-	vhosts   []*vhostPart
-	backends []*backendPart
-	certs    []*certPart
+	vhosts    []*vhostPart
+	backends  []*backendPart
+	certs     []*certPart
+	listeners []*listenerPart
 	// warnings are those not carried by a part, e.g. about a skipped backend.
 	warnings []Problem
 }
@@ -131,9 +132,10 @@ type delta struct {
 	// warningsChanged is set when a fragment that had or has warnings changed.
 	warningsChanged bool
 
-	addedVhosts, deadVhosts     []*vhostPart
-	addedBackends, deadBackends []*backendPart
-	addedCerts, deadCerts       []*certPart
+	addedVhosts, deadVhosts       []*vhostPart
+	addedBackends, deadBackends   []*backendPart
+	addedCerts, deadCerts         []*certPart
+	addedListeners, deadListeners []*listenerPart
 }
 
 func (d *delta) changed() bool { return d.fragmentsChanged || d.orderChanged }
@@ -149,6 +151,7 @@ func (e *fragmentEntry) rebuild(f *ir.Fragment, s *shared, d *delta) {
 	available := newNameSet(backends)
 	vhosts := e.rebuildVhosts(f, available, s, &w)
 	certs := e.rebuildCerts(f, s, &w)
+	listeners := e.rebuildListeners(f, vhosts, certs, s, &w)
 
 	added, dead := diffParts(e.backends, backends)
 	d.addedBackends, d.deadBackends = append(d.addedBackends, added...), append(d.deadBackends, dead...)
@@ -156,8 +159,10 @@ func (e *fragmentEntry) rebuild(f *ir.Fragment, s *shared, d *delta) {
 	d.addedVhosts, d.deadVhosts = append(d.addedVhosts, addedV...), append(d.deadVhosts, deadV...)
 	addedC, deadC := diffParts(e.certs, certs)
 	d.addedCerts, d.deadCerts = append(d.addedCerts, addedC...), append(d.deadCerts, deadC...)
+	addedL, deadL := diffParts(e.listeners, listeners)
+	d.addedListeners, d.deadListeners = append(d.addedListeners, addedL...), append(d.deadListeners, deadL...)
 
-	e.frag, e.backends, e.vhosts, e.certs, e.warnings = f, backends, vhosts, certs, w.list
+	e.frag, e.backends, e.vhosts, e.certs, e.listeners, e.warnings = f, backends, vhosts, certs, listeners, w.list
 	d.warningsChanged = d.warningsChanged || e.hasWarnings()
 }
 
@@ -177,12 +182,17 @@ func (e *fragmentEntry) evict(d *delta) {
 		p.dead = true
 		d.deadCerts = append(d.deadCerts, p)
 	}
+	for _, p := range e.listeners {
+		p.dead = true
+		d.deadListeners = append(d.deadListeners, p)
+	}
 }
 
 func (e *fragmentEntry) hasWarnings() bool {
 	return len(e.warnings) > 0 ||
 		slices.ContainsFunc(e.backends, func(p *backendPart) bool { return len(p.warnings) > 0 }) ||
-		slices.ContainsFunc(e.vhosts, func(p *vhostPart) bool { return len(p.warnings) > 0 })
+		slices.ContainsFunc(e.vhosts, func(p *vhostPart) bool { return len(p.warnings) > 0 }) ||
+		slices.ContainsFunc(e.listeners, func(p *listenerPart) bool { return len(p.warnings) > 0 })
 }
 
 func (e *fragmentEntry) appendWarnings(out []Problem) []Problem {
@@ -191,6 +201,9 @@ func (e *fragmentEntry) appendWarnings(out []Problem) []Problem {
 		out = append(out, p.warnings...)
 	}
 	for _, p := range e.vhosts {
+		out = append(out, p.warnings...)
+	}
+	for _, p := range e.listeners {
 		out = append(out, p.warnings...)
 	}
 	return out

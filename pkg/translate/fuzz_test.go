@@ -131,6 +131,18 @@ func (in *fuzzInput) fragment(name string) *ir.Fragment {
 		}
 		f.Certificates = append(f.Certificates, c)
 	}
+	for i, n := 0, in.intn(3); i < n; i++ {
+		f.Listeners = append(f.Listeners, &ir.Listener{
+			Name:         pick(in, "l1", "l2", ""),
+			Port:         pick[uint32](in, 9000, 9001, 8080, 0),
+			Protocol:     ir.ListenerProtocol(in.intn(4)),
+			Hostname:     pick(in, "", "*.example.com", "a.example.com", "*", "a.*.com"),
+			Certificates: []string{pick(in, fuzzCerts...)},
+		})
+	}
+	for _, vh := range f.VirtualHosts {
+		vh.Listener = pick(in, "", "", "l1", "l2", "none")
+	}
 	return f
 }
 
@@ -139,7 +151,7 @@ func (in *fuzzInput) route() *ir.Route {
 		Name: pick(in, "r1", "r2", ""),
 		Match: ir.Match{
 			Path: ir.PathMatch{
-				Kind:  ir.PathMatchKind(in.intn(4)),
+				Kind:  ir.PathMatchKind(in.intn(5)),
 				Value: pick(in, "/", "", "/api", "^/v[0-9]+", "([", "/x", "/\xff", `/\pL{40}`, `^/api/v[0-9]{1,3}/users/[a-z0-9-]{1,64}$`),
 			},
 			Method: pick(in, "", "GET", "POST"),
@@ -155,7 +167,7 @@ func (in *fuzzInput) route() *ir.Route {
 			Scheme:     pick(in, "", "https", "http", "HTTPS"),
 			Host:       pick(in, "", "b.example.com"),
 			Port:       pick[uint32](in, 0, 443, 8443, 70000),
-			Path:       pick(in, "", "/new"),
+			Path:       pick(in, nil, &ir.PathModifier{Value: "/new"}, &ir.PathModifier{Kind: ir.ReplacePrefixMatch, Value: "/"}, &ir.PathModifier{Kind: ir.ReplacePrefixMatch, Value: "x"}),
 			StatusCode: pick(in, 0, 301, 302, 303, 307, 308, 200),
 		}
 	}
@@ -178,6 +190,18 @@ func (in *fuzzInput) route() *ir.Route {
 			PerTryTimeout: pick(in, 0, time.Second, -time.Second),
 			On:            []string{pick(in, "5xx", "reset", "bogus", "")},
 		}
+	}
+	for i, n := 0, in.intn(3); i < n; i++ {
+		r.Match.QueryParams = append(r.Match.QueryParams, ir.QueryParamMatch{
+			Name: pick(in, "q", "", "a b"), Kind: ir.HeaderMatchKind(in.intn(4)), Value: pick(in, "v", "[a-z]+", "(", ""),
+		})
+	}
+	r.ResponseHeaders = in.mutation()
+	if in.intn(3) == 0 {
+		r.PathRewrite = &ir.PathModifier{Kind: ir.PathModifierKind(in.intn(3)), Value: pick(in, "/", "", "/v2", "/v2/", `/a\1`, "x")}
+	}
+	if in.intn(5) == 0 {
+		r.DirectResponse = &ir.DirectResponse{StatusCode: pick(in, 500, 200, 0, 1000), Body: pick(in, "", "oops", "\xff")}
 	}
 	return r
 }

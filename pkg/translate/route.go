@@ -1,9 +1,11 @@
 package translate
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -104,12 +106,26 @@ func buildRoute(r *ir.Route, available nameSet, s *shared, w *warner, label stri
 	}
 	out := &routev3.Route{Match: match}
 	unavailable := false
-	if r.Redirect != nil {
-		if len(r.Backends) > 0 {
-			w.add("route %s: has both a redirect and backends; the redirect is used", label)
+	switch {
+	case r.Redirect != nil:
+		if len(r.Backends) > 0 || r.DirectResponse != nil {
+			w.add("route %s: has a redirect and backends or a direct response; the redirect is used", label)
 		}
-		out.Action = &routev3.Route_Redirect{Redirect: buildRedirect(r.Redirect, w, label)}
-	} else {
+		rd, err := buildRedirect(r.Redirect, r.Match.Path, w, label)
+		if err != nil {
+			return nil, false, err
+		}
+		out.Action = &routev3.Route_Redirect{Redirect: rd}
+	case r.DirectResponse != nil:
+		if len(r.Backends) > 0 {
+			w.add("route %s: has both a direct response and backends; the direct response is used", label)
+		}
+		dr := &routev3.DirectResponseAction{Status: uint32(r.DirectResponse.StatusCode)}
+		if r.DirectResponse.Body != "" {
+			dr.Body = &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: r.DirectResponse.Body}}
+		}
+		out.Action = &routev3.Route_DirectResponse{DirectResponse: dr}
+	default:
 		var action *routev3.RouteAction
 		action, unavailable, err = buildRouteAction(r, available, s, w, label)
 		if err != nil {
@@ -118,6 +134,7 @@ func buildRoute(r *ir.Route, available nameSet, s *shared, w *warner, label stri
 		out.Action = &routev3.Route_Route{Route: action}
 	}
 	out.RequestHeadersToAdd, out.RequestHeadersToRemove = buildHeaderMutation(r.RequestHeaders, s, w, label)
+	out.ResponseHeadersToAdd, out.ResponseHeadersToRemove = buildHeaderMutation(r.ResponseHeaders, s, w, label)
 	if err := out.ValidateAll(); err != nil {
 		return nil, false, err
 	}
@@ -145,12 +162,25 @@ func checkUTF8(r *ir.Route) error {
 	for _, h := range r.Match.Headers {
 		check(h.Name, h.Value)
 	}
+	for _, q := range r.Match.QueryParams {
+		check(q.Name, q.Value)
+	}
 	mutation(r.RequestHeaders)
+	mutation(r.ResponseHeaders)
 	for _, b := range r.Backends {
 		mutation(b.RequestHeaders)
 	}
+	if r.PathRewrite != nil {
+		check(r.PathRewrite.Value)
+	}
+	if r.DirectResponse != nil {
+		check(r.DirectResponse.Body)
+	}
 	if r.Redirect != nil {
-		check(r.Redirect.Scheme, r.Redirect.Host, r.Redirect.Path)
+		check(r.Redirect.Scheme, r.Redirect.Host)
+		if r.Redirect.Path != nil {
+			check(r.Redirect.Path.Value)
+		}
 	}
 	if bad != "" {
 		return fmt.Errorf("%q is not valid UTF-8", bad)
@@ -159,7 +189,7 @@ func checkUTF8(r *ir.Route) error {
 }
 
 func buildMatch(m ir.Match, s *shared) (*routev3.RouteMatch, error) {
-	if m.Method == "" && len(m.Headers) == 0 && m.Path.Kind == ir.PathPrefix && (m.Path.Value == "" || m.Path.Value == "/") {
+	if m.Method == "" && len(m.Headers) == 0 && len(m.QueryParams) == 0 && matchesEveryPath(m.Path) {
 		return s.matchAll, nil
 	}
 	out := &routev3.RouteMatch{}
@@ -169,6 +199,17 @@ func buildMatch(m ir.Match, s *shared) (*routev3.RouteMatch, error) {
 			v = "/"
 		}
 		out.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: v}
+	case ir.PathSegmentPrefix:
+		if matchesEveryPath(m.Path) {
+			out.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/"}
+			break
+		}
+		// Envoy refuses a trailing "/" here; "/a/" and "/a" match alike.
+		v = strings.TrimSuffix(v, "/")
+		if !strings.HasPrefix(v, "/") || strings.ContainsAny(v, "?#") {
+			return nil, fmt.Errorf("path prefix %q must start with \"/\" and have no \"?\" or \"#\"", m.Path.Value)
+		}
+		out.PathSpecifier = &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: v}
 	case ir.PathExact:
 		out.PathSpecifier = &routev3.RouteMatch_Path{Path: v}
 	case ir.PathRegex:
@@ -213,7 +254,69 @@ func buildMatch(m ir.Match, s *shared) (*routev3.RouteMatch, error) {
 			return nil, fmt.Errorf("header %q: unknown match kind %d", h.Name, h.Kind)
 		}
 	}
+	for _, q := range m.QueryParams {
+		qm := &routev3.QueryParameterMatcher{Name: q.Name}
+		switch q.Kind {
+		case ir.HeaderExact:
+			qm.QueryParameterMatchSpecifier = &routev3.QueryParameterMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+				MatchPattern: &matcherv3.StringMatcher_Exact{Exact: q.Value},
+			}}
+		case ir.HeaderRegex:
+			if err := checkRegex(q.Value); err != nil {
+				return nil, fmt.Errorf("query parameter %q regex: %w", q.Name, err)
+			}
+			qm.QueryParameterMatchSpecifier = &routev3.QueryParameterMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+				MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: q.Value}},
+			}}
+		case ir.HeaderPresent:
+			qm.QueryParameterMatchSpecifier = &routev3.QueryParameterMatcher_PresentMatch{PresentMatch: true}
+		default:
+			return nil, fmt.Errorf("query parameter %q: unknown match kind %d", q.Name, q.Kind)
+		}
+		out.QueryParameters = append(out.QueryParameters, qm)
+	}
 	return out, nil
+}
+
+// matchesEveryPath reports whether a path match takes any path.
+func matchesEveryPath(p ir.PathMatch) bool {
+	return (p.Kind == ir.PathPrefix || p.Kind == ir.PathSegmentPrefix) && (p.Value == "" || p.Value == "/")
+}
+
+// pathRewrite says how Envoy rewrites a path for m, in a route action or a
+// redirect: a full replacement is a regex rewrite of the whole path (the
+// query is kept), and a prefix replacement is prefix_rewrite, except where
+// that would leave a double slash ("/a" to "/" on "/a/b"), which a regex
+// that eats the slashes after the prefix avoids.
+func pathRewrite(m *ir.PathModifier, match ir.PathMatch) (prefix string, regex *matcherv3.RegexMatchAndSubstitute, err error) {
+	// RE2's rewrite string treats "\" as the escape character.
+	literal := strings.ReplaceAll(m.Value, `\`, `\\`)
+	switch m.Kind {
+	case ir.ReplaceFullPath:
+		if !strings.HasPrefix(m.Value, "/") {
+			return "", nil, fmt.Errorf("replacement path %q must start with \"/\"", m.Value)
+		}
+		return "", &matcherv3.RegexMatchAndSubstitute{Pattern: &matcherv3.RegexMatcher{Regex: "^/.*$"}, Substitution: literal}, nil
+	case ir.ReplacePrefixMatch:
+		if match.Kind != ir.PathPrefix && match.Kind != ir.PathSegmentPrefix {
+			return "", nil, errors.New("a prefix replacement needs a path prefix match")
+		}
+		if m.Value != "" && !strings.HasPrefix(m.Value, "/") {
+			return "", nil, fmt.Errorf("replacement prefix %q must start with \"/\"", m.Value)
+		}
+		matched := strings.TrimSuffix(match.Value, "/")
+		if match.Kind == ir.PathSegmentPrefix && (m.Value == "" || strings.HasSuffix(m.Value, "/")) {
+			return "", &matcherv3.RegexMatchAndSubstitute{
+				Pattern:      &matcherv3.RegexMatcher{Regex: "^" + regexp.QuoteMeta(matched) + "/*"},
+				Substitution: cmp.Or(literal, "/"),
+			}, nil
+		}
+		if match.Kind == ir.PathSegmentPrefix {
+			return m.Value, nil, nil
+		}
+		return cmp.Or(m.Value, "/"), nil, nil
+	}
+	return "", nil, fmt.Errorf("unknown path modifier %d", m.Kind)
 }
 
 func exactHeader(name, value string) *routev3.HeaderMatcher {
@@ -271,6 +374,13 @@ func buildRouteAction(r *ir.Route, available nameSet, s *shared, w *warner, labe
 	}
 	if r.Retry != nil {
 		out.RetryPolicy = buildRetryPolicy(r.Retry, w, label)
+	}
+	if r.PathRewrite != nil {
+		prefix, regex, err := pathRewrite(r.PathRewrite, r.Match.Path)
+		if err != nil {
+			return nil, false, fmt.Errorf("path rewrite: %w", err)
+		}
+		out.PrefixRewrite, out.RegexRewrite = prefix, regex
 	}
 	return out, unavailable, nil
 }
@@ -334,7 +444,7 @@ var redirectCodes = map[int]routev3.RedirectAction_RedirectResponseCode{
 	308: routev3.RedirectAction_PERMANENT_REDIRECT,
 }
 
-func buildRedirect(r *ir.Redirect, w *warner, label string) *routev3.RedirectAction {
+func buildRedirect(r *ir.Redirect, match ir.PathMatch, w *warner, label string) (*routev3.RedirectAction, error) {
 	out := &routev3.RedirectAction{HostRedirect: r.Host}
 	switch scheme := strings.ToLower(r.Scheme); scheme {
 	case "":
@@ -348,15 +458,30 @@ func buildRedirect(r *ir.Redirect, w *warner, label string) *routev3.RedirectAct
 	} else {
 		out.PortRedirect = r.Port
 	}
-	if r.Path != "" {
-		out.PathRewriteSpecifier = &routev3.RedirectAction_PathRedirect{PathRedirect: r.Path}
+	if r.Path != nil {
+		if r.Path.Kind == ir.ReplaceFullPath {
+			if !strings.HasPrefix(r.Path.Value, "/") {
+				return nil, fmt.Errorf("redirect path %q must start with \"/\"", r.Path.Value)
+			}
+			out.PathRewriteSpecifier = &routev3.RedirectAction_PathRedirect{PathRedirect: r.Path.Value}
+		} else {
+			prefix, regex, err := pathRewrite(r.Path, match)
+			if err != nil {
+				return nil, fmt.Errorf("redirect path: %w", err)
+			}
+			if regex != nil {
+				out.PathRewriteSpecifier = &routev3.RedirectAction_RegexRewrite{RegexRewrite: regex}
+			} else {
+				out.PathRewriteSpecifier = &routev3.RedirectAction_PrefixRewrite{PrefixRewrite: prefix}
+			}
+		}
 	}
 	if code, ok := redirectCodes[r.StatusCode]; ok {
 		out.ResponseCode = code
 	} else if r.StatusCode != 0 {
 		w.add("route %s: redirect status %d is not a redirect; 301 used", label, r.StatusCode)
 	}
-	return out
+	return out, nil
 }
 
 // buildHeaderMutation translates m. Envoy rejects changes to pseudo-headers

@@ -158,9 +158,10 @@ type Translator struct {
 	// the backing array of the one before, reused for the next call.
 	order, spare []*fragmentEntry
 
-	roles    [len(tlsRoles) + len(plainRoles)]*roleTable
-	clusters clusterTable
-	certs    certTable
+	roles     [len(tlsRoles) + len(plainRoles)]*roleTable
+	clusters  clusterTable
+	certs     certTable
+	listeners listenerTable
 	// fragmentWarnings are the problems of all fragments, in input order.
 	fragmentWarnings []Problem
 
@@ -294,6 +295,7 @@ func (t *Translator) reset() {
 	t.roles = fresh.roles
 	t.clusters = clusterTable{}
 	t.certs = certTable{}
+	t.listeners = listenerTable{}
 	t.fragmentWarnings = nil
 	t.last = nil
 }
@@ -327,6 +329,10 @@ func (t *Translator) assemble(d *delta) (*Resources, error) {
 		res.Routes = append(res.Routes, rt.config)
 		unavailable = unavailable || rt.usesUnavailable
 	}
+	t.listeners.update(d)
+	res.Listeners = append(res.Listeners, t.listeners.listeners...)
+	res.Routes = append(res.Routes, t.listeners.routes...)
+	unavailable = unavailable || t.listeners.usesUnavailable
 	t.clusters.update(d, t.static, unavailable)
 	res.Clusters = t.clusters.clusters
 	res.Endpoints = t.clusters.endpoints
@@ -334,7 +340,7 @@ func (t *Translator) assemble(d *delta) (*Resources, error) {
 
 	// Most changes (endpoints, splits) keep every name and source, so the
 	// previous map still holds.
-	sourcesChanged := t.clusters.sourcesChanged || t.certs.changed
+	sourcesChanged := t.clusters.sourcesChanged || t.certs.changed || t.listeners.changed
 	for _, rt := range t.roles {
 		sourcesChanged = sourcesChanged || rt.sourcesChanged
 	}
@@ -369,6 +375,7 @@ func (t *Translator) sources(res *Resources, served []*roleTable) map[string]ir.
 	}
 	t.clusters.addSources(out)
 	t.certs.addSources(out)
+	t.listeners.addSources(out)
 	return out
 }
 
@@ -389,6 +396,6 @@ func (t *Translator) warnings(d *delta, served []*roleTable) []Problem {
 	for _, rt := range served {
 		parts = append(parts, rt.warnings)
 	}
-	parts = append(parts, t.clusters.warnings, t.certs.warnings)
+	parts = append(parts, t.listeners.warnings, t.clusters.warnings, t.certs.warnings)
 	return slices.Concat(parts...)
 }

@@ -1,0 +1,59 @@
+package ir
+
+import "fmt"
+
+// ListenerProtocol is what a Listener accepts.
+type ListenerProtocol uint8
+
+const (
+	// ProtocolHTTP serves plain-text HTTP/1.1 and h2c.
+	ProtocolHTTP ListenerProtocol = iota + 1
+	// ProtocolHTTPS terminates TLS with the listener's certificates.
+	ProtocolHTTPS
+	// ProtocolTLSPassthrough routes TLS connections by SNI without
+	// terminating them.
+	ProtocolTLSPassthrough
+)
+
+func (p ListenerProtocol) String() string {
+	switch p {
+	case ProtocolHTTP:
+		return "HTTP"
+	case ProtocolHTTPS:
+		return "HTTPS"
+	case ProtocolTLSPassthrough:
+		return "TLS"
+	}
+	return fmt.Sprintf("protocol(%d)", uint8(p))
+}
+
+// Listener is a port a fragment listens on, as data: a Gateway's listener.
+// Several Listeners of one fragment may share a port when their protocols
+// agree; they are then told apart by Hostname (SNI for HTTPS and TLS, the
+// Host header for HTTP through their virtual hosts).
+type Listener struct {
+	// Name is unique within the fragment; VirtualHost.Listener and
+	// TLSRoute.Listener refer to it.
+	Name     string
+	Port     uint32
+	Protocol ListenerProtocol
+	// Hostname is "" for any host, an exact name, or "*.suffix".
+	Hostname string
+	// Certificates name the fragment's Certificates served on an HTTPS
+	// listener; more than one lets a client pick RSA or ECDSA.
+	Certificates []string
+	Provenance   Provenance
+	// Field is where the front end found it, e.g. "spec.listeners[0]".
+	Field string
+}
+
+// TLSRoute sends TLS connections, by SNI, to backends without terminating
+// them.
+type TLSRoute struct {
+	// Listener names the fragment's ProtocolTLSPassthrough listener.
+	Listener string
+	// ServerNames are exact names or "*.suffix"; empty means any.
+	ServerNames []string
+	Backends    []WeightedBackend
+	Provenance  Provenance
+}

@@ -1,0 +1,351 @@
+package translate
+
+import (
+	"cmp"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weir-dev/weir/pkg/ir"
+)
+
+// Fragments may define their own listeners (ir.Listener), as a Gateway
+// does. Each port of a fragment becomes one Envoy listener named
+// "<kind>/<namespace>/<name>/<port>", self-contained: its route
+// configurations hold only that fragment's virtual hosts. HTTP listeners
+// of a port share one route configuration of the listener's name; each
+// HTTPS listener is a filter chain matching its hostname by SNI, with a
+// route configuration of its own named "<listener>/<ir listener name>".
+
+// ReasonListenerConflict: a listener whose port another listener has, or
+// whose hostname another listener on the port has.
+const ReasonListenerConflict = "ListenerConflict"
+
+// listenerPart is one port of one fragment.
+type listenerPart struct {
+	partState
+	entry    *fragmentEntry
+	port     uint32
+	name     string
+	listener *listenerv3.Listener
+	routes   []*routev3.RouteConfiguration
+	// sources are Resources.Sources entries: the listener, its route
+	// configurations and their virtual hosts.
+	sources         []keyedSource
+	usesUnavailable bool
+	field           string
+	warnings        []Problem
+}
+
+func compareListeners(a, b *listenerPart) int {
+	return cmp.Or(cmp.Compare(a.port, b.port), strings.Compare(a.entry.source, b.entry.source))
+}
+
+// ownListenerName is the Envoy listener name of a fragment's port.
+func ownListenerName(src ir.ObjectRef, port uint32) string {
+	return strings.ToLower(src.Kind) + "/" + src.Namespace + "/" + src.Name + "/" + strconv.FormatUint(uint64(port), 10)
+}
+
+// rebuildListeners translates the fragment's own listeners. Parts equal to
+// the previous ones are reused, so an unchanged port keeps its protos.
+func (e *fragmentEntry) rebuildListeners(f *ir.Fragment, vhosts []*vhostPart, certs []*certPart, s *shared, w *warner) []*listenerPart {
+	if len(f.Listeners) == 0 {
+		for _, vh := range f.VirtualHosts {
+			if vh != nil && vh.Listener != "" {
+				w.addAt(vh.Field, ReasonNotServed, "virtual host %q left out: listener %q is not defined", vh.Name, vh.Listener)
+			}
+		}
+		return nil
+	}
+	byPort := map[uint32][]*ir.Listener{}
+	known := map[string]bool{}
+	for _, l := range f.Listeners {
+		switch {
+		case l == nil:
+			continue
+		case l.Name == "" || known[l.Name]:
+			w.addAt(l.Field, ReasonListenerConflict, "listener %q left out: its name is empty or not unique", l.Name)
+			continue
+		case l.Port == 0 || l.Port > 65535:
+			w.addAt(l.Field, ReasonNotServed, "listener %q left out: port %d is out of range", l.Name, l.Port)
+			continue
+		case s.reservedPort(l.Port):
+			w.addAt(l.Field, ReasonListenerConflict, "listener %q left out: port %d is the gateway's own (KIngress) listener's", l.Name, l.Port)
+			continue
+		}
+		known[l.Name] = true
+		byPort[l.Port] = append(byPort[l.Port], l)
+	}
+	for _, vh := range f.VirtualHosts {
+		if vh != nil && vh.Listener != "" && !known[vh.Listener] {
+			w.addAt(vh.Field, ReasonNotServed, "virtual host %q left out: listener %q is not served", vh.Name, vh.Listener)
+		}
+	}
+	for _, tr := range f.TLSRoutes {
+		if tr != nil {
+			w.add("TLS route on listener %q left out: TLS passthrough is not served yet", tr.Listener)
+		}
+	}
+	ports := make([]uint32, 0, len(byPort))
+	for p := range byPort {
+		ports = append(ports, p)
+	}
+	slices.Sort(ports)
+	secrets := map[string]bool{}
+	for _, c := range certs {
+		secrets[c.name] = true
+	}
+	out := make([]*listenerPart, 0, len(ports))
+	for _, port := range ports {
+		p := buildPortListener(e, f.Source, port, byPort[port], vhosts, secrets, s)
+		if prev := e.listenerAt(port); prev != nil && prev.equal(p) {
+			p = prev
+		}
+		if p.listener != nil {
+			out = append(out, p)
+		} else {
+			w.list = append(w.list, p.warnings...)
+		}
+	}
+	return out
+}
+
+func (e *fragmentEntry) listenerAt(port uint32) *listenerPart {
+	for _, p := range e.listeners {
+		if p.port == port {
+			return p
+		}
+	}
+	return nil
+}
+
+// equal reports whether q emits exactly what p does.
+func (p *listenerPart) equal(q *listenerPart) bool {
+	return p.usesUnavailable == q.usesUnavailable && proto.Equal(p.listener, q.listener) &&
+		slices.EqualFunc(p.routes, q.routes, func(a, b *routev3.RouteConfiguration) bool { return proto.Equal(a, b) }) &&
+		sameSources(p.sources, q.sources) && slices.Equal(p.warnings, q.warnings)
+}
+
+// buildPortListener builds the Envoy listener of one port from the
+// fragment's listeners on it. A listener whose protocol cannot share the
+// port with the first one, or whose hostname repeats one already on the
+// port, is left out.
+func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir.Listener, vhosts []*vhostPart, secrets map[string]bool, s *shared) *listenerPart {
+	name := ownListenerName(src, port)
+	p := &listenerPart{entry: e, port: port, name: name, field: ls[0].Field}
+	w := warner{source: src}
+	tls := ls[0].Protocol != ir.ProtocolHTTP
+	hostnames := map[string]string{}
+	var kept []*ir.Listener
+	for _, l := range ls {
+		switch {
+		case l.Protocol != ir.ProtocolHTTP && l.Protocol != ir.ProtocolHTTPS && l.Protocol != ir.ProtocolTLSPassthrough:
+			w.addAt(l.Field, ReasonNotServed, "listener %q left out: protocol %v is not supported", l.Name, l.Protocol)
+			continue
+		case (l.Protocol != ir.ProtocolHTTP) != tls:
+			w.addAt(l.Field, ReasonListenerConflict, "listener %q left out: port %d also has listener %q, and HTTP cannot share a port with TLS", l.Name, port, ls[0].Name)
+			continue
+		case l.Protocol == ir.ProtocolTLSPassthrough:
+			w.addAt(l.Field, ReasonNotServed, "listener %q left out: TLS passthrough is not served yet", l.Name)
+			continue
+		}
+		h := ir.LowerASCII(l.Hostname)
+		if other, ok := hostnames[h]; ok {
+			w.addAt(l.Field, ReasonListenerConflict, "listener %q left out: listener %q on port %d has the same hostname %q", l.Name, other, port, l.Hostname)
+			continue
+		}
+		hostnames[h] = l.Name
+		kept = append(kept, l)
+	}
+	if len(kept) == 0 {
+		p.warnings = w.list
+		return p
+	}
+	sources := map[ir.ObjectRef]int{}
+	addSources := func(prov ir.Provenance) {
+		for _, ref := range prov {
+			sources[ref]++
+		}
+	}
+	// routeConfig gathers the virtual hosts of the named listeners; a
+	// domain already taken by an earlier one leaves the later out.
+	routeConfig := func(rcName string, names map[string]bool) *routev3.RouteConfiguration {
+		var out []*routev3.VirtualHost
+		owner := map[string]*vhostPart{}
+		var rcSources map[ir.ObjectRef]int = map[ir.ObjectRef]int{}
+		for _, v := range vhosts {
+			if !names[v.ir.Listener] || v.proto == nil {
+				continue
+			}
+			if i := slices.IndexFunc(v.proto.Domains, func(d string) bool { return owner[d] != nil }); i >= 0 {
+				d := v.proto.Domains[i]
+				w.addAt(v.field, ReasonDomainConflict, "virtual host %q left out: domain %q is already served by virtual host %q on port %d", v.name, d, owner[d].name, port)
+				continue
+			}
+			for _, d := range v.proto.Domains {
+				owner[d] = v
+			}
+			out = append(out, v.proto)
+			p.usesUnavailable = p.usesUnavailable || v.usesUnavailable
+			p.sources = append(p.sources, keyedSource{v.sourceKey, v.provenance})
+			for _, ref := range v.provenance {
+				rcSources[ref]++
+			}
+		}
+		rc := newRouteConfiguration(rcName, out)
+		p.routes = append(p.routes, rc)
+		p.sources = append(p.sources, keyedSource{SourceKey(resourcev3.RouteType, rcName), sortedRefs(rcSources)})
+		return rc
+	}
+	l := &listenerv3.Listener{Name: name, Address: bindAddress(s.opts, port)}
+	if !tls {
+		names := map[string]bool{}
+		for _, il := range kept {
+			names[il.Name] = true
+			addSources(il.Provenance)
+		}
+		routeConfig(name, names)
+		l.FilterChains = []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{s.ownHCM(name)}}}
+	} else {
+		l.ListenerFilters = []*listenerv3.ListenerFilter{s.tlsInspector}
+		for _, il := range kept {
+			var sds []*tlsv3.SdsSecretConfig
+			for _, c := range il.Certificates {
+				if !secrets[c] {
+					w.addAt(il.Field, ReasonUnsupportedCertificate, "listener %q: certificate %q is not served", il.Name, c)
+					continue
+				}
+				sds = append(sds, &tlsv3.SdsSecretConfig{Name: c, SdsConfig: s.ads})
+			}
+			if len(sds) == 0 {
+				w.addAt(il.Field, ReasonUnsupportedCertificate, "listener %q left out: no certificate to serve", il.Name)
+				continue
+			}
+			var serverNames []string
+			if il.Hostname != "" {
+				sn, err := canonicalServerName(il.Hostname)
+				if err != nil {
+					w.addAt(il.Field, ReasonInvalidHost, "listener %q left out: hostname %q: %v", il.Name, il.Hostname, err)
+					continue
+				}
+				serverNames = []string{sn}
+			}
+			ctx, err := anypb.New(&tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+				TlsCertificateSdsSecretConfigs: sds,
+				AlpnProtocols:                  []string{"h2", "http/1.1"},
+			}})
+			if err != nil {
+				w.addAt(il.Field, ReasonNotServed, "listener %q left out: %v", il.Name, err)
+				continue
+			}
+			rcName := name + "/" + il.Name
+			routeConfig(rcName, map[string]bool{il.Name: true})
+			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+				Name:             il.Name,
+				FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: serverNames},
+				TransportSocket: &corev3.TransportSocket{
+					Name:       tlsTransportSocket,
+					ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: ctx},
+				},
+				Filters: []*listenerv3.Filter{s.ownHCM(rcName)},
+			})
+			addSources(il.Provenance)
+		}
+		if len(l.FilterChains) == 0 {
+			p.warnings = w.list
+			p.routes, p.sources = nil, nil
+			return p
+		}
+	}
+	if err := l.ValidateAll(); err != nil {
+		w.addAt(kept[0].Field, ReasonNotServed, "port %d left out: %v", port, err)
+		p.warnings = w.list
+		p.routes, p.sources = nil, nil
+		return p
+	}
+	p.listener = l
+	p.sources = append(p.sources, keyedSource{SourceKey(resourcev3.ListenerType, name), sortedRefs(sources)})
+	p.warnings = w.list
+	return p
+}
+
+// ownHCM is the connection manager filter of a fragment's listener, with
+// the same edge settings as the gateway's own listeners.
+func (s *shared) ownHCM(routeConfigName string) *listenerv3.Filter {
+	return &listenerv3.Filter{
+		Name:       httpConnectionManagerFilter,
+		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(httpConnectionManager(routeConfigName, s.opts))},
+	}
+}
+
+// reservedPort reports whether port is one of the gateway's own listeners'.
+func (s *shared) reservedPort(port uint32) bool {
+	o := s.opts
+	return port == o.ExternalHTTPPort || port == o.ExternalHTTPSPort || port == o.InternalHTTPPort || port == o.InternalHTTPSPort
+}
+
+// listenerTable gathers the fragments' own listeners. Two fragments may not
+// share a port: the one first in the input keeps it.
+type listenerTable struct {
+	parts           []*listenerPart
+	initialized     bool
+	changed         bool
+	listeners       []*listenerv3.Listener
+	routes          []*routev3.RouteConfiguration
+	sources         []keyedSource
+	usesUnavailable bool
+	warnings        []Problem
+}
+
+func (lt *listenerTable) update(d *delta) {
+	lt.changed = !lt.initialized || len(d.addedListeners) > 0 || len(d.deadListeners) > 0 ||
+		d.orderChanged && len(lt.parts) > 0
+	if !lt.changed {
+		return
+	}
+	lt.initialized = true
+	lt.parts = mergeSorted(lt.parts, d.addedListeners, compareListeners)
+	lt.listeners, lt.routes, lt.sources, lt.warnings = nil, nil, nil, nil
+	lt.usesUnavailable = false
+	for start := 0; start < len(lt.parts); {
+		end := start + 1
+		for end < len(lt.parts) && lt.parts[end].port == lt.parts[start].port {
+			end++
+		}
+		group := lt.parts[start:end]
+		start = end
+		winner := slices.MinFunc(group, func(a, b *listenerPart) int { return cmp.Compare(a.entry.pos, b.entry.pos) })
+		for _, p := range group {
+			if p != winner {
+				w := warner{source: p.entry.ref}
+				w.addAt(p.field, ReasonListenerConflict, "port %d left out: %s listens on it", p.port, winner.entry.source)
+				lt.warnings = append(lt.warnings, w.list...)
+			}
+		}
+		lt.listeners = append(lt.listeners, winner.listener)
+		lt.routes = append(lt.routes, winner.routes...)
+		lt.sources = append(lt.sources, winner.sources...)
+		lt.usesUnavailable = lt.usesUnavailable || winner.usesUnavailable
+	}
+}
+
+func (lt *listenerTable) addSources(out map[string]ir.Provenance) {
+	for _, s := range lt.sources {
+		out[s.key] = s.provenance
+	}
+}
+
+// bindAddress is where a listener on port binds; see listenerAddress.
+func bindAddress(opts Options, port uint32) *corev3.Address {
+	a := socketAddress(opts.ListenAddress, port)
+	a.GetSocketAddress().Ipv4Compat = opts.ListenAddress == "::"
+	return a
+}
