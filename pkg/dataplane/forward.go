@@ -387,7 +387,8 @@ func (s *stream) headersMatch(ms []headerMatcher) bool {
 }
 
 // queryMatches follows Envoy's QueryParameterMatcher: the first value of
-// the parameter, percent-decoded, must match.
+// the parameter, as sent (Envoy's parseQueryString does not decode), must
+// match.
 func (s *stream) queryMatches(ms []queryMatcher) bool {
 	if !s.hasQuery {
 		return false
@@ -411,21 +412,15 @@ func (s *stream) queryMatches(ms []queryMatcher) bool {
 	return true
 }
 
-// firstQueryValue finds the first "name=value" (or bare "name") in a raw
-// query and percent-decodes its value, as Envoy's
-// parseAndDecodeQueryString does; a name is compared as sent.
+// firstQueryValue finds the first "name=value" (or bare "name", whose
+// value is "") in a raw query. Names and values are compared as sent.
 func firstQueryValue(raw, name string) (string, bool) {
 	for raw != "" {
 		var kv string
 		kv, raw, _ = strings.Cut(raw, "&")
-		k, v, _ := strings.Cut(kv, "=")
-		if k != name {
-			continue
+		if k, v, _ := strings.Cut(kv, "="); k == name {
+			return v, true
 		}
-		if d, err := url.QueryUnescape(v); err == nil {
-			return d, true
-		}
-		return v, true
 	}
 	return "", false
 }
@@ -495,6 +490,9 @@ func (s *stream) redirect(rd *redirect) {
 	s.replied = true
 	s.flags = "DR"
 	h := s.w.Header()
+	if s.route != nil && len(s.route.respOps) > 0 {
+		applyHeaderOps(h, s.route.respOps)
+	}
 	h["Location"] = []string{loc}
 	h["Content-Length"] = hvZero
 	s.resp = httpfilter.ResponseHeaders{Status: rd.code, Header: h}
@@ -1230,7 +1228,10 @@ func (s *stream) sendLocalReply(code int, body string, extra http.Header, detail
 	case body == "":
 		h["Content-Length"] = hvZero
 	default:
-		h["Content-Type"] = hvTextPlain
+		if _, ok := h["Content-Type"]; !ok {
+			// A content-type from response_headers_to_add wins, as in Envoy.
+			h["Content-Type"] = hvTextPlain
+		}
 		h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	}
 	if s.r.Method == http.MethodHead {

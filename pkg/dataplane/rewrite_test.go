@@ -31,7 +31,7 @@ func TestPathQueryAndRewriteFields(t *testing.T) {
 	queryMatch := prefixMatch("/q")
 	queryMatch.QueryParameters = []*routev3.QueryParameterMatcher{
 		{Name: "tier", QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
-			MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "gold plus"},
+			MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "gold"},
 		}}},
 		{Name: "debug", QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_PresentMatch{PresentMatch: true}},
 	}
@@ -56,6 +56,8 @@ func TestPathQueryAndRewriteFields(t *testing.T) {
 		PathRewriteSpecifier: &routev3.RedirectAction_PrefixRewrite{PrefixRewrite: "/here"},
 		ResponseCode:         routev3.RedirectAction_FOUND,
 	}}}
+	redirect.ResponseHeadersToAdd = setHeaders(map[string]string{"x-redirected": "yes"})
+	direct.ResponseHeadersToAdd = setHeaders(map[string]string{"content-type": "application/problem+json"})
 
 	rc := routeConfig(listenerName, virtualHost("all", []string{"*"},
 		routeTo(segment("/seg"), "seg"),
@@ -79,12 +81,14 @@ func TestPathQueryAndRewriteFields(t *testing.T) {
 		{"/seg/x", "seg", "/seg/x"},
 		{"/seg?a=1", "seg", "/seg?a=1"},
 		{"/segment", "fallback", "/segment"}, // not a whole segment
-		{"/q?tier=gold+plus&debug", "query", "/q?tier=gold+plus&debug"},
-		{"/q?tier=gold%20plus&debug=1", "query", "/q?tier=gold%20plus&debug=1"},
+		{"/q?tier=gold&debug", "query", "/q?tier=gold&debug"},
+		{"/q?tier=gold&debug=1", "query", "/q?tier=gold&debug=1"},
+		{"/q?tier=%67old&debug", "fallback", "/q?tier=%67old&debug"}, // values are not decoded
 		{"/q?tier=silver&debug", "fallback", "/q?tier=silver&debug"},
-		{"/q?debug&tier=gold+plus&tier=silver", "query", "/q?debug&tier=gold+plus&tier=silver"}, // the first value counts
-		{"/q?tier=silver&tier=gold+plus&debug", "fallback", "/q?tier=silver&tier=gold+plus&debug"},
-		{"/q?tier=gold+plus", "fallback", "/q?tier=gold+plus"},
+		{"/q?debug&tier=gold&tier=silver", "query", "/q?debug&tier=gold&tier=silver"}, // the first value counts
+		{"/q?tier=silver&tier=gold&debug", "fallback", "/q?tier=silver&tier=gold&debug"},
+		{"/q?Tier=gold&debug", "fallback", "/q?Tier=gold&debug"}, // names are case-sensitive
+		{"/q?tier=gold", "fallback", "/q?tier=gold"},
 		{"/old/a?k=v", "rewrite", "/new/a?k=v"},
 		{"/old", "rewrite", "/new"},
 		{"/strip/a/b?k=v", "rewrite", "/a/b?k=v"},
@@ -121,7 +125,7 @@ func TestPathQueryAndRewriteFields(t *testing.T) {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != 500 || string(body) != "no backend" {
+		if resp.StatusCode != 500 || string(body) != "no backend" || resp.Header.Get("Content-Type") != "application/problem+json" {
 			t.Errorf("got %d %q", resp.StatusCode, body)
 		}
 	})
@@ -134,7 +138,7 @@ func TestPathQueryAndRewriteFields(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != 302 || resp.Header.Get("Location") != "http://example.com/here/a?k=v" {
+		if resp.StatusCode != 302 || resp.Header.Get("Location") != "http://example.com/here/a?k=v" || resp.Header.Get("X-Redirected") != "yes" {
 			t.Errorf("got %d %q", resp.StatusCode, resp.Header.Get("Location"))
 		}
 	})

@@ -18,6 +18,7 @@ import (
 	"knative.dev/networking/pkg/ingress"
 
 	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/reconciler/backends"
 )
 
 // Kind is the ir.ObjectRef kind of fragments built from KIngresses.
@@ -295,7 +296,7 @@ func (b *builder) backend(field, ns, name string, port intstr.IntOrString) strin
 		b.addBackend(&ir.Backend{Name: key, Service: ir.ServiceRef{Namespace: ns, Name: name, Port: port.IntVal}})
 		return key
 	}
-	sp, ok := servicePort(svc, port)
+	sp, ok := backends.ServicePort(svc, port)
 	if !ok {
 		key := fmt.Sprintf("%s/%s:%s", ns, name, port.String())
 		b.problem("ServicePortNotFound", "%s refers to port %s of Service %s/%s, which has no such port", field, port.String(), ns, name)
@@ -309,16 +310,20 @@ func (b *builder) backend(field, ns, name string, port intstr.IntOrString) strin
 	be := &ir.Backend{
 		Name:     key,
 		Service:  ir.ServiceRef{Namespace: ns, Name: name, Port: sp.Port},
-		Protocol: protocolOf(sp),
+		Protocol: backends.ProtocolOf(sp),
 	}
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		be.ExternalName = svc.Spec.ExternalName
 		// An external HTTPS service must not be called in cleartext.
-		if speaksTLS(sp) {
+		if backends.SpeaksTLS(sp) {
 			be.TLSServerName = svc.Spec.ExternalName
 		}
 	} else {
-		be.Endpoints = b.endpoints(ns, name, sp)
+		slices, err := b.listers.EndpointSlices(ns, name)
+		if err != nil {
+			b.problem("EndpointsUnavailable", "listing EndpointSlices of Service %s/%s: %v", ns, name, err)
+		}
+		be.Endpoints = backends.Endpoints(slices, sp)
 	}
 	b.addBackend(be)
 	return key
@@ -329,99 +334,6 @@ func (b *builder) addBackend(be *ir.Backend) {
 		be.Provenance = b.provenance()
 		b.backends[be.Name] = be
 	}
-}
-
-func servicePort(svc *corev1.Service, port intstr.IntOrString) (corev1.ServicePort, bool) {
-	for _, sp := range svc.Spec.Ports {
-		if (port.Type == intstr.Int && sp.Port == port.IntVal) || (port.Type == intstr.String && sp.Name == port.StrVal) {
-			return sp, true
-		}
-	}
-	return corev1.ServicePort{}, false
-}
-
-// speaksTLS reports whether an ExternalName Service port is HTTPS: port
-// 443, or named or with appProtocol "https".
-func speaksTLS(sp corev1.ServicePort) bool {
-	return sp.Port == 443 || sp.Name == "https" || sp.AppProtocol != nil && (*sp.AppProtocol == "https" || *sp.AppProtocol == "kubernetes.io/https")
-}
-
-func protocolOf(sp corev1.ServicePort) ir.Protocol {
-	if sp.AppProtocol != nil {
-		switch *sp.AppProtocol {
-		case "kubernetes.io/h2c", "h2c":
-			return ir.H2C
-		case "grpc":
-			return ir.GRPC
-		}
-	}
-	switch sp.Name {
-	case "http2", "h2c":
-		return ir.H2C
-	case "grpc":
-		return ir.GRPC
-	}
-	return ir.HTTP1
-}
-
-// endpoints lists the ready addresses behind a Service port. The target
-// port comes from the EndpointSlice port with the Service port's name, which
-// is how named target ports resolve per pod.
-func (b *builder) endpoints(ns, name string, sp corev1.ServicePort) []ir.Endpoint {
-	slices, err := b.listers.EndpointSlices(ns, name)
-	if err != nil {
-		b.problem("EndpointsUnavailable", "listing EndpointSlices of Service %s/%s: %v", ns, name, err)
-		return nil
-	}
-	seen := map[ir.Endpoint]bool{}
-	var out []ir.Endpoint
-	for _, s := range slices {
-		if s.AddressType != discoveryv1.AddressTypeIPv4 && s.AddressType != discoveryv1.AddressTypeIPv6 {
-			continue
-		}
-		port, ok := slicePort(s, sp)
-		if !ok {
-			continue
-		}
-		for _, ep := range s.Endpoints {
-			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
-				continue
-			}
-			for _, addr := range ep.Addresses {
-				e := ir.Endpoint{Address: addr, Port: port}
-				if !seen[e] {
-					seen[e] = true
-					out = append(out, e)
-				}
-			}
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Address != out[j].Address {
-			return out[i].Address < out[j].Address
-		}
-		return out[i].Port < out[j].Port
-	})
-	return out
-}
-
-func slicePort(s *discoveryv1.EndpointSlice, sp corev1.ServicePort) (uint32, bool) {
-	for _, p := range s.Ports {
-		if p.Port == nil {
-			continue
-		}
-		if p.Protocol != nil && *p.Protocol != corev1.ProtocolTCP {
-			continue
-		}
-		name := ""
-		if p.Name != nil {
-			name = *p.Name
-		}
-		if name == sp.Name {
-			return uint32(*p.Port), true //nolint:gosec // ports are 1..65535
-		}
-	}
-	return 0, false
 }
 
 // certificates loads spec.tls. A certificate that cannot be used is left out
