@@ -158,6 +158,11 @@ func translateDocs(ctx context.Context, docs []manifest.Document, loadErr error)
 			lines = append(lines, fmt.Sprintf("not ready: %s (KIngress %s/%s): %s", s.Document, s.Ingress.Namespace, s.Ingress.Name, sum))
 		}
 	}
+	if rec.Gateways != nil {
+		for _, l := range rec.Gateways.NotReady() {
+			lines = append(lines, "not ready: "+l)
+		}
+	}
 	res, err := translate.New(translate.DefaultOptions()).Translate(model.Fragments())
 	if err != nil {
 		return nil, nil, err

@@ -120,6 +120,9 @@ func printRead(w io.Writer, report standalone.StatusReport, limit int) {
 		}
 		fmt.Fprintln(w, "skipped:", s)
 	}
+	for _, s := range report.GatewayAPI {
+		fmt.Fprintln(w, "not ready:", s)
+	}
 }
 
 // fileErrorState says what is served of a file with an error.

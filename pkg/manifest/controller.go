@@ -17,6 +17,7 @@ import (
 
 	"github.com/weir-dev/weir/pkg/config"
 	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/reconciler/gateway"
 	"github.com/weir-dev/weir/pkg/reconciler/kingress"
 )
 
@@ -44,6 +45,8 @@ type Controller struct {
 
 	mu       sync.Mutex
 	statuses map[types.NamespacedName]IngressStatus
+
+	gateways *GatewaySync
 }
 
 // ControllerOptions configure a Controller.
@@ -60,7 +63,8 @@ type ControllerOptions struct {
 
 // NewController returns a Controller; Run starts its workers.
 func NewController(ctx context.Context, opts ControllerOptions) *Controller {
-	c := &Controller{store: opts.Store, config: opts.Config, statuses: map[types.NamespacedName]IngressStatus{}}
+	c := &Controller{store: opts.Store, config: opts.Config, statuses: map[types.NamespacedName]IngressStatus{},
+		gateways: &GatewaySync{Model: opts.Model, Syncer: opts.Syncer}}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop().Sugar()
 	}
@@ -93,9 +97,12 @@ func (c *Controller) enqueue(key types.NamespacedName) {
 	c.impl.EnqueueKey(key)
 }
 
-// Changed enqueues what changes affect.
+// Changed enqueues what changes affect, and rebuilds the Gateways when
+// a change can affect them.
 func (c *Controller) Changed(changes []Change) {
+	gateways := false
 	for _, ch := range changes {
+		gateways = gateways || isGatewayInput(ch.Key.Kind)
 		if ch.Key.Kind == kingress.Kind {
 			c.enqueue(types.NamespacedName{Namespace: ch.Key.Namespace, Name: ch.Key.Name})
 			if ch.New == nil {
@@ -109,7 +116,13 @@ func (c *Controller) Changed(changes []Change) {
 		}
 		c.rec.Tracker.OnChanged(obj)
 	}
+	if gateways {
+		c.gateways.Sync(c.store)
+	}
 }
+
+// Gateways returns the Gateway API statuses of the latest build.
+func (c *Controller) Gateways() *gateway.Result { return c.gateways.Last() }
 
 // ReconcileAll reconciles every KIngress now, oldest first, so domain
 // conflicts resolve as in a cluster; `weir run` calls it once before it
@@ -122,6 +135,7 @@ func (c *Controller) ReconcileAll(ctx context.Context) []error {
 	c.quiet.Store(true)
 	defer c.quiet.Store(false)
 	var errs []error
+	c.gateways.Sync(c.store)
 	for _, d := range c.store.Ingresses() {
 		m := d.Object.(*v1alpha1.Ingress)
 		if err := c.Reconcile(ctx, m.Namespace+"/"+m.Name); err != nil {

@@ -26,6 +26,8 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -48,7 +50,7 @@ var (
 )
 
 func init() {
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, v1alpha1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, v1alpha1.AddToScheme, gwv1.Install, gwv1beta1.Install} {
 		if err := add(scheme); err != nil {
 			panic(err)
 		}
@@ -66,18 +68,34 @@ func KindOf(o runtime.Object) string {
 		return "Secret"
 	case *discoveryv1.EndpointSlice:
 		return "EndpointSlice"
+	case *corev1.Namespace:
+		return "Namespace"
+	case *gwv1.GatewayClass:
+		return "GatewayClass"
+	case *gwv1.Gateway:
+		return "Gateway"
+	case *gwv1.HTTPRoute:
+		return "HTTPRoute"
+	case *gwv1.ReferenceGrant, *gwv1beta1.ReferenceGrant:
+		return "ReferenceGrant"
 	}
 	return fmt.Sprintf("%T", o)
 }
 
 // supported lists the kinds Weir reads, for error messages.
-const supported = "networking.internal.knative.dev/v1alpha1 Ingress, v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Secret"
+const supported = "networking.internal.knative.dev/v1alpha1 Ingress, gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute and ReferenceGrant (also v1beta1), v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Secret, v1 Namespace"
 
 var supportedKinds = map[schema.GroupVersionKind]bool{
 	v1alpha1.SchemeGroupVersion.WithKind("Ingress"):          true,
 	corev1.SchemeGroupVersion.WithKind("Service"):            true,
 	corev1.SchemeGroupVersion.WithKind("Secret"):             true,
 	discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice"): true,
+	corev1.SchemeGroupVersion.WithKind("Namespace"):          true,
+	gwv1.SchemeGroupVersion.WithKind("GatewayClass"):         true,
+	gwv1.SchemeGroupVersion.WithKind("Gateway"):              true,
+	gwv1.SchemeGroupVersion.WithKind("HTTPRoute"):            true,
+	gwv1.SchemeGroupVersion.WithKind("ReferenceGrant"):       true,
+	gwv1beta1.SchemeGroupVersion.WithKind("ReferenceGrant"):  true,
 }
 
 // Load reads every .yaml/.yml file under the given files or directories
@@ -169,6 +187,10 @@ func Decode(file string, data []byte) ([]Document, error) {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: document %d: %w", file, i, err))
 			continue
+		}
+		if rg, ok := obj.(*gwv1beta1.ReferenceGrant); ok {
+			// The same object at v1: one kind downstream.
+			obj = &gwv1.ReferenceGrant{ObjectMeta: rg.ObjectMeta, Spec: gwv1.ReferenceGrantSpec{From: rg.Spec.From, To: rg.Spec.To}}
 		}
 		docs = append(docs, Document{File: file, Index: i, Object: obj, Sum: sha256.Sum256(raw)})
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/weir-dev/weir/pkg/config"
 	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/reconciler/gateway"
 	"github.com/weir-dev/weir/pkg/reconciler/kingress"
 )
 
@@ -43,6 +44,8 @@ type Reconciler struct {
 	// Warn, if set, receives what Apply skipped without an error: a
 	// KIngress of another class, a duplicate object.
 	Warn func(msg string)
+	// Gateways is the Gateway API result of the last Apply.
+	Gateways *gateway.Result
 }
 
 // Apply makes docs the complete desired state: every valid KIngress of
@@ -101,6 +104,8 @@ func (r *Reconciler) Apply(ctx context.Context, docs []Document) ([]IngressStatu
 			rec.Forget(&v1alpha1.Ingress{ObjectMeta: objectMeta(f.Source)})
 		}
 	}
+	gs := &GatewaySync{Model: r.Model, Syncer: r.Syncer}
+	r.Gateways = gs.Sync(store)
 	return statuses, errs
 }
 

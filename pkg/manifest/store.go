@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"knative.dev/networking/pkg/apis/networking"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weir-dev/weir/pkg/reconciler/kingress"
 )
@@ -46,6 +47,8 @@ type Change struct {
 type Store struct {
 	mu                                   sync.Mutex
 	services, slices, secrets, ingresses cache.Indexer
+	// gatewayAPI holds Gateway API objects and Namespaces, by kind.
+	gatewayAPI map[string]cache.Indexer
 	files                                map[string]map[Key]Document
 	// defs lists, per key, the files that define it, in name order.
 	defs map[Key][]string
@@ -57,7 +60,10 @@ func NewStore() *Store {
 		return cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	}
 	s := &Store{services: idx(), slices: idx(), secrets: idx(), ingresses: idx(),
-		files: map[string]map[Key]Document{}, defs: map[Key][]string{}}
+		files: map[string]map[Key]Document{}, defs: map[Key][]string{}, gatewayAPI: map[string]cache.Indexer{}}
+	for _, kind := range gatewayKinds {
+		s.gatewayAPI[kind] = idx()
+	}
 	if err := s.slices.AddIndexers(kingress.SliceIndexers); err != nil {
 		panic(err) // only fails on an indexer name clash, fixed at compile time
 	}
@@ -230,8 +236,10 @@ func (s *Store) indexer(kind string) cache.Indexer {
 		return s.slices
 	case "Secret":
 		return s.secrets
+	case kingress.Kind:
+		return s.ingresses
 	}
-	return s.ingresses
+	return s.gatewayAPI[kind]
 }
 
 var gvks = map[string]schema.GroupVersionKind{
@@ -239,7 +247,17 @@ var gvks = map[string]schema.GroupVersionKind{
 	"EndpointSlice": discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice"),
 	"Secret":        corev1.SchemeGroupVersion.WithKind("Secret"),
 	kingress.Kind:   v1alpha1.SchemeGroupVersion.WithKind("Ingress"),
+	"Namespace":     corev1.SchemeGroupVersion.WithKind("Namespace"),
+	"GatewayClass":  gwv1.SchemeGroupVersion.WithKind("GatewayClass"),
+	"Gateway":       gwv1.SchemeGroupVersion.WithKind("Gateway"),
+	"HTTPRoute":     gwv1.SchemeGroupVersion.WithKind("HTTPRoute"),
+	// v1beta1 ReferenceGrants are stored as v1: the fields are the same.
+	"ReferenceGrant": gwv1.SchemeGroupVersion.WithKind("ReferenceGrant"),
 }
+
+// gatewayKinds are the kinds the Gateway API front end reads besides
+// Services, EndpointSlices and Secrets.
+var gatewayKinds = []string{"Namespace", "GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant"}
 
 // Admit is the one validation path of weir run, weir translate and the
 // controller's view of an object: it defaults the namespace, then defaults
@@ -250,11 +268,22 @@ func Admit(ctx context.Context, d Document) (Key, error) {
 	if err != nil {
 		return Key{}, fmt.Errorf("%s: %w", d, err)
 	}
-	if m.GetNamespace() == "" {
+	clusterScoped := false
+	switch d.Object.(type) {
+	case *corev1.Namespace, *gwv1.GatewayClass:
+		clusterScoped = true
+		m.SetNamespace("")
+	}
+	if m.GetNamespace() == "" && !clusterScoped {
 		m.SetNamespace(corev1.NamespaceDefault)
 	}
 	var kind string
 	switch o := d.Object.(type) {
+	case *corev1.Namespace, *gwv1.GatewayClass, *gwv1.Gateway, *gwv1.HTTPRoute, *gwv1.ReferenceGrant:
+		if m.GetName() == "" {
+			return Key{}, fmt.Errorf("%s: metadata.name is required", d)
+		}
+		kind = KindOf(o)
 	case *corev1.Service:
 		kind = "Service"
 	case *discoveryv1.EndpointSlice:

@@ -300,6 +300,9 @@ type StatusReport struct {
 	Files     int            `json:"files"`
 	Documents map[string]int `json:"documents,omitempty"`
 	Skipped   []string       `json:"skipped,omitempty"`
+	// GatewayAPI says, one line each, which Gateway API conditions are
+	// not met: what a cluster would show in the objects' status.
+	GatewayAPI []string `json:"gatewayAPI,omitempty"`
 }
 
 // Report summarises statuses and file errors.
@@ -335,6 +338,9 @@ func (g *Gateway) Report() StatusReport {
 		r.Skipped = append(r.Skipped, f.skipped...)
 	}
 	slices.Sort(r.Skipped)
+	if res := g.ctrl.Gateways(); res != nil {
+		r.GatewayAPI = res.NotReady()
+	}
 	for n, f := range g.files {
 		if f.err == nil {
 			continue

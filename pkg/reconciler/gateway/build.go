@@ -1,0 +1,417 @@
+// Package gateway owns Weir's Gateway API front end: it turns
+// GatewayClasses, Gateways, HTTPRoutes and ReferenceGrants, with the
+// Services, EndpointSlices and Secrets they refer to, into one ir.Fragment
+// per Gateway, and computes the status the spec asks of each object. The
+// same Build runs in weir-controller and in `weir run` / `weir translate`.
+package gateway
+
+import (
+	"crypto/tls"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrs "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/reconciler/kingress"
+)
+
+// ControllerName is the GatewayClass controllerName Weir serves.
+const ControllerName gwv1.GatewayController = "weir.dev/gateway-controller"
+
+// Kind is the ir.ObjectRef kind of the fragments Build returns.
+const Kind = "Gateway"
+
+// Objects are the Gateway API objects to build from.
+type Objects struct {
+	GatewayClasses  []*gwv1.GatewayClass
+	Gateways        []*gwv1.Gateway
+	HTTPRoutes      []*gwv1.HTTPRoute
+	ReferenceGrants []*gwv1.ReferenceGrant
+	// NamespaceLabels are the labels of each namespace, for allowedRoutes
+	// selectors; a namespace not listed has none.
+	NamespaceLabels map[string]labels.Set
+}
+
+// Listers resolve backend and certificate references.
+type Listers struct {
+	Services       corelisters.ServiceLister
+	EndpointSlices kingress.SlicesOfService
+	Secrets        corelisters.SecretLister
+}
+
+// Result is what Build makes of Objects.
+type Result struct {
+	// Fragments has one fragment per accepted Gateway, by namespace/name.
+	Fragments []*ir.Fragment
+	// Statuses are computed for every object this controller is
+	// responsible for. Conditions carry no LastTransitionTime; SetConditions
+	// keeps the previous time of an unchanged condition.
+	GatewayClasses map[string]*gwv1.GatewayClassStatus
+	Gateways       map[types.NamespacedName]*gwv1.GatewayStatus
+	HTTPRoutes     map[types.NamespacedName]*gwv1.HTTPRouteStatus
+	// Skipped says which objects no Weir GatewayClass takes, and why.
+	Skipped []string
+}
+
+// Build computes the fragments and statuses of objs. It never fails: what
+// cannot be served is left out and said in a status condition.
+func Build(objs Objects, l Listers) *Result {
+	b := &builder{objs: objs, listers: l, res: &Result{
+		GatewayClasses: map[string]*gwv1.GatewayClassStatus{},
+		Gateways:       map[types.NamespacedName]*gwv1.GatewayStatus{},
+		HTTPRoutes:     map[types.NamespacedName]*gwv1.HTTPRouteStatus{},
+	}, grants: newGrantIndex(objs.ReferenceGrants)}
+	b.classes()
+	b.buildGateways()
+	b.routes()
+	b.finish()
+	return b.res
+}
+
+type builder struct {
+	objs     Objects
+	listers  Listers
+	res      *Result
+	grants   grantIndex
+	ours     map[string]*gwv1.GatewayClass
+	gateways map[types.NamespacedName]*gatewayState
+	order    []*gatewayState
+}
+
+// gatewayState is one Gateway being built.
+type gatewayState struct {
+	gw        *gwv1.Gateway
+	status    *gwv1.GatewayStatus
+	listeners []*listenerState
+	frag      *ir.Fragment
+	backends  map[string]*ir.Backend
+	// attachments are the route rules attached per listener name.
+	attachments map[string][]attachment
+}
+
+type listenerState struct {
+	spec  *gwv1.Listener
+	index int
+	// valid listeners are served; routes attach only to them.
+	valid  bool
+	status *gwv1.ListenerStatus
+	kinds  []gwv1.RouteGroupKind
+	certs  []string
+}
+
+func (b *builder) classes() {
+	b.ours = map[string]*gwv1.GatewayClass{}
+	for _, gc := range b.objs.GatewayClasses {
+		if gc.Spec.ControllerName != ControllerName {
+			continue
+		}
+		b.ours[gc.Name] = gc
+		st := &gwv1.GatewayClassStatus{SupportedFeatures: supportedFeatures()}
+		setCondition(&st.Conditions, gc.Generation, string(gwv1.GatewayClassConditionStatusAccepted), true,
+			string(gwv1.GatewayClassReasonAccepted), "Weir serves this class")
+		if gc.Spec.ParametersRef != nil {
+			setCondition(&st.Conditions, gc.Generation, string(gwv1.GatewayClassConditionStatusAccepted), false,
+				string(gwv1.GatewayClassReasonInvalidParameters), "parametersRef is not supported yet; remove it")
+		}
+		b.res.GatewayClasses[gc.Name] = st
+	}
+}
+
+// supportedFeatures lists the Gateway API features Weir implements, as the
+// GatewayClass status reports them.
+func supportedFeatures() []gwv1.SupportedFeature {
+	names := []string{
+		"Gateway", "HTTPRoute", "ReferenceGrant",
+		"HTTPRouteHostRewrite", "HTTPRouteMethodMatching", "HTTPRoutePathRedirect", "HTTPRoutePathRewrite",
+		"HTTPRoutePortRedirect", "HTTPRouteQueryParamMatching", "HTTPRouteRequestTimeout",
+		"HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect",
+	}
+	slices.Sort(names)
+	out := make([]gwv1.SupportedFeature, len(names))
+	for i, n := range names {
+		out[i] = gwv1.SupportedFeature{Name: gwv1.FeatureName(n)}
+	}
+	return out
+}
+
+func (b *builder) buildGateways() {
+	b.gateways = map[types.NamespacedName]*gatewayState{}
+	gws := slices.Clone(b.objs.Gateways)
+	slices.SortFunc(gws, func(a, c *gwv1.Gateway) int { return compareAge(&a.ObjectMeta, &c.ObjectMeta) })
+	for _, gw := range gws {
+		gc := b.ours[string(gw.Spec.GatewayClassName)]
+		if gc == nil {
+			b.res.Skipped = append(b.res.Skipped, fmt.Sprintf("Gateway %s/%s: GatewayClass %q is not one with controllerName %s", gw.Namespace, gw.Name, gw.Spec.GatewayClassName, ControllerName))
+			continue
+		}
+		if st := b.res.GatewayClasses[gc.Name]; !meta.IsStatusConditionTrue(st.Conditions, string(gwv1.GatewayClassConditionStatusAccepted)) {
+			continue
+		}
+		g := &gatewayState{gw: gw, status: &gwv1.GatewayStatus{}, backends: map[string]*ir.Backend{}, attachments: map[string][]attachment{}}
+		nn := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
+		b.gateways[nn] = g
+		b.order = append(b.order, g)
+		b.res.Gateways[nn] = g.status
+		g.frag = &ir.Fragment{Source: ir.ObjectRef{Kind: Kind, Namespace: gw.Namespace, Name: gw.Name}, Created: gw.CreationTimestamp.Time}
+		b.listeners(g)
+	}
+}
+
+// listeners validates each listener and reports it, as the spec names the
+// conditions: Accepted, Programmed, ResolvedRefs and Conflicted.
+func (b *builder) listeners(g *gatewayState) {
+	gw := g.gw
+	protocols := map[gwv1.PortNumber]gwv1.ProtocolType{}
+	hostnames := map[string]bool{}
+	for i := range gw.Spec.Listeners {
+		spec := &gw.Spec.Listeners[i]
+		ls := &listenerState{spec: spec, index: i, valid: true, status: &gwv1.ListenerStatus{Name: spec.Name, Conditions: []metav1.Condition{}}}
+		g.listeners = append(g.listeners, ls)
+		accepted, acceptedReason, acceptedMsg := true, string(gwv1.ListenerReasonAccepted), "the listener is valid"
+		resolved, resolvedReason, resolvedMsg := true, string(gwv1.ListenerReasonResolvedRefs), "every reference resolved"
+		conflicted, conflictReason, conflictMsg := false, string(gwv1.ListenerReasonNoConflicts), "no conflict"
+
+		switch spec.Protocol {
+		case gwv1.HTTPProtocolType, gwv1.HTTPSProtocolType:
+		default:
+			accepted, acceptedReason = false, string(gwv1.ListenerReasonUnsupportedProtocol)
+			acceptedMsg = fmt.Sprintf("spec.listeners[%d].protocol %q is not supported; use HTTP or HTTPS", i, spec.Protocol)
+		}
+		host := ""
+		if spec.Hostname != nil {
+			host = strings.ToLower(string(*spec.Hostname))
+		}
+		if p, ok := protocols[spec.Port]; ok && p != spec.Protocol && accepted {
+			conflicted, conflictReason = true, string(gwv1.ListenerReasonProtocolConflict)
+			conflictMsg = fmt.Sprintf("spec.listeners[%d]: port %d already has a %s listener", i, spec.Port, p)
+		} else if key := fmt.Sprintf("%d/%s", spec.Port, host); hostnames[key] && accepted {
+			conflicted, conflictReason = true, string(gwv1.ListenerReasonHostnameConflict)
+			conflictMsg = fmt.Sprintf("spec.listeners[%d]: another listener on port %d has hostname %q", i, spec.Port, host)
+		} else if accepted {
+			protocols[spec.Port] = spec.Protocol
+			hostnames[key] = true
+		}
+
+		ls.kinds, resolved, resolvedReason, resolvedMsg = routeKinds(spec, i, resolved, resolvedReason, resolvedMsg)
+		certsOK := true
+		if accepted && spec.Protocol == gwv1.HTTPSProtocolType {
+			var reason, msg string
+			if certsOK, reason, msg = b.listenerCertificates(g, ls); !certsOK {
+				resolved, resolvedReason, resolvedMsg = false, reason, msg
+			}
+		}
+		// A listener with some route kinds Weir does not serve still serves
+		// the others; one with a bad certificate serves nothing.
+		ls.valid = accepted && !conflicted && certsOK && len(ls.kinds) > 0
+		ls.status.SupportedKinds = ls.kinds
+		if ls.status.SupportedKinds == nil {
+			ls.status.SupportedKinds = []gwv1.RouteGroupKind{}
+		}
+		gen := gw.Generation
+		setCondition(&ls.status.Conditions, gen, string(gwv1.ListenerConditionAccepted), accepted, acceptedReason, acceptedMsg)
+		setCondition(&ls.status.Conditions, gen, string(gwv1.ListenerConditionResolvedRefs), resolved, resolvedReason, resolvedMsg)
+		setCondition(&ls.status.Conditions, gen, string(gwv1.ListenerConditionConflicted), conflicted, conflictReason, conflictMsg)
+		if ls.valid {
+			setCondition(&ls.status.Conditions, gen, string(gwv1.ListenerConditionProgrammed), true, string(gwv1.ListenerReasonProgrammed), "the listener is served")
+		} else {
+			setCondition(&ls.status.Conditions, gen, string(gwv1.ListenerConditionProgrammed), false, string(gwv1.ListenerReasonInvalid), "the listener is not served: see its other conditions")
+			continue
+		}
+		l := &ir.Listener{
+			Name:         string(spec.Name),
+			Port:         uint32(spec.Port), //nolint:gosec // the API bounds ports to 1..65535
+			Protocol:     ir.ProtocolHTTP,
+			Hostname:     host,
+			Certificates: ls.certs,
+			Provenance:   ir.Provenance{g.frag.Source},
+			Field:        fmt.Sprintf("spec.listeners[%d]", i),
+		}
+		if spec.Protocol == gwv1.HTTPSProtocolType {
+			l.Protocol = ir.ProtocolHTTPS
+		}
+		g.frag.Listeners = append(g.frag.Listeners, l)
+	}
+}
+
+// routeKinds returns the route kinds a listener allows that Weir serves,
+// and a ResolvedRefs failure for any it does not.
+func routeKinds(spec *gwv1.Listener, i int, resolved bool, reason, msg string) ([]gwv1.RouteGroupKind, bool, string, string) {
+	supported := map[gwv1.ProtocolType][]gwv1.Kind{gwv1.HTTPProtocolType: {"HTTPRoute"}, gwv1.HTTPSProtocolType: {"HTTPRoute"}}[spec.Protocol]
+	group := gwv1.Group(gwv1.GroupName)
+	if spec.AllowedRoutes == nil || len(spec.AllowedRoutes.Kinds) == 0 {
+		var out []gwv1.RouteGroupKind
+		for _, k := range supported {
+			out = append(out, gwv1.RouteGroupKind{Group: &group, Kind: k})
+		}
+		return out, resolved, reason, msg
+	}
+	var out []gwv1.RouteGroupKind
+	for j, k := range spec.AllowedRoutes.Kinds {
+		g := gwv1.Group(gwv1.GroupName)
+		if k.Group != nil {
+			g = *k.Group
+		}
+		if g == gwv1.GroupName && slices.Contains(supported, k.Kind) {
+			out = append(out, gwv1.RouteGroupKind{Group: &group, Kind: k.Kind})
+			continue
+		}
+		resolved, reason = false, string(gwv1.ListenerReasonInvalidRouteKinds)
+		msg = fmt.Sprintf("spec.listeners[%d].allowedRoutes.kinds[%d]: %s/%s routes are not supported on a %s listener", i, j, g, k.Kind, spec.Protocol)
+	}
+	return out, resolved, reason, msg
+}
+
+// listenerCertificates loads the certificates of an HTTPS listener.
+func (b *builder) listenerCertificates(g *gatewayState, ls *listenerState) (bool, string, string) {
+	spec, i := ls.spec, ls.index
+	if spec.TLS == nil || len(spec.TLS.CertificateRefs) == 0 {
+		return false, string(gwv1.ListenerReasonInvalidCertificateRef), fmt.Sprintf("spec.listeners[%d].tls.certificateRefs: an HTTPS listener needs a certificate", i)
+	}
+	if spec.TLS.Mode != nil && *spec.TLS.Mode != gwv1.TLSModeTerminate {
+		return false, string(gwv1.ListenerReasonInvalidCertificateRef), fmt.Sprintf("spec.listeners[%d].tls.mode: an HTTPS listener terminates TLS", i)
+	}
+	ok, reason, msg := true, "", ""
+	fail := func(r, format string, args ...any) {
+		if ok {
+			ok, reason, msg = false, r, fmt.Sprintf(format, args...)
+		}
+	}
+	for j, ref := range spec.TLS.CertificateRefs {
+		field := fmt.Sprintf("spec.listeners[%d].tls.certificateRefs[%d]", i, j)
+		if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Secret") {
+			fail(string(gwv1.ListenerReasonInvalidCertificateRef), "%s: only core Secrets hold certificates", field)
+			continue
+		}
+		ns := g.gw.Namespace
+		if ref.Namespace != nil && string(*ref.Namespace) != ns {
+			ns = string(*ref.Namespace)
+			if !b.grants.allows(gwv1.GroupName, "Gateway", g.gw.Namespace, "", "Secret", ns, string(ref.Name)) {
+				fail(string(gwv1.ListenerReasonRefNotPermitted), "%s: no ReferenceGrant in namespace %s lets Gateways in %s use Secret %s", field, ns, g.gw.Namespace, ref.Name)
+				continue
+			}
+		}
+		sec, err := b.listers.Secrets.Secrets(ns).Get(string(ref.Name))
+		if err != nil {
+			if apierrs.IsNotFound(err) {
+				fail(string(gwv1.ListenerReasonInvalidCertificateRef), "%s: Secret %s/%s does not exist", field, ns, ref.Name)
+			} else {
+				fail(string(gwv1.ListenerReasonInvalidCertificateRef), "%s: reading Secret %s/%s: %v", field, ns, ref.Name, err)
+			}
+			continue
+		}
+		chain, key := sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey]
+		if _, err := tls.X509KeyPair(chain, key); err != nil {
+			// The error text never holds key bytes.
+			fail(string(gwv1.ListenerReasonInvalidCertificateRef), "%s: Secret %s/%s does not hold a usable tls.crt and tls.key: %v", field, ns, ref.Name, err)
+			continue
+		}
+		name := ns + "/" + string(ref.Name)
+		if !slices.ContainsFunc(g.frag.Certificates, func(c *ir.Certificate) bool { return c.Name == name }) {
+			g.frag.Certificates = append(g.frag.Certificates, &ir.Certificate{
+				Name: name, CertChain: chain, PrivateKey: key, Provenance: ir.Provenance{g.frag.Source}, Field: field,
+			})
+		}
+		ls.certs = append(ls.certs, name)
+	}
+	return ok, reason, msg
+}
+
+// finish sets the Gateway conditions and attached route counts, and builds
+// each Gateway's virtual hosts from its attachments.
+func (b *builder) finish() {
+	for _, g := range b.order {
+		gen := g.gw.Generation
+		programmed := 0
+		for _, ls := range g.listeners {
+			ls.status.AttachedRoutes = int32(countRoutes(g.attachments[string(ls.spec.Name)])) //nolint:gosec // bounded by the routes
+			g.status.Listeners = append(g.status.Listeners, *ls.status)
+			if ls.valid {
+				programmed++
+			}
+		}
+		if len(g.gw.Spec.Addresses) > 0 {
+			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionAccepted), false, string(gwv1.GatewayReasonUnsupportedAddress),
+				"spec.addresses is not supported: the gateway's address comes from its Service")
+			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionProgrammed), false, string(gwv1.GatewayReasonAddressNotUsable),
+				"spec.addresses cannot be assigned")
+			continue
+		}
+		if len(g.listeners) > 0 && programmed == 0 {
+			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionAccepted), false, string(gwv1.GatewayReasonListenersNotValid), "no listener is valid: see the listener conditions")
+			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionProgrammed), false, string(gwv1.GatewayReasonInvalid), "no listener is served")
+			continue
+		}
+		if programmed < len(g.listeners) {
+			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonListenersNotValid), "some listeners are not valid: see their conditions")
+		} else {
+			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonAccepted), "the Gateway is valid")
+		}
+		setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionProgrammed), true, string(gwv1.GatewayReasonProgrammed), "the Gateway's listeners are served")
+		b.virtualHosts(g)
+		for _, name := range sortedKeys(g.backends) {
+			g.frag.Backends = append(g.frag.Backends, g.backends[name])
+		}
+		b.res.Fragments = append(b.res.Fragments, g.frag)
+	}
+	slices.SortFunc(b.res.Fragments, func(a, c *ir.Fragment) int {
+		return strings.Compare(a.Source.Namespace+"/"+a.Source.Name, c.Source.Namespace+"/"+c.Source.Name)
+	})
+}
+
+// setCondition sets a condition without a transition time; SetConditions
+// gives it one when it is written.
+func setCondition(conds *[]metav1.Condition, generation int64, typ string, status bool, reason, message string) {
+	s := metav1.ConditionFalse
+	if status {
+		s = metav1.ConditionTrue
+	}
+	for i := range *conds {
+		if (*conds)[i].Type == typ {
+			(*conds)[i] = metav1.Condition{Type: typ, Status: s, Reason: reason, Message: message, ObservedGeneration: generation}
+			return
+		}
+	}
+	*conds = append(*conds, metav1.Condition{Type: typ, Status: s, Reason: reason, Message: message, ObservedGeneration: generation})
+}
+
+// SetConditions writes next over prev: a condition whose status did not
+// change keeps its LastTransitionTime; others get now.
+func SetConditions(prev []metav1.Condition, next []metav1.Condition, now metav1.Time) []metav1.Condition {
+	out := make([]metav1.Condition, len(next))
+	for i, c := range next {
+		c.LastTransitionTime = now
+		if old := meta.FindStatusCondition(prev, c.Type); old != nil && old.Status == c.Status {
+			c.LastTransitionTime = old.LastTransitionTime
+		}
+		out[i] = c
+	}
+	return out
+}
+
+func compareAge(a, c *metav1.ObjectMeta) int {
+	if !a.CreationTimestamp.Equal(&c.CreationTimestamp) {
+		if a.CreationTimestamp.Before(&c.CreationTimestamp) {
+			return -1
+		}
+		return 1
+	}
+	return strings.Compare(a.Namespace+"/"+a.Name, c.Namespace+"/"+c.Name)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,330 @@
+package gateway_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/weir-dev/weir/pkg/manifest"
+	"github.com/weir-dev/weir/pkg/reconciler/gateway"
+)
+
+const class = `apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: weir}
+spec: {controllerName: weir.dev/gateway-controller}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: svc, namespace: default}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-a, labels: {gateway-access: "yes"}}
+`
+
+// build decodes docs as weir run would and builds them.
+func build(t *testing.T, docs string) *gateway.Result {
+	t.Helper()
+	ds, err := manifest.Decode("test.yaml", []byte(class+"---\n"+docs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := manifest.NewStore()
+	if _, _, errs := s.SetFile(context.Background(), "test.yaml", ds); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	return gateway.Build(s.GatewayObjects(), s.GatewayListers())
+}
+
+func condition(conds []metav1.Condition, typ string) string {
+	c := meta.FindStatusCondition(conds, typ)
+	if c == nil {
+		return "missing"
+	}
+	return string(c.Status) + "/" + c.Reason
+}
+
+func listenerCondition(t *testing.T, res *gateway.Result, listener, typ string) string {
+	t.Helper()
+	st := res.Gateways[types.NamespacedName{Namespace: "default", Name: "gw"}]
+	if st == nil {
+		t.Fatal("no status for Gateway default/gw")
+	}
+	for _, l := range st.Listeners {
+		if string(l.Name) == listener {
+			return condition(l.Conditions, typ)
+		}
+	}
+	t.Fatalf("no status for listener %s", listener)
+	return ""
+}
+
+func routeCondition(t *testing.T, res *gateway.Result, ns, name, typ string) string {
+	t.Helper()
+	st := res.HTTPRoutes[types.NamespacedName{Namespace: ns, Name: name}]
+	if st == nil || len(st.Parents) == 0 {
+		t.Fatalf("no parent status for HTTPRoute %s/%s", ns, name)
+	}
+	return condition(st.Parents[0].Conditions, typ)
+}
+
+func TestListenerConditions(t *testing.T) {
+	res := build(t, `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: same-port-tls, port: 80, protocol: HTTPS, tls: {certificateRefs: [{name: missing}]}}
+  - {name: dup-host, port: 80, protocol: HTTP}
+  - {name: udp, port: 53, protocol: UDP}
+  - name: bad-kinds
+    port: 81
+    protocol: HTTP
+    allowedRoutes: {kinds: [{kind: TCPRoute}]}
+  - {name: no-secret, port: 443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: missing}]}}
+  - {name: other-ns-secret, port: 443, protocol: HTTPS, hostname: b.example.com, tls: {certificateRefs: [{name: cert, namespace: vault}]}}
+`)
+	for _, tc := range []struct{ listener, typ, want string }{
+		{"http", "Programmed", "True/Programmed"},
+		{"http", "Conflicted", "False/NoConflicts"},
+		{"same-port-tls", "Conflicted", "True/ProtocolConflict"},
+		{"same-port-tls", "Programmed", "False/Invalid"},
+		{"dup-host", "Conflicted", "True/HostnameConflict"},
+		{"udp", "Accepted", "False/UnsupportedProtocol"},
+		{"bad-kinds", "ResolvedRefs", "False/InvalidRouteKinds"},
+		{"bad-kinds", "Programmed", "False/Invalid"},
+		{"no-secret", "ResolvedRefs", "False/InvalidCertificateRef"},
+		{"other-ns-secret", "ResolvedRefs", "False/RefNotPermitted"},
+	} {
+		if got := listenerCondition(t, res, tc.listener, tc.typ); got != tc.want {
+			t.Errorf("listener %s %s = %s, want %s", tc.listener, tc.typ, got, tc.want)
+		}
+	}
+	gw := res.Gateways[types.NamespacedName{Namespace: "default", Name: "gw"}]
+	if got := condition(gw.Conditions, "Accepted"); got != "True/ListenersNotValid" {
+		t.Errorf("Gateway Accepted = %s, want True/ListenersNotValid", got)
+	}
+	if len(res.Fragments) != 1 || len(res.Fragments[0].Listeners) != 1 || res.Fragments[0].Listeners[0].Name != "http" {
+		t.Errorf("only the valid listener may be served; fragments = %+v", res.Fragments)
+	}
+}
+
+func TestRouteConditions(t *testing.T) {
+	res := build(t, `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, hostname: "*.example.com"}
+  - name: selected
+    port: 81
+    protocol: HTTP
+    allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {gateway-access: "yes"}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ok, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: svc, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: no-section, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: nope}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: other-ns, namespace: team-b}
+spec:
+  parentRefs: [{name: gw, namespace: default, sectionName: http}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: selected-ns, namespace: team-a}
+spec:
+  parentRefs: [{name: gw, namespace: default, sectionName: selected}]
+  rules: [{backendRefs: [{name: svc, namespace: default, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wrong-host, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: http}]
+  hostnames: [example.org]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: missing-backend, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: nope, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bad-kind, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{group: example.com, kind: Bucket, name: b}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mirror, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: svc, port: 80}}}]
+    backendRefs: [{name: svc, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: not-ours, namespace: default}
+spec:
+  parentRefs: [{name: someone-elses-gateway}]
+`)
+	for _, tc := range []struct{ route, typ, want string }{
+		{"default/ok", "Accepted", "True/Accepted"},
+		{"default/ok", "ResolvedRefs", "True/ResolvedRefs"},
+		{"default/no-section", "Accepted", "False/NoMatchingParent"},
+		{"team-b/other-ns", "Accepted", "False/NotAllowedByListeners"},
+		{"team-a/selected-ns", "Accepted", "True/Accepted"},
+		{"team-a/selected-ns", "ResolvedRefs", "False/RefNotPermitted"},
+		{"default/wrong-host", "Accepted", "False/NoMatchingListenerHostname"},
+		{"default/missing-backend", "ResolvedRefs", "False/BackendNotFound"},
+		{"default/missing-backend", "Accepted", "True/Accepted"},
+		{"default/bad-kind", "ResolvedRefs", "False/InvalidKind"},
+		{"default/mirror", "Accepted", "False/UnsupportedValue"},
+	} {
+		ns, name, _ := strings.Cut(tc.route, "/")
+		if got := routeCondition(t, res, ns, name, tc.typ); got != tc.want {
+			t.Errorf("HTTPRoute %s %s = %s, want %s", tc.route, tc.typ, got, tc.want)
+		}
+	}
+	if _, ok := res.HTTPRoutes[types.NamespacedName{Namespace: "default", Name: "not-ours"}]; ok {
+		t.Error("a route whose parents are not Weir's got a status from Weir")
+	}
+	gw := res.Gateways[types.NamespacedName{Namespace: "default", Name: "gw"}]
+	attached := map[gwv1.SectionName]int32{}
+	for _, l := range gw.Listeners {
+		attached[l.Name] = l.AttachedRoutes
+	}
+	// ok, missing-backend and bad-kind attach to "http"; ok and the
+	// others without a sectionName to "selected" only if allowed (they
+	// are in "default", which has no label).
+	if attached["http"] != 3 || attached["selected"] != 1 {
+		t.Errorf("attachedRoutes = %v, want http:3 selected:1", attached)
+	}
+	// A rule whose only backend is invalid answers 500.
+	for _, vh := range res.Fragments[0].VirtualHosts {
+		for _, r := range vh.Routes {
+			if strings.HasPrefix(r.Name, "default/missing-backend/") && (r.DirectResponse == nil || r.DirectResponse.StatusCode != 500) {
+				t.Errorf("route %s = %+v, want a direct 500", r.Name, r)
+			}
+		}
+	}
+}
+
+// TestPrecedenceAcrossRoutes: rules of several HTTPRoutes on one host are
+// ordered by the spec's precedence, then age, then name.
+func TestPrecedenceAcrossRoutes(t *testing.T) {
+	route := func(name, created, path string, extra string) string {
+		return `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ` + name + `, namespace: default, creationTimestamp: "` + created + `"}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [a.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: ` + path + `}` + extra + `}]
+    backendRefs: [{name: svc, port: 80}]
+---
+`
+	}
+	res := build(t, route("old-root", "2026-01-01T00:00:00Z", "/", "")+
+		route("new-root", "2026-01-02T00:00:00Z", "/", "")+
+		route("new-long", "2026-01-03T00:00:00Z", "/api/v1", "")+
+		route("old-short", "2026-01-01T00:00:00Z", "/api", "")+
+		route("new-short-header", "2026-01-04T00:00:00Z", "/api", ", headers: [{name: x, value: v}]")+
+		`apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: weir
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`)
+	var got []string
+	for _, vh := range res.Fragments[0].VirtualHosts {
+		if vh.Domains[0] != "a.example.com" {
+			continue
+		}
+		for _, r := range vh.Routes {
+			got = append(got, r.Provenance[0].Name)
+		}
+	}
+	want := []string{"new-long", "new-short-header", "old-short", "old-root", "new-root"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("order = %v, want %v", got, want)
+	}
+}
+
+func TestGatewayOfAnotherClassIsSkipped(t *testing.T) {
+	res := build(t, `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: nginx
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`)
+	if len(res.Fragments) != 0 || len(res.Gateways) != 0 {
+		t.Errorf("served or reported a Gateway of another class: %+v", res)
+	}
+	if len(res.Skipped) != 1 || !strings.Contains(res.Skipped[0], `GatewayClass "nginx"`) {
+		t.Errorf("skipped = %v", res.Skipped)
+	}
+}
+
+func TestListenerHostnameIntersection(t *testing.T) {
+	res := build(t, `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - {name: any, port: 80, protocol: HTTP}
+  - {name: wild, port: 80, protocol: HTTP, hostname: "*.example.com"}
+  - {name: exact, port: 80, protocol: HTTP, hostname: shop.example.com}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: ["*.example.com", "example.org", "shop.example.com"]
+  rules: [{backendRefs: [{name: svc, port: 80}]}]
+`)
+	got := map[string]string{}
+	for _, vh := range res.Fragments[0].VirtualHosts {
+		got[vh.Domains[0]] = vh.Listener
+	}
+	// Each host goes to the most specific listener that takes it.
+	want := map[string]string{"*.example.com": "wild", "example.org": "any", "shop.example.com": "exact"}
+	if len(got) != len(want) {
+		t.Fatalf("virtual hosts = %v, want %v", got, want)
+	}
+	for h, l := range want {
+		if got[h] != l {
+			t.Errorf("host %s on listener %q, want %q", h, got[h], l)
+		}
+	}
+}

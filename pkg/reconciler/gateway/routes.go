@@ -1,0 +1,531 @@
+package gateway
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	apierrs "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/reconciler/backends"
+)
+
+// RouteKind is the ir.ObjectRef kind of HTTPRoutes in provenance.
+const RouteKind = "HTTPRoute"
+
+// attachment is one route attached to one listener.
+type attachment struct {
+	route *gwv1.HTTPRoute
+	hosts []string
+	rules []ir.RankedRoute
+}
+
+func countRoutes(as []attachment) int {
+	seen := map[*gwv1.HTTPRoute]bool{}
+	for _, a := range as {
+		seen[a.route] = true
+	}
+	return len(seen)
+}
+
+// builtRoute is an HTTPRoute translated once, for every parent.
+type builtRoute struct {
+	rules    []ir.RankedRoute
+	backends []*ir.Backend
+	// unsupported says why the route cannot be accepted at all.
+	unsupported string
+	resolved    bool
+	reason, msg string
+}
+
+func (b *builder) routes() {
+	routes := slices.Clone(b.objs.HTTPRoutes)
+	slices.SortFunc(routes, func(a, c *gwv1.HTTPRoute) int { return compareAge(&a.ObjectMeta, &c.ObjectMeta) })
+	for _, r := range routes {
+		var built *builtRoute
+		var parents []gwv1.RouteParentStatus
+		for pi, ref := range r.Spec.ParentRefs {
+			if (ref.Group != nil && *ref.Group != gwv1.GroupName) || (ref.Kind != nil && *ref.Kind != "Gateway") {
+				continue
+			}
+			ns := r.Namespace
+			if ref.Namespace != nil {
+				ns = string(*ref.Namespace)
+			}
+			g := b.gateways[types.NamespacedName{Namespace: ns, Name: string(ref.Name)}]
+			if g == nil {
+				continue // not a Gateway of ours
+			}
+			if built == nil {
+				built = b.buildRoute(r)
+			}
+			ps := gwv1.RouteParentStatus{ParentRef: ref, ControllerName: ControllerName}
+			accepted, reason, msg := b.attach(g, r, ref, pi, built)
+			setCondition(&ps.Conditions, r.Generation, string(gwv1.RouteConditionAccepted), accepted, reason, msg)
+			setCondition(&ps.Conditions, r.Generation, string(gwv1.RouteConditionResolvedRefs), built.resolved, built.reason, built.msg)
+			parents = append(parents, ps)
+		}
+		if parents == nil {
+			b.res.Skipped = append(b.res.Skipped, fmt.Sprintf("HTTPRoute %s/%s: no parentRef names a Gateway that Weir serves", r.Namespace, r.Name))
+		}
+		if parents != nil {
+			b.res.HTTPRoutes[types.NamespacedName{Namespace: r.Namespace, Name: r.Name}] = &gwv1.HTTPRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: parents}}
+		}
+	}
+}
+
+// attach attaches r to the listeners of g that parentRef pi selects and
+// allow it, and returns the Accepted condition for that parent.
+func (b *builder) attach(g *gatewayState, r *gwv1.HTTPRoute, ref gwv1.ParentReference, pi int, built *builtRoute) (bool, string, string) {
+	field := fmt.Sprintf("spec.parentRefs[%d]", pi)
+	if built.unsupported != "" {
+		return false, string(gwv1.RouteReasonUnsupportedValue), built.unsupported
+	}
+	if len(g.gw.Spec.Addresses) > 0 {
+		return false, string(gwv1.RouteReasonNoMatchingParent), fmt.Sprintf("%s: Gateway %s/%s is not accepted: see its conditions", field, g.gw.Namespace, g.gw.Name)
+	}
+	var routeHosts []string
+	for _, h := range r.Spec.Hostnames {
+		routeHosts = append(routeHosts, string(h))
+	}
+	found, notAllowed, noHost, attached := false, false, false, false
+	for _, ls := range g.listeners {
+		if ref.SectionName != nil && ls.spec.Name != *ref.SectionName {
+			continue
+		}
+		if ref.Port != nil && ls.spec.Port != *ref.Port {
+			continue
+		}
+		found = true
+		if !ls.valid {
+			continue
+		}
+		if !b.allowsRoute(g, ls, r) {
+			notAllowed = true
+			continue
+		}
+		host := ""
+		if ls.spec.Hostname != nil {
+			host = string(*ls.spec.Hostname)
+		}
+		hosts := intersectHosts(host, routeHosts)
+		if len(hosts) == 0 {
+			noHost = true
+			continue
+		}
+		attached = true
+		name := string(ls.spec.Name)
+		g.attachments[name] = append(g.attachments[name], attachment{route: r, hosts: hosts, rules: built.rules})
+	}
+	switch {
+	case attached:
+		for _, be := range built.backends {
+			if _, ok := g.backends[be.Name]; !ok {
+				g.backends[be.Name] = be
+			}
+		}
+		return true, string(gwv1.RouteReasonAccepted), "attached to the Gateway"
+	case !found:
+		return false, string(gwv1.RouteReasonNoMatchingParent), fmt.Sprintf("%s: Gateway %s/%s has no listener with that sectionName and port", field, g.gw.Namespace, g.gw.Name)
+	case notAllowed:
+		return false, string(gwv1.RouteReasonNotAllowedByListeners), fmt.Sprintf("%s: the listeners' allowedRoutes do not allow this route", field)
+	case noHost:
+		return false, string(gwv1.RouteReasonNoMatchingListenerHostname), fmt.Sprintf("%s: no spec.hostnames entry matches a listener's hostname", field)
+	}
+	return false, string(gwv1.RouteReasonNoMatchingParent), fmt.Sprintf("%s: no listener that matches is valid; see the Gateway's listener conditions", field)
+}
+
+// allowsRoute applies a listener's allowedRoutes to an HTTPRoute.
+func (b *builder) allowsRoute(g *gatewayState, ls *listenerState, r *gwv1.HTTPRoute) bool {
+	if !slices.ContainsFunc(ls.kinds, func(k gwv1.RouteGroupKind) bool { return k.Kind == RouteKind }) {
+		return false
+	}
+	from := gwv1.NamespacesFromSame
+	var sel *metav1.LabelSelector
+	if ar := ls.spec.AllowedRoutes; ar != nil && ar.Namespaces != nil {
+		if ar.Namespaces.From != nil {
+			from = *ar.Namespaces.From
+		}
+		sel = ar.Namespaces.Selector
+	}
+	switch from {
+	case gwv1.NamespacesFromAll:
+		return true
+	case gwv1.NamespacesFromSelector:
+		if sel == nil {
+			return false
+		}
+		s, err := metav1.LabelSelectorAsSelector(sel)
+		if err != nil {
+			return false
+		}
+		ls := b.objs.NamespaceLabels[r.Namespace]
+		if ls == nil {
+			ls = labels.Set{}
+		}
+		return s.Matches(ls)
+	case gwv1.NamespacesFromSame:
+		return r.Namespace == g.gw.Namespace
+	}
+	return false
+}
+
+// buildRoute translates the rules of r.
+func (b *builder) buildRoute(r *gwv1.HTTPRoute) *builtRoute {
+	out := &builtRoute{resolved: true, reason: string(gwv1.RouteReasonResolvedRefs), msg: "every backend resolved"}
+	src := ir.ObjectRef{Kind: RouteKind, Namespace: r.Namespace, Name: r.Name}
+	seen := map[string]bool{}
+	for ri := range r.Spec.Rules {
+		rule := &r.Spec.Rules[ri]
+		field := fmt.Sprintf("spec.rules[%d]", ri)
+		base := &ir.Route{WebsocketUpgrade: true, Provenance: ir.Provenance{src}}
+		if msg := applyFilters(base, rule.Filters, field); msg != "" {
+			out.unsupported = msg
+			return out
+		}
+		if t := rule.Timeouts; t != nil {
+			if t.BackendRequest != nil {
+				out.unsupported = field + ".timeouts.backendRequest is not supported yet; remove it or use timeouts.request"
+				return out
+			}
+			if t.Request != nil {
+				d, err := time.ParseDuration(string(*t.Request))
+				if err != nil {
+					out.unsupported = fmt.Sprintf("%s.timeouts.request %q: %v", field, *t.Request, err)
+					return out
+				}
+				base.Timeout = &d
+			}
+		}
+		if rule.Retry != nil || rule.SessionPersistence != nil {
+			out.unsupported = field + ": retry and sessionPersistence are not supported yet"
+			return out
+		}
+		var invalid bool
+		for bi := range rule.BackendRefs {
+			br := &rule.BackendRefs[bi]
+			bfield := fmt.Sprintf("%s.backendRefs[%d]", field, bi)
+			be, reason, msg := b.resolveBackend(r, br.BackendRef, bfield)
+			if be == nil {
+				invalid = true
+				if out.resolved {
+					out.resolved, out.reason, out.msg = false, reason, msg
+				}
+				continue
+			}
+			wb := ir.WeightedBackend{BackendName: be.Name, Weight: 1}
+			if br.Weight != nil {
+				wb.Weight = uint32(max(*br.Weight, 0)) //nolint:gosec // clamped
+			}
+			var scratch ir.Route
+			if msg := applyFilters(&scratch, br.Filters, bfield); msg != "" {
+				out.unsupported = msg
+				return out
+			}
+			if !scratch.ResponseHeaders.Empty() || scratch.Redirect != nil || scratch.PathRewrite != nil || scratch.HostRewrite != "" {
+				out.unsupported = bfield + ".filters: only RequestHeaderModifier is supported on a backend"
+				return out
+			}
+			wb.RequestHeaders = scratch.RequestHeaders
+			base.Backends = append(base.Backends, wb)
+			if !seen[be.Name] {
+				seen[be.Name] = true
+				out.backends = append(out.backends, be)
+			}
+		}
+		if base.Redirect == nil && (len(base.Backends) == 0 || invalid && totalWeight(base.Backends) == 0) {
+			// The spec: a rule with no usable backend answers 500.
+			base.Backends = nil
+			base.DirectResponse = &ir.DirectResponse{StatusCode: 500}
+		}
+		matches := rule.Matches
+		if len(matches) == 0 {
+			matches = []gwv1.HTTPRouteMatch{{}}
+		}
+		for mi := range matches {
+			rt := *base
+			rt.Name = fmt.Sprintf("%s/%s/rule/%d/match/%d", r.Namespace, r.Name, ri, mi)
+			m, err := convertMatch(&matches[mi])
+			if err != nil {
+				out.unsupported = fmt.Sprintf("%s.matches[%d]: %v", field, mi, err)
+				return out
+			}
+			rt.Match = m
+			out.rules = append(out.rules, ir.RankedRoute{Route: &rt, Created: r.CreationTimestamp.Time, Source: src, Rule: ri, Match: mi})
+		}
+	}
+	return out
+}
+
+func totalWeight(bs []ir.WeightedBackend) uint64 {
+	var t uint64
+	for _, b := range bs {
+		t += uint64(b.Weight)
+	}
+	return t
+}
+
+func convertMatch(m *gwv1.HTTPRouteMatch) (ir.Match, error) {
+	out := ir.Match{Path: ir.PathMatch{Kind: ir.PathSegmentPrefix, Value: "/"}}
+	if p := m.Path; p != nil {
+		if p.Value != nil {
+			out.Path.Value = *p.Value
+		}
+		if p.Type != nil {
+			switch *p.Type {
+			case gwv1.PathMatchExact:
+				out.Path.Kind = ir.PathExact
+			case gwv1.PathMatchRegularExpression:
+				out.Path.Kind = ir.PathRegex
+			case gwv1.PathMatchPathPrefix:
+			default:
+				return out, fmt.Errorf("path type %q is not supported", *p.Type)
+			}
+		}
+	}
+	for _, h := range m.Headers {
+		hm := ir.HeaderMatch{Name: string(h.Name), Value: h.Value, Kind: ir.HeaderExact}
+		if h.Type != nil && *h.Type == gwv1.HeaderMatchRegularExpression {
+			hm.Kind = ir.HeaderRegex
+		}
+		out.Headers = append(out.Headers, hm)
+	}
+	for _, q := range m.QueryParams {
+		qm := ir.QueryParamMatch{Name: string(q.Name), Value: q.Value, Kind: ir.HeaderExact}
+		if q.Type != nil && *q.Type == gwv1.QueryParamMatchRegularExpression {
+			qm.Kind = ir.HeaderRegex
+		}
+		out.QueryParams = append(out.QueryParams, qm)
+	}
+	if m.Method != nil {
+		out.Method = string(*m.Method)
+	}
+	return out, nil
+}
+
+// applyFilters applies a rule's filters to r. It returns why a filter
+// cannot be served, or "".
+func applyFilters(r *ir.Route, filters []gwv1.HTTPRouteFilter, field string) string {
+	for fi := range filters {
+		f := &filters[fi]
+		ffield := fmt.Sprintf("%s.filters[%d]", field, fi)
+		switch f.Type {
+		case gwv1.HTTPRouteFilterRequestHeaderModifier:
+			if f.RequestHeaderModifier != nil {
+				r.RequestHeaders = headerMutation(f.RequestHeaderModifier)
+			}
+		case gwv1.HTTPRouteFilterResponseHeaderModifier:
+			if f.ResponseHeaderModifier != nil {
+				r.ResponseHeaders = headerMutation(f.ResponseHeaderModifier)
+			}
+		case gwv1.HTTPRouteFilterRequestRedirect:
+			rr := f.RequestRedirect
+			if rr == nil {
+				continue
+			}
+			rd := &ir.Redirect{StatusCode: 302}
+			if rr.Scheme != nil {
+				rd.Scheme = *rr.Scheme
+			}
+			if rr.Hostname != nil {
+				rd.Host = string(*rr.Hostname)
+			}
+			if rr.Port != nil {
+				rd.Port = uint32(*rr.Port) //nolint:gosec // the API bounds ports
+			}
+			if rr.StatusCode != nil {
+				rd.StatusCode = *rr.StatusCode
+			}
+			pm, msg := pathModifier(rr.Path, ffield+".requestRedirect.path")
+			if msg != "" {
+				return msg
+			}
+			rd.Path = pm
+			r.Redirect = rd
+		case gwv1.HTTPRouteFilterURLRewrite:
+			ur := f.URLRewrite
+			if ur == nil {
+				continue
+			}
+			if ur.Hostname != nil {
+				r.HostRewrite = string(*ur.Hostname)
+			}
+			pm, msg := pathModifier(ur.Path, ffield+".urlRewrite.path")
+			if msg != "" {
+				return msg
+			}
+			r.PathRewrite = pm
+		default:
+			return fmt.Sprintf("%s: filter type %s is not supported yet", ffield, f.Type)
+		}
+	}
+	return ""
+}
+
+func pathModifier(p *gwv1.HTTPPathModifier, field string) (*ir.PathModifier, string) {
+	if p == nil {
+		return nil, ""
+	}
+	switch p.Type {
+	case gwv1.FullPathHTTPPathModifier:
+		if p.ReplaceFullPath == nil {
+			return nil, field + ".replaceFullPath is required"
+		}
+		return &ir.PathModifier{Kind: ir.ReplaceFullPath, Value: *p.ReplaceFullPath}, ""
+	case gwv1.PrefixMatchHTTPPathModifier:
+		if p.ReplacePrefixMatch == nil {
+			return nil, field + ".replacePrefixMatch is required"
+		}
+		return &ir.PathModifier{Kind: ir.ReplacePrefixMatch, Value: *p.ReplacePrefixMatch}, ""
+	}
+	return nil, fmt.Sprintf("%s.type %q is not supported", field, p.Type)
+}
+
+func headerMutation(f *gwv1.HTTPHeaderFilter) ir.HeaderMutation {
+	var m ir.HeaderMutation
+	for _, h := range f.Set {
+		m.Set = append(m.Set, ir.Header{Name: string(h.Name), Value: h.Value})
+	}
+	for _, h := range f.Add {
+		m.Append = append(m.Append, ir.Header{Name: string(h.Name), Value: h.Value})
+	}
+	m.Remove = append(m.Remove, f.Remove...)
+	return m
+}
+
+// resolveBackend resolves a backendRef to a backend, or says why not.
+func (b *builder) resolveBackend(r *gwv1.HTTPRoute, ref gwv1.BackendRef, field string) (*ir.Backend, string, string) {
+	if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Service") {
+		return nil, string(gwv1.RouteReasonInvalidKind), fmt.Sprintf("%s: only core Services are supported as backends", field)
+	}
+	ns := r.Namespace
+	if ref.Namespace != nil {
+		ns = string(*ref.Namespace)
+	}
+	if !b.grants.allows(gwv1.GroupName, RouteKind, r.Namespace, "", "Service", ns, string(ref.Name)) {
+		return nil, string(gwv1.RouteReasonRefNotPermitted), fmt.Sprintf("%s: no ReferenceGrant in namespace %s lets HTTPRoutes in %s use Service %s", field, ns, r.Namespace, ref.Name)
+	}
+	if ref.Port == nil {
+		return nil, string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("%s.port is required for a Service", field)
+	}
+	svc, err := b.listers.Services.Services(ns).Get(string(ref.Name))
+	if err != nil {
+		if apierrs.IsNotFound(err) {
+			return nil, string(gwv1.RouteReasonBackendNotFound), fmt.Sprintf("%s: Service %s/%s does not exist", field, ns, ref.Name)
+		}
+		return nil, string(gwv1.RouteReasonBackendNotFound), fmt.Sprintf("%s: reading Service %s/%s: %v", field, ns, ref.Name, err)
+	}
+	sp, ok := backends.ServicePort(svc, intstr.FromInt32(int32(*ref.Port)))
+	if !ok {
+		return nil, string(gwv1.RouteReasonBackendNotFound), fmt.Sprintf("%s: Service %s/%s has no port %d", field, ns, ref.Name, *ref.Port)
+	}
+	be := &ir.Backend{
+		Name:     ir.BackendName(ns, string(ref.Name), sp.Port),
+		Service:  ir.ServiceRef{Namespace: ns, Name: string(ref.Name), Port: sp.Port},
+		Protocol: backends.ProtocolOf(sp),
+	}
+	if svc.Spec.Type == "ExternalName" {
+		be.ExternalName = svc.Spec.ExternalName
+		if backends.SpeaksTLS(sp) {
+			be.TLSServerName = svc.Spec.ExternalName
+		}
+		return be, "", ""
+	}
+	slices, err := b.listers.EndpointSlices(ns, string(ref.Name))
+	if err != nil {
+		return nil, string(gwv1.RouteReasonBackendNotFound), fmt.Sprintf("%s: listing EndpointSlices of Service %s/%s: %v", field, ns, ref.Name, err)
+	}
+	be.Endpoints = backends.Endpoints(slices, sp)
+	return be, "", ""
+}
+
+// virtualHosts groups the attachments of g into virtual hosts: per port
+// and host for HTTP, where the most specific listener of the port takes a
+// host; per listener and host for HTTPS, whose listeners SNI tells apart.
+func (b *builder) virtualHosts(g *gatewayState) {
+	type key struct{ scope, host string }
+	type candidate struct {
+		ls    *listenerState
+		rules []ir.RankedRoute
+	}
+	cands := map[key][]candidate{}
+	var keys []key
+	for _, ls := range g.listeners {
+		if !ls.valid {
+			continue
+		}
+		scope := string(ls.spec.Name)
+		if ls.spec.Protocol == gwv1.HTTPProtocolType {
+			scope = fmt.Sprintf("%d", ls.spec.Port)
+		}
+		for _, a := range g.attachments[string(ls.spec.Name)] {
+			for _, h := range a.hosts {
+				k := key{scope, h}
+				if _, ok := cands[k]; !ok {
+					keys = append(keys, k)
+				}
+				cands[k] = append(cands[k], candidate{ls, a.rules})
+			}
+		}
+	}
+	slices.SortFunc(keys, func(a, c key) int {
+		if a.scope != c.scope {
+			if a.scope < c.scope {
+				return -1
+			}
+			return 1
+		}
+		if a.host < c.host {
+			return -1
+		} else if a.host > c.host {
+			return 1
+		}
+		return 0
+	})
+	for _, k := range keys {
+		cs := cands[k]
+		best := slices.MaxFunc(cs, func(a, c candidate) int {
+			return specificity(hostOf(a.ls)) - specificity(hostOf(c.ls))
+		}).ls
+		var rules []ir.RankedRoute
+		prov := ir.Provenance{}
+		for _, c := range cs {
+			if c.ls != best {
+				continue
+			}
+			rules = append(rules, c.rules...)
+			for _, rr := range c.rules {
+				if !slices.Contains(prov, rr.Source) {
+					prov = append(prov, rr.Source)
+				}
+			}
+		}
+		slices.SortFunc(prov, func(a, c ir.ObjectRef) int {
+			if a.String() < c.String() {
+				return -1
+			}
+			return 1
+		})
+		g.frag.VirtualHosts = append(g.frag.VirtualHosts, &ir.VirtualHost{
+			Name:       k.scope + "/" + k.host,
+			Domains:    []string{k.host},
+			Listener:   string(best.spec.Name),
+			Routes:     ir.MergeRoutes(rules, ir.GatewayAPIPrecedence),
+			Provenance: prov,
+			Field:      fmt.Sprintf("spec.listeners[%d]", best.index),
+		})
+	}
+}
+
+func hostOf(ls *listenerState) string {
+	if ls.spec.Hostname == nil {
+		return ""
+	}
+	return string(*ls.spec.Hostname)
+}

@@ -1,0 +1,137 @@
+package standalone
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func gatewayYAML(port int, from string) string {
+	return fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: weir}
+spec: {controllerName: weir.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: default}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - name: http
+    port: %d
+    protocol: HTTP
+    hostname: "*.example.com"
+    allowedRoutes: {namespaces: {from: %s}}
+`, port, from)
+}
+
+func httpRouteYAML(v1Weight, v2Weight int) string {
+	return fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: app, namespace: apps}
+spec:
+  parentRefs: [{name: edge, namespace: default}]
+  hostnames: [app.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /split}}]
+    backendRefs:
+    - {name: v1, namespace: default, port: 80, weight: %d}
+    - {name: v2, namespace: default, port: 80, weight: %d}
+  - matches: [{path: {type: PathPrefix, value: /v2}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {set: [{name: x-served-by, value: weir}]}
+    backendRefs: [{name: v2, namespace: default, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: apps-to-default, namespace: default}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: apps}]
+  to: [{group: "", kind: Service}]
+`, v1Weight, v2Weight)
+}
+
+// pathBackend answers with its name and the path it was asked for.
+func pathBackend(t *testing.T, name string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s", name, r.URL.Path)
+	})}
+	go func() { _ = s.Serve(l) }()
+	t.Cleanup(func() { s.Close() })
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func getPath(port int, host, path string) (int, string, http.Header) {
+	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", port, path), nil)
+	req.Host = host
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error(), nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+// TestRunServesGatewayAPI: `weir run` serves a Gateway and an HTTPRoute on
+// the Gateway's own port, follows edits, and stops serving a route as soon
+// as its listener no longer allows it, saying why.
+func TestRunServesGatewayAPI(t *testing.T) {
+	dir := t.TempDir()
+	gwPort, err := freePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, dir, "backends.yaml", backendsYAML(pathBackend(t, "v1"), pathBackend(t, "v2")))
+	write(t, dir, "gateway.yaml", gatewayYAML(gwPort, "All"))
+	write(t, dir, "route.yaml", httpRouteYAML(100, 0))
+	g := startRun(t, dir, 20*time.Millisecond)
+
+	eventually(t, "the route to be served on the Gateway's port", func() bool {
+		code, body, _ := getPath(gwPort, "app.example.com", "/split/a")
+		return code == 200 && body == "v1 /split/a"
+	})
+	code, body, h := getPath(gwPort, "app.example.com", "/v2/b?q=1")
+	if code != 200 || body != "v2 /b" || h.Get("X-Served-By") != "weir" {
+		t.Errorf("rewrite route = %d %q %v, want 200 \"v2 /b\" with x-served-by", code, body, h)
+	}
+	if code, _, _ := getPath(gwPort, "app.example.com", "/v2x"); code != 404 {
+		t.Errorf("/v2x = %d, want 404: prefixes match whole segments", code)
+	}
+	if code, _, _ := getPath(gwPort, "other.example.com", "/split"); code != 404 {
+		t.Errorf("a host the route does not name = %d, want 404", code)
+	}
+	if r := g.Report(); len(r.GatewayAPI) != 0 {
+		t.Errorf("not-ready lines for a valid setup: %v", r.GatewayAPI)
+	}
+
+	write(t, dir, "route.yaml", httpRouteYAML(0, 1))
+	eventually(t, "the split to move to v2", func() bool {
+		_, body, _ := getPath(gwPort, "app.example.com", "/split/a")
+		return body == "v2 /split/a"
+	})
+
+	// The listener stops allowing routes from other namespaces.
+	write(t, dir, "gateway.yaml", gatewayYAML(gwPort, "Same"))
+	eventually(t, "the route to stop being served", func() bool {
+		code, _, _ := getPath(gwPort, "app.example.com", "/split/a")
+		return code == 404
+	})
+	r := g.Report()
+	if len(r.GatewayAPI) == 0 || !strings.Contains(strings.Join(r.GatewayAPI, "\n"), "HTTPRoute apps/app parent edge: Accepted=False NotAllowedByListeners") {
+		t.Errorf("report does not say why the route is not served: %v", r.GatewayAPI)
+	}
+}
