@@ -144,10 +144,14 @@ func TestPathQueryAndRewriteFields(t *testing.T) {
 	})
 	t.Run("refused as Envoy refuses", func(t *testing.T) {
 		for name, r := range map[string]*routev3.Route{
-			"trailing slash":             routeTo(segment("/a/"), "seg"),
-			"prefix rewrite on regex":    func() *routev3.Route { r := routeTo(regexMatch("/a"), "seg"); action(r).PrefixRewrite = "/b"; return r }(),
-			"rewrite group out of range": func() *routev3.Route { r := routeTo(segment("/a"), "seg"); action(r).RegexRewrite = regexRewrite("^/a", `\1`); return r }(),
-			"direct response status":     {Match: segment("/a"), Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 99}}},
+			"trailing slash":          routeTo(segment("/a/"), "seg"),
+			"prefix rewrite on regex": func() *routev3.Route { r := routeTo(regexMatch("/a"), "seg"); action(r).PrefixRewrite = "/b"; return r }(),
+			"rewrite group out of range": func() *routev3.Route {
+				r := routeTo(segment("/a"), "seg")
+				action(r).RegexRewrite = regexRewrite("^/a", `\1`)
+				return r
+			}(),
+			"direct response status": {Match: segment("/a"), Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 99}}},
 		} {
 			bad := &Resources{Listeners: res.Listeners, Clusters: res.Clusters, Endpoints: res.Endpoints,
 				Routes: []*routev3.RouteConfiguration{routeConfig(listenerName, virtualHost("all", []string{"*"}, r))}}

@@ -49,7 +49,7 @@ type Store struct {
 	services, slices, secrets, ingresses cache.Indexer
 	// gatewayAPI holds Gateway API objects and Namespaces, by kind.
 	gatewayAPI map[string]cache.Indexer
-	files                                map[string]map[Key]Document
+	files      map[string]map[Key]Document
 	// defs lists, per key, the files that define it, in name order.
 	defs map[Key][]string
 }

@@ -103,4 +103,3 @@ func slicePort(s *discoveryv1.EndpointSlice, sp corev1.ServicePort) (uint32, boo
 	}
 	return 0, false
 }
-
