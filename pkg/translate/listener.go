@@ -289,6 +289,9 @@ func (s *shared) ownHCM(routeConfigName string) *listenerv3.Filter {
 // reservedPort reports whether port is one of the gateway's own listeners'.
 func (s *shared) reservedPort(port uint32) bool {
 	o := s.opts
+	if o.OwnListenersOnly {
+		return false
+	}
 	return port == o.ExternalHTTPPort || port == o.ExternalHTTPSPort || port == o.InternalHTTPPort || port == o.InternalHTTPSPort
 }
 

@@ -43,6 +43,10 @@ type Options struct {
 	// StreamIdleTimeout is the HTTP connection manager's stream_idle_timeout;
 	// 0 disables it.
 	StreamIdleTimeout time.Duration
+	// OwnListenersOnly leaves out the gateway's own (KIngress) listeners,
+	// for a data plane that serves one Gateway: only the fragments' own
+	// listeners are emitted, and their ports are all free to use.
+	OwnListenersOnly bool
 }
 
 // DefaultOptions returns the ports and timeouts Weir uses unless configured.
@@ -316,6 +320,9 @@ func (t *Translator) assemble(d *delta) (*Resources, error) {
 	var served []*roleTable
 	unavailable := false
 	for _, role := range ir.AllRoles {
+		if t.opts.OwnListenersOnly {
+			break
+		}
 		l := t.static.plainListeners[role]
 		if role.TLS() {
 			l = t.certs.listeners[tlsIndex(role)]

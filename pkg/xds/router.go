@@ -1,0 +1,154 @@
+package xds
+
+import (
+	"strings"
+	"sync"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// GatewayNodePrefix starts the node ID of a gateway that serves one
+// Gateway: "gateway/<namespace>/<name>/<pod>". Other node IDs belong to the
+// shared gateways.
+const GatewayNodePrefix = "gateway/"
+
+// GroupOf returns the group a node ID belongs to: "<namespace>/<name>" of
+// its Gateway, or "" for the shared gateways.
+func GroupOf(nodeID string) string {
+	rest, ok := strings.CutPrefix(nodeID, GatewayNodePrefix)
+	if !ok {
+		return ""
+	}
+	ns, rest, ok1 := strings.Cut(rest, "/")
+	name, _, ok2 := strings.Cut(rest, "/")
+	if !ok1 || !ok2 || ns == "" || name == "" {
+		return ""
+	}
+	return ns + "/" + name
+}
+
+// Router serves ADS to several groups of gateways, each from its own
+// Server, so a Gateway's data plane gets only that Gateway's config. A
+// stream goes to the Server of the group named by the node ID of its first
+// request (GroupOf); the shared group "" is the Server given to NewRouter.
+//
+// The node ID is taken as claimed: until the xDS channel authenticates
+// gateways, any client can ask for any group.
+type Router struct {
+	shared *Server
+	newGroup func(group string) *Server
+
+	mu     sync.Mutex
+	groups map[string]*Server
+}
+
+// NewRouter routes the shared group to shared and creates a Server for
+// another group, on first use, with newGroup.
+func NewRouter(shared *Server, newGroup func(group string) *Server) *Router {
+	return &Router{shared: shared, newGroup: newGroup, groups: map[string]*Server{}}
+}
+
+// Group returns the Server of group, creating it if needed.
+func (r *Router) Group(group string) *Server {
+	if group == "" {
+		return r.shared
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.groups[group]
+	if s == nil {
+		s = r.newGroup(group)
+		r.groups[group] = s
+	}
+	return s
+}
+
+// Remove forgets group's Server. Streams already open keep it until they
+// end; a new stream gets a new, empty Server.
+func (r *Router) Remove(group string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.groups, group)
+}
+
+// Groups lists the groups with a Server, the shared one excluded.
+func (r *Router) Groups() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.groups))
+	for g := range r.groups {
+		out = append(out, g)
+	}
+	return out
+}
+
+// Register registers ADS on g. Only ADS is routed: the per-type services
+// cannot keep a group's resources consistent and are not served.
+func (r *Router) Register(g *grpc.Server) {
+	discovery.RegisterAggregatedDiscoveryServiceServer(g, &routedADS{r: r})
+}
+
+type routedADS struct {
+	discovery.UnimplementedAggregatedDiscoveryServiceServer
+	r *Router
+}
+
+func (a *routedADS) StreamAggregatedResources(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	node := first.GetNode().GetId()
+	if node == "" {
+		return status.Error(codes.InvalidArgument, "the first request must carry the node ID")
+	}
+	s := a.r.Group(GroupOf(node))
+	return s.xds.StreamAggregatedResources(&peekedStream{
+		AggregatedDiscoveryService_StreamAggregatedResourcesServer: stream, first: first,
+	})
+}
+
+func (a *routedADS) DeltaAggregatedResources(stream discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	node := first.GetNode().GetId()
+	if node == "" {
+		return status.Error(codes.InvalidArgument, "the first request must carry the node ID")
+	}
+	s := a.r.Group(GroupOf(node))
+	return s.xds.DeltaAggregatedResources(&peekedDeltaStream{
+		AggregatedDiscoveryService_DeltaAggregatedResourcesServer: stream, first: first,
+	})
+}
+
+// peekedStream hands back the request the router read first.
+type peekedStream struct {
+	discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer
+	first *discovery.DiscoveryRequest
+}
+
+func (p *peekedStream) Recv() (*discovery.DiscoveryRequest, error) {
+	if f := p.first; f != nil {
+		p.first = nil
+		return f, nil
+	}
+	return p.AggregatedDiscoveryService_StreamAggregatedResourcesServer.Recv()
+}
+
+type peekedDeltaStream struct {
+	discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer
+	first *discovery.DeltaDiscoveryRequest
+}
+
+func (p *peekedDeltaStream) Recv() (*discovery.DeltaDiscoveryRequest, error) {
+	if f := p.first; f != nil {
+		p.first = nil
+		return f, nil
+	}
+	return p.AggregatedDiscoveryService_DeltaAggregatedResourcesServer.Recv()
+}
