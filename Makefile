@@ -12,7 +12,7 @@ export CGO_ENABLED := 0
 # Packages that need no cluster.
 UNIT_PKGS = $$($(GO) list ./... | grep -v '/test/')
 
-.PHONY: all build test unit e2e conformance lint vet fmt bench bench-nginx bench-scale bench-scale-cluster run clean k8s cluster-up
+.PHONY: all build test unit e2e conformance gateway-conformance lint vet fmt bench bench-nginx bench-scale bench-scale-cluster run clean k8s cluster-up
 
 all: build
 
@@ -39,6 +39,12 @@ unit:
 ## never cached, since the binaries they run are built at run time.
 e2e: k8s
 	$(GO) test $(GOTESTFLAGS) -count=1 -p 1 -timeout 30m ./test/cluster/ ./test/e2e/
+
+## gateway-conformance: the Gateway API conformance suite (GATEWAY-HTTP),
+## unmodified; writes docs/conformance/gateway-api-<version>-report.yaml.
+## GATEWAY_CONFORMANCE_ARGS="-args -run-test=HTTPRouteSimpleSameNamespace" runs one test.
+gateway-conformance: k8s
+	GOTESTFLAGS="$(GOTESTFLAGS)" hack/gateway-conformance.sh
 
 ## conformance: Knative's ingress conformance suite (stable, beta, alpha);
 ## prints one line per test, the full log is .cache/logs/conformance.log.

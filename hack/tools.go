@@ -12,4 +12,7 @@ import (
 	_ "knative.dev/networking/test/test_images/runtime"
 	_ "knative.dev/networking/test/test_images/timeout"
 	_ "knative.dev/networking/test/test_images/wsserver"
+
+	// The Gateway API conformance suite's backend.
+	_ "sigs.k8s.io/gateway-api/conformance/echo-basic"
 )

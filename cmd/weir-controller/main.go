@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,20 +19,28 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"knative.dev/networking/pkg/apis/networking"
 	ingressinformer "knative.dev/networking/pkg/client/injection/informers/networking/v1alpha1/ingress"
+	kubeclient "knative.dev/pkg/client/injection/kube/client"
+	serviceinformer "knative.dev/pkg/client/injection/kube/informers/core/v1/service"
+	endpointsliceinformer "knative.dev/pkg/client/injection/kube/informers/discovery/v1/endpointslice"
 	filteredfactory "knative.dev/pkg/client/injection/kube/informers/factory/filtered"
 	"knative.dev/pkg/configmap"
 	"knative.dev/pkg/controller"
+	"knative.dev/pkg/injection"
 	"knative.dev/pkg/injection/sharedmain"
 	"knative.dev/pkg/logging"
 	"knative.dev/pkg/signals"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/weir-dev/weir/pkg/config"
 	"github.com/weir-dev/weir/pkg/gateway"
 	"github.com/weir-dev/weir/pkg/ir"
+	gatewayapi "github.com/weir-dev/weir/pkg/reconciler/gateway"
 	"github.com/weir-dev/weir/pkg/reconciler/kingress"
 	"github.com/weir-dev/weir/pkg/translate"
 	"github.com/weir-dev/weir/pkg/xds"
@@ -118,6 +127,17 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 		rec.ReportRejected(refs, n.Error)
 	})
 
+	// Each Gateway's data plane gets its own xDS; the shared gateways get
+	// the KIngress config.
+	router := xds.NewRouter(server, func(group string) *xds.Server {
+		s := xds.NewServer(ctx, xds.Options{Logger: logger.Named("xds").With("gateway", group), PointerIdentity: true})
+		s.OnNACK(func(n xds.NACK) {
+			logger.Warnw("A Gateway's data plane rejected config", "gateway", group, "node", n.Node, "type", n.TypeURL, "error", n.Error)
+		})
+		return s
+	})
+	startGatewayAPI(ctx, logger, router)
+
 	go func() {
 		// Serving xDS before every existing KIngress is in the model would
 		// hand restarted gateways a partial config and drop traffic.
@@ -126,7 +146,7 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 		if err := syncer.Sync(); err != nil {
 			logger.Errorw("Initial translation failed", zap.Error(err))
 		}
-		if err := serveXDS(ctx, server, *xdsAddress); err != nil {
+		if err := serveXDS(ctx, router, *xdsAddress); err != nil {
 			logger.Fatalw("Serving xDS failed; is the port free?", "address", *xdsAddress, zap.Error(err))
 		}
 	}()
@@ -168,7 +188,46 @@ func waitForInitialReconcile(ctx context.Context, logger *zap.SugaredLogger, rec
 	}
 }
 
-func serveXDS(ctx context.Context, server *xds.Server, addr string) error {
+// startGatewayAPI runs the Gateway API controller if the cluster has the
+// Gateway API's CRDs.
+func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds.Router) {
+	cfg := injection.GetConfig(ctx)
+	kube := kubeclient.Get(ctx)
+	if _, err := kube.Discovery().ServerResourcesForGroupVersion(gwv1.GroupVersion.String()); err != nil {
+		logger.Infow("The Gateway API is not installed; serving KIngress only. Install its CRDs and restart weir-controller to serve Gateways.", zap.Error(err))
+		return
+	}
+	gw, err := gwclient.NewForConfig(cfg)
+	if err != nil {
+		logger.Errorw("Gateway API client", zap.Error(err))
+		return
+	}
+	offset, err := strconv.ParseUint(envOr("GATEWAY_PRIVILEGED_PORT_OFFSET", "10000"), 10, 16)
+	if err != nil {
+		logger.Fatalw("GATEWAY_PRIVILEGED_PORT_OFFSET must be a port offset", zap.Error(err))
+	}
+	sliceInformer := endpointsliceinformer.Get(ctx).Informer()
+	c := gatewayapi.NewController(gatewayapi.ControllerOptions{
+		Kube:            kube,
+		Gateway:         gw,
+		ServiceInformer: serviceinformer.Get(ctx).Informer(),
+		SliceInformer:   sliceInformer,
+		Router:          router,
+		Translate:       translate.DefaultOptions(),
+		Provisioner: &gatewayapi.Provisioner{
+			Kube:                 kube,
+			Namespace:            envOr("GATEWAY_NAMESPACE", "weir-system"),
+			Template:             envOr("GATEWAY_TEMPLATE", "weir-gateway"),
+			ServiceType:          corev1.ServiceType(envOr("GATEWAY_SERVICE_TYPE", string(corev1.ServiceTypeLoadBalancer))),
+			PrivilegedPortOffset: uint32(offset),
+		},
+		Logger: logger.Named("gateway-api"),
+		Resync: 10 * time.Hour,
+	})
+	go c.Run(ctx)
+}
+
+func serveXDS(ctx context.Context, server interface{ Register(*grpc.Server) }, addr string) error {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err

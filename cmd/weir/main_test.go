@@ -20,7 +20,10 @@ func goldenInputs(t *testing.T) map[string]string {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no inputs: %v", err)
 	}
-	inputs := map[string]string{"example-hello": filepath.Join("..", "..", "examples", "hello")}
+	inputs := map[string]string{
+		"example-hello":       filepath.Join("..", "..", "examples", "hello"),
+		"example-gateway-api": filepath.Join("..", "..", "examples", "gateway-api"),
+	}
 	for _, f := range files {
 		inputs[strings.TrimSuffix(filepath.Base(f), ".in.yaml")] = f
 	}

@@ -64,7 +64,8 @@ type GatewaySync struct {
 func (g *GatewaySync) Sync(store *Store) *gateway.Result {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	res := gateway.Build(store.GatewayObjects(), store.GatewayListers())
+	// weir run binds the listeners' own ports.
+	res := gateway.Build(store.GatewayObjects(), store.GatewayListers(), gateway.Options{})
 	changed := false
 	keep := map[ir.ObjectRef]bool{}
 	for _, f := range res.Fragments {

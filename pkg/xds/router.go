@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"slices"
 	"strings"
 	"sync"
 
@@ -38,7 +39,7 @@ func GroupOf(nodeID string) string {
 // The node ID is taken as claimed: until the xDS channel authenticates
 // gateways, any client can ask for any group.
 type Router struct {
-	shared *Server
+	shared   *Server
 	newGroup func(group string) *Server
 
 	mu     sync.Mutex
@@ -151,4 +152,21 @@ func (p *peekedDeltaStream) Recv() (*discovery.DeltaDiscoveryRequest, error) {
 		return f, nil
 	}
 	return p.AggregatedDiscoveryService_DeltaAggregatedResourcesServer.Recv()
+}
+
+// Served returns the names of the resources of typeURL the server serves
+// now, sorted.
+func (s *Server) Served(typeURL string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ts := s.types[typeURL]
+	if ts == nil {
+		return nil
+	}
+	out := make([]string, 0, len(ts.served))
+	for name := range ts.served {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
 }

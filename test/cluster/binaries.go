@@ -19,6 +19,10 @@ const KubernetesVersion = "v1.35.4"
 // digest) is one of these as the binary of the same name.
 var TestImages = []string{"runtime", "wsserver", "grpc-ping", "httpproxy", "timeout", "retry"}
 
+// GatewayAPIImages are the Gateway API conformance suite's backends, by
+// image name, from the conformance module in go.mod.
+var GatewayAPIImages = map[string]string{"echo-basic": "sigs.k8s.io/gateway-api/conformance/echo-basic"}
+
 // WeirImages are Weir's own commands, run the same way as pods.
 var WeirImages = []string{"weir-controller", "weir-proxy"}
 
@@ -60,6 +64,9 @@ func BuildImages(ctx context.Context, progress io.Writer) (map[string]string, er
 	for _, name := range WeirImages {
 		args = append(args, "./cmd/"+name)
 	}
+	for _, pkg := range GatewayAPIImages {
+		args = append(args, pkg)
+	}
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -70,6 +77,9 @@ func BuildImages(ctx context.Context, progress io.Writer) (map[string]string, er
 	images := map[string]string{}
 	for _, name := range append(append([]string{}, TestImages...), WeirImages...) {
 		images[name] = filepath.Join(dir, name)
+	}
+	for name, pkg := range GatewayAPIImages {
+		images[name] = filepath.Join(dir, filepath.Base(pkg))
 	}
 	return images, nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -85,6 +86,23 @@ func (c *Cluster) bootstrap(ctx context.Context) error {
 	if err := apply(crds); err != nil {
 		return err
 	}
+	// The Gateway API's standard channel, from the module in go.mod.
+	gwDir, err := moduleDir(root, "sigs.k8s.io/gateway-api")
+	if err != nil {
+		return err
+	}
+	gwFiles, err := filepath.Glob(filepath.Join(gwDir, "config", "crd", "standard", "gateway.networking.k8s.io_*.yaml"))
+	if err != nil {
+		return err
+	}
+	gwFiles = slices.DeleteFunc(gwFiles, func(f string) bool { return strings.Contains(f, "_vap_") })
+	gwCRDs, err := readManifests(gwFiles...)
+	if err != nil {
+		return err
+	}
+	if err := apply(gwCRDs); err != nil {
+		return err
+	}
 
 	for _, ns := range namespaces {
 		_, err := c.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
@@ -126,9 +144,13 @@ func (c *Cluster) bootstrap(ctx context.Context) error {
 	if err := c.createNode(ctx); err != nil {
 		return err
 	}
-	// The CRD must serve before anyone lists KIngresses.
+	// The CRDs must serve before anyone lists KIngresses or Gateways
+	// (weir-controller looks for the Gateway API once, at start).
 	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		_, err := c.Networking.NetworkingV1alpha1().Ingresses("default").List(ctx, metav1.ListOptions{})
+		if _, err := c.Networking.NetworkingV1alpha1().Ingresses("default").List(ctx, metav1.ListOptions{}); err != nil {
+			return false, nil
+		}
+		_, err := disc.ServerResourcesForGroupVersion("gateway.networking.k8s.io/v1")
 		return err == nil, nil
 	})
 }

@@ -421,7 +421,8 @@ func (c *Cluster) startControllerManager(bin string) error {
 		"--kubeconfig="+c.Kubeconfig,
 		// Only what turns Pods into Endpoints and EndpointSlices: there is
 		// no scheduler, no kubelet and no garbage collector here.
-		"--controllers=endpointslice,endpoint,endpointslicemirroring",
+		// Deployments and ReplicaSets for the Gateways' data planes.
+		"--controllers=endpointslice,endpoint,endpointslicemirroring,deployment,replicaset",
 		"--leader-elect=false", "--secure-port=0",
 	)
 	if err != nil {

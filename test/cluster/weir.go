@@ -83,10 +83,20 @@ func (c *Cluster) StartWeir(ctx context.Context, opts WeirOptions) (*Weir, error
 	for i := 0; i < opts.Controllers; i++ {
 		ctrl := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("weir-controller-%d", i), Namespace: "knative-serving", Labels: ctrlTmpl.Labels}, Spec: *ctrlTmpl.Spec.DeepCopy()}
 		ctrl.Spec.Containers[0].Args = append(append([]string{}, args...), opts.ControllerArgs...)
+		// Gateways' addresses are their ClusterIPs, which the host reaches.
+		ctrl.Spec.Containers[0].Env = append(ctrl.Spec.Containers[0].Env, corev1.EnvVar{Name: "GATEWAY_SERVICE_TYPE", Value: "ClusterIP"})
 		if _, err := c.Kube.CoreV1().Pods(ctrl.Namespace).Create(ctx, ctrl, metav1.CreateOptions{}); err != nil {
 			return nil, err
 		}
 		w.ControllerPods = append(w.ControllerPods, ctrl.Name)
+	}
+	// Each Gateway's data plane is made from this template, as the
+	// release makes it from the weir-gateway Deployment's.
+	pt := &corev1.PodTemplate{ObjectMeta: metav1.ObjectMeta{Name: "weir-gateway", Namespace: "weir-system"}, Template: corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: w.gateway.Labels}, Spec: w.proxyPodSpec(),
+	}}
+	if _, err := c.Kube.CoreV1().PodTemplates(pt.Namespace).Create(ctx, pt, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, err
 	}
 	for i := 0; i < opts.Gateways; i++ {
 		name := fmt.Sprintf("weir-gateway-%d", i)
@@ -116,6 +126,16 @@ func (c *Cluster) StartWeir(ctx context.Context, opts WeirOptions) (*Weir, error
 // createGateway creates a gateway pod. The release template runs Envoy;
 // weir-proxy takes its place, with the same labels and listener ports.
 func (w *Weir) createGateway(ctx context.Context, name string) error {
+	gw := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "weir-system", Labels: w.gateway.Labels},
+		Spec:       w.proxyPodSpec(),
+	}
+	_, err := w.c.Kube.CoreV1().Pods(gw.Namespace).Create(ctx, gw, metav1.CreateOptions{})
+	return err
+}
+
+// proxyPodSpec is the gateway pod spec with weir-proxy in Envoy's place.
+func (w *Weir) proxyPodSpec() corev1.PodSpec {
 	var ports []corev1.ContainerPort
 	for _, p := range w.gateway.Spec.Containers[0].Ports {
 		if p.Name != "http-ready" {
@@ -123,30 +143,25 @@ func (w *Weir) createGateway(ctx context.Context, name string) error {
 		}
 	}
 	ports = append(ports, corev1.ContainerPort{Name: "http-admin", ContainerPort: 9901})
-	gw := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "weir-system", Labels: w.gateway.Labels},
-		Spec: corev1.PodSpec{
-			ServiceAccountName: w.gateway.Spec.ServiceAccountName,
-			Containers: []corev1.Container{{
-				Name:  "proxy",
-				Image: "ko://github.com/weir-dev/weir/cmd/weir-proxy",
-				Args: append([]string{
-					"-xds-address=" + ServiceHost("knative-serving", "weir-controller") + ":18000",
-					"-node-id=$(POD_NAME)",
-					// On the pod address, so the pod runner can probe /ready.
-					"-admin-address=:9901",
-					"-access-log=false",
-				}, w.opts.ProxyArgs...),
-				Env:   []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}},
-				Ports: ports,
-				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{
-					HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromString("http-admin")},
-				}},
+	return corev1.PodSpec{
+		ServiceAccountName: w.gateway.Spec.ServiceAccountName,
+		Containers: []corev1.Container{{
+			Name:  "proxy",
+			Image: "ko://github.com/weir-dev/weir/cmd/weir-proxy",
+			Args: append([]string{
+				"-xds-address=" + ServiceHost("knative-serving", "weir-controller") + ":18000",
+				"-node-id=$(POD_NAME)",
+				// On the pod address, so the pod runner can probe /ready.
+				"-admin-address=:9901",
+				"-access-log=false",
+			}, w.opts.ProxyArgs...),
+			Env:   []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}},
+			Ports: ports,
+			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{
+				HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromString("http-admin")},
 			}},
-		},
+		}},
 	}
-	_, err := w.c.Kube.CoreV1().Pods(gw.Namespace).Create(ctx, gw, metav1.CreateOptions{})
-	return err
 }
 
 // AddGateway starts one more gateway pod and waits until it is ready and

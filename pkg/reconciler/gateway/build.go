@@ -48,6 +48,23 @@ type Listers struct {
 	Secrets        corelisters.SecretLister
 }
 
+// Options say how a Gateway's listeners map to the data plane.
+type Options struct {
+	// PrivilegedPortOffset, when set, is added to listener ports below
+	// 1024: a data plane that runs without privileges binds 10080 for a
+	// listener on 80, and its Service maps 80 to it (ContainerPort).
+	PrivilegedPortOffset uint32
+}
+
+// ContainerPort is the port the data plane binds for a listener port.
+func (o Options) ContainerPort(port int32) uint32 {
+	p := uint32(port) //nolint:gosec // the API bounds ports to 1..65535
+	if p < 1024 {
+		p += o.PrivilegedPortOffset
+	}
+	return p
+}
+
 // Result is what Build makes of Objects.
 type Result struct {
 	// Fragments has one fragment per accepted Gateway, by namespace/name.
@@ -64,8 +81,8 @@ type Result struct {
 
 // Build computes the fragments and statuses of objs. It never fails: what
 // cannot be served is left out and said in a status condition.
-func Build(objs Objects, l Listers) *Result {
-	b := &builder{objs: objs, listers: l, res: &Result{
+func Build(objs Objects, l Listers, opts Options) *Result {
+	b := &builder{objs: objs, listers: l, opts: opts, res: &Result{
 		GatewayClasses: map[string]*gwv1.GatewayClassStatus{},
 		Gateways:       map[types.NamespacedName]*gwv1.GatewayStatus{},
 		HTTPRoutes:     map[types.NamespacedName]*gwv1.HTTPRouteStatus{},
@@ -80,6 +97,7 @@ func Build(objs Objects, l Listers) *Result {
 type builder struct {
 	objs     Objects
 	listers  Listers
+	opts     Options
 	res      *Result
 	grants   grantIndex
 	ours     map[string]*gwv1.GatewayClass
@@ -228,7 +246,7 @@ func (b *builder) listeners(g *gatewayState) {
 		}
 		l := &ir.Listener{
 			Name:         string(spec.Name),
-			Port:         uint32(spec.Port), //nolint:gosec // the API bounds ports to 1..65535
+			Port:         b.opts.ContainerPort(int32(spec.Port)),
 			Protocol:     ir.ProtocolHTTP,
 			Hostname:     host,
 			Certificates: ls.certs,

@@ -40,7 +40,7 @@ func build(t *testing.T, docs string) *gateway.Result {
 	if _, _, errs := s.SetFile(context.Background(), "test.yaml", ds); len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	return gateway.Build(s.GatewayObjects(), s.GatewayListers())
+	return gateway.Build(s.GatewayObjects(), s.GatewayListers(), gateway.Options{})
 }
 
 func condition(conds []metav1.Condition, typ string) string {

@@ -1,0 +1,393 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"go.uber.org/zap"
+	apierrs "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
+	gwlisters "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1"
+
+	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/reconciler/kingress"
+	"github.com/weir-dev/weir/pkg/translate"
+	"github.com/weir-dev/weir/pkg/xds"
+)
+
+// ControllerOptions configure the in-cluster Gateway API controller.
+type ControllerOptions struct {
+	Kube    kubernetes.Interface
+	Gateway gwclient.Interface
+	// ServiceInformer and SliceInformer are shared with the KIngress
+	// controller; SliceInformer has kingress.SliceIndexers.
+	ServiceInformer, SliceInformer cache.SharedIndexInformer
+	// Router serves each Gateway's data plane its own xDS.
+	Router *xds.Router
+	// Translate are the options of every Gateway's translation;
+	// OwnListenersOnly is set for them.
+	Translate translate.Options
+	// Provisioner makes each Gateway's Deployment and Service; nil leaves
+	// them to someone else, and status.addresses empty.
+	Provisioner *Provisioner
+	Logger      *zap.SugaredLogger
+	// Resync re-reads everything this often, so a missed event heals.
+	Resync time.Duration
+}
+
+// Controller reconciles the Gateway API in a cluster: every change
+// rebuilds all Gateways (Build), serves each one's fragment to its own
+// data plane, provisions that data plane and writes the statuses. One key
+// in the queue coalesces bursts of changes into one rebuild.
+type Controller struct {
+	opts    ControllerOptions
+	logger  *zap.SugaredLogger
+	queue   workqueue.TypedRateLimitingInterface[string]
+	factory gwinformers.SharedInformerFactory
+	kube    informers.SharedInformerFactory
+
+	classes gwlisters.GatewayClassLister
+	gws     gwlisters.GatewayLister
+	routes  gwlisters.HTTPRouteLister
+	grants  gwlisters.ReferenceGrantLister
+	secrets corelisters.SecretLister
+	nss     corelisters.NamespaceLister
+	synced  []cache.InformerSynced
+
+	mu          sync.Mutex
+	translators map[string]*translate.Translator
+}
+
+const syncKey = "all"
+
+// NewController returns a controller; Run starts it.
+func NewController(opts ControllerOptions) *Controller {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop().Sugar()
+	}
+	c := &Controller{
+		opts:        opts,
+		logger:      opts.Logger,
+		queue:       workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
+		factory:     gwinformers.NewSharedInformerFactory(opts.Gateway, opts.Resync),
+		kube:        informers.NewSharedInformerFactory(opts.Kube, opts.Resync),
+		translators: map[string]*translate.Translator{},
+	}
+	v1 := c.factory.Gateway().V1()
+	handler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { c.queue.Add(syncKey) },
+		UpdateFunc: func(any, any) { c.queue.Add(syncKey) },
+		DeleteFunc: func(any) { c.queue.Add(syncKey) },
+	}
+	for _, inf := range []cache.SharedIndexInformer{
+		v1.GatewayClasses().Informer(), v1.Gateways().Informer(), v1.HTTPRoutes().Informer(), v1.ReferenceGrants().Informer(),
+		c.kube.Core().V1().Secrets().Informer(), c.kube.Core().V1().Namespaces().Informer(),
+		// Endpoints move backends; Services move addresses and backends.
+		opts.ServiceInformer, opts.SliceInformer,
+	} {
+		_, _ = inf.AddEventHandler(handler)
+		c.synced = append(c.synced, inf.HasSynced)
+	}
+	c.classes, c.gws, c.routes, c.grants = v1.GatewayClasses().Lister(), v1.Gateways().Lister(), v1.HTTPRoutes().Lister(), v1.ReferenceGrants().Lister()
+	c.secrets, c.nss = c.kube.Core().V1().Secrets().Lister(), c.kube.Core().V1().Namespaces().Lister()
+	return c
+}
+
+// Run starts the informers and reconciles until ctx ends.
+func (c *Controller) Run(ctx context.Context) {
+	defer c.queue.ShutDown()
+	c.factory.Start(ctx.Done())
+	c.kube.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+		return
+	}
+	c.logger.Info("Gateway API informers synced")
+	c.queue.Add(syncKey)
+	go func() {
+		<-ctx.Done()
+		c.queue.ShutDown()
+	}()
+	for {
+		key, quit := c.queue.Get()
+		if quit {
+			return
+		}
+		if err := c.Reconcile(ctx); err != nil {
+			c.logger.Warnw("Reconciling the Gateway API failed; retrying", zap.Error(err))
+			c.queue.AddRateLimited(key)
+		} else {
+			c.queue.Forget(key)
+		}
+		c.queue.Done(key)
+	}
+}
+
+// Reconcile rebuilds every Gateway and writes what changed.
+func (c *Controller) Reconcile(ctx context.Context) error {
+	objs, err := c.objects()
+	if err != nil {
+		return err
+	}
+	var popts Options
+	if c.opts.Provisioner != nil {
+		popts = c.opts.Provisioner.BuildOptions()
+	}
+	res := Build(objs, Listers{
+		Services:       corelisters.NewServiceLister(c.opts.ServiceInformer.GetIndexer()),
+		EndpointSlices: kingress.IndexedSlices(c.opts.SliceInformer.GetIndexer()),
+		Secrets:        c.secrets,
+	}, popts)
+
+	c.logger.Debugw("Built the Gateway API", "classes", len(objs.GatewayClasses), "gateways", len(objs.Gateways), "routes", len(objs.HTTPRoutes), "served", len(res.Fragments), "notReady", res.NotReady())
+	var errs []error
+	served := map[string]bool{}
+	for _, f := range res.Fragments {
+		group := f.Source.Namespace + "/" + f.Source.Name
+		served[group] = true
+		problems, err := c.serve(group, f)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		st := res.Gateways[types.NamespacedName{Namespace: f.Source.Namespace, Name: f.Source.Name}]
+		if len(problems) > 0 && st != nil {
+			// Never claim more than is served: translate left something out.
+			msg := problems[0].Message
+			if len(problems) > 1 {
+				msg = fmt.Sprintf("%s (and %d more)", msg, len(problems)-1)
+			}
+			var gen int64
+			if c := meta.FindStatusCondition(st.Conditions, string(gwv1.GatewayConditionAccepted)); c != nil {
+				gen = c.ObservedGeneration
+			}
+			setCondition(&st.Conditions, gen, string(gwv1.GatewayConditionProgrammed), false, string(gwv1.GatewayReasonInvalid), msg)
+		}
+	}
+	c.forgetGone(served)
+
+	if p := c.opts.Provisioner; p != nil {
+		addrs, err := p.Sync(ctx, objs.Gateways, res)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for nn, a := range addrs {
+			if st := res.Gateways[nn]; st != nil {
+				st.Addresses = a
+			}
+		}
+	}
+	errs = append(errs, c.writeStatuses(ctx, objs, res)...)
+	if len(errs) > 0 {
+		return fmt.Errorf("%d errors, first: %w", len(errs), errs[0])
+	}
+	return nil
+}
+
+func (c *Controller) objects() (Objects, error) {
+	var objs Objects
+	var err error
+	if objs.GatewayClasses, err = c.classes.List(labels.Everything()); err != nil {
+		return objs, err
+	}
+	if objs.Gateways, err = c.gws.List(labels.Everything()); err != nil {
+		return objs, err
+	}
+	if objs.HTTPRoutes, err = c.routes.List(labels.Everything()); err != nil {
+		return objs, err
+	}
+	if objs.ReferenceGrants, err = c.grants.List(labels.Everything()); err != nil {
+		return objs, err
+	}
+	nss, err := c.nss.List(labels.Everything())
+	if err != nil {
+		return objs, err
+	}
+	objs.NamespaceLabels = map[string]labels.Set{}
+	for _, ns := range nss {
+		objs.NamespaceLabels[ns.Name] = labels.Set(ns.Labels)
+	}
+	return objs, nil
+}
+
+// serve translates one Gateway's fragment and applies it to its group.
+func (c *Controller) serve(group string, f *ir.Fragment) ([]translate.Problem, error) {
+	c.mu.Lock()
+	t := c.translators[group]
+	if t == nil {
+		o := c.opts.Translate
+		o.OwnListenersOnly = true
+		t = translate.New(o)
+		c.translators[group] = t
+	}
+	c.mu.Unlock()
+	res, err := t.Translate([]*ir.Fragment{f})
+	if err != nil {
+		return nil, fmt.Errorf("translating Gateway %s: %w", group, err)
+	}
+	c.opts.Router.Group(group).Apply(res.ByType())
+	return res.Problems, nil
+}
+
+func (c *Controller) forgetGone(served map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for group := range c.translators {
+		if !served[group] {
+			delete(c.translators, group)
+		}
+	}
+	for _, group := range c.opts.Router.Groups() {
+		if !served[group] {
+			// Its data plane is going away; an empty config first, so a
+			// pod still connected stops serving the deleted Gateway.
+			c.opts.Router.Group(group).Apply(emptyConfig())
+			c.opts.Router.Remove(group)
+		}
+	}
+}
+
+func emptyConfig() map[string][]cachetypes.Resource {
+	return map[string][]cachetypes.Resource{}
+}
+
+// writeStatuses updates the status of every object Build reported on whose
+// status differs.
+func (c *Controller) writeStatuses(ctx context.Context, objs Objects, res *Result) []error {
+	var errs []error
+	now := metav1.Now()
+	v1 := c.opts.Gateway.GatewayV1()
+	for _, gc := range objs.GatewayClasses {
+		st := res.GatewayClasses[gc.Name]
+		if st == nil {
+			continue
+		}
+		next := gwv1.GatewayClassStatus{Conditions: SetConditions(gc.Status.Conditions, st.Conditions, now), SupportedFeatures: st.SupportedFeatures}
+		if equalIgnoringTimes(gc.Status, next) {
+			continue
+		}
+		cp := gc.DeepCopy()
+		cp.Status = next
+		if _, err := v1.GatewayClasses().UpdateStatus(ctx, cp, metav1.UpdateOptions{}); err != nil && !apierrs.IsNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	for _, gw := range objs.Gateways {
+		st := res.Gateways[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}]
+		if st == nil {
+			continue
+		}
+		next := *st.DeepCopy()
+		next.Conditions = SetConditions(gw.Status.Conditions, st.Conditions, now)
+		for i := range next.Listeners {
+			var prev []metav1.Condition
+			for _, l := range gw.Status.Listeners {
+				if l.Name == next.Listeners[i].Name {
+					prev = l.Conditions
+				}
+			}
+			next.Listeners[i].Conditions = SetConditions(prev, next.Listeners[i].Conditions, now)
+		}
+		if equalIgnoringTimes(gw.Status, next) {
+			continue
+		}
+		cp := gw.DeepCopy()
+		cp.Status = next
+		if _, err := v1.Gateways(gw.Namespace).UpdateStatus(ctx, cp, metav1.UpdateOptions{}); err != nil && !apierrs.IsNotFound(err) && !apierrs.IsConflict(err) {
+			errs = append(errs, err)
+		}
+	}
+	for _, r := range objs.HTTPRoutes {
+		st := res.HTTPRoutes[types.NamespacedName{Namespace: r.Namespace, Name: r.Name}]
+		// Keep other controllers' parents; replace ours, and drop ours
+		// that no longer apply.
+		var parents []gwv1.RouteParentStatus
+		for _, p := range r.Status.Parents {
+			if p.ControllerName != ControllerName {
+				parents = append(parents, p)
+			}
+		}
+		if st != nil {
+			for _, p := range st.Parents {
+				for _, old := range r.Status.Parents {
+					if old.ControllerName == ControllerName && reflect.DeepEqual(old.ParentRef, p.ParentRef) {
+						p.Conditions = SetConditions(old.Conditions, p.Conditions, now)
+					}
+				}
+				if p.Conditions[0].LastTransitionTime.IsZero() {
+					p.Conditions = SetConditions(nil, p.Conditions, now)
+				}
+				parents = append(parents, p)
+			}
+		}
+		next := gwv1.HTTPRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: parents}}
+		if parents == nil {
+			next.Parents = []gwv1.RouteParentStatus{}
+		}
+		if equalIgnoringTimes(r.Status, next) || (st == nil && !slices.ContainsFunc(r.Status.Parents, func(p gwv1.RouteParentStatus) bool { return p.ControllerName == ControllerName })) {
+			continue
+		}
+		cp := r.DeepCopy()
+		cp.Status = next
+		if _, err := v1.HTTPRoutes(r.Namespace).UpdateStatus(ctx, cp, metav1.UpdateOptions{}); err != nil && !apierrs.IsNotFound(err) && !apierrs.IsConflict(err) {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// equalIgnoringTimes compares statuses with condition times zeroed.
+func equalIgnoringTimes(a, b any) bool {
+	return reflect.DeepEqual(zeroTimes(a), zeroTimes(b))
+}
+
+func zeroTimes(v any) any {
+	switch s := v.(type) {
+	case gwv1.GatewayClassStatus:
+		s.Conditions = zeroConds(s.Conditions)
+		return s
+	case gwv1.GatewayStatus:
+		s = *s.DeepCopy()
+		s.Conditions = zeroConds(s.Conditions)
+		for i := range s.Listeners {
+			s.Listeners[i].Conditions = zeroConds(s.Listeners[i].Conditions)
+		}
+		return s
+	case gwv1.HTTPRouteStatus:
+		s = *s.DeepCopy()
+		for i := range s.Parents {
+			s.Parents[i].Conditions = zeroConds(s.Parents[i].Conditions)
+		}
+		if len(s.Parents) == 0 {
+			s.Parents = nil
+		}
+		return s
+	}
+	return v
+}
+
+func zeroConds(cs []metav1.Condition) []metav1.Condition {
+	if len(cs) == 0 {
+		return nil
+	}
+	out := slices.Clone(cs)
+	for i := range out {
+		out[i].LastTransitionTime = metav1.Time{}
+	}
+	return out
+}

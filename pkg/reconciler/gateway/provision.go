@@ -1,0 +1,315 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrs "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/weir-dev/weir/pkg/xds"
+)
+
+// Labels on what the Provisioner makes.
+const (
+	LabelManagedBy        = "app.kubernetes.io/managed-by"
+	managedBy             = "weir-controller"
+	LabelGatewayName      = "gateway.networking.k8s.io/gateway-name"
+	LabelGatewayNamespace = "weir.dev/gateway-namespace"
+	// templateHashAnnotation records what a Deployment was made from, so
+	// an unchanged one is not written again.
+	templateHashAnnotation = "weir.dev/template-hash"
+)
+
+// Provisioner gives every accepted Gateway its own data plane: a
+// Deployment made from the shared gateway's pod template, whose node ID
+// names the Gateway (xds.GatewayNodePrefix), and a Service with the
+// Gateway's listener ports. Both live in Namespace, next to the shared
+// gateway, so they can use its ServiceAccount and bootstrap ConfigMap.
+type Provisioner struct {
+	Kube kubernetes.Interface
+	// Namespace holds the data planes.
+	Namespace string
+	// Template names a Deployment, or else a PodTemplate, in Namespace
+	// whose pod template every Gateway's pods are made from.
+	Template string
+	// ServiceType of each Gateway's Service; LoadBalancer by default.
+	ServiceType corev1.ServiceType
+	// PrivilegedPortOffset shifts listener ports below 1024 (Options).
+	PrivilegedPortOffset uint32
+}
+
+// BuildOptions are the Build options that match this data plane.
+func (p *Provisioner) BuildOptions() Options {
+	return Options{PrivilegedPortOffset: p.PrivilegedPortOffset}
+}
+
+// resourceName is the Deployment and Service name for a Gateway: readable,
+// and unique by a hash when namespace and name are too long for 63.
+func resourceName(ns, name string) string {
+	n := "weir-" + ns + "-" + name
+	if len(n) <= 63 {
+		return n
+	}
+	sum := sha256.Sum256([]byte(ns + "/" + name))
+	return n[:54] + "-" + hex.EncodeToString(sum[:4])
+}
+
+// Sync makes the Deployments and Services of the Gateways res serves,
+// removes those of Gateways it no longer serves, and returns the address
+// of each Gateway's Service.
+func (p *Provisioner) Sync(ctx context.Context, gateways []*gwv1.Gateway, res *Result) (map[types.NamespacedName][]gwv1.GatewayStatusAddress, error) {
+	tmpl, err := p.template(ctx)
+	if err != nil {
+		return nil, err
+	}
+	served := map[string]bool{}
+	addrs := map[types.NamespacedName][]gwv1.GatewayStatusAddress{}
+	var errs []error
+	for _, f := range res.Fragments {
+		var gw *gwv1.Gateway
+		for _, g := range gateways {
+			if g.Namespace == f.Source.Namespace && g.Name == f.Source.Name {
+				gw = g
+			}
+		}
+		if gw == nil {
+			continue
+		}
+		name := resourceName(gw.Namespace, gw.Name)
+		served[name] = true
+		ports := p.ports(gw, res.Gateways[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}])
+		if err := p.ensureDeployment(ctx, name, gw, tmpl, ports); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		svc, err := p.ensureService(ctx, name, gw, ports)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		addrs[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}] = serviceAddresses(svc)
+	}
+	errs = append(errs, p.removeUnserved(ctx, served)...)
+	return addrs, errors.Join(errs...)
+}
+
+// template reads the shared gateway's pod template.
+func (p *Provisioner) template(ctx context.Context) (*corev1.PodTemplateSpec, error) {
+	d, err := p.Kube.AppsV1().Deployments(p.Namespace).Get(ctx, p.Template, metav1.GetOptions{})
+	if err == nil {
+		return &d.Spec.Template, nil
+	}
+	if !apierrs.IsNotFound(err) {
+		return nil, fmt.Errorf("reading the gateway template Deployment %s/%s: %w", p.Namespace, p.Template, err)
+	}
+	pt, err := p.Kube.CoreV1().PodTemplates(p.Namespace).Get(ctx, p.Template, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("no Deployment or PodTemplate %s/%s to make Gateway data planes from: %w", p.Namespace, p.Template, err)
+	}
+	return &pt.Template, nil
+}
+
+// listenerPort is one port of a Gateway's data plane.
+type listenerPort struct {
+	port      int32
+	container int32
+}
+
+func (p *Provisioner) ports(gw *gwv1.Gateway, st *gwv1.GatewayStatus) []listenerPort {
+	opts := p.BuildOptions()
+	var out []listenerPort
+	for _, l := range gw.Spec.Listeners {
+		valid := st != nil && slices.ContainsFunc(st.Listeners, func(ls gwv1.ListenerStatus) bool {
+			return ls.Name == l.Name && slices.ContainsFunc(ls.Conditions, func(c metav1.Condition) bool {
+				return c.Type == string(gwv1.ListenerConditionProgrammed) && c.Status == metav1.ConditionTrue
+			})
+		})
+		if !valid || slices.ContainsFunc(out, func(lp listenerPort) bool { return lp.port == int32(l.Port) }) {
+			continue
+		}
+		out = append(out, listenerPort{port: int32(l.Port), container: int32(opts.ContainerPort(int32(l.Port)))}) //nolint:gosec // ports
+	}
+	slices.SortFunc(out, func(a, b listenerPort) int { return int(a.port - b.port) })
+	return out
+}
+
+func (p *Provisioner) labels(gw *gwv1.Gateway) map[string]string {
+	return map[string]string{
+		LabelManagedBy:        managedBy,
+		LabelGatewayNamespace: gw.Namespace,
+		LabelGatewayName:      gw.Name,
+	}
+}
+
+// sharedListenerPorts are the shared gateway's listener ports, which a
+// Gateway's data plane does not serve.
+var sharedListenerPorts = map[string]bool{"http": true, "http-internal": true, "https": true, "https-internal": true}
+
+func (p *Provisioner) ensureDeployment(ctx context.Context, name string, gw *gwv1.Gateway, tmpl *corev1.PodTemplateSpec, ports []listenerPort) error {
+	pod := tmpl.DeepCopy()
+	lbls := p.labels(gw)
+	pod.Labels = lbls
+	node := xds.GatewayNodePrefix + gw.Namespace + "/" + gw.Name + "/"
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		for j, a := range c.Args {
+			switch {
+			case a == "--service-node" && j+1 < len(c.Args):
+				c.Args[j+1] = node + c.Args[j+1]
+			case strings.HasPrefix(a, "-node-id="):
+				c.Args[j] = "-node-id=" + node + strings.TrimPrefix(a, "-node-id=")
+			}
+		}
+		var keep []corev1.ContainerPort
+		for _, cp := range c.Ports {
+			if !sharedListenerPorts[cp.Name] {
+				keep = append(keep, cp)
+			}
+		}
+		if i == 0 {
+			for _, lp := range ports {
+				keep = append(keep, corev1.ContainerPort{Name: fmt.Sprintf("l-%d", lp.port), ContainerPort: lp.container, Protocol: corev1.ProtocolTCP})
+			}
+		}
+		c.Ports = keep
+	}
+	want := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace, Labels: lbls},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: lbls},
+			Template: *pod,
+		},
+	}
+	spec, err := json.Marshal(want.Spec)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(spec)
+	want.Annotations = map[string]string{templateHashAnnotation: hex.EncodeToString(sum[:8])}
+	deps := p.Kube.AppsV1().Deployments(p.Namespace)
+	cur, err := deps.Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrs.IsNotFound(err):
+		_, err = deps.Create(ctx, want, metav1.CreateOptions{})
+		if apierrs.IsAlreadyExists(err) {
+			return nil // another replica made it; the next sync compares
+		}
+		return err
+	case err != nil:
+		return err
+	case cur.Annotations[templateHashAnnotation] == want.Annotations[templateHashAnnotation]:
+		return nil
+	}
+	cur = cur.DeepCopy()
+	cur.Annotations, cur.Labels = want.Annotations, want.Labels
+	cur.Spec.Template = want.Spec.Template
+	_, err = deps.Update(ctx, cur, metav1.UpdateOptions{})
+	return err
+}
+
+func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.Gateway, ports []listenerPort) (*corev1.Service, error) {
+	typ := p.ServiceType
+	if typ == "" {
+		typ = corev1.ServiceTypeLoadBalancer
+	}
+	var sps []corev1.ServicePort
+	for _, lp := range ports {
+		sps = append(sps, corev1.ServicePort{Name: fmt.Sprintf("l-%d", lp.port), Port: lp.port, TargetPort: intstr.FromInt32(lp.container), Protocol: corev1.ProtocolTCP})
+	}
+	if len(sps) == 0 {
+		// A Service needs a port; this one leads nowhere.
+		sps = []corev1.ServicePort{{Name: "none", Port: 9, TargetPort: intstr.FromInt32(9), Protocol: corev1.ProtocolTCP}}
+	}
+	svcs := p.Kube.CoreV1().Services(p.Namespace)
+	cur, err := svcs.Get(ctx, name, metav1.GetOptions{})
+	if apierrs.IsNotFound(err) {
+		return svcs.Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace, Labels: p.labels(gw)},
+			Spec:       corev1.ServiceSpec{Type: typ, Selector: p.labels(gw), Ports: sps},
+		}, metav1.CreateOptions{})
+	}
+	if err != nil {
+		return nil, err
+	}
+	same := len(cur.Spec.Ports) == len(sps)
+	for i := 0; same && i < len(sps); i++ {
+		a, b := cur.Spec.Ports[i], sps[i]
+		same = a.Name == b.Name && a.Port == b.Port && a.TargetPort == b.TargetPort
+	}
+	if same && cur.Spec.Type == typ {
+		return cur, nil
+	}
+	cur = cur.DeepCopy()
+	for i := range sps {
+		// Keep the node ports the cluster assigned.
+		for _, old := range cur.Spec.Ports {
+			if old.Port == sps[i].Port {
+				sps[i].NodePort = old.NodePort
+			}
+		}
+	}
+	cur.Spec.Ports, cur.Spec.Type = sps, typ
+	return svcs.Update(ctx, cur, metav1.UpdateOptions{})
+}
+
+// serviceAddresses are a load balancer's addresses once it has them, and
+// the cluster IP until then.
+func serviceAddresses(svc *corev1.Service) []gwv1.GatewayStatusAddress {
+	var out []gwv1.GatewayStatusAddress
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		switch {
+		case in.IP != "":
+			out = append(out, gwv1.GatewayStatusAddress{Type: ptr.To(gwv1.IPAddressType), Value: in.IP})
+		case in.Hostname != "":
+			out = append(out, gwv1.GatewayStatusAddress{Type: ptr.To(gwv1.HostnameAddressType), Value: in.Hostname})
+		}
+	}
+	if len(out) == 0 && svc.Spec.ClusterIP != "" && svc.Spec.ClusterIP != corev1.ClusterIPNone {
+		out = append(out, gwv1.GatewayStatusAddress{Type: ptr.To(gwv1.IPAddressType), Value: svc.Spec.ClusterIP})
+	}
+	return out
+}
+
+// removeUnserved deletes the data planes of Gateways no longer served.
+func (p *Provisioner) removeUnserved(ctx context.Context, served map[string]bool) []error {
+	var errs []error
+	sel := metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + managedBy}
+	deps, err := p.Kube.AppsV1().Deployments(p.Namespace).List(ctx, sel)
+	if err != nil {
+		return []error{err}
+	}
+	for _, d := range deps.Items {
+		if !served[d.Name] {
+			if err := p.Kube.AppsV1().Deployments(p.Namespace).Delete(ctx, d.Name, metav1.DeleteOptions{}); err != nil && !apierrs.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	svcs, err := p.Kube.CoreV1().Services(p.Namespace).List(ctx, sel)
+	if err != nil {
+		return append(errs, err)
+	}
+	for _, s := range svcs.Items {
+		if !served[s.Name] {
+			if err := p.Kube.CoreV1().Services(p.Namespace).Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil && !apierrs.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errs
+}
