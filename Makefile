@@ -42,7 +42,7 @@ e2e: k8s
 
 ## gateway-conformance: the Gateway API conformance suite (GATEWAY-HTTP),
 ## unmodified; writes docs/conformance/gateway-api-<version>-report.yaml.
-## GATEWAY_CONFORMANCE_ARGS="-args -run-test=HTTPRouteSimpleSameNamespace" runs one test.
+## GATEWAY_CONFORMANCE_ARGS="-run-test=HTTPRouteSimpleSameNamespace" runs one test.
 gateway-conformance: k8s
 	GOTESTFLAGS="$(GOTESTFLAGS)" hack/gateway-conformance.sh
 

@@ -45,6 +45,24 @@ func EnsureKubernetes(ctx context.Context, progress io.Writer) (string, error) {
 	return lines[len(lines)-1], nil
 }
 
+// EnsureCoreDNS builds (or finds in .cache/coredns) the CoreDNS that the
+// Gateway API conformance suite's base manifests run, and returns the
+// binary, for StartPodRunner's extra images as "coredns".
+func EnsureCoreDNS(ctx context.Context, progress io.Writer) (string, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "hack", "build-coredns.sh"))
+	cmd.Stderr = progress
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("hack/build-coredns.sh: %w", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1], nil
+}
+
 // BuildImages builds the test images and Weir's commands (CGO off, like
 // the real images) into .cache/images and returns image name -> binary.
 // Go's build cache makes this cheap when nothing changed.

@@ -61,6 +61,9 @@ type Controller struct {
 	queue   workqueue.TypedRateLimitingInterface[string]
 	factory gwinformers.SharedInformerFactory
 	kube    informers.SharedInformerFactory
+	// planes watches the data planes' Deployments; nil without a
+	// Provisioner.
+	planes informers.SharedInformerFactory
 
 	classes gwlisters.GatewayClassLister
 	gws     gwlisters.GatewayLister
@@ -106,6 +109,13 @@ func NewController(opts ControllerOptions) *Controller {
 	}
 	c.classes, c.gws, c.routes, c.grants = v1.GatewayClasses().Lister(), v1.Gateways().Lister(), v1.HTTPRoutes().Lister(), v1.ReferenceGrants().Lister()
 	c.secrets, c.nss = c.kube.Core().V1().Secrets().Lister(), c.kube.Core().V1().Namespaces().Lister()
+	if p := opts.Provisioner; p != nil {
+		// Data plane rollouts move the Gateways' Programmed condition.
+		c.planes = informers.NewSharedInformerFactoryWithOptions(opts.Kube, opts.Resync, informers.WithNamespace(p.Namespace))
+		inf := c.planes.Apps().V1().Deployments().Informer()
+		_, _ = inf.AddEventHandler(handler)
+		c.synced = append(c.synced, inf.HasSynced)
+	}
 	return c
 }
 
@@ -114,6 +124,9 @@ func (c *Controller) Run(ctx context.Context) {
 	defer c.queue.ShutDown()
 	c.factory.Start(ctx.Done())
 	c.kube.Start(ctx.Done())
+	if c.planes != nil {
+		c.planes.Start(ctx.Done())
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return
 	}
@@ -182,13 +195,28 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 	c.forgetGone(served)
 
 	if p := c.opts.Provisioner; p != nil {
-		addrs, err := p.Sync(ctx, objs.Gateways, res)
+		planes, err := p.Sync(ctx, objs.Gateways, res)
 		if err != nil {
 			errs = append(errs, err)
 		}
-		for nn, a := range addrs {
-			if st := res.Gateways[nn]; st != nil {
-				st.Addresses = a
+		for _, f := range res.Fragments {
+			nn := types.NamespacedName{Namespace: f.Source.Namespace, Name: f.Source.Name}
+			st, plane := res.Gateways[nn], planes[nn]
+			if st == nil {
+				continue
+			}
+			st.Addresses = plane.Addresses
+			prog := meta.FindStatusCondition(st.Conditions, string(gwv1.GatewayConditionProgrammed))
+			if prog == nil || prog.Status != metav1.ConditionTrue {
+				continue
+			}
+			// Programmed means served: not before a pod of the data plane
+			// is up with an address to reach it.
+			switch {
+			case len(plane.Addresses) == 0:
+				setCondition(&st.Conditions, prog.ObservedGeneration, prog.Type, false, string(gwv1.GatewayReasonAddressNotAssigned), "the Gateway's Service has no address yet")
+			case !plane.Ready:
+				setCondition(&st.Conditions, prog.ObservedGeneration, prog.Type, false, string(gwv1.GatewayReasonPending), "waiting for a pod of the Gateway's data plane to be available")
 			}
 		}
 	}

@@ -7,6 +7,7 @@ import (
 
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"go.uber.org/zap/zaptest"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -85,10 +86,18 @@ func TestControllerServesProvisionsAndReports(t *testing.T) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 	}
-	poll("the Gateway's status", func() bool {
+	programmed := func() string {
 		g, err := gw.GatewayV1().Gateways("default").Get(ctx, "edge", metav1.GetOptions{})
-		return err == nil && meta.IsStatusConditionTrue(g.Status.Conditions, "Programmed")
-	})
+		if err != nil {
+			return err.Error()
+		}
+		if c := meta.FindStatusCondition(g.Status.Conditions, "Programmed"); c != nil {
+			return string(c.Status) + "/" + c.Reason
+		}
+		return "none"
+	}
+	// The fake API gives the Service no address: not programmed yet.
+	poll("Programmed=False AddressNotAssigned", func() bool { return programmed() == "False/AddressNotAssigned" })
 
 	if got := router.Group("default/edge").Served(resourcev3.ListenerType); len(got) != 1 || got[0] != "gateway/default/edge/10080" {
 		t.Errorf("the Gateway's group serves listeners %v, want only gateway/default/edge/10080", got)
@@ -132,6 +141,15 @@ func TestControllerServesProvisionsAndReports(t *testing.T) {
 		g, _ := gw.GatewayV1().Gateways("default").Get(ctx, "edge", metav1.GetOptions{})
 		return len(g.Status.Addresses) == 1 && g.Status.Addresses[0].Value == "10.96.0.10"
 	})
+	// No pod is available yet: still not programmed.
+	if got := programmed(); got != "False/Pending" {
+		t.Errorf("Programmed = %s before the data plane is available, want False/Pending", got)
+	}
+	dep.Status = appsv1.DeploymentStatus{ObservedGeneration: dep.Generation, Replicas: 1, UpdatedReplicas: 1, AvailableReplicas: 1}
+	if _, err := kube.AppsV1().Deployments("weir-system").UpdateStatus(ctx, dep, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	poll("Programmed=True once a pod is available", func() bool { return programmed() == "True/Programmed" })
 	r, err := gw.GatewayV1().HTTPRoutes("default").Get(ctx, "app", metav1.GetOptions{})
 	if err != nil || len(r.Status.Parents) != 1 || !meta.IsStatusConditionTrue(r.Status.Parents[0].Conditions, "Accepted") {
 		t.Errorf("route status = %+v (%v)", r.Status, err)

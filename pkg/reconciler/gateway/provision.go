@@ -68,16 +68,23 @@ func resourceName(ns, name string) string {
 	return n[:54] + "-" + hex.EncodeToString(sum[:4])
 }
 
+// DataPlane is what Sync found of one Gateway's data plane.
+type DataPlane struct {
+	Addresses []gwv1.GatewayStatusAddress
+	// Ready is set once a pod of its Deployment is available.
+	Ready bool
+}
+
 // Sync makes the Deployments and Services of the Gateways res serves,
-// removes those of Gateways it no longer serves, and returns the address
-// of each Gateway's Service.
-func (p *Provisioner) Sync(ctx context.Context, gateways []*gwv1.Gateway, res *Result) (map[types.NamespacedName][]gwv1.GatewayStatusAddress, error) {
+// removes those of Gateways it no longer serves, and returns what it found
+// of each Gateway's data plane.
+func (p *Provisioner) Sync(ctx context.Context, gateways []*gwv1.Gateway, res *Result) (map[types.NamespacedName]DataPlane, error) {
 	tmpl, err := p.template(ctx)
 	if err != nil {
 		return nil, err
 	}
 	served := map[string]bool{}
-	addrs := map[types.NamespacedName][]gwv1.GatewayStatusAddress{}
+	planes := map[types.NamespacedName]DataPlane{}
 	var errs []error
 	for _, f := range res.Fragments {
 		var gw *gwv1.Gateway
@@ -92,7 +99,8 @@ func (p *Provisioner) Sync(ctx context.Context, gateways []*gwv1.Gateway, res *R
 		name := resourceName(gw.Namespace, gw.Name)
 		served[name] = true
 		ports := p.ports(gw, res.Gateways[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}])
-		if err := p.ensureDeployment(ctx, name, gw, tmpl, ports); err != nil {
+		ready, err := p.ensureDeployment(ctx, name, gw, tmpl, ports)
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -101,10 +109,10 @@ func (p *Provisioner) Sync(ctx context.Context, gateways []*gwv1.Gateway, res *R
 			errs = append(errs, err)
 			continue
 		}
-		addrs[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}] = serviceAddresses(svc)
+		planes[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}] = DataPlane{Addresses: serviceAddresses(svc), Ready: ready}
 	}
 	errs = append(errs, p.removeUnserved(ctx, served)...)
-	return addrs, errors.Join(errs...)
+	return planes, errors.Join(errs...)
 }
 
 // template reads the shared gateway's pod template.
@@ -159,7 +167,9 @@ func (p *Provisioner) labels(gw *gwv1.Gateway) map[string]string {
 // Gateway's data plane does not serve.
 var sharedListenerPorts = map[string]bool{"http": true, "http-internal": true, "https": true, "https-internal": true}
 
-func (p *Provisioner) ensureDeployment(ctx context.Context, name string, gw *gwv1.Gateway, tmpl *corev1.PodTemplateSpec, ports []listenerPort) error {
+// ensureDeployment makes or updates the Deployment and reports whether a
+// pod of its current template is available.
+func (p *Provisioner) ensureDeployment(ctx context.Context, name string, gw *gwv1.Gateway, tmpl *corev1.PodTemplateSpec, ports []listenerPort) (bool, error) {
 	pod := tmpl.DeepCopy()
 	lbls := p.labels(gw)
 	pod.Labels = lbls
@@ -197,7 +207,7 @@ func (p *Provisioner) ensureDeployment(ctx context.Context, name string, gw *gwv
 	}
 	spec, err := json.Marshal(want.Spec)
 	if err != nil {
-		return err
+		return false, err
 	}
 	sum := sha256.Sum256(spec)
 	want.Annotations = map[string]string{templateHashAnnotation: hex.EncodeToString(sum[:8])}
@@ -207,19 +217,20 @@ func (p *Provisioner) ensureDeployment(ctx context.Context, name string, gw *gwv
 	case apierrs.IsNotFound(err):
 		_, err = deps.Create(ctx, want, metav1.CreateOptions{})
 		if apierrs.IsAlreadyExists(err) {
-			return nil // another replica made it; the next sync compares
+			return false, nil // another replica made it; the next sync compares
 		}
-		return err
+		return false, err
 	case err != nil:
-		return err
+		return false, err
 	case cur.Annotations[templateHashAnnotation] == want.Annotations[templateHashAnnotation]:
-		return nil
+		// Available pods of the current template: the rollout is done.
+		return cur.Status.ObservedGeneration >= cur.Generation && cur.Status.UpdatedReplicas > 0 && cur.Status.AvailableReplicas > 0, nil
 	}
 	cur = cur.DeepCopy()
 	cur.Annotations, cur.Labels = want.Annotations, want.Labels
 	cur.Spec.Template = want.Spec.Template
 	_, err = deps.Update(ctx, cur, metav1.UpdateOptions{})
-	return err
+	return false, err
 }
 
 func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.Gateway, ports []listenerPort) (*corev1.Service, error) {

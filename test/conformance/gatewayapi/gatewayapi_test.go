@@ -34,11 +34,10 @@ const Version = "v1.5.1"
 // className is the GatewayClass the suite's Gateways use.
 const className = "weir"
 
-var (
-	kube       *cluster.Cluster
-	runTest    = flag.String("run-test", "", "run only this conformance test (its ShortName)")
-	reportPath = flag.String("report", "", "where to write the report; default docs/conformance/gateway-api-"+Version+"-report.yaml")
-)
+// kube is the cluster the suite runs on. The suite's own flags apply
+// (sigs.k8s.io/gateway-api/conformance/utils/flags): -run-test runs one
+// test, -report-output writes the report elsewhere.
+var kube *cluster.Cluster
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -59,6 +58,17 @@ func run(m *testing.M) int {
 	}
 	defer kube.Stop()
 	kube.StopOnSignal()
+	// The base manifests run CoreDNS (for UDP routes); the pod runner runs
+	// the real one, built from the module proxy.
+	coredns, err := cluster.EnsureCoreDNS(ctx, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if _, err := kube.StartPodRunner(ctx, map[string]string{"coredns": coredns}); err != nil {
+		fmt.Fprintln(os.Stderr, "starting the pod runner:", err)
+		return 1
+	}
 	if _, err := kube.StartWeir(ctx, cluster.WeirOptions{Gateways: 1}); err != nil {
 		fmt.Fprintln(os.Stderr, "starting Weir:", err)
 		kube.DumpLogs(os.Stderr)
@@ -118,7 +128,6 @@ func TestGatewayAPIConformance(t *testing.T) {
 	opts.SupportedFeatures = supportedFeatures
 	opts.SkipTests = skips
 	opts.CleanupBaseResources = true
-	opts.RunTest = *runTest
 	opts.Implementation = confv1.Implementation{
 		Organization: "weir-dev",
 		Project:      "weir",
@@ -126,7 +135,6 @@ func TestGatewayAPIConformance(t *testing.T) {
 		Version:      "main",
 		Contact:      []string{"https://github.com/weir-dev/weir/issues"},
 	}
-	opts.ReportOutputPath = *reportPath
 	if opts.ReportOutputPath == "" && opts.RunTest == "" {
 		opts.ReportOutputPath = filepath.Join(root, "docs", "conformance", "gateway-api-"+Version+"-report.yaml")
 	}
