@@ -119,8 +119,10 @@ type gatewayState struct {
 type listenerState struct {
 	spec  *gwv1.Listener
 	index int
-	// valid listeners are served; routes attach only to them.
-	valid  bool
+	// valid listeners are served. Routes attach to attachable ones, which
+	// may be invalid only for an unresolved reference (a certificate):
+	// the spec counts those routes in attachedRoutes all the same.
+	valid, attachable bool
 	status *gwv1.ListenerStatus
 	kinds  []gwv1.RouteGroupKind
 	certs  []string
@@ -144,16 +146,20 @@ func (b *builder) classes() {
 	}
 }
 
-// supportedFeatures lists the Gateway API features Weir implements, as the
-// GatewayClass status reports them.
+// SupportedFeatures are the Gateway API features Weir implements, as the
+// GatewayClass status reports them and the conformance suite tests them.
+var SupportedFeatures = []string{
+	"Gateway", "HTTPRoute", "ReferenceGrant",
+	"GatewayHTTPListenerIsolation", "GatewayPort8080",
+	"HTTPRoute303RedirectStatusCode", "HTTPRoute307RedirectStatusCode", "HTTPRoute308RedirectStatusCode",
+	"HTTPRouteBackendProtocolH2C", "HTTPRouteBackendProtocolWebSocket", "HTTPRouteBackendRequestHeaderModification",
+	"HTTPRouteHostRewrite", "HTTPRouteMethodMatching", "HTTPRouteNamedRouteRule", "HTTPRouteParentRefPort",
+	"HTTPRoutePathRedirect", "HTTPRoutePathRewrite", "HTTPRoutePortRedirect", "HTTPRouteQueryParamMatching",
+	"HTTPRouteRequestTimeout", "HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect",
+}
+
 func supportedFeatures() []gwv1.SupportedFeature {
-	names := []string{
-		"Gateway", "HTTPRoute", "ReferenceGrant",
-		"HTTPRouteHostRewrite", "HTTPRouteMethodMatching", "HTTPRoutePathRedirect", "HTTPRoutePathRewrite",
-		"HTTPRoutePortRedirect", "HTTPRouteQueryParamMatching", "HTTPRouteRequestTimeout",
-		"HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect",
-	}
-	slices.Sort(names)
+	names := slices.Sorted(slices.Values(SupportedFeatures))
 	out := make([]gwv1.SupportedFeature, len(names))
 	for i, n := range names {
 		out[i] = gwv1.SupportedFeature{Name: gwv1.FeatureName(n)}
@@ -229,7 +235,8 @@ func (b *builder) listeners(g *gatewayState) {
 		}
 		// A listener with some route kinds Weir does not serve still serves
 		// the others; one with a bad certificate serves nothing.
-		ls.valid = accepted && !conflicted && certsOK && len(ls.kinds) > 0
+		ls.attachable = accepted && !conflicted && len(ls.kinds) > 0
+		ls.valid = ls.attachable && certsOK
 		ls.status.SupportedKinds = ls.kinds
 		if ls.status.SupportedKinds == nil {
 			ls.status.SupportedKinds = []gwv1.RouteGroupKind{}

@@ -328,3 +328,35 @@ spec:
 		}
 	}
 }
+
+// TestListenerIsolation: a host belongs to the most specific listener of
+// its port; a route attached to a broader listener does not serve it.
+func TestListenerIsolation(t *testing.T) {
+	res := build(t, `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - {name: any, port: 80, protocol: HTTP}
+  - {name: wild, port: 80, protocol: HTTP, hostname: "*.example.com"}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: any}]
+  hostnames: [foo.example.com, example.org]
+  rules: [{backendRefs: [{name: svc, port: 80}]}]
+`)
+	routes := map[string]int{}
+	for _, vh := range res.Fragments[0].VirtualHosts {
+		routes[vh.Domains[0]] = len(vh.Routes)
+	}
+	want := map[string]int{"foo.example.com": 0, "example.org": 1, "*.example.com": 0}
+	for h, n := range want {
+		if got, ok := routes[h]; !ok || got != n {
+			t.Errorf("host %s has %d routes (present %v), want %d", h, got, ok, n)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	apierrs "k8s.io/apimachinery/pkg/api/errors"
@@ -103,7 +104,7 @@ func (b *builder) attach(g *gatewayState, r *gwv1.HTTPRoute, ref gwv1.ParentRefe
 			continue
 		}
 		found = true
-		if !ls.valid {
+		if !ls.attachable {
 			continue
 		}
 		if !b.allowsRoute(g, ls, r) {
@@ -474,6 +475,23 @@ func (b *builder) virtualHosts(g *gatewayState) {
 			}
 		}
 	}
+	// A listener's own hostname always has a virtual host, routes or not,
+	// so a request for it never falls through to a less specific
+	// listener's wildcard (listener isolation).
+	for _, ls := range g.listeners {
+		if !ls.valid || ls.spec.Hostname == nil {
+			continue
+		}
+		scope := string(ls.spec.Name)
+		if ls.spec.Protocol == gwv1.HTTPProtocolType {
+			scope = fmt.Sprintf("%d", ls.spec.Port)
+		}
+		k := key{scope, strings.ToLower(string(*ls.spec.Hostname))}
+		if _, ok := cands[k]; !ok {
+			keys = append(keys, k)
+		}
+		cands[k] = append(cands[k], candidate{ls: ls})
+	}
 	slices.SortFunc(keys, func(a, c key) int {
 		if a.scope != c.scope {
 			if a.scope < c.scope {
@@ -490,9 +508,7 @@ func (b *builder) virtualHosts(g *gatewayState) {
 	})
 	for _, k := range keys {
 		cs := cands[k]
-		best := slices.MaxFunc(cs, func(a, c candidate) int {
-			return specificity(hostOf(a.ls)) - specificity(hostOf(c.ls))
-		}).ls
+		best := bestListener(g, cs[0].ls, k.host)
 		var rules []ir.RankedRoute
 		prov := ir.Provenance{}
 		for _, c := range cs {
@@ -521,6 +537,27 @@ func (b *builder) virtualHosts(g *gatewayState) {
 			Field:      fmt.Sprintf("spec.listeners[%d]", best.index),
 		})
 	}
+}
+
+// bestListener is the listener that takes requests for host: on an HTTPS
+// listener, that listener (SNI chose it); on an HTTP port, the valid
+// listener of the port with the most specific hostname that matches, so
+// a host is served by that listener's routes or not at all.
+func bestListener(g *gatewayState, from *listenerState, host string) *listenerState {
+	if from.spec.Protocol != gwv1.HTTPProtocolType {
+		return from
+	}
+	best := from
+	for _, ls := range g.listeners {
+		if !ls.valid || ls.spec.Protocol != gwv1.HTTPProtocolType || ls.spec.Port != from.spec.Port {
+			continue
+		}
+		h := strings.ToLower(hostOf(ls))
+		if hostMatches(h, host) && (!hostMatches(strings.ToLower(hostOf(best)), host) || specificity(h) > specificity(strings.ToLower(hostOf(best)))) {
+			best = ls
+		}
+	}
+	return best
 }
 
 func hostOf(ls *listenerState) string {

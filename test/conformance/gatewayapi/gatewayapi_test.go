@@ -96,23 +96,6 @@ func run(m *testing.M) int {
 	return code
 }
 
-// supportedFeatures are the features Weir claims; the suite runs the
-// tests of these and of the profiles' core.
-var supportedFeatures = sets.New(
-	features.SupportGateway,
-	features.SupportHTTPRoute,
-	features.SupportReferenceGrant,
-	features.SupportHTTPRouteHostRewrite,
-	features.SupportHTTPRouteMethodMatching,
-	features.SupportHTTPRoutePathRedirect,
-	features.SupportHTTPRoutePathRewrite,
-	features.SupportHTTPRoutePortRedirect,
-	features.SupportHTTPRouteQueryParamMatching,
-	features.SupportHTTPRouteRequestTimeout,
-	features.SupportHTTPRouteResponseHeaderModification,
-	features.SupportHTTPRouteSchemeRedirect,
-)
-
 func TestGatewayAPIConformance(t *testing.T) {
 	root, err := filepath.Abs(filepath.Join("..", "..", ".."))
 	if err != nil {
@@ -125,7 +108,11 @@ func TestGatewayAPIConformance(t *testing.T) {
 	opts := conformance.DefaultOptions(t)
 	opts.GatewayClassName = className
 	opts.ConformanceProfiles = sets.New(suite.GatewayHTTPConformanceProfileName)
-	opts.SupportedFeatures = supportedFeatures
+	// What the GatewayClass status claims, and nothing else.
+	opts.SupportedFeatures = sets.New[features.FeatureName]()
+	for _, f := range gatewayapi.SupportedFeatures {
+		opts.SupportedFeatures.Insert(features.FeatureName(f))
+	}
 	opts.SkipTests = skips
 	opts.CleanupBaseResources = true
 	opts.Implementation = confv1.Implementation{
