@@ -123,9 +123,9 @@ type listenerState struct {
 	// may be invalid only for an unresolved reference (a certificate):
 	// the spec counts those routes in attachedRoutes all the same.
 	valid, attachable bool
-	status *gwv1.ListenerStatus
-	kinds  []gwv1.RouteGroupKind
-	certs  []string
+	status            *gwv1.ListenerStatus
+	kinds             []gwv1.RouteGroupKind
+	certs             []string
 }
 
 func (b *builder) classes() {
