@@ -532,11 +532,40 @@ func (b *builder) virtualHosts(g *gatewayState) {
 			Name:       k.scope + "/" + k.host,
 			Domains:    []string{k.host},
 			Listener:   string(best.spec.Name),
-			Routes:     ir.MergeRoutes(rules, ir.GatewayAPIPrecedence),
+			Routes:     redirectPorts(ir.MergeRoutes(rules, ir.GatewayAPIPrecedence), best),
 			Provenance: prov,
 			Field:      fmt.Sprintf("spec.listeners[%d]", best.index),
 		})
 	}
+}
+
+// redirectPorts gives redirects without a scheme or port the listener's
+// port, as the spec derives it; it is left out of the Location when it is
+// the scheme's well-known port. Routes are shared between listeners, so a
+// changed one is a copy.
+func redirectPorts(routes []*ir.Route, ls *listenerState) []*ir.Route {
+	port := uint32(ls.spec.Port) //nolint:gosec // the API bounds ports
+	wellKnown := ls.spec.Protocol == gwv1.HTTPProtocolType && port == 80 || ls.spec.Protocol == gwv1.HTTPSProtocolType && port == 443
+	if wellKnown {
+		return routes
+	}
+	var out []*ir.Route
+	for i, r := range routes {
+		if r.Redirect == nil || r.Redirect.Port != 0 || r.Redirect.Scheme != "" {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(routes)
+		}
+		rc, rd := *r, *r.Redirect
+		rd.Port = port
+		rc.Redirect = &rd
+		out[i] = &rc
+	}
+	if out == nil {
+		return routes
+	}
+	return out
 }
 
 // bestListener is the listener that takes requests for host: on an HTTPS
