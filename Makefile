@@ -25,7 +25,7 @@ run: build
 
 ## test: everything CI runs: lint, unit tests, then the tests on a real
 ## Kubernetes API (test/cluster, test/e2e, Knative's conformance suite).
-test: lint unit e2e conformance
+test: lint unit e2e conformance gateway-conformance
 
 ## unit: every package outside test/, with the race detector (it needs cgo;
 ## gcc is on the machine image), then pkg/re2size checked against libre2,
