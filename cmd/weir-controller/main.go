@@ -20,8 +20,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"knative.dev/networking/pkg/apis/networking"
 	ingressinformer "knative.dev/networking/pkg/client/injection/informers/networking/v1alpha1/ingress"
 	kubeclient "knative.dev/pkg/client/injection/kube/client"
@@ -34,6 +37,7 @@ import (
 	"knative.dev/pkg/injection/sharedmain"
 	"knative.dev/pkg/logging"
 	"knative.dev/pkg/signals"
+	"knative.dev/pkg/system"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
@@ -136,12 +140,20 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 		})
 		return s
 	})
-	startGatewayAPI(ctx, logger, router)
+	gatewaysServed := startGatewayAPI(ctx, logger, router)
 
 	go func() {
 		// Serving xDS before every existing KIngress is in the model would
 		// hand restarted gateways a partial config and drop traffic.
 		waitForInitialReconcile(ctx, logger, rec, *initialSync)
+		// Likewise every Gateway's: its data plane must not get an empty
+		// config from a restarted controller.
+		select {
+		case <-gatewaysServed:
+		case <-time.After(*initialSync):
+			logger.Warnf("The Gateway API controller has not served every Gateway after %v; serving xDS anyway", *initialSync)
+		case <-ctx.Done():
+		}
 		go syncer.Run(ctx)
 		if err := syncer.Sync(); err != nil {
 			logger.Errorw("Initial translation failed", zap.Error(err))
@@ -189,18 +201,21 @@ func waitForInitialReconcile(ctx context.Context, logger *zap.SugaredLogger, rec
 }
 
 // startGatewayAPI runs the Gateway API controller if the cluster has the
-// Gateway API's CRDs.
-func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds.Router) {
+// Gateway API's CRDs. The channel is closed once every Gateway's config is
+// served (at once without the Gateway API).
+func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds.Router) <-chan struct{} {
+	none := make(chan struct{})
+	close(none)
 	cfg := injection.GetConfig(ctx)
 	kube := kubeclient.Get(ctx)
 	if _, err := kube.Discovery().ServerResourcesForGroupVersion(gwv1.GroupVersion.String()); err != nil {
 		logger.Infow("The Gateway API is not installed; serving KIngress only. Install its CRDs and restart weir-controller to serve Gateways.", zap.Error(err))
-		return
+		return none
 	}
 	gw, err := gwclient.NewForConfig(cfg)
 	if err != nil {
 		logger.Errorw("Gateway API client", zap.Error(err))
-		return
+		return none
 	}
 	offset, err := strconv.ParseUint(envOr("GATEWAY_PRIVILEGED_PORT_OFFSET", "10000"), 10, 16)
 	if err != nil {
@@ -225,6 +240,34 @@ func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds
 		Resync: 10 * time.Hour,
 	})
 	go c.Run(ctx)
+	if sharedmain.IsHADisabled(ctx) {
+		c.SetLeader(true)
+		return c.Served()
+	}
+	// Every replica serves xDS; one provisions and writes status.
+	id := envOr("POD_NAME", "")
+	if id == "" {
+		id, _ = os.Hostname()
+	}
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Name: "weir-controller-gateway-api", Namespace: system.Namespace()},
+		Client:     kube.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
+	}
+	go func() {
+		// RunOrDie returns when leadership is lost; stand again.
+		for ctx.Err() == nil {
+			leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+				Lock: lock, LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
+				ReleaseOnCancel: true,
+				Callbacks: leaderelection.LeaderCallbacks{
+					OnStartedLeading: func(context.Context) { c.SetLeader(true) },
+					OnStoppedLeading: func() { c.SetLeader(false) },
+				},
+			})
+		}
+	}()
+	return c.Served()
 }
 
 func serveXDS(ctx context.Context, server interface{ Register(*grpc.Server) }, addr string) error {

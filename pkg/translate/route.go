@@ -305,6 +305,14 @@ func pathRewrite(m *ir.PathModifier, match ir.PathMatch) (prefix string, regex *
 			return "", nil, fmt.Errorf("replacement prefix %q must start with \"/\"", m.Value)
 		}
 		matched := strings.TrimSuffix(match.Value, "/")
+		if matched == "" {
+			// Every path matches: the replacement goes in front of the
+			// path's first segment, "/users" to "/api/users".
+			return "", &matcherv3.RegexMatchAndSubstitute{
+				Pattern:      &matcherv3.RegexMatcher{Regex: "^/+"},
+				Substitution: strings.TrimSuffix(literal, "/") + "/",
+			}, nil
+		}
 		if match.Kind == ir.PathSegmentPrefix && (m.Value == "" || strings.HasSuffix(m.Value, "/")) {
 			return "", &matcherv3.RegexMatchAndSubstitute{
 				Pattern:      &matcherv3.RegexMatcher{Regex: "^" + regexp.QuoteMeta(matched) + "/*"},

@@ -39,17 +39,33 @@ func GroupOf(nodeID string) string {
 // The node ID is taken as claimed: until the xDS channel authenticates
 // gateways, any client can ask for any group.
 type Router struct {
-	shared   *Server
+	shared *Server
+	// unknown serves streams of a group nobody made: nothing.
+	unknown  *Server
 	newGroup func(group string) *Server
 
 	mu     sync.Mutex
 	groups map[string]*Server
 }
 
-// NewRouter routes the shared group to shared and creates a Server for
-// another group, on first use, with newGroup.
+// NewRouter routes the shared group to shared; the controller makes a
+// Server for each other group with Group, through newGroup.
 func NewRouter(shared *Server, newGroup func(group string) *Server) *Router {
-	return &Router{shared: shared, newGroup: newGroup, groups: map[string]*Server{}}
+	return &Router{shared: shared, unknown: newGroup(""), newGroup: newGroup, groups: map[string]*Server{}}
+}
+
+// stream returns the Server for a stream of group: a client cannot make a
+// group by naming it, so a made-up node ID costs nothing.
+func (r *Router) stream(group string) *Server {
+	if group == "" {
+		return r.shared
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s := r.groups[group]; s != nil {
+		return s
+	}
+	return r.unknown
 }
 
 // Group returns the Server of group, creating it if needed.
@@ -106,7 +122,7 @@ func (a *routedADS) StreamAggregatedResources(stream discovery.AggregatedDiscove
 	if node == "" {
 		return status.Error(codes.InvalidArgument, "the first request must carry the node ID")
 	}
-	s := a.r.Group(GroupOf(node))
+	s := a.r.stream(GroupOf(node))
 	return s.xds.StreamAggregatedResources(&peekedStream{
 		AggregatedDiscoveryService_StreamAggregatedResourcesServer: stream, first: first,
 	})
@@ -121,7 +137,7 @@ func (a *routedADS) DeltaAggregatedResources(stream discovery.AggregatedDiscover
 	if node == "" {
 		return status.Error(codes.InvalidArgument, "the first request must carry the node ID")
 	}
-	s := a.r.Group(GroupOf(node))
+	s := a.r.stream(GroupOf(node))
 	return s.xds.DeltaAggregatedResources(&peekedDeltaStream{
 		AggregatedDiscoveryService_DeltaAggregatedResourcesServer: stream, first: first,
 	})

@@ -125,6 +125,10 @@ func TestRouterServesEachGroupItsOwnConfig(t *testing.T) {
 			}
 		}
 	}
+	// Naming a group does not make one.
+	if got := router.Groups(); !sameSet(got, []string{"ns/a", "ns/b"}) {
+		t.Errorf("groups = %v, want only the two the controller made", got)
+	}
 }
 
 func sameSet(a, b []string) bool {

@@ -106,7 +106,7 @@ func TestGatewayAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = gw.GatewayV1().HTTPRoutes(namespace).Delete(ctx, "app", metav1.DeleteOptions{})
-	name := "weir-" + namespace + "-edge"
+	name := gatewayapi.ResourceName(namespace, "edge")
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		_, derr := kube.Kube.AppsV1().Deployments("weir-system").Get(ctx, name, metav1.GetOptions{})
 		_, serr := kube.Kube.CoreV1().Services("weir-system").Get(ctx, name, metav1.GetOptions{})

@@ -54,6 +54,9 @@ type Options struct {
 	// 1024: a data plane that runs without privileges binds 10080 for a
 	// listener on 80, and its Service maps 80 to it (ContainerPort).
 	PrivilegedPortOffset uint32
+	// ReservedPorts are the data plane's own ports (admin, readiness),
+	// which no listener may bind.
+	ReservedPorts []uint32
 }
 
 // ContainerPort is the port the data plane binds for a listener port.
@@ -194,8 +197,24 @@ func (b *builder) buildGateways() {
 // conditions: Accepted, Programmed, ResolvedRefs and Conflicted.
 func (b *builder) listeners(g *gatewayState) {
 	gw := g.gw
-	protocols := map[gwv1.PortNumber]gwv1.ProtocolType{}
-	hostnames := map[string]bool{}
+	// First pass: who shares a port or a port and hostname. Conflicting
+	// listeners are all marked; none is picked as the winner.
+	protocols := map[gwv1.PortNumber]map[gwv1.ProtocolType]bool{}
+	hostnames := map[string]int{}
+	containers := map[uint32]map[gwv1.PortNumber]bool{}
+	for i := range gw.Spec.Listeners {
+		spec := &gw.Spec.Listeners[i]
+		if protocols[spec.Port] == nil {
+			protocols[spec.Port] = map[gwv1.ProtocolType]bool{}
+		}
+		protocols[spec.Port][spec.Protocol] = true
+		hostnames[listenerKey(spec)]++
+		cp := b.opts.ContainerPort(int32(spec.Port))
+		if containers[cp] == nil {
+			containers[cp] = map[gwv1.PortNumber]bool{}
+		}
+		containers[cp][spec.Port] = true
+	}
 	for i := range gw.Spec.Listeners {
 		spec := &gw.Spec.Listeners[i]
 		ls := &listenerState{spec: spec, index: i, valid: true, status: &gwv1.ListenerStatus{Name: spec.Name, Conditions: []metav1.Condition{}}}
@@ -214,15 +233,21 @@ func (b *builder) listeners(g *gatewayState) {
 		if spec.Hostname != nil {
 			host = strings.ToLower(string(*spec.Hostname))
 		}
-		if p, ok := protocols[spec.Port]; ok && p != spec.Protocol && accepted {
+		cp := b.opts.ContainerPort(int32(spec.Port))
+		switch {
+		case !accepted:
+		case slices.Contains(b.opts.ReservedPorts, cp):
+			accepted, acceptedReason = false, string(gwv1.ListenerReasonPortUnavailable)
+			acceptedMsg = fmt.Sprintf("spec.listeners[%d].port %d: the data plane uses port %d itself; choose another port", i, spec.Port, cp)
+		case len(containers[cp]) > 1:
+			accepted, acceptedReason = false, string(gwv1.ListenerReasonPortUnavailable)
+			acceptedMsg = fmt.Sprintf("spec.listeners[%d].port %d: another listener's port also binds %d in the data plane (ports below 1024 bind %d higher)", i, spec.Port, cp, b.opts.PrivilegedPortOffset)
+		case len(protocols[spec.Port]) > 1:
 			conflicted, conflictReason = true, string(gwv1.ListenerReasonProtocolConflict)
-			conflictMsg = fmt.Sprintf("spec.listeners[%d]: port %d already has a %s listener", i, spec.Port, p)
-		} else if key := fmt.Sprintf("%d/%s", spec.Port, host); hostnames[key] && accepted {
+			conflictMsg = fmt.Sprintf("spec.listeners[%d]: listeners on port %d have different protocols", i, spec.Port)
+		case hostnames[listenerKey(spec)] > 1:
 			conflicted, conflictReason = true, string(gwv1.ListenerReasonHostnameConflict)
 			conflictMsg = fmt.Sprintf("spec.listeners[%d]: another listener on port %d has hostname %q", i, spec.Port, host)
-		} else if accepted {
-			protocols[spec.Port] = spec.Protocol
-			hostnames[key] = true
 		}
 
 		ls.kinds, resolved, resolvedReason, resolvedMsg = routeKinds(spec, i, resolved, resolvedReason, resolvedMsg)
@@ -265,6 +290,15 @@ func (b *builder) listeners(g *gatewayState) {
 		}
 		g.frag.Listeners = append(g.frag.Listeners, l)
 	}
+}
+
+// listenerKey is a listener's port and hostname, which must be unique.
+func listenerKey(spec *gwv1.Listener) string {
+	host := ""
+	if spec.Hostname != nil {
+		host = strings.ToLower(string(*spec.Hostname))
+	}
+	return fmt.Sprintf("%d/%s", spec.Port, host)
 }
 
 // routeKinds returns the route kinds a listener allows that Weir serves,
@@ -327,10 +361,14 @@ func (b *builder) listenerCertificates(g *gatewayState, ls *listenerState) (bool
 		sec, err := b.listers.Secrets.Secrets(ns).Get(string(ref.Name))
 		if err != nil {
 			if apierrs.IsNotFound(err) {
-				fail(string(gwv1.ListenerReasonInvalidCertificateRef), "%s: Secret %s/%s does not exist", field, ns, ref.Name)
+				fail(string(gwv1.ListenerReasonInvalidCertificateRef), "%s: Secret %s/%s does not exist (weir-controller sees Secrets of type kubernetes.io/tls only)", field, ns, ref.Name)
 			} else {
 				fail(string(gwv1.ListenerReasonInvalidCertificateRef), "%s: reading Secret %s/%s: %v", field, ns, ref.Name, err)
 			}
+			continue
+		}
+		if sec.Type != corev1.SecretTypeTLS {
+			fail(string(gwv1.ListenerReasonInvalidCertificateRef), "%s: Secret %s/%s is of type %q; a listener certificate must be of type kubernetes.io/tls", field, ns, ref.Name, sec.Type)
 			continue
 		}
 		chain, key := sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey]
@@ -364,6 +402,9 @@ func (b *builder) finish() {
 			}
 		}
 		if len(g.gw.Spec.Addresses) > 0 {
+			for i := range g.status.Listeners {
+				setCondition(&g.status.Listeners[i].Conditions, gen, string(gwv1.ListenerConditionProgrammed), false, string(gwv1.ListenerReasonInvalid), "the Gateway is not accepted")
+			}
 			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionAccepted), false, string(gwv1.GatewayReasonUnsupportedAddress),
 				"spec.addresses is not supported: the gateway's address comes from its Service")
 			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionProgrammed), false, string(gwv1.GatewayReasonAddressNotUsable),

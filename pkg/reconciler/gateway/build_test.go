@@ -32,6 +32,11 @@ metadata: {name: team-a, labels: {gateway-access: "yes"}}
 // build decodes docs as weir run would and builds them.
 func build(t *testing.T, docs string) *gateway.Result {
 	t.Helper()
+	return buildWith(t, docs, gateway.Options{})
+}
+
+func buildWith(t *testing.T, docs string, opts gateway.Options) *gateway.Result {
+	t.Helper()
 	ds, err := manifest.Decode("test.yaml", []byte(class+"---\n"+docs))
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +45,7 @@ func build(t *testing.T, docs string) *gateway.Result {
 	if _, _, errs := s.SetFile(context.Background(), "test.yaml", ds); len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	return gateway.Build(s.GatewayObjects(), s.GatewayListers(), gateway.Options{})
+	return gateway.Build(s.GatewayObjects(), s.GatewayListers(), opts)
 }
 
 func condition(conds []metav1.Condition, typ string) string {
@@ -83,8 +88,10 @@ spec:
   gatewayClassName: weir
   listeners:
   - {name: http, port: 80, protocol: HTTP}
-  - {name: same-port-tls, port: 80, protocol: HTTPS, tls: {certificateRefs: [{name: missing}]}}
-  - {name: dup-host, port: 80, protocol: HTTP}
+  - {name: mixed-http, port: 83, protocol: HTTP}
+  - {name: mixed-https, port: 83, protocol: HTTPS, tls: {certificateRefs: [{name: missing}]}}
+  - {name: dup-a, port: 84, protocol: HTTP, hostname: x.example.com}
+  - {name: dup-b, port: 84, protocol: HTTP, hostname: x.example.com}
   - {name: udp, port: 53, protocol: UDP}
   - name: bad-kinds
     port: 81
@@ -96,9 +103,12 @@ spec:
 	for _, tc := range []struct{ listener, typ, want string }{
 		{"http", "Programmed", "True/Programmed"},
 		{"http", "Conflicted", "False/NoConflicts"},
-		{"same-port-tls", "Conflicted", "True/ProtocolConflict"},
-		{"same-port-tls", "Programmed", "False/Invalid"},
-		{"dup-host", "Conflicted", "True/HostnameConflict"},
+		// Conflicting listeners are all marked; none wins.
+		{"mixed-http", "Conflicted", "True/ProtocolConflict"},
+		{"mixed-https", "Conflicted", "True/ProtocolConflict"},
+		{"mixed-http", "Programmed", "False/Invalid"},
+		{"dup-a", "Conflicted", "True/HostnameConflict"},
+		{"dup-b", "Conflicted", "True/HostnameConflict"},
 		{"udp", "Accepted", "False/UnsupportedProtocol"},
 		{"bad-kinds", "ResolvedRefs", "False/InvalidRouteKinds"},
 		{"bad-kinds", "Programmed", "False/Invalid"},
@@ -358,5 +368,29 @@ spec:
 		if got, ok := routes[h]; !ok || got != n {
 			t.Errorf("host %s has %d routes (present %v), want %d", h, got, ok, n)
 		}
+	}
+}
+
+// TestPortUnavailable: a listener may not bind the data plane's own ports,
+// nor share a container port with another listener through the offset.
+func TestPortUnavailable(t *testing.T) {
+	res := buildWith(t, `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - {name: admin, port: 9901, protocol: HTTP}
+  - {name: low, port: 80, protocol: HTTP}
+  - {name: high, port: 10080, protocol: HTTP}
+  - {name: fine, port: 8080, protocol: HTTP}
+`, gateway.Options{PrivilegedPortOffset: 10000, ReservedPorts: []uint32{9901}})
+	for l, want := range map[string]string{"admin": "False/PortUnavailable", "low": "False/PortUnavailable", "high": "False/PortUnavailable", "fine": "True/Accepted"} {
+		if got := listenerCondition(t, res, l, "Accepted"); got != want {
+			t.Errorf("listener %s Accepted = %s, want %s", l, got, want)
+		}
+	}
+	if ls := res.Fragments[0].Listeners; len(ls) != 1 || ls[0].Port != 8080 {
+		t.Errorf("served listeners = %+v, want only 8080", ls)
 	}
 }

@@ -6,10 +6,12 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
 	apierrs "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -56,11 +58,12 @@ type ControllerOptions struct {
 // data plane, provisions that data plane and writes the statuses. One key
 // in the queue coalesces bursts of changes into one rebuild.
 type Controller struct {
-	opts    ControllerOptions
-	logger  *zap.SugaredLogger
-	queue   workqueue.TypedRateLimitingInterface[string]
-	factory gwinformers.SharedInformerFactory
-	kube    informers.SharedInformerFactory
+	opts       ControllerOptions
+	logger     *zap.SugaredLogger
+	queue      workqueue.TypedRateLimitingInterface[string]
+	factory    gwinformers.SharedInformerFactory
+	kube       informers.SharedInformerFactory
+	tlsSecrets informers.SharedInformerFactory
 	// planes watches the data planes' Deployments; nil without a
 	// Provisioner.
 	planes informers.SharedInformerFactory
@@ -75,6 +78,26 @@ type Controller struct {
 
 	mu          sync.Mutex
 	translators map[string]*translate.Translator
+
+	// leader is set on the replica that provisions data planes and writes
+	// status; every replica serves xDS, since gateways connect to any.
+	leader atomic.Bool
+	// served is closed once every Gateway's config has been built and
+	// served, after the first reconcile.
+	served     chan struct{}
+	servedOnce sync.Once
+}
+
+// Served is closed once the first reconcile has served every Gateway's
+// config: before that, a data plane that connects would get nothing.
+func (c *Controller) Served() <-chan struct{} { return c.served }
+
+// SetLeader makes this replica the one that provisions and writes status
+// (true), or only serves xDS (false).
+func (c *Controller) SetLeader(leader bool) {
+	if c.leader.Swap(leader) != leader && leader {
+		c.queue.Add(syncKey)
+	}
 }
 
 const syncKey = "all"
@@ -85,12 +108,18 @@ func NewController(opts ControllerOptions) *Controller {
 		opts.Logger = zap.NewNop().Sugar()
 	}
 	c := &Controller{
-		opts:        opts,
-		logger:      opts.Logger,
-		queue:       workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
-		factory:     gwinformers.NewSharedInformerFactory(opts.Gateway, opts.Resync),
-		kube:        informers.NewSharedInformerFactory(opts.Kube, opts.Resync),
+		opts:    opts,
+		logger:  opts.Logger,
+		queue:   workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
+		factory: gwinformers.NewSharedInformerFactory(opts.Gateway, opts.Resync),
+		kube:    informers.NewSharedInformerFactory(opts.Kube, opts.Resync),
+		// Only TLS Secrets, the only kind a listener may use: the
+		// controller does not hold the cluster's other credentials.
+		tlsSecrets: informers.NewSharedInformerFactoryWithOptions(opts.Kube, opts.Resync, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = "type=" + string(corev1.SecretTypeTLS)
+		})),
 		translators: map[string]*translate.Translator{},
+		served:      make(chan struct{}),
 	}
 	v1 := c.factory.Gateway().V1()
 	handler := cache.ResourceEventHandlerFuncs{
@@ -100,7 +129,7 @@ func NewController(opts ControllerOptions) *Controller {
 	}
 	for _, inf := range []cache.SharedIndexInformer{
 		v1.GatewayClasses().Informer(), v1.Gateways().Informer(), v1.HTTPRoutes().Informer(), v1.ReferenceGrants().Informer(),
-		c.kube.Core().V1().Secrets().Informer(), c.kube.Core().V1().Namespaces().Informer(),
+		c.tlsSecrets.Core().V1().Secrets().Informer(), c.kube.Core().V1().Namespaces().Informer(),
 		// Endpoints move backends; Services move addresses and backends.
 		opts.ServiceInformer, opts.SliceInformer,
 	} {
@@ -108,7 +137,7 @@ func NewController(opts ControllerOptions) *Controller {
 		c.synced = append(c.synced, inf.HasSynced)
 	}
 	c.classes, c.gws, c.routes, c.grants = v1.GatewayClasses().Lister(), v1.Gateways().Lister(), v1.HTTPRoutes().Lister(), v1.ReferenceGrants().Lister()
-	c.secrets, c.nss = c.kube.Core().V1().Secrets().Lister(), c.kube.Core().V1().Namespaces().Lister()
+	c.secrets, c.nss = c.tlsSecrets.Core().V1().Secrets().Lister(), c.kube.Core().V1().Namespaces().Lister()
 	if p := opts.Provisioner; p != nil {
 		// Data plane rollouts move the Gateways' Programmed condition.
 		c.planes = informers.NewSharedInformerFactoryWithOptions(opts.Kube, opts.Resync, informers.WithNamespace(p.Namespace))
@@ -124,6 +153,7 @@ func (c *Controller) Run(ctx context.Context) {
 	defer c.queue.ShutDown()
 	c.factory.Start(ctx.Done())
 	c.kube.Start(ctx.Done())
+	c.tlsSecrets.Start(ctx.Done())
 	if c.planes != nil {
 		c.planes.Start(ctx.Done())
 	}
@@ -159,7 +189,9 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 	}
 	var popts Options
 	if c.opts.Provisioner != nil {
-		popts = c.opts.Provisioner.BuildOptions()
+		if popts, err = c.opts.Provisioner.BuildOptions(ctx); err != nil {
+			return err
+		}
 	}
 	res := Build(objs, Listers{
 		Services:       corelisters.NewServiceLister(c.opts.ServiceInformer.GetIndexer()),
@@ -193,7 +225,14 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 		}
 	}
 	c.forgetGone(served)
+	c.servedOnce.Do(func() { close(c.served) })
 
+	if !c.leader.Load() {
+		if len(errs) > 0 {
+			return fmt.Errorf("%d errors, first: %w", len(errs), errs[0])
+		}
+		return nil
+	}
 	if p := c.opts.Provisioner; p != nil {
 		planes, err := p.Sync(ctx, objs.Gateways, res)
 		if err != nil {

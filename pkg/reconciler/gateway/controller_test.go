@@ -78,6 +78,7 @@ func TestControllerServesProvisionsAndReports(t *testing.T) {
 			ServiceType: corev1.ServiceTypeClusterIP, PrivilegedPortOffset: 10000},
 		Logger: zaptest.NewLogger(t).Sugar(),
 	})
+	c.SetLeader(true)
 	go c.Run(ctx)
 
 	poll := func(what string, cond func() bool) {
@@ -106,7 +107,7 @@ func TestControllerServesProvisionsAndReports(t *testing.T) {
 		t.Errorf("the shared group serves %v of the Gateway's config", got)
 	}
 
-	dep, err := kube.AppsV1().Deployments("weir-system").Get(ctx, "weir-default-edge", metav1.GetOptions{})
+	dep, err := kube.AppsV1().Deployments("weir-system").Get(ctx, ResourceName("default", "edge"), metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +124,7 @@ func TestControllerServesProvisionsAndReports(t *testing.T) {
 	if len(ports) != 2 || ports[0] != 9901 || ports[1] != 10080 {
 		t.Errorf("container ports = %v, want [9901 10080]", ports)
 	}
-	svc, err := kube.CoreV1().Services("weir-system").Get(ctx, "weir-default-edge", metav1.GetOptions{})
+	svc, err := kube.CoreV1().Services("weir-system").Get(ctx, ResourceName("default", "edge"), metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,8 +169,8 @@ func TestControllerServesProvisionsAndReports(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll("the data plane to be removed", func() bool {
-		_, derr := kube.AppsV1().Deployments("weir-system").Get(ctx, "weir-default-edge", metav1.GetOptions{})
-		_, serr := kube.CoreV1().Services("weir-system").Get(ctx, "weir-default-edge", metav1.GetOptions{})
+		_, derr := kube.AppsV1().Deployments("weir-system").Get(ctx, ResourceName("default", "edge"), metav1.GetOptions{})
+		_, serr := kube.CoreV1().Services("weir-system").Get(ctx, ResourceName("default", "edge"), metav1.GetOptions{})
 		return derr != nil && serr != nil && len(router.Groups()) == 0
 	})
 }

@@ -25,10 +25,12 @@ import (
 
 // Labels on what the Provisioner makes.
 const (
-	LabelManagedBy        = "app.kubernetes.io/managed-by"
-	managedBy             = "weir-controller"
-	LabelGatewayName      = "gateway.networking.k8s.io/gateway-name"
-	LabelGatewayNamespace = "weir.dev/gateway-namespace"
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	managedBy      = "weir-controller"
+	// LabelGateway holds a hash of the Gateway's namespace and name (a
+	// label value cannot hold both); AnnotationGateway holds them.
+	LabelGateway      = "weir.dev/gateway"
+	AnnotationGateway = "weir.dev/gateway"
 	// templateHashAnnotation records what a Deployment was made from, so
 	// an unchanged one is not written again.
 	templateHashAnnotation = "weir.dev/template-hash"
@@ -52,20 +54,44 @@ type Provisioner struct {
 	PrivilegedPortOffset uint32
 }
 
-// BuildOptions are the Build options that match this data plane.
-func (p *Provisioner) BuildOptions() Options {
-	return Options{PrivilegedPortOffset: p.PrivilegedPortOffset}
+// BuildOptions are the Build options that match this data plane: the
+// port offset, and the template's own ports as reserved.
+func (p *Provisioner) BuildOptions(ctx context.Context) (Options, error) {
+	o := Options{PrivilegedPortOffset: p.PrivilegedPortOffset}
+	tmpl, err := p.template(ctx)
+	if err != nil {
+		return o, err
+	}
+	for _, c := range tmpl.Spec.Containers {
+		for _, cp := range c.Ports {
+			if !sharedListenerPorts[cp.Name] {
+				o.ReservedPorts = append(o.ReservedPorts, uint32(cp.ContainerPort)) //nolint:gosec // ports
+			}
+		}
+	}
+	return o, nil
 }
 
-// resourceName is the Deployment and Service name for a Gateway: readable,
-// and unique by a hash when namespace and name are too long for 63.
-func resourceName(ns, name string) string {
-	n := "weir-" + ns + "-" + name
-	if len(n) <= 63 {
-		return n
-	}
+// gatewayHash identifies a Gateway in names and labels: "a-b/c" and
+// "a/b-c" must not share a data plane.
+func gatewayHash(ns, name string) string {
 	sum := sha256.Sum256([]byte(ns + "/" + name))
-	return n[:54] + "-" + hex.EncodeToString(sum[:4])
+	return hex.EncodeToString(sum[:5])
+}
+
+// ResourceName is the Deployment and Service name of a Gateway's data
+// plane: its name, made a valid DNS label and cut to fit, and the hash.
+func ResourceName(ns, name string) string {
+	readable := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
+			return r
+		}
+		return '-'
+	}, strings.ToLower(name))
+	if len(readable) > 40 {
+		readable = readable[:40]
+	}
+	return "weir-" + strings.Trim(readable, "-") + "-" + gatewayHash(ns, name)
 }
 
 // DataPlane is what Sync found of one Gateway's data plane.
@@ -96,7 +122,7 @@ func (p *Provisioner) Sync(ctx context.Context, gateways []*gwv1.Gateway, res *R
 		if gw == nil {
 			continue
 		}
-		name := resourceName(gw.Namespace, gw.Name)
+		name := ResourceName(gw.Namespace, gw.Name)
 		served[name] = true
 		ports := p.ports(gw, res.Gateways[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}])
 		ready, err := p.ensureDeployment(ctx, name, gw, tmpl, ports)
@@ -138,7 +164,7 @@ type listenerPort struct {
 }
 
 func (p *Provisioner) ports(gw *gwv1.Gateway, st *gwv1.GatewayStatus) []listenerPort {
-	opts := p.BuildOptions()
+	opts := Options{PrivilegedPortOffset: p.PrivilegedPortOffset}
 	var out []listenerPort
 	for _, l := range gw.Spec.Listeners {
 		valid := st != nil && slices.ContainsFunc(st.Listeners, func(ls gwv1.ListenerStatus) bool {
@@ -156,11 +182,17 @@ func (p *Provisioner) ports(gw *gwv1.Gateway, st *gwv1.GatewayStatus) []listener
 }
 
 func (p *Provisioner) labels(gw *gwv1.Gateway) map[string]string {
-	return map[string]string{
-		LabelManagedBy:        managedBy,
-		LabelGatewayNamespace: gw.Namespace,
-		LabelGatewayName:      gw.Name,
-	}
+	return map[string]string{LabelManagedBy: managedBy, LabelGateway: gatewayHash(gw.Namespace, gw.Name)}
+}
+
+func annotations(gw *gwv1.Gateway) map[string]string {
+	return map[string]string{AnnotationGateway: gw.Namespace + "/" + gw.Name}
+}
+
+// ours reports whether an object found under a Gateway's data plane name
+// was made for that Gateway, and not, say, by hand.
+func ours(m metav1.Object, gw *gwv1.Gateway) bool {
+	return m.GetLabels()[LabelManagedBy] == managedBy && m.GetAnnotations()[AnnotationGateway] == gw.Namespace+"/"+gw.Name
 }
 
 // sharedListenerPorts are the shared gateway's listener ports, which a
@@ -198,7 +230,7 @@ func (p *Provisioner) ensureDeployment(ctx context.Context, name string, gw *gwv
 		c.Ports = keep
 	}
 	want := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace, Labels: lbls},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace, Labels: lbls, Annotations: annotations(gw)},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To[int32](1),
 			Selector: &metav1.LabelSelector{MatchLabels: lbls},
@@ -210,7 +242,7 @@ func (p *Provisioner) ensureDeployment(ctx context.Context, name string, gw *gwv
 		return false, err
 	}
 	sum := sha256.Sum256(spec)
-	want.Annotations = map[string]string{templateHashAnnotation: hex.EncodeToString(sum[:8])}
+	want.Annotations[templateHashAnnotation] = hex.EncodeToString(sum[:8])
 	deps := p.Kube.AppsV1().Deployments(p.Namespace)
 	cur, err := deps.Get(ctx, name, metav1.GetOptions{})
 	switch {
@@ -222,6 +254,8 @@ func (p *Provisioner) ensureDeployment(ctx context.Context, name string, gw *gwv
 		return false, err
 	case err != nil:
 		return false, err
+	case !ours(cur, gw):
+		return false, fmt.Errorf("Deployment %s/%s exists and was not made by weir-controller for Gateway %s/%s; remove it", p.Namespace, name, gw.Namespace, gw.Name)
 	case cur.Annotations[templateHashAnnotation] == want.Annotations[templateHashAnnotation]:
 		// Available pods of the current template: the rollout is done.
 		return cur.Status.ObservedGeneration >= cur.Generation && cur.Status.UpdatedReplicas > 0 && cur.Status.AvailableReplicas > 0, nil
@@ -250,12 +284,15 @@ func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.G
 	cur, err := svcs.Get(ctx, name, metav1.GetOptions{})
 	if apierrs.IsNotFound(err) {
 		return svcs.Create(ctx, &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace, Labels: p.labels(gw)},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace, Labels: p.labels(gw), Annotations: annotations(gw)},
 			Spec:       corev1.ServiceSpec{Type: typ, Selector: p.labels(gw), Ports: sps},
 		}, metav1.CreateOptions{})
 	}
 	if err != nil {
 		return nil, err
+	}
+	if !ours(cur, gw) {
+		return nil, fmt.Errorf("Service %s/%s exists and was not made by weir-controller for Gateway %s/%s; remove it", p.Namespace, name, gw.Namespace, gw.Name)
 	}
 	same := len(cur.Spec.Ports) == len(sps)
 	for i := 0; same && i < len(sps); i++ {

@@ -432,11 +432,9 @@ func (b *builder) resolveBackend(r *gwv1.HTTPRoute, ref gwv1.BackendRef, field s
 		Protocol: backends.ProtocolOf(sp),
 	}
 	if svc.Spec.Type == "ExternalName" {
-		be.ExternalName = svc.Spec.ExternalName
-		if backends.SpeaksTLS(sp) {
-			be.TLSServerName = svc.Spec.ExternalName
-		}
-		return be, "", ""
+		// The spec advises against them: a route author could reach any
+		// name through the gateway (CVE-2021-25740).
+		return nil, string(gwv1.RouteReasonUnsupportedProtocol), fmt.Sprintf("%s: Service %s/%s is an ExternalName Service, which Gateway API routes may not use", field, ns, ref.Name)
 	}
 	slices, err := b.listers.EndpointSlices(ns, string(ref.Name))
 	if err != nil {
