@@ -77,7 +77,7 @@ type Controller struct {
 	synced  []cache.InformerSynced
 
 	mu          sync.Mutex
-	translators map[string]*translate.Translator
+	translators map[string]*gatewayTranslator
 
 	// leader is set on the replica that provisions data planes and writes
 	// status; every replica serves xDS, since gateways connect to any.
@@ -118,7 +118,7 @@ func NewController(opts ControllerOptions) *Controller {
 		tlsSecrets: informers.NewSharedInformerFactoryWithOptions(opts.Kube, opts.Resync, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = "type=" + string(corev1.SecretTypeTLS)
 		})),
-		translators: map[string]*translate.Translator{},
+		translators: map[string]*gatewayTranslator{},
 		served:      make(chan struct{}),
 	}
 	v1 := c.factory.Gateway().V1()
@@ -297,18 +297,44 @@ func (c *Controller) serve(group string, f *ir.Fragment) ([]translate.Problem, e
 	c.mu.Lock()
 	t := c.translators[group]
 	if t == nil {
-		o := c.opts.Translate
-		o.OwnListenersOnly = true
-		t = translate.New(o)
+		t = newGatewayTranslator(c.opts.Translate)
 		c.translators[group] = t
 	}
 	c.mu.Unlock()
-	res, err := t.Translate([]*ir.Fragment{f})
+	res, changed, err := t.translate(f)
 	if err != nil {
 		return nil, fmt.Errorf("translating Gateway %s: %w", group, err)
 	}
-	c.opts.Router.Group(group).Apply(res.ByType())
+	if changed {
+		c.opts.Router.Group(group).Apply(res.ByType())
+	}
 	return res.Problems, nil
+}
+
+// gatewayTranslator translates one Gateway's fragments. Every change
+// rebuilds every Gateway, so a fragment equal to the last one is not
+// translated again: one changed route costs its own Gateway's translation.
+type gatewayTranslator struct {
+	t    *translate.Translator
+	last *ir.Fragment
+	res  *translate.Resources
+}
+
+func newGatewayTranslator(o translate.Options) *gatewayTranslator {
+	o.OwnListenersOnly = true
+	return &gatewayTranslator{t: translate.New(o)}
+}
+
+func (g *gatewayTranslator) translate(f *ir.Fragment) (*translate.Resources, bool, error) {
+	if g.res != nil && reflect.DeepEqual(g.last, f) {
+		return g.res, false, nil
+	}
+	res, err := g.t.Translate([]*ir.Fragment{f})
+	if err != nil {
+		return nil, false, err
+	}
+	g.last, g.res = f, res
+	return res, true, nil
 }
 
 func (c *Controller) forgetGone(served map[string]bool) {
