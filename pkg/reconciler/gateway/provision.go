@@ -36,6 +36,8 @@ const (
 	templateHashAnnotation = "weir.dev/template-hash"
 )
 
+const adminPort = 9901
+
 // Provisioner gives every accepted Gateway its own data plane: a
 // Deployment made from the shared gateway's pod template, whose node ID
 // names the Gateway (xds.GatewayNodePrefix), and a Service with the
@@ -57,7 +59,9 @@ type Provisioner struct {
 // BuildOptions are the Build options that match this data plane: the
 // port offset, and the template's own ports as reserved.
 func (p *Provisioner) BuildOptions(ctx context.Context) (Options, error) {
-	o := Options{PrivilegedPortOffset: p.PrivilegedPortOffset}
+	// 9901 is the admin port of Envoy and weir-proxy, on loopback: a
+	// listener on it could not bind.
+	o := Options{PrivilegedPortOffset: p.PrivilegedPortOffset, ReservedPorts: []uint32{adminPort}}
 	tmpl, err := p.template(ctx)
 	if err != nil {
 		return o, err
