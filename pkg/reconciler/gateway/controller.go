@@ -188,9 +188,12 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 		return err
 	}
 	var popts Options
-	if c.opts.Provisioner != nil {
-		if popts, err = c.opts.Provisioner.BuildOptions(ctx); err != nil {
-			return err
+	var errs []error
+	if p := c.opts.Provisioner; p != nil {
+		if popts, err = p.BuildOptions(ctx); err != nil {
+			// Serve and report anyway; Sync says the same below.
+			errs = append(errs, err)
+			popts = Options{PrivilegedPortOffset: p.PrivilegedPortOffset}
 		}
 	}
 	res := Build(objs, Listers{
@@ -199,8 +202,7 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 		Secrets:        c.secrets,
 	}, popts)
 
-	c.logger.Debugw("Built the Gateway API", "classes", len(objs.GatewayClasses), "gateways", len(objs.Gateways), "routes", len(objs.HTTPRoutes), "served", len(res.Fragments), "notReady", res.NotReady())
-	var errs []error
+	c.logger.Debugw("Built the Gateway API", "classes", len(objs.GatewayClasses), "gateways", len(objs.Gateways), "routes", len(objs.HTTPRoutes), "served", len(res.Fragments))
 	served := map[string]bool{}
 	for _, f := range res.Fragments {
 		group := f.Source.Namespace + "/" + f.Source.Name
@@ -218,8 +220,8 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 				msg = fmt.Sprintf("%s (and %d more)", msg, len(problems)-1)
 			}
 			var gen int64
-			if c := meta.FindStatusCondition(st.Conditions, string(gwv1.GatewayConditionAccepted)); c != nil {
-				gen = c.ObservedGeneration
+			if cond := meta.FindStatusCondition(st.Conditions, string(gwv1.GatewayConditionAccepted)); cond != nil {
+				gen = cond.ObservedGeneration
 			}
 			setCondition(&st.Conditions, gen, string(gwv1.GatewayConditionProgrammed), false, string(gwv1.GatewayReasonInvalid), msg)
 		}
