@@ -704,25 +704,7 @@ func (s *stream) routeHeaders(h http.Header, fw *forward, tgt *target) {
 		h["X-Envoy-Expected-Rq-Timeout-Ms"] = fw.timeoutHdr
 	}
 
-	for i := range tgt.ops {
-		op := &tgt.ops[i]
-		switch op.kind {
-		case opRemove:
-			delete(h, op.key)
-		case opAppend:
-			h[op.key] = append(h[op.key], op.value...)
-		case opAddIfAbsent:
-			if _, ok := h[op.key]; !ok {
-				h[op.key] = op.value
-			}
-		case opOverwriteOrAdd:
-			h[op.key] = op.value
-		case opOverwriteIfExists:
-			if _, ok := h[op.key]; ok {
-				h[op.key] = op.value
-			}
-		}
-	}
+	applyHeaderOps(h, tgt.ops)
 	if _, ok := h["User-Agent"]; !ok {
 		h["User-Agent"] = hvEmpty // keep Go's transport from adding its own
 	}
