@@ -199,6 +199,15 @@ spec:
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
+metadata: {name: bad-regex, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {type: RegularExpression, value: "/a("}}]
+    backendRefs: [{name: svc, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
 metadata: {name: not-ours, namespace: default}
 spec:
   parentRefs: [{name: someone-elses-gateway}]
@@ -215,6 +224,8 @@ spec:
 		{"default/missing-backend", "Accepted", "True/Accepted"},
 		{"default/bad-kind", "ResolvedRefs", "False/InvalidKind"},
 		{"default/mirror", "Accepted", "False/UnsupportedValue"},
+		// Envoy would refuse it; it is refused here, not left out unsaid.
+		{"default/bad-regex", "Accepted", "False/UnsupportedValue"},
 	} {
 		ns, name, _ := strings.Cut(tc.route, "/")
 		if got := routeCondition(t, res, ns, name, tc.typ); got != tc.want {

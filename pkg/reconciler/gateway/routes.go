@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/re2size"
 	"github.com/weir-dev/weir/pkg/reconciler/backends"
 )
 
@@ -272,6 +274,19 @@ func totalWeight(bs []ir.WeightedBackend) uint64 {
 	return t
 }
 
+// checkRegex refuses a regex the gateway's Envoy would: not RE2, or a
+// program over the size the release bootstrap allows. Refused here, the
+// route says so in its status instead of being left out silently.
+func checkRegex(re string) error {
+	if _, err := regexp.Compile(re); err != nil {
+		return fmt.Errorf("regex %q is not valid RE2: %v", re, err)
+	}
+	if size, err := re2size.Bound(re); err != nil || size > re2size.MaxProgramSize {
+		return fmt.Errorf("regex %q may compile to more than %d RE2 instructions; simplify it", re, re2size.MaxProgramSize)
+	}
+	return nil
+}
+
 func convertMatch(m *gwv1.HTTPRouteMatch) (ir.Match, error) {
 	out := ir.Match{Path: ir.PathMatch{Kind: ir.PathSegmentPrefix, Value: "/"}}
 	if p := m.Path; p != nil {
@@ -284,6 +299,9 @@ func convertMatch(m *gwv1.HTTPRouteMatch) (ir.Match, error) {
 				out.Path.Kind = ir.PathExact
 			case gwv1.PathMatchRegularExpression:
 				out.Path.Kind = ir.PathRegex
+				if err := checkRegex(out.Path.Value); err != nil {
+					return out, fmt.Errorf("path: %w", err)
+				}
 			case gwv1.PathMatchPathPrefix:
 			default:
 				return out, fmt.Errorf("path type %q is not supported", *p.Type)
@@ -294,6 +312,9 @@ func convertMatch(m *gwv1.HTTPRouteMatch) (ir.Match, error) {
 		hm := ir.HeaderMatch{Name: string(h.Name), Value: h.Value, Kind: ir.HeaderExact}
 		if h.Type != nil && *h.Type == gwv1.HeaderMatchRegularExpression {
 			hm.Kind = ir.HeaderRegex
+			if err := checkRegex(h.Value); err != nil {
+				return out, fmt.Errorf("header %s: %w", h.Name, err)
+			}
 		}
 		out.Headers = append(out.Headers, hm)
 	}
@@ -301,6 +322,9 @@ func convertMatch(m *gwv1.HTTPRouteMatch) (ir.Match, error) {
 		qm := ir.QueryParamMatch{Name: string(q.Name), Value: q.Value, Kind: ir.HeaderExact}
 		if q.Type != nil && *q.Type == gwv1.QueryParamMatchRegularExpression {
 			qm.Kind = ir.HeaderRegex
+			if err := checkRegex(q.Value); err != nil {
+				return out, fmt.Errorf("query parameter %s: %w", q.Name, err)
+			}
 		}
 		out.QueryParams = append(out.QueryParams, qm)
 	}
