@@ -97,10 +97,4 @@ func (g *GatewaySync) Last() *gateway.Result {
 
 // isGatewayInput reports whether a change of this kind can change what
 // gateway.Build makes.
-func isGatewayInput(kind string) bool {
-	switch kind {
-	case kingress.Kind:
-		return false
-	}
-	return true
-}
+func isGatewayInput(kind string) bool { return kind != kingress.Kind }

@@ -26,33 +26,26 @@ func (r *Result) NotReady() []string {
 		bad("GatewayClass "+name, r.GatewayClasses[name].Conditions)
 	}
 	for _, nn := range sortedNames(r.Gateways) {
-		st := r.Gateways[parseName(nn)]
-		bad("Gateway "+nn, st.Conditions)
+		st := r.Gateways[nn]
+		bad("Gateway "+nn.String(), st.Conditions)
 		for _, l := range st.Listeners {
 			bad(fmt.Sprintf("Gateway %s listener %s", nn, l.Name), l.Conditions)
 		}
 	}
 	for _, nn := range sortedNames(r.HTTPRoutes) {
-		for _, p := range r.HTTPRoutes[parseName(nn)].Parents {
+		for _, p := range r.HTTPRoutes[nn].Parents {
 			bad(fmt.Sprintf("HTTPRoute %s parent %s", nn, p.ParentRef.Name), p.Conditions)
 		}
 	}
 	return append(out, r.Skipped...)
 }
 
-func parseName(s string) types.NamespacedName {
-	ns, name, _ := strings.Cut(s, "/")
-	return types.NamespacedName{Namespace: ns, Name: name}
-}
-
-func sortedNames[V any, K interface {
-	comparable
-	fmt.Stringer
-}](m map[K]V) []string {
-	out := make([]string, 0, len(m))
+// sortedNames returns the keys of m in namespace/name order.
+func sortedNames[V any](m map[types.NamespacedName]V) []types.NamespacedName {
+	out := make([]types.NamespacedName, 0, len(m))
 	for k := range m {
-		out = append(out, k.String())
+		out = append(out, k)
 	}
-	slices.SortFunc(out, strings.Compare)
+	slices.SortFunc(out, func(a, b types.NamespacedName) int { return strings.Compare(a.String(), b.String()) })
 	return out
 }
