@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -208,9 +209,14 @@ func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds
 	close(none)
 	cfg := injection.GetConfig(ctx)
 	kube := kubeclient.Get(ctx)
-	if _, err := kube.Discovery().ServerResourcesForGroupVersion(gwv1.GroupVersion.String()); err != nil {
+	resources, err := kube.Discovery().ServerResourcesForGroupVersion(gwv1.GroupVersion.String())
+	if err != nil {
 		logger.Infow("The Gateway API is not installed; serving KIngress only. Install its CRDs and restart weir-controller to serve Gateways.", zap.Error(err))
 		return none
+	}
+	grpcRoutes := slices.ContainsFunc(resources.APIResources, func(r metav1.APIResource) bool { return r.Name == "grpcroutes" })
+	if !grpcRoutes {
+		logger.Infow("The GRPCRoute CRD is not installed; serving Gateways without GRPCRoutes. Install the Gateway API's standard CRDs (v1.1 or later) and restart weir-controller to serve them.")
 	}
 	gw, err := gwclient.NewForConfig(cfg)
 	if err != nil {
@@ -228,6 +234,7 @@ func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds
 		ServiceInformer: serviceinformer.Get(ctx).Informer(),
 		SliceInformer:   sliceInformer,
 		Router:          router,
+		GRPCRoutes:      grpcRoutes,
 		Translate:       translate.DefaultOptions(),
 		Provisioner: &gatewayapi.Provisioner{
 			Kube:                 kube,

@@ -18,7 +18,13 @@ type RankedRoute struct {
 	Source  ObjectRef
 	// Rule and Match are the route's position within its source.
 	Rule, Match int
+	// GRPC is what a GRPCRoute match names, which orders GRPCRoute rules.
+	GRPC GRPCMethod
 }
+
+// GRPCMethod is the service and method of a GRPCRoute match ("" for any);
+// for a regular expression match, the expressions.
+type GRPCMethod struct{ Service, Method string }
 
 // MergeRoutes returns the routes ordered by precedence, first match first.
 // Equal routes keep their input order.
@@ -46,6 +52,23 @@ func GatewayAPIPrecedence(a, b RankedRoute) int {
 		-cmp.Compare(boolRank(ma.Method != ""), boolRank(mb.Method != "")),
 		-cmp.Compare(len(ma.Headers), len(mb.Headers)),
 		-cmp.Compare(len(ma.QueryParams), len(mb.QueryParams)),
+		a.Created.Compare(b.Created),
+		strings.Compare(a.Source.Namespace, b.Source.Namespace),
+		strings.Compare(a.Source.Name, b.Source.Name),
+		cmp.Compare(a.Rule, b.Rule),
+		cmp.Compare(a.Match, b.Match),
+	)
+}
+
+// GRPCRoutePrecedence orders routes as the GRPCRoute spec does, once the
+// hostname has chosen the virtual host: the most characters in the matching
+// service, then in the method, then the most header matches; then the
+// oldest object, then namespace/name, then rule and match order.
+func GRPCRoutePrecedence(a, b RankedRoute) int {
+	return cmp.Or(
+		-cmp.Compare(len(a.GRPC.Service), len(b.GRPC.Service)),
+		-cmp.Compare(len(a.GRPC.Method), len(b.GRPC.Method)),
+		-cmp.Compare(len(a.Route.Match.Headers), len(b.Route.Match.Headers)),
 		a.Created.Compare(b.Created),
 		strings.Compare(a.Source.Namespace, b.Source.Namespace),
 		strings.Compare(a.Source.Name, b.Source.Name),

@@ -81,3 +81,36 @@ func TestGatewayAPIPrecedence(t *testing.T) {
 		})
 	}
 }
+
+func TestGRPCRoutePrecedence(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a := ObjectRef{Kind: "GRPCRoute", Namespace: "ns", Name: "a"}
+	b := ObjectRef{Kind: "GRPCRoute", Namespace: "ns", Name: "b"}
+	rank := func(name string, src ObjectRef, created time.Time, rule int, m GRPCMethod, headers int) RankedRoute {
+		r := &Route{Name: name}
+		for range headers {
+			r.Match.Headers = append(r.Match.Headers, HeaderMatch{Name: "h"})
+		}
+		return RankedRoute{Route: r, Source: src, Created: created, Rule: rule, GRPC: m}
+	}
+	in := []RankedRoute{
+		rank("any", a, t0, 0, GRPCMethod{}, 0),
+		rank("method-only", a, t0, 1, GRPCMethod{Method: "Echo"}, 0),
+		rank("service-with-headers", a, t0, 2, GRPCMethod{Service: "pkg.Svc"}, 2),
+		rank("longer-service", b, t0.Add(time.Hour), 0, GRPCMethod{Service: "pkg.Svc2"}, 0),
+		rank("service-and-method", b, t0.Add(time.Hour), 1, GRPCMethod{Service: "pkg.Svc", Method: "Echo"}, 0),
+		rank("headers-only", b, t0.Add(time.Hour), 2, GRPCMethod{}, 1),
+		rank("service-older", a, t0, 3, GRPCMethod{Service: "pkg.Svc", Method: "Echo"}, 0),
+	}
+	want := []string{"longer-service", "service-older", "service-and-method", "service-with-headers", "method-only", "headers-only", "any"}
+	got := MergeRoutes(in, GRPCRoutePrecedence)
+	for i := range want {
+		if got[i].Name != want[i] {
+			var names []string
+			for _, r := range got {
+				names = append(names, r.Name)
+			}
+			t.Fatalf("got %v, want %v", names, want)
+		}
+	}
+}

@@ -32,6 +32,9 @@ func (s *Store) GatewayObjects() gateway.Objects {
 	for _, o := range s.gatewayAPI["HTTPRoute"].List() {
 		objs.HTTPRoutes = append(objs.HTTPRoutes, o.(*gwv1.HTTPRoute))
 	}
+	for _, o := range s.gatewayAPI["GRPCRoute"].List() {
+		objs.GRPCRoutes = append(objs.GRPCRoutes, o.(*gwv1.GRPCRoute))
+	}
 	for _, o := range s.gatewayAPI["ReferenceGrant"].List() {
 		objs.ReferenceGrants = append(objs.ReferenceGrants, o.(*gwv1.ReferenceGrant))
 	}

@@ -76,6 +76,8 @@ func KindOf(o runtime.Object) string {
 		return "Gateway"
 	case *gwv1.HTTPRoute:
 		return "HTTPRoute"
+	case *gwv1.GRPCRoute:
+		return "GRPCRoute"
 	case *gwv1.ReferenceGrant, *gwv1beta1.ReferenceGrant:
 		return "ReferenceGrant"
 	}
@@ -83,7 +85,7 @@ func KindOf(o runtime.Object) string {
 }
 
 // supported lists the kinds Weir reads, for error messages.
-const supported = "networking.internal.knative.dev/v1alpha1 Ingress, gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute and ReferenceGrant (also v1beta1), v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Secret, v1 Namespace"
+const supported = "networking.internal.knative.dev/v1alpha1 Ingress, gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute, GRPCRoute and ReferenceGrant (also v1beta1), v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Secret, v1 Namespace"
 
 var supportedKinds = map[schema.GroupVersionKind]bool{
 	v1alpha1.SchemeGroupVersion.WithKind("Ingress"):          true,
@@ -94,6 +96,7 @@ var supportedKinds = map[schema.GroupVersionKind]bool{
 	gwv1.SchemeGroupVersion.WithKind("GatewayClass"):         true,
 	gwv1.SchemeGroupVersion.WithKind("Gateway"):              true,
 	gwv1.SchemeGroupVersion.WithKind("HTTPRoute"):            true,
+	gwv1.SchemeGroupVersion.WithKind("GRPCRoute"):            true,
 	gwv1.SchemeGroupVersion.WithKind("ReferenceGrant"):       true,
 	gwv1beta1.SchemeGroupVersion.WithKind("ReferenceGrant"):  true,
 }

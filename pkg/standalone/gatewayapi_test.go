@@ -1,6 +1,7 @@
 package standalone
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -8,6 +9,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 func gatewayYAML(port int, from string) string {
@@ -133,5 +142,97 @@ func TestRunServesGatewayAPI(t *testing.T) {
 	r := g.Report()
 	if len(r.GatewayAPI) == 0 || !strings.Contains(strings.Join(r.GatewayAPI, "\n"), "HTTPRoute apps/app parent edge: Accepted=False NotAllowedByListeners") {
 		t.Errorf("report does not say why the route is not served: %v", r.GatewayAPI)
+	}
+}
+
+// grpcBackend serves gRPC health checks; service "who" reports status,
+// which tells the backends apart.
+func grpcBackend(t *testing.T, status healthpb.HealthCheckResponse_ServingStatus) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	h := health.NewServer()
+	h.SetServingStatus("who", status)
+	healthpb.RegisterHealthServer(s, h)
+	go func() { _ = s.Serve(l) }()
+	t.Cleanup(s.Stop)
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+const grpcRouteYAML = `apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: health, namespace: default}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [grpc.example.com]
+  rules:
+  - matches: [{method: {service: grpc.health.v1.Health, method: Check}, headers: [{name: version, value: b}]}]
+    backendRefs: [{name: v2, port: 80}]
+  - matches: [{method: {service: grpc.health.v1.Health, method: Check}}]
+    backendRefs: [{name: v1, port: 80}]
+  - matches: [{method: {type: RegularExpression, method: "Wat.*"}}]
+    backendRefs: [{name: v1, port: 80}]
+  - matches: [{method: {service: grpc.health.v1.Health, method: List}}]
+    backendRefs: [{name: missing, port: 80}]
+`
+
+// TestRunServesGRPCRoute: a real gRPC client through weir-proxy reaches
+// the backend each method and header match names, streams, and gets
+// UNIMPLEMENTED for a method no rule matches and UNAVAILABLE for a rule
+// whose backend does not exist.
+func TestRunServesGRPCRoute(t *testing.T) {
+	dir := t.TempDir()
+	gwPort, err := freePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The Services' ports say nothing of HTTP/2: a GRPCRoute speaks it.
+	write(t, dir, "backends.yaml", backendsYAML(grpcBackend(t, healthpb.HealthCheckResponse_SERVING), grpcBackend(t, healthpb.HealthCheckResponse_NOT_SERVING)))
+	write(t, dir, "gateway.yaml", gatewayYAML(gwPort, "Same"))
+	write(t, dir, "route.yaml", grpcRouteYAML)
+	g := startRun(t, dir, 20*time.Millisecond)
+
+	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", gwPort), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := healthpb.NewHealthClient(conn)
+	check := func(ctx context.Context) (healthpb.HealthCheckResponse_ServingStatus, codes.Code) {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		resp, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: "who"})
+		return resp.GetStatus(), status.Code(err)
+	}
+	eventually(t, "the GRPCRoute to be served", func() bool {
+		st, code := check(context.Background())
+		return code == codes.OK && st == healthpb.HealthCheckResponse_SERVING
+	})
+	if st, code := check(metadata.AppendToOutgoingContext(context.Background(), "version", "b")); code != codes.OK || st != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("Check with version: b = %v %v, want NOT_SERVING from v2", st, code)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	watch, err := client.Watch(ctx, &healthpb.HealthCheckRequest{Service: "who"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("Watch = %v %v, want a SERVING message streamed from v1", resp, err)
+	}
+
+	if _, err := client.List(ctx, &healthpb.HealthListRequest{}); status.Code(err) != codes.Unavailable {
+		t.Errorf("List (its backend is missing) = %v, want Unavailable", err)
+	}
+	if err := conn.Invoke(ctx, "/pkg.Nope/Call", &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("a method no rule matches = %v, want Unimplemented", err)
+	}
+	report := strings.Join(g.Report().GatewayAPI, "\n")
+	if !strings.Contains(report, "GRPCRoute default/health parent edge: ResolvedRefs=False BackendNotFound: spec.rules[3].backendRefs[0]") {
+		t.Errorf("report does not say which backend is missing:\n%s", report)
 	}
 }

@@ -1,5 +1,5 @@
 // Package gateway owns Weir's Gateway API front end: it turns
-// GatewayClasses, Gateways, HTTPRoutes and ReferenceGrants, with the
+// GatewayClasses, Gateways, HTTPRoutes, GRPCRoutes and ReferenceGrants, with the
 // Services, EndpointSlices and Secrets they refer to, into one ir.Fragment
 // per Gateway, and computes the status the spec asks of each object. The
 // same Build runs in weir-controller and in `weir run` / `weir translate`.
@@ -35,6 +35,7 @@ type Objects struct {
 	GatewayClasses  []*gwv1.GatewayClass
 	Gateways        []*gwv1.Gateway
 	HTTPRoutes      []*gwv1.HTTPRoute
+	GRPCRoutes      []*gwv1.GRPCRoute
 	ReferenceGrants []*gwv1.ReferenceGrant
 	// NamespaceLabels are the labels of each namespace, for allowedRoutes
 	// selectors; a namespace not listed has none.
@@ -78,6 +79,7 @@ type Result struct {
 	GatewayClasses map[string]*gwv1.GatewayClassStatus
 	Gateways       map[types.NamespacedName]*gwv1.GatewayStatus
 	HTTPRoutes     map[types.NamespacedName]*gwv1.HTTPRouteStatus
+	GRPCRoutes     map[types.NamespacedName]*gwv1.GRPCRouteStatus
 	// Skipped says which objects no Weir GatewayClass takes, and why.
 	Skipped []string
 }
@@ -89,6 +91,7 @@ func Build(objs Objects, l Listers, opts Options) *Result {
 		GatewayClasses: map[string]*gwv1.GatewayClassStatus{},
 		Gateways:       map[types.NamespacedName]*gwv1.GatewayStatus{},
 		HTTPRoutes:     map[types.NamespacedName]*gwv1.HTTPRouteStatus{},
+		GRPCRoutes:     map[types.NamespacedName]*gwv1.GRPCRouteStatus{},
 	}, grants: newGrantIndex(objs.ReferenceGrants)}
 	b.classes()
 	b.buildGateways()
@@ -152,7 +155,8 @@ func (b *builder) classes() {
 // SupportedFeatures are the Gateway API features Weir implements, as the
 // GatewayClass status reports them and the conformance suite tests them.
 var SupportedFeatures = []string{
-	"Gateway", "HTTPRoute", "ReferenceGrant",
+	"Gateway", "HTTPRoute", "GRPCRoute", "ReferenceGrant",
+	"GRPCRouteNamedRouteRule",
 	"GatewayHTTPListenerIsolation", "GatewayPort8080",
 	"HTTPRoute303RedirectStatusCode", "HTTPRoute307RedirectStatusCode", "HTTPRoute308RedirectStatusCode",
 	"HTTPRouteBackendProtocolH2C", "HTTPRouteBackendProtocolWebSocket", "HTTPRouteBackendRequestHeaderModification",
@@ -304,7 +308,7 @@ func listenerKey(spec *gwv1.Listener) string {
 // routeKinds returns the route kinds a listener allows that Weir serves,
 // and a ResolvedRefs failure for any it does not.
 func routeKinds(spec *gwv1.Listener, i int, resolved bool, reason, msg string) ([]gwv1.RouteGroupKind, bool, string, string) {
-	supported := map[gwv1.ProtocolType][]gwv1.Kind{gwv1.HTTPProtocolType: {"HTTPRoute"}, gwv1.HTTPSProtocolType: {"HTTPRoute"}}[spec.Protocol]
+	supported := map[gwv1.ProtocolType][]gwv1.Kind{gwv1.HTTPProtocolType: {RouteKind, GRPCRouteKind}, gwv1.HTTPSProtocolType: {RouteKind, GRPCRouteKind}}[spec.Protocol]
 	group := gwv1.Group(gwv1.GroupName)
 	if spec.AllowedRoutes == nil || len(spec.AllowedRoutes.Kinds) == 0 {
 		var out []gwv1.RouteGroupKind

@@ -42,6 +42,9 @@ type ControllerOptions struct {
 	ServiceInformer, SliceInformer cache.SharedIndexInformer
 	// Router serves each Gateway's data plane its own xDS.
 	Router *xds.Router
+	// GRPCRoutes watches GRPCRoutes; false where the cluster has no
+	// GRPCRoute CRD.
+	GRPCRoutes bool
 	// Translate are the options of every Gateway's translation;
 	// OwnListenersOnly is set for them.
 	Translate translate.Options
@@ -71,10 +74,12 @@ type Controller struct {
 	classes gwlisters.GatewayClassLister
 	gws     gwlisters.GatewayLister
 	routes  gwlisters.HTTPRouteLister
-	grants  gwlisters.ReferenceGrantLister
-	secrets corelisters.SecretLister
-	nss     corelisters.NamespaceLister
-	synced  []cache.InformerSynced
+	// grpcRoutes is nil without the GRPCRoute CRD.
+	grpcRoutes gwlisters.GRPCRouteLister
+	grants     gwlisters.ReferenceGrantLister
+	secrets    corelisters.SecretLister
+	nss        corelisters.NamespaceLister
+	synced     []cache.InformerSynced
 
 	mu          sync.Mutex
 	translators map[string]*gatewayTranslator
@@ -127,12 +132,17 @@ func NewController(opts ControllerOptions) *Controller {
 		UpdateFunc: func(any, any) { c.queue.Add(syncKey) },
 		DeleteFunc: func(any) { c.queue.Add(syncKey) },
 	}
-	for _, inf := range []cache.SharedIndexInformer{
+	watched := []cache.SharedIndexInformer{
 		v1.GatewayClasses().Informer(), v1.Gateways().Informer(), v1.HTTPRoutes().Informer(), v1.ReferenceGrants().Informer(),
 		c.tlsSecrets.Core().V1().Secrets().Informer(), c.kube.Core().V1().Namespaces().Informer(),
 		// Endpoints move backends; Services move addresses and backends.
 		opts.ServiceInformer, opts.SliceInformer,
-	} {
+	}
+	if opts.GRPCRoutes {
+		watched = append(watched, v1.GRPCRoutes().Informer())
+		c.grpcRoutes = v1.GRPCRoutes().Lister()
+	}
+	for _, inf := range watched {
 		_, _ = inf.AddEventHandler(handler)
 		c.synced = append(c.synced, inf.HasSynced)
 	}
@@ -280,6 +290,11 @@ func (c *Controller) objects() (Objects, error) {
 	if objs.HTTPRoutes, err = c.routes.List(labels.Everything()); err != nil {
 		return objs, err
 	}
+	if c.grpcRoutes != nil {
+		if objs.GRPCRoutes, err = c.grpcRoutes.List(labels.Everything()); err != nil {
+			return objs, err
+		}
+	}
 	if objs.ReferenceGrants, err = c.grants.List(labels.Everything()); err != nil {
 		return objs, err
 	}
@@ -408,42 +423,70 @@ func (c *Controller) writeStatuses(ctx context.Context, objs Objects, res *Resul
 		}
 	}
 	for _, r := range objs.HTTPRoutes {
-		st := res.HTTPRoutes[types.NamespacedName{Namespace: r.Namespace, Name: r.Name}]
-		// Keep other controllers' parents; replace ours, and drop ours
-		// that no longer apply.
-		var parents []gwv1.RouteParentStatus
-		for _, p := range r.Status.Parents {
-			if p.ControllerName != ControllerName {
-				parents = append(parents, p)
-			}
+		var ours *gwv1.RouteStatus
+		if st := res.HTTPRoutes[types.NamespacedName{Namespace: r.Namespace, Name: r.Name}]; st != nil {
+			ours = &st.RouteStatus
 		}
-		if st != nil {
-			for _, p := range st.Parents {
-				for _, old := range r.Status.Parents {
-					if old.ControllerName == ControllerName && reflect.DeepEqual(old.ParentRef, p.ParentRef) {
-						p.Conditions = SetConditions(old.Conditions, p.Conditions, now)
-					}
-				}
-				if p.Conditions[0].LastTransitionTime.IsZero() {
-					p.Conditions = SetConditions(nil, p.Conditions, now)
-				}
-				parents = append(parents, p)
-			}
-		}
-		next := gwv1.HTTPRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: parents}}
-		if parents == nil {
-			next.Parents = []gwv1.RouteParentStatus{}
-		}
-		if equalIgnoringTimes(r.Status, next) || (st == nil && !slices.ContainsFunc(r.Status.Parents, func(p gwv1.RouteParentStatus) bool { return p.ControllerName == ControllerName })) {
+		next, write := nextRouteStatus(r.Status.RouteStatus, ours, now)
+		if !write {
 			continue
 		}
 		cp := r.DeepCopy()
-		cp.Status = next
+		cp.Status.RouteStatus = next
 		if _, err := v1.HTTPRoutes(r.Namespace).UpdateStatus(ctx, cp, metav1.UpdateOptions{}); err != nil && !apierrs.IsNotFound(err) && !apierrs.IsConflict(err) {
 			errs = append(errs, err)
 		}
 	}
+	for _, r := range objs.GRPCRoutes {
+		var ours *gwv1.RouteStatus
+		if st := res.GRPCRoutes[types.NamespacedName{Namespace: r.Namespace, Name: r.Name}]; st != nil {
+			ours = &st.RouteStatus
+		}
+		next, write := nextRouteStatus(r.Status.RouteStatus, ours, now)
+		if !write {
+			continue
+		}
+		cp := r.DeepCopy()
+		cp.Status.RouteStatus = next
+		if _, err := v1.GRPCRoutes(r.Namespace).UpdateStatus(ctx, cp, metav1.UpdateOptions{}); err != nil && !apierrs.IsNotFound(err) && !apierrs.IsConflict(err) {
+			errs = append(errs, err)
+		}
+	}
 	return errs
+}
+
+// nextRouteStatus is a route's status with our parents replaced by ours
+// (nil: the route has none of our parents any more), and whether it must
+// be written. Other controllers' parents are kept.
+func nextRouteStatus(prev gwv1.RouteStatus, ours *gwv1.RouteStatus, now metav1.Time) (gwv1.RouteStatus, bool) {
+	var parents []gwv1.RouteParentStatus
+	for _, p := range prev.Parents {
+		if p.ControllerName != ControllerName {
+			parents = append(parents, p)
+		}
+	}
+	if ours != nil {
+		for _, p := range ours.Parents {
+			for _, old := range prev.Parents {
+				if old.ControllerName == ControllerName && reflect.DeepEqual(old.ParentRef, p.ParentRef) {
+					p.Conditions = SetConditions(old.Conditions, p.Conditions, now)
+				}
+			}
+			if p.Conditions[0].LastTransitionTime.IsZero() {
+				p.Conditions = SetConditions(nil, p.Conditions, now)
+			}
+			parents = append(parents, p)
+		}
+	}
+	next := gwv1.RouteStatus{Parents: parents}
+	if parents == nil {
+		next.Parents = []gwv1.RouteParentStatus{}
+	}
+	hadOurs := slices.ContainsFunc(prev.Parents, func(p gwv1.RouteParentStatus) bool { return p.ControllerName == ControllerName })
+	if equalIgnoringTimes(prev, next) || (ours == nil && !hadOurs) {
+		return next, false
+	}
+	return next, true
 }
 
 // equalIgnoringTimes compares statuses with condition times zeroed.
@@ -463,7 +506,7 @@ func zeroTimes(v any) any {
 			s.Listeners[i].Conditions = zeroConds(s.Listeners[i].Conditions)
 		}
 		return s
-	case gwv1.HTTPRouteStatus:
+	case gwv1.RouteStatus:
 		s = *s.DeepCopy()
 		for i := range s.Parents {
 			s.Parents[i].Conditions = zeroConds(s.Parents[i].Conditions)

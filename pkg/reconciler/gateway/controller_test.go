@@ -55,6 +55,14 @@ func TestControllerServesProvisionsAndReports(t *testing.T) {
 				BackendObjectReference: gwv1.BackendObjectReference{Name: "app", Port: ptr.To[gwv1.PortNumber](80)},
 			}}}}},
 		}},
+		// It wants the hostnames the older HTTPRoute serves: refused.
+		&gwv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Name: "rpc", Namespace: "default"}, Spec: gwv1.GRPCRouteSpec{
+			CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "edge"}}},
+			Hostnames:       []gwv1.Hostname{"rpc.example.com"},
+			Rules: []gwv1.GRPCRouteRule{{BackendRefs: []gwv1.GRPCBackendRef{{BackendRef: gwv1.BackendRef{
+				BackendObjectReference: gwv1.BackendObjectReference{Name: "app", Port: ptr.To[gwv1.PortNumber](80)},
+			}}}}},
+		}},
 	)
 	// Created through the client: the fake's tracker files objects given
 	// to NewSimpleClientset under a guessed resource, "gatewaies".
@@ -72,7 +80,7 @@ func TestControllerServesProvisionsAndReports(t *testing.T) {
 	shared.Start(ctx.Done())
 	router := xds.NewRouter(xds.NewServer(ctx, xds.Options{}), func(string) *xds.Server { return xds.NewServer(ctx, xds.Options{}) })
 	c := NewController(ControllerOptions{
-		Kube: kube, Gateway: gw, ServiceInformer: svcInf, SliceInformer: sliceInf, Router: router,
+		Kube: kube, Gateway: gw, ServiceInformer: svcInf, SliceInformer: sliceInf, Router: router, GRPCRoutes: true,
 		Translate: translate.DefaultOptions(),
 		Provisioner: &Provisioner{Kube: kube, Namespace: "weir-system", Template: "weir-gateway",
 			ServiceType: corev1.ServiceTypeClusterIP, PrivilegedPortOffset: 10000},
@@ -154,6 +162,13 @@ func TestControllerServesProvisionsAndReports(t *testing.T) {
 	r, err := gw.GatewayV1().HTTPRoutes("default").Get(ctx, "app", metav1.GetOptions{})
 	if err != nil || len(r.Status.Parents) != 1 || !meta.IsStatusConditionTrue(r.Status.Parents[0].Conditions, "Accepted") {
 		t.Errorf("route status = %+v (%v)", r.Status, err)
+	}
+	rpc, err := gw.GatewayV1().GRPCRoutes("default").Get(ctx, "rpc", metav1.GetOptions{})
+	if err != nil || len(rpc.Status.Parents) != 1 {
+		t.Fatalf("GRPCRoute status = %+v (%v)", rpc.Status, err)
+	}
+	if c := meta.FindStatusCondition(rpc.Status.Parents[0].Conditions, "Accepted"); c == nil || c.Status != metav1.ConditionFalse || c.Reason != "HostnameConflict" || c.LastTransitionTime.IsZero() {
+		t.Errorf("GRPCRoute Accepted = %+v, want False/HostnameConflict with a transition time", c)
 	}
 	g, _ := gw.GatewayV1().Gateways("default").Get(ctx, "edge", metav1.GetOptions{})
 	if len(g.Status.Listeners) != 1 || g.Status.Listeners[0].AttachedRoutes != 1 {

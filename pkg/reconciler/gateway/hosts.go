@@ -62,3 +62,17 @@ func specificity(listener string) int {
 	}
 	return 1 << 20
 }
+
+// hostsOverlap reports whether some request host is served by both of two
+// hosts of intersectHosts ("*" is any).
+func hostsOverlap(a, c string) bool {
+	switch {
+	case a == "*" || c == "*" || a == c:
+		return true
+	case strings.HasPrefix(a, "*.") && hostMatches(a, c):
+		return true
+	case strings.HasPrefix(c, "*.") && hostMatches(c, a):
+		return true
+	}
+	return false
+}

@@ -37,6 +37,11 @@ func (r *Result) NotReady() []string {
 			bad(fmt.Sprintf("HTTPRoute %s parent %s", nn, p.ParentRef.Name), p.Conditions)
 		}
 	}
+	for _, nn := range sortedNames(r.GRPCRoutes) {
+		for _, p := range r.GRPCRoutes[nn].Parents {
+			bad(fmt.Sprintf("GRPCRoute %s parent %s", nn, p.ParentRef.Name), p.Conditions)
+		}
+	}
 	return append(out, r.Skipped...)
 }
 

@@ -19,25 +19,43 @@ import (
 	"github.com/weir-dev/weir/pkg/reconciler/backends"
 )
 
-// RouteKind is the ir.ObjectRef kind of HTTPRoutes in provenance.
-const RouteKind = "HTTPRoute"
+// Route kinds, as ir.ObjectRef kinds in provenance and in ReferenceGrants.
+const (
+	RouteKind     = "HTTPRoute"
+	GRPCRouteKind = "GRPCRoute"
+)
+
+// routeSource is one route object of either kind, as attachment and
+// status see it.
+type routeSource struct {
+	kind       string
+	meta       *metav1.ObjectMeta
+	parentRefs []gwv1.ParentReference
+	hostnames  []gwv1.Hostname
+	build      func() *builtRoute
+	setStatus  func([]gwv1.RouteParentStatus)
+}
+
+func (s *routeSource) String() string {
+	return fmt.Sprintf("%s %s/%s", s.kind, s.meta.Namespace, s.meta.Name)
+}
 
 // attachment is one route attached to one listener.
 type attachment struct {
-	route *gwv1.HTTPRoute
+	src   *routeSource
 	hosts []string
 	rules []ir.RankedRoute
 }
 
 func countRoutes(as []attachment) int {
-	seen := map[*gwv1.HTTPRoute]bool{}
+	seen := map[*routeSource]bool{}
 	for _, a := range as {
-		seen[a.route] = true
+		seen[a.src] = true
 	}
 	return len(seen)
 }
 
-// builtRoute is an HTTPRoute translated once, for every parent.
+// builtRoute is a route translated once, for every parent.
 type builtRoute struct {
 	rules    []ir.RankedRoute
 	backends []*ir.Backend
@@ -47,17 +65,43 @@ type builtRoute struct {
 	reason, msg string
 }
 
+// routeSources lists every route, oldest first: the spec gives a hostname
+// contested by an HTTPRoute and a GRPCRoute to the older.
+func (b *builder) routeSources() []*routeSource {
+	var out []*routeSource
+	for _, r := range b.objs.HTTPRoutes {
+		nn := types.NamespacedName{Namespace: r.Namespace, Name: r.Name}
+		out = append(out, &routeSource{
+			kind: RouteKind, meta: &r.ObjectMeta, parentRefs: r.Spec.ParentRefs, hostnames: r.Spec.Hostnames,
+			build: func() *builtRoute { return b.buildHTTPRoute(r) },
+			setStatus: func(parents []gwv1.RouteParentStatus) {
+				b.res.HTTPRoutes[nn] = &gwv1.HTTPRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: parents}}
+			},
+		})
+	}
+	for _, r := range b.objs.GRPCRoutes {
+		nn := types.NamespacedName{Namespace: r.Namespace, Name: r.Name}
+		out = append(out, &routeSource{
+			kind: GRPCRouteKind, meta: &r.ObjectMeta, parentRefs: r.Spec.ParentRefs, hostnames: r.Spec.Hostnames,
+			build: func() *builtRoute { return b.buildGRPCRoute(r) },
+			setStatus: func(parents []gwv1.RouteParentStatus) {
+				b.res.GRPCRoutes[nn] = &gwv1.GRPCRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: parents}}
+			},
+		})
+	}
+	slices.SortStableFunc(out, func(a, c *routeSource) int { return compareAge(a.meta, c.meta) })
+	return out
+}
+
 func (b *builder) routes() {
-	routes := slices.Clone(b.objs.HTTPRoutes)
-	slices.SortFunc(routes, func(a, c *gwv1.HTTPRoute) int { return compareAge(&a.ObjectMeta, &c.ObjectMeta) })
-	for _, r := range routes {
+	for _, r := range b.routeSources() {
 		var built *builtRoute
 		var parents []gwv1.RouteParentStatus
-		for pi, ref := range r.Spec.ParentRefs {
+		for pi, ref := range r.parentRefs {
 			if (ref.Group != nil && *ref.Group != gwv1.GroupName) || (ref.Kind != nil && *ref.Kind != "Gateway") {
 				continue
 			}
-			ns := r.Namespace
+			ns := r.meta.Namespace
 			if ref.Namespace != nil {
 				ns = string(*ref.Namespace)
 			}
@@ -66,26 +110,25 @@ func (b *builder) routes() {
 				continue // not a Gateway of ours
 			}
 			if built == nil {
-				built = b.buildRoute(r)
+				built = r.build()
 			}
 			ps := gwv1.RouteParentStatus{ParentRef: ref, ControllerName: ControllerName}
 			accepted, reason, msg := b.attach(g, r, ref, pi, built)
-			setCondition(&ps.Conditions, r.Generation, string(gwv1.RouteConditionAccepted), accepted, reason, msg)
-			setCondition(&ps.Conditions, r.Generation, string(gwv1.RouteConditionResolvedRefs), built.resolved, built.reason, built.msg)
+			setCondition(&ps.Conditions, r.meta.Generation, string(gwv1.RouteConditionAccepted), accepted, reason, msg)
+			setCondition(&ps.Conditions, r.meta.Generation, string(gwv1.RouteConditionResolvedRefs), built.resolved, built.reason, built.msg)
 			parents = append(parents, ps)
 		}
 		if parents == nil {
-			b.res.Skipped = append(b.res.Skipped, fmt.Sprintf("HTTPRoute %s/%s: no parentRef names a Gateway that Weir serves", r.Namespace, r.Name))
+			b.res.Skipped = append(b.res.Skipped, fmt.Sprintf("%s: no parentRef names a Gateway that Weir serves", r))
+			continue
 		}
-		if parents != nil {
-			b.res.HTTPRoutes[types.NamespacedName{Namespace: r.Namespace, Name: r.Name}] = &gwv1.HTTPRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: parents}}
-		}
+		r.setStatus(parents)
 	}
 }
 
 // attach attaches r to the listeners of g that parentRef pi selects and
 // allow it, and returns the Accepted condition for that parent.
-func (b *builder) attach(g *gatewayState, r *gwv1.HTTPRoute, ref gwv1.ParentReference, pi int, built *builtRoute) (bool, string, string) {
+func (b *builder) attach(g *gatewayState, r *routeSource, ref gwv1.ParentReference, pi int, built *builtRoute) (bool, string, string) {
 	field := fmt.Sprintf("spec.parentRefs[%d]", pi)
 	if built.unsupported != "" {
 		return false, string(gwv1.RouteReasonUnsupportedValue), built.unsupported
@@ -94,10 +137,11 @@ func (b *builder) attach(g *gatewayState, r *gwv1.HTTPRoute, ref gwv1.ParentRefe
 		return false, string(gwv1.RouteReasonNoMatchingParent), fmt.Sprintf("%s: Gateway %s/%s is not accepted: see its conditions", field, g.gw.Namespace, g.gw.Name)
 	}
 	var routeHosts []string
-	for _, h := range r.Spec.Hostnames {
+	for _, h := range r.hostnames {
 		routeHosts = append(routeHosts, string(h))
 	}
 	found, notAllowed, noHost, attached := false, false, false, false
+	var conflict *routeSource
 	for _, ls := range g.listeners {
 		if ref.SectionName != nil && ls.spec.Name != *ref.SectionName {
 			continue
@@ -122,9 +166,13 @@ func (b *builder) attach(g *gatewayState, r *gwv1.HTTPRoute, ref gwv1.ParentRefe
 			noHost = true
 			continue
 		}
-		attached = true
 		name := string(ls.spec.Name)
-		g.attachments[name] = append(g.attachments[name], attachment{route: r, hosts: hosts, rules: built.rules})
+		if other := otherKindOnHosts(g.attachments[name], r, hosts); other != nil {
+			conflict = other
+			continue
+		}
+		attached = true
+		g.attachments[name] = append(g.attachments[name], attachment{src: r, hosts: hosts, rules: built.rules})
 	}
 	switch {
 	case attached:
@@ -138,15 +186,40 @@ func (b *builder) attach(g *gatewayState, r *gwv1.HTTPRoute, ref gwv1.ParentRefe
 		return false, string(gwv1.RouteReasonNoMatchingParent), fmt.Sprintf("%s: Gateway %s/%s has no listener with that sectionName and port", field, g.gw.Namespace, g.gw.Name)
 	case notAllowed:
 		return false, string(gwv1.RouteReasonNotAllowedByListeners), fmt.Sprintf("%s: the listeners' allowedRoutes do not allow this route", field)
+	case conflict != nil:
+		return false, reasonHostnameConflict, fmt.Sprintf("%s: the older %s serves the same hostnames on this listener; an HTTPRoute and a GRPCRoute may not share a hostname", field, conflict)
 	case noHost:
 		return false, string(gwv1.RouteReasonNoMatchingListenerHostname), fmt.Sprintf("%s: no spec.hostnames entry matches a listener's hostname", field)
 	}
 	return false, string(gwv1.RouteReasonNoMatchingParent), fmt.Sprintf("%s: no listener that matches is valid; see the Gateway's listener conditions", field)
 }
 
-// allowsRoute applies a listener's allowedRoutes to an HTTPRoute.
-func (b *builder) allowsRoute(g *gatewayState, ls *listenerState, r *gwv1.HTTPRoute) bool {
-	if !slices.ContainsFunc(ls.kinds, func(k gwv1.RouteGroupKind) bool { return k.Kind == RouteKind }) {
+// reasonHostnameConflict is the Accepted reason of a route refused because
+// a route of the other kind (HTTPRoute, GRPCRoute) has its hostnames on the
+// listener; the spec names no reason for it.
+const reasonHostnameConflict = "HostnameConflict"
+
+// otherKindOnHosts returns an attached route of the other kind than r whose
+// hosts overlap hosts, or nil.
+func otherKindOnHosts(as []attachment, r *routeSource, hosts []string) *routeSource {
+	for _, a := range as {
+		if a.src.kind == r.kind {
+			continue
+		}
+		for _, h := range hosts {
+			for _, o := range a.hosts {
+				if hostsOverlap(h, o) {
+					return a.src
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// allowsRoute applies a listener's allowedRoutes to a route.
+func (b *builder) allowsRoute(g *gatewayState, ls *listenerState, r *routeSource) bool {
+	if !slices.ContainsFunc(ls.kinds, func(k gwv1.RouteGroupKind) bool { return string(k.Kind) == r.kind }) {
 		return false
 	}
 	from := gwv1.NamespacesFromSame
@@ -168,19 +241,19 @@ func (b *builder) allowsRoute(g *gatewayState, ls *listenerState, r *gwv1.HTTPRo
 		if err != nil {
 			return false
 		}
-		ls := b.objs.NamespaceLabels[r.Namespace]
+		ls := b.objs.NamespaceLabels[r.meta.Namespace]
 		if ls == nil {
 			ls = labels.Set{}
 		}
 		return s.Matches(ls)
 	case gwv1.NamespacesFromSame:
-		return r.Namespace == g.gw.Namespace
+		return r.meta.Namespace == g.gw.Namespace
 	}
 	return false
 }
 
-// buildRoute translates the rules of r.
-func (b *builder) buildRoute(r *gwv1.HTTPRoute) *builtRoute {
+// buildHTTPRoute translates the rules of r.
+func (b *builder) buildHTTPRoute(r *gwv1.HTTPRoute) *builtRoute {
 	out := &builtRoute{resolved: true, reason: string(gwv1.RouteReasonResolvedRefs), msg: "every backend resolved"}
 	src := ir.ObjectRef{Kind: RouteKind, Namespace: r.Namespace, Name: r.Name}
 	seen := map[string]bool{}
@@ -214,7 +287,7 @@ func (b *builder) buildRoute(r *gwv1.HTTPRoute) *builtRoute {
 		for bi := range rule.BackendRefs {
 			br := &rule.BackendRefs[bi]
 			bfield := fmt.Sprintf("%s.backendRefs[%d]", field, bi)
-			be, reason, msg := b.resolveBackend(r, br.BackendRef, bfield)
+			be, reason, msg := b.resolveBackend(RouteKind, r.Namespace, br.BackendRef, bfield)
 			if be == nil {
 				invalid = true
 				if out.resolved {
@@ -424,17 +497,18 @@ func headerMutation(f *gwv1.HTTPHeaderFilter) ir.HeaderMutation {
 	return m
 }
 
-// resolveBackend resolves a backendRef to a backend, or says why not.
-func (b *builder) resolveBackend(r *gwv1.HTTPRoute, ref gwv1.BackendRef, field string) (*ir.Backend, string, string) {
+// resolveBackend resolves a backendRef of a route of kind in namespace
+// from to a backend, or says why not.
+func (b *builder) resolveBackend(kind, from string, ref gwv1.BackendRef, field string) (*ir.Backend, string, string) {
 	if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Service") {
 		return nil, string(gwv1.RouteReasonInvalidKind), fmt.Sprintf("%s: only core Services are supported as backends", field)
 	}
-	ns := r.Namespace
+	ns := from
 	if ref.Namespace != nil {
 		ns = string(*ref.Namespace)
 	}
-	if !b.grants.allows(gwv1.GroupName, RouteKind, r.Namespace, "", "Service", ns, string(ref.Name)) {
-		return nil, string(gwv1.RouteReasonRefNotPermitted), fmt.Sprintf("%s: no ReferenceGrant in namespace %s lets HTTPRoutes in %s use Service %s", field, ns, r.Namespace, ref.Name)
+	if !b.grants.allows(gwv1.GroupName, kind, from, "", "Service", ns, string(ref.Name)) {
+		return nil, string(gwv1.RouteReasonRefNotPermitted), fmt.Sprintf("%s: no ReferenceGrant in namespace %s lets %ss in %s use Service %s", field, ns, kind, from, ref.Name)
 	}
 	if ref.Port == nil {
 		return nil, string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("%s.port is required for a Service", field)
@@ -454,6 +528,12 @@ func (b *builder) resolveBackend(r *gwv1.HTTPRoute, ref gwv1.BackendRef, field s
 		Name:     ir.BackendName(ns, string(ref.Name), sp.Port),
 		Service:  ir.ServiceRef{Namespace: ns, Name: string(ref.Name), Port: sp.Port},
 		Protocol: backends.ProtocolOf(sp),
+	}
+	if kind == GRPCRouteKind && be.Protocol == ir.HTTP1 {
+		// gRPC needs HTTP/2 whatever the port says; the name keeps this
+		// cluster apart from an HTTPRoute's HTTP/1.1 one to the same port.
+		be.Protocol = ir.GRPC
+		be.Name += "/grpc"
 	}
 	if svc.Spec.Type == "ExternalName" {
 		// The spec advises against them: a route author could reach any
@@ -554,11 +634,20 @@ func (b *builder) virtualHosts(g *gatewayState) {
 			Name:       k.scope + "/" + k.host,
 			Domains:    []string{k.host},
 			Listener:   string(best.spec.Name),
-			Routes:     redirectPorts(ir.MergeRoutes(rules, ir.GatewayAPIPrecedence), best),
+			Routes:     redirectPorts(ir.MergeRoutes(rules, precedenceOf(rules)), best),
 			Provenance: prov,
 			Field:      fmt.Sprintf("spec.listeners[%d]", best.index),
 		})
 	}
+}
+
+// precedenceOf is the route order of a virtual host's rules. A listener
+// never serves one hostname by both kinds, so the rules are of one kind.
+func precedenceOf(rules []ir.RankedRoute) func(a, b ir.RankedRoute) int {
+	if len(rules) > 0 && rules[0].Source.Kind == GRPCRouteKind {
+		return ir.GRPCRoutePrecedence
+	}
+	return ir.GatewayAPIPrecedence
 }
 
 // redirectPorts gives redirects without a scheme or port the listener's
