@@ -214,10 +214,14 @@ func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds
 		logger.Infow("The Gateway API is not installed; serving KIngress only. Install its CRDs and restart weir-controller to serve Gateways.", zap.Error(err))
 		return none
 	}
-	grpcRoutes := slices.ContainsFunc(resources.APIResources, func(r metav1.APIResource) bool { return r.Name == "grpcroutes" })
-	if !grpcRoutes {
-		logger.Infow("The GRPCRoute CRD is not installed; serving Gateways without GRPCRoutes. Install the Gateway API's standard CRDs (v1.1 or later) and restart weir-controller to serve them.")
+	served := func(resource, kind, version string) bool {
+		if slices.ContainsFunc(resources.APIResources, func(r metav1.APIResource) bool { return r.Name == resource }) {
+			return true
+		}
+		logger.Infow(fmt.Sprintf("The %s CRD (gateway.networking.k8s.io/v1) is not installed; serving Gateways without %ss. Install the Gateway API's standard CRDs (%s or later) and restart weir-controller to serve them.", kind, kind, version))
+		return false
 	}
+	grpcRoutes, tlsRoutes := served("grpcroutes", "GRPCRoute", "v1.1"), served("tlsroutes", "TLSRoute", "v1.5")
 	gw, err := gwclient.NewForConfig(cfg)
 	if err != nil {
 		logger.Errorw("Gateway API client", zap.Error(err))
@@ -235,6 +239,7 @@ func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds
 		SliceInformer:   sliceInformer,
 		Router:          router,
 		GRPCRoutes:      grpcRoutes,
+		TLSRoutes:       tlsRoutes,
 		Translate:       translate.DefaultOptions(),
 		Provisioner: &gatewayapi.Provisioner{
 			Kube:                 kube,

@@ -32,6 +32,9 @@ type cluster struct {
 	rr           atomic.Uint64
 	stats        *clusterStats
 	missing      bool // referenced by a route but not configured
+	// connectTimeout and upstreamTLS are the spec's, for tcp_proxy.
+	connectTimeout time.Duration
+	upstreamTLS    bool
 }
 
 // endpoint is shared across snapshots (keyed by address) so that

@@ -286,9 +286,25 @@ func (c *serverConn) serve() {
 	}()
 	conf := c.d.rl.conf.Load()
 	if conf.tls {
+		tlsConn := c.nc
+		if conf.passthrough {
+			// The chain is chosen before anything answers the client: a
+			// tcp_proxy chain forwards the ClientHello as it came.
+			sni, read, ok := inspectClientHello(c.nc, listenerFiltersTimeout)
+			ch := conf.chainForSNI(sni)
+			if !ok || ch == nil {
+				c.nc.Close()
+				return
+			}
+			if ch.tcp != nil {
+				c.proxyTCP(ch.tcp, c.nc, read)
+				return
+			}
+			tlsConn = &replayConn{Conn: c.nc, pending: read}
+		}
 		// The TLS inspector gives up after listener_filters_timeout.
 		_ = c.nc.SetReadDeadline(time.Now().Add(listenerFiltersTimeout))
-		tc := tls.Server(c.nc, c.d.rl.tlsBase)
+		tc := tls.Server(tlsConn, c.d.rl.tlsBase)
 		// The read deadline covers the ClientHello only (the SNI lookup
 		// clears it); the context bounds the rest of the handshake.
 		ctx, cancel := context.WithTimeout(context.Background(), listenerFiltersTimeout)

@@ -14,6 +14,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	"github.com/weir-dev/weir/pkg/envoycheck"
@@ -42,12 +43,18 @@ type listenerConf struct {
 	sniExact map[string]*filterChain
 	sniWild  map[string]*filterChain // keyed by the suffix including the dot: ".example.com"
 	sniAny   *filterChain
-	stats    *listenerStats
+	// passthrough: some chain is a tcp_proxy, so the TLS inspector reads
+	// the ClientHello before anything answers it.
+	passthrough bool
+	stats       *listenerStats
 }
 
+// filterChain is either an HTTP connection manager, behind TLS
+// (tlsConfig) or not, or a tcp_proxy that forwards TLS as it came.
 type filterChain struct {
 	hcm       *hcmConf
 	tlsConfig *tls.Config
+	tcp       *tcpProxyConf
 }
 
 // hcmConf is a compiled HttpConnectionManager.
@@ -91,9 +98,10 @@ func (l *listenerConf) chainForSNI(sni string) *filterChain {
 }
 
 type compileEnv struct {
-	opts    *Options
-	routes  map[string]*routeTable
-	secrets map[string]*tls.Certificate
+	opts     *Options
+	routes   map[string]*routeTable
+	secrets  map[string]*tls.Certificate
+	clusters map[string]*cluster
 }
 
 func compileListener(l *listenerv3.Listener, env *compileEnv) (*listenerConf, error) {
@@ -135,9 +143,17 @@ func compileListener(l *listenerv3.Listener, env *compileEnv) (*listenerConf, er
 		return nil, invalid("filter_chains", "at least one filter chain is required")
 	}
 	tlsChains := 0
-	for _, fc := range l.GetFilterChains() {
-		if fc.GetTransportSocket() != nil {
+	for i, fc := range l.GetFilterChains() {
+		switch {
+		case fc.GetTransportSocket() != nil:
 			tlsChains++
+		case isTCPProxyChain(fc):
+			// TLS passthrough: the chain matches the ClientHello's SNI.
+			if !inspector || fc.GetFilterChainMatch().GetTransportProtocol() != "tls" {
+				return nil, invalid(idx("filter_chains", i), "weir-proxy serves tcp_proxy only for TLS passthrough: transport_protocol \"tls\" behind %s", tlsInspectorName)
+			}
+			tlsChains++
+			lc.passthrough = true
 		}
 	}
 	switch {
@@ -267,12 +283,26 @@ func compileChain(fc *listenerv3.FilterChain, path string, env *compileEnv) (*fi
 		}
 	}
 	if len(fc.GetFilters()) != 1 {
-		return nil, invalid(sub(path, "filters"), "exactly one %s filter is required", hcmFilterName)
+		return nil, invalid(sub(path, "filters"), "exactly one %s or %s filter is required", hcmFilterName, tcpProxyFilterName)
 	}
 	f := fc.GetFilters()[0]
 	fp := sub(path, "filters[0]")
 	if err := onlyFields(f, fp, "name", "typed_config"); err != nil {
 		return nil, err
+	}
+	if isTCPProxyChain(fc) {
+		if fc.GetTransportSocket() != nil {
+			return nil, invalid(sub(path, "transport_socket"), "weir-proxy's tcp_proxy forwards TLS as it came; it does not terminate it")
+		}
+		var tp tcpproxyv3.TcpProxy
+		if err := unpack(f.GetTypedConfig(), &tp, sub(fp, "typed_config")); err != nil {
+			return nil, err
+		}
+		tc, err := compileTCPProxy(&tp, sub(fp, "typed_config"), env)
+		if err != nil {
+			return nil, err
+		}
+		return &filterChain{tcp: tc}, nil
 	}
 	var hcm hcmv3.HttpConnectionManager
 	if err := unpack(f.GetTypedConfig(), &hcm, sub(fp, "typed_config")); err != nil {
@@ -291,6 +321,19 @@ func compileChain(fc *listenerv3.FilterChain, path string, env *compileEnv) (*fi
 		chain.tlsConfig = cfg
 	}
 	return chain, nil
+}
+
+// isTCPProxyChain reports whether a filter chain's one filter is a
+// tcp_proxy, by its config type (or its name without one).
+func isTCPProxyChain(fc *listenerv3.FilterChain) bool {
+	fs := fc.GetFilters()
+	if len(fs) != 1 {
+		return false
+	}
+	if tc := fs[0].GetTypedConfig(); tc != nil {
+		return tc.MessageName() == "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+	}
+	return fs[0].GetName() == tcpProxyFilterName
 }
 
 func compileHCM(h *hcmv3.HttpConnectionManager, path string, env *compileEnv) (*hcmConf, error) {

@@ -336,6 +336,9 @@ func (p *Proxy) compile(res *Resources) (*snapshot, error) {
 			endpoints:    pool.endpointsFor(addrs),
 			leastRequest: spec.leastRequest,
 			stats:        pool.stats,
+
+			connectTimeout: spec.connectTimeout,
+			upstreamTLS:    spec.tls != nil,
 		}
 		st := &clusterState{proto: c, c: snap.clusters[name]}
 		if spec.kind == clusterv3.Cluster_EDS {
@@ -362,7 +365,7 @@ func (p *Proxy) compile(res *Resources) (*snapshot, error) {
 
 	snap.routes, snap.vhosts = routes, vhosts
 	snap.stats.VirtualHosts, snap.stats.VirtualHostsReused = vhosts.compiled, vhosts.reused
-	env := &compileEnv{opts: &p.opts, routes: routes, secrets: secrets}
+	env := &compileEnv{opts: &p.opts, routes: routes, secrets: secrets, clusters: snap.clusters}
 	binds := map[string]string{}
 	for _, l := range res.Listeners {
 		name := l.GetName()

@@ -56,4 +56,6 @@ type TLSRoute struct {
 	ServerNames []string
 	Backends    []WeightedBackend
 	Provenance  Provenance
+	// Field is where the front end found it, e.g. "spec.rules[0]".
+	Field string
 }

@@ -35,6 +35,9 @@ func (s *Store) GatewayObjects() gateway.Objects {
 	for _, o := range s.gatewayAPI["GRPCRoute"].List() {
 		objs.GRPCRoutes = append(objs.GRPCRoutes, o.(*gwv1.GRPCRoute))
 	}
+	for _, o := range s.gatewayAPI["TLSRoute"].List() {
+		objs.TLSRoutes = append(objs.TLSRoutes, o.(*gwv1.TLSRoute))
+	}
 	for _, o := range s.gatewayAPI["ReferenceGrant"].List() {
 		objs.ReferenceGrants = append(objs.ReferenceGrants, o.(*gwv1.ReferenceGrant))
 	}

@@ -78,6 +78,8 @@ func KindOf(o runtime.Object) string {
 		return "HTTPRoute"
 	case *gwv1.GRPCRoute:
 		return "GRPCRoute"
+	case *gwv1.TLSRoute:
+		return "TLSRoute"
 	case *gwv1.ReferenceGrant, *gwv1beta1.ReferenceGrant:
 		return "ReferenceGrant"
 	}
@@ -85,7 +87,7 @@ func KindOf(o runtime.Object) string {
 }
 
 // supported lists the kinds Weir reads, for error messages.
-const supported = "networking.internal.knative.dev/v1alpha1 Ingress, gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute, GRPCRoute and ReferenceGrant (also v1beta1), v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Secret, v1 Namespace"
+const supported = "networking.internal.knative.dev/v1alpha1 Ingress, gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute and ReferenceGrant (also v1beta1), v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Secret, v1 Namespace"
 
 var supportedKinds = map[schema.GroupVersionKind]bool{
 	v1alpha1.SchemeGroupVersion.WithKind("Ingress"):          true,
@@ -97,6 +99,7 @@ var supportedKinds = map[schema.GroupVersionKind]bool{
 	gwv1.SchemeGroupVersion.WithKind("Gateway"):              true,
 	gwv1.SchemeGroupVersion.WithKind("HTTPRoute"):            true,
 	gwv1.SchemeGroupVersion.WithKind("GRPCRoute"):            true,
+	gwv1.SchemeGroupVersion.WithKind("TLSRoute"):             true,
 	gwv1.SchemeGroupVersion.WithKind("ReferenceGrant"):       true,
 	gwv1beta1.SchemeGroupVersion.WithKind("ReferenceGrant"):  true,
 }

@@ -252,13 +252,14 @@ var gvks = map[string]schema.GroupVersionKind{
 	"Gateway":       gwv1.SchemeGroupVersion.WithKind("Gateway"),
 	"HTTPRoute":     gwv1.SchemeGroupVersion.WithKind("HTTPRoute"),
 	"GRPCRoute":     gwv1.SchemeGroupVersion.WithKind("GRPCRoute"),
+	"TLSRoute":      gwv1.SchemeGroupVersion.WithKind("TLSRoute"),
 	// v1beta1 ReferenceGrants are stored as v1: the fields are the same.
 	"ReferenceGrant": gwv1.SchemeGroupVersion.WithKind("ReferenceGrant"),
 }
 
 // gatewayKinds are the kinds the Gateway API front end reads besides
 // Services, EndpointSlices and Secrets.
-var gatewayKinds = []string{"Namespace", "GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "ReferenceGrant"}
+var gatewayKinds = []string{"Namespace", "GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute", "ReferenceGrant"}
 
 // Admit is the one validation path of weir run, weir translate and the
 // controller's view of an object: it defaults the namespace, then defaults
@@ -280,7 +281,7 @@ func Admit(ctx context.Context, d Document) (Key, error) {
 	}
 	var kind string
 	switch o := d.Object.(type) {
-	case *corev1.Namespace, *gwv1.GatewayClass, *gwv1.Gateway, *gwv1.HTTPRoute, *gwv1.GRPCRoute, *gwv1.ReferenceGrant:
+	case *corev1.Namespace, *gwv1.GatewayClass, *gwv1.Gateway, *gwv1.HTTPRoute, *gwv1.GRPCRoute, *gwv1.TLSRoute, *gwv1.ReferenceGrant:
 		if m.GetName() == "" {
 			return Key{}, fmt.Errorf("%s: metadata.name is required", d)
 		}

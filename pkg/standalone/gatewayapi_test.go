@@ -2,6 +2,11 @@ package standalone
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -234,5 +239,84 @@ func TestRunServesGRPCRoute(t *testing.T) {
 	report := strings.Join(g.Report().GatewayAPI, "\n")
 	if !strings.Contains(report, "GRPCRoute default/health parent edge: ResolvedRefs=False BackendNotFound: spec.rules[3].backendRefs[0]") {
 		t.Errorf("report does not say which backend is missing:\n%s", report)
+	}
+}
+
+// TestRunServesTLSPassthrough: a TLSRoute forwards TLS by SNI through
+// weir-proxy to a backend that terminates it with its own certificate,
+// which the client verifies; a server name no route has is refused.
+func TestRunServesTLSPassthrough(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, keyPEM := certPEM(t, key, "secure.example.com")
+	pair, err := tls.X509KeyPair(chain, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "backend saw %s", r.TLS.ServerName)
+	})}
+	go func() { _ = backend.Serve(ln) }()
+	t.Cleanup(func() { backend.Close() })
+
+	dir := t.TempDir()
+	gwPort, err := freePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, dir, "backends.yaml", backendsYAML(ln.Addr().(*net.TCPAddr).Port, 1))
+	write(t, dir, "gateway.yaml", fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: weir}
+spec: {controllerName: weir.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: default}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - {name: tls, port: %d, protocol: TLS, hostname: "*.example.com", tls: {mode: Passthrough}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: secure, namespace: default}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [secure.example.com]
+  rules: [{backendRefs: [{name: v1, port: 80}]}]
+`, gwPort))
+	g := startRun(t, dir, 20*time.Millisecond)
+
+	roots := x509.NewCertPool()
+	roots.AddCert(pair.Leaf)
+	get := func(sni string) (string, error) {
+		tr := &http.Transport{DialTLS: func(network, _ string) (net.Conn, error) {
+			return tls.Dial(network, fmt.Sprintf("127.0.0.1:%d", gwPort), &tls.Config{ServerName: sni, RootCAs: roots})
+		}}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + sni + "/")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	eventually(t, "the TLSRoute to be served", func() bool {
+		body, err := get("secure.example.com")
+		return err == nil && body == "backend saw secure.example.com"
+	})
+	if body, err := get("other.example.com"); err == nil {
+		t.Errorf("a server name no route has was answered: %q", body)
+	}
+	if r := g.Report(); len(r.GatewayAPI) != 0 {
+		t.Errorf("not-ready lines for a valid setup: %v", r.GatewayAPI)
 	}
 }

@@ -31,6 +31,7 @@ import (
 // Extension names, as docs/xds-shape.md lists them.
 const (
 	httpConnectionManagerFilter = "envoy.filters.network.http_connection_manager"
+	tcpProxyFilter              = "envoy.filters.network.tcp_proxy"
 	routerFilter                = "envoy.filters.http.router"
 	tlsInspectorFilter          = "envoy.filters.listener.tls_inspector"
 	tlsTransportSocket          = "envoy.transport_sockets.tls"

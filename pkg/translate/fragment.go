@@ -151,7 +151,7 @@ func (e *fragmentEntry) rebuild(f *ir.Fragment, s *shared, d *delta) {
 	available := newNameSet(backends)
 	vhosts := e.rebuildVhosts(f, available, s, &w)
 	certs := e.rebuildCerts(f, s, &w)
-	listeners := e.rebuildListeners(f, vhosts, certs, s, &w)
+	listeners := e.rebuildListeners(f, vhosts, certs, available, s, &w)
 
 	added, dead := diffParts(e.backends, backends)
 	d.addedBackends, d.deadBackends = append(d.addedBackends, added...), append(d.deadBackends, dead...)

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
@@ -24,6 +26,8 @@ import (
 // of a port share one route configuration of the listener's name; each
 // HTTPS listener is a filter chain matching its hostname by SNI, with a
 // route configuration of its own named "<listener>/<ir listener name>".
+// Each TLS route of a TLS passthrough listener is a filter chain matching
+// the route's server names, with a tcp_proxy to its backends.
 
 // ReasonListenerConflict: a listener whose port another listener has, or
 // whose hostname another listener on the port has.
@@ -56,7 +60,7 @@ func ownListenerName(src ir.ObjectRef, port uint32) string {
 
 // rebuildListeners translates the fragment's own listeners. Parts equal to
 // the previous ones are reused, so an unchanged port keeps its protos.
-func (e *fragmentEntry) rebuildListeners(f *ir.Fragment, vhosts []*vhostPart, certs []*certPart, s *shared, w *warner) []*listenerPart {
+func (e *fragmentEntry) rebuildListeners(f *ir.Fragment, vhosts []*vhostPart, certs []*certPart, available nameSet, s *shared, w *warner) []*listenerPart {
 	if len(f.Listeners) == 0 {
 		for _, vh := range f.VirtualHosts {
 			if vh != nil && vh.Listener != "" {
@@ -89,9 +93,14 @@ func (e *fragmentEntry) rebuildListeners(f *ir.Fragment, vhosts []*vhostPart, ce
 			w.addAt(vh.Field, ReasonNotServed, "virtual host %q left out: listener %q is not served", vh.Name, vh.Listener)
 		}
 	}
+	tlsRoutes := map[string][]*ir.TLSRoute{}
 	for _, tr := range f.TLSRoutes {
-		if tr != nil {
-			w.add("TLS route on listener %q left out: TLS passthrough is not served yet", tr.Listener)
+		switch {
+		case tr == nil:
+		case !known[tr.Listener]:
+			w.addAt(tr.Field, ReasonNotServed, "TLS route %s left out: listener %q is not served", tlsRouteName(tr), tr.Listener)
+		default:
+			tlsRoutes[tr.Listener] = append(tlsRoutes[tr.Listener], tr)
 		}
 	}
 	ports := make([]uint32, 0, len(byPort))
@@ -105,7 +114,7 @@ func (e *fragmentEntry) rebuildListeners(f *ir.Fragment, vhosts []*vhostPart, ce
 	}
 	out := make([]*listenerPart, 0, len(ports))
 	for _, port := range ports {
-		p := buildPortListener(e, f.Source, port, byPort[port], vhosts, secrets, s)
+		p := buildPortListener(e, f.Source, port, byPort[port], vhosts, tlsRoutes, available, secrets, s)
 		if prev := e.listenerAt(port); prev != nil && prev.equal(p) {
 			p = prev
 		}
@@ -138,7 +147,7 @@ func (p *listenerPart) equal(q *listenerPart) bool {
 // fragment's listeners on it. A listener whose protocol cannot share the
 // port with the first one, or whose hostname repeats one already on the
 // port, is left out.
-func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir.Listener, vhosts []*vhostPart, secrets map[string]bool, s *shared) *listenerPart {
+func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir.Listener, vhosts []*vhostPart, tlsRoutes map[string][]*ir.TLSRoute, available nameSet, secrets map[string]bool, s *shared) *listenerPart {
 	name := ownListenerName(src, port)
 	p := &listenerPart{entry: e, port: port, name: name, field: ls[0].Field}
 	w := warner{source: src}
@@ -152,9 +161,6 @@ func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir
 			continue
 		case (l.Protocol != ir.ProtocolHTTP) != tls:
 			w.addAt(l.Field, ReasonListenerConflict, "listener %q left out: port %d also has listener %q, and HTTP cannot share a port with TLS", l.Name, port, ls[0].Name)
-			continue
-		case l.Protocol == ir.ProtocolTLSPassthrough:
-			w.addAt(l.Field, ReasonNotServed, "listener %q left out: TLS passthrough is not served yet", l.Name)
 			continue
 		}
 		h := ir.LowerASCII(l.Hostname)
@@ -216,7 +222,38 @@ func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir
 		l.FilterChains = []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{s.ownHCM(name)}}}
 	} else {
 		l.ListenerFilters = []*listenerv3.ListenerFilter{s.tlsInspector}
+		// Envoy refuses two filter chains with one server name.
+		chainOf := map[string]string{}
+		claim := func(names []string, chain, field string) bool {
+			key := names
+			if len(key) == 0 {
+				key = []string{""}
+			}
+			for _, n := range key {
+				if other, ok := chainOf[n]; ok {
+					w.addAt(field, ReasonListenerConflict, "%s left out: server name %q is already matched by %s on port %d", chain, n, other, port)
+					return false
+				}
+			}
+			for _, n := range key {
+				chainOf[n] = chain
+			}
+			return true
+		}
 		for _, il := range kept {
+			if il.Protocol == ir.ProtocolTLSPassthrough {
+				for _, tr := range tlsRoutes[il.Name] {
+					fc, unavailable := passthroughChain(il, tr, available, s, &w)
+					if fc == nil || !claim(fc.FilterChainMatch.GetServerNames(), "TLS route "+tlsRouteName(tr), tr.Field) {
+						continue
+					}
+					l.FilterChains = append(l.FilterChains, fc)
+					p.usesUnavailable = p.usesUnavailable || unavailable
+					addSources(tr.Provenance)
+				}
+				addSources(il.Provenance)
+				continue
+			}
 			var sds []*tlsv3.SdsSecretConfig
 			for _, c := range il.Certificates {
 				if !secrets[c] {
@@ -244,6 +281,9 @@ func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir
 			}})
 			if err != nil {
 				w.addAt(il.Field, ReasonNotServed, "listener %q left out: %v", il.Name, err)
+				continue
+			}
+			if !claim(serverNames, fmt.Sprintf("listener %q", il.Name), il.Field) {
 				continue
 			}
 			rcName := name + "/" + il.Name
@@ -275,6 +315,73 @@ func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir
 	p.sources = append(p.sources, keyedSource{SourceKey(resourcev3.ListenerType, name), sortedRefs(sources)})
 	p.warnings = w.list
 	return p
+}
+
+// passthroughChain is the filter chain of one TLS route: its server names,
+// narrowed to the listener's hostname by the front end, and a tcp_proxy to
+// its backends by weight. A backend that is not served gets its share of
+// connections refused (UnavailableCluster has no endpoints), as the spec
+// asks. It returns nil when the route has nothing to serve.
+func passthroughChain(il *ir.Listener, tr *ir.TLSRoute, available nameSet, s *shared, w *warner) (*listenerv3.FilterChain, bool) {
+	var names []string
+	for _, n := range tr.ServerNames {
+		sn, err := canonicalServerName(n)
+		if err != nil {
+			w.addAt(tr.Field, ReasonInvalidHost, "TLS route on listener %q: server name %q left out: %v", il.Name, n, err)
+			continue
+		}
+		if !slices.Contains(names, sn) {
+			names = append(names, sn)
+		}
+	}
+	if len(names) == 0 && len(tr.ServerNames) > 0 {
+		return nil, false
+	}
+	if len(names) == 0 && il.Hostname != "" {
+		sn, err := canonicalServerName(il.Hostname)
+		if err != nil {
+			return nil, false
+		}
+		names = []string{sn}
+	}
+	unavailable := false
+	var clusters []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight
+	for _, b := range tr.Backends {
+		if b.Weight == 0 {
+			continue
+		}
+		name := b.BackendName
+		if !available.has(name) {
+			name, unavailable = UnavailableCluster, true
+		}
+		if i := slices.IndexFunc(clusters, func(c *tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight) bool { return c.Name == name }); i >= 0 {
+			clusters[i].Weight += b.Weight
+			continue
+		}
+		clusters = append(clusters, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{Name: name, Weight: b.Weight})
+	}
+	if len(clusters) == 0 {
+		clusters, unavailable = []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{{Name: UnavailableCluster, Weight: 1}}, true
+	}
+	tp := &tcpproxyv3.TcpProxy{StatPrefix: "tls/" + il.Name}
+	if len(clusters) == 1 {
+		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_Cluster{Cluster: clusters[0].Name}
+	} else {
+		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{Clusters: clusters}}
+	}
+	return &listenerv3.FilterChain{
+		Name:             il.Name + "/" + tlsRouteName(tr),
+		FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: names, TransportProtocol: "tls"},
+		Filters:          []*listenerv3.Filter{{Name: tcpProxyFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(tp)}}},
+	}, unavailable
+}
+
+// tlsRouteName names a TLS route by its source object.
+func tlsRouteName(tr *ir.TLSRoute) string {
+	if len(tr.Provenance) == 0 {
+		return "(unnamed)"
+	}
+	return tr.Provenance[0].String()
 }
 
 // ownHCM is the connection manager filter of a fragment's listener, with

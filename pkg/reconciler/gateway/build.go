@@ -1,5 +1,6 @@
 // Package gateway owns Weir's Gateway API front end: it turns
-// GatewayClasses, Gateways, HTTPRoutes, GRPCRoutes and ReferenceGrants, with the
+// GatewayClasses, Gateways, HTTPRoutes, GRPCRoutes, TLSRoutes and
+// ReferenceGrants, with the
 // Services, EndpointSlices and Secrets they refer to, into one ir.Fragment
 // per Gateway, and computes the status the spec asks of each object. The
 // same Build runs in weir-controller and in `weir run` / `weir translate`.
@@ -36,6 +37,7 @@ type Objects struct {
 	Gateways        []*gwv1.Gateway
 	HTTPRoutes      []*gwv1.HTTPRoute
 	GRPCRoutes      []*gwv1.GRPCRoute
+	TLSRoutes       []*gwv1.TLSRoute
 	ReferenceGrants []*gwv1.ReferenceGrant
 	// NamespaceLabels are the labels of each namespace, for allowedRoutes
 	// selectors; a namespace not listed has none.
@@ -80,6 +82,7 @@ type Result struct {
 	Gateways       map[types.NamespacedName]*gwv1.GatewayStatus
 	HTTPRoutes     map[types.NamespacedName]*gwv1.HTTPRouteStatus
 	GRPCRoutes     map[types.NamespacedName]*gwv1.GRPCRouteStatus
+	TLSRoutes      map[types.NamespacedName]*gwv1.TLSRouteStatus
 	// Skipped says which objects no Weir GatewayClass takes, and why.
 	Skipped []string
 }
@@ -92,6 +95,7 @@ func Build(objs Objects, l Listers, opts Options) *Result {
 		Gateways:       map[types.NamespacedName]*gwv1.GatewayStatus{},
 		HTTPRoutes:     map[types.NamespacedName]*gwv1.HTTPRouteStatus{},
 		GRPCRoutes:     map[types.NamespacedName]*gwv1.GRPCRouteStatus{},
+		TLSRoutes:      map[types.NamespacedName]*gwv1.TLSRouteStatus{},
 	}, grants: newGrantIndex(objs.ReferenceGrants)}
 	b.classes()
 	b.buildGateways()
@@ -155,7 +159,7 @@ func (b *builder) classes() {
 // SupportedFeatures are the Gateway API features Weir implements, as the
 // GatewayClass status reports them and the conformance suite tests them.
 var SupportedFeatures = []string{
-	"Gateway", "HTTPRoute", "GRPCRoute", "ReferenceGrant",
+	"Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute", "ReferenceGrant",
 	"GRPCRouteNamedRouteRule",
 	"GatewayHTTPListenerIsolation", "GatewayPort8080",
 	"HTTPRoute303RedirectStatusCode", "HTTPRoute307RedirectStatusCode", "HTTPRoute308RedirectStatusCode",
@@ -229,9 +233,14 @@ func (b *builder) listeners(g *gatewayState) {
 
 		switch spec.Protocol {
 		case gwv1.HTTPProtocolType, gwv1.HTTPSProtocolType:
+		case gwv1.TLSProtocolType:
+			if spec.TLS == nil || spec.TLS.Mode == nil || *spec.TLS.Mode != gwv1.TLSModePassthrough {
+				accepted, acceptedReason = false, string(gwv1.ListenerReasonUnsupportedValue)
+				acceptedMsg = fmt.Sprintf("spec.listeners[%d].tls.mode: a TLS listener must be Passthrough; to terminate TLS, use protocol HTTPS", i)
+			}
 		default:
 			accepted, acceptedReason = false, string(gwv1.ListenerReasonUnsupportedProtocol)
-			acceptedMsg = fmt.Sprintf("spec.listeners[%d].protocol %q is not supported; use HTTP or HTTPS", i, spec.Protocol)
+			acceptedMsg = fmt.Sprintf("spec.listeners[%d].protocol %q is not supported; use HTTP, HTTPS or TLS", i, spec.Protocol)
 		}
 		host := ""
 		if spec.Hostname != nil {
@@ -289,8 +298,11 @@ func (b *builder) listeners(g *gatewayState) {
 			Provenance:   ir.Provenance{g.frag.Source},
 			Field:        fmt.Sprintf("spec.listeners[%d]", i),
 		}
-		if spec.Protocol == gwv1.HTTPSProtocolType {
+		switch spec.Protocol {
+		case gwv1.HTTPSProtocolType:
 			l.Protocol = ir.ProtocolHTTPS
+		case gwv1.TLSProtocolType:
+			l.Protocol = ir.ProtocolTLSPassthrough
 		}
 		g.frag.Listeners = append(g.frag.Listeners, l)
 	}
@@ -308,7 +320,11 @@ func listenerKey(spec *gwv1.Listener) string {
 // routeKinds returns the route kinds a listener allows that Weir serves,
 // and a ResolvedRefs failure for any it does not.
 func routeKinds(spec *gwv1.Listener, i int, resolved bool, reason, msg string) ([]gwv1.RouteGroupKind, bool, string, string) {
-	supported := map[gwv1.ProtocolType][]gwv1.Kind{gwv1.HTTPProtocolType: {RouteKind, GRPCRouteKind}, gwv1.HTTPSProtocolType: {RouteKind, GRPCRouteKind}}[spec.Protocol]
+	supported := map[gwv1.ProtocolType][]gwv1.Kind{
+		gwv1.HTTPProtocolType:  {RouteKind, GRPCRouteKind},
+		gwv1.HTTPSProtocolType: {RouteKind, GRPCRouteKind},
+		gwv1.TLSProtocolType:   {TLSRouteKind},
+	}[spec.Protocol]
 	group := gwv1.Group(gwv1.GroupName)
 	if spec.AllowedRoutes == nil || len(spec.AllowedRoutes.Kinds) == 0 {
 		var out []gwv1.RouteGroupKind
@@ -427,6 +443,7 @@ func (b *builder) finish() {
 		}
 		setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionProgrammed), true, string(gwv1.GatewayReasonProgrammed), "the Gateway's listeners are served")
 		b.virtualHosts(g)
+		b.tlsRoutes(g)
 		for _, name := range sortedKeys(g.backends) {
 			g.frag.Backends = append(g.frag.Backends, g.backends[name])
 		}

@@ -42,9 +42,9 @@ type ControllerOptions struct {
 	ServiceInformer, SliceInformer cache.SharedIndexInformer
 	// Router serves each Gateway's data plane its own xDS.
 	Router *xds.Router
-	// GRPCRoutes watches GRPCRoutes; false where the cluster has no
-	// GRPCRoute CRD.
-	GRPCRoutes bool
+	// GRPCRoutes and TLSRoutes watch those kinds; false where the
+	// cluster has no CRD for them.
+	GRPCRoutes, TLSRoutes bool
 	// Translate are the options of every Gateway's translation;
 	// OwnListenersOnly is set for them.
 	Translate translate.Options
@@ -74,8 +74,9 @@ type Controller struct {
 	classes gwlisters.GatewayClassLister
 	gws     gwlisters.GatewayLister
 	routes  gwlisters.HTTPRouteLister
-	// grpcRoutes is nil without the GRPCRoute CRD.
+	// grpcRoutes and tlsRoutes are nil without their CRDs.
 	grpcRoutes gwlisters.GRPCRouteLister
+	tlsRoutes  gwlisters.TLSRouteLister
 	grants     gwlisters.ReferenceGrantLister
 	secrets    corelisters.SecretLister
 	nss        corelisters.NamespaceLister
@@ -141,6 +142,10 @@ func NewController(opts ControllerOptions) *Controller {
 	if opts.GRPCRoutes {
 		watched = append(watched, v1.GRPCRoutes().Informer())
 		c.grpcRoutes = v1.GRPCRoutes().Lister()
+	}
+	if opts.TLSRoutes {
+		watched = append(watched, v1.TLSRoutes().Informer())
+		c.tlsRoutes = v1.TLSRoutes().Lister()
 	}
 	for _, inf := range watched {
 		_, _ = inf.AddEventHandler(handler)
@@ -295,6 +300,11 @@ func (c *Controller) objects() (Objects, error) {
 			return objs, err
 		}
 	}
+	if c.tlsRoutes != nil {
+		if objs.TLSRoutes, err = c.tlsRoutes.List(labels.Everything()); err != nil {
+			return objs, err
+		}
+	}
 	if objs.ReferenceGrants, err = c.grants.List(labels.Everything()); err != nil {
 		return objs, err
 	}
@@ -422,37 +432,59 @@ func (c *Controller) writeStatuses(ctx context.Context, objs Objects, res *Resul
 			errs = append(errs, err)
 		}
 	}
-	for _, r := range objs.HTTPRoutes {
-		var ours *gwv1.RouteStatus
-		if st := res.HTTPRoutes[types.NamespacedName{Namespace: r.Namespace, Name: r.Name}]; st != nil {
-			ours = &st.RouteStatus
-		}
-		next, write := nextRouteStatus(r.Status.RouteStatus, ours, now)
-		if !write {
-			continue
-		}
-		cp := r.DeepCopy()
-		cp.Status.RouteStatus = next
-		if _, err := v1.HTTPRoutes(r.Namespace).UpdateStatus(ctx, cp, metav1.UpdateOptions{}); err != nil && !apierrs.IsNotFound(err) && !apierrs.IsConflict(err) {
+	// Each route's status: ours replaced, other controllers' kept.
+	write := func(err error) {
+		if err != nil && !apierrs.IsNotFound(err) && !apierrs.IsConflict(err) {
 			errs = append(errs, err)
+		}
+	}
+	for _, r := range objs.HTTPRoutes {
+		if next, ok := nextRouteStatus(r.Status.RouteStatus, routeStatusOf(res.HTTPRoutes, r.Namespace, r.Name), now); ok {
+			cp := r.DeepCopy()
+			cp.Status.RouteStatus = next
+			_, err := v1.HTTPRoutes(r.Namespace).UpdateStatus(ctx, cp, metav1.UpdateOptions{})
+			write(err)
 		}
 	}
 	for _, r := range objs.GRPCRoutes {
-		var ours *gwv1.RouteStatus
-		if st := res.GRPCRoutes[types.NamespacedName{Namespace: r.Namespace, Name: r.Name}]; st != nil {
-			ours = &st.RouteStatus
+		if next, ok := nextRouteStatus(r.Status.RouteStatus, routeStatusOf(res.GRPCRoutes, r.Namespace, r.Name), now); ok {
+			cp := r.DeepCopy()
+			cp.Status.RouteStatus = next
+			_, err := v1.GRPCRoutes(r.Namespace).UpdateStatus(ctx, cp, metav1.UpdateOptions{})
+			write(err)
 		}
-		next, write := nextRouteStatus(r.Status.RouteStatus, ours, now)
-		if !write {
-			continue
-		}
-		cp := r.DeepCopy()
-		cp.Status.RouteStatus = next
-		if _, err := v1.GRPCRoutes(r.Namespace).UpdateStatus(ctx, cp, metav1.UpdateOptions{}); err != nil && !apierrs.IsNotFound(err) && !apierrs.IsConflict(err) {
-			errs = append(errs, err)
+	}
+	for _, r := range objs.TLSRoutes {
+		if next, ok := nextRouteStatus(r.Status.RouteStatus, routeStatusOf(res.TLSRoutes, r.Namespace, r.Name), now); ok {
+			cp := r.DeepCopy()
+			cp.Status.RouteStatus = next
+			_, err := v1.TLSRoutes(r.Namespace).UpdateStatus(ctx, cp, metav1.UpdateOptions{})
+			write(err)
 		}
 	}
 	return errs
+}
+
+// routeStatus is the status of any route kind.
+type routeStatus interface {
+	*gwv1.HTTPRouteStatus | *gwv1.GRPCRouteStatus | *gwv1.TLSRouteStatus
+}
+
+// routeStatusOf returns the RouteStatus Build computed for a route, or nil.
+func routeStatusOf[S routeStatus](m map[types.NamespacedName]S, ns, name string) *gwv1.RouteStatus {
+	st, ok := m[types.NamespacedName{Namespace: ns, Name: name}]
+	if !ok {
+		return nil
+	}
+	switch s := any(st).(type) {
+	case *gwv1.HTTPRouteStatus:
+		return &s.RouteStatus
+	case *gwv1.GRPCRouteStatus:
+		return &s.RouteStatus
+	case *gwv1.TLSRouteStatus:
+		return &s.RouteStatus
+	}
+	return nil
 }
 
 // nextRouteStatus is a route's status with our parents replaced by ours

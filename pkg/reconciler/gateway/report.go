@@ -42,6 +42,11 @@ func (r *Result) NotReady() []string {
 			bad(fmt.Sprintf("GRPCRoute %s parent %s", nn, p.ParentRef.Name), p.Conditions)
 		}
 	}
+	for _, nn := range sortedNames(r.TLSRoutes) {
+		for _, p := range r.TLSRoutes[nn].Parents {
+			bad(fmt.Sprintf("TLSRoute %s parent %s", nn, p.ParentRef.Name), p.Conditions)
+		}
+	}
 	return append(out, r.Skipped...)
 }
 

@@ -23,6 +23,7 @@ import (
 const (
 	RouteKind     = "HTTPRoute"
 	GRPCRouteKind = "GRPCRoute"
+	TLSRouteKind  = "TLSRoute"
 )
 
 // routeSource is one route object of either kind, as attachment and
@@ -45,6 +46,8 @@ type attachment struct {
 	src   *routeSource
 	hosts []string
 	rules []ir.RankedRoute
+	// tls is the TLSRoute's forwarding, for a TLS listener.
+	tls *ir.TLSRoute
 }
 
 func countRoutes(as []attachment) int {
@@ -58,6 +61,7 @@ func countRoutes(as []attachment) int {
 // builtRoute is a route translated once, for every parent.
 type builtRoute struct {
 	rules    []ir.RankedRoute
+	tls      *ir.TLSRoute
 	backends []*ir.Backend
 	// unsupported says why the route cannot be accepted at all.
 	unsupported string
@@ -86,6 +90,16 @@ func (b *builder) routeSources() []*routeSource {
 			build: func() *builtRoute { return b.buildGRPCRoute(r) },
 			setStatus: func(parents []gwv1.RouteParentStatus) {
 				b.res.GRPCRoutes[nn] = &gwv1.GRPCRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: parents}}
+			},
+		})
+	}
+	for _, r := range b.objs.TLSRoutes {
+		nn := types.NamespacedName{Namespace: r.Namespace, Name: r.Name}
+		out = append(out, &routeSource{
+			kind: TLSRouteKind, meta: &r.ObjectMeta, parentRefs: r.Spec.ParentRefs, hostnames: r.Spec.Hostnames,
+			build: func() *builtRoute { return b.buildTLSRoute(r) },
+			setStatus: func(parents []gwv1.RouteParentStatus) {
+				b.res.TLSRoutes[nn] = &gwv1.TLSRouteStatus{RouteStatus: gwv1.RouteStatus{Parents: parents}}
 			},
 		})
 	}
@@ -172,7 +186,7 @@ func (b *builder) attach(g *gatewayState, r *routeSource, ref gwv1.ParentReferen
 			continue
 		}
 		attached = true
-		g.attachments[name] = append(g.attachments[name], attachment{src: r, hosts: hosts, rules: built.rules})
+		g.attachments[name] = append(g.attachments[name], attachment{src: r, hosts: hosts, rules: built.rules, tls: built.tls})
 	}
 	switch {
 	case attached:
@@ -560,7 +574,7 @@ func (b *builder) virtualHosts(g *gatewayState) {
 	cands := map[key][]candidate{}
 	var keys []key
 	for _, ls := range g.listeners {
-		if !ls.valid {
+		if !ls.valid || ls.spec.Protocol == gwv1.TLSProtocolType {
 			continue
 		}
 		scope := string(ls.spec.Name)
@@ -581,7 +595,7 @@ func (b *builder) virtualHosts(g *gatewayState) {
 	// so a request for it never falls through to a less specific
 	// listener's wildcard (listener isolation).
 	for _, ls := range g.listeners {
-		if !ls.valid || ls.spec.Hostname == nil {
+		if !ls.valid || ls.spec.Hostname == nil || ls.spec.Protocol == gwv1.TLSProtocolType {
 			continue
 		}
 		scope := string(ls.spec.Name)

@@ -1,0 +1,223 @@
+package dataplane
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync/atomic"
+	"time"
+
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+)
+
+const (
+	tcpProxyFilterName = "envoy.filters.network.tcp_proxy"
+	// tcpProxyIdleTimeout is Envoy's default TcpProxy idle_timeout.
+	tcpProxyIdleTimeout = time.Hour
+)
+
+// tcpProxyConf is a compiled TcpProxy network filter: the clusters a
+// connection goes to, by weight. Immutable.
+type tcpProxyConf struct {
+	statPrefix string
+	clusters   []*cluster
+	weights    []uint32
+	total      uint64
+	idle       time.Duration // 0: none
+}
+
+func compileTCPProxy(tp *tcpproxyv3.TcpProxy, path string, env *compileEnv) (*tcpProxyConf, error) {
+	if err := pgv(tp, path); err != nil {
+		return nil, err
+	}
+	if err := onlyFields(tp, path, "stat_prefix", "cluster", "weighted_clusters", "idle_timeout"); err != nil {
+		return nil, err
+	}
+	c := &tcpProxyConf{statPrefix: tp.GetStatPrefix(), idle: tcpProxyIdleTimeout}
+	if d, ok := duration(tp.GetIdleTimeout()); ok {
+		c.idle = d
+	}
+	add := func(name string, weight uint32, p string) error {
+		cl := env.clusters[name]
+		if cl == nil {
+			// Envoy looks the cluster up per connection and closes the
+			// connection when it is not there.
+			cl = missingCluster(name)
+		} else if cl.upstreamTLS {
+			return invalid(p, "cluster %q originates TLS; weir-proxy's tcp_proxy forwards bytes only", name)
+		}
+		c.clusters = append(c.clusters, cl)
+		c.weights = append(c.weights, weight)
+		c.total += uint64(weight)
+		return nil
+	}
+	switch cs := tp.GetClusterSpecifier().(type) {
+	case *tcpproxyv3.TcpProxy_Cluster:
+		if err := add(cs.Cluster, 1, sub(path, "cluster")); err != nil {
+			return nil, err
+		}
+	case *tcpproxyv3.TcpProxy_WeightedClusters:
+		wp := sub(path, "weighted_clusters")
+		if err := onlyFields(cs.WeightedClusters, wp, "clusters"); err != nil {
+			return nil, err
+		}
+		for i, cw := range cs.WeightedClusters.GetClusters() {
+			p := idx(sub(wp, "clusters"), i)
+			if err := onlyFields(cw, p, "name", "weight"); err != nil {
+				return nil, err
+			}
+			if err := add(cw.GetName(), cw.GetWeight(), sub(p, "name")); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return c, nil
+}
+
+// pickCluster chooses a cluster by weight, as Envoy's weighted_clusters.
+func (c *tcpProxyConf) pickCluster() *cluster {
+	if len(c.clusters) == 1 {
+		return c.clusters[0]
+	}
+	n := rand.Uint64N(c.total)
+	for i, w := range c.weights {
+		if n < uint64(w) {
+			return c.clusters[i]
+		}
+		n -= uint64(w)
+	}
+	return c.clusters[len(c.clusters)-1]
+}
+
+var errHelloSeen = errors.New("client hello seen")
+
+// helloRecorder is what the TLS inspector reads through: it keeps every
+// byte read, to be replayed to whatever takes the connection, and writes
+// nothing back.
+type helloRecorder struct {
+	net.Conn
+	seen bytes.Buffer
+}
+
+func (r *helloRecorder) Read(p []byte) (int, error) {
+	n, err := r.Conn.Read(p)
+	r.seen.Write(p[:n])
+	return n, err
+}
+
+func (r *helloRecorder) Write(p []byte) (int, error) { return len(p), nil }
+
+// inspectClientHello reads the ClientHello as Envoy's TLS inspector does,
+// without answering it, and returns the server name and the bytes read.
+// ok is false for a connection that does not start with a ClientHello.
+func inspectClientHello(nc net.Conn, timeout time.Duration) (sni string, read []byte, ok bool) {
+	_ = nc.SetReadDeadline(time.Now().Add(timeout))
+	defer func() { _ = nc.SetReadDeadline(time.Time{}) }()
+	rec := &helloRecorder{Conn: nc}
+	err := tls.Server(rec, &tls.Config{GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+		sni = h.ServerName
+		return nil, errHelloSeen
+	}}).Handshake()
+	return sni, rec.seen.Bytes(), errors.Is(err, errHelloSeen)
+}
+
+// replayConn reads the bytes already read from the connection first.
+type replayConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (r *replayConn) Read(p []byte) (int, error) {
+	if len(r.pending) > 0 {
+		n := copy(p, r.pending)
+		r.pending = r.pending[n:]
+		return n, nil
+	}
+	return r.Conn.Read(p)
+}
+
+// proxyTCP connects down to an endpoint of the chain's clusters and copies
+// bytes both ways until both sides are done or the connection is idle for
+// the idle timeout. A cluster without endpoints closes the connection, as
+// Envoy does. first is what the inspector read from down.
+func (c *serverConn) proxyTCP(tp *tcpProxyConf, down net.Conn, first []byte) {
+	defer down.Close()
+	cl := tp.pickCluster()
+	ep := cl.pick()
+	if ep == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cl.connectTimeout)
+	up, err := (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext(ctx, "tcp", ep.addr)
+	cancel()
+	if err != nil {
+		if cl.stats != nil {
+			cl.stats.connectErrors.Inc()
+		}
+		return
+	}
+	defer up.Close()
+	u := &upgradedConn{down: down, back: up}
+	if !c.d.rl.trackUpgrade(u) {
+		return
+	}
+	defer c.d.rl.untrackUpgrade(u)
+	ep.active.Add(1)
+	defer ep.active.Add(-1)
+	c.setIdle(false)
+
+	if _, err := up.Write(first); err != nil {
+		return
+	}
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	done := make(chan struct{}, 2)
+	go func() { copyTCP(up, down, tp.idle, &last); done <- struct{}{} }()
+	go func() { copyTCP(down, up, tp.idle, &last); done <- struct{}{} }()
+	<-done
+	<-done
+}
+
+// copyTCP copies src to dst. At src's end it half-closes dst, as Envoy's
+// tcp_proxy does; the other direction goes on. A read that waits idle past
+// the idle timeout, with no bytes in either direction, ends both.
+func copyTCP(dst, src net.Conn, idle time.Duration, last *atomic.Int64) {
+	bufp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bufp)
+	buf := *bufp
+	for {
+		if idle > 0 {
+			_ = src.SetReadDeadline(time.Unix(0, last.Load()).Add(idle))
+		}
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			last.Store(time.Now().UnixNano())
+			if _, err := dst.Write(buf[:n]); err != nil {
+				src.Close()
+				return
+			}
+		}
+		var ne net.Error
+		switch {
+		case rerr == nil:
+		case errors.As(rerr, &ne) && ne.Timeout() && time.Since(time.Unix(0, last.Load())) < idle:
+			// The other direction was busy: not idle yet.
+		case errors.Is(rerr, io.EOF):
+			if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+				_ = cw.CloseWrite()
+			} else {
+				dst.Close()
+			}
+			return
+		default:
+			// Reset, idle timeout or closed: both directions end.
+			dst.Close()
+			src.Close()
+			return
+		}
+	}
+}

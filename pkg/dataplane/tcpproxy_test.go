@@ -1,0 +1,203 @@
+package dataplane
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+)
+
+// tlsBackend is an HTTPS server with its own certificate for name: a
+// client that sees that certificate reached it through passthrough.
+func tlsBackend(t *testing.T, name string) (string, testCert) {
+	t.Helper()
+	cert := newCert(t, name, name)
+	pair, err := tls.X509KeyPair(cert.certPEM, cert.keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s saw %s", name, r.TLS.ServerName)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String(), cert
+}
+
+func passthroughChain(names []string, tp *tcpproxyv3.TcpProxy) *listenerv3.FilterChain {
+	return &listenerv3.FilterChain{
+		FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: names, TransportProtocol: "tls"},
+		Filters: []*listenerv3.Filter{{
+			Name:       tcpProxyFilterName,
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(tp)},
+		}},
+	}
+}
+
+func toCluster(name string) *tcpproxyv3.TcpProxy {
+	return &tcpproxyv3.TcpProxy{StatPrefix: "tls", ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: name}}
+}
+
+// TestTLSPassthrough: on one listener, a tcp_proxy chain forwards the TLS
+// connection of its server names untouched to the backend, which the
+// client then authenticates; a terminating chain beside it still
+// terminates; a name no chain matches and a cluster without endpoints
+// close the connection, as in Envoy.
+func TestTLSPassthrough(t *testing.T) {
+	aAddr, aCert := tlsBackend(t, "a.example.com")
+	bAddr, bCert := tlsBackend(t, "b.pass.example.com")
+	echo := startBackend(t, "echo")
+	proxyCert := newCert(t, "term.example.com", "term.example.com")
+
+	l := tlsListener("tls", sniChain{names: []string{"term.example.com"}, secret: "term"})
+	l.FilterChains = append(l.FilterChains,
+		passthroughChain([]string{"a.example.com"}, toCluster("a")),
+		passthroughChain([]string{"*.pass.example.com"}, &tcpproxyv3.TcpProxy{StatPrefix: "tls", ClusterSpecifier: &tcpproxyv3.TcpProxy_WeightedClusters{
+			WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{Clusters: []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{{Name: "b", Weight: 1}}},
+		}}),
+		passthroughChain([]string{"empty.example.com"}, toCluster("empty")),
+		passthroughChain([]string{"missing.example.com"}, toCluster("not-configured")),
+	)
+	res := &Resources{
+		Listeners: []*listenerv3.Listener{l},
+		Routes:    []*routev3.RouteConfiguration{routeConfig("tls", virtualHost("all", []string{"*"}, routeTo(prefixMatch("/"), "echo")))},
+		Clusters:  []*clusterv3.Cluster{edsCluster("a", false), edsCluster("b", false), edsCluster("empty", false)},
+		Endpoints: []*endpointv3.ClusterLoadAssignment{cla("a", aAddr), cla("b", bAddr)},
+		Secrets:   []*tlsv3.Secret{secret("term", proxyCert)},
+	}
+	addBackends(res, false, echo)
+	p := newTestProxy(t, Options{})
+	mustApply(t, p, res)
+	addr := p.ListenerAddr("tls").String()
+
+	get := func(sni string, roots testCert) (string, error) {
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+			DialTLS: func(network, _ string) (net.Conn, error) {
+				return tls.Dial(network, addr, &tls.Config{ServerName: sni, RootCAs: certPool(roots)})
+			},
+		}}
+		defer c.CloseIdleConnections()
+		resp, err := c.Get("https://" + sni + "/")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	// The client trusts only the backend's certificate: it verifies only
+	// if the backend itself answered the handshake.
+	if body, err := get("a.example.com", aCert); err != nil || body != "a.example.com saw a.example.com" {
+		t.Errorf("a.example.com = %q, %v", body, err)
+	}
+	if body, err := get("b.pass.example.com", bCert); err != nil || body != "b.pass.example.com saw b.pass.example.com" {
+		t.Errorf("b.pass.example.com = %q, %v", body, err)
+	}
+	// The terminating chain: the proxy's certificate, then the route.
+	if body, err := get("term.example.com", proxyCert); err != nil || !strings.Contains(body, `"backend":"echo"`) {
+		t.Errorf("term.example.com = %q, %v", body, err)
+	}
+	for _, sni := range []string{"other.example.com", "empty.example.com", "missing.example.com"} {
+		if body, err := get(sni, aCert); err == nil {
+			t.Errorf("%s answered %q; want the connection closed", sni, body)
+		}
+	}
+	// A connection that is not TLS at all is closed too.
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fmt.Fprint(nc, "GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n")
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := nc.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Errorf("plain HTTP on the TLS listener read %d bytes, %v; want the connection closed", n, err)
+	}
+}
+
+// TestTCPProxyHalfClose: when the client half-closes, the backend sees
+// EOF and can still answer, as with Envoy's tcp_proxy.
+func TestTCPProxyHalfClose(t *testing.T) {
+	cert := newCert(t, "echo.example.com", "echo.example.com")
+	pair, err := tls.X509KeyPair(cert.certPEM, cert.keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		b, _ := io.ReadAll(c) // until the client's close_notify and EOF
+		fmt.Fprintf(c, "got %d bytes", len(b))
+	}()
+	l := tlsListener("tls")
+	l.FilterChains = append(l.FilterChains, passthroughChain([]string{"echo.example.com"}, toCluster("echo")))
+	p := newTestProxy(t, Options{})
+	mustApply(t, p, &Resources{
+		Listeners: []*listenerv3.Listener{l},
+		Clusters:  []*clusterv3.Cluster{edsCluster("echo", false)},
+		Endpoints: []*endpointv3.ClusterLoadAssignment{cla("echo", ln.Addr().String())},
+	})
+	c, err := tls.Dial("tcp", p.ListenerAddr("tls").String(), &tls.Config{ServerName: "echo.example.com", RootCAs: certPool(cert)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(c)
+	if string(b) != "got 5 bytes" {
+		t.Errorf("read %q, %v; want the answer after the half-close", b, err)
+	}
+}
+
+// TestTCPProxyRefusals: weir-proxy NACKs the tcp_proxy shapes it does not
+// serve, naming the field.
+func TestTCPProxyRefusals(t *testing.T) {
+	plain := &listenerv3.Listener{Name: "raw", Address: socketAddr("127.0.0.1", 0),
+		FilterChains: []*listenerv3.FilterChain{passthroughChain(nil, toCluster("a"))}}
+	tlsOrigin := edsCluster("a", false)
+	tlsOrigin.TransportSocket = tlsUpstreamContext("a", "")
+	withTLSCluster := tlsListener("tls")
+	withTLSCluster.FilterChains = append(withTLSCluster.FilterChains, passthroughChain([]string{"a.example.com"}, toCluster("a")))
+	for _, tc := range []struct {
+		name string
+		res  *Resources
+		want string
+	}{
+		{"without the TLS inspector", &Resources{Listeners: []*listenerv3.Listener{plain}, Clusters: []*clusterv3.Cluster{edsCluster("a", false)}}, "filter_chains[0]: weir-proxy serves tcp_proxy only for TLS passthrough"},
+		{"to a cluster that originates TLS", &Resources{Listeners: []*listenerv3.Listener{withTLSCluster}, Clusters: []*clusterv3.Cluster{tlsOrigin}}, "originates TLS"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := newTestProxy(t, Options{}).Apply(tc.res)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Apply = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,94 @@
+package gateway_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/types"
+)
+
+const tlsGateway = `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - {name: pass, port: 443, protocol: TLS, hostname: "*.example.com", tls: {mode: Passthrough}}
+  - {name: terminate, port: 8443, protocol: TLS, tls: {mode: Terminate, certificateRefs: [{name: cert}]}}
+  - {name: http, port: 80, protocol: HTTP}
+---
+`
+
+func tlsRoute(name, created, parent string, hosts, backends string) string {
+	return `apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: ` + name + `, namespace: default, creationTimestamp: "` + created + `"}
+spec:
+  parentRefs: [{name: gw, sectionName: ` + parent + `}]
+  hostnames: ` + hosts + `
+  rules: [{backendRefs: ` + backends + `}]
+---
+`
+}
+
+// TestTLSRoutes: TLSRoutes attach to TLS passthrough listeners only, keep
+// the hostnames the listener takes, and a hostname two routes ask for
+// goes to the older; a missing backend keeps its weight, to be refused.
+func TestTLSRoutes(t *testing.T) {
+	res := build(t, tlsGateway+
+		tlsRoute("old", "2026-01-01T00:00:00Z", "pass", `[a.example.com, a.example.org]`, `[{name: svc, port: 80}]`)+
+		tlsRoute("new", "2026-01-02T00:00:00Z", "pass", `[a.example.com, b.example.com]`, `[{name: svc, port: 80, weight: 3}, {name: missing, port: 80}]`)+
+		tlsRoute("on-http", "2026-01-02T00:00:00Z", "http", `[c.example.com]`, `[{name: svc, port: 80}]`)+
+		`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: pass}]
+  rules: [{backendRefs: [{name: svc, port: 80}]}]
+`)
+	cond := func(name, typ string) string {
+		st := res.TLSRoutes[types.NamespacedName{Namespace: "default", Name: name}]
+		if st == nil || len(st.Parents) == 0 {
+			t.Fatalf("no status for TLSRoute %s", name)
+		}
+		return condition(st.Parents[0].Conditions, typ)
+	}
+	for _, c := range []struct{ route, typ, want string }{
+		{"old", "Accepted", "True/Accepted"},
+		{"new", "Accepted", "True/Accepted"},
+		{"new", "ResolvedRefs", "False/BackendNotFound"},
+		{"on-http", "Accepted", "False/NotAllowedByListeners"},
+	} {
+		if got := cond(c.route, c.typ); got != c.want {
+			t.Errorf("TLSRoute %s %s = %s, want %s", c.route, c.typ, got, c.want)
+		}
+	}
+	if got := routeCondition(t, res, "default", "web", "Accepted"); got != "False/NotAllowedByListeners" {
+		t.Errorf("an HTTPRoute on a TLS listener: Accepted = %s", got)
+	}
+	if got := listenerCondition(t, res, "terminate", "Accepted"); got != "False/UnsupportedValue" {
+		t.Errorf("a TLS listener that terminates: Accepted = %s", got)
+	}
+	frag := res.Fragments[0]
+	var got []string
+	for _, tr := range frag.TLSRoutes {
+		var bs []string
+		for _, b := range tr.Backends {
+			bs = append(bs, fmt.Sprintf("%s=%d", b.BackendName, b.Weight))
+		}
+		got = append(got, tr.Listener+" "+strings.Join(tr.ServerNames, ",")+" -> "+strings.Join(bs, ","))
+	}
+	want := []string{
+		"pass a.example.com -> default/svc:80=1",
+		"pass b.example.com -> default/svc:80=3,unresolved/spec.rules[0].backendRefs[1]=1",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("TLS routes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, l := range frag.Listeners {
+		if l.Name == "pass" && l.Protocol.String() != "TLS" {
+			t.Errorf("listener pass has protocol %v", l.Protocol)
+		}
+	}
+}
