@@ -40,7 +40,7 @@ unit:
 e2e: k8s
 	$(GO) test $(GOTESTFLAGS) -count=1 -p 1 -timeout 30m ./test/cluster/ ./test/e2e/
 
-## gateway-conformance: the Gateway API conformance suite (GATEWAY-HTTP),
+## gateway-conformance: the Gateway API conformance suite (GATEWAY-HTTP, -GRPC, -TLS),
 ## unmodified; writes docs/conformance/gateway-api-<version>-report.yaml.
 ## GATEWAY_CONFORMANCE_ARGS="-run-test=HTTPRouteSimpleSameNamespace" runs one test.
 gateway-conformance: k8s

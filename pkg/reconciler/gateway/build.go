@@ -231,15 +231,16 @@ func (b *builder) listeners(g *gatewayState) {
 		resolved, resolvedReason, resolvedMsg := true, string(gwv1.ListenerReasonResolvedRefs), "every reference resolved"
 		conflicted, conflictReason, conflictMsg := false, string(gwv1.ListenerReasonNoConflicts), "no conflict"
 
+		protocolServed := true
 		switch spec.Protocol {
 		case gwv1.HTTPProtocolType, gwv1.HTTPSProtocolType:
 		case gwv1.TLSProtocolType:
 			if spec.TLS == nil || spec.TLS.Mode == nil || *spec.TLS.Mode != gwv1.TLSModePassthrough {
-				accepted, acceptedReason = false, string(gwv1.ListenerReasonUnsupportedValue)
+				accepted, acceptedReason, protocolServed = false, string(gwv1.ListenerReasonUnsupportedValue), false
 				acceptedMsg = fmt.Sprintf("spec.listeners[%d].tls.mode: a TLS listener must be Passthrough; to terminate TLS, use protocol HTTPS", i)
 			}
 		default:
-			accepted, acceptedReason = false, string(gwv1.ListenerReasonUnsupportedProtocol)
+			accepted, acceptedReason, protocolServed = false, string(gwv1.ListenerReasonUnsupportedProtocol), false
 			acceptedMsg = fmt.Sprintf("spec.listeners[%d].protocol %q is not supported; use HTTP, HTTPS or TLS", i, spec.Protocol)
 		}
 		host := ""
@@ -264,6 +265,10 @@ func (b *builder) listeners(g *gatewayState) {
 		}
 
 		ls.kinds, resolved, resolvedReason, resolvedMsg = routeKinds(spec, i, resolved, resolvedReason, resolvedMsg)
+		if !protocolServed {
+			// Nothing can attach to a listener Weir cannot serve at all.
+			ls.kinds = nil
+		}
 		certsOK := true
 		if accepted && spec.Protocol == gwv1.HTTPSProtocolType {
 			var reason, msg string

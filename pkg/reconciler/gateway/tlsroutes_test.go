@@ -70,6 +70,11 @@ spec:
 	if got := listenerCondition(t, res, "terminate", "Accepted"); got != "False/UnsupportedValue" {
 		t.Errorf("a TLS listener that terminates: Accepted = %s", got)
 	}
+	for _, l := range res.Gateways[types.NamespacedName{Namespace: "default", Name: "gw"}].Listeners {
+		if l.Name == "terminate" && len(l.SupportedKinds) != 0 {
+			t.Errorf("the TLS listener that terminates supports %v; nothing can attach to it", l.SupportedKinds)
+		}
+	}
 	frag := res.Fragments[0]
 	var got []string
 	for _, tr := range frag.TLSRoutes {

@@ -107,7 +107,7 @@ func TestGatewayAPIConformance(t *testing.T) {
 	}
 	opts := conformance.DefaultOptions(t)
 	opts.GatewayClassName = className
-	opts.ConformanceProfiles = sets.New(suite.GatewayHTTPConformanceProfileName)
+	opts.ConformanceProfiles = sets.New(suite.GatewayHTTPConformanceProfileName, suite.GatewayGRPCConformanceProfileName, suite.GatewayTLSConformanceProfileName)
 	// What the GatewayClass status claims, and nothing else.
 	opts.SupportedFeatures = sets.New[features.FeatureName]()
 	for _, f := range gatewayapi.SupportedFeatures {
