@@ -254,7 +254,7 @@ type watchedRequest struct {
 // chain is the filter chain the connection's requests use under the
 // listener's current config.
 func (c *serverConn) chain() *filterChain {
-	return c.d.rl.conf.Load().chainForSNI(c.sni)
+	return c.d.rl.conf.Load().httpChainForSNI(c.sni)
 }
 
 func (c *serverConn) closeIfIdle() {
@@ -296,11 +296,24 @@ func (c *serverConn) serve() {
 				c.nc.Close()
 				return
 			}
-			if ch.tcp != nil {
+			tlsConn = &replayConn{Conn: c.nc, pending: read}
+			switch {
+			case ch.tcp != nil && ch.tlsConfig == nil:
 				c.proxyTCP(ch.tcp, c.nc, read)
 				return
+			case ch.tcp != nil:
+				// Terminated here: the bytes inside go to the cluster.
+				tc := tls.Server(tlsConn, ch.tlsConfig)
+				ctx, cancel := context.WithTimeout(context.Background(), listenerFiltersTimeout)
+				err := tc.HandshakeContext(ctx)
+				cancel()
+				if err != nil {
+					c.nc.Close()
+					return
+				}
+				c.proxyTCP(ch.tcp, tc, nil)
+				return
 			}
-			tlsConn = &replayConn{Conn: c.nc, pending: read}
 		}
 		// The TLS inspector gives up after listener_filters_timeout.
 		_ = c.nc.SetReadDeadline(time.Now().Add(listenerFiltersTimeout))

@@ -115,7 +115,7 @@ func (rl *rtListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.TLS == nil {
 			panic(http.ErrAbortHandler)
 		}
-		ch = conf.chainForSNI(r.TLS.ServerName)
+		ch = conf.httpChainForSNI(r.TLS.ServerName)
 	}
 	if ch == nil {
 		panic(http.ErrAbortHandler)

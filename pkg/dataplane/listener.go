@@ -49,8 +49,9 @@ type listenerConf struct {
 	stats       *listenerStats
 }
 
-// filterChain is either an HTTP connection manager, behind TLS
-// (tlsConfig) or not, or a tcp_proxy that forwards TLS as it came.
+// filterChain is an HTTP connection manager or a tcp_proxy, either behind
+// TLS terminated with tlsConfig or not; a tcp_proxy without tlsConfig
+// forwards TLS as it came (passthrough).
 type filterChain struct {
 	hcm       *hcmConf
 	tlsConfig *tls.Config
@@ -95,6 +96,15 @@ func (l *listenerConf) chainForSNI(sni string) *filterChain {
 		}
 	}
 	return l.sniAny
+}
+
+// httpChainForSNI is chainForSNI for HTTP: nil for a tcp_proxy chain, which
+// an HTTP connection accepted under an older config may now select.
+func (l *listenerConf) httpChainForSNI(sni string) *filterChain {
+	if ch := l.chainForSNI(sni); ch != nil && ch.hcm != nil {
+		return ch
+	}
+	return nil
 }
 
 type compileEnv struct {
@@ -153,8 +163,10 @@ func compileListener(l *listenerv3.Listener, env *compileEnv) (*listenerConf, er
 				return nil, invalid(idx("filter_chains", i), "weir-proxy serves tcp_proxy only for TLS passthrough: transport_protocol \"tls\" behind %s", tlsInspectorName)
 			}
 			tlsChains++
-			lc.passthrough = true
 		}
+		// Any tcp_proxy chain, terminating or not, is chosen by the
+		// inspector before a handshake starts.
+		lc.passthrough = lc.passthrough || isTCPProxyChain(fc)
 	}
 	switch {
 	case tlsChains == 0:
@@ -291,9 +303,6 @@ func compileChain(fc *listenerv3.FilterChain, path string, env *compileEnv) (*fi
 		return nil, err
 	}
 	if isTCPProxyChain(fc) {
-		if fc.GetTransportSocket() != nil {
-			return nil, invalid(sub(path, "transport_socket"), "weir-proxy's tcp_proxy forwards TLS as it came; it does not terminate it")
-		}
 		var tp tcpproxyv3.TcpProxy
 		if err := unpack(f.GetTypedConfig(), &tp, sub(fp, "typed_config")); err != nil {
 			return nil, err
@@ -302,7 +311,14 @@ func compileChain(fc *listenerv3.FilterChain, path string, env *compileEnv) (*fi
 		if err != nil {
 			return nil, err
 		}
-		return &filterChain{tcp: tc}, nil
+		chain := &filterChain{tcp: tc}
+		if ts := fc.GetTransportSocket(); ts != nil {
+			// TLS terminated here; the bytes inside go to the cluster.
+			if chain.tlsConfig, err = compileTLS(ts, sub(path, "transport_socket"), env); err != nil {
+				return nil, err
+			}
+		}
+		return chain, nil
 	}
 	var hcm hcmv3.HttpConnectionManager
 	if err := unpack(f.GetTypedConfig(), &hcm, sub(fp, "typed_config")); err != nil {

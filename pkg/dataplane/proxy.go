@@ -441,7 +441,7 @@ func (rl *rtListener) serve() {
 var errNoFilterChain = errors.New("no filter chain matches the server name")
 
 func (rl *rtListener) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-	ch := rl.conf.Load().chainForSNI(hello.ServerName)
+	ch := rl.conf.Load().httpChainForSNI(hello.ServerName)
 	if ch == nil || ch.tlsConfig == nil {
 		return nil, errNoFilterChain // the connection is closed, as in Envoy
 	}

@@ -170,29 +170,42 @@ func (c *serverConn) proxyTCP(tp *tcpProxyConf, down net.Conn, first []byte) {
 	defer ep.active.Add(-1)
 	c.setIdle(false)
 
-	if _, err := up.Write(first); err != nil {
-		return
+	if len(first) > 0 {
+		if _, err := up.Write(first); err != nil {
+			return
+		}
 	}
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
+	if tp.idle > 0 {
+		// Envoy's idle timer: no bytes either way for idle_timeout closes
+		// the connection, whatever either side is blocked on.
+		var idle *time.Timer
+		idle = time.AfterFunc(tp.idle, func() {
+			if rest := tp.idle - time.Since(time.Unix(0, last.Load())); rest > 0 {
+				idle.Reset(rest)
+				return
+			}
+			down.Close()
+			up.Close()
+		})
+		defer idle.Stop()
+	}
 	done := make(chan struct{}, 2)
-	go func() { copyTCP(up, down, tp.idle, &last); done <- struct{}{} }()
-	go func() { copyTCP(down, up, tp.idle, &last); done <- struct{}{} }()
+	go func() { copyTCP(up, down, &last); done <- struct{}{} }()
+	go func() { copyTCP(down, up, &last); done <- struct{}{} }()
 	<-done
 	<-done
 }
 
-// copyTCP copies src to dst. At src's end it half-closes dst, as Envoy's
-// tcp_proxy does; the other direction goes on. A read that waits idle past
-// the idle timeout, with no bytes in either direction, ends both.
-func copyTCP(dst, src net.Conn, idle time.Duration, last *atomic.Int64) {
+// copyTCP copies src to dst, recording activity in last. At src's end it
+// half-closes dst, as Envoy's tcp_proxy does; the other direction goes on.
+// Any other error (a reset, or the idle timer closing both) ends both.
+func copyTCP(dst, src net.Conn, last *atomic.Int64) {
 	bufp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bufp)
 	buf := *bufp
 	for {
-		if idle > 0 {
-			_ = src.SetReadDeadline(time.Unix(0, last.Load()).Add(idle))
-		}
 		n, rerr := src.Read(buf)
 		if n > 0 {
 			last.Store(time.Now().UnixNano())
@@ -200,12 +213,10 @@ func copyTCP(dst, src net.Conn, idle time.Duration, last *atomic.Int64) {
 				src.Close()
 				return
 			}
+			last.Store(time.Now().UnixNano())
 		}
-		var ne net.Error
 		switch {
 		case rerr == nil:
-		case errors.As(rerr, &ne) && ne.Timeout() && time.Since(time.Unix(0, last.Load())) < idle:
-			// The other direction was busy: not idle yet.
 		case errors.Is(rerr, io.EOF):
 			if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 				_ = cw.CloseWrite()
@@ -214,7 +225,6 @@ func copyTCP(dst, src net.Conn, idle time.Duration, last *atomic.Int64) {
 			}
 			return
 		default:
-			// Reset, idle timeout or closed: both directions end.
 			dst.Close()
 			src.Close()
 			return

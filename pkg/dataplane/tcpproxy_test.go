@@ -17,6 +17,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // tlsBackend is an HTTPS server with its own certificate for name: a
@@ -199,5 +200,109 @@ func TestTCPProxyRefusals(t *testing.T) {
 				t.Errorf("Apply = %v, want an error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestTLSTerminateToTCP: a tcp_proxy chain with a transport socket
+// terminates TLS with its certificate and forwards the plain bytes.
+func TestTLSTerminateToTCP(t *testing.T) {
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		c, err := echo.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = io.Copy(c, c)
+	}()
+	cert := newCert(t, "plain.example.com", "plain.example.com")
+	l := tlsListener("tls", sniChain{names: []string{"plain.example.com"}, secret: "plain"})
+	fc := l.FilterChains[0]
+	fc.FilterChainMatch.TransportProtocol = "tls"
+	fc.Filters = passthroughChain(nil, toCluster("echo")).Filters
+	p := newTestProxy(t, Options{})
+	mustApply(t, p, &Resources{
+		Listeners: []*listenerv3.Listener{l},
+		Clusters:  []*clusterv3.Cluster{edsCluster("echo", false)},
+		Endpoints: []*endpointv3.ClusterLoadAssignment{cla("echo", echo.Addr().String())},
+		Secrets:   []*tlsv3.Secret{secret("plain", cert)},
+	})
+	c, err := tls.Dial("tcp", p.ListenerAddr("tls").String(), &tls.Config{ServerName: "plain.example.com", RootCAs: certPool(cert)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.CloseWrite()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if b, err := io.ReadAll(c); string(b) != "ping" {
+		t.Errorf("read %q, %v; want the echo of the plain bytes", b, err)
+	}
+}
+
+// TestTCPProxyIdleTimeout: with no bytes moving either way for
+// idle_timeout, the proxy closes both sides, even when it is blocked
+// writing to a client that stopped reading.
+func TestTCPProxyIdleTimeout(t *testing.T) {
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	backendDone := make(chan error, 1)
+	go func() {
+		c, err := up.Accept()
+		if err != nil {
+			backendDone <- err
+			return
+		}
+		defer c.Close()
+		// Stream until the proxy gives up on the stalled client.
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				backendDone <- err
+				return
+			}
+		}
+	}()
+	cert := newCert(t, "plain.example.com", "plain.example.com")
+	l := tlsListener("tls", sniChain{names: []string{"plain.example.com"}, secret: "plain"})
+	fc := l.FilterChains[0]
+	fc.FilterChainMatch.TransportProtocol = "tls"
+	tp := toCluster("up")
+	tp.IdleTimeout = durationpb.New(200 * time.Millisecond)
+	fc.Filters = passthroughChain(nil, tp).Filters
+	p := newTestProxy(t, Options{})
+	mustApply(t, p, &Resources{
+		Listeners: []*listenerv3.Listener{l},
+		Clusters:  []*clusterv3.Cluster{edsCluster("up", false)},
+		Endpoints: []*endpointv3.ClusterLoadAssignment{cla("up", up.Addr().String())},
+		Secrets:   []*tlsv3.Secret{secret("plain", cert)},
+	})
+	c, err := tls.Dial("tcp", p.ListenerAddr("tls").String(), &tls.Config{ServerName: "plain.example.com", RootCAs: certPool(cert)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The client is done sending (the proxy half-closes upstream and stops
+	// reading from it) and reads nothing: buffers fill and the proxy's
+	// write blocks.
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-backendDone:
+		if err == nil {
+			t.Fatal("backend stopped without an error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stalled connection was not closed by the idle timeout")
 	}
 }

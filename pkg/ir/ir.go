@@ -269,6 +269,10 @@ type WeightedBackend struct {
 	Weight uint32
 	// RequestHeaders apply after the split, for this backend only.
 	RequestHeaders HeaderMutation
+	// Unresolved: the backend did not resolve, and its share of the
+	// traffic is refused (a cluster without endpoints), as Gateway API
+	// asks; BackendName then only names it in messages.
+	Unresolved bool
 }
 
 // PathModifierKind is how a PathModifier changes the path.

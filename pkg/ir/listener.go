@@ -13,6 +13,9 @@ const (
 	// ProtocolTLSPassthrough routes TLS connections by SNI without
 	// terminating them.
 	ProtocolTLSPassthrough
+	// ProtocolTLSTerminate terminates TLS with the listener's certificates
+	// and routes the bytes inside by SNI, as TCP.
+	ProtocolTLSTerminate
 )
 
 func (p ListenerProtocol) String() string {
@@ -23,6 +26,8 @@ func (p ListenerProtocol) String() string {
 		return "HTTPS"
 	case ProtocolTLSPassthrough:
 		return "TLS"
+	case ProtocolTLSTerminate:
+		return "TLS (terminate)"
 	}
 	return fmt.Sprintf("protocol(%d)", uint8(p))
 }
@@ -39,18 +44,20 @@ type Listener struct {
 	Protocol ListenerProtocol
 	// Hostname is "" for any host, an exact name, or "*.suffix".
 	Hostname string
-	// Certificates name the fragment's Certificates served on an HTTPS
-	// listener; more than one lets a client pick RSA or ECDSA.
+	// Certificates name the fragment's Certificates served on an HTTPS or
+	// ProtocolTLSTerminate listener; more than one lets a client pick RSA
+	// or ECDSA.
 	Certificates []string
 	Provenance   Provenance
 	// Field is where the front end found it, e.g. "spec.listeners[0]".
 	Field string
 }
 
-// TLSRoute sends TLS connections, by SNI, to backends without terminating
-// them.
+// TLSRoute sends TLS connections, by SNI, to backends: as they came on a
+// passthrough listener, decrypted on a terminating one.
 type TLSRoute struct {
-	// Listener names the fragment's ProtocolTLSPassthrough listener.
+	// Listener names the fragment's TLS listener (ProtocolTLSPassthrough
+	// or ProtocolTLSTerminate).
 	Listener string
 	// ServerNames are exact names or "*.suffix"; empty means any.
 	ServerNames []string

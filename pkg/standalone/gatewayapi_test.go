@@ -244,7 +244,9 @@ func TestRunServesGRPCRoute(t *testing.T) {
 
 // TestRunServesTLSPassthrough: a TLSRoute forwards TLS by SNI through
 // weir-proxy to a backend that terminates it with its own certificate,
-// which the client verifies; a server name no route has is refused.
+// which the client verifies; a server name no route has is refused. A
+// second TLS listener on the same port terminates TLS itself and forwards
+// the plain bytes (TLSRouteModeMixed).
 func TestRunServesTLSPassthrough(t *testing.T) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -270,7 +272,27 @@ func TestRunServesTLSPassthrough(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	write(t, dir, "backends.yaml", backendsYAML(ln.Addr().(*net.TCPAddr).Port, 1))
+	// A plain TCP echo for the listener that terminates TLS itself.
+	echoLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { echoLn.Close() })
+	go func() {
+		for {
+			c, err := echoLn.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	gwKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwChain, gwKeyPEM := certPEM(t, gwKey, "plain.example.com")
+	write(t, dir, "backends.yaml", backendsYAML(ln.Addr().(*net.TCPAddr).Port, echoLn.Addr().(*net.TCPAddr).Port)+secretYAML("plain-cert", gwChain, gwKeyPEM))
 	write(t, dir, "gateway.yaml", fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata: {name: weir}
@@ -282,7 +304,8 @@ metadata: {name: edge, namespace: default}
 spec:
   gatewayClassName: weir
   listeners:
-  - {name: tls, port: %d, protocol: TLS, hostname: "*.example.com", tls: {mode: Passthrough}}
+  - {name: tls, port: %[1]d, protocol: TLS, hostname: "*.example.com", tls: {mode: Passthrough}}
+  - {name: terminate, port: %[1]d, protocol: TLS, hostname: plain.example.com, tls: {mode: Terminate, certificateRefs: [{name: plain-cert}]}}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: TLSRoute
@@ -291,6 +314,14 @@ spec:
   parentRefs: [{name: edge}]
   hostnames: [secure.example.com]
   rules: [{backendRefs: [{name: v1, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: plain, namespace: default}
+spec:
+  parentRefs: [{name: edge, sectionName: terminate}]
+  hostnames: [plain.example.com]
+  rules: [{backendRefs: [{name: v2, port: 80}]}]
 `, gwPort))
 	g := startRun(t, dir, 20*time.Millisecond)
 
@@ -315,6 +346,27 @@ spec:
 	})
 	if body, err := get("other.example.com"); err == nil {
 		t.Errorf("a server name no route has was answered: %q", body)
+	}
+	// The terminating listener on the same port: the gateway's own
+	// certificate, and the plain bytes inside reach the echo.
+	gwPair, err := tls.X509KeyPair(gwChain, gwKeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwRoots := x509.NewCertPool()
+	gwRoots.AddCert(gwPair.Leaf)
+	c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", gwPort), &tls.Config{ServerName: "plain.example.com", RootCAs: gwRoots})
+	if err != nil {
+		t.Fatalf("TLS to the terminating listener: %v", err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("ping\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.CloseWrite()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if b, err := io.ReadAll(c); string(b) != "ping\n" {
+		t.Errorf("echo through the terminating listener = %q, %v", b, err)
 	}
 	if r := g.Report(); len(r.GatewayAPI) != 0 {
 		t.Errorf("not-ready lines for a valid setup: %v", r.GatewayAPI)

@@ -381,7 +381,7 @@ func missingBackends(vh *ir.VirtualHost, available nameSet) []string {
 			continue
 		}
 		for _, b := range r.Backends {
-			if !available.has(b.BackendName) {
+			if !b.Unresolved && !available.has(b.BackendName) {
 				missing = append(missing, b.BackendName)
 			}
 		}

@@ -26,8 +26,10 @@ import (
 // of a port share one route configuration of the listener's name; each
 // HTTPS listener is a filter chain matching its hostname by SNI, with a
 // route configuration of its own named "<listener>/<ir listener name>".
-// Each TLS route of a TLS passthrough listener is a filter chain matching
-// the route's server names, with a tcp_proxy to its backends.
+// Each TLS route of a TLS listener is a filter chain matching the route's
+// server names, with a tcp_proxy to its backends; on a passthrough listener
+// the chain forwards TLS as it came, on a terminating one it has the
+// listener's certificates and forwards what is inside.
 
 // ReasonListenerConflict: a listener whose port another listener has, or
 // whose hostname another listener on the port has.
@@ -156,7 +158,7 @@ func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir
 	var kept []*ir.Listener
 	for _, l := range ls {
 		switch {
-		case l.Protocol != ir.ProtocolHTTP && l.Protocol != ir.ProtocolHTTPS && l.Protocol != ir.ProtocolTLSPassthrough:
+		case l.Protocol < ir.ProtocolHTTP || l.Protocol > ir.ProtocolTLSTerminate:
 			w.addAt(l.Field, ReasonNotServed, "listener %q left out: protocol %v is not supported", l.Name, l.Protocol)
 			continue
 		case (l.Protocol != ir.ProtocolHTTP) != tls:
@@ -241,12 +243,20 @@ func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir
 			return true
 		}
 		for _, il := range kept {
-			if il.Protocol == ir.ProtocolTLSPassthrough {
+			if il.Protocol == ir.ProtocolTLSPassthrough || il.Protocol == ir.ProtocolTLSTerminate {
+				var ts *corev3.TransportSocket
+				if il.Protocol == ir.ProtocolTLSTerminate {
+					// No ALPN: the bytes inside are the backend's protocol.
+					if ts = downstreamTLS(il, secrets, nil, s, &w); ts == nil {
+						continue
+					}
+				}
 				for _, tr := range tlsRoutes[il.Name] {
 					fc, unavailable := passthroughChain(il, tr, available, s, &w)
 					if fc == nil || !claim(fc.FilterChainMatch.GetServerNames(), "TLS route "+tlsRouteName(tr), tr.Field) {
 						continue
 					}
+					fc.TransportSocket = ts
 					l.FilterChains = append(l.FilterChains, fc)
 					p.usesUnavailable = p.usesUnavailable || unavailable
 					addSources(tr.Provenance)
@@ -254,16 +264,8 @@ func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir
 				addSources(il.Provenance)
 				continue
 			}
-			var sds []*tlsv3.SdsSecretConfig
-			for _, c := range il.Certificates {
-				if !secrets[c] {
-					w.addAt(il.Field, ReasonUnsupportedCertificate, "listener %q: certificate %q is not served", il.Name, c)
-					continue
-				}
-				sds = append(sds, &tlsv3.SdsSecretConfig{Name: c, SdsConfig: s.ads})
-			}
-			if len(sds) == 0 {
-				w.addAt(il.Field, ReasonUnsupportedCertificate, "listener %q left out: no certificate to serve", il.Name)
+			ts := downstreamTLS(il, secrets, []string{"h2", "http/1.1"}, s, &w)
+			if ts == nil {
 				continue
 			}
 			var serverNames []string
@@ -275,14 +277,6 @@ func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir
 				}
 				serverNames = []string{sn}
 			}
-			ctx, err := anypb.New(&tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
-				TlsCertificateSdsSecretConfigs: sds,
-				AlpnProtocols:                  []string{"h2", "http/1.1"},
-			}})
-			if err != nil {
-				w.addAt(il.Field, ReasonNotServed, "listener %q left out: %v", il.Name, err)
-				continue
-			}
 			if !claim(serverNames, fmt.Sprintf("listener %q", il.Name), il.Field) {
 				continue
 			}
@@ -291,11 +285,8 @@ func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir
 			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 				Name:             il.Name,
 				FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: serverNames},
-				TransportSocket: &corev3.TransportSocket{
-					Name:       tlsTransportSocket,
-					ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: ctx},
-				},
-				Filters: []*listenerv3.Filter{s.ownHCM(rcName)},
+				TransportSocket:  ts,
+				Filters:          []*listenerv3.Filter{s.ownHCM(rcName)},
 			})
 			addSources(il.Provenance)
 		}
@@ -315,6 +306,32 @@ func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir
 	p.sources = append(p.sources, keyedSource{SourceKey(resourcev3.ListenerType, name), sortedRefs(sources)})
 	p.warnings = w.list
 	return p
+}
+
+// downstreamTLS is the transport socket that terminates TLS with the
+// listener's certificates, or nil (with a problem) when none is served.
+func downstreamTLS(il *ir.Listener, secrets map[string]bool, alpn []string, s *shared, w *warner) *corev3.TransportSocket {
+	var sds []*tlsv3.SdsSecretConfig
+	for _, c := range il.Certificates {
+		if !secrets[c] {
+			w.addAt(il.Field, ReasonUnsupportedCertificate, "listener %q: certificate %q is not served", il.Name, c)
+			continue
+		}
+		sds = append(sds, &tlsv3.SdsSecretConfig{Name: c, SdsConfig: s.ads})
+	}
+	if len(sds) == 0 {
+		w.addAt(il.Field, ReasonUnsupportedCertificate, "listener %q left out: no certificate to serve", il.Name)
+		return nil
+	}
+	ctx, err := anypb.New(&tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		TlsCertificateSdsSecretConfigs: sds,
+		AlpnProtocols:                  alpn,
+	}})
+	if err != nil {
+		w.addAt(il.Field, ReasonNotServed, "listener %q left out: %v", il.Name, err)
+		return nil
+	}
+	return &corev3.TransportSocket{Name: tlsTransportSocket, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: ctx}}
 }
 
 // passthroughChain is the filter chain of one TLS route: its server names,
@@ -350,10 +367,12 @@ func passthroughChain(il *ir.Listener, tr *ir.TLSRoute, available nameSet, s *sh
 		if b.Weight == 0 {
 			continue
 		}
-		name := b.BackendName
-		if !available.has(name) {
-			name, unavailable = UnavailableCluster, true
+		name := clusterOf(b)
+		if !b.Unresolved && !available.has(name) {
+			w.addAt(tr.Field, ReasonNotServed, "TLS route %s: backend %q has no cluster; its share of connections is refused", tlsRouteName(tr), b.BackendName)
+			name = UnavailableCluster
 		}
+		unavailable = unavailable || name == UnavailableCluster
 		if i := slices.IndexFunc(clusters, func(c *tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight) bool { return c.Name == name }); i >= 0 {
 			clusters[i].Weight += b.Weight
 			continue

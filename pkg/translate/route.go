@@ -356,14 +356,15 @@ func checkRegex(re string) error {
 
 func buildRouteAction(r *ir.Route, available nameSet, s *shared, w *warner, label string) (*routev3.RouteAction, bool, error) {
 	var total uint64
+	unavailable := false
 	for _, b := range r.Backends {
-		if !available.has(b.BackendName) {
+		if !b.Unresolved && !available.has(b.BackendName) {
 			return nil, false, fmt.Errorf("backend %q has no cluster", b.BackendName)
 		}
+		unavailable = unavailable || b.Unresolved && b.Weight > 0
 		total += uint64(b.Weight)
 	}
 	out := &routev3.RouteAction{Timeout: routeTimeout(r.Timeout, s, w, label)}
-	unavailable := false
 	switch {
 	case len(r.Backends) == 0:
 		w.add("route %s: neither backends nor a redirect; it answers 503", label)
@@ -373,7 +374,7 @@ func buildRouteAction(r *ir.Route, available nameSet, s *shared, w *warner, labe
 		out.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: UnavailableCluster}
 		unavailable = true
 	case len(r.Backends) == 1 && r.Backends[0].RequestHeaders.Empty():
-		out.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: r.Backends[0].BackendName}
+		out.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: clusterOf(r.Backends[0])}
 	default:
 		out.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: weightedClusters(r.Backends, total, s, w, label)}
 	}
@@ -396,6 +397,15 @@ func buildRouteAction(r *ir.Route, available nameSet, s *shared, w *warner, labe
 // weightedClusters lists every backend, weight-0 ones included. Envoy
 // rejects a total above 2^32-1, so larger weights are scaled down; the
 // largest weight stays positive.
+// clusterOf is the cluster of a backend's share: its own, or
+// UnavailableCluster when it did not resolve.
+func clusterOf(b ir.WeightedBackend) string {
+	if b.Unresolved {
+		return UnavailableCluster
+	}
+	return b.BackendName
+}
+
 func weightedClusters(backends []ir.WeightedBackend, total uint64, s *shared, w *warner, label string) *routev3.WeightedCluster {
 	out := &routev3.WeightedCluster{Clusters: make([]*routev3.WeightedCluster_ClusterWeight, 0, len(backends))}
 	for _, b := range backends {
@@ -403,7 +413,7 @@ func weightedClusters(backends []ir.WeightedBackend, total uint64, s *shared, w 
 		if total > math.MaxUint32 {
 			weight = uint32(uint64(b.Weight) * math.MaxUint32 / total)
 		}
-		cw := &routev3.WeightedCluster_ClusterWeight{Name: b.BackendName, Weight: wrapperspb.UInt32(weight)}
+		cw := &routev3.WeightedCluster_ClusterWeight{Name: clusterOf(b), Weight: wrapperspb.UInt32(weight)}
 		cw.RequestHeadersToAdd, cw.RequestHeadersToRemove = buildHeaderMutation(b.RequestHeaders, s, w, label)
 		out.Clusters = append(out.Clusters, cw)
 	}

@@ -60,6 +60,9 @@ type Options struct {
 	// ReservedPorts are the data plane's own ports (admin, readiness),
 	// which no listener may bind.
 	ReservedPorts []uint32
+	// Unwatched are route kinds whose CRDs the cluster lacks: no listener
+	// and no GatewayClass claims them.
+	Unwatched []string
 }
 
 // ContainerPort is the port the data plane binds for a listener port.
@@ -145,7 +148,7 @@ func (b *builder) classes() {
 			continue
 		}
 		b.ours[gc.Name] = gc
-		st := &gwv1.GatewayClassStatus{SupportedFeatures: supportedFeatures()}
+		st := &gwv1.GatewayClassStatus{SupportedFeatures: supportedFeatures(b.opts.Unwatched)}
 		setCondition(&st.Conditions, gc.Generation, string(gwv1.GatewayClassConditionStatusAccepted), true,
 			string(gwv1.GatewayClassReasonAccepted), "Weir serves this class")
 		if gc.Spec.ParametersRef != nil {
@@ -167,13 +170,17 @@ var SupportedFeatures = []string{
 	"HTTPRouteHostRewrite", "HTTPRouteMethodMatching", "HTTPRouteNamedRouteRule", "HTTPRouteParentRefPort",
 	"HTTPRoutePathRedirect", "HTTPRoutePathRewrite", "HTTPRoutePortRedirect", "HTTPRouteQueryParamMatching",
 	"HTTPRouteRequestTimeout", "HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect",
+	"TLSRouteModeTerminate", "TLSRouteModeMixed",
 }
 
-func supportedFeatures() []gwv1.SupportedFeature {
-	names := slices.Sorted(slices.Values(SupportedFeatures))
-	out := make([]gwv1.SupportedFeature, len(names))
-	for i, n := range names {
-		out[i] = gwv1.SupportedFeature{Name: gwv1.FeatureName(n)}
+// supportedFeatures are SupportedFeatures without those of unwatched route
+// kinds (a feature of a kind is named after it).
+func supportedFeatures(unwatched []string) []gwv1.SupportedFeature {
+	var out []gwv1.SupportedFeature
+	for _, n := range slices.Sorted(slices.Values(SupportedFeatures)) {
+		if !slices.ContainsFunc(unwatched, func(kind string) bool { return strings.HasPrefix(n, kind) }) {
+			out = append(out, gwv1.SupportedFeature{Name: gwv1.FeatureName(n)})
+		}
 	}
 	return out
 }
@@ -235,9 +242,9 @@ func (b *builder) listeners(g *gatewayState) {
 		switch spec.Protocol {
 		case gwv1.HTTPProtocolType, gwv1.HTTPSProtocolType:
 		case gwv1.TLSProtocolType:
-			if spec.TLS == nil || spec.TLS.Mode == nil || *spec.TLS.Mode != gwv1.TLSModePassthrough {
+			if spec.TLS == nil {
 				accepted, acceptedReason, protocolServed = false, string(gwv1.ListenerReasonUnsupportedValue), false
-				acceptedMsg = fmt.Sprintf("spec.listeners[%d].tls.mode: a TLS listener must be Passthrough; to terminate TLS, use protocol HTTPS", i)
+				acceptedMsg = fmt.Sprintf("spec.listeners[%d].tls is required on a TLS listener: mode Passthrough, or Terminate with certificateRefs", i)
 			}
 		default:
 			accepted, acceptedReason, protocolServed = false, string(gwv1.ListenerReasonUnsupportedProtocol), false
@@ -264,13 +271,13 @@ func (b *builder) listeners(g *gatewayState) {
 			conflictMsg = fmt.Sprintf("spec.listeners[%d]: another listener on port %d has hostname %q", i, spec.Port, host)
 		}
 
-		ls.kinds, resolved, resolvedReason, resolvedMsg = routeKinds(spec, i, resolved, resolvedReason, resolvedMsg)
+		ls.kinds, resolved, resolvedReason, resolvedMsg = routeKinds(spec, i, b.opts.Unwatched, resolved, resolvedReason, resolvedMsg)
 		if !protocolServed {
 			// Nothing can attach to a listener Weir cannot serve at all.
 			ls.kinds = nil
 		}
 		certsOK := true
-		if accepted && spec.Protocol == gwv1.HTTPSProtocolType {
+		if accepted && (spec.Protocol == gwv1.HTTPSProtocolType || spec.Protocol == gwv1.TLSProtocolType && !passthrough(spec)) {
 			var reason, msg string
 			if certsOK, reason, msg = b.listenerCertificates(g, ls); !certsOK {
 				resolved, resolvedReason, resolvedMsg = false, reason, msg
@@ -307,10 +314,19 @@ func (b *builder) listeners(g *gatewayState) {
 		case gwv1.HTTPSProtocolType:
 			l.Protocol = ir.ProtocolHTTPS
 		case gwv1.TLSProtocolType:
-			l.Protocol = ir.ProtocolTLSPassthrough
+			l.Protocol = ir.ProtocolTLSTerminate
+			if passthrough(spec) {
+				l.Protocol = ir.ProtocolTLSPassthrough
+			}
 		}
 		g.frag.Listeners = append(g.frag.Listeners, l)
 	}
+}
+
+// passthrough reports whether a listener forwards TLS without terminating
+// it; tls.mode defaults to Terminate.
+func passthrough(spec *gwv1.Listener) bool {
+	return spec.TLS != nil && spec.TLS.Mode != nil && *spec.TLS.Mode == gwv1.TLSModePassthrough
 }
 
 // listenerKey is a listener's port and hostname, which must be unique.
@@ -324,12 +340,12 @@ func listenerKey(spec *gwv1.Listener) string {
 
 // routeKinds returns the route kinds a listener allows that Weir serves,
 // and a ResolvedRefs failure for any it does not.
-func routeKinds(spec *gwv1.Listener, i int, resolved bool, reason, msg string) ([]gwv1.RouteGroupKind, bool, string, string) {
-	supported := map[gwv1.ProtocolType][]gwv1.Kind{
+func routeKinds(spec *gwv1.Listener, i int, unwatched []string, resolved bool, reason, msg string) ([]gwv1.RouteGroupKind, bool, string, string) {
+	supported := slices.DeleteFunc(slices.Clone(map[gwv1.ProtocolType][]gwv1.Kind{
 		gwv1.HTTPProtocolType:  {RouteKind, GRPCRouteKind},
 		gwv1.HTTPSProtocolType: {RouteKind, GRPCRouteKind},
 		gwv1.TLSProtocolType:   {TLSRouteKind},
-	}[spec.Protocol]
+	}[spec.Protocol]), func(k gwv1.Kind) bool { return slices.Contains(unwatched, string(k)) })
 	group := gwv1.Group(gwv1.GroupName)
 	if spec.AllowedRoutes == nil || len(spec.AllowedRoutes.Kinds) == 0 {
 		var out []gwv1.RouteGroupKind
@@ -358,10 +374,10 @@ func routeKinds(spec *gwv1.Listener, i int, resolved bool, reason, msg string) (
 func (b *builder) listenerCertificates(g *gatewayState, ls *listenerState) (bool, string, string) {
 	spec, i := ls.spec, ls.index
 	if spec.TLS == nil || len(spec.TLS.CertificateRefs) == 0 {
-		return false, string(gwv1.ListenerReasonInvalidCertificateRef), fmt.Sprintf("spec.listeners[%d].tls.certificateRefs: an HTTPS listener needs a certificate", i)
+		return false, string(gwv1.ListenerReasonInvalidCertificateRef), fmt.Sprintf("spec.listeners[%d].tls.certificateRefs: a listener that terminates TLS needs a certificate", i)
 	}
-	if spec.TLS.Mode != nil && *spec.TLS.Mode != gwv1.TLSModeTerminate {
-		return false, string(gwv1.ListenerReasonInvalidCertificateRef), fmt.Sprintf("spec.listeners[%d].tls.mode: an HTTPS listener terminates TLS", i)
+	if passthrough(spec) {
+		return false, string(gwv1.ListenerReasonInvalidCertificateRef), fmt.Sprintf("spec.listeners[%d].tls.mode: an HTTPS listener terminates TLS; for passthrough use protocol TLS", i)
 	}
 	ok, reason, msg := true, "", ""
 	fail := func(r, format string, args ...any) {

@@ -211,6 +211,12 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 			popts = Options{PrivilegedPortOffset: p.PrivilegedPortOffset}
 		}
 	}
+	if !c.opts.GRPCRoutes {
+		popts.Unwatched = append(popts.Unwatched, GRPCRouteKind)
+	}
+	if !c.opts.TLSRoutes {
+		popts.Unwatched = append(popts.Unwatched, TLSRouteKind)
+	}
 	res := Build(objs, Listers{
 		Services:       corelisters.NewServiceLister(c.opts.ServiceInformer.GetIndexer()),
 		EndpointSlices: kingress.IndexedSlices(c.opts.SliceInformer.GetIndexer()),

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,7 +172,29 @@ func TestControllerServesProvisionsAndReports(t *testing.T) {
 	if c := meta.FindStatusCondition(rpc.Status.Parents[0].Conditions, "Accepted"); c == nil || c.Status != metav1.ConditionFalse || c.Reason != "HostnameConflict" || c.LastTransitionTime.IsZero() {
 		t.Errorf("GRPCRoute Accepted = %+v, want False/HostnameConflict with a transition time", c)
 	}
+	// The fake cluster "has" GRPCRoutes but no TLSRoute CRD (TLSRoutes
+	// false): the class and the listener claim only what is watched.
+	gc, err := gw.GatewayV1().GatewayClasses().Get(ctx, "weir", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var features []string
+	for _, f := range gc.Status.SupportedFeatures {
+		features = append(features, string(f.Name))
+	}
+	if !slices.Contains(features, "GRPCRoute") || slices.ContainsFunc(features, func(f string) bool { return strings.HasPrefix(f, "TLSRoute") }) {
+		t.Errorf("GatewayClass features = %v, want GRPCRoute and no TLSRoute feature", features)
+	}
 	g, _ := gw.GatewayV1().Gateways("default").Get(ctx, "edge", metav1.GetOptions{})
+	if len(g.Status.Listeners) == 1 {
+		var kinds []string
+		for _, k := range g.Status.Listeners[0].SupportedKinds {
+			kinds = append(kinds, string(k.Kind))
+		}
+		if strings.Join(kinds, ",") != "HTTPRoute,GRPCRoute" {
+			t.Errorf("listener supportedKinds = %v", kinds)
+		}
+	}
 	if len(g.Status.Listeners) != 1 || g.Status.Listeners[0].AttachedRoutes != 1 {
 		t.Errorf("listener status = %+v", g.Status.Listeners)
 	}

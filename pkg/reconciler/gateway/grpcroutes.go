@@ -32,18 +32,21 @@ func (b *builder) buildGRPCRoute(r *gwv1.GRPCRoute) *builtRoute {
 		for bi := range rule.BackendRefs {
 			br := &rule.BackendRefs[bi]
 			bfield := fmt.Sprintf("%s.backendRefs[%d]", field, bi)
+			weight := uint32(1)
+			if br.Weight != nil {
+				weight = uint32(max(*br.Weight, 0)) //nolint:gosec // clamped
+			}
 			be, reason, msg := b.resolveBackend(GRPCRouteKind, r.Namespace, br.BackendRef, bfield)
 			if be == nil {
 				invalid = true
 				if out.resolved {
 					out.resolved, out.reason, out.msg = false, reason, msg
 				}
+				// Its share answers UNAVAILABLE, as the spec asks.
+				base.Backends = append(base.Backends, ir.WeightedBackend{BackendName: bfield, Weight: weight, Unresolved: true})
 				continue
 			}
-			wb := ir.WeightedBackend{BackendName: be.Name, Weight: 1}
-			if br.Weight != nil {
-				wb.Weight = uint32(max(*br.Weight, 0)) //nolint:gosec // clamped
-			}
+			wb := ir.WeightedBackend{BackendName: be.Name, Weight: weight}
 			var scratch ir.Route
 			if msg := applyGRPCFilters(&scratch, br.Filters, bfield); msg != "" {
 				out.unsupported = msg
@@ -60,7 +63,7 @@ func (b *builder) buildGRPCRoute(r *gwv1.GRPCRoute) *builtRoute {
 				out.backends = append(out.backends, be)
 			}
 		}
-		if len(base.Backends) == 0 || invalid && totalWeight(base.Backends) == 0 {
+		if len(base.Backends) == 0 || invalid && resolvedWeight(base.Backends) == 0 {
 			// The spec: UNAVAILABLE. A 503 is a gRPC local reply with
 			// grpc-status 14, in Envoy as in weir-proxy.
 			base.Backends = nil
@@ -83,6 +86,17 @@ func (b *builder) buildGRPCRoute(r *gwv1.GRPCRoute) *builtRoute {
 		}
 	}
 	return out
+}
+
+// resolvedWeight is the weight of the backends that resolved.
+func resolvedWeight(bs []ir.WeightedBackend) uint64 {
+	var t uint64
+	for _, b := range bs {
+		if !b.Unresolved {
+			t += uint64(b.Weight)
+		}
+	}
+	return t
 }
 
 // convertGRPCMatch maps a GRPCRoute match onto the request path, as Envoy
@@ -117,7 +131,9 @@ func convertGRPCMatch(m *gwv1.GRPCRouteMatch) (ir.Match, ir.GRPCMethod, error) {
 		case exact && method.Method == "":
 			out.Path = ir.PathMatch{Kind: ir.PathPrefix, Value: "/" + method.Service + "/"}
 		default:
-			out.Path = ir.PathMatch{Kind: ir.PathRegex, Value: "/" + part(method.Service) + "/" + part(method.Method)}
+			// Grouped: Envoy matches the whole path, and "a|b" must not
+			// split it.
+			out.Path = ir.PathMatch{Kind: ir.PathRegex, Value: "/(?:" + part(method.Service) + ")/(?:" + part(method.Method) + ")"}
 			if err := checkRegex(out.Path.Value); err != nil {
 				return out, method, fmt.Errorf("method: %w", err)
 			}

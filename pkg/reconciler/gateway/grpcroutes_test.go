@@ -75,8 +75,8 @@ spec:
 		{"rule/3", ir.PathExact, "/pkg.Echo/Echo", 0},
 		{"rule/2", ir.PathPrefix, "/pkg.Echo/", 0},
 		// A regex counts its own characters: pkg\..* is shorter than pkg.Echo.
-		{"rule/4", ir.PathRegex, `/pkg\..*/Echo.*`, 0},
-		{"rule/1", ir.PathRegex, "/[^/]+/Echo", 0},
+		{"rule/4", ir.PathRegex, `/(?:pkg\..*)/(?:Echo.*)`, 0},
+		{"rule/1", ir.PathRegex, "/(?:[^/]+)/(?:Echo)", 0},
 		// Only the first match of a header name counts, as the spec says.
 		{"rule/0", ir.PathPrefix, "/", 1},
 	}
@@ -195,6 +195,14 @@ spec:
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
+metadata: {name: half, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [half.example.com]
+  rules: [{backendRefs: [{name: svc, port: 80, weight: 3}, {name: missing, port: 80, weight: 1}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
 metadata: {name: mirror, namespace: default}
 spec:
   parentRefs: [{name: gw}]
@@ -209,6 +217,12 @@ spec:
 	routes := vhostRoutes(t, res, "grpc.example.com")
 	if len(routes) != 1 || routes[0].DirectResponse == nil || routes[0].DirectResponse.StatusCode != 503 {
 		t.Errorf("routes = %+v, want one 503 direct response", routes)
+	}
+	// Part of a split unresolved: its share is refused, not given to the
+	// others.
+	half := vhostRoutes(t, res, "half.example.com")
+	if len(half) != 1 || len(half[0].Backends) != 2 || half[0].Backends[0].Unresolved || !half[0].Backends[1].Unresolved || half[0].Backends[1].Weight != 1 {
+		t.Errorf("half = %+v, want default/svc:80/grpc weight 3 and an unresolved share of 1", half[0].Backends)
 	}
 	if c := grpcRouteCondition(t, res, "mirror", "Accepted"); c != "False/UnsupportedValue" {
 		t.Errorf("mirror Accepted = %s", c)

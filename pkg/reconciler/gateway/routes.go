@@ -155,7 +155,7 @@ func (b *builder) attach(g *gatewayState, r *routeSource, ref gwv1.ParentReferen
 		routeHosts = append(routeHosts, string(h))
 	}
 	found, notAllowed, noHost, attached := false, false, false, false
-	var conflict *routeSource
+	var conflict, tlsTaken *routeSource
 	for _, ls := range g.listeners {
 		if ref.SectionName != nil && ls.spec.Name != *ref.SectionName {
 			continue
@@ -185,6 +185,14 @@ func (b *builder) attach(g *gatewayState, r *routeSource, ref gwv1.ParentReferen
 			conflict = other
 			continue
 		}
+		if built.tls != nil {
+			// A ClientHello goes to one route: an older TLSRoute keeps
+			// its hostnames.
+			if owner := tlsHostsTaken(g, ls, hosts); owner != nil {
+				tlsTaken = owner
+				continue
+			}
+		}
 		attached = true
 		g.attachments[name] = append(g.attachments[name], attachment{src: r, hosts: hosts, rules: built.rules, tls: built.tls})
 	}
@@ -200,6 +208,8 @@ func (b *builder) attach(g *gatewayState, r *routeSource, ref gwv1.ParentReferen
 		return false, string(gwv1.RouteReasonNoMatchingParent), fmt.Sprintf("%s: Gateway %s/%s has no listener with that sectionName and port", field, g.gw.Namespace, g.gw.Name)
 	case notAllowed:
 		return false, string(gwv1.RouteReasonNotAllowedByListeners), fmt.Sprintf("%s: the listeners' allowedRoutes do not allow this route", field)
+	case tlsTaken != nil:
+		return false, reasonHostnameConflict, fmt.Sprintf("%s: every hostname of this route is already served on the listener's port by the older %s", field, tlsTaken)
 	case conflict != nil:
 		return false, reasonHostnameConflict, fmt.Sprintf("%s: the older %s serves the same hostnames on this listener; an HTTPRoute and a GRPCRoute may not share a hostname", field, conflict)
 	case noHost:
@@ -694,16 +704,17 @@ func redirectPorts(routes []*ir.Route, ls *listenerState) []*ir.Route {
 }
 
 // bestListener is the listener that takes requests for host: on an HTTPS
-// listener, that listener (SNI chose it); on an HTTP port, the valid
-// listener of the port with the most specific hostname that matches, so
-// a host is served by that listener's routes or not at all.
+// listener, that listener (SNI chose it); on an HTTP or TLS port, the
+// valid listener of the port and protocol with the most specific hostname
+// that matches, so a host is served by that listener's routes or not at
+// all.
 func bestListener(g *gatewayState, from *listenerState, host string) *listenerState {
-	if from.spec.Protocol != gwv1.HTTPProtocolType {
+	if from.spec.Protocol == gwv1.HTTPSProtocolType {
 		return from
 	}
 	best := from
 	for _, ls := range g.listeners {
-		if !ls.valid || ls.spec.Protocol != gwv1.HTTPProtocolType || ls.spec.Port != from.spec.Port {
+		if !ls.valid || ls.spec.Protocol != from.spec.Protocol || ls.spec.Port != from.spec.Port {
 			continue
 		}
 		h := strings.ToLower(hostOf(ls))

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"slices"
 
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -29,9 +30,7 @@ func (b *builder) buildTLSRoute(r *gwv1.TLSRoute) *builtRoute {
 				if out.resolved {
 					out.resolved, out.reason, out.msg = false, reason, msg
 				}
-				// A name no backend has: translate sends its share to a
-				// cluster without endpoints.
-				tr.Backends = append(tr.Backends, ir.WeightedBackend{BackendName: "unresolved/" + field, Weight: weight})
+				tr.Backends = append(tr.Backends, ir.WeightedBackend{BackendName: field, Weight: weight, Unresolved: true})
 				continue
 			}
 			tr.Backends = append(tr.Backends, ir.WeightedBackend{BackendName: be.Name, Weight: weight})
@@ -45,24 +44,49 @@ func (b *builder) buildTLSRoute(r *gwv1.TLSRoute) *builtRoute {
 	return out
 }
 
+// tlsHostsTaken returns an older TLSRoute that already serves every one of
+// hosts on ls's port, or nil when some host is free.
+func tlsHostsTaken(g *gatewayState, ls *listenerState, hosts []string) *routeSource {
+	var owner *routeSource
+	for _, h := range hosts {
+		o := tlsHostOwner(g, ls, h)
+		if o == nil {
+			return nil
+		}
+		owner = o
+	}
+	return owner
+}
+
+// tlsHostOwner is the TLSRoute that serves host on ls's port: the oldest
+// one attached to the port's most specific listener for host.
+func tlsHostOwner(g *gatewayState, ls *listenerState, host string) *routeSource {
+	best := bestListener(g, ls, host)
+	for _, a := range g.attachments[string(best.spec.Name)] {
+		if a.tls != nil && slices.Contains(a.hosts, host) {
+			return a.src
+		}
+	}
+	return nil
+}
+
 // tlsRoutes gives each TLS listener of g the TLSRoutes attached to it, one
-// ir.TLSRoute each with the hostnames it serves there. A hostname two
-// routes ask for goes to the older (attachments are in age order), since
-// a ClientHello can only be forwarded to one.
+// ir.TLSRoute each with the hostnames it serves there. A hostname belongs
+// to the most specific listener of its port that takes it (listener
+// isolation, as for HTTP), and there to the oldest route, since a
+// ClientHello can go to one chain only.
 func (b *builder) tlsRoutes(g *gatewayState) {
 	for _, ls := range g.listeners {
 		if !ls.valid || ls.spec.Protocol != gwv1.TLSProtocolType {
 			continue
 		}
-		taken := map[string]bool{}
 		for _, a := range g.attachments[string(ls.spec.Name)] {
 			if a.tls == nil {
 				continue
 			}
 			var names []string
 			for _, h := range a.hosts {
-				if !taken[h] {
-					taken[h] = true
+				if tlsHostOwner(g, ls, h) == a.src && bestListener(g, ls, h) == ls {
 					names = append(names, h)
 				}
 			}
