@@ -100,7 +100,11 @@ func (e *fragmentEntry) rebuildListeners(f *ir.Fragment, vhosts []*vhostPart, ce
 		switch {
 		case tr == nil:
 		case !known[tr.Listener]:
-			w.addAt(tr.Field, ReasonNotServed, "TLS route %s left out: listener %q is not served", tlsRouteName(tr), tr.Listener)
+			rw := routeWarner(w, tr.Provenance)
+			rw.addAt(tr.Field, ReasonNotServed, "TLS route %s left out: listener %q is not served", tlsRouteName(tr), tr.Listener)
+			if rw != w {
+				w.list = append(w.list, rw.list...)
+			}
 		default:
 			tlsRoutes[tr.Listener] = append(tlsRoutes[tr.Listener], tr)
 		}
@@ -226,7 +230,7 @@ func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir
 		l.ListenerFilters = []*listenerv3.ListenerFilter{s.tlsInspector}
 		// Envoy refuses two filter chains with one server name.
 		chainOf := map[string]string{}
-		claim := func(names []string, chain, field string) bool {
+		claim := func(names []string, chain, field string, w *warner) bool {
 			key := names
 			if len(key) == 0 {
 				key = []string{""}
@@ -252,8 +256,15 @@ func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir
 					}
 				}
 				for _, tr := range tlsRoutes[il.Name] {
-					fc, unavailable := passthroughChain(il, tr, available, s, &w)
-					if fc == nil || !claim(fc.FilterChainMatch.GetServerNames(), "TLS route "+tlsRouteName(tr), tr.Field) {
+					rw := routeWarner(&w, tr.Provenance)
+					fc, unavailable := passthroughChain(il, tr, available, s, rw)
+					if fc != nil && !claim(fc.FilterChainMatch.GetServerNames(), "TLS route "+tlsRouteName(tr), tr.Field, rw) {
+						fc = nil
+					}
+					if rw != &w {
+						w.list = append(w.list, rw.list...)
+					}
+					if fc == nil {
 						continue
 					}
 					fc.TransportSocket = ts
@@ -277,7 +288,7 @@ func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir
 				}
 				serverNames = []string{sn}
 			}
-			if !claim(serverNames, fmt.Sprintf("listener %q", il.Name), il.Field) {
+			if !claim(serverNames, fmt.Sprintf("listener %q", il.Name), il.Field, &w) {
 				continue
 			}
 			rcName := name + "/" + il.Name

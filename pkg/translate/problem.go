@@ -91,3 +91,13 @@ func problemStrings(ps []Problem) []string {
 	}
 	return out
 }
+
+// routeWarner is where the problems of a route go: to the route's own
+// source object when another object than w's contributed it (an HTTPRoute
+// on a Gateway's virtual host), so that object's status says so; else to w.
+func routeWarner(w *warner, prov ir.Provenance) *warner {
+	if len(prov) == 0 || prov[0] == w.source {
+		return w
+	}
+	return &warner{source: prov[0], vhost: w.vhost}
+}

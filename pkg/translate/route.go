@@ -46,9 +46,15 @@ func buildVirtualHost(vh *ir.VirtualHost, available nameSet, s *shared, w *warne
 			w.add("route %s: nil route ignored", label)
 			continue
 		}
-		route, unavailable, err := buildRoute(r, available, s, w, label)
+		rw := routeWarner(w, r.Provenance)
+		route, unavailable, err := buildRoute(r, available, s, rw, label)
 		if err != nil {
-			w.add("route %s left out: %v", label, err)
+			rw.add("route %s left out: %v", label, err)
+		}
+		if rw != w {
+			w.list = append(w.list, rw.list...)
+		}
+		if err != nil {
 			continue
 		}
 		out.Routes = append(out.Routes, route)

@@ -233,6 +233,7 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
+		problems = res.AttachProblems(f.Source, problems)
 		st := res.Gateways[types.NamespacedName{Namespace: f.Source.Namespace, Name: f.Source.Name}]
 		if len(problems) > 0 && st != nil {
 			// Never claim more than is served: translate left something out.

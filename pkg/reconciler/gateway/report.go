@@ -7,6 +7,10 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/translate"
 )
 
 // NotReady lists, one line each, every condition that says an object or
@@ -58,4 +62,69 @@ func sortedNames[V any](m map[types.NamespacedName]V) []types.NamespacedName {
 	}
 	slices.SortFunc(out, func(a, b types.NamespacedName) int { return strings.Compare(a.String(), b.String()) })
 	return out
+}
+
+// AttachProblems puts what translate left out of a route on the route: the
+// route's parent status for gateway says Accepted=False (UnsupportedValue)
+// with the first problem, since part of it is not served. It returns the
+// problems that are the Gateway's own.
+func (r *Result) AttachProblems(gateway ir.ObjectRef, problems []translate.Problem) []translate.Problem {
+	var own []translate.Problem
+	byRoute := map[ir.ObjectRef][]translate.Problem{}
+	var order []ir.ObjectRef
+	for _, p := range problems {
+		if p.Source == gateway || r.routeStatus(p.Source) == nil {
+			own = append(own, p)
+			continue
+		}
+		if byRoute[p.Source] == nil {
+			order = append(order, p.Source)
+		}
+		byRoute[p.Source] = append(byRoute[p.Source], p)
+	}
+	for _, ref := range order {
+		ps := byRoute[ref]
+		msg := ps[0].Message
+		if len(ps) > 1 {
+			msg = fmt.Sprintf("%s (and %d more)", msg, len(ps)-1)
+		}
+		st := r.routeStatus(ref)
+		for i := range st.Parents {
+			pr := st.Parents[i].ParentRef
+			ns := ref.Namespace
+			if pr.Namespace != nil {
+				ns = string(*pr.Namespace)
+			}
+			if string(pr.Name) != gateway.Name || ns != gateway.Namespace {
+				continue
+			}
+			var gen int64
+			for _, c := range st.Parents[i].Conditions {
+				gen = c.ObservedGeneration
+			}
+			setCondition(&st.Parents[i].Conditions, gen, string(gwv1.RouteConditionAccepted), false, string(gwv1.RouteReasonUnsupportedValue),
+				"not all of the route is served: "+msg)
+		}
+	}
+	return own
+}
+
+// routeStatus is the RouteStatus of the route ref names, or nil.
+func (r *Result) routeStatus(ref ir.ObjectRef) *gwv1.RouteStatus {
+	nn := types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}
+	switch ref.Kind {
+	case RouteKind:
+		if st := r.HTTPRoutes[nn]; st != nil {
+			return &st.RouteStatus
+		}
+	case GRPCRouteKind:
+		if st := r.GRPCRoutes[nn]; st != nil {
+			return &st.RouteStatus
+		}
+	case TLSRouteKind:
+		if st := r.TLSRoutes[nn]; st != nil {
+			return &st.RouteStatus
+		}
+	}
+	return nil
 }
