@@ -259,7 +259,7 @@ func (s *stream) routeRequest() {
 	c := tgt.cluster
 	s.cluster = c
 	if c.missing {
-		s.localReply(http.StatusServiceUnavailable, "", "NC")
+		s.localReply(fw.notFoundCode, "", "NC")
 		return
 	}
 	if len(c.endpoints) == 0 {

@@ -156,6 +156,9 @@ type forward struct {
 	hostRewrite string
 	rewrite     *pathRewrite
 	upgrades    map[string]bool // route-level upgrade_configs, nil when unset
+	// notFoundCode answers a cluster that is not configured
+	// (cluster_not_found_response_code; 503 by default).
+	notFoundCode int
 }
 
 // target is one (weighted) cluster of a route with the header mutations that
@@ -1055,10 +1058,16 @@ func compileRedirect(rd *routev3.RedirectAction, path string, cr *route) (*redir
 }
 
 func compileForward(ra *routev3.RouteAction, path string, clusters map[string]*cluster, validateClusters, mostSpecific bool, routeOps []headerOp) (*forward, error) {
-	if err := onlyFields(ra, path, "cluster", "weighted_clusters", "timeout", "retry_policy", "host_rewrite_literal", "upgrade_configs", "prefix_rewrite", "regex_rewrite"); err != nil {
+	if err := onlyFields(ra, path, "cluster", "weighted_clusters", "timeout", "retry_policy", "host_rewrite_literal", "upgrade_configs", "prefix_rewrite", "regex_rewrite", "cluster_not_found_response_code"); err != nil {
 		return nil, err
 	}
-	fw := &forward{timeout: envoyDefaultRouteTimeout, hostRewrite: ra.GetHostRewriteLiteral()}
+	fw := &forward{timeout: envoyDefaultRouteTimeout, hostRewrite: ra.GetHostRewriteLiteral(), notFoundCode: http.StatusServiceUnavailable}
+	switch ra.GetClusterNotFoundResponseCode() {
+	case routev3.RouteAction_NOT_FOUND:
+		fw.notFoundCode = http.StatusNotFound
+	case routev3.RouteAction_INTERNAL_SERVER_ERROR:
+		fw.notFoundCode = http.StatusInternalServerError
+	}
 	if d, ok := duration(ra.GetTimeout()); ok {
 		fw.timeout = d
 	}

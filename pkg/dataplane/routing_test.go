@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -264,5 +265,38 @@ func TestRegexOverProgramSizeRejected(t *testing.T) {
 		Action: &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{HostRedirect: "x"}}}))
 	if _, err := compileRoutes(huge, nil, nil, newVhostCache(nil)); err == nil || !strings.Contains(err.Error(), "max program size") {
 		t.Fatalf("a regex of RE2 size 47,725 was accepted: %v", err)
+	}
+}
+
+// TestClusterNotFoundResponseCode: without validate_clusters, a route to a
+// cluster that is not configured answers its cluster_not_found_response_code
+// (503 by default), as Envoy does; with it, the config is refused.
+func TestClusterNotFoundResponseCode(t *testing.T) {
+	echo := startBackend(t, "echo")
+	rc := routeConfig("http", virtualHost("all", []string{"*"},
+		routeTo(pathMatch("/default"), "not-configured"),
+		routeTo(pathMatch("/500"), "not-configured"),
+		routeTo(prefixMatch("/"), "echo"),
+	))
+	rc.ValidateClusters = wrapperspb.Bool(false)
+	action(rc.VirtualHosts[0].Routes[1]).ClusterNotFoundResponseCode = routev3.RouteAction_INTERNAL_SERVER_ERROR
+	res := &Resources{Listeners: []*listenerv3.Listener{plainListener("http")}, Routes: []*routev3.RouteConfiguration{rc}}
+	addBackends(res, false, echo)
+	p := newTestProxy(t, Options{})
+	mustApply(t, p, res)
+	base := proxyURL(t, p, "http")
+	for path, want := range map[string]int{"/default": 503, "/500": 500, "/x": 200} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s = %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	rc.ValidateClusters = wrapperspb.Bool(true)
+	if err := newTestProxy(t, Options{}).Apply(res); err == nil || !strings.Contains(err.Error(), "not-configured") {
+		t.Errorf("with validate_clusters: Apply = %v, want the unknown cluster refused", err)
 	}
 }

@@ -180,6 +180,12 @@ type Route struct {
 	Timeout *time.Duration
 	// Retry is nil for no retries.
 	Retry *RetryPolicy
+	// UnresolvedStatus answers the share of Unresolved backends: 0 is 503
+	// (a cluster without endpoints); 500 or 404 is Envoy's
+	// cluster_not_found_response_code. Only a fragment's own listeners
+	// (VirtualHost.Listener set) honour 500 and 404, since their route
+	// configurations do not validate clusters; elsewhere it is 503.
+	UnresolvedStatus int
 	// WebsocketUpgrade allows "Upgrade: websocket" on this route.
 	WebsocketUpgrade bool
 

@@ -372,3 +372,47 @@ spec:
 		t.Errorf("not-ready lines for a valid setup: %v", r.GatewayAPI)
 	}
 }
+
+// TestRunRefusesTheShareOfAnInvalidBackend: an HTTPRoute that splits
+// between a Service and one that does not exist answers 500 for the
+// missing one's share, as the spec asks, and serves the rest.
+func TestRunRefusesTheShareOfAnInvalidBackend(t *testing.T) {
+	dir := t.TempDir()
+	gwPort, err := freePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, dir, "backends.yaml", backendsYAML(pathBackend(t, "v1"), pathBackend(t, "v2")))
+	write(t, dir, "gateway.yaml", gatewayYAML(gwPort, "Same"))
+	write(t, dir, "route.yaml", `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: half, namespace: default}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [half.example.com]
+  rules:
+  - backendRefs:
+    - {name: v1, port: 80, weight: 1}
+    - {name: missing, port: 80, weight: 1}
+`)
+	g := startRun(t, dir, 20*time.Millisecond)
+	eventually(t, "the route to be served", func() bool {
+		code, _, _ := getPath(gwPort, "half.example.com", "/")
+		return code == 200 || code == 500
+	})
+	codes := map[int]int{}
+	for range 200 {
+		code, body, _ := getPath(gwPort, "half.example.com", "/")
+		codes[code]++
+		if code == 200 && body != "v1 /" {
+			t.Fatalf("200 from %q", body)
+		}
+	}
+	// Each of 200 requests is a coin toss: both answers come up.
+	if codes[200] == 0 || codes[500] == 0 || codes[200]+codes[500] != 200 {
+		t.Errorf("answers = %v, want both 200 (v1) and 500 (the missing Service's share)", codes)
+	}
+	if !strings.Contains(strings.Join(g.Report().GatewayAPI, "\n"), "HTTPRoute default/half parent edge: ResolvedRefs=False BackendNotFound") {
+		t.Errorf("report: %v", g.Report().GatewayAPI)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weir-dev/weir/pkg/ir"
 )
@@ -213,6 +214,11 @@ func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir
 			}
 		}
 		rc := newRouteConfiguration(rcName, out)
+		if slices.ContainsFunc(out, routesToInvalidBackend) {
+			// Envoy answers cluster_not_found_response_code only for a
+			// cluster it does not know, which validation would refuse.
+			rc.ValidateClusters = wrapperspb.Bool(false)
+		}
 		p.routes = append(p.routes, rc)
 		p.sources = append(p.sources, keyedSource{SourceKey(resourcev3.RouteType, rcName), sortedRefs(rcSources)})
 		return rc
@@ -378,7 +384,7 @@ func passthroughChain(il *ir.Listener, tr *ir.TLSRoute, available nameSet, s *sh
 		if b.Weight == 0 {
 			continue
 		}
-		name := clusterOf(b)
+		name := unresolvedCluster(b)
 		if !b.Unresolved && !available.has(name) {
 			w.addAt(tr.Field, ReasonNotServed, "TLS route %s: backend %q has no cluster; its share of connections is refused", tlsRouteName(tr), b.BackendName)
 			name = UnavailableCluster
@@ -404,6 +410,23 @@ func passthroughChain(il *ir.Listener, tr *ir.TLSRoute, available nameSet, s *sh
 		FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: names, TransportProtocol: "tls"},
 		Filters:          []*listenerv3.Filter{{Name: tcpProxyFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(tp)}}},
 	}, unavailable
+}
+
+// routesToInvalidBackend reports whether a route of vh sends a share to
+// InvalidBackendCluster.
+func routesToInvalidBackend(vh *routev3.VirtualHost) bool {
+	for _, r := range vh.GetRoutes() {
+		a := r.GetRoute()
+		if a.GetCluster() == InvalidBackendCluster {
+			return true
+		}
+		for _, c := range a.GetWeightedClusters().GetClusters() {
+			if c.GetName() == InvalidBackendCluster {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // tlsRouteName names a TLS route by its source object.

@@ -47,7 +47,7 @@ func buildVirtualHost(vh *ir.VirtualHost, available nameSet, s *shared, w *warne
 			continue
 		}
 		rw := routeWarner(w, r.Provenance)
-		route, unavailable, err := buildRoute(r, available, s, rw, label)
+		route, unavailable, err := buildRoute(r, available, vh.Listener != "", s, rw, label)
 		if err != nil {
 			rw.add("route %s left out: %v", label, err)
 		}
@@ -102,7 +102,7 @@ func vhostDomains(in []string, w *warner) []string {
 
 // buildRoute translates r and validates the result, so that one bad route
 // cannot make Envoy reject the whole route configuration.
-func buildRoute(r *ir.Route, available nameSet, s *shared, w *warner, label string) (*routev3.Route, bool, error) {
+func buildRoute(r *ir.Route, available nameSet, ownListener bool, s *shared, w *warner, label string) (*routev3.Route, bool, error) {
 	if err := checkUTF8(r); err != nil {
 		return nil, false, err
 	}
@@ -133,7 +133,7 @@ func buildRoute(r *ir.Route, available nameSet, s *shared, w *warner, label stri
 		out.Action = &routev3.Route_DirectResponse{DirectResponse: dr}
 	default:
 		var action *routev3.RouteAction
-		action, unavailable, err = buildRouteAction(r, available, s, w, label)
+		action, unavailable, err = buildRouteAction(r, available, ownListener, s, w, label)
 		if err != nil {
 			return nil, false, err
 		}
@@ -360,17 +360,33 @@ func checkRegex(re string) error {
 	return nil
 }
 
-func buildRouteAction(r *ir.Route, available nameSet, s *shared, w *warner, label string) (*routev3.RouteAction, bool, error) {
+func buildRouteAction(r *ir.Route, available nameSet, ownListener bool, s *shared, w *warner, label string) (*routev3.RouteAction, bool, error) {
 	var total uint64
+	out := &routev3.RouteAction{Timeout: routeTimeout(r.Timeout, s, w, label)}
+	// Where an unresolved backend's share goes: a cluster without
+	// endpoints (503), or one that is not defined, answered with
+	// cluster_not_found_response_code.
+	unresolved := UnavailableCluster
+	if code, ok := clusterNotFoundCodes[r.UnresolvedStatus]; ok && ownListener {
+		unresolved = InvalidBackendCluster
+		if slices.ContainsFunc(r.Backends, func(b ir.WeightedBackend) bool { return b.Unresolved && b.Weight > 0 }) {
+			out.ClusterNotFoundResponseCode = code
+		}
+	}
 	unavailable := false
 	for _, b := range r.Backends {
 		if !b.Unresolved && !available.has(b.BackendName) {
 			return nil, false, fmt.Errorf("backend %q has no cluster", b.BackendName)
 		}
-		unavailable = unavailable || b.Unresolved && b.Weight > 0
+		unavailable = unavailable || b.Unresolved && b.Weight > 0 && unresolved == UnavailableCluster
 		total += uint64(b.Weight)
 	}
-	out := &routev3.RouteAction{Timeout: routeTimeout(r.Timeout, s, w, label)}
+	clusterOf := func(b ir.WeightedBackend) string {
+		if b.Unresolved {
+			return unresolved
+		}
+		return b.BackendName
+	}
 	switch {
 	case len(r.Backends) == 0:
 		w.add("route %s: neither backends nor a redirect; it answers 503", label)
@@ -382,7 +398,7 @@ func buildRouteAction(r *ir.Route, available nameSet, s *shared, w *warner, labe
 	case len(r.Backends) == 1 && r.Backends[0].RequestHeaders.Empty():
 		out.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: clusterOf(r.Backends[0])}
 	default:
-		out.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: weightedClusters(r.Backends, total, s, w, label)}
+		out.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: weightedClusters(r.Backends, clusterOf, total, s, w, label)}
 	}
 	if r.HostRewrite != "" {
 		out.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: r.HostRewrite}
@@ -403,16 +419,23 @@ func buildRouteAction(r *ir.Route, available nameSet, s *shared, w *warner, labe
 // weightedClusters lists every backend, weight-0 ones included. Envoy
 // rejects a total above 2^32-1, so larger weights are scaled down; the
 // largest weight stays positive.
-// clusterOf is the cluster of a backend's share: its own, or
-// UnavailableCluster when it did not resolve.
-func clusterOf(b ir.WeightedBackend) string {
+// clusterNotFoundCodes are the UnresolvedStatus values Envoy can answer
+// for a cluster that is not defined.
+var clusterNotFoundCodes = map[int]routev3.RouteAction_ClusterNotFoundResponseCode{
+	500: routev3.RouteAction_INTERNAL_SERVER_ERROR,
+	404: routev3.RouteAction_NOT_FOUND,
+}
+
+// unresolvedCluster is the cluster of an unresolved backend's share on a
+// shared listener (a TLS route's too): one without endpoints.
+func unresolvedCluster(b ir.WeightedBackend) string {
 	if b.Unresolved {
 		return UnavailableCluster
 	}
 	return b.BackendName
 }
 
-func weightedClusters(backends []ir.WeightedBackend, total uint64, s *shared, w *warner, label string) *routev3.WeightedCluster {
+func weightedClusters(backends []ir.WeightedBackend, clusterOf func(ir.WeightedBackend) string, total uint64, s *shared, w *warner, label string) *routev3.WeightedCluster {
 	out := &routev3.WeightedCluster{Clusters: make([]*routev3.WeightedCluster_ClusterWeight, 0, len(backends))}
 	for _, b := range backends {
 		weight := b.Weight

@@ -84,6 +84,12 @@ func (o Options) port(role ir.ListenerRole) uint32 {
 // with ir.BackendName, which always ends in ":port".
 const UnavailableCluster = "weir.unavailable"
 
+// InvalidBackendCluster is never defined: a share sent to it gets the
+// route's cluster_not_found_response_code (ir.Route.UnresolvedStatus), as
+// Gateway API asks of an HTTPRoute's invalid backends (500). Route
+// configurations that use it do not validate clusters.
+const InvalidBackendCluster = "weir.invalid-backend"
+
 // Resources is one complete, consistent set of xDS resources.
 //
 // Resources and every proto reachable from it are shared with the Translator

@@ -88,17 +88,6 @@ func (b *builder) buildGRPCRoute(r *gwv1.GRPCRoute) *builtRoute {
 	return out
 }
 
-// resolvedWeight is the weight of the backends that resolved.
-func resolvedWeight(bs []ir.WeightedBackend) uint64 {
-	var t uint64
-	for _, b := range bs {
-		if !b.Unresolved {
-			t += uint64(b.Weight)
-		}
-	}
-	return t
-}
-
 // convertGRPCMatch maps a GRPCRoute match onto the request path, as Envoy
 // Gateway does: service and method exactly is an exact path, a service
 // alone a prefix, anything else a regular expression over /service/method.

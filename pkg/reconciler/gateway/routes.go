@@ -311,18 +311,22 @@ func (b *builder) buildHTTPRoute(r *gwv1.HTTPRoute) *builtRoute {
 		for bi := range rule.BackendRefs {
 			br := &rule.BackendRefs[bi]
 			bfield := fmt.Sprintf("%s.backendRefs[%d]", field, bi)
+			weight := uint32(1)
+			if br.Weight != nil {
+				weight = uint32(max(*br.Weight, 0)) //nolint:gosec // clamped
+			}
 			be, reason, msg := b.resolveBackend(RouteKind, r.Namespace, br.BackendRef, bfield)
 			if be == nil {
 				invalid = true
 				if out.resolved {
 					out.resolved, out.reason, out.msg = false, reason, msg
 				}
+				// The spec: its share of requests gets 500.
+				base.Backends = append(base.Backends, ir.WeightedBackend{BackendName: bfield, Weight: weight, Unresolved: true})
+				base.UnresolvedStatus = 500
 				continue
 			}
-			wb := ir.WeightedBackend{BackendName: be.Name, Weight: 1}
-			if br.Weight != nil {
-				wb.Weight = uint32(max(*br.Weight, 0)) //nolint:gosec // clamped
-			}
+			wb := ir.WeightedBackend{BackendName: be.Name, Weight: weight}
 			var scratch ir.Route
 			if msg := applyFilters(&scratch, br.Filters, bfield); msg != "" {
 				out.unsupported = msg
@@ -339,7 +343,7 @@ func (b *builder) buildHTTPRoute(r *gwv1.HTTPRoute) *builtRoute {
 				out.backends = append(out.backends, be)
 			}
 		}
-		if base.Redirect == nil && (len(base.Backends) == 0 || invalid && totalWeight(base.Backends) == 0) {
+		if base.Redirect == nil && (len(base.Backends) == 0 || invalid && resolvedWeight(base.Backends) == 0) {
 			// The spec: a rule with no usable backend answers 500.
 			base.Backends = nil
 			base.DirectResponse = &ir.DirectResponse{StatusCode: 500}
@@ -363,10 +367,13 @@ func (b *builder) buildHTTPRoute(r *gwv1.HTTPRoute) *builtRoute {
 	return out
 }
 
-func totalWeight(bs []ir.WeightedBackend) uint64 {
+// resolvedWeight is the weight of the backends that resolved.
+func resolvedWeight(bs []ir.WeightedBackend) uint64 {
 	var t uint64
 	for _, b := range bs {
-		t += uint64(b.Weight)
+		if !b.Unresolved {
+			t += uint64(b.Weight)
+		}
 	}
 	return t
 }
