@@ -208,12 +208,37 @@ spec:
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
+metadata: {name: backend-rewrite, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - backendRefs:
+    - name: svc
+      port: 80
+      filters: [{type: URLRewrite, urlRewrite: {hostname: elsewhere.example.com}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: backend-headers, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - backendRefs:
+    - name: svc
+      port: 80
+      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-b, value: "1"}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
 metadata: {name: not-ours, namespace: default}
 spec:
   parentRefs: [{name: someone-elses-gateway}]
 `)
 	for _, tc := range []struct{ route, typ, want string }{
 		{"default/ok", "Accepted", "True/Accepted"},
+		// A backend's own filters may only change request headers.
+		{"default/backend-rewrite", "Accepted", "False/UnsupportedValue"},
+		{"default/backend-headers", "Accepted", "True/Accepted"},
 		{"default/ok", "ResolvedRefs", "True/ResolvedRefs"},
 		{"default/no-section", "Accepted", "False/NoMatchingParent"},
 		{"team-b/other-ns", "Accepted", "False/NotAllowedByListeners"},
@@ -240,11 +265,11 @@ spec:
 	for _, l := range gw.Listeners {
 		attached[l.Name] = l.AttachedRoutes
 	}
-	// ok, missing-backend and bad-kind attach to "http"; ok and the
-	// others without a sectionName to "selected" only if allowed (they
-	// are in "default", which has no label).
-	if attached["http"] != 3 || attached["selected"] != 1 {
-		t.Errorf("attachedRoutes = %v, want http:3 selected:1", attached)
+	// ok, missing-backend, bad-kind and backend-headers attach to "http";
+	// ok and the others without a sectionName to "selected" only if
+	// allowed (they are in "default", which has no label).
+	if attached["http"] != 4 || attached["selected"] != 1 {
+		t.Errorf("attachedRoutes = %v, want http:4 selected:1", attached)
 	}
 	// A rule whose only backend is invalid answers 500.
 	for _, vh := range res.Fragments[0].VirtualHosts {

@@ -32,36 +32,14 @@ func (b *builder) buildGRPCRoute(r *gwv1.GRPCRoute) *builtRoute {
 		for bi := range rule.BackendRefs {
 			br := &rule.BackendRefs[bi]
 			bfield := fmt.Sprintf("%s.backendRefs[%d]", field, bi)
-			weight := uint32(1)
-			if br.Weight != nil {
-				weight = uint32(max(*br.Weight, 0)) //nolint:gosec // clamped
-			}
-			be, reason, msg := b.resolveBackend(GRPCRouteKind, r.Namespace, br.BackendRef, bfield)
-			if be == nil {
-				invalid = true
-				if out.resolved {
-					out.resolved, out.reason, out.msg = false, reason, msg
-				}
-				// Its share answers UNAVAILABLE, as the spec asks.
-				base.Backends = append(base.Backends, ir.WeightedBackend{BackendName: bfield, Weight: weight, Unresolved: true})
-				continue
-			}
-			wb := ir.WeightedBackend{BackendName: be.Name, Weight: weight}
-			var scratch ir.Route
-			if msg := applyGRPCFilters(&scratch, br.Filters, bfield); msg != "" {
-				out.unsupported = msg
+			// An unresolved backend's share answers UNAVAILABLE, as the
+			// spec asks (the default for UnresolvedStatus).
+			resolved, ok := b.addBackend(out, base, GRPCRouteKind, r.Namespace, br.BackendRef, bfield, seen,
+				func(scratch *ir.Route) string { return applyGRPCFilters(scratch, br.Filters, bfield) })
+			if !ok {
 				return out
 			}
-			if !scratch.ResponseHeaders.Empty() {
-				out.unsupported = bfield + ".filters: only RequestHeaderModifier is supported on a backend"
-				return out
-			}
-			wb.RequestHeaders = scratch.RequestHeaders
-			base.Backends = append(base.Backends, wb)
-			if !seen[be.Name] {
-				seen[be.Name] = true
-				out.backends = append(out.backends, be)
-			}
+			invalid = invalid || !resolved
 		}
 		if len(base.Backends) == 0 || invalid && resolvedWeight(base.Backends) == 0 {
 			// The spec: UNAVAILABLE. A 503 is a gRPC local reply with

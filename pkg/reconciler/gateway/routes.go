@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -311,36 +312,14 @@ func (b *builder) buildHTTPRoute(r *gwv1.HTTPRoute) *builtRoute {
 		for bi := range rule.BackendRefs {
 			br := &rule.BackendRefs[bi]
 			bfield := fmt.Sprintf("%s.backendRefs[%d]", field, bi)
-			weight := uint32(1)
-			if br.Weight != nil {
-				weight = uint32(max(*br.Weight, 0)) //nolint:gosec // clamped
+			resolved, ok := b.addBackend(out, base, RouteKind, r.Namespace, br.BackendRef, bfield, seen,
+				func(scratch *ir.Route) string { return applyFilters(scratch, br.Filters, bfield) })
+			if !ok {
+				return out
 			}
-			be, reason, msg := b.resolveBackend(RouteKind, r.Namespace, br.BackendRef, bfield)
-			if be == nil {
-				invalid = true
-				if out.resolved {
-					out.resolved, out.reason, out.msg = false, reason, msg
-				}
+			if !resolved {
 				// The spec: its share of requests gets 500.
-				base.Backends = append(base.Backends, ir.WeightedBackend{BackendName: bfield, Weight: weight, Unresolved: true})
-				base.UnresolvedStatus = 500
-				continue
-			}
-			wb := ir.WeightedBackend{BackendName: be.Name, Weight: weight}
-			var scratch ir.Route
-			if msg := applyFilters(&scratch, br.Filters, bfield); msg != "" {
-				out.unsupported = msg
-				return out
-			}
-			if !scratch.ResponseHeaders.Empty() || scratch.Redirect != nil || scratch.PathRewrite != nil || scratch.HostRewrite != "" {
-				out.unsupported = bfield + ".filters: only RequestHeaderModifier is supported on a backend"
-				return out
-			}
-			wb.RequestHeaders = scratch.RequestHeaders
-			base.Backends = append(base.Backends, wb)
-			if !seen[be.Name] {
-				seen[be.Name] = true
-				out.backends = append(out.backends, be)
+				invalid, base.UnresolvedStatus = true, 500
 			}
 		}
 		if base.Redirect == nil && (len(base.Backends) == 0 || invalid && resolvedWeight(base.Backends) == 0) {
@@ -365,6 +344,43 @@ func (b *builder) buildHTTPRoute(r *gwv1.HTTPRoute) *builtRoute {
 		}
 	}
 	return out
+}
+
+// addBackend adds one backendRef of a rule to base: a share of a backend
+// that resolved, with its own filters (applied by filters to a scratch
+// route; only request header changes may be there), or a share of one
+// that did not, which is refused. ok is false when the route cannot be
+// accepted at all: out.unsupported says why.
+func (b *builder) addBackend(out *builtRoute, base *ir.Route, kind, ns string, ref gwv1.BackendRef, field string, seen map[string]bool, filters func(*ir.Route) string) (resolved, ok bool) {
+	weight := uint32(1)
+	if ref.Weight != nil {
+		weight = uint32(max(*ref.Weight, 0)) //nolint:gosec // clamped
+	}
+	be, reason, msg := b.resolveBackend(kind, ns, ref, field)
+	if be == nil {
+		if out.resolved {
+			out.resolved, out.reason, out.msg = false, reason, msg
+		}
+		base.Backends = append(base.Backends, ir.WeightedBackend{BackendName: field, Weight: weight, Unresolved: true})
+		return false, true
+	}
+	var scratch ir.Route
+	if msg := filters(&scratch); msg != "" {
+		out.unsupported = msg
+		return true, false
+	}
+	headers := scratch.RequestHeaders
+	scratch.RequestHeaders = ir.HeaderMutation{}
+	if !reflect.DeepEqual(scratch, ir.Route{}) {
+		out.unsupported = field + ".filters: only RequestHeaderModifier is supported on a backend"
+		return true, false
+	}
+	base.Backends = append(base.Backends, ir.WeightedBackend{BackendName: be.Name, Weight: weight, RequestHeaders: headers})
+	if !seen[be.Name] {
+		seen[be.Name] = true
+		out.backends = append(out.backends, be)
+	}
+	return true, true
 }
 
 // resolvedWeight is the weight of the backends that resolved.
