@@ -84,6 +84,14 @@ type Controller struct {
 
 	mu          sync.Mutex
 	translators map[string]*gatewayTranslator
+	// nacks holds, per group, the last config a data plane refused, until
+	// every data plane of the group has acknowledged a later push. Its own
+	// lock: xDS hooks write it, and must not wait for mu, which is held
+	// while pushing.
+	nackMu sync.Mutex
+	nacks  map[string]xds.NACK
+	// hooked are the group Servers whose ACKs and NACKs are watched.
+	hooked map[*xds.Server]bool
 
 	// leader is set on the replica that provisions data planes and writes
 	// status; every replica serves xDS, since gateways connect to any.
@@ -125,6 +133,8 @@ func NewController(opts ControllerOptions) *Controller {
 			o.FieldSelector = "type=" + string(corev1.SecretTypeTLS)
 		})),
 		translators: map[string]*gatewayTranslator{},
+		nacks:       map[string]xds.NACK{},
+		hooked:      map[*xds.Server]bool{},
 		served:      make(chan struct{}),
 	}
 	v1 := c.factory.Gateway().V1()
@@ -234,6 +244,11 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 			continue
 		}
 		problems = res.AttachProblems(f.Source, problems)
+		if n, ok := c.refused(group); ok {
+			// The data plane serves its last good config, not this one.
+			problems = append(problems, translate.Problem{Source: f.Source, Reason: string(gwv1.GatewayReasonInvalid),
+				Message: fmt.Sprintf("the data plane %s refused the config (%s): %s", n.Node, n.TypeURL, n.Error)})
+		}
 		st := res.Gateways[types.NamespacedName{Namespace: f.Source.Namespace, Name: f.Source.Name}]
 		if len(problems) > 0 && st != nil {
 			// Never claim more than is served: translate left something out.
@@ -328,11 +343,21 @@ func (c *Controller) objects() (Objects, error) {
 
 // serve translates one Gateway's fragment and applies it to its group.
 func (c *Controller) serve(group string, f *ir.Fragment) ([]translate.Problem, error) {
+	srv := c.opts.Router.Group(group)
 	c.mu.Lock()
 	t := c.translators[group]
 	if t == nil {
 		t = newGatewayTranslator(c.opts.Translate)
 		c.translators[group] = t
+	}
+	if !c.hooked[srv] {
+		c.hooked[srv] = true
+		srv.OnNACK(func(n xds.NACK) { c.noteNACK(group, &n) })
+		srv.OnAck(func(string) {
+			if srv.AllAcknowledged() {
+				c.noteNACK(group, nil)
+			}
+		})
 	}
 	c.mu.Unlock()
 	res, changed, err := t.translate(f)
@@ -340,9 +365,35 @@ func (c *Controller) serve(group string, f *ir.Fragment) ([]translate.Problem, e
 		return nil, fmt.Errorf("translating Gateway %s: %w", group, err)
 	}
 	if changed {
-		c.opts.Router.Group(group).Apply(res.ByType())
+		srv.Apply(res.ByType())
 	}
 	return res.Problems, nil
+}
+
+// noteNACK records that a data plane of group refused a push (n), or that
+// all of them now serve what was pushed (nil), and resyncs if that changes
+// what the Gateway's status says.
+func (c *Controller) noteNACK(group string, n *xds.NACK) {
+	c.nackMu.Lock()
+	_, had := c.nacks[group]
+	if n != nil {
+		c.nacks[group] = *n
+	} else {
+		delete(c.nacks, group)
+	}
+	c.nackMu.Unlock()
+	if n != nil || had {
+		c.queue.Add(syncKey)
+	}
+}
+
+// refused returns the last push a data plane of group refused, if it has
+// not acknowledged a later one.
+func (c *Controller) refused(group string) (xds.NACK, bool) {
+	c.nackMu.Lock()
+	defer c.nackMu.Unlock()
+	n, ok := c.nacks[group]
+	return n, ok
 }
 
 // gatewayTranslator translates one Gateway's fragments. Every change
@@ -377,14 +428,19 @@ func (c *Controller) forgetGone(served map[string]bool) {
 	for group := range c.translators {
 		if !served[group] {
 			delete(c.translators, group)
+			c.nackMu.Lock()
+			delete(c.nacks, group)
+			c.nackMu.Unlock()
 		}
 	}
 	for _, group := range c.opts.Router.Groups() {
 		if !served[group] {
 			// Its data plane is going away; an empty config first, so a
 			// pod still connected stops serving the deleted Gateway.
-			c.opts.Router.Group(group).Apply(emptyConfig())
+			srv := c.opts.Router.Group(group)
+			srv.Apply(emptyConfig())
 			c.opts.Router.Remove(group)
+			delete(c.hooked, srv)
 		}
 	}
 }

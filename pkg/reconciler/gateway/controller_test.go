@@ -2,18 +2,26 @@ package gateway
 
 import (
 	"context"
+	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"go.uber.org/zap/zaptest"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	kubefake "k8s.io/client-go/kubernetes/fake"
@@ -203,6 +211,63 @@ func TestControllerServesProvisionsAndReports(t *testing.T) {
 			t.Errorf("condition %s has no transition time or generation: %+v", cond.Type, cond)
 		}
 	}
+
+	// A data plane that refuses the config: Programmed=False with its
+	// error, until it accepts a later push.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	router.Register(gs)
+	go func() { _ = gs.Serve(lis) }()
+	defer gs.Stop()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discovery.DiscoveryRequest{Node: &corev3.Node{Id: "gateway/default/edge/pod-1"}, TypeUrl: resourcev3.ListenerType}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discovery.DiscoveryRequest{TypeUrl: resourcev3.ListenerType, ResponseNonce: resp.GetNonce(),
+		ErrorDetail: &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: "listener refused for the test"}}); err != nil {
+		t.Fatal(err)
+	}
+	poll("Programmed=False with the data plane's error", func() bool {
+		g, _ := gw.GatewayV1().Gateways("default").Get(ctx, "edge", metav1.GetOptions{})
+		c := meta.FindStatusCondition(g.Status.Conditions, "Programmed")
+		return c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, "gateway/default/edge/pod-1 refused the config") &&
+			strings.Contains(c.Message, "listener refused for the test")
+	})
+	// Once the data plane accepts a later push (the server's retry of the
+	// refused one, or the new listener's), nothing is refused any more.
+	go func() {
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			_ = stream.Send(&discovery.DiscoveryRequest{TypeUrl: resourcev3.ListenerType, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()})
+		}
+	}()
+	if _, err := gw.GatewayV1().Gateways("default").Patch(ctx, "edge", types.JSONPatchType,
+		[]byte(`[{"op":"add","path":"/spec/listeners/-","value":{"name":"alt","port":8081,"protocol":"HTTP"}}]`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	poll("the refusal to leave the status once a later push is accepted", func() bool {
+		g, _ := gw.GatewayV1().Gateways("default").Get(ctx, "edge", metav1.GetOptions{})
+		c := meta.FindStatusCondition(g.Status.Conditions, "Programmed")
+		return c != nil && c.Status == metav1.ConditionTrue
+	})
 
 	if err := gw.GatewayV1().Gateways("default").Delete(ctx, "edge", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
