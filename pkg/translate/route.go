@@ -378,7 +378,8 @@ func buildRouteAction(r *ir.Route, available nameSet, ownListener bool, s *share
 		if !b.Unresolved && !available.has(b.BackendName) {
 			return nil, false, fmt.Errorf("backend %q has no cluster", b.BackendName)
 		}
-		unavailable = unavailable || b.Unresolved && b.Weight > 0 && unresolved == UnavailableCluster
+		// Even at weight 0 the share names the cluster, so it must exist.
+		unavailable = unavailable || b.Unresolved && unresolved == UnavailableCluster
 		total += uint64(b.Weight)
 	}
 	clusterOf := func(b ir.WeightedBackend) string {

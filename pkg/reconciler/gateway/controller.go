@@ -45,6 +45,10 @@ type ControllerOptions struct {
 	// GRPCRoutes and TLSRoutes watch those kinds; false where the
 	// cluster has no CRD for them.
 	GRPCRoutes, TLSRoutes bool
+	// NACKGrace is how long a data plane's refusal must stand before the
+	// Gateway's status shows it (5 s when 0): the xDS server retries a
+	// push refused for a dependency not yet delivered, and that heals.
+	NACKGrace time.Duration
 	// Translate are the options of every Gateway's translation;
 	// OwnListenersOnly is set for them.
 	Translate translate.Options
@@ -89,7 +93,7 @@ type Controller struct {
 	// lock: xDS hooks write it, and must not wait for mu, which is held
 	// while pushing.
 	nackMu sync.Mutex
-	nacks  map[string]xds.NACK
+	nacks  map[string]refusal
 	// hooked are the group Servers whose ACKs and NACKs are watched.
 	hooked map[*xds.Server]bool
 
@@ -133,7 +137,7 @@ func NewController(opts ControllerOptions) *Controller {
 			o.FieldSelector = "type=" + string(corev1.SecretTypeTLS)
 		})),
 		translators: map[string]*gatewayTranslator{},
-		nacks:       map[string]xds.NACK{},
+		nacks:       map[string]refusal{},
 		hooked:      map[*xds.Server]bool{},
 		served:      make(chan struct{}),
 	}
@@ -244,7 +248,7 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 			continue
 		}
 		problems = res.AttachProblems(f.Source, problems)
-		if n, ok := c.refused(group); ok {
+		if n, ok := c.refused(group, c.opts.Router.Group(group)); ok {
 			// The data plane serves its last good config, not this one.
 			problems = append(problems, translate.Problem{Source: f.Source, Reason: string(gwv1.GatewayReasonInvalid),
 				Message: fmt.Sprintf("the data plane %s refused the config (%s): %s", n.Node, n.TypeURL, n.Error)})
@@ -370,6 +374,12 @@ func (c *Controller) serve(group string, f *ir.Fragment) ([]translate.Problem, e
 	return res.Problems, nil
 }
 
+// refusal is a data plane's NACK and when it came.
+type refusal struct {
+	nack xds.NACK
+	at   time.Time
+}
+
 // noteNACK records that a data plane of group refused a push (n), or that
 // all of them now serve what was pushed (nil), and resyncs if that changes
 // what the Gateway's status says.
@@ -377,23 +387,44 @@ func (c *Controller) noteNACK(group string, n *xds.NACK) {
 	c.nackMu.Lock()
 	_, had := c.nacks[group]
 	if n != nil {
-		c.nacks[group] = *n
+		c.nacks[group] = refusal{nack: *n, at: time.Now()}
 	} else {
 		delete(c.nacks, group)
 	}
 	c.nackMu.Unlock()
-	if n != nil || had {
+	switch {
+	case n != nil:
+		c.queue.AddAfter(syncKey, c.nackGrace())
+	case had:
 		c.queue.Add(syncKey)
 	}
 }
 
-// refused returns the last push a data plane of group refused, if it has
-// not acknowledged a later one.
-func (c *Controller) refused(group string) (xds.NACK, bool) {
+func (c *Controller) nackGrace() time.Duration {
+	if c.opts.NACKGrace > 0 {
+		return c.opts.NACKGrace
+	}
+	return 5 * time.Second
+}
+
+// refused returns the push a data plane of group refused, once the refusal
+// has stood for the grace period and while the group's streams have not
+// all acknowledged a later push. A refusing stream that closed no longer
+// counts: without it everything may be acknowledged.
+func (c *Controller) refused(group string, srv *xds.Server) (xds.NACK, bool) {
 	c.nackMu.Lock()
 	defer c.nackMu.Unlock()
-	n, ok := c.nacks[group]
-	return n, ok
+	r, ok := c.nacks[group]
+	switch {
+	case !ok:
+		return xds.NACK{}, false
+	case srv.AllAcknowledged():
+		delete(c.nacks, group)
+		return xds.NACK{}, false
+	case time.Since(r.at) < c.nackGrace():
+		return xds.NACK{}, false
+	}
+	return r.nack, true
 }
 
 // gatewayTranslator translates one Gateway's fragments. Every change

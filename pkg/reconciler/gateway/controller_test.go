@@ -91,6 +91,7 @@ func TestControllerServesProvisionsAndReports(t *testing.T) {
 	router := xds.NewRouter(xds.NewServer(ctx, xds.Options{}), func(string) *xds.Server { return xds.NewServer(ctx, xds.Options{}) })
 	c := NewController(ControllerOptions{
 		Kube: kube, Gateway: gw, ServiceInformer: svcInf, SliceInformer: sliceInf, Router: router, GRPCRoutes: true,
+		NACKGrace: 100 * time.Millisecond,
 		Translate: translate.DefaultOptions(),
 		Provisioner: &Provisioner{Kube: kube, Namespace: "weir-system", Template: "weir-gateway",
 			ServiceType: corev1.ServiceTypeClusterIP, PrivilegedPortOffset: 10000},

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -20,7 +21,7 @@ func (r *Result) NotReady() []string {
 	var out []string
 	bad := func(prefix string, conds []metav1.Condition) {
 		for _, c := range conds {
-			positive := c.Type != "Conflicted"
+			positive := c.Type != "Conflicted" && c.Type != string(gwv1.RouteConditionPartiallyInvalid)
 			if (c.Status == metav1.ConditionTrue) != positive {
 				out = append(out, fmt.Sprintf("%s: %s=%s %s: %s", prefix, c.Type, c.Status, c.Reason, c.Message))
 			}
@@ -64,10 +65,11 @@ func sortedNames[V any](m map[types.NamespacedName]V) []types.NamespacedName {
 	return out
 }
 
-// AttachProblems puts what translate left out of a route on the route: the
-// route's parent status for gateway says Accepted=False (UnsupportedValue)
-// with the first problem, since part of it is not served. It returns the
-// problems that are the Gateway's own.
+// AttachProblems puts what translate left out of a route on the route: an
+// accepted parent status for gateway gets PartiallyInvalid=True
+// (UnsupportedValue, "Dropped Rule: ..."), as the spec asks when rules are
+// dropped and the rest is served. It returns the problems that are the
+// Gateway's own.
 func (r *Result) AttachProblems(gateway ir.ObjectRef, problems []translate.Problem) []translate.Problem {
 	var own []translate.Problem
 	byRoute := map[ir.ObjectRef][]translate.Problem{}
@@ -98,12 +100,12 @@ func (r *Result) AttachProblems(gateway ir.ObjectRef, problems []translate.Probl
 			if string(pr.Name) != gateway.Name || ns != gateway.Namespace {
 				continue
 			}
-			var gen int64
-			for _, c := range st.Parents[i].Conditions {
-				gen = c.ObservedGeneration
+			accepted := meta.FindStatusCondition(st.Parents[i].Conditions, string(gwv1.RouteConditionAccepted))
+			if accepted == nil || accepted.Status != metav1.ConditionTrue {
+				continue // not accepted: the condition must not be set
 			}
-			setCondition(&st.Parents[i].Conditions, gen, string(gwv1.RouteConditionAccepted), false, string(gwv1.RouteReasonUnsupportedValue),
-				"not all of the route is served: "+msg)
+			setCondition(&st.Parents[i].Conditions, accepted.ObservedGeneration, string(gwv1.RouteConditionPartiallyInvalid), true, string(gwv1.RouteReasonUnsupportedValue),
+				"Dropped Rule: "+msg)
 		}
 	}
 	return own

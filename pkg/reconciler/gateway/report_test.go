@@ -10,8 +10,8 @@ import (
 )
 
 // TestTranslateProblemsReachTheRoute: what translate leaves out of a route
-// (here a header value Envoy refuses) makes that route's parent
-// Accepted=False with the reason, and is not the Gateway's problem.
+// (here a header value Envoy refuses) is on that route's parent as
+// PartiallyInvalid, and is not the Gateway's problem.
 func TestTranslateProblemsReachTheRoute(t *testing.T) {
 	res := build(t, grpcGateway+`apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -41,12 +41,20 @@ spec:
 	if own := res.AttachProblems(gw, tr.Problems); len(own) != 0 {
 		t.Errorf("the Gateway's own problems: %v", own)
 	}
-	if c := routeCondition(t, res, "default", "bad", "Accepted"); c != "False/UnsupportedValue" {
-		t.Errorf("bad: Accepted = %s, want False/UnsupportedValue", c)
+	// The spec: the rest is served, so Accepted stays True, and
+	// PartiallyInvalid says what was dropped.
+	if c := routeCondition(t, res, "default", "bad", "Accepted"); c != "True/Accepted" {
+		t.Errorf("bad: Accepted = %s, want True/Accepted", c)
 	}
-	msg := res.HTTPRoutes[types.NamespacedName{Namespace: "default", Name: "bad"}].Parents[0].Conditions[0].Message
-	if !strings.Contains(msg, "default/bad/rule/0/match/0") {
-		t.Errorf("the message does not name the rule: %q", msg)
+	if c := routeCondition(t, res, "default", "bad", "PartiallyInvalid"); c != "True/UnsupportedValue" {
+		t.Errorf("bad: PartiallyInvalid = %s, want True/UnsupportedValue", c)
+	}
+	conds := res.HTTPRoutes[types.NamespacedName{Namespace: "default", Name: "bad"}].Parents[0].Conditions
+	if msg := conds[len(conds)-1].Message; !strings.HasPrefix(msg, "Dropped Rule") || !strings.Contains(msg, "default/bad/rule/0/match/0") {
+		t.Errorf("the message does not start with \"Dropped Rule\" and name the rule: %q", msg)
+	}
+	if c := routeCondition(t, res, "default", "good", "PartiallyInvalid"); c != "missing" {
+		t.Errorf("good: PartiallyInvalid = %s; it must not be set on a valid route", c)
 	}
 	if c := routeCondition(t, res, "default", "good", "Accepted"); c != "True/Accepted" {
 		t.Errorf("good: Accepted = %s", c)

@@ -189,7 +189,7 @@ func (b *builder) attach(g *gatewayState, r *routeSource, ref gwv1.ParentReferen
 		if built.tls != nil {
 			// A ClientHello goes to one route: an older TLSRoute keeps
 			// its hostnames.
-			if owner := tlsHostsTaken(g, ls, hosts); owner != nil {
+			if owner := tlsHostsTaken(g, ls, r, hosts); owner != nil {
 				tlsTaken = owner
 				continue
 			}

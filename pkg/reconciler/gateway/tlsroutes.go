@@ -45,12 +45,13 @@ func (b *builder) buildTLSRoute(r *gwv1.TLSRoute) *builtRoute {
 }
 
 // tlsHostsTaken returns an older TLSRoute that already serves every one of
-// hosts on ls's port, or nil when some host is free.
-func tlsHostsTaken(g *gatewayState, ls *listenerState, hosts []string) *routeSource {
+// hosts on ls's port, or nil when some host is free or r's own (through
+// another of its parentRefs).
+func tlsHostsTaken(g *gatewayState, ls *listenerState, r *routeSource, hosts []string) *routeSource {
 	var owner *routeSource
 	for _, h := range hosts {
 		o := tlsHostOwner(g, ls, h)
-		if o == nil {
+		if o == nil || o == r {
 			return nil
 		}
 		owner = o
@@ -76,6 +77,9 @@ func tlsHostOwner(g *gatewayState, ls *listenerState, host string) *routeSource 
 // isolation, as for HTTP), and there to the oldest route, since a
 // ClientHello can go to one chain only.
 func (b *builder) tlsRoutes(g *gatewayState) {
+	// A route attached twice (two parentRefs naming one listener) asks
+	// for its hostnames twice; each is one chain.
+	emitted := map[string]bool{}
 	for _, ls := range g.listeners {
 		if !ls.valid || ls.spec.Protocol != gwv1.TLSProtocolType {
 			continue
@@ -86,7 +90,9 @@ func (b *builder) tlsRoutes(g *gatewayState) {
 			}
 			var names []string
 			for _, h := range a.hosts {
-				if tlsHostOwner(g, ls, h) == a.src && bestListener(g, ls, h) == ls {
+				key := fmt.Sprintf("%d/%s", ls.spec.Port, h)
+				if !emitted[key] && tlsHostOwner(g, ls, h) == a.src && bestListener(g, ls, h) == ls {
+					emitted[key] = true
 					names = append(names, h)
 				}
 			}

@@ -135,12 +135,26 @@ spec:
   parentRefs: [{name: gw}]
   hostnames: [foo.example.com]
   rules: [{backendRefs: [{name: svc, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: twice, namespace: default, creationTimestamp: "2026-01-03T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw, sectionName: wild}, {name: gw, port: 443}]
+  hostnames: [baz.example.com]
+  rules: [{backendRefs: [{name: svc, port: 80}]}]
 `)
+	// A route does not conflict with itself through a second parentRef.
+	for i, p := range res.TLSRoutes[types.NamespacedName{Namespace: "default", Name: "twice"}].Parents {
+		if c := condition(p.Conditions, "Accepted"); c != "True/Accepted" {
+			t.Errorf("twice, parent %d: Accepted = %s", i, c)
+		}
+	}
 	var got []string
 	for _, tr := range res.Fragments[0].TLSRoutes {
 		got = append(got, tr.Listener+":"+strings.Join(tr.ServerNames, ",")+":"+tr.Provenance[0].Name)
 	}
-	if strings.Join(got, " ") != "wild:bar.example.com:both foo:foo.example.com:both" {
+	if strings.Join(got, " ") != "wild:bar.example.com:both wild:baz.example.com:twice foo:foo.example.com:both" {
 		t.Errorf("TLS routes = %v", got)
 	}
 	st := res.TLSRoutes[types.NamespacedName{Namespace: "default", Name: "later"}]
