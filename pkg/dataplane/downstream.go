@@ -299,7 +299,7 @@ func (c *serverConn) serve() {
 			tlsConn = &replayConn{Conn: c.nc, pending: read}
 			switch {
 			case ch.tcp != nil && ch.tlsConfig == nil:
-				c.proxyTCP(ch.tcp, c.nc, read)
+				c.proxyTCP(ch.tcp, sni, c.nc, read)
 				return
 			case ch.tcp != nil:
 				// Terminated here: the bytes inside go to the cluster.
@@ -311,7 +311,7 @@ func (c *serverConn) serve() {
 					c.nc.Close()
 					return
 				}
-				c.proxyTCP(ch.tcp, tc, nil)
+				c.proxyTCP(ch.tcp, sni, tc, nil)
 				return
 			}
 		}

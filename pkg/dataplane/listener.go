@@ -17,6 +17,8 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/weir-dev/weir/pkg/envoycheck"
 )
 
@@ -311,6 +313,11 @@ func compileChain(fc *listenerv3.FilterChain, path string, env *compileEnv) (*fi
 		if err != nil {
 			return nil, err
 		}
+		key, err := proto.MarshalOptions{Deterministic: true}.Marshal(fc)
+		if err != nil {
+			return nil, invalid(path, "%v", err)
+		}
+		tc.key = string(key)
 		chain := &filterChain{tcp: tc}
 		if ts := fc.GetTransportSocket(); ts != nil {
 			// TLS terminated here; the bytes inside go to the cluster.

@@ -208,6 +208,7 @@ func (p *Proxy) Apply(res *Resources) error {
 
 	for name, lc := range snap.listeners {
 		next[name].conf.Store(lc)
+		next[name].drainChangedTunnels(lc)
 	}
 	for _, rl := range opened {
 		if p.drainingAll.Load() {
@@ -418,6 +419,33 @@ type rtListener struct {
 type upgradedConn struct {
 	down net.Conn
 	back io.Closer
+	// tcp is the tcp_proxy chain a TCP tunnel came through, and sni its
+	// server name; nil for an HTTP upgrade.
+	tcp *tcpProxyConf
+	sni string
+	// draining is set once the tunnel's chain has changed.
+	draining bool
+}
+
+// drainChangedTunnels closes, after the drain timeout, the TCP tunnels
+// whose filter chain lc no longer has as it was, as Envoy drains the
+// connections of a removed or changed filter chain.
+func (rl *rtListener) drainChangedTunnels(lc *listenerConf) {
+	rl.upMu.Lock()
+	defer rl.upMu.Unlock()
+	for u := range rl.upgrades {
+		if u.tcp == nil || u.draining {
+			continue
+		}
+		if ch := lc.chainForSNI(u.sni); ch != nil && ch.tcp != nil && ch.tcp.key == u.tcp.key {
+			continue
+		}
+		u.draining = true
+		time.AfterFunc(rl.p.opts.DrainTimeout, func() {
+			u.down.Close()
+			u.back.Close()
+		})
+	}
 }
 
 func (p *Proxy) bind(lc *listenerConf) (*rtListener, error) {

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"sync/atomic"
@@ -23,6 +24,9 @@ const (
 // tcpProxyConf is a compiled TcpProxy network filter: the clusters a
 // connection goes to, by weight. Immutable.
 type tcpProxyConf struct {
+	// key identifies the chain's config (its proto, deterministically
+	// encoded): a tunnel whose chain keeps its key keeps going.
+	key        string
 	statPrefix string
 	clusters   []*cluster
 	weights    []uint32
@@ -144,7 +148,7 @@ func (r *replayConn) Read(p []byte) (int, error) {
 // bytes both ways until both sides are done or the connection is idle for
 // the idle timeout. A cluster without endpoints closes the connection, as
 // Envoy does. first is what the inspector read from down.
-func (c *serverConn) proxyTCP(tp *tcpProxyConf, down net.Conn, first []byte) {
+func (c *serverConn) proxyTCP(tp *tcpProxyConf, sni string, down net.Conn, first []byte) {
 	defer down.Close()
 	cl := tp.pickCluster()
 	ep := cl.pick()
@@ -161,7 +165,7 @@ func (c *serverConn) proxyTCP(tp *tcpProxyConf, down net.Conn, first []byte) {
 		return
 	}
 	defer up.Close()
-	u := &upgradedConn{down: down, back: up}
+	u := &upgradedConn{down: down, back: up, tcp: tp, sni: sni}
 	if !c.d.rl.trackUpgrade(u) {
 		return
 	}
@@ -181,7 +185,8 @@ func (c *serverConn) proxyTCP(tp *tcpProxyConf, down net.Conn, first []byte) {
 		// Envoy's idle timer: no bytes either way for idle_timeout closes
 		// the connection, whatever either side is blocked on.
 		var idle *time.Timer
-		idle = time.AfterFunc(tp.idle, func() {
+		// Armed only once idle is set, so the callback never sees nil.
+		idle = time.AfterFunc(time.Duration(math.MaxInt64), func() {
 			if rest := tp.idle - time.Since(time.Unix(0, last.Load())); rest > 0 {
 				idle.Reset(rest)
 				return
@@ -189,6 +194,7 @@ func (c *serverConn) proxyTCP(tp *tcpProxyConf, down net.Conn, first []byte) {
 			down.Close()
 			up.Close()
 		})
+		idle.Reset(tp.idle)
 		defer idle.Stop()
 	}
 	done := make(chan struct{}, 2)

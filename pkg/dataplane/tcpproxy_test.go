@@ -306,3 +306,57 @@ func TestTCPProxyIdleTimeout(t *testing.T) {
 		t.Fatal("the stalled connection was not closed by the idle timeout")
 	}
 }
+
+// TestTunnelsDrainWhenTheirChainChanges: a TCP tunnel whose filter chain
+// changes is closed after the drain timeout, as Envoy drains a changed
+// filter chain's connections; one whose chain is unchanged (an endpoint
+// change does not touch it) keeps going.
+func TestTunnelsDrainWhenTheirChainChanges(t *testing.T) {
+	aAddr, aCert := tlsBackend(t, "a.example.com")
+	bAddr, bCert := tlsBackend(t, "b.example.com")
+	res := func(bCluster string, aEndpoints ...string) *Resources {
+		l := tlsListener("tls")
+		l.FilterChains = append(l.FilterChains,
+			passthroughChain([]string{"a.example.com"}, toCluster("a")),
+			passthroughChain([]string{"b.example.com"}, toCluster(bCluster)))
+		return &Resources{
+			Listeners: []*listenerv3.Listener{l},
+			Clusters:  []*clusterv3.Cluster{edsCluster("a", false), edsCluster("b", false), edsCluster("b2", false)},
+			Endpoints: []*endpointv3.ClusterLoadAssignment{cla("a", aEndpoints...), cla("b", bAddr), cla("b2", bAddr)},
+		}
+	}
+	p := newTestProxy(t, Options{DrainTimeout: 200 * time.Millisecond})
+	mustApply(t, p, res("b", aAddr))
+	addr := p.ListenerAddr("tls").String()
+	dial := func(sni string, c testCert) *tls.Conn {
+		conn, err := tls.Dial("tcp", addr, &tls.Config{ServerName: sni, RootCAs: certPool(c)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	a, b := dial("a.example.com", aCert), dial("b.example.com", bCert)
+
+	// First an endpoint change (a's chain is the same), then b's chain
+	// changes: only b's tunnel is drained.
+	mustApply(t, p, res("b", aAddr, "127.0.0.1:9"))
+	mustApply(t, p, res("b2", aAddr, "127.0.0.1:9"))
+	_ = b.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := b.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("b's tunnel read %d bytes; want it closed after the drain timeout", n)
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("b's tunnel was not closed after its chain changed")
+	}
+	// a's tunnel, which would have been closed before b's had the
+	// endpoint change drained it, still carries requests.
+	if _, err := fmt.Fprint(a, "GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 512)
+	n, err := a.Read(buf)
+	if err != nil || !strings.Contains(string(buf[:n]), "a.example.com saw a.example.com") {
+		t.Errorf("a's tunnel after the changes: %q, %v", buf[:n], err)
+	}
+}
