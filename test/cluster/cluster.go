@@ -80,6 +80,7 @@ type Cluster struct {
 	net       *network
 	logDir    string
 	caFile    string
+	kubelet   *kubeletPKI
 	token     string
 	apiPort   int
 	ctx       context.Context
@@ -340,6 +341,9 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin, etcdURL string) error
 	if err := os.WriteFile(saPub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644); err != nil {
 		return err
 	}
+	if c.kubelet, err = newKubeletPKI(pki, c.net.gateway); err != nil {
+		return err
+	}
 	certDir := filepath.Join(pki, "serving")
 	base := c.net.nodePortBase()
 	p, err := startProcess("kube-apiserver", filepath.Join(c.logDir, "kube-apiserver.log"), nil, false,
@@ -359,6 +363,11 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin, etcdURL string) error
 		fmt.Sprintf("--service-node-port-range=%d-%d", base, base+99),
 		"--disable-admission-plugins=ServiceAccount",
 		"--profiling=false",
+		// pods/log reaches the pod runner's kubelet API, verified both ways.
+		"--kubelet-preferred-address-types=InternalIP",
+		"--kubelet-certificate-authority="+c.kubelet.caFile,
+		"--kubelet-client-certificate="+c.kubelet.clientCert,
+		"--kubelet-client-key="+c.kubelet.clientKey,
 	)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,6 +158,25 @@ func TestClusterEndToEnd(t *testing.T) {
 	info = getRuntime(t, fmt.Sprintf("http://%s:%d/", p.Status.PodIP, port), "")
 	if info.Request.Host != host {
 		t.Errorf("through httpproxy, runtime saw host %q, want %s", info.Request.Host, host)
+	}
+
+	// pods/log reaches the pod runner's kubelet API through the apiserver.
+	logs, err := c.Kube.CoreV1().Pods(ns).GetLogs("proxy", &corev1.PodLogOptions{Container: "app", Timestamps: true}).DoRaw(ctx)
+	if err != nil || !strings.Contains(string(logs), "HTTP proxy received a request.") {
+		t.Errorf("pods/log of proxy: %v\n%s", err, logs)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(logs)), "\n") {
+		stamp, _, _ := strings.Cut(line, " ")
+		if _, err := time.Parse(time.RFC3339Nano, stamp); err != nil {
+			t.Errorf("pods/log line %q has no timestamp: %v", line, err)
+		}
+	}
+	future := metav1.NewTime(time.Now().Add(time.Hour))
+	if logs, err := c.Kube.CoreV1().Pods(ns).GetLogs("proxy", &corev1.PodLogOptions{SinceTime: &future}).DoRaw(ctx); err != nil || len(logs) != 0 {
+		t.Errorf("pods/log since an hour from now: %v %q, want nothing", err, logs)
+	}
+	if _, err := c.Kube.CoreV1().Pods(ns).GetLogs("proxy", &corev1.PodLogOptions{Container: "other"}).DoRaw(ctx); err == nil {
+		t.Error("pods/log of a container the pod does not have succeeded")
 	}
 
 	// Deleting a pod stops its process and removes the object.

@@ -65,6 +65,7 @@ type runningPod struct {
 	uid       types.UID
 	namespace string
 	name      string
+	container string
 	cancel    context.CancelFunc
 	grace     time.Duration
 	done      chan struct{}
@@ -106,6 +107,9 @@ func (c *Cluster) StartPodRunner(ctx context.Context, extra map[string]string) (
 		return nil, errors.New("pod informer did not sync")
 	}
 	go r.hostsLoop(c.ctx)
+	if err := r.serveKubeletAPI(ctx); err != nil {
+		return nil, fmt.Errorf("serving the kubelet API: %w", err)
+	}
 	c.runner = r
 	c.logf("pod runner up in %v", time.Since(t0).Round(time.Millisecond))
 	return r, nil
@@ -157,7 +161,7 @@ func (r *PodRunner) handle(o any) {
 		return
 	}
 	pctx, cancel := context.WithCancel(ctx)
-	rp = &runningPod{uid: pod.UID, namespace: pod.Namespace, name: pod.Name, cancel: cancel, grace: 10 * time.Second, done: make(chan struct{})}
+	rp = &runningPod{uid: pod.UID, namespace: pod.Namespace, name: pod.Name, container: firstContainer(pod), cancel: cancel, grace: 10 * time.Second, done: make(chan struct{})}
 	r.pods[pod.UID] = rp
 	r.wg.Add(1)
 	go func() {
@@ -318,7 +322,8 @@ func (r *PodRunner) runPod(ctx context.Context, rp *runningPod, pod *corev1.Pod)
 	backoff := time.Second
 	for {
 		started := time.Now()
-		proc, err := startProcess(pod.Namespace+"/"+pod.Name, r.c.podLog(pod.Namespace, pod.Name), env, true, argv...)
+		proc, err := startStampedProcess(pod.Namespace+"/"+pod.Name, r.c.podLog(pod.Namespace, pod.Name),
+			r.c.stampedPodLog(pod.Namespace, pod.Name), env, true, argv...)
 		if err != nil {
 			logf("%v", err)
 			r.waiting(ctx, pod, "RunContainerError", err.Error())
@@ -973,4 +978,12 @@ func (r *PodRunner) writeHosts(rp *runningPod) {
 	if _, err := f.WriteAt([]byte(sb.String()), 0); err == nil {
 		_ = f.Truncate(int64(sb.Len()))
 	}
+}
+
+// firstContainer names the container the pod runner runs ("" if none).
+func firstContainer(pod *corev1.Pod) string {
+	if len(pod.Spec.Containers) == 0 {
+		return ""
+	}
+	return pod.Spec.Containers[0].Name
 }

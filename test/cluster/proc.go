@@ -24,13 +24,33 @@ type process struct {
 // startProcess runs argv with its output in logPath. env is added to the
 // harness' own environment unless replaceEnv is set.
 func startProcess(name, logPath string, env []string, replaceEnv bool, argv ...string) (*process, error) {
+	return startStampedProcess(name, logPath, "", env, replaceEnv, argv...)
+}
+
+// startStampedProcess is startProcess that also keeps, unless stampedPath
+// is "", each line of output with the time it began (see stampWriter).
+func startStampedProcess(name, logPath, stampedPath string, env []string, replaceEnv bool, argv ...string) (*process, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = f, f
+	closeLogs := func() { _ = f.Close() }
+	if stampedPath == "" {
+		defer closeLogs() // the child has its own descriptor
+		cmd.Stdout, cmd.Stderr = f, f
+	} else {
+		sf, err := os.OpenFile(stampedPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			_ = f.Close()
+			return nil, err
+		}
+		closeLogs = func() { _ = f.Close(); _ = sf.Close() }
+		w := &stampWriter{plain: f, stamped: sf}
+		cmd.Stdout, cmd.Stderr = w, w
+		// A forked child that keeps the output pipe must not hold up Wait.
+		cmd.WaitDelay = time.Second
+	}
 	if replaceEnv {
 		cmd.Env = env
 	} else {
@@ -40,11 +60,17 @@ func startProcess(name, logPath string, env []string, replaceEnv bool, argv ...s
 	// control plane behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
+		if stampedPath != "" {
+			closeLogs()
+		}
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	p := &process{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
+		if stampedPath != "" {
+			closeLogs()
+		}
 		close(p.done)
 	}()
 	return p, nil
