@@ -53,6 +53,8 @@ type upstreamPool struct {
 	main  idleCloser      // h2c, or HTTP/1.1 with the fast path for bodyless requests
 	h1    *http.Transport // upgrades (on h2c clusters too: Go has no extended CONNECT client)
 	stats *clusterStats
+	// shadows counts the mirrored requests in flight to this cluster.
+	shadows atomic.Int64
 
 	mu        sync.Mutex
 	endpoints map[string]*endpoint

@@ -19,6 +19,7 @@ import (
 
 	// The filters weir-proxy ships register themselves.
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/buffer"
+	_ "github.com/weir-dev/weir/pkg/dataplane/filters/cors"
 )
 
 // filterBufferLimit is Envoy's default per_connection_buffer_limit_bytes,
@@ -208,6 +209,18 @@ func (c filterCallbacks) PerRouteConfig() any {
 		return rc.config
 	}
 	return nil
+}
+
+func (c filterCallbacks) PerRouteConfigs() []any {
+	var out []any
+	name := c.f.conf.name
+	if s := c.f.s; s.route != nil && s.route.perFilter[name] != nil && s.route.perFilter[name].config != nil {
+		out = append(out, s.route.perFilter[name].config)
+	}
+	if s := c.f.s; s.vhost != nil && s.vhost.perFilter[name] != nil && s.vhost.perFilter[name].config != nil {
+		out = append(out, s.vhost.perFilter[name].config)
+	}
+	return out
 }
 
 func (c filterCallbacks) RemoteAddr() netip.AddrPort {

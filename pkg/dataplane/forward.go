@@ -579,6 +579,9 @@ func (s *stream) forward(fw *forward, tgt *target) {
 		out.Host = fw.hostRewrite
 	}
 	s.routeHeaders(out.Header, fw, tgt)
+	if len(fw.mirrors) > 0 && s.upType == "" {
+		s.startShadows(out, fw.mirrors, fw.timeout)
+	}
 
 	transport := c.pool.main
 	if s.upType != "" {

@@ -159,6 +159,8 @@ type forward struct {
 	// notFoundCode answers a cluster that is not configured
 	// (cluster_not_found_response_code; 503 by default).
 	notFoundCode int
+	// mirrors are request_mirror_policies.
+	mirrors []*mirror
 }
 
 // target is one (weighted) cluster of a route with the header mutations that
@@ -1058,7 +1060,7 @@ func compileRedirect(rd *routev3.RedirectAction, path string, cr *route) (*redir
 }
 
 func compileForward(ra *routev3.RouteAction, path string, clusters map[string]*cluster, validateClusters, mostSpecific bool, routeOps []headerOp) (*forward, error) {
-	if err := onlyFields(ra, path, "cluster", "weighted_clusters", "timeout", "retry_policy", "host_rewrite_literal", "upgrade_configs", "prefix_rewrite", "regex_rewrite", "cluster_not_found_response_code"); err != nil {
+	if err := onlyFields(ra, path, "cluster", "weighted_clusters", "timeout", "retry_policy", "host_rewrite_literal", "upgrade_configs", "prefix_rewrite", "regex_rewrite", "cluster_not_found_response_code", "request_mirror_policies"); err != nil {
 		return nil, err
 	}
 	fw := &forward{timeout: envoyDefaultRouteTimeout, hostRewrite: ra.GetHostRewriteLiteral(), notFoundCode: http.StatusServiceUnavailable}
@@ -1131,6 +1133,11 @@ func compileForward(ra *routev3.RouteAction, path string, clusters map[string]*c
 	default:
 		return nil, invalid(path, "one of cluster or weighted_clusters is required")
 	}
+	mirrors, err := compileMirrors(ra.GetRequestMirrorPolicies(), sub(path, "request_mirror_policies"), lookup)
+	if err != nil {
+		return nil, err
+	}
+	fw.mirrors = mirrors
 	if rp := ra.GetRetryPolicy(); rp != nil {
 		p, err := compileRetry(rp, sub(path, "retry_policy"))
 		if err != nil {

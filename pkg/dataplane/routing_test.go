@@ -232,8 +232,8 @@ func TestUnsupportedFieldsNamed(t *testing.T) {
 		"routes[0].response_headers_to_add[0].header.value": func(r *routev3.Route) {
 			r.ResponseHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "a", Value: "%START_TIME%"}}}
 		},
-		"routes[0].route.request_mirror_policies": func(r *routev3.Route) {
-			action(r).RequestMirrorPolicies = []*routev3.RouteAction_RequestMirrorPolicy{{Cluster: "c"}}
+		"routes[0].route.request_mirror_policies[0].cluster_header": func(r *routev3.Route) {
+			action(r).RequestMirrorPolicies = []*routev3.RouteAction_RequestMirrorPolicy{{ClusterHeader: "x-mirror"}}
 		},
 		"routes[0].route.retry_policy.retry_on": func(r *routev3.Route) {
 			action(r).RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,refused-stream"}

@@ -188,9 +188,67 @@ type Route struct {
 	UnresolvedStatus int
 	// WebsocketUpgrade allows "Upgrade: websocket" on this route.
 	WebsocketUpgrade bool
+	// Mirrors get a copy of each request (or of a sampled fraction), whose
+	// answers are dropped. Only routes with Backends send them.
+	Mirrors []Mirror
+	// Filters are the per-request policies attached to this route, at most
+	// one of each kind. They are the attachment point for policies and
+	// plugins: translate runs each kind as one filter of Envoy's HTTP
+	// filter chain, present only where some route uses it, with the
+	// route's settings as its typed_per_filter_config.
+	Filters []HTTPFilter
 
 	Provenance Provenance
 }
+
+// Mirror sends copies of a route's requests to a backend. The copy's host
+// gets "-shadow" appended, as Envoy's shadowing does.
+type Mirror struct {
+	BackendName string
+	// Numerator/Denominator is the fraction of requests copied; a zero
+	// Denominator means all of them.
+	Numerator, Denominator uint32
+}
+
+// HTTPFilter is a per-request policy attached to a route.
+type HTTPFilter interface {
+	// FilterKind says which filter runs it. Kinds run in the order of
+	// their values, before the router.
+	FilterKind() FilterKind
+}
+
+// FilterKind is a kind of HTTPFilter, in filter chain order.
+type FilterKind uint8
+
+const (
+	// FilterCORS answers CORS preflights and adds CORS response headers.
+	FilterCORS FilterKind = iota + 1
+)
+
+// CORSPolicy is the Fetch standard's CORS protocol for a route. A request
+// whose Origin is allowed gets Access-Control-Allow-Origin set to that
+// origin (never "*", so credentials work). Every preflight is answered by
+// the gateway, with the CORS headers only for an allowed origin. Other
+// requests pass through untouched.
+type CORSPolicy struct {
+	// AllowOrigins are "scheme://host[:port]" origins; "*" in place of
+	// the leftmost host labels matches one or more labels, and "*" alone
+	// matches every origin.
+	AllowOrigins []string
+	// AllowMethods, AllowHeaders and ExposeHeaders are listed as given;
+	// a lone "*" in AllowMethods or AllowHeaders answers a preflight with
+	// what it asked for.
+	AllowMethods  []string
+	AllowHeaders  []string
+	ExposeHeaders []string
+	// MaxAge is how long, in seconds, a preflight answer may be cached;
+	// nil sends no Access-Control-Max-Age.
+	MaxAge           *int32
+	AllowCredentials bool
+}
+
+// FilterKind implements HTTPFilter.
+func (*CORSPolicy) FilterKind() FilterKind { return FilterCORS }
 
 // PathMatchKind is how Match.Path is compared.
 type PathMatchKind uint8

@@ -129,7 +129,7 @@ func newShared(opts Options) *shared {
 	for _, role := range ir.AllRoles {
 		s.hcm[role] = &listenerv3.Filter{
 			Name:       httpConnectionManagerFilter,
-			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(httpConnectionManager(role.String(), opts))},
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(httpConnectionManager(role.String(), []*hcmv3.HttpFilter{routerHTTPFilter}, opts))},
 		}
 	}
 	for _, role := range plainRoles {
@@ -174,9 +174,15 @@ func adsConfigSource() *corev3.ConfigSource {
 	}
 }
 
+// routerHTTPFilter ends every filter chain.
+var routerHTTPFilter = &hcmv3.HttpFilter{
+	Name:       routerFilter,
+	ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})},
+}
+
 // httpConnectionManager serves the route configuration of that name, which
-// is also its stat prefix.
-func httpConnectionManager(name string, opts Options) *hcmv3.HttpConnectionManager {
+// is also its stat prefix, through filters (which end with the router).
+func httpConnectionManager(name string, filters []*hcmv3.HttpFilter, opts Options) *hcmv3.HttpConnectionManager {
 	return &hcmv3.HttpConnectionManager{
 		StatPrefix: name,
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
@@ -184,10 +190,7 @@ func httpConnectionManager(name string, opts Options) *hcmv3.HttpConnectionManag
 			RouteConfigName: name,
 			ConfigSource:    adsConfigSource(),
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{{
-			Name:       routerFilter,
-			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})},
-		}},
+		HttpFilters:       filters,
 		UpgradeConfigs:    []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 		StreamIdleTimeout: durationpb.New(opts.StreamIdleTimeout),
 		UseRemoteAddress:  wrapperspb.Bool(true),

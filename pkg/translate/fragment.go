@@ -385,6 +385,11 @@ func missingBackends(vh *ir.VirtualHost, available nameSet) []string {
 				missing = append(missing, b.BackendName)
 			}
 		}
+		for _, m := range r.Mirrors {
+			if !available.has(m.BackendName) {
+				missing = append(missing, m.BackendName)
+			}
+		}
 	}
 	return missing
 }

@@ -230,8 +230,8 @@ func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir
 			names[il.Name] = true
 			addSources(il.Provenance)
 		}
-		routeConfig(name, names)
-		l.FilterChains = []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{s.ownHCM(name)}}}
+		rc := routeConfig(name, names)
+		l.FilterChains = []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{s.ownHCM(rc)}}}
 	} else {
 		l.ListenerFilters = []*listenerv3.ListenerFilter{s.tlsInspector}
 		// Envoy refuses two filter chains with one server name.
@@ -298,12 +298,12 @@ func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir
 				continue
 			}
 			rcName := name + "/" + il.Name
-			routeConfig(rcName, map[string]bool{il.Name: true})
+			rc := routeConfig(rcName, map[string]bool{il.Name: true})
 			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 				Name:             il.Name,
 				FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: serverNames},
 				TransportSocket:  ts,
-				Filters:          []*listenerv3.Filter{s.ownHCM(rcName)},
+				Filters:          []*listenerv3.Filter{s.ownHCM(rc)},
 			})
 			addSources(il.Provenance)
 		}
@@ -439,10 +439,11 @@ func tlsRouteName(tr *ir.TLSRoute) string {
 
 // ownHCM is the connection manager filter of a fragment's listener, with
 // the same edge settings as the gateway's own listeners.
-func (s *shared) ownHCM(routeConfigName string) *listenerv3.Filter {
+func (s *shared) ownHCM(rc *routev3.RouteConfiguration) *listenerv3.Filter {
+	hcm := httpConnectionManager(rc.GetName(), httpFiltersFor(rc.GetVirtualHosts()), s.opts)
 	return &listenerv3.Filter{
 		Name:       httpConnectionManagerFilter,
-		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(httpConnectionManager(routeConfigName, s.opts))},
+		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)},
 	}
 }
 

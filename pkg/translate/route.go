@@ -15,6 +15,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -139,8 +140,18 @@ func buildRoute(r *ir.Route, available nameSet, ownListener bool, s *shared, w *
 		}
 		out.Action = &routev3.Route_Route{Route: action}
 	}
+	if len(r.Mirrors) > 0 && out.GetRoute() == nil {
+		w.add("route %s: answers without a backend, so its requests are not mirrored", label)
+	}
 	out.RequestHeadersToAdd, out.RequestHeadersToRemove = buildHeaderMutation(r.RequestHeaders, s, w, label)
 	out.ResponseHeadersToAdd, out.ResponseHeadersToRemove = buildHeaderMutation(r.ResponseHeaders, s, w, label)
+	if len(r.Filters) > 0 && !ownListener {
+		// The shared listeners' filter chains are fixed at start.
+		return nil, false, fmt.Errorf("per-route filters are served only on a Gateway's own listeners")
+	}
+	if out.TypedPerFilterConfig, err = perFilterConfig(r.Filters); err != nil {
+		return nil, false, err
+	}
 	if err := out.ValidateAll(); err != nil {
 		return nil, false, err
 	}
@@ -404,6 +415,12 @@ func buildRouteAction(r *ir.Route, available nameSet, ownListener bool, s *share
 	if r.HostRewrite != "" {
 		out.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: r.HostRewrite}
 	}
+	for _, m := range r.Mirrors {
+		if !available.has(m.BackendName) {
+			return nil, false, fmt.Errorf("mirror backend %q has no cluster", m.BackendName)
+		}
+		out.RequestMirrorPolicies = append(out.RequestMirrorPolicies, mirrorPolicy(m))
+	}
 	if r.Retry != nil {
 		out.RetryPolicy = buildRetryPolicy(r.Retry, w, label)
 	}
@@ -415,6 +432,30 @@ func buildRouteAction(r *ir.Route, available nameSet, ownListener bool, s *share
 		out.PrefixRewrite, out.RegexRewrite = prefix, regex
 	}
 	return out, unavailable, nil
+}
+
+// mirrorPolicy is Envoy's shadowing of m. A fraction Envoy cannot state
+// exactly (a denominator other than 100, 10^4 or 10^6) is rounded to
+// millionths.
+func mirrorPolicy(m ir.Mirror) *routev3.RouteAction_RequestMirrorPolicy {
+	out := &routev3.RouteAction_RequestMirrorPolicy{Cluster: m.BackendName}
+	if m.Denominator == 0 || m.Numerator >= m.Denominator {
+		return out
+	}
+	fp := &typev3.FractionalPercent{Numerator: m.Numerator}
+	switch m.Denominator {
+	case 100:
+		fp.Denominator = typev3.FractionalPercent_HUNDRED
+	case 10_000:
+		fp.Denominator = typev3.FractionalPercent_TEN_THOUSAND
+	case 1_000_000:
+		fp.Denominator = typev3.FractionalPercent_MILLION
+	default:
+		fp.Denominator = typev3.FractionalPercent_MILLION
+		fp.Numerator = uint32((uint64(m.Numerator)*1_000_000 + uint64(m.Denominator)/2) / uint64(m.Denominator))
+	}
+	out.RuntimeFraction = &corev3.RuntimeFractionalPercent{DefaultValue: fp}
+	return out
 }
 
 // weightedClusters lists every backend, weight-0 ones included. Envoy

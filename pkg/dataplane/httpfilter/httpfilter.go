@@ -129,6 +129,10 @@ type Callbacks interface {
 	// PerRouteConfig is this filter's most specific typed_per_filter_config
 	// (route, then virtual host), compiled by its Factory, or nil.
 	PerRouteConfig() any
+	// PerRouteConfigs are all of this filter's typed_per_filter_config
+	// values, the most specific first (route, then virtual host), for
+	// filters that merge them field by field as Envoy's CORS filter does.
+	PerRouteConfigs() []any
 	// RemoteAddr is the downstream peer.
 	RemoteAddr() netip.AddrPort
 	// BufferLimit is how many bytes a filter may buffer (Envoy's

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/weir-dev/weir/pkg/ir"
 	"github.com/weir-dev/weir/pkg/manifest"
 	"github.com/weir-dev/weir/pkg/reconciler/gateway"
 )
@@ -194,8 +195,28 @@ metadata: {name: mirror, namespace: default}
 spec:
   parentRefs: [{name: gw}]
   rules:
-  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: svc, port: 80}}}]
+  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: svc, port: 80}, percent: 25}}]
     backendRefs: [{name: svc, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mirror-missing, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: nowhere, port: 80}}}]
+    backendRefs: [{name: svc, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: backend-mirror, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - backendRefs:
+    - name: svc
+      port: 80
+      filters: [{type: RequestMirror, requestMirror: {backendRef: {name: svc, port: 80}}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -248,7 +269,11 @@ spec:
 		{"default/missing-backend", "ResolvedRefs", "False/BackendNotFound"},
 		{"default/missing-backend", "Accepted", "True/Accepted"},
 		{"default/bad-kind", "ResolvedRefs", "False/InvalidKind"},
-		{"default/mirror", "Accepted", "False/UnsupportedValue"},
+		{"default/mirror", "Accepted", "True/Accepted"},
+		// A mirror that does not resolve is left out; the rule serves.
+		{"default/mirror-missing", "Accepted", "True/Accepted"},
+		{"default/mirror-missing", "ResolvedRefs", "False/BackendNotFound"},
+		{"default/backend-mirror", "Accepted", "False/UnsupportedValue"},
 		// Envoy would refuse it; it is refused here, not left out unsaid.
 		{"default/bad-regex", "Accepted", "False/UnsupportedValue"},
 	} {
@@ -265,11 +290,28 @@ spec:
 	for _, l := range gw.Listeners {
 		attached[l.Name] = l.AttachedRoutes
 	}
-	// ok, missing-backend, bad-kind and backend-headers attach to "http";
-	// ok and the others without a sectionName to "selected" only if
-	// allowed (they are in "default", which has no label).
-	if attached["http"] != 4 || attached["selected"] != 1 {
-		t.Errorf("attachedRoutes = %v, want http:4 selected:1", attached)
+	// ok, missing-backend, bad-kind, backend-headers, mirror and
+	// mirror-missing attach to "http"; ok and the others without a
+	// sectionName to "selected" only if allowed (they are in "default",
+	// which has no label).
+	if attached["http"] != 6 || attached["selected"] != 1 {
+		t.Errorf("attachedRoutes = %v, want http:6 selected:1", attached)
+	}
+	// The mirrors as the model has them: a quarter of requests to svc,
+	// and none for the one that did not resolve.
+	mirrors := map[string][]ir.Mirror{}
+	for _, vh := range res.Fragments[0].VirtualHosts {
+		for _, rt := range vh.Routes {
+			if len(rt.Provenance) > 0 && strings.HasPrefix(rt.Provenance[0].Name, "mirror") {
+				mirrors[rt.Provenance[0].Name] = rt.Mirrors
+			}
+		}
+	}
+	if m := mirrors["mirror"]; len(m) != 1 || m[0] != (ir.Mirror{BackendName: "default/svc:80", Numerator: 25, Denominator: 100}) {
+		t.Errorf("mirror route mirrors %+v", m)
+	}
+	if m, ok := mirrors["mirror-missing"]; !ok || len(m) != 0 {
+		t.Errorf("mirror-missing route mirrors %+v (present %v), want none", m, ok)
 	}
 	// A rule whose only backend is invalid answers 500.
 	for _, vh := range res.Fragments[0].VirtualHosts {

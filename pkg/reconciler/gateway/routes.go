@@ -286,23 +286,18 @@ func (b *builder) buildHTTPRoute(r *gwv1.HTTPRoute) *builtRoute {
 		rule := &r.Spec.Rules[ri]
 		field := fmt.Sprintf("spec.rules[%d]", ri)
 		base := &ir.Route{WebsocketUpgrade: true, Provenance: ir.Provenance{src}}
-		if msg := applyFilters(base, rule.Filters, field); msg != "" {
+		if msg := applyFilters(base, rule.Filters, field, false); msg != "" {
 			out.unsupported = msg
 			return out
 		}
+		b.addMirrors(out, base, r.Namespace, rule.Filters, field, seen)
 		if t := rule.Timeouts; t != nil {
-			if t.BackendRequest != nil {
-				out.unsupported = field + ".timeouts.backendRequest is not supported yet; remove it or use timeouts.request"
+			d, msg := ruleTimeout(t, field)
+			if msg != "" {
+				out.unsupported = msg
 				return out
 			}
-			if t.Request != nil {
-				d, err := time.ParseDuration(string(*t.Request))
-				if err != nil {
-					out.unsupported = fmt.Sprintf("%s.timeouts.request %q: %v", field, *t.Request, err)
-					return out
-				}
-				base.Timeout = &d
-			}
+			base.Timeout = d
 		}
 		if rule.Retry != nil || rule.SessionPersistence != nil {
 			out.unsupported = field + ": retry and sessionPersistence are not supported yet"
@@ -313,7 +308,7 @@ func (b *builder) buildHTTPRoute(r *gwv1.HTTPRoute) *builtRoute {
 			br := &rule.BackendRefs[bi]
 			bfield := fmt.Sprintf("%s.backendRefs[%d]", field, bi)
 			resolved, ok := b.addBackend(out, base, RouteKind, r.Namespace, br.BackendRef, bfield, seen,
-				func(scratch *ir.Route) string { return applyFilters(scratch, br.Filters, bfield) })
+				func(scratch *ir.Route) string { return applyFilters(scratch, br.Filters, bfield, true) })
 			if !ok {
 				return out
 			}
@@ -454,9 +449,9 @@ func convertMatch(m *gwv1.HTTPRouteMatch) (ir.Match, error) {
 	return out, nil
 }
 
-// applyFilters applies a rule's filters to r. It returns why a filter
-// cannot be served, or "".
-func applyFilters(r *ir.Route, filters []gwv1.HTTPRouteFilter, field string) string {
+// applyFilters applies a rule's (or, onBackend, a backendRef's) filters to
+// r. It returns why a filter cannot be served, or "".
+func applyFilters(r *ir.Route, filters []gwv1.HTTPRouteFilter, field string, onBackend bool) string {
 	for fi := range filters {
 		f := &filters[fi]
 		ffield := fmt.Sprintf("%s.filters[%d]", field, fi)
@@ -506,6 +501,16 @@ func applyFilters(r *ir.Route, filters []gwv1.HTTPRouteFilter, field string) str
 				return msg
 			}
 			r.PathRewrite = pm
+		case gwv1.HTTPRouteFilterRequestMirror:
+			// Rule-level mirrors are resolved by addMirrors; a backend
+			// cannot have its own.
+			if onBackend {
+				return ffield + ": RequestMirror is not supported on a backend; put it on the rule"
+			}
+		case gwv1.HTTPRouteFilterCORS:
+			if f.CORS != nil {
+				r.Filters = append(r.Filters, corsPolicy(f.CORS))
+			}
 		default:
 			return fmt.Sprintf("%s: filter type %s is not supported yet", ffield, f.Type)
 		}
@@ -753,4 +758,86 @@ func hostOf(ls *listenerState) string {
 		return ""
 	}
 	return string(*ls.spec.Hostname)
+}
+
+// ruleTimeout is the route timeout for a rule's timeouts. Weir makes one
+// attempt per request (retries are refused), so the backend request and
+// the whole request last equally long from the gateway's side, and the
+// tighter of the two bounds both. "0s" turns a timeout off; nil means none.
+func ruleTimeout(t *gwv1.HTTPRouteTimeouts, field string) (*time.Duration, string) {
+	var out *time.Duration
+	for _, c := range []struct {
+		name string
+		val  *gwv1.Duration
+	}{{"request", t.Request}, {"backendRequest", t.BackendRequest}} {
+		if c.val == nil {
+			continue
+		}
+		d, err := time.ParseDuration(string(*c.val))
+		if err != nil || d < 0 {
+			return nil, fmt.Sprintf("%s.timeouts.%s %q is not a valid duration", field, c.name, *c.val)
+		}
+		if out == nil || *out == 0 || (d != 0 && d < *out) {
+			out = &d
+		}
+	}
+	return out, ""
+}
+
+// corsPolicy is a CORS filter as the routing model has it.
+func corsPolicy(c *gwv1.HTTPCORSFilter) *ir.CORSPolicy {
+	p := &ir.CORSPolicy{AllowCredentials: c.AllowCredentials != nil && *c.AllowCredentials}
+	for _, o := range c.AllowOrigins {
+		p.AllowOrigins = append(p.AllowOrigins, string(o))
+	}
+	for _, m := range c.AllowMethods {
+		p.AllowMethods = append(p.AllowMethods, string(m))
+	}
+	for _, h := range c.AllowHeaders {
+		p.AllowHeaders = append(p.AllowHeaders, string(h))
+	}
+	for _, h := range c.ExposeHeaders {
+		p.ExposeHeaders = append(p.ExposeHeaders, string(h))
+	}
+	if c.MaxAge > 0 {
+		maxAge := c.MaxAge
+		p.MaxAge = &maxAge
+	}
+	return p
+}
+
+// addMirrors resolves a rule's RequestMirror filters. A mirror whose
+// backend does not resolve is left out, and the route's ResolvedRefs says
+// why; the rule itself keeps serving.
+func (b *builder) addMirrors(out *builtRoute, base *ir.Route, ns string, filters []gwv1.HTTPRouteFilter, field string, seen map[string]bool) {
+	for fi := range filters {
+		f := &filters[fi]
+		if f.Type != gwv1.HTTPRouteFilterRequestMirror || f.RequestMirror == nil {
+			continue
+		}
+		mf := f.RequestMirror
+		mfield := fmt.Sprintf("%s.filters[%d].requestMirror.backendRef", field, fi)
+		be, reason, msg := b.resolveBackend(RouteKind, ns, gwv1.BackendRef{BackendObjectReference: mf.BackendRef}, mfield)
+		if be == nil {
+			if out.resolved {
+				out.resolved, out.reason, out.msg = false, reason, msg
+			}
+			continue
+		}
+		m := ir.Mirror{BackendName: be.Name}
+		switch {
+		case mf.Percent != nil:
+			m.Numerator, m.Denominator = uint32(max(*mf.Percent, 0)), 100 //nolint:gosec // clamped; the API bounds it by 100
+		case mf.Fraction != nil:
+			m.Numerator, m.Denominator = uint32(max(mf.Fraction.Numerator, 0)), 100 //nolint:gosec // clamped
+			if d := mf.Fraction.Denominator; d != nil && *d > 0 {
+				m.Denominator = uint32(*d) //nolint:gosec // positive
+			}
+		}
+		base.Mirrors = append(base.Mirrors, m)
+		if !seen[be.Name] {
+			seen[be.Name] = true
+			out.backends = append(out.backends, be)
+		}
+	}
 }

@@ -1,0 +1,134 @@
+package translate
+
+import (
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weir-dev/weir/pkg/ir"
+)
+
+// corsFilter is Envoy's CORS filter. Its typed_config has no settings; a
+// route's CorsPolicy in typed_per_filter_config is what makes it act.
+const corsFilter = "envoy.filters.http.cors"
+
+// httpFilterOf is the Envoy filter that runs each ir.FilterKind: its name
+// (the typed_per_filter_config key) and its listener-level typed_config.
+var httpFilterOf = map[ir.FilterKind]struct {
+	name   string
+	config proto.Message
+}{
+	ir.FilterCORS: {corsFilter, &corsv3.Cors{}},
+}
+
+// perFilterConfig is a route's typed_per_filter_config for its filters.
+func perFilterConfig(fs []ir.HTTPFilter) (map[string]*anypb.Any, error) {
+	if len(fs) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]*anypb.Any, len(fs))
+	for _, f := range fs {
+		var (
+			msg proto.Message
+			err error
+		)
+		switch p := f.(type) {
+		case *ir.CORSPolicy:
+			msg, err = corsPolicy(p)
+		default:
+			err = fmt.Errorf("filter %T is not supported", f)
+		}
+		if err != nil {
+			return nil, err
+		}
+		name := httpFilterOf[f.FilterKind()].name
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("two %s policies on one route", name)
+		}
+		out[name] = mustAny(msg)
+	}
+	return out, nil
+}
+
+// corsPolicy is Envoy's per-route CorsPolicy for p. Envoy echoes an
+// allowed Origin (never "*"), and a lone "*" in allow_methods or
+// allow_headers echoes what the preflight asked for, which is what the
+// Fetch standard requires of credentialed requests.
+func corsPolicy(p *ir.CORSPolicy) (*corsv3.CorsPolicy, error) {
+	out := &corsv3.CorsPolicy{
+		AllowMethods:  strings.Join(p.AllowMethods, ", "),
+		AllowHeaders:  strings.Join(p.AllowHeaders, ", "),
+		ExposeHeaders: strings.Join(p.ExposeHeaders, ", "),
+		// The route owns its CORS: a preflight from an origin it does
+		// not allow is answered (without Allow-Origin) by the gateway,
+		// not passed to a backend that may answer it more generously.
+		ForwardNotMatchingPreflights: wrapperspb.Bool(false),
+	}
+	for _, o := range p.AllowOrigins {
+		m, err := originMatcher(o)
+		if err != nil {
+			return nil, err
+		}
+		out.AllowOriginStringMatch = append(out.AllowOriginStringMatch, m)
+	}
+	if p.MaxAge != nil {
+		out.MaxAge = strconv.Itoa(int(*p.MaxAge))
+	}
+	if p.AllowCredentials {
+		out.AllowCredentials = wrapperspb.Bool(true)
+	}
+	for _, v := range []string{out.AllowMethods, out.AllowHeaders, out.ExposeHeaders} {
+		if strings.ContainsAny(v, "\r\n\x00") {
+			return nil, fmt.Errorf("CORS header value %q has a control character", v)
+		}
+	}
+	return out, out.ValidateAll()
+}
+
+// originMatcher matches one allowed origin. Envoy treats an exact "*" as
+// matching every origin; a "*" inside the host matches one or more DNS
+// labels, so "https://*.example.com" takes "https://a.b.example.com" but
+// not "https://example.com".
+func originMatcher(origin string) (*matcherv3.StringMatcher, error) {
+	if origin == "" || strings.ContainsAny(origin, "\r\n\x00") {
+		return nil, fmt.Errorf("CORS origin %q is not an origin", origin)
+	}
+	if origin == "*" || !strings.Contains(origin, "*") {
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: origin}}, nil
+	}
+	re := strings.ReplaceAll(regexp.QuoteMeta(origin), `\*`, `[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*`)
+	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: re}}}, nil
+}
+
+// httpFiltersFor is the filter chain of a connection manager serving
+// vhosts: the filters some route of theirs configures, in FilterKind
+// order, then the router.
+func httpFiltersFor(vhosts []*routev3.VirtualHost) []*hcmv3.HttpFilter {
+	used := map[string]bool{}
+	for _, vh := range vhosts {
+		for _, r := range vh.GetRoutes() {
+			for name := range r.GetTypedPerFilterConfig() {
+				used[name] = true
+			}
+		}
+	}
+	var out []*hcmv3.HttpFilter
+	for _, kind := range slices.Sorted(maps.Keys(httpFilterOf)) {
+		f := httpFilterOf[kind]
+		if used[f.name] {
+			out = append(out, &hcmv3.HttpFilter{Name: f.name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(f.config)}})
+		}
+	}
+	return append(out, routerHTTPFilter)
+}
