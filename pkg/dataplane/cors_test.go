@@ -50,10 +50,16 @@ func TestCORS(t *testing.T) {
 	closed.TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.cors": mustAny(&corsv3.CorsPolicy{
 		AllowOriginStringMatch:       []*matcherv3.StringMatcher{exactOrigin("https://www.foo.com")},
 		AllowMethods:                 "GET",
+		AllowCredentials:             wrapperspb.Bool(true),
 		ForwardNotMatchingPreflights: wrapperspb.Bool(false),
 	})}
+	// Envoy's CORS filter acts only on routes that forward.
+	direct := &routev3.Route{Match: prefixMatch("/direct"), Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 500}},
+		TypedPerFilterConfig: map[string]*anypb.Any{"envoy.filters.http.cors": mustAny(&corsv3.CorsPolicy{
+			AllowOriginStringMatch: []*matcherv3.StringMatcher{exactOrigin("*")}, AllowMethods: "GET",
+		})}}
 	plain := routeTo(prefixMatch("/"), b.name)
-	vh := virtualHost("vh", []string{"*"}, strict, wildcard, closed, plain)
+	vh := virtualHost("vh", []string{"*"}, strict, wildcard, closed, direct, plain)
 	// The virtual host's expose_headers fills in what the routes leave unset.
 	vh.TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.cors": mustAny(&corsv3.CorsPolicy{ExposeHeaders: "x-exposed"})}
 	res := &Resources{
@@ -84,7 +90,9 @@ func TestCORS(t *testing.T) {
 		"preflight from another origin is forwarded": {"OPTIONS", "/strict", map[string]string{"Origin": "https://evil.com", "Access-Control-Request-Method": "GET"},
 			want{200, true, map[string]string{"Access-Control-Allow-Origin": absent, "Access-Control-Allow-Methods": absent}}},
 		"a preflight from another origin answered without CORS headers": {"OPTIONS", "/closed", map[string]string{"Origin": "https://evil.com", "Access-Control-Request-Method": "GET"},
-			want{200, false, map[string]string{"Access-Control-Allow-Origin": absent, "Access-Control-Allow-Methods": "GET"}}},
+			want{200, false, map[string]string{"Access-Control-Allow-Origin": absent, "Access-Control-Allow-Methods": "GET", "Access-Control-Allow-Credentials": "true"}}},
+		"a direct response route is not CORS's": {"OPTIONS", "/direct", map[string]string{"Origin": "https://www.foo.com", "Access-Control-Request-Method": "GET"},
+			want{500, false, map[string]string{"Access-Control-Allow-Origin": absent, "Access-Control-Allow-Methods": absent}}},
 		"request from an allowed origin": {"GET", "/strict", map[string]string{"Origin": "https://www.foo.com"},
 			want{200, true, map[string]string{"Access-Control-Allow-Origin": "https://www.foo.com",
 				"Access-Control-Allow-Credentials": "true", "Access-Control-Expose-Headers": "x-exposed"}}},

@@ -204,6 +204,8 @@ func (c filterCallbacks) RouteName() string {
 	return c.f.s.route.name
 }
 
+func (c filterCallbacks) RouteForwards() bool { return c.f.s.route != nil && c.f.s.route.fwd != nil }
+
 func (c filterCallbacks) PerRouteConfig() any {
 	if rc := c.f.s.perRouteConf(c.f.conf.name); rc != nil {
 		return rc.config

@@ -73,6 +73,7 @@ type stream struct {
 	cluster  *cluster
 	endpoint *endpoint
 	activeEp *endpoint // least-request accounting to release at the end
+	tee      *teeBody  // the body's copies for mirrors, reset at the end
 
 	// mu serialises the filter callbacks and downstream writes: the
 	// transport reads the request body, and so runs decoder filters, on a
@@ -1235,6 +1236,9 @@ func (s *stream) sendLocalReply(code int, body string, extra http.Header, detail
 func (s *stream) finish() {
 	if s.idleTimer != nil {
 		s.idleTimer.Stop()
+	}
+	if s.tee != nil {
+		s.tee.abort()
 	}
 	// The route timer may be armed from the transport's body goroutine;
 	// going through the Once both disarms it for good and makes the

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -81,9 +81,12 @@ func (m *mirror) sampled() bool {
 
 // startShadows sends a copy of out, whose headers are final, to each
 // sampled mirror. A copy with a body reads what the main request reads,
-// through a teeBody that out.Body becomes.
+// through a teeBody that out.Body becomes; the stream keeps it, so that a
+// copy whose body did not end is reset when the stream ends, as Envoy's
+// router resets shadow streams still sending when it is destroyed.
 func (s *stream) startShadows(out *http.Request, mirrors []*mirror, timeout time.Duration) {
 	var tee *teeBody
+	defer func() { s.tee = tee }()
 	for _, m := range mirrors {
 		c := m.cluster
 		if c.missing || !m.sampled() {
@@ -133,10 +136,11 @@ func shadow(req *http.Request, c *cluster, timeout time.Duration) {
 	c.stats.requests.inc(res.StatusCode)
 }
 
-// shadowHost is Envoy's shadow authority: "-shadow" before the port.
+// shadowHost is Envoy's shadow authority: "-shadow" before the port, if
+// any ("[::1]:80" becomes "[::1]-shadow:80").
 func shadowHost(host string) string {
-	if h, port, err := net.SplitHostPort(host); err == nil {
-		return net.JoinHostPort(h+"-shadow", port)
+	if i := strings.LastIndexByte(host, ':'); i > 0 && !strings.Contains(host[i:], "]") && (host[0] == '[' || strings.Count(host, ":") == 1) {
+		return host[:i] + "-shadow" + host[i:]
 	}
 	return host + "-shadow"
 }
@@ -152,6 +156,9 @@ var errShadowAborted = errors.New("shadow request aborted")
 type teeBody struct {
 	src   io.ReadCloser
 	sinks []*shadowSink
+	// mu orders the transport's Read against a Close or abort from
+	// another goroutine.
+	mu    sync.Mutex
 	ended bool
 }
 
@@ -164,23 +171,33 @@ func (t *teeBody) newSink() *shadowSink {
 
 func (t *teeBody) Read(p []byte) (int, error) {
 	n, err := t.src.Read(p)
-	for _, s := range t.sinks {
-		s.push(p[:n], err)
-	}
-	if err != nil {
-		t.ended = true
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.ended {
+		for _, s := range t.sinks {
+			s.push(p[:n], err)
+		}
+		t.ended = err != nil
 	}
 	return n, err
 }
 
 func (t *teeBody) Close() error {
+	t.abort()
+	return t.src.Close()
+}
+
+// abort resets the copies whose body has not ended; a finished one is
+// left to get its answer.
+func (t *teeBody) abort() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if !t.ended {
 		t.ended = true
 		for _, s := range t.sinks {
 			s.push(nil, errShadowAborted)
 		}
 	}
-	return t.src.Close()
 }
 
 // shadowSink is one shadow's copy of the body.

@@ -123,3 +123,81 @@ func TestMirrorSamplingAndRefusals(t *testing.T) {
 		}
 	}
 }
+
+// shadowsInFlight is how many copies to cluster are in flight.
+func shadowsInFlight(p *Proxy, cluster string) int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pools[cluster].shadows.Load()
+}
+
+// TestMirrorFollowsItsClusterAndEndsWithTheStream: a copy whose body the
+// main upstream never read is reset when the stream ends, with a retry
+// policy too, so no shadow is left waiting; and an endpoint change of the
+// mirror cluster alone moves the copies (the compiled host is not reused
+// with the old cluster).
+func TestMirrorFollowsItsClusterAndEndsWithTheStream(t *testing.T) {
+	// main answers without reading the body.
+	main := &backend{name: "main"}
+	main.addr = serveHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	m1, seen1 := mirrorBackend(t, "m1", nil)
+	m2, seen2 := mirrorBackend(t, "m2", nil)
+	rt := routeTo(prefixMatch("/"), main.name)
+	rt.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx"}
+	rt.GetRoute().RequestMirrorPolicies = []*routev3.RouteAction_RequestMirrorPolicy{{Cluster: m1.name}}
+	res := &Resources{
+		Listeners: []*listenerv3.Listener{plainListener("l")},
+		Routes:    []*routev3.RouteConfiguration{routeConfig("l", virtualHost("vh", []string{"*"}, rt))},
+	}
+	addBackends(res, false, main, m1)
+	p := newTestProxy(t, Options{})
+	mustApply(t, p, res)
+
+	// The main upstream answers before it has read the body, so the
+	// transport stops reading it; the copy then ends only by being reset
+	// when the stream ends (the mirror backend reads until then).
+	req, _ := http.NewRequest("POST", proxyURL(t, p, "l")+"/partial", strings.NewReader(strings.Repeat("x", 600<<10)))
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+	}
+	if got := waitShadow(t, "m1", seen1); got.path != "/partial" {
+		t.Errorf("the copy went to %q", got.path)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for shadowsInFlight(p, m1.name) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d shadows still in flight after the stream ended", shadowsInFlight(p, m1.name))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// Move the mirror cluster's endpoint to the second mirror backend;
+	// nothing else changes.
+	for i, c := range res.Endpoints {
+		if c.GetClusterName() == m1.name {
+			res.Endpoints[i] = cla(m1.name, m2.addr)
+		}
+	}
+	mustApply(t, p, res)
+	req, _ = http.NewRequest("GET", proxyURL(t, p, "l")+"/after", nil)
+	do(t, req)
+	if got := waitShadow(t, "m2", seen2); got.path != "/after" {
+		t.Errorf("after the endpoint change the copy went to %+v", got)
+	}
+}
+
+func TestShadowHost(t *testing.T) {
+	for in, want := range map[string]string{
+		"example.com":      "example.com-shadow",
+		"example.com:8080": "example.com-shadow:8080",
+		"[::1]:80":         "[::1]-shadow:80",
+		"[::1]":            "[::1]-shadow",
+		"10.0.0.1:80":      "10.0.0.1-shadow:80",
+	} {
+		if got := shadowHost(in); got != want {
+			t.Errorf("shadowHost(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -531,14 +531,23 @@ func (c *vhostCache) get(vh *routev3.VirtualHost, content vhostKey, validateClus
 		if r.fwd == nil {
 			continue
 		}
+		// Mirrors hold their clusters too: an endpoint change of one
+		// must recompile the host like a target's.
+		used := make([]*cluster, 0, len(r.fwd.targets)+len(r.fwd.mirrors))
 		for _, t := range r.fwd.targets {
-			if seen[t.cluster.name] {
+			used = append(used, t.cluster)
+		}
+		for _, m := range r.fwd.mirrors {
+			used = append(used, m.cluster)
+		}
+		for _, uc := range used {
+			if seen[uc.name] {
 				continue
 			}
-			seen[t.cluster.name] = true
-			dep := clusterDep{name: t.cluster.name}
-			if !t.cluster.missing {
-				dep.c = t.cluster
+			seen[uc.name] = true
+			dep := clusterDep{name: uc.name}
+			if !uc.missing {
+				dep.c = uc
 			}
 			e.clusters = append(e.clusters, dep)
 		}

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // The pod runner serves the one part of the kubelet API that clients reach
@@ -144,8 +145,14 @@ func (r *PodRunner) serveContainerLogs(w http.ResponseWriter, req *http.Request)
 		return
 	}
 	q := req.URL.Query()
-	if q.Get("follow") == "true" {
-		http.Error(w, "follow is not supported by the pod runner", http.StatusBadRequest)
+	for _, unsupported := range []string{"follow", "previous"} {
+		if q.Get(unsupported) == "true" {
+			http.Error(w, unsupported+" is not supported by the pod runner", http.StatusBadRequest)
+			return
+		}
+	}
+	if q.Has("limitBytes") {
+		http.Error(w, "limitBytes is not supported by the pod runner", http.StatusBadRequest)
 		return
 	}
 	var since time.Time
@@ -175,11 +182,12 @@ func (r *PodRunner) serveContainerLogs(w http.ResponseWriter, req *http.Request)
 		tailLines = n
 	}
 	ns, name, container := parts[0], parts[1], parts[2]
-	if !r.runsContainer(ns, name, container) {
+	uid, ok := r.runsContainer(ns, name, container)
+	if !ok {
 		http.Error(w, fmt.Sprintf("container %q in pod %s/%s is not running here", container, ns, name), http.StatusNotFound)
 		return
 	}
-	lines, err := readStampedLog(r.c.stampedPodLog(ns, name), since)
+	lines, err := readStampedLog(r.c.stampedPodLog(ns, name, uid), since)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -197,16 +205,17 @@ func (r *PodRunner) serveContainerLogs(w http.ResponseWriter, req *http.Request)
 	}
 }
 
-// runsContainer reports whether the pod is running here with that container.
-func (r *PodRunner) runsContainer(ns, name, container string) bool {
+// runsContainer returns the UID of the pod running here with that
+// container.
+func (r *PodRunner) runsContainer(ns, name, container string) (types.UID, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, rp := range r.pods {
-		if rp.namespace == ns && rp.name == name {
-			return rp.container == container
+		if rp.namespace == ns && rp.name == name && rp.container == container {
+			return rp.uid, true
 		}
 	}
-	return false
+	return "", false
 }
 
 type logLine struct {
@@ -241,9 +250,10 @@ func readStampedLog(path string, since time.Time) ([]logLine, error) {
 
 // stampedPodLog is a pod's output with each line prefixed by the time it
 // began, as a container runtime keeps it; the kubelet API filters it by
-// time. podLog keeps the plain output for people.
-func (c *Cluster) stampedPodLog(namespace, name string) string {
-	return filepath.Join(c.logDir, "pod-"+namespace+"_"+name+".stamped")
+// time. It is kept per pod UID, so a pod made again under the same name
+// starts a new log. podLog keeps the plain output for people.
+func (c *Cluster) stampedPodLog(namespace, name string, uid types.UID) string {
+	return filepath.Join(c.logDir, "pod-"+namespace+"_"+name+"_"+string(uid)+".stamped")
 }
 
 // stampWriter writes a process's output to a plain log and, line by line

@@ -57,3 +57,21 @@ func TestStampedLog(t *testing.T) {
 		t.Errorf("a pod that never wrote: %v %v, want no lines and no error", lines, err)
 	}
 }
+
+// TestStampedProcessesKeepTheirLines: a process that ends mid-line and the
+// next one in the same log each keep a line of their own.
+func TestStampedProcessesKeepTheirLines(t *testing.T) {
+	dir := t.TempDir()
+	plain, stamped := filepath.Join(dir, "plain"), filepath.Join(dir, "stamped")
+	for _, word := range []string{"first", "second"} {
+		p, err := startStampedProcess(word, plain, stamped, nil, false, "sh", "-c", "printf "+word)
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-p.done
+	}
+	lines, err := readStampedLog(stamped, time.Time{})
+	if err != nil || len(lines) != 2 || lines[0].text != "first" || lines[1].text != "second" {
+		t.Errorf("lines %+v %v, want first and second apart", lines, err)
+	}
+}

@@ -323,7 +323,7 @@ func (r *PodRunner) runPod(ctx context.Context, rp *runningPod, pod *corev1.Pod)
 	for {
 		started := time.Now()
 		proc, err := startStampedProcess(pod.Namespace+"/"+pod.Name, r.c.podLog(pod.Namespace, pod.Name),
-			r.c.stampedPodLog(pod.Namespace, pod.Name), env, true, argv...)
+			r.c.stampedPodLog(pod.Namespace, pod.Name, pod.UID), env, true, argv...)
 		if err != nil {
 			logf("%v", err)
 			r.waiting(ctx, pod, "RunContainerError", err.Error())

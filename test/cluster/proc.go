@@ -40,10 +40,18 @@ func startStampedProcess(name, logPath, stampedPath string, env []string, replac
 		defer closeLogs() // the child has its own descriptor
 		cmd.Stdout, cmd.Stderr = f, f
 	} else {
-		sf, err := os.OpenFile(stampedPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		sf, err := os.OpenFile(stampedPath, os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o600)
 		if err != nil {
 			_ = f.Close()
 			return nil, err
+		}
+		// A process that died mid-line does not glue its last line to the
+		// next one's first.
+		if st, err := sf.Stat(); err == nil && st.Size() > 0 {
+			last := make([]byte, 1)
+			if _, err := sf.ReadAt(last, st.Size()-1); err == nil && last[0] != '\n' {
+				_, _ = sf.Write([]byte("\n"))
+			}
 		}
 		closeLogs = func() { _ = f.Close(); _ = sf.Close() }
 		w := &stampWriter{plain: f, stamped: sf}

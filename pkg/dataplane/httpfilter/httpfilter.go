@@ -126,6 +126,9 @@ type Callbacks interface {
 	ClearRouteCache()
 	// RouteName is the name of the matched route, "" when none matched.
 	RouteName() string
+	// RouteForwards reports whether the matched route sends the request
+	// upstream (Envoy's route entry), not a redirect or direct response.
+	RouteForwards() bool
 	// PerRouteConfig is this filter's most specific typed_per_filter_config
 	// (route, then virtual host), compiled by its Factory, or nil.
 	PerRouteConfig() any

@@ -146,7 +146,11 @@ type filter struct {
 }
 
 func (f *filter) DecodeHeaders(h *httpfilter.RequestHeaders, _ bool) httpfilter.Status {
-	// No route, no policies: the request is not CORS's business.
+	// As Envoy: only a route that forwards (not a redirect or a direct
+	// response) has a CORS policy.
+	if !f.cb.RouteForwards() {
+		return httpfilter.Continue
+	}
 	for _, c := range f.cb.PerRouteConfigs() {
 		if p, ok := c.(*policy); ok {
 			f.policies = append(f.policies, p)
@@ -172,17 +176,19 @@ func (f *filter) DecodeHeaders(h *httpfilter.RequestHeaders, _ bool) httpfilter.
 		return httpfilter.Continue
 	}
 	// A preflight: answered here, never forwarded. The encoder side adds
-	// Allow-Origin, Allow-Credentials and Expose-Headers.
+	// Allow-Origin and Expose-Headers for an allowed origin; the rest is
+	// set whatever the origin, as in Envoy.
 	out := http.Header{}
+	if f.flag(func(p *policy) *bool { return p.allowCredentials }, false) {
+		out.Set("Access-Control-Allow-Credentials", "true")
+	}
 	if methods := f.str(func(p *policy) string { return p.allowMethods }); methods == "*" {
 		out.Set("Access-Control-Allow-Methods", requestMethod)
 	} else if methods != "" {
 		out.Set("Access-Control-Allow-Methods", methods)
 	}
 	if headers := f.str(func(p *policy) string { return p.allowHeaders }); headers == "*" {
-		if asked := h.Header.Get("Access-Control-Request-Headers"); asked != "" {
-			out.Set("Access-Control-Allow-Headers", asked)
-		}
+		out.Set("Access-Control-Allow-Headers", h.Header.Get("Access-Control-Request-Headers"))
 	} else if headers != "" {
 		out.Set("Access-Control-Allow-Headers", headers)
 	}
