@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -483,15 +484,18 @@ func compileTLS(ts *corev3.TransportSocket, path string, env *compileEnv) (*tls.
 	if err := pgv(&dtc, p); err != nil {
 		return nil, err
 	}
-	if err := onlyFields(&dtc, p, "common_tls_context"); err != nil {
+	if err := onlyFields(&dtc, p, "common_tls_context", "require_client_certificate"); err != nil {
 		return nil, err
 	}
 	ctx := dtc.GetCommonTlsContext()
 	cp := sub(p, "common_tls_context")
-	if err := onlyFields(ctx, cp, "tls_certificate_sds_secret_configs", "alpn_protocols"); err != nil {
+	if err := onlyFields(ctx, cp, "tls_certificate_sds_secret_configs", "alpn_protocols", "validation_context"); err != nil {
 		return nil, err
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: ctx.GetAlpnProtocols()}
+	if err := clientValidation(cfg, ctx.GetValidationContext(), dtc.GetRequireClientCertificate().GetValue(), p); err != nil {
+		return nil, err
+	}
 	for i, sds := range ctx.GetTlsCertificateSdsSecretConfigs() {
 		sp := idx(sub(cp, "tls_certificate_sds_secret_configs"), i)
 		if err := onlyFields(sds, sp, "name", "sds_config"); err != nil {
@@ -510,6 +514,60 @@ func compileTLS(ts *corev3.TransportSocket, path string, env *compileEnv) (*tls.
 		return nil, invalid(cp, "no certificate configured")
 	}
 	return cfg, nil
+}
+
+// clientValidation asks clients for a certificate as Envoy's
+// validation_context and require_client_certificate say: with trusted_ca a
+// presented certificate must chain to it (VERIFY_TRUST_CHAIN) or is taken
+// either way (ACCEPT_UNTRUSTED); require_client_certificate refuses a
+// handshake without one. As in Envoy, the certificate's extended key usage
+// is not checked unless configured.
+func clientValidation(cfg *tls.Config, vc *tlsv3.CertificateValidationContext, require bool, path string) error {
+	if vc == nil {
+		if require {
+			return invalid(sub(path, "require_client_certificate"), "needs common_tls_context.validation_context")
+		}
+		return nil
+	}
+	vp := sub(path, "common_tls_context.validation_context")
+	if err := onlyFields(vc, vp, "trusted_ca", "trust_chain_verification"); err != nil {
+		return err
+	}
+	pemData, err := inlineData(vc.GetTrustedCa(), sub(vp, "trusted_ca"))
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pemData) {
+		return invalid(sub(vp, "trusted_ca"), "no PEM certificate in it")
+	}
+	cfg.ClientAuth = tls.RequestClientCert
+	if require {
+		cfg.ClientAuth = tls.RequireAnyClientCert
+	}
+	if vc.GetTrustChainVerification() == tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED {
+		return nil
+	}
+	cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+		if len(raw) == 0 {
+			return nil // only reached without require_client_certificate
+		}
+		certs := make([]*x509.Certificate, len(raw))
+		for i, der := range raw {
+			c, err := x509.ParseCertificate(der)
+			if err != nil {
+				return err
+			}
+			certs[i] = c
+		}
+		inter := x509.NewCertPool()
+		for _, c := range certs[1:] {
+			inter.AddCert(c)
+		}
+		_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		return err
+	}
+	return nil
 }
 
 // compileSecret parses a TLS certificate secret.

@@ -48,9 +48,22 @@ type Listener struct {
 	// ProtocolTLSTerminate listener; more than one lets a client pick RSA
 	// or ECDSA.
 	Certificates []string
-	Provenance   Provenance
+	// ClientValidation, on a listener that terminates TLS, asks clients
+	// for a certificate; nil does not ask.
+	ClientValidation *ClientValidation
+	Provenance       Provenance
 	// Field is where the front end found it, e.g. "spec.listeners[0]".
 	Field string
+}
+
+// ClientValidation is mutual TLS on a listener.
+type ClientValidation struct {
+	// CACertificates is PEM: a client's certificate must chain to one.
+	CACertificates []byte
+	// AllowInsecureFallback takes a connection without a certificate, or
+	// with one that does not verify (Gateway API's AllowInsecureFallback).
+	// Otherwise a verified certificate is required.
+	AllowInsecureFallback bool
 }
 
 // TLSRoute sends TLS connections, by SNI, to backends: as they came on a

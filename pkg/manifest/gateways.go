@@ -50,6 +50,7 @@ func (s *Store) GatewayListers() gateway.Listers {
 		Services:       corelisters.NewServiceLister(s.services),
 		EndpointSlices: kingress.IndexedSlices(s.slices),
 		Secrets:        corelisters.NewSecretLister(s.secrets),
+		ConfigMaps:     corelisters.NewConfigMapLister(s.gatewayAPI["ConfigMap"]),
 	}
 }
 

@@ -70,6 +70,8 @@ func KindOf(o runtime.Object) string {
 		return "EndpointSlice"
 	case *corev1.Namespace:
 		return "Namespace"
+	case *corev1.ConfigMap:
+		return "ConfigMap"
 	case *gwv1.GatewayClass:
 		return "GatewayClass"
 	case *gwv1.Gateway:
@@ -87,7 +89,7 @@ func KindOf(o runtime.Object) string {
 }
 
 // supported lists the kinds Weir reads, for error messages.
-const supported = "networking.internal.knative.dev/v1alpha1 Ingress, gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute and ReferenceGrant (also v1beta1), v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Secret, v1 Namespace"
+const supported = "networking.internal.knative.dev/v1alpha1 Ingress, gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute and ReferenceGrant (also v1beta1), v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Secret, v1 ConfigMap (a client CA), v1 Namespace"
 
 var supportedKinds = map[schema.GroupVersionKind]bool{
 	v1alpha1.SchemeGroupVersion.WithKind("Ingress"):          true,
@@ -95,6 +97,7 @@ var supportedKinds = map[schema.GroupVersionKind]bool{
 	corev1.SchemeGroupVersion.WithKind("Secret"):             true,
 	discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice"): true,
 	corev1.SchemeGroupVersion.WithKind("Namespace"):          true,
+	corev1.SchemeGroupVersion.WithKind("ConfigMap"):          true,
 	gwv1.SchemeGroupVersion.WithKind("GatewayClass"):         true,
 	gwv1.SchemeGroupVersion.WithKind("Gateway"):              true,
 	gwv1.SchemeGroupVersion.WithKind("HTTPRoute"):            true,

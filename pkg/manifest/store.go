@@ -248,6 +248,7 @@ var gvks = map[string]schema.GroupVersionKind{
 	"Secret":        corev1.SchemeGroupVersion.WithKind("Secret"),
 	kingress.Kind:   v1alpha1.SchemeGroupVersion.WithKind("Ingress"),
 	"Namespace":     corev1.SchemeGroupVersion.WithKind("Namespace"),
+	"ConfigMap":     corev1.SchemeGroupVersion.WithKind("ConfigMap"),
 	"GatewayClass":  gwv1.SchemeGroupVersion.WithKind("GatewayClass"),
 	"Gateway":       gwv1.SchemeGroupVersion.WithKind("Gateway"),
 	"HTTPRoute":     gwv1.SchemeGroupVersion.WithKind("HTTPRoute"),
@@ -259,7 +260,7 @@ var gvks = map[string]schema.GroupVersionKind{
 
 // gatewayKinds are the kinds the Gateway API front end reads besides
 // Services, EndpointSlices and Secrets.
-var gatewayKinds = []string{"Namespace", "GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute", "ReferenceGrant"}
+var gatewayKinds = []string{"Namespace", "GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute", "ReferenceGrant", "ConfigMap"}
 
 // Admit is the one validation path of weir run, weir translate and the
 // controller's view of an object: it defaults the namespace, then defaults
@@ -281,7 +282,7 @@ func Admit(ctx context.Context, d Document) (Key, error) {
 	}
 	var kind string
 	switch o := d.Object.(type) {
-	case *corev1.Namespace, *gwv1.GatewayClass, *gwv1.Gateway, *gwv1.HTTPRoute, *gwv1.GRPCRoute, *gwv1.TLSRoute, *gwv1.ReferenceGrant:
+	case *corev1.Namespace, *gwv1.GatewayClass, *gwv1.Gateway, *gwv1.HTTPRoute, *gwv1.GRPCRoute, *gwv1.TLSRoute, *gwv1.ReferenceGrant, *corev1.ConfigMap:
 		if m.GetName() == "" {
 			return Key{}, fmt.Errorf("%s: metadata.name is required", d)
 		}

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"cmp"
+	"crypto/x509"
 	"fmt"
 	"slices"
 	"strconv"
@@ -340,10 +341,26 @@ func downstreamTLS(il *ir.Listener, secrets map[string]bool, alpn []string, s *s
 		w.addAt(il.Field, ReasonUnsupportedCertificate, "listener %q left out: no certificate to serve", il.Name)
 		return nil
 	}
-	ctx, err := anypb.New(&tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+	dtc := &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
 		TlsCertificateSdsSecretConfigs: sds,
 		AlpnProtocols:                  alpn,
-	}})
+	}}
+	if cv := il.ClientValidation; cv != nil {
+		if !hasPEMCertificate(cv.CACertificates) {
+			// Envoy would refuse the listener; serving it without the
+			// check would let every client in.
+			w.addAt(il.Field, ReasonUnsupportedCertificate, "listener %q left out: its client CA bundle has no PEM certificate", il.Name)
+			return nil
+		}
+		vc := &tlsv3.CertificateValidationContext{TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cv.CACertificates}}}
+		if cv.AllowInsecureFallback {
+			vc.TrustChainVerification = tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED
+		} else {
+			dtc.RequireClientCertificate = wrapperspb.Bool(true)
+		}
+		dtc.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc}
+	}
+	ctx, err := anypb.New(dtc)
 	if err != nil {
 		w.addAt(il.Field, ReasonNotServed, "listener %q left out: %v", il.Name, err)
 		return nil
@@ -512,4 +529,10 @@ func bindAddress(opts Options, port uint32) *corev3.Address {
 	a := socketAddress(opts.ListenAddress, port)
 	a.GetSocketAddress().Ipv4Compat = opts.ListenAddress == "::"
 	return a
+}
+
+// hasPEMCertificate reports whether b holds at least one parseable PEM
+// certificate.
+func hasPEMCertificate(b []byte) bool {
+	return x509.NewCertPool().AppendCertsFromPEM(b)
 }

@@ -32,6 +32,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -231,6 +232,16 @@ func (c *Cluster) DumpLogs(w io.Writer) {
 	for _, f := range files {
 		fmt.Fprintf(w, "===== %s\n%s\n", f, tail(f, 40))
 	}
+}
+
+// StaticServiceIP is an address of the Service range that the apiserver
+// never hands out on its own: it allocates from the upper part of the range
+// first and keeps the lowest sixteenth (16 addresses of a /24) for
+// Services that ask for an address.
+func (c *Cluster) StaticServiceIP() string {
+	ip := slices.Clone(c.net.svcNet.IP.To4())
+	ip[3] = 10
+	return ip.String()
 }
 
 // LogDir is where every process writes its output.

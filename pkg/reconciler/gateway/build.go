@@ -8,7 +8,9 @@ package gateway
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -49,6 +51,8 @@ type Listers struct {
 	Services       corelisters.ServiceLister
 	EndpointSlices kingress.SlicesOfService
 	Secrets        corelisters.SecretLister
+	// ConfigMaps hold client CA bundles (ca.crt); nil reads none.
+	ConfigMaps corelisters.ConfigMapLister
 }
 
 // Options say how a Gateway's listeners map to the data plane.
@@ -63,6 +67,10 @@ type Options struct {
 	// Unwatched are route kinds whose CRDs the cluster lacks: no listener
 	// and no GatewayClass claims them.
 	Unwatched []string
+	// StaticAddresses is set where a Provisioner gives a Gateway's Service
+	// the IP addresses in its spec.addresses. Elsewhere (weir run) a
+	// Gateway that asks for one is served but not Programmed.
+	StaticAddresses bool
 }
 
 // ContainerPort is the port the data plane binds for a listener port.
@@ -127,6 +135,8 @@ type gatewayState struct {
 	backends  map[string]*ir.Backend
 	// attachments are the route rules attached per listener name.
 	attachments map[string][]attachment
+	// addressProblem says why spec.addresses cannot be accepted, or "".
+	addressProblem string
 }
 
 type listenerState struct {
@@ -164,7 +174,8 @@ func (b *builder) classes() {
 var SupportedFeatures = []string{
 	"Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute", "ReferenceGrant",
 	"GRPCRouteNamedRouteRule",
-	"GatewayHTTPListenerIsolation", "GatewayPort8080",
+	"GatewayAddressEmpty", "GatewayFrontendClientCertificateValidation", "GatewayFrontendClientCertificateValidationInsecureFallback",
+	"GatewayHTTPListenerIsolation", "GatewayPort8080", "GatewayStaticAddresses",
 	"HTTPRoute303RedirectStatusCode", "HTTPRoute307RedirectStatusCode", "HTTPRoute308RedirectStatusCode",
 	"HTTPRouteBackendProtocolH2C", "HTTPRouteBackendProtocolWebSocket", "HTTPRouteBackendRequestHeaderModification",
 	"HTTPRouteBackendTimeout", "HTTPRouteCORS",
@@ -206,6 +217,7 @@ func (b *builder) buildGateways() {
 		b.order = append(b.order, g)
 		b.res.Gateways[nn] = g.status
 		g.frag = &ir.Fragment{Source: ir.ObjectRef{Kind: Kind, Namespace: gw.Namespace, Name: gw.Name}, Created: gw.CreationTimestamp.Time}
+		_, g.addressProblem = StaticAddresses(gw)
 		b.listeners(g)
 	}
 }
@@ -285,6 +297,18 @@ func (b *builder) listeners(g *gatewayState) {
 				resolved, resolvedReason, resolvedMsg = false, reason, msg
 			}
 		}
+		var clientCA *ir.ClientValidation
+		if accepted && certsOK && (spec.Protocol == gwv1.HTTPSProtocolType || spec.Protocol == gwv1.TLSProtocolType && !passthrough(spec)) {
+			var reason, msg string
+			clientCA, reason, msg = b.clientValidation(g, spec)
+			if reason != "" {
+				resolved, resolvedReason, resolvedMsg = false, reason, msg
+			}
+			if clientCA == nil && reason != "" {
+				accepted, acceptedReason = false, string(gwv1.ListenerReasonNoValidCACertificate)
+				acceptedMsg = fmt.Sprintf("spec.listeners[%d]: no client CA certificate could be read, so no client would be let in: %s", i, msg)
+			}
+		}
 		// A listener with some route kinds Weir does not serve still serves
 		// the others; one with a bad certificate serves nothing.
 		ls.attachable = accepted && !conflicted && len(ls.kinds) > 0
@@ -304,13 +328,14 @@ func (b *builder) listeners(g *gatewayState) {
 			continue
 		}
 		l := &ir.Listener{
-			Name:         string(spec.Name),
-			Port:         b.opts.ContainerPort(int32(spec.Port)),
-			Protocol:     ir.ProtocolHTTP,
-			Hostname:     host,
-			Certificates: ls.certs,
-			Provenance:   ir.Provenance{g.frag.Source},
-			Field:        fmt.Sprintf("spec.listeners[%d]", i),
+			Name:             string(spec.Name),
+			Port:             b.opts.ContainerPort(int32(spec.Port)),
+			Protocol:         ir.ProtocolHTTP,
+			Hostname:         host,
+			Certificates:     ls.certs,
+			ClientValidation: clientCA,
+			Provenance:       ir.Provenance{g.frag.Source},
+			Field:            fmt.Sprintf("spec.listeners[%d]", i),
 		}
 		switch spec.Protocol {
 		case gwv1.HTTPSProtocolType:
@@ -371,6 +396,73 @@ func routeKinds(spec *gwv1.Listener, i int, unwatched []string, resolved bool, r
 	}
 	return out, resolved, reason, msg
 }
+
+// clientValidation is the frontend TLS validation of the listener's port
+// (spec.tls.frontend: the port's own, else the default): the client CA
+// bundle from its ConfigMaps. A reference that cannot be read is reported
+// (reason, msg) and left out; nil with a reason means none could be read.
+func (b *builder) clientValidation(g *gatewayState, spec *gwv1.Listener) (*ir.ClientValidation, string, string) {
+	ft := g.gw.Spec.TLS
+	if ft == nil || ft.Frontend == nil {
+		return nil, "", ""
+	}
+	v, field := ft.Frontend.Default.Validation, "spec.tls.frontend.default.validation"
+	for k, pp := range ft.Frontend.PerPort {
+		if pp.Port == spec.Port {
+			v, field = pp.TLS.Validation, fmt.Sprintf("spec.tls.frontend.perPort[%d].tls.validation", k)
+		}
+	}
+	if v == nil {
+		return nil, "", ""
+	}
+	var bundle []byte
+	reason, msg := "", ""
+	fail := func(r, format string, args ...any) {
+		if reason == "" {
+			reason, msg = r, fmt.Sprintf(format, args...)
+		}
+	}
+	for j, ref := range v.CACertificateRefs {
+		rfield := fmt.Sprintf("%s.caCertificateRefs[%d]", field, j)
+		if ref.Group != "" || ref.Kind != "ConfigMap" {
+			fail(string(gwv1.ListenerReasonInvalidCACertificateKind), "%s: %s %q: client CA certificates are read from core ConfigMaps only", rfield, ref.Kind, ref.Name)
+			continue
+		}
+		ns := g.gw.Namespace
+		if ref.Namespace != nil && string(*ref.Namespace) != ns {
+			ns = string(*ref.Namespace)
+			if !b.grants.allows(gwv1.GroupName, "Gateway", g.gw.Namespace, "", "ConfigMap", ns, string(ref.Name)) {
+				fail(string(gwv1.ListenerReasonRefNotPermitted), "%s: no ReferenceGrant in namespace %s lets Gateways in %s use ConfigMap %s", rfield, ns, g.gw.Namespace, ref.Name)
+				continue
+			}
+		}
+		var cm *corev1.ConfigMap
+		var err error = apierrs.NewNotFound(corev1.Resource("configmaps"), string(ref.Name))
+		if b.listers.ConfigMaps != nil {
+			cm, err = b.listers.ConfigMaps.ConfigMaps(ns).Get(string(ref.Name))
+		}
+		if err != nil {
+			fail(string(gwv1.ListenerReasonInvalidCACertificateRef), "%s: ConfigMap %s/%s cannot be read: %v", rfield, ns, ref.Name, err)
+			continue
+		}
+		pemData := []byte(cm.Data[caCertKey])
+		if !x509.NewCertPool().AppendCertsFromPEM(pemData) {
+			fail(string(gwv1.ListenerReasonInvalidCACertificateRef), "%s: ConfigMap %s/%s has no PEM certificate under %q", rfield, ns, ref.Name, caCertKey)
+			continue
+		}
+		bundle = append(append(bundle, pemData...), '\n')
+	}
+	if len(bundle) == 0 {
+		if reason == "" {
+			reason, msg = string(gwv1.ListenerReasonInvalidCACertificateRef), field+".caCertificateRefs: none listed"
+		}
+		return nil, reason, msg
+	}
+	return &ir.ClientValidation{CACertificates: bundle, AllowInsecureFallback: v.Mode == gwv1.AllowInsecureFallback}, reason, msg
+}
+
+// caCertKey is where a ConfigMap holds a CA bundle, as Gateway API says.
+const caCertKey = "ca.crt"
 
 // listenerCertificates loads the certificates of an HTTPS listener.
 func (b *builder) listenerCertificates(g *gatewayState, ls *listenerState) (bool, string, string) {
@@ -444,14 +536,12 @@ func (b *builder) finish() {
 				programmed++
 			}
 		}
-		if len(g.gw.Spec.Addresses) > 0 {
+		if g.addressProblem != "" {
 			for i := range g.status.Listeners {
 				setCondition(&g.status.Listeners[i].Conditions, gen, string(gwv1.ListenerConditionProgrammed), false, string(gwv1.ListenerReasonInvalid), "the Gateway is not accepted")
 			}
-			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionAccepted), false, string(gwv1.GatewayReasonUnsupportedAddress),
-				"spec.addresses is not supported: the gateway's address comes from its Service")
-			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionProgrammed), false, string(gwv1.GatewayReasonAddressNotUsable),
-				"spec.addresses cannot be assigned")
+			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionAccepted), false, string(gwv1.GatewayReasonUnsupportedAddress), g.addressProblem)
+			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionProgrammed), false, string(gwv1.GatewayReasonInvalid), "the Gateway is not accepted")
 			continue
 		}
 		if len(g.listeners) > 0 && programmed == 0 {
@@ -465,6 +555,14 @@ func (b *builder) finish() {
 			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonAccepted), "the Gateway is valid")
 		}
 		setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionProgrammed), true, string(gwv1.GatewayReasonProgrammed), "the Gateway's listeners are served")
+		if insecureFrontendValidation(g.gw) {
+			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionInsecureFrontendValidationMode), true, string(gwv1.GatewayReasonConfigurationChanged),
+				"spec.tls.frontend lets clients in without a valid certificate (AllowInsecureFallback)")
+		}
+		if ips, _ := StaticAddresses(g.gw); len(ips) > 0 && !b.opts.StaticAddresses {
+			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionProgrammed), false, string(gwv1.GatewayReasonAddressNotUsable),
+				"the listeners are served on this machine's own addresses: remove the values of spec.addresses")
+		}
 		b.virtualHosts(g)
 		b.tlsRoutes(g)
 		for _, name := range sortedKeys(g.backends) {
@@ -524,4 +622,44 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// StaticAddresses are the IP addresses a Gateway asks for in
+// spec.addresses, or why they cannot be served. An IPAddress entry without
+// a value asks for any address, which every Gateway gets; a Hostname or
+// any other type cannot be assigned.
+func StaticAddresses(gw *gwv1.Gateway) ([]netip.Addr, string) {
+	var out []netip.Addr
+	for i, a := range gw.Spec.Addresses {
+		if a.Type != nil && *a.Type != gwv1.IPAddressType {
+			return nil, fmt.Sprintf("spec.addresses[%d].type %q is not supported: a Gateway's Service can be given only IP addresses", i, *a.Type)
+		}
+		if a.Value == "" {
+			continue
+		}
+		ip, err := netip.ParseAddr(a.Value)
+		if err != nil || ip.Zone() != "" {
+			return nil, fmt.Sprintf("spec.addresses[%d].value %q is not an IP address", i, a.Value)
+		}
+		out = append(out, ip)
+	}
+	return out, ""
+}
+
+// insecureFrontendValidation reports whether any frontend validation of gw
+// allows clients without a valid certificate.
+func insecureFrontendValidation(gw *gwv1.Gateway) bool {
+	if gw.Spec.TLS == nil || gw.Spec.TLS.Frontend == nil {
+		return false
+	}
+	f := gw.Spec.TLS.Frontend
+	if v := f.Default.Validation; v != nil && v.Mode == gwv1.AllowInsecureFallback {
+		return true
+	}
+	for _, pp := range f.PerPort {
+		if v := pp.TLS.Validation; v != nil && v.Mode == gwv1.AllowInsecureFallback {
+			return true
+		}
+	}
+	return false
 }

@@ -472,3 +472,62 @@ spec:
 		t.Errorf("served listeners = %+v, want only 8080", ls)
 	}
 }
+
+// TestGatewayAddresses: an IPAddress without a value asks for any address
+// and is served; a static IP is Programmed only where a provisioner can
+// give it (not in weir run); any other address type is not accepted, and
+// its routes do not attach.
+func TestGatewayAddresses(t *testing.T) {
+	docs := `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: any, namespace: default}
+spec:
+  gatewayClassName: weir
+  addresses: [{type: IPAddress}]
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: static, namespace: default}
+spec:
+  gatewayClassName: weir
+  addresses: [{value: 10.96.0.10}]
+  listeners: [{name: http, port: 8081, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: hostname, namespace: default}
+spec:
+  gatewayClassName: weir
+  addresses: [{type: Hostname, value: gw.example.com}]
+  listeners: [{name: http, port: 8082, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: hostname}]
+  rules: [{backendRefs: [{name: svc, port: 80}]}]
+`
+	for _, tc := range []struct {
+		static        bool
+		gw, typ, want string
+	}{
+		{false, "any", "Accepted", "True/Accepted"},
+		{false, "any", "Programmed", "True/Programmed"},
+		{false, "static", "Accepted", "True/Accepted"},
+		{false, "static", "Programmed", "False/AddressNotUsable"},
+		{true, "static", "Programmed", "True/Programmed"},
+		{true, "hostname", "Accepted", "False/UnsupportedAddress"},
+		{true, "hostname", "Programmed", "False/Invalid"},
+	} {
+		res := buildWith(t, docs, gateway.Options{StaticAddresses: tc.static})
+		st := res.Gateways[types.NamespacedName{Namespace: "default", Name: tc.gw}]
+		if got := condition(st.Conditions, tc.typ); got != tc.want {
+			t.Errorf("static addresses %v: Gateway %s %s = %s, want %s", tc.static, tc.gw, tc.typ, got, tc.want)
+		}
+		if got := routeCondition(t, res, "default", "r", "Accepted"); got != "False/NoMatchingParent" {
+			t.Errorf("a route to the Gateway that is not accepted: Accepted = %s", got)
+		}
+	}
+}

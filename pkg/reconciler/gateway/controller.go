@@ -75,9 +75,10 @@ type Controller struct {
 	// Provisioner.
 	planes informers.SharedInformerFactory
 
-	classes gwlisters.GatewayClassLister
-	gws     gwlisters.GatewayLister
-	routes  gwlisters.HTTPRouteLister
+	configMaps corelisters.ConfigMapLister
+	classes    gwlisters.GatewayClassLister
+	gws        gwlisters.GatewayLister
+	routes     gwlisters.HTTPRouteLister
 	// grpcRoutes and tlsRoutes are nil without their CRDs.
 	grpcRoutes gwlisters.GRPCRouteLister
 	tlsRoutes  gwlisters.TLSRouteLister
@@ -165,6 +166,13 @@ func NewController(opts ControllerOptions) *Controller {
 		_, _ = inf.AddEventHandler(handler)
 		c.synced = append(c.synced, inf.HasSynced)
 	}
+	// ConfigMaps hold client CA bundles: only their ca.crt is kept, and
+	// only a change to one that has it rebuilds.
+	cms := c.kube.Core().V1().ConfigMaps().Informer()
+	_ = cms.SetTransform(caBundleOnly)
+	_, _ = cms.AddEventHandler(cache.FilteringResourceEventHandler{FilterFunc: hasCABundle, Handler: handler})
+	c.synced = append(c.synced, cms.HasSynced)
+	c.configMaps = c.kube.Core().V1().ConfigMaps().Lister()
 	c.classes, c.gws, c.routes, c.grants = v1.GatewayClasses().Lister(), v1.Gateways().Lister(), v1.HTTPRoutes().Lister(), v1.ReferenceGrants().Lister()
 	c.secrets, c.nss = c.tlsSecrets.Core().V1().Secrets().Lister(), c.kube.Core().V1().Namespaces().Lister()
 	if p := opts.Provisioner; p != nil {
@@ -235,6 +243,7 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 		Services:       corelisters.NewServiceLister(c.opts.ServiceInformer.GetIndexer()),
 		EndpointSlices: kingress.IndexedSlices(c.opts.SliceInformer.GetIndexer()),
 		Secrets:        c.secrets,
+		ConfigMaps:     c.configMaps,
 	}, popts)
 
 	c.logger.Debugw("Built the Gateway API", "classes", len(objs.GatewayClasses), "gateways", len(objs.Gateways), "routes", len(objs.HTTPRoutes), "served", len(res.Fragments))
@@ -295,6 +304,8 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 			// Programmed means served: not before a pod of the data plane
 			// is up with an address to reach it.
 			switch {
+			case plane.AddressProblem != "":
+				setCondition(&st.Conditions, prog.ObservedGeneration, prog.Type, false, string(gwv1.GatewayReasonAddressNotUsable), plane.AddressProblem)
 			case len(plane.Addresses) == 0:
 				setCondition(&st.Conditions, prog.ObservedGeneration, prog.Type, false, string(gwv1.GatewayReasonAddressNotAssigned), "the Gateway's Service has no address yet")
 			case !plane.Ready:
@@ -654,4 +665,33 @@ func zeroConds(cs []metav1.Condition) []metav1.Condition {
 		out[i].LastTransitionTime = metav1.Time{}
 	}
 	return out
+}
+
+// caBundleOnly keeps of a ConfigMap what Build reads: its identity and
+// ca.crt. The controller does not hold the cluster's other configuration.
+func caBundleOnly(o any) (any, error) {
+	cm, ok := o.(*corev1.ConfigMap)
+	if !ok {
+		return o, nil
+	}
+	out := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
+		Name: cm.Name, Namespace: cm.Namespace, UID: cm.UID, ResourceVersion: cm.ResourceVersion,
+	}}
+	if v, ok := cm.Data[caCertKey]; ok {
+		out.Data = map[string]string{caCertKey: v}
+	}
+	return out, nil
+}
+
+// hasCABundle reports whether a ConfigMap event can change a Gateway.
+func hasCABundle(o any) bool {
+	if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+		o = d.Obj
+	}
+	cm, ok := o.(*corev1.ConfigMap)
+	if !ok {
+		return true
+	}
+	_, has := cm.Data[caCertKey]
+	return has
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -61,7 +62,7 @@ type Provisioner struct {
 func (p *Provisioner) BuildOptions(ctx context.Context) (Options, error) {
 	// 9901 is the admin port of Envoy and weir-proxy, on loopback: a
 	// listener on it could not bind.
-	o := Options{PrivilegedPortOffset: p.PrivilegedPortOffset, ReservedPorts: []uint32{adminPort}}
+	o := Options{PrivilegedPortOffset: p.PrivilegedPortOffset, ReservedPorts: []uint32{adminPort}, StaticAddresses: true}
 	tmpl, err := p.template(ctx)
 	if err != nil {
 		return o, err
@@ -103,7 +104,15 @@ type DataPlane struct {
 	Addresses []gwv1.GatewayStatusAddress
 	// Ready is set once a pod of its Deployment is available.
 	Ready bool
+	// AddressProblem says why the Gateway's static address is not its
+	// Service's, or "".
+	AddressProblem string
 }
+
+// addressNotUsable is a static address the cluster refused.
+type addressNotUsable struct{ msg string }
+
+func (e *addressNotUsable) Error() string { return e.msg }
 
 // Sync makes the Deployments and Services of the Gateways res serves,
 // removes those of Gateways it no longer serves, and returns what it found
@@ -134,12 +143,23 @@ func (p *Provisioner) Sync(ctx context.Context, gateways []*gwv1.Gateway, res *R
 			errs = append(errs, err)
 			continue
 		}
-		svc, err := p.ensureService(ctx, name, gw, ports)
+		nn := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
+		static, _ := StaticAddresses(gw)
+		svc, err := p.ensureService(ctx, name, gw, ports, static)
+		var unusable *addressNotUsable
+		if errors.As(err, &unusable) {
+			planes[nn] = DataPlane{Ready: ready, AddressProblem: unusable.msg}
+			continue
+		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		planes[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}] = DataPlane{Addresses: serviceAddresses(svc), Ready: ready}
+		plane := DataPlane{Addresses: serviceAddresses(svc, static), Ready: ready}
+		if len(static) > 0 && !slices.ContainsFunc(plane.Addresses, func(a gwv1.GatewayStatusAddress) bool { return a.Value == static[0].String() }) && len(plane.Addresses) > 0 {
+			plane.AddressProblem = fmt.Sprintf("the Service's load balancer has %s, not %s", plane.Addresses[0].Value, static[0])
+		}
+		planes[nn] = plane
 	}
 	errs = append(errs, p.removeUnserved(ctx, served)...)
 	return planes, errors.Join(errs...)
@@ -271,10 +291,25 @@ func (p *Provisioner) ensureDeployment(ctx context.Context, name string, gw *gwv
 	return false, err
 }
 
-func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.Gateway, ports []listenerPort) (*corev1.Service, error) {
+// ensureService makes the Gateway's Service. A static address (at most
+// one) becomes a load balancer's loadBalancerIP, or else the cluster IP,
+// which the Service is recreated to change; an address the apiserver
+// refuses is an *addressNotUsable.
+func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.Gateway, ports []listenerPort, static []netip.Addr) (*corev1.Service, error) {
 	typ := p.ServiceType
 	if typ == "" {
 		typ = corev1.ServiceTypeLoadBalancer
+	}
+	if len(static) > 1 {
+		return nil, &addressNotUsable{fmt.Sprintf("a Gateway's Service takes one static address; spec.addresses lists %d", len(static))}
+	}
+	var clusterIP, lbIP string
+	if len(static) == 1 {
+		if typ == corev1.ServiceTypeLoadBalancer {
+			lbIP = static[0].String()
+		} else {
+			clusterIP = static[0].String()
+		}
 	}
 	var sps []corev1.ServicePort
 	for _, lp := range ports {
@@ -285,12 +320,19 @@ func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.G
 		sps = []corev1.ServicePort{{Name: "none", Port: 9, TargetPort: intstr.FromInt32(9), Protocol: corev1.ProtocolTCP}}
 	}
 	svcs := p.Kube.CoreV1().Services(p.Namespace)
+	create := func() (*corev1.Service, error) {
+		svc, err := svcs.Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace, Labels: p.labels(gw), Annotations: annotations(gw)},
+			Spec:       corev1.ServiceSpec{Type: typ, Selector: p.labels(gw), Ports: sps, ClusterIP: clusterIP, LoadBalancerIP: lbIP},
+		}, metav1.CreateOptions{})
+		if apierrs.IsInvalid(err) && len(static) > 0 {
+			return nil, &addressNotUsable{fmt.Sprintf("the cluster refused %s for the Gateway's Service: %v", static[0], err)}
+		}
+		return svc, err
+	}
 	cur, err := svcs.Get(ctx, name, metav1.GetOptions{})
 	if apierrs.IsNotFound(err) {
-		return svcs.Create(ctx, &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace, Labels: p.labels(gw), Annotations: annotations(gw)},
-			Spec:       corev1.ServiceSpec{Type: typ, Selector: p.labels(gw), Ports: sps},
-		}, metav1.CreateOptions{})
+		return create()
 	}
 	if err != nil {
 		return nil, err
@@ -298,12 +340,19 @@ func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.G
 	if !ours(cur, gw) {
 		return nil, fmt.Errorf("Service %s/%s exists and was not made by weir-controller for Gateway %s/%s; remove it", p.Namespace, name, gw.Namespace, gw.Name)
 	}
+	if clusterIP != "" && cur.Spec.ClusterIP != clusterIP {
+		// A cluster IP cannot change in place.
+		if err := svcs.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &cur.UID}}); err != nil && !apierrs.IsNotFound(err) {
+			return nil, err
+		}
+		return create()
+	}
 	same := len(cur.Spec.Ports) == len(sps)
 	for i := 0; same && i < len(sps); i++ {
 		a, b := cur.Spec.Ports[i], sps[i]
 		same = a.Name == b.Name && a.Port == b.Port && a.TargetPort == b.TargetPort
 	}
-	if same && cur.Spec.Type == typ {
+	if same && cur.Spec.Type == typ && cur.Spec.LoadBalancerIP == lbIP {
 		return cur, nil
 	}
 	cur = cur.DeepCopy()
@@ -315,13 +364,18 @@ func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.G
 			}
 		}
 	}
-	cur.Spec.Ports, cur.Spec.Type = sps, typ
-	return svcs.Update(ctx, cur, metav1.UpdateOptions{})
+	cur.Spec.Ports, cur.Spec.Type, cur.Spec.LoadBalancerIP = sps, typ, lbIP
+	svc, err := svcs.Update(ctx, cur, metav1.UpdateOptions{})
+	if apierrs.IsInvalid(err) && lbIP != "" {
+		return nil, &addressNotUsable{fmt.Sprintf("the cluster refused %s for the Gateway's Service: %v", lbIP, err)}
+	}
+	return svc, err
 }
 
 // serviceAddresses are a load balancer's addresses once it has them, and
-// the cluster IP until then.
-func serviceAddresses(svc *corev1.Service) []gwv1.GatewayStatusAddress {
+// the cluster IP until then, unless the load balancer has a static address
+// to get.
+func serviceAddresses(svc *corev1.Service, static []netip.Addr) []gwv1.GatewayStatusAddress {
 	var out []gwv1.GatewayStatusAddress
 	for _, in := range svc.Status.LoadBalancer.Ingress {
 		switch {
@@ -331,7 +385,8 @@ func serviceAddresses(svc *corev1.Service) []gwv1.GatewayStatusAddress {
 			out = append(out, gwv1.GatewayStatusAddress{Type: ptr.To(gwv1.HostnameAddressType), Value: in.Hostname})
 		}
 	}
-	if len(out) == 0 && svc.Spec.ClusterIP != "" && svc.Spec.ClusterIP != corev1.ClusterIPNone {
+	waitsForLB := len(static) > 0 && svc.Spec.Type == corev1.ServiceTypeLoadBalancer
+	if len(out) == 0 && !waitsForLB && svc.Spec.ClusterIP != "" && svc.Spec.ClusterIP != corev1.ClusterIPNone {
 		out = append(out, gwv1.GatewayStatusAddress{Type: ptr.To(gwv1.IPAddressType), Value: svc.Spec.ClusterIP})
 	}
 	return out

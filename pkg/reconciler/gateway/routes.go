@@ -148,7 +148,7 @@ func (b *builder) attach(g *gatewayState, r *routeSource, ref gwv1.ParentReferen
 	if built.unsupported != "" {
 		return false, string(gwv1.RouteReasonUnsupportedValue), built.unsupported
 	}
-	if len(g.gw.Spec.Addresses) > 0 {
+	if g.addressProblem != "" {
 		return false, string(gwv1.RouteReasonNoMatchingParent), fmt.Sprintf("%s: Gateway %s/%s is not accepted: see its conditions", field, g.gw.Namespace, g.gw.Name)
 	}
 	var routeHosts []string

@@ -17,7 +17,9 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/utils/ptr"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 	"sigs.k8s.io/gateway-api/conformance"
 	confv1 "sigs.k8s.io/gateway-api/conformance/apis/v1"
 	"sigs.k8s.io/gateway-api/conformance/utils/suite"
@@ -114,6 +116,10 @@ func TestGatewayAPIConformance(t *testing.T) {
 		opts.SupportedFeatures.Insert(features.FeatureName(f))
 	}
 	opts.SkipTests = skips
+	// GatewayStaticAddresses: an address the apiserver will give a
+	// Service, and one outside the cluster's Service range.
+	opts.UsableNetworkAddresses = []gwv1beta1.GatewaySpecAddress{{Type: ptr.To(gwv1.IPAddressType), Value: kube.StaticServiceIP()}}
+	opts.UnusableNetworkAddresses = []gwv1beta1.GatewaySpecAddress{{Type: ptr.To(gwv1.IPAddressType), Value: "192.0.2.1"}}
 	opts.CleanupBaseResources = true
 	opts.Implementation = confv1.Implementation{
 		Organization: "weir-dev",

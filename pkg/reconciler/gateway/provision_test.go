@@ -1,0 +1,80 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrs "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// TestStaticAddressService: a Gateway's static address becomes its
+// Service's cluster IP (the Service is recreated to change it), or a load
+// balancer's loadBalancerIP, whose status then decides the address; an
+// address the apiserver refuses, or two, are not usable.
+func TestStaticAddressService(t *testing.T) {
+	ctx := context.Background()
+	kube := kubefake.NewSimpleClientset()
+	// The fake API accepts any cluster IP; refuse one outside the range
+	// as the apiserver does.
+	kube.PrependReactor("create", "services", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		svc := a.(k8stesting.CreateAction).GetObject().(*corev1.Service)
+		if svc.Spec.ClusterIP == "192.0.2.1" {
+			return true, nil, apierrs.NewInvalid(schema.GroupKind{Kind: "Service"}, svc.Name, field.ErrorList{
+				field.Invalid(field.NewPath("spec", "clusterIPs"), svc.Spec.ClusterIP, "provided IP is not in the valid range")})
+		}
+		return false, nil, nil
+	})
+	p := &Provisioner{Kube: kube, Namespace: "weir-system", ServiceType: corev1.ServiceTypeClusterIP}
+	gw := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "edge", Namespace: "default", UID: "gw-uid"}}
+	ports := []listenerPort{{port: 80, container: 10080}}
+	addrs := func(ss ...string) []netip.Addr {
+		var out []netip.Addr
+		for _, s := range ss {
+			out = append(out, netip.MustParseAddr(s))
+		}
+		return out
+	}
+
+	svc, err := p.ensureService(ctx, "edge", gw, ports, addrs("10.96.0.10"))
+	if err != nil || svc.Spec.ClusterIP != "10.96.0.10" {
+		t.Fatalf("Service with a static address: %v %+v", err, svc)
+	}
+	svc, err = p.ensureService(ctx, "edge", gw, ports, addrs("10.96.0.11"))
+	if err != nil || svc.Spec.ClusterIP != "10.96.0.11" {
+		t.Fatalf("a new static address: %v %+v", err, svc)
+	}
+	if got := serviceAddresses(svc, addrs("10.96.0.11")); len(got) != 1 || got[0].Value != "10.96.0.11" {
+		t.Errorf("addresses %+v", got)
+	}
+	var unusable *addressNotUsable
+	if _, err := p.ensureService(ctx, "edge", gw, ports, addrs("192.0.2.1")); !errors.As(err, &unusable) {
+		t.Errorf("an address the apiserver refuses: %v, want it not usable", err)
+	}
+	if _, err := p.ensureService(ctx, "other", gw, ports, addrs("10.96.0.12", "10.96.0.13")); !errors.As(err, &unusable) {
+		t.Errorf("two static addresses: %v, want them not usable", err)
+	}
+
+	p.ServiceType = corev1.ServiceTypeLoadBalancer
+	lb, err := p.ensureService(ctx, "lb", gw, ports, addrs("203.0.113.5"))
+	if err != nil || lb.Spec.LoadBalancerIP != "203.0.113.5" {
+		t.Fatalf("load balancer with a static address: %v %+v", err, lb)
+	}
+	lb.Spec.ClusterIP = "10.96.0.20"
+	if got := serviceAddresses(lb, addrs("203.0.113.5")); len(got) != 0 {
+		t.Errorf("before the load balancer has the address, addresses %+v; want none, not the cluster IP", got)
+	}
+	lb.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.5"}}
+	if got := serviceAddresses(lb, addrs("203.0.113.5")); len(got) != 1 || got[0].Value != "203.0.113.5" {
+		t.Errorf("addresses %+v, want the load balancer's", got)
+	}
+}
