@@ -2,10 +2,18 @@ package dataplane
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"net"
 	"net/http"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -37,7 +45,8 @@ func withClientValidation(t *testing.T, l *listenerv3.Listener, chain int, ca te
 // ACCEPT_UNTRUSTED mode takes any certificate or none.
 func TestClientCertificateValidation(t *testing.T) {
 	server := newCert(t, "server", "strict.example.com", "lax.example.com", "open.example.com")
-	caA, caB := newCert(t, "client-ca-a"), newCert(t, "client-ca-b")
+	caA, caB := issue(t, nil, "client-ca-a", true), issue(t, nil, "client-ca-b", true)
+	clientA, clientB := issue(t, &caA, "client-a", false, x509.ExtKeyUsageClientAuth), issue(t, &caB, "client-b", false, x509.ExtKeyUsageClientAuth)
 	b := startBackend(t, "b")
 	const name = "https"
 	l := tlsListener(name,
@@ -80,11 +89,11 @@ func TestClientCertificateValidation(t *testing.T) {
 		client *testCert
 		ok     bool
 	}{
-		{"strict.example.com", &caA, true},
-		{"strict.example.com", &caB, false},
+		{"strict.example.com", &clientA, true},
+		{"strict.example.com", &clientB, false},
 		{"strict.example.com", nil, false},
-		{"lax.example.com", &caA, true},
-		{"lax.example.com", &caB, true},
+		{"lax.example.com", &clientA, true},
+		{"lax.example.com", &clientB, true},
 		{"lax.example.com", nil, true},
 		{"open.example.com", nil, true},
 	} {
@@ -108,4 +117,129 @@ func TestClientCertificateValidation(t *testing.T) {
 	if err := newTestProxy(t, Options{}).Apply(res); err == nil {
 		t.Error("require_client_certificate without a validation context was accepted")
 	}
+}
+
+// issue signs a certificate for cn with parent's key; with a nil parent it
+// is self-signed. A CA gets no extended key usage.
+func issue(t *testing.T, parent *testCert, cn string, isCA bool, eku ...x509.ExtKeyUsage) testCert {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parentKey, parentCert := key, (*x509.Certificate)(nil)
+	if parent != nil {
+		block, _ := pem.Decode(parent.keyPEM)
+		if parentKey, err = x509.ParseECPrivateKey(block.Bytes); err != nil {
+			t.Fatal(err)
+		}
+		parentCert = parent.x509
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: eku, IsCA: isCA, BasicConstraintsValid: true,
+	}
+	if isCA {
+		tmpl.KeyUsage |= x509.KeyUsageCertSign
+	}
+	if parentCert == nil {
+		parentCert = tmpl
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parentCert, &key.PublicKey, parentKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	parsed, _ := x509.ParseCertificate(der)
+	return testCert{certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		keyPEM: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), x509: parsed}
+}
+
+// TestClientCertificateChainsPurposeAndResumption: a client certificate
+// may come with its intermediates; one whose extended key usage does not
+// allow client use is refused, as Envoy checks the ssl_client purpose; and
+// a TLS session from before a change of the trusted CA cannot be resumed
+// to skip the check.
+func TestClientCertificateChainsPurposeAndResumption(t *testing.T) {
+	server := newCert(t, "server", "mtls.example.com")
+	rootA, rootB := issue(t, nil, "root-a", true), issue(t, nil, "root-b", true)
+	inter := issue(t, &rootA, "intermediate-a", true)
+	viaInter := issue(t, &inter, "client-via-intermediate", false, x509.ExtKeyUsageClientAuth)
+	serverOnly := issue(t, &rootA, "server-use-only", false, x509.ExtKeyUsageServerAuth)
+	b := startBackend(t, "b")
+	const name = "https"
+	resources := func(ca testCert) *Resources {
+		l := tlsListener(name, sniChain{names: []string{"mtls.example.com"}, secret: "srv"})
+		withClientValidation(t, l, 0, ca, false)
+		res := &Resources{
+			Listeners: []*listenerv3.Listener{l},
+			Routes:    []*routev3.RouteConfiguration{routeConfig(name, virtualHost("all", []string{"*"}, routeTo(prefixMatch("/"), "b")))},
+			Secrets:   []*tlsv3.Secret{secret("srv", server)},
+		}
+		addBackends(res, false, b)
+		return res
+	}
+	p := newTestProxy(t, Options{})
+	mustApply(t, p, resources(rootA))
+	addr := p.ListenerAddr(name).String()
+	sessions := tls.NewLRUClientSessionCache(8)
+	// get connects with client (and chain); only resuming calls share the
+	// session cache.
+	get := func(resume bool, client testCert, chain ...testCert) (*tls.ConnectionState, error) {
+		var cache tls.ClientSessionCache
+		if resume {
+			cache = sessions
+		}
+		pair, err := tls.X509KeyPair(append(append([]byte{}, client.certPEM...), concatPEM(chain)...), client.keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &http.Client{Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: certPool(server), ServerName: "mtls.example.com", Certificates: []tls.Certificate{pair}, ClientSessionCache: cache},
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, network, addr)
+			},
+			DisableKeepAlives: true,
+		}}
+		resp, err := c.Get("https://mtls.example.com/")
+		if err != nil {
+			return nil, err
+		}
+		resp.Body.Close()
+		return resp.TLS, nil
+	}
+	if _, err := get(false, viaInter, inter); err != nil {
+		t.Errorf("a client certificate sent with its intermediate: %v", err)
+	}
+	if _, err := get(false, viaInter); err == nil {
+		t.Error("a client certificate without the intermediate it needs was taken")
+	}
+	if _, err := get(false, serverOnly); err == nil {
+		t.Error("a certificate for server use only was taken from a client")
+	}
+	// A session made while root A was trusted, resumed after root B
+	// replaced it, must not get in. The second call shows that sessions
+	// do resume, so the last one tests what it says.
+	for i := range 2 {
+		st, err := get(true, viaInter, inter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 && !st.DidResume {
+			t.Fatal("a second connection did not resume its session")
+		}
+	}
+	mustApply(t, p, resources(rootB))
+	if _, err := get(true, viaInter, inter); err == nil {
+		t.Error("after the trusted CA changed, a client of the old CA got in (by resuming its session)")
+	}
+}
+
+func concatPEM(certs []testCert) []byte {
+	var out []byte
+	for _, c := range certs {
+		out = append(out, c.certPEM...)
+	}
+	return out
 }

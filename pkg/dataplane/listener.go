@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -518,10 +519,13 @@ func compileTLS(ts *corev3.TransportSocket, path string, env *compileEnv) (*tls.
 
 // clientValidation asks clients for a certificate as Envoy's
 // validation_context and require_client_certificate say: with trusted_ca a
-// presented certificate must chain to it (VERIFY_TRUST_CHAIN) or is taken
-// either way (ACCEPT_UNTRUSTED); require_client_certificate refuses a
-// handshake without one. As in Envoy, the certificate's extended key usage
-// is not checked unless configured.
+// presented certificate must chain to it, for client use (Envoy checks the
+// "ssl_client" purpose: an extended key usage, if any, must allow
+// clientAuth), or is taken either way (ACCEPT_UNTRUSTED);
+// require_client_certificate refuses a handshake without one. The check
+// runs in VerifyConnection, which Go also calls on a resumed session, and
+// the chain has session ticket keys of its own, so a ticket from another
+// chain or an earlier configuration cannot skip it.
 func clientValidation(cfg *tls.Config, vc *tlsv3.CertificateValidationContext, require bool, path string) error {
 	if vc == nil {
 		if require {
@@ -537,10 +541,18 @@ func clientValidation(cfg *tls.Config, vc *tlsv3.CertificateValidationContext, r
 	if err != nil {
 		return err
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pemData) {
-		return invalid(sub(vp, "trusted_ca"), "no PEM certificate in it")
+	roots, err := envoycheck.CABundle(pemData)
+	if err != nil {
+		return invalid(sub(vp, "trusted_ca"), "%v", err)
 	}
+	var ticketKey [32]byte
+	if _, err := rand.Read(ticketKey[:]); err != nil {
+		return err
+	}
+	cfg.SetSessionTicketKeys([][32]byte{ticketKey})
+	// The CA names go in the certificate request, as Envoy sends them,
+	// so a client with several certificates picks the right one.
+	cfg.ClientCAs = roots
 	cfg.ClientAuth = tls.RequestClientCert
 	if require {
 		cfg.ClientAuth = tls.RequireAnyClientCert
@@ -548,23 +560,15 @@ func clientValidation(cfg *tls.Config, vc *tlsv3.CertificateValidationContext, r
 	if vc.GetTrustChainVerification() == tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED {
 		return nil
 	}
-	cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
-		if len(raw) == 0 {
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
 			return nil // only reached without require_client_certificate
 		}
-		certs := make([]*x509.Certificate, len(raw))
-		for i, der := range raw {
-			c, err := x509.ParseCertificate(der)
-			if err != nil {
-				return err
-			}
-			certs[i] = c
-		}
 		inter := x509.NewCertPool()
-		for _, c := range certs[1:] {
+		for _, c := range cs.PeerCertificates[1:] {
 			inter.AddCert(c)
 		}
-		_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 		return err
 	}
 	return nil

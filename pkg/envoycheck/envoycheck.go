@@ -10,6 +10,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/asn1"
+	"encoding/pem"
 	"errors"
 	"fmt"
 )
@@ -63,4 +64,34 @@ func publicKey(pub any) error {
 		}
 	}
 	return nil
+}
+
+// CABundle parses a PEM bundle of trusted CA certificates as Envoy loads a
+// validation context's trusted_ca: every CERTIFICATE block must parse (one
+// bad block fails the whole bundle, where Go's AppendCertsFromPEM would
+// skip it), other block types are ignored, and there must be at least one
+// certificate.
+func CABundle(pemData []byte) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	n := 0
+	for rest := pemData; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d of the CA bundle: %w", n+1, err)
+		}
+		pool.AddCert(c)
+		n++
+	}
+	if n == 0 {
+		return nil, errors.New("the CA bundle has no PEM certificate")
+	}
+	return pool, nil
 }

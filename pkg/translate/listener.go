@@ -2,8 +2,8 @@ package translate
 
 import (
 	"cmp"
-	"crypto/x509"
 	"fmt"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/weir-dev/weir/pkg/envoycheck"
 	"github.com/weir-dev/weir/pkg/ir"
 )
 
@@ -225,6 +226,7 @@ func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir
 		return rc
 	}
 	l := &listenerv3.Listener{Name: name, Address: bindAddress(s.opts, port)}
+	var https []httpsChain
 	if !tls {
 		names := map[string]bool{}
 		for _, il := range kept {
@@ -300,6 +302,7 @@ func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir
 			}
 			rcName := name + "/" + il.Name
 			rc := routeConfig(rcName, map[string]bool{il.Name: true})
+			https = append(https, httpsChain{il, rc})
 			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 				Name:             il.Name,
 				FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: serverNames},
@@ -313,6 +316,7 @@ func buildPortListener(e *fragmentEntry, src ir.ObjectRef, port uint32, ls []*ir
 			p.routes, p.sources = nil, nil
 			return p
 		}
+		addMisdirected(https, s)
 	}
 	if err := l.ValidateAll(); err != nil {
 		w.addAt(kept[0].Field, ReasonNotServed, "port %d left out: %v", port, err)
@@ -346,10 +350,10 @@ func downstreamTLS(il *ir.Listener, secrets map[string]bool, alpn []string, s *s
 		AlpnProtocols:                  alpn,
 	}}
 	if cv := il.ClientValidation; cv != nil {
-		if !hasPEMCertificate(cv.CACertificates) {
+		if _, err := envoycheck.CABundle(cv.CACertificates); err != nil {
 			// Envoy would refuse the listener; serving it without the
 			// check would let every client in.
-			w.addAt(il.Field, ReasonUnsupportedCertificate, "listener %q left out: its client CA bundle has no PEM certificate", il.Name)
+			w.addAt(il.Field, ReasonUnsupportedCertificate, "listener %q left out: its client CA bundle: %v", il.Name, err)
 			return nil
 		}
 		vc := &tlsv3.CertificateValidationContext{TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cv.CACertificates}}}
@@ -531,8 +535,55 @@ func bindAddress(opts Options, port uint32) *corev3.Address {
 	return a
 }
 
-// hasPEMCertificate reports whether b holds at least one parseable PEM
-// certificate.
-func hasPEMCertificate(b []byte) bool {
-	return x509.NewCertPool().AppendCertsFromPEM(b)
+// httpsChain is an HTTPS listener of a port and its route configuration.
+type httpsChain struct {
+	il *ir.Listener
+	rc *routev3.RouteConfiguration
+}
+
+// addMisdirected answers 421 Misdirected Request on an HTTPS listener for
+// a Host that another listener of the port serves: a client that reused a
+// connection (HTTP/2 coalescing) for a host whose SNI picks another
+// listener, with other certificates and routes, must open a new one. A
+// listener with a hostname answers 421 for every host it does not serve;
+// one without answers 421 for the other listeners' hostnames and 404 for
+// hosts nobody serves.
+func addMisdirected(chains []httpsChain, s *shared) {
+	for _, c := range chains {
+		existing := map[string]bool{}
+		for _, vh := range c.rc.GetVirtualHosts() {
+			for _, d := range vh.GetDomains() {
+				existing[d] = true
+			}
+		}
+		var others []string
+		for _, o := range chains {
+			h := ir.LowerASCII(o.il.Hostname)
+			if o.il == c.il || h == "" || existing[h] {
+				continue
+			}
+			// A hostname listener takes every other host through "*"
+			// below, except those its own wildcard would match first.
+			if c.il.Hostname == "" || strings.HasPrefix(c.il.Hostname, "*.") && strings.HasSuffix(h, c.il.Hostname[1:]) {
+				others = append(others, h)
+				existing[h] = true
+			}
+		}
+		if len(others) > 0 {
+			c.rc.VirtualHosts = append(c.rc.VirtualHosts, misdirectedVhost("misdirected", others, s))
+		}
+		if c.il.Hostname != "" && !existing["*"] {
+			c.rc.VirtualHosts = append(c.rc.VirtualHosts, misdirectedVhost("misdirected-any", []string{"*"}, s))
+		}
+	}
+}
+
+func misdirectedVhost(name string, domains []string, s *shared) *routev3.VirtualHost {
+	return &routev3.VirtualHost{Name: name, Domains: domains, Routes: []*routev3.Route{{
+		Match: s.matchAll,
+		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
+			Status: http.StatusMisdirectedRequest,
+			Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "misdirected request: this connection's server name (SNI) is served by another listener; open a new connection"}},
+		}},
+	}}}
 }

@@ -8,7 +8,6 @@ package gateway
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -23,6 +22,7 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/weir-dev/weir/pkg/envoycheck"
 	"github.com/weir-dev/weir/pkg/ir"
 	"github.com/weir-dev/weir/pkg/reconciler/kingress"
 )
@@ -175,7 +175,7 @@ var SupportedFeatures = []string{
 	"Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute", "ReferenceGrant",
 	"GRPCRouteNamedRouteRule",
 	"GatewayAddressEmpty", "GatewayFrontendClientCertificateValidation", "GatewayFrontendClientCertificateValidationInsecureFallback",
-	"GatewayHTTPListenerIsolation", "GatewayPort8080", "GatewayStaticAddresses",
+	"GatewayHTTPListenerIsolation", "GatewayHTTPSListenerDetectMisdirectedRequests", "GatewayPort8080", "GatewayStaticAddresses",
 	"HTTPRoute303RedirectStatusCode", "HTTPRoute307RedirectStatusCode", "HTTPRoute308RedirectStatusCode",
 	"HTTPRouteBackendProtocolH2C", "HTTPRouteBackendProtocolWebSocket", "HTTPRouteBackendRequestHeaderModification",
 	"HTTPRouteBackendTimeout", "HTTPRouteCORS",
@@ -446,8 +446,8 @@ func (b *builder) clientValidation(g *gatewayState, spec *gwv1.Listener) (*ir.Cl
 			continue
 		}
 		pemData := []byte(cm.Data[caCertKey])
-		if !x509.NewCertPool().AppendCertsFromPEM(pemData) {
-			fail(string(gwv1.ListenerReasonInvalidCACertificateRef), "%s: ConfigMap %s/%s has no PEM certificate under %q", rfield, ns, ref.Name, caCertKey)
+		if _, err := envoycheck.CABundle(pemData); err != nil {
+			fail(string(gwv1.ListenerReasonInvalidCACertificateRef), "%s: ConfigMap %s/%s, %s: %v", rfield, ns, ref.Name, caCertKey, err)
 			continue
 		}
 		bundle = append(append(bundle, pemData...), '\n')
@@ -555,7 +555,9 @@ func (b *builder) finish() {
 			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonAccepted), "the Gateway is valid")
 		}
 		setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionProgrammed), true, string(gwv1.GatewayReasonProgrammed), "the Gateway's listeners are served")
-		if insecureFrontendValidation(g.gw) {
+		if slices.ContainsFunc(g.frag.Listeners, func(l *ir.Listener) bool {
+			return l.ClientValidation != nil && l.ClientValidation.AllowInsecureFallback
+		}) {
 			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionInsecureFrontendValidationMode), true, string(gwv1.GatewayReasonConfigurationChanged),
 				"spec.tls.frontend lets clients in without a valid certificate (AllowInsecureFallback)")
 		}
@@ -644,22 +646,4 @@ func StaticAddresses(gw *gwv1.Gateway) ([]netip.Addr, string) {
 		out = append(out, ip)
 	}
 	return out, ""
-}
-
-// insecureFrontendValidation reports whether any frontend validation of gw
-// allows clients without a valid certificate.
-func insecureFrontendValidation(gw *gwv1.Gateway) bool {
-	if gw.Spec.TLS == nil || gw.Spec.TLS.Frontend == nil {
-		return false
-	}
-	f := gw.Spec.TLS.Frontend
-	if v := f.Default.Validation; v != nil && v.Mode == gwv1.AllowInsecureFallback {
-		return true
-	}
-	for _, pp := range f.PerPort {
-		if v := pp.TLS.Validation; v != nil && v.Mode == gwv1.AllowInsecureFallback {
-			return true
-		}
-	}
-	return false
 }

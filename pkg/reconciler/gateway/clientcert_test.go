@@ -17,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/weir-dev/weir/pkg/ir"
-	"github.com/weir-dev/weir/pkg/reconciler/gateway"
 )
 
 // selfSigned returns a PEM certificate and key for cn.
@@ -136,6 +135,9 @@ spec:
 	if cv := served["default"]; cv == nil || cv.AllowInsecureFallback || !strings.Contains(string(cv.CACertificates), strings.TrimSpace(string(ca))) {
 		t.Errorf("default listener validation %+v", cv)
 	}
+	if cv := served["one-bad"]; cv == nil || strings.Contains(string(cv.CACertificates), "hello") || !strings.Contains(string(cv.CACertificates), strings.TrimSpace(string(ca))) {
+		t.Errorf("one-bad listener validation %+v, want the readable CA alone", cv)
+	}
 	if cv := served["fallback"]; cv == nil || !cv.AllowInsecureFallback {
 		t.Errorf("fallback listener validation %+v", cv)
 	}
@@ -147,5 +149,4 @@ spec:
 			t.Errorf("listener %s is served without its client CA", name)
 		}
 	}
-	_ = gateway.Options{}
 }

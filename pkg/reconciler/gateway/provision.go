@@ -145,6 +145,13 @@ func (p *Provisioner) Sync(ctx context.Context, gateways []*gwv1.Gateway, res *R
 		}
 		nn := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
 		static, _ := StaticAddresses(gw)
+		tooMany := ""
+		if len(static) > 1 {
+			// The Service is kept up to date all the same, at the
+			// address it has.
+			tooMany = fmt.Sprintf("a Gateway's Service takes one static address; spec.addresses lists %d", len(static))
+			static = nil
+		}
 		svc, err := p.ensureService(ctx, name, gw, ports, static)
 		var unusable *addressNotUsable
 		if errors.As(err, &unusable) {
@@ -155,8 +162,11 @@ func (p *Provisioner) Sync(ctx context.Context, gateways []*gwv1.Gateway, res *R
 			errs = append(errs, err)
 			continue
 		}
-		plane := DataPlane{Addresses: serviceAddresses(svc, static), Ready: ready}
-		if len(static) > 0 && !slices.ContainsFunc(plane.Addresses, func(a gwv1.GatewayStatusAddress) bool { return a.Value == static[0].String() }) && len(plane.Addresses) > 0 {
+		plane := DataPlane{Addresses: serviceAddresses(svc, static), Ready: ready, AddressProblem: tooMany}
+		if len(static) > 0 && len(plane.Addresses) > 0 && !slices.ContainsFunc(plane.Addresses, func(a gwv1.GatewayStatusAddress) bool {
+			ip, err := netip.ParseAddr(a.Value)
+			return err == nil && ip.Unmap() == static[0].Unmap()
+		}) {
 			plane.AddressProblem = fmt.Sprintf("the Service's load balancer has %s, not %s", plane.Addresses[0].Value, static[0])
 		}
 		planes[nn] = plane
@@ -291,17 +301,13 @@ func (p *Provisioner) ensureDeployment(ctx context.Context, name string, gw *gwv
 	return false, err
 }
 
-// ensureService makes the Gateway's Service. A static address (at most
-// one) becomes a load balancer's loadBalancerIP, or else the cluster IP,
+// ensureService makes the Gateway's Service. A static address becomes a load balancer's loadBalancerIP, or else the cluster IP,
 // which the Service is recreated to change; an address the apiserver
 // refuses is an *addressNotUsable.
 func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.Gateway, ports []listenerPort, static []netip.Addr) (*corev1.Service, error) {
 	typ := p.ServiceType
 	if typ == "" {
 		typ = corev1.ServiceTypeLoadBalancer
-	}
-	if len(static) > 1 {
-		return nil, &addressNotUsable{fmt.Sprintf("a Gateway's Service takes one static address; spec.addresses lists %d", len(static))}
 	}
 	var clusterIP, lbIP string
 	if len(static) == 1 {
@@ -320,15 +326,19 @@ func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.G
 		sps = []corev1.ServicePort{{Name: "none", Port: 9, TargetPort: intstr.FromInt32(9), Protocol: corev1.ProtocolTCP}}
 	}
 	svcs := p.Kube.CoreV1().Services(p.Namespace)
-	create := func() (*corev1.Service, error) {
-		svc, err := svcs.Create(ctx, &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace, Labels: p.labels(gw), Annotations: annotations(gw)},
-			Spec:       corev1.ServiceSpec{Type: typ, Selector: p.labels(gw), Ports: sps, ClusterIP: clusterIP, LoadBalancerIP: lbIP},
-		}, metav1.CreateOptions{})
+	desired := func(meta metav1.ObjectMeta) *corev1.Service {
+		return &corev1.Service{ObjectMeta: meta,
+			Spec: corev1.ServiceSpec{Type: typ, Selector: p.labels(gw), Ports: sps, ClusterIP: clusterIP, LoadBalancerIP: lbIP}}
+	}
+	refused := func(err error) error {
 		if apierrs.IsInvalid(err) && len(static) > 0 {
-			return nil, &addressNotUsable{fmt.Sprintf("the cluster refused %s for the Gateway's Service: %v", static[0], err)}
+			return &addressNotUsable{fmt.Sprintf("the cluster refused %s for the Gateway's Service: %v", static[0], err)}
 		}
-		return svc, err
+		return err
+	}
+	create := func() (*corev1.Service, error) {
+		svc, err := svcs.Create(ctx, desired(metav1.ObjectMeta{Name: name, Namespace: p.Namespace, Labels: p.labels(gw), Annotations: annotations(gw)}), metav1.CreateOptions{})
+		return svc, refused(err)
 	}
 	cur, err := svcs.Get(ctx, name, metav1.GetOptions{})
 	if apierrs.IsNotFound(err) {
@@ -341,7 +351,13 @@ func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.G
 		return nil, fmt.Errorf("Service %s/%s exists and was not made by weir-controller for Gateway %s/%s; remove it", p.Namespace, name, gw.Namespace, gw.Name)
 	}
 	if clusterIP != "" && cur.Spec.ClusterIP != clusterIP {
-		// A cluster IP cannot change in place.
+		// A cluster IP cannot change in place. The apiserver is asked
+		// first (a dry run checks the address), so a refused address
+		// leaves the Service serving at the one it has.
+		probe := desired(metav1.ObjectMeta{GenerateName: name + "-", Namespace: p.Namespace})
+		if _, err := svcs.Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+			return nil, refused(err)
+		}
 		if err := svcs.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &cur.UID}}); err != nil && !apierrs.IsNotFound(err) {
 			return nil, err
 		}
@@ -366,10 +382,7 @@ func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.G
 	}
 	cur.Spec.Ports, cur.Spec.Type, cur.Spec.LoadBalancerIP = sps, typ, lbIP
 	svc, err := svcs.Update(ctx, cur, metav1.UpdateOptions{})
-	if apierrs.IsInvalid(err) && lbIP != "" {
-		return nil, &addressNotUsable{fmt.Sprintf("the cluster refused %s for the Gateway's Service: %v", lbIP, err)}
-	}
-	return svc, err
+	return svc, refused(err)
 }
 
 // serviceAddresses are a load balancer's addresses once it has them, and

@@ -27,10 +27,15 @@ func TestStaticAddressService(t *testing.T) {
 	// The fake API accepts any cluster IP; refuse one outside the range
 	// as the apiserver does.
 	kube.PrependReactor("create", "services", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		svc := a.(k8stesting.CreateAction).GetObject().(*corev1.Service)
+		ca := a.(k8stesting.CreateActionImpl)
+		svc := ca.GetObject().(*corev1.Service)
 		if svc.Spec.ClusterIP == "192.0.2.1" {
 			return true, nil, apierrs.NewInvalid(schema.GroupKind{Kind: "Service"}, svc.Name, field.ErrorList{
 				field.Invalid(field.NewPath("spec", "clusterIPs"), svc.Spec.ClusterIP, "provided IP is not in the valid range")})
+		}
+		// The fake API would store a dry run; the apiserver does not.
+		if len(ca.GetCreateOptions().DryRun) > 0 {
+			return true, svc, nil
 		}
 		return false, nil, nil
 	})
@@ -60,8 +65,20 @@ func TestStaticAddressService(t *testing.T) {
 	if _, err := p.ensureService(ctx, "edge", gw, ports, addrs("192.0.2.1")); !errors.As(err, &unusable) {
 		t.Errorf("an address the apiserver refuses: %v, want it not usable", err)
 	}
-	if _, err := p.ensureService(ctx, "other", gw, ports, addrs("10.96.0.12", "10.96.0.13")); !errors.As(err, &unusable) {
-		t.Errorf("two static addresses: %v, want them not usable", err)
+	// The refused address did not cost the Service its current one.
+	if cur, err := kube.CoreV1().Services("weir-system").Get(ctx, "edge", metav1.GetOptions{}); err != nil || cur.Spec.ClusterIP != "10.96.0.11" {
+		t.Errorf("after a refused address the Service is %+v (%v), want it still at 10.96.0.11", cur, err)
+	}
+	// A Service weir-controller did not make is never replaced.
+	if _, err := kube.CoreV1().Services("weir-system").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "foreign", Namespace: "weir-system"},
+		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.30"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.ensureService(ctx, "foreign", gw, ports, addrs("10.96.0.31")); err == nil {
+		t.Error("a Service of someone else's was taken over")
+	}
+	if cur, err := kube.CoreV1().Services("weir-system").Get(ctx, "foreign", metav1.GetOptions{}); err != nil || cur.Spec.ClusterIP != "10.96.0.30" {
+		t.Errorf("the foreign Service is %+v (%v)", cur, err)
 	}
 
 	p.ServiceType = corev1.ServiceTypeLoadBalancer
