@@ -10,6 +10,13 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // The benchmarks compare a request through the proxy with the same request
@@ -21,14 +28,19 @@ func benchBackend(b *testing.B) string {
 	}))
 }
 
-func runLoad(b *testing.B, url string) {
+func runLoad(b *testing.B, url string) { runLoadWith(b, url, nil) }
+
+// runLoadWith is runLoad with request headers.
+func runLoadWith(b *testing.B, url string, header http.Header) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}}
 	b.ReportAllocs()
 	b.SetParallelism(16)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			resp, err := client.Get(url)
+			req, _ := http.NewRequest(http.MethodGet, url, nil)
+			req.Header = header.Clone()
+			resp, err := client.Do(req)
 			if err != nil {
 				b.Error(err)
 				return
@@ -48,6 +60,45 @@ func BenchmarkProxy(b *testing.B) {
 	res := singleRoute(routeTo(prefixMatch("/"), "bench"))
 	res.Clusters = append(res.Clusters, edsCluster("bench", false))
 	res.Endpoints = append(res.Endpoints, cla("bench", addr))
+	p := New(Options{ListenAddress: "127.0.0.1"})
+	if err := p.Apply(res); err != nil {
+		b.Fatal(err)
+	}
+	defer p.Shutdown(b.Context())
+	runLoad(b, "http://"+p.ListenerAddr(listenerName).String()+"/bench")
+}
+
+// BenchmarkProxyCORS is BenchmarkProxy with the CORS filter in the chain
+// and a policy on the route, for requests from an allowed origin: the
+// cost of a per-route filter.
+func BenchmarkProxyCORS(b *testing.B) {
+	addr := benchBackend(b)
+	rt := routeTo(prefixMatch("/"), "bench")
+	rt.TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.cors": mustAny(&corsv3.CorsPolicy{
+		AllowOriginStringMatch: []*matcherv3.StringMatcher{exactOrigin("https://app.example")},
+		AllowMethods:           "GET", ExposeHeaders: "x-trace", AllowCredentials: wrapperspb.Bool(true),
+	})}
+	res := singleRoute(rt)
+	res.Listeners = []*listenerv3.Listener{plainListener(listenerName, withFilters(corsHTTPFilter))}
+	res.Clusters = append(res.Clusters, edsCluster("bench", false))
+	res.Endpoints = append(res.Endpoints, cla("bench", addr))
+	p := New(Options{ListenAddress: "127.0.0.1"})
+	if err := p.Apply(res); err != nil {
+		b.Fatal(err)
+	}
+	defer p.Shutdown(b.Context())
+	runLoadWith(b, "http://"+p.ListenerAddr(listenerName).String()+"/bench", http.Header{"Origin": {"https://app.example"}})
+}
+
+// BenchmarkProxyMirror is BenchmarkProxy with every request also copied
+// to a second backend: the cost of shadowing.
+func BenchmarkProxyMirror(b *testing.B) {
+	addr, mirror := benchBackend(b), benchBackend(b)
+	rt := routeTo(prefixMatch("/"), "bench")
+	rt.GetRoute().RequestMirrorPolicies = []*routev3.RouteAction_RequestMirrorPolicy{{Cluster: "mirror"}}
+	res := singleRoute(rt)
+	res.Clusters = append(res.Clusters, edsCluster("bench", false), edsCluster("mirror", false))
+	res.Endpoints = append(res.Endpoints, cla("bench", addr), cla("mirror", mirror))
 	p := New(Options{ListenAddress: "127.0.0.1"})
 	if err := p.Apply(res); err != nil {
 		b.Fatal(err)
