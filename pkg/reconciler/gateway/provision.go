@@ -301,9 +301,10 @@ func (p *Provisioner) ensureDeployment(ctx context.Context, name string, gw *gwv
 	return false, err
 }
 
-// ensureService makes the Gateway's Service. A static address becomes a load balancer's loadBalancerIP, or else the cluster IP,
-// which the Service is recreated to change; an address the apiserver
-// refuses is an *addressNotUsable.
+// ensureService makes the Gateway's Service. A static address becomes a
+// load balancer's loadBalancerIP, or else the cluster IP, which the
+// Service is recreated to change; an address the apiserver refuses is an
+// *addressNotUsable.
 func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.Gateway, ports []listenerPort, static []netip.Addr) (*corev1.Service, error) {
 	typ := p.ServiceType
 	if typ == "" {
