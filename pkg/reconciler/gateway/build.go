@@ -428,13 +428,10 @@ func (b *builder) clientValidation(g *gatewayState, spec *gwv1.Listener) (*ir.Cl
 			fail(string(gwv1.ListenerReasonInvalidCACertificateKind), "%s: %s %q: client CA certificates are read from core ConfigMaps only", rfield, ref.Kind, ref.Name)
 			continue
 		}
-		ns := g.gw.Namespace
-		if ref.Namespace != nil && string(*ref.Namespace) != ns {
-			ns = string(*ref.Namespace)
-			if !b.grants.allows(gwv1.GroupName, "Gateway", g.gw.Namespace, "", "ConfigMap", ns, string(ref.Name)) {
-				fail(string(gwv1.ListenerReasonRefNotPermitted), "%s: no ReferenceGrant in namespace %s lets Gateways in %s use ConfigMap %s", rfield, ns, g.gw.Namespace, ref.Name)
-				continue
-			}
+		ns, granted := b.gatewayRef(g, "ConfigMap", ref.Namespace, string(ref.Name))
+		if !granted {
+			fail(string(gwv1.ListenerReasonRefNotPermitted), "%s: no ReferenceGrant in namespace %s lets Gateways in %s use ConfigMap %s", rfield, ns, g.gw.Namespace, ref.Name)
+			continue
 		}
 		var cm *corev1.ConfigMap
 		var err error = apierrs.NewNotFound(corev1.Resource("configmaps"), string(ref.Name))
@@ -464,6 +461,15 @@ func (b *builder) clientValidation(g *gatewayState, spec *gwv1.Listener) (*ir.Cl
 // caCertKey is where a ConfigMap holds a CA bundle, as Gateway API says.
 const caCertKey = "ca.crt"
 
+// gatewayRef is the namespace of a core object (kind) that Gateway g
+// refers to, and whether a ReferenceGrant lets it when it is not g's own.
+func (b *builder) gatewayRef(g *gatewayState, kind string, ns *gwv1.Namespace, name string) (string, bool) {
+	if ns == nil || string(*ns) == g.gw.Namespace {
+		return g.gw.Namespace, true
+	}
+	return string(*ns), b.grants.allows(gwv1.GroupName, "Gateway", g.gw.Namespace, "", kind, string(*ns), name)
+}
+
 // listenerCertificates loads the certificates of an HTTPS listener.
 func (b *builder) listenerCertificates(g *gatewayState, ls *listenerState) (bool, string, string) {
 	spec, i := ls.spec, ls.index
@@ -485,13 +491,10 @@ func (b *builder) listenerCertificates(g *gatewayState, ls *listenerState) (bool
 			fail(string(gwv1.ListenerReasonInvalidCertificateRef), "%s: only core Secrets hold certificates", field)
 			continue
 		}
-		ns := g.gw.Namespace
-		if ref.Namespace != nil && string(*ref.Namespace) != ns {
-			ns = string(*ref.Namespace)
-			if !b.grants.allows(gwv1.GroupName, "Gateway", g.gw.Namespace, "", "Secret", ns, string(ref.Name)) {
-				fail(string(gwv1.ListenerReasonRefNotPermitted), "%s: no ReferenceGrant in namespace %s lets Gateways in %s use Secret %s", field, ns, g.gw.Namespace, ref.Name)
-				continue
-			}
+		ns, granted := b.gatewayRef(g, "Secret", ref.Namespace, string(ref.Name))
+		if !granted {
+			fail(string(gwv1.ListenerReasonRefNotPermitted), "%s: no ReferenceGrant in namespace %s lets Gateways in %s use Secret %s", field, ns, g.gw.Namespace, ref.Name)
+			continue
 		}
 		sec, err := b.listers.Secrets.Secrets(ns).Get(string(ref.Name))
 		if err != nil {
