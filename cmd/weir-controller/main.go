@@ -222,6 +222,7 @@ func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds
 		return false
 	}
 	grpcRoutes, tlsRoutes := served("grpcroutes", "GRPCRoute", "v1.1"), served("tlsroutes", "TLSRoute", "v1.5")
+	tlsPolicies := served("backendtlspolicies", "BackendTLSPolicy", "v1.4")
 	gw, err := gwclient.NewForConfig(cfg)
 	if err != nil {
 		logger.Errorw("Gateway API client", zap.Error(err))
@@ -241,6 +242,8 @@ func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds
 		GRPCRoutes:      grpcRoutes,
 		TLSRoutes:       tlsRoutes,
 		Translate:       translate.DefaultOptions(),
+
+		BackendTLSPolicies: tlsPolicies,
 		Provisioner: &gatewayapi.Provisioner{
 			Kube:                 kube,
 			Namespace:            envOr("GATEWAY_NAMESPACE", "weir-system"),

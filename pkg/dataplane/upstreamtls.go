@@ -15,6 +15,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/weir-dev/weir/pkg/envoycheck"
 )
 
 // upstreamTLS is a cluster's envoy.transport_sockets.tls UpstreamTlsContext,
@@ -25,7 +27,7 @@ type upstreamTLS struct {
 	sni   string
 	alpn  []string
 	roots *x509.CertPool
-	sans  []string
+	sans  []sanMatcher
 	// key identifies the configuration, for the pool key.
 	key string
 }
@@ -59,23 +61,24 @@ func parseUpstreamTLS(ts *corev3.TransportSocket, path string) (*upstreamTLS, er
 		}
 		for i, m := range vc.GetMatchTypedSubjectAltNames() {
 			mp := idx(sub(vp, "match_typed_subject_alt_names"), i)
-			if m.GetSanType() != tlsv3.SubjectAltNameMatcher_DNS {
-				return nil, invalid(sub(mp, "san_type"), "%v is not supported by weir-proxy", m.GetSanType())
+			t := m.GetSanType()
+			if t != tlsv3.SubjectAltNameMatcher_DNS && t != tlsv3.SubjectAltNameMatcher_URI {
+				return nil, invalid(sub(mp, "san_type"), "%v is not supported by weir-proxy", t)
 			}
 			exact := m.GetMatcher().GetExact()
 			if exact == "" || m.GetMatcher().GetIgnoreCase() {
 				return nil, invalid(sub(mp, "matcher"), "only an exact, case-sensitive match is supported by weir-proxy")
 			}
-			out.sans = append(out.sans, exact)
+			out.sans = append(out.sans, sanMatcher{uri: t == tlsv3.SubjectAltNameMatcher_URI, exact: exact})
 		}
 		if ca := vc.GetTrustedCa(); ca != nil {
 			pem, err := dataSource(ca, sub(vp, "trusted_ca"))
 			if err != nil {
 				return nil, err
 			}
-			out.roots = x509.NewCertPool()
-			if !out.roots.AppendCertsFromPEM(pem) {
-				return nil, invalid(sub(vp, "trusted_ca"), "Failed to load trusted CA certificates: no PEM certificate found")
+			// As Envoy: one block that does not parse refuses the bundle.
+			if out.roots, err = envoycheck.CABundle(pem); err != nil {
+				return nil, invalid(sub(vp, "trusted_ca"), "Failed to load trusted CA certificates: %v", err)
 			}
 		} else if len(out.sans) > 0 {
 			// Envoy's DefaultCertValidator refuses this too.
@@ -142,13 +145,42 @@ func (u *upstreamTLS) verify(cs tls.ConnectionState) error {
 		return nil
 	}
 	for _, want := range u.sans {
-		for _, got := range leaf.DNSNames {
-			if dnsNameMatch(want, got) {
-				return nil
-			}
+		if want.matches(leaf) {
+			return nil
 		}
 	}
-	return fmt.Errorf("upstream certificate for %v matches none of %v", leaf.DNSNames, u.sans)
+	return fmt.Errorf("upstream certificate for %v %v matches none of %v", leaf.DNSNames, leaf.URIs, u.sans)
+}
+
+// sanMatcher is one match_typed_subject_alt_names entry: an exact DNS name
+// (with Envoy's wildcard certificate rule) or an exact URI.
+type sanMatcher struct {
+	uri   bool
+	exact string
+}
+
+func (m sanMatcher) matches(leaf *x509.Certificate) bool {
+	if m.uri {
+		for _, u := range leaf.URIs {
+			if u.String() == m.exact {
+				return true
+			}
+		}
+		return false
+	}
+	for _, got := range leaf.DNSNames {
+		if dnsNameMatch(m.exact, got) {
+			return true
+		}
+	}
+	return false
+}
+
+func (m sanMatcher) String() string {
+	if m.uri {
+		return "URI:" + m.exact
+	}
+	return "DNS:" + m.exact
 }
 
 // dnsNameMatch is Envoy's match of a configured DNS name against a

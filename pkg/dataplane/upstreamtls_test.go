@@ -1,15 +1,24 @@
 package dataplane
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -68,30 +77,37 @@ func TestUpstreamTLS(t *testing.T) {
 		{"untrusted CA", tlsUpstreamContext("example.com", otherCA, "example.com"), 503},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := newTestProxy(t, Options{})
-			c := edsCluster("tls", false)
-			c.TransportSocket = tc.ts
-			res := &Resources{
-				Listeners: []*listenerv3.Listener{plainListener("l")},
-				Routes:    []*routev3.RouteConfiguration{routeConfig("l", virtualHost("v", []string{"*"}, routeTo(prefixMatch("/"), "tls")))},
-				Clusters:  []*clusterv3.Cluster{c},
-				Endpoints: []*endpointv3.ClusterLoadAssignment{cla("tls", addr)},
-			}
-			mustApply(t, p, res)
-			resp, err := http.Get(proxyURL(t, p, "l") + "/")
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != tc.want {
-				t.Fatalf("status %d %q, want %d", resp.StatusCode, body, tc.want)
-			}
+			body := getThroughTLSCluster(t, tc.ts, addr, tc.want)
 			if tc.want == 200 && (string(body) != "over tls" || sawSNI != "example.com") {
 				t.Errorf("body %q, SNI %q; want over tls with SNI example.com", body, sawSNI)
 			}
 		})
 	}
+}
+
+// getThroughTLSCluster sends a GET through a proxy whose one cluster
+// reaches addr with ts, checks the status and returns the body.
+func getThroughTLSCluster(t *testing.T, ts *corev3.TransportSocket, addr string, want int) string {
+	t.Helper()
+	p := newTestProxy(t, Options{})
+	c := edsCluster("tls", false)
+	c.TransportSocket = ts
+	mustApply(t, p, &Resources{
+		Listeners: []*listenerv3.Listener{plainListener("l")},
+		Routes:    []*routev3.RouteConfiguration{routeConfig("l", virtualHost("v", []string{"*"}, routeTo(prefixMatch("/"), "tls")))},
+		Clusters:  []*clusterv3.Cluster{c},
+		Endpoints: []*endpointv3.ClusterLoadAssignment{cla("tls", addr)},
+	})
+	resp, err := http.Get(proxyURL(t, p, "l") + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != want {
+		t.Fatalf("status %d %q, want %d", resp.StatusCode, body, want)
+	}
+	return string(body)
 }
 
 // TestUpstreamTLSRefusedAsEnvoyRefusesIt: config Envoy NACKs is NACKed.
@@ -140,5 +156,59 @@ func TestDNSNameMatch(t *testing.T) {
 		if got := dnsNameMatch(tc.want, tc.cert); got != tc.match {
 			t.Errorf("dnsNameMatch(%q, %q) = %v, want %v", tc.want, tc.cert, got, tc.match)
 		}
+	}
+}
+
+// TestUpstreamTLSURISAN: a URI matcher (what translate emits for a
+// BackendTLSPolicy's URI subjectAltName) accepts a certificate carrying
+// that exact URI and nothing else, and an inline trusted_ca is read as a
+// file's would be.
+func TestUpstreamTLSURISAN(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := url.Parse("spiffe://example.com/ns/apps/sa/api")
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "api"}, URIs: []*url.URL{id}, DNSNames: []string{"api.internal"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "over tls") }))
+	up.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	up.StartTLS()
+	t.Cleanup(up.Close)
+	caPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+
+	for _, tc := range []struct {
+		name string
+		san  *tlsv3.SubjectAltNameMatcher
+		want int
+	}{
+		{"URI matches", &tlsv3.SubjectAltNameMatcher{SanType: tlsv3.SubjectAltNameMatcher_URI,
+			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: id.String()}}}, 200},
+		{"another URI", &tlsv3.SubjectAltNameMatcher{SanType: tlsv3.SubjectAltNameMatcher_URI,
+			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "spiffe://example.com/ns/apps/sa/web"}}}, 503},
+		{"the URI as a DNS name", &tlsv3.SubjectAltNameMatcher{SanType: tlsv3.SubjectAltNameMatcher_DNS,
+			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: id.String()}}}, 503},
+		{"a DNS SAN as a URI", &tlsv3.SubjectAltNameMatcher{SanType: tlsv3.SubjectAltNameMatcher_URI,
+			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "api.internal"}}}, 503},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := &tlsv3.UpstreamTlsContext{Sni: "api.internal", CommonTlsContext: &tlsv3.CommonTlsContext{
+				AlpnProtocols: []string{"http/1.1"},
+				ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+					TrustedCa:                 &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: caPEM}},
+					MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{tc.san},
+				}},
+			}}
+			ts := &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}}
+			getThroughTLSCluster(t, ts, up.Listener.Addr().String(), tc.want)
+		})
 	}
 }

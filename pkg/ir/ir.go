@@ -420,12 +420,56 @@ type Backend struct {
 	// ExternalName, when set, is resolved by DNS (an ExternalName Service)
 	// and Endpoints is ignored.
 	ExternalName string
-	// TLSServerName, when set, makes the gateway connect over TLS, send it
-	// as SNI, and accept only a certificate for it from a trusted CA.
-	TLSServerName string
+	// TLS, when set, makes the gateway originate TLS to the backend.
+	TLS *BackendTLS
 	// Endpoints are the ready addresses; empty means no healthy upstream.
 	Endpoints  []Endpoint
 	Provenance Provenance
+}
+
+// BackendTLS is how the gateway connects to a backend over TLS: the SNI
+// it sends and the certificate it accepts.
+type BackendTLS struct {
+	// ServerName is sent as SNI. It is also the name the certificate must
+	// carry when SubjectAltNames is empty.
+	ServerName string
+	// CACertificates is the PEM bundle the chain is verified against;
+	// empty means the gateway's system bundle.
+	CACertificates string
+	// SubjectAltNames, when set, replace ServerName in verification: the
+	// certificate must carry one of them.
+	SubjectAltNames []SubjectAltName
+	// Source is the object that asked for TLS (a BackendTLSPolicy), if
+	// not the backend's own.
+	Source *ObjectRef
+}
+
+// SubjectAltName is a name a backend certificate may carry.
+type SubjectAltName struct {
+	// URI is true for a URI SAN; otherwise Value is a DNS name.
+	URI   bool
+	Value string
+}
+
+// Key is a canonical string of everything that shapes the connection, so
+// that two backends with the same key share one cluster definition.
+func (t *BackendTLS) Key() string {
+	if t == nil {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(t.ServerName)
+	b.WriteByte(0)
+	b.WriteString(t.CACertificates)
+	for _, s := range t.SubjectAltNames {
+		if s.URI {
+			b.WriteString("\x00uri:")
+		} else {
+			b.WriteString("\x00dns:")
+		}
+		b.WriteString(s.Value)
+	}
+	return b.String()
 }
 
 // BackendName is the canonical backend name for a Service port.

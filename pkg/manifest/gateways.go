@@ -41,6 +41,9 @@ func (s *Store) GatewayObjects() gateway.Objects {
 	for _, o := range s.gatewayAPI["ReferenceGrant"].List() {
 		objs.ReferenceGrants = append(objs.ReferenceGrants, o.(*gwv1.ReferenceGrant))
 	}
+	for _, o := range s.gatewayAPI["BackendTLSPolicy"].List() {
+		objs.BackendTLSPolicies = append(objs.BackendTLSPolicies, o.(*gwv1.BackendTLSPolicy))
+	}
 	return objs
 }
 

@@ -84,12 +84,14 @@ func KindOf(o runtime.Object) string {
 		return "TLSRoute"
 	case *gwv1.ReferenceGrant, *gwv1beta1.ReferenceGrant:
 		return "ReferenceGrant"
+	case *gwv1.BackendTLSPolicy:
+		return "BackendTLSPolicy"
 	}
 	return fmt.Sprintf("%T", o)
 }
 
 // supported lists the kinds Weir reads, for error messages.
-const supported = "networking.internal.knative.dev/v1alpha1 Ingress, gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute and ReferenceGrant (also v1beta1), v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Secret, v1 ConfigMap (a client CA), v1 Namespace"
+const supported = "networking.internal.knative.dev/v1alpha1 Ingress, gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute, BackendTLSPolicy and ReferenceGrant (also v1beta1), v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Secret, v1 ConfigMap (a CA bundle), v1 Namespace"
 
 var supportedKinds = map[schema.GroupVersionKind]bool{
 	v1alpha1.SchemeGroupVersion.WithKind("Ingress"):          true,
@@ -104,6 +106,7 @@ var supportedKinds = map[schema.GroupVersionKind]bool{
 	gwv1.SchemeGroupVersion.WithKind("GRPCRoute"):            true,
 	gwv1.SchemeGroupVersion.WithKind("TLSRoute"):             true,
 	gwv1.SchemeGroupVersion.WithKind("ReferenceGrant"):       true,
+	gwv1.SchemeGroupVersion.WithKind("BackendTLSPolicy"):     true,
 	gwv1beta1.SchemeGroupVersion.WithKind("ReferenceGrant"):  true,
 }
 

@@ -243,24 +243,25 @@ func (s *Store) indexer(kind string) cache.Indexer {
 }
 
 var gvks = map[string]schema.GroupVersionKind{
-	"Service":       corev1.SchemeGroupVersion.WithKind("Service"),
-	"EndpointSlice": discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice"),
-	"Secret":        corev1.SchemeGroupVersion.WithKind("Secret"),
-	kingress.Kind:   v1alpha1.SchemeGroupVersion.WithKind("Ingress"),
-	"Namespace":     corev1.SchemeGroupVersion.WithKind("Namespace"),
-	"ConfigMap":     corev1.SchemeGroupVersion.WithKind("ConfigMap"),
-	"GatewayClass":  gwv1.SchemeGroupVersion.WithKind("GatewayClass"),
-	"Gateway":       gwv1.SchemeGroupVersion.WithKind("Gateway"),
-	"HTTPRoute":     gwv1.SchemeGroupVersion.WithKind("HTTPRoute"),
-	"GRPCRoute":     gwv1.SchemeGroupVersion.WithKind("GRPCRoute"),
-	"TLSRoute":      gwv1.SchemeGroupVersion.WithKind("TLSRoute"),
+	"Service":          corev1.SchemeGroupVersion.WithKind("Service"),
+	"EndpointSlice":    discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice"),
+	"Secret":           corev1.SchemeGroupVersion.WithKind("Secret"),
+	kingress.Kind:      v1alpha1.SchemeGroupVersion.WithKind("Ingress"),
+	"Namespace":        corev1.SchemeGroupVersion.WithKind("Namespace"),
+	"ConfigMap":        corev1.SchemeGroupVersion.WithKind("ConfigMap"),
+	"GatewayClass":     gwv1.SchemeGroupVersion.WithKind("GatewayClass"),
+	"Gateway":          gwv1.SchemeGroupVersion.WithKind("Gateway"),
+	"HTTPRoute":        gwv1.SchemeGroupVersion.WithKind("HTTPRoute"),
+	"GRPCRoute":        gwv1.SchemeGroupVersion.WithKind("GRPCRoute"),
+	"TLSRoute":         gwv1.SchemeGroupVersion.WithKind("TLSRoute"),
+	"BackendTLSPolicy": gwv1.SchemeGroupVersion.WithKind("BackendTLSPolicy"),
 	// v1beta1 ReferenceGrants are stored as v1: the fields are the same.
 	"ReferenceGrant": gwv1.SchemeGroupVersion.WithKind("ReferenceGrant"),
 }
 
 // gatewayKinds are the kinds the Gateway API front end reads besides
 // Services, EndpointSlices and Secrets.
-var gatewayKinds = []string{"Namespace", "GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute", "ReferenceGrant", "ConfigMap"}
+var gatewayKinds = []string{"Namespace", "GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute", "ReferenceGrant", "BackendTLSPolicy", "ConfigMap"}
 
 // Admit is the one validation path of weir run, weir translate and the
 // controller's view of an object: it defaults the namespace, then defaults
@@ -282,7 +283,7 @@ func Admit(ctx context.Context, d Document) (Key, error) {
 	}
 	var kind string
 	switch o := d.Object.(type) {
-	case *corev1.Namespace, *gwv1.GatewayClass, *gwv1.Gateway, *gwv1.HTTPRoute, *gwv1.GRPCRoute, *gwv1.TLSRoute, *gwv1.ReferenceGrant, *corev1.ConfigMap:
+	case *corev1.Namespace, *gwv1.GatewayClass, *gwv1.Gateway, *gwv1.HTTPRoute, *gwv1.GRPCRoute, *gwv1.TLSRoute, *gwv1.ReferenceGrant, *gwv1.BackendTLSPolicy, *corev1.ConfigMap:
 		if m.GetName() == "" {
 			return Key{}, fmt.Errorf("%s: metadata.name is required", d)
 		}

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/weir-dev/weir/pkg/envoycheck"
 	"github.com/weir-dev/weir/pkg/ir"
 )
 
@@ -307,7 +308,7 @@ func buildCluster(b *ir.Backend, s *shared) (*clusterv3.Cluster, error) {
 	if b.Protocol == ir.H2C || b.Protocol == ir.GRPC {
 		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: s.http2Options}
 	}
-	if b.TLSServerName != "" {
+	if b.TLS != nil {
 		ts, err := upstreamTLS(b, s.opts)
 		if err != nil {
 			return nil, err
@@ -321,28 +322,52 @@ func buildCluster(b *ir.Backend, s *shared) (*clusterv3.Cluster, error) {
 }
 
 // upstreamTLS originates TLS to b: SNI, ALPN for its protocol, and the
-// certificate checked against the trusted CA bundle and b's name. Envoy
-// verifies nothing without a validation_context, and refuses a SAN match
-// without a trusted CA, so both are set.
+// certificate checked against its CA bundle (inline, or the gateway's
+// trusted bundle) and its names. Envoy verifies nothing without a
+// validation_context, and refuses a SAN match without a trusted CA, so
+// both are always set.
 func upstreamTLS(b *ir.Backend, opts Options) (*corev3.TransportSocket, error) {
-	name, err := canonicalHost(b.TLSServerName)
+	name, err := canonicalHost(b.TLS.ServerName)
 	if err != nil {
-		return nil, fmt.Errorf("TLS server name %q: %w", b.TLSServerName, err)
+		return nil, fmt.Errorf("TLS server name %q: %w", b.TLS.ServerName, err)
 	}
 	alpn := []string{"http/1.1"}
 	if b.Protocol == ir.H2C || b.Protocol == ir.GRPC {
 		alpn = []string{"h2"}
+	}
+	ca := &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: opts.UpstreamTrustedCA}}
+	if b.TLS.CACertificates != "" {
+		if _, err := envoycheck.CABundle([]byte(b.TLS.CACertificates)); err != nil {
+			return nil, fmt.Errorf("CA certificates: %w", err)
+		}
+		ca = &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: b.TLS.CACertificates}}
+	}
+	sans := []*tlsv3.SubjectAltNameMatcher{{
+		SanType: tlsv3.SubjectAltNameMatcher_DNS,
+		Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: name}},
+	}}
+	if len(b.TLS.SubjectAltNames) > 0 {
+		sans = sans[:0]
+		for _, san := range b.TLS.SubjectAltNames {
+			typ, value := tlsv3.SubjectAltNameMatcher_DNS, san.Value
+			if san.URI {
+				typ = tlsv3.SubjectAltNameMatcher_URI
+			} else if value, err = canonicalHost(san.Value); err != nil {
+				return nil, fmt.Errorf("subject alternative name %q: %w", san.Value, err)
+			}
+			sans = append(sans, &tlsv3.SubjectAltNameMatcher{
+				SanType: typ,
+				Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: value}},
+			})
+		}
 	}
 	ctx, err := anypb.New(&tlsv3.UpstreamTlsContext{
 		Sni: name,
 		CommonTlsContext: &tlsv3.CommonTlsContext{
 			AlpnProtocols: alpn,
 			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: opts.UpstreamTrustedCA}},
-				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
-					SanType: tlsv3.SubjectAltNameMatcher_DNS,
-					Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: name}},
-				}},
+				TrustedCa:                 ca,
+				MatchTypedSubjectAltNames: sans,
 			}},
 		},
 	})

@@ -152,10 +152,14 @@ func (f fixtureFile) fragments() ([]*ir.Fragment, error) {
 			if !ok {
 				return nil, fmt.Errorf("backend %s: unknown protocol %q", fb.Name, fb.Protocol)
 			}
-			frag.Backends = append(frag.Backends, &ir.Backend{
-				Name: fb.Name, Service: fb.Service, Protocol: p, ExternalName: fb.ExternalName, TLSServerName: fb.TLSServerName,
+			be := &ir.Backend{
+				Name: fb.Name, Service: fb.Service, Protocol: p, ExternalName: fb.ExternalName,
 				Endpoints: fb.Endpoints, Provenance: fb.Provenance,
-			})
+			}
+			if fb.TLSServerName != "" {
+				be.TLS = &ir.BackendTLS{ServerName: fb.TLSServerName}
+			}
+			frag.Backends = append(frag.Backends, be)
 		}
 		for _, fc := range ff.Certificates {
 			roles, err := parseRoles(fc.Listeners)

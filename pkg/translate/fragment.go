@@ -79,10 +79,11 @@ func (p *vhostPart) problem(reason, format string, args ...any) Problem {
 
 // clusterDef is everything the Cluster proto depends on besides the name.
 type clusterDef struct {
-	service       ir.ServiceRef
-	protocol      ir.Protocol
-	externalName  string
-	tlsServerName string
+	service      ir.ServiceRef
+	protocol     ir.Protocol
+	externalName string
+	// tls is ir.BackendTLS.Key.
+	tls string
 }
 
 // backendPart is one translated backend: its cluster and, for EDS, its load
@@ -258,7 +259,7 @@ func (e *fragmentEntry) rebuildBackends(f *ir.Fragment, s *shared, w *warner) []
 }
 
 func defOf(b *ir.Backend) clusterDef {
-	return clusterDef{service: b.Service, protocol: b.Protocol, externalName: b.ExternalName, tlsServerName: b.TLSServerName}
+	return clusterDef{service: b.Service, protocol: b.Protocol, externalName: b.ExternalName, tls: b.TLS.Key()}
 }
 
 // backendPart returns prev when b translates to the same protos, otherwise a

@@ -103,7 +103,9 @@ func (in *fuzzInput) fragment(name string) *ir.Fragment {
 		}
 		if in.intn(4) == 0 {
 			b.ExternalName = pick(in, "ext.example.com", "other.example.com")
-			b.TLSServerName = pick(in, "", b.ExternalName, "\u212Aext.example.com")
+			if name := pick(in, "", b.ExternalName, "\u212Aext.example.com"); name != "" {
+				b.TLS = &ir.BackendTLS{ServerName: name}
+			}
 		}
 		for j, m := 0, in.intn(4); j < m; j++ {
 			b.Endpoints = append(b.Endpoints, ir.Endpoint{Address: pick(in, fuzzAddrs...), Port: pick(in, fuzzPorts...)})

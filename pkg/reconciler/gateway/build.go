@@ -41,6 +41,8 @@ type Objects struct {
 	GRPCRoutes      []*gwv1.GRPCRoute
 	TLSRoutes       []*gwv1.TLSRoute
 	ReferenceGrants []*gwv1.ReferenceGrant
+	// BackendTLSPolicies say how the gateway connects to Services.
+	BackendTLSPolicies []*gwv1.BackendTLSPolicy
 	// NamespaceLabels are the labels of each namespace, for allowedRoutes
 	// selectors; a namespace not listed has none.
 	NamespaceLabels map[string]labels.Set
@@ -94,6 +96,9 @@ type Result struct {
 	HTTPRoutes     map[types.NamespacedName]*gwv1.HTTPRouteStatus
 	GRPCRoutes     map[types.NamespacedName]*gwv1.GRPCRouteStatus
 	TLSRoutes      map[types.NamespacedName]*gwv1.TLSRouteStatus
+	// BackendTLSPolicies have our ancestors (Gateways) only; a policy no
+	// Gateway of ours uses has none.
+	BackendTLSPolicies map[types.NamespacedName]*gwv1.PolicyStatus
 	// Skipped says which objects no Weir GatewayClass takes, and why.
 	Skipped []string
 }
@@ -107,11 +112,15 @@ func Build(objs Objects, l Listers, opts Options) *Result {
 		HTTPRoutes:     map[types.NamespacedName]*gwv1.HTTPRouteStatus{},
 		GRPCRoutes:     map[types.NamespacedName]*gwv1.GRPCRouteStatus{},
 		TLSRoutes:      map[types.NamespacedName]*gwv1.TLSRouteStatus{},
+
+		BackendTLSPolicies: map[types.NamespacedName]*gwv1.PolicyStatus{},
 	}, grants: newGrantIndex(objs.ReferenceGrants)}
 	b.classes()
 	b.buildGateways()
+	b.backendTLSPolicies()
 	b.routes()
 	b.finish()
+	b.tlsPolicyStatuses()
 	return b.res
 }
 
@@ -124,6 +133,10 @@ type builder struct {
 	ours     map[string]*gwv1.GatewayClass
 	gateways map[types.NamespacedName]*gatewayState
 	order    []*gatewayState
+	// tlsPolicies are the BackendTLSPolicies by target.
+	tlsPolicies *tlsPolicies
+	// usedServices collects the Services of the route being built.
+	usedServices map[types.NamespacedName]bool
 }
 
 // gatewayState is one Gateway being built.
@@ -173,7 +186,7 @@ func (b *builder) classes() {
 // GatewayClass status reports them and the conformance suite tests them.
 var SupportedFeatures = []string{
 	"Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute", "ReferenceGrant",
-	"GRPCRouteNamedRouteRule",
+	"GRPCRouteNamedRouteRule", "BackendTLSPolicy", "BackendTLSPolicySANValidation",
 	"GatewayAddressEmpty", "GatewayFrontendClientCertificateValidation", "GatewayFrontendClientCertificateValidationInsecureFallback",
 	"GatewayHTTPListenerIsolation", "GatewayHTTPSListenerDetectMisdirectedRequests", "GatewayPort8080", "GatewayStaticAddresses",
 	"HTTPRoute303RedirectStatusCode", "HTTPRoute307RedirectStatusCode", "HTTPRoute308RedirectStatusCode",
@@ -186,8 +199,8 @@ var SupportedFeatures = []string{
 	"TLSRouteModeTerminate", "TLSRouteModeMixed",
 }
 
-// supportedFeatures are SupportedFeatures without those of unwatched route
-// kinds (a feature of a kind is named after it).
+// supportedFeatures are SupportedFeatures without those of unwatched kinds
+// (a feature of a kind is named after it).
 func supportedFeatures(unwatched []string) []gwv1.SupportedFeature {
 	var out []gwv1.SupportedFeature
 	for _, n := range slices.Sorted(slices.Values(SupportedFeatures)) {

@@ -45,6 +45,8 @@ type ControllerOptions struct {
 	// GRPCRoutes and TLSRoutes watch those kinds; false where the
 	// cluster has no CRD for them.
 	GRPCRoutes, TLSRoutes bool
+	// BackendTLSPolicies watches them; false where the cluster has no CRD.
+	BackendTLSPolicies bool
 	// NACKGrace is how long a data plane's refusal must stand before the
 	// Gateway's status shows it (5 s when 0): the xDS server retries a
 	// push refused for a dependency not yet delivered, and that heals.
@@ -82,10 +84,12 @@ type Controller struct {
 	// grpcRoutes and tlsRoutes are nil without their CRDs.
 	grpcRoutes gwlisters.GRPCRouteLister
 	tlsRoutes  gwlisters.TLSRouteLister
-	grants     gwlisters.ReferenceGrantLister
-	secrets    corelisters.SecretLister
-	nss        corelisters.NamespaceLister
-	synced     []cache.InformerSynced
+	// tlsPolicies is nil without the BackendTLSPolicy CRD.
+	tlsPolicies gwlisters.BackendTLSPolicyLister
+	grants      gwlisters.ReferenceGrantLister
+	secrets     corelisters.SecretLister
+	nss         corelisters.NamespaceLister
+	synced      []cache.InformerSynced
 
 	mu          sync.Mutex
 	translators map[string]*gatewayTranslator
@@ -161,6 +165,10 @@ func NewController(opts ControllerOptions) *Controller {
 	if opts.TLSRoutes {
 		watched = append(watched, v1.TLSRoutes().Informer())
 		c.tlsRoutes = v1.TLSRoutes().Lister()
+	}
+	if opts.BackendTLSPolicies {
+		watched = append(watched, v1.BackendTLSPolicies().Informer())
+		c.tlsPolicies = v1.BackendTLSPolicies().Lister()
 	}
 	for _, inf := range watched {
 		_, _ = inf.AddEventHandler(handler)
@@ -238,6 +246,9 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 	}
 	if !c.opts.TLSRoutes {
 		popts.Unwatched = append(popts.Unwatched, TLSRouteKind)
+	}
+	if !c.opts.BackendTLSPolicies {
+		popts.Unwatched = append(popts.Unwatched, BackendTLSPolicyKind)
 	}
 	res := Build(objs, Listers{
 		Services:       corelisters.NewServiceLister(c.opts.ServiceInformer.GetIndexer()),
@@ -344,6 +355,11 @@ func (c *Controller) objects() (Objects, error) {
 	}
 	if objs.ReferenceGrants, err = c.grants.List(labels.Everything()); err != nil {
 		return objs, err
+	}
+	if c.tlsPolicies != nil {
+		if objs.BackendTLSPolicies, err = c.tlsPolicies.List(labels.Everything()); err != nil {
+			return objs, err
+		}
 	}
 	nss, err := c.nss.List(labels.Everything())
 	if err != nil {
@@ -564,6 +580,14 @@ func (c *Controller) writeStatuses(ctx context.Context, objs Objects, res *Resul
 			cp := r.DeepCopy()
 			cp.Status.RouteStatus = next
 			_, err := v1.TLSRoutes(r.Namespace).UpdateStatus(ctx, cp, metav1.UpdateOptions{})
+			write(err)
+		}
+	}
+	for _, p := range objs.BackendTLSPolicies {
+		if next, ok := NextPolicyStatus(p.Status, res.BackendTLSPolicies[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}], now); ok {
+			cp := p.DeepCopy()
+			cp.Status = next
+			_, err := v1.BackendTLSPolicies(p.Namespace).UpdateStatus(ctx, cp, metav1.UpdateOptions{})
 			write(err)
 		}
 	}

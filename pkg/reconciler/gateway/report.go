@@ -52,6 +52,11 @@ func (r *Result) NotReady() []string {
 			bad(fmt.Sprintf("TLSRoute %s parent %s", nn, p.ParentRef.Name), p.Conditions)
 		}
 	}
+	for _, nn := range sortedNames(r.BackendTLSPolicies) {
+		for _, a := range r.BackendTLSPolicies[nn].Ancestors {
+			bad(fmt.Sprintf("BackendTLSPolicy %s ancestor %s", nn, a.AncestorRef.Name), a.Conditions)
+		}
+	}
 	return append(out, r.Skipped...)
 }
 

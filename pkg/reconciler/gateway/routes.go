@@ -68,6 +68,9 @@ type builtRoute struct {
 	unsupported string
 	resolved    bool
 	reason, msg string
+	// services are the Services its backendRefs name, for the status of
+	// the BackendTLSPolicies that target them.
+	services map[types.NamespacedName]bool
 }
 
 // routeSources lists every route, oldest first: the spec gives a hostname
@@ -125,7 +128,9 @@ func (b *builder) routes() {
 				continue // not a Gateway of ours
 			}
 			if built == nil {
+				b.usedServices = map[types.NamespacedName]bool{}
 				built = r.build()
+				built.services, b.usedServices = b.usedServices, nil
 			}
 			ps := gwv1.RouteParentStatus{ParentRef: ref, ControllerName: ControllerName}
 			accepted, reason, msg := b.attach(g, r, ref, pi, built)
@@ -199,6 +204,7 @@ func (b *builder) attach(g *gatewayState, r *routeSource, ref gwv1.ParentReferen
 	}
 	switch {
 	case attached:
+		b.usesServices(g, built.services)
 		for _, be := range built.backends {
 			if _, ok := g.backends[be.Name]; !ok {
 				g.backends[be.Name] = be
@@ -353,7 +359,7 @@ func (b *builder) addBackend(out *builtRoute, base *ir.Route, kind, ns string, r
 	}
 	be, reason, msg := b.resolveBackend(kind, ns, ref, field)
 	if be == nil {
-		if out.resolved {
+		if reason != "" && out.resolved {
 			out.resolved, out.reason, out.msg = false, reason, msg
 		}
 		base.Backends = append(base.Backends, ir.WeightedBackend{BackendName: field, Weight: weight, Unresolved: true})
@@ -550,7 +556,9 @@ func headerMutation(f *gwv1.HTTPHeaderFilter) ir.HeaderMutation {
 }
 
 // resolveBackend resolves a backendRef of a route of kind in namespace
-// from to a backend, or says why not.
+// from to a backend, or says why not: with a reason when the reference
+// does not resolve, without one when it does but the backend cannot be
+// used (its BackendTLSPolicy cannot be honoured).
 func (b *builder) resolveBackend(kind, from string, ref gwv1.BackendRef, field string) (*ir.Backend, string, string) {
 	if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Service") {
 		return nil, string(gwv1.RouteReasonInvalidKind), fmt.Sprintf("%s: only core Services are supported as backends", field)
@@ -566,6 +574,9 @@ func (b *builder) resolveBackend(kind, from string, ref gwv1.BackendRef, field s
 		return nil, string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("%s.port is required for a Service", field)
 	}
 	svc, err := b.listers.Services.Services(ns).Get(string(ref.Name))
+	if err == nil && b.usedServices != nil {
+		b.usedServices[types.NamespacedName{Namespace: ns, Name: svc.Name}] = true
+	}
 	if err != nil {
 		if apierrs.IsNotFound(err) {
 			return nil, string(gwv1.RouteReasonBackendNotFound), fmt.Sprintf("%s: Service %s/%s does not exist", field, ns, ref.Name)
@@ -597,6 +608,13 @@ func (b *builder) resolveBackend(kind, from string, ref gwv1.BackendRef, field s
 		return nil, string(gwv1.RouteReasonBackendNotFound), fmt.Sprintf("%s: listing EndpointSlices of Service %s/%s: %v", field, ns, ref.Name, err)
 	}
 	be.Endpoints = backends.Endpoints(slices, sp)
+	if kind != TLSRouteKind {
+		// A TLSRoute passes the client's TLS through: the gateway
+		// originates none.
+		if msg := b.backendTLS(be, sp.Name); msg != "" {
+			return nil, "", fmt.Sprintf("%s: %s", field, msg)
+		}
+	}
 	return be, "", ""
 }
 
@@ -819,7 +837,7 @@ func (b *builder) addMirrors(out *builtRoute, base *ir.Route, ns string, filters
 		mfield := fmt.Sprintf("%s.filters[%d].requestMirror.backendRef", field, fi)
 		be, reason, msg := b.resolveBackend(RouteKind, ns, gwv1.BackendRef{BackendObjectReference: mf.BackendRef}, mfield)
 		if be == nil {
-			if out.resolved {
+			if reason != "" && out.resolved {
 				out.resolved, out.reason, out.msg = false, reason, msg
 			}
 			continue

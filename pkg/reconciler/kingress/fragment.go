@@ -316,7 +316,7 @@ func (b *builder) backend(field, ns, name string, port intstr.IntOrString) strin
 		be.ExternalName = svc.Spec.ExternalName
 		// An external HTTPS service must not be called in cleartext.
 		if backends.SpeaksTLS(sp) {
-			be.TLSServerName = svc.Spec.ExternalName
+			be.TLS = &ir.BackendTLS{ServerName: svc.Spec.ExternalName}
 		}
 	} else {
 		slices, err := b.listers.EndpointSlices(ns, name)

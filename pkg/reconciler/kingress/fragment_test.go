@@ -244,7 +244,10 @@ func TestBuildExternalNameTLS(t *testing.T) {
 	}
 	got := map[string]string{}
 	for _, b := range frag.Backends {
-		got[b.Name] = b.TLSServerName
+		got[b.Name] = ""
+		if b.TLS != nil {
+			got[b.Name] = b.TLS.ServerName
+		}
 	}
 	want := map[string]string{
 		"default/port443:443": "port443.example.org", "default/named:8443": "named.example.org",

@@ -1,0 +1,144 @@
+package gateway_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/reconciler/gateway"
+)
+
+// TestBackendTLSPolicy: a policy makes the backends of the Service port it
+// targets connect over TLS with its CA, hostname and SANs; a policy for a
+// port wins over one for the whole Service; of two for the same target the
+// first by age and name applies and the other is Conflicted; a policy that
+// cannot be honoured makes its backend answer 500 (never plaintext) and
+// says why, while the route's own references stay resolved; status is per
+// Gateway that routes to the Service, and a policy nobody routes to has
+// none.
+func TestBackendTLSPolicy(t *testing.T) {
+	ca, _ := selfSigned(t, "backend-ca")
+	svc := func(name string, ports ...string) string {
+		var ps []string
+		for i, p := range ports {
+			ps = append(ps, fmt.Sprintf("{name: %s, port: %d}", p, 443+i))
+		}
+		return fmt.Sprintf("apiVersion: v1\nkind: Service\nmetadata: {name: %s, namespace: default}\nspec: {ports: [%s]}\n---\n", name, strings.Join(ps, ", "))
+	}
+	policy := func(name, service, section, validation string) string {
+		target := fmt.Sprintf("{group: \"\", kind: Service, name: %s}", service)
+		if section != "" {
+			target = fmt.Sprintf("{group: \"\", kind: Service, name: %s, sectionName: %s}", service, section)
+		}
+		return fmt.Sprintf("apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {name: %s, namespace: default}\nspec:\n  targetRefs: [%s]\n  validation: %s\n---\n", name, target, validation)
+	}
+	withCA := func(cm, host string) string {
+		return fmt.Sprintf("{hostname: %s, caCertificateRefs: [{group: \"\", kind: ConfigMap, name: %s}]}", host, cm)
+	}
+	rule := func(path, service string, port int) string {
+		return fmt.Sprintf("  - matches: [{path: {type: Exact, value: %s}}]\n    backendRefs: [{name: %s, port: %d}]\n", path, service, port)
+	}
+	docs := fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ca, namespace: default}\ndata:\n  ca.crt: |\n%s\n---\n", indent(ca)) +
+		"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: not-a-ca, namespace: default}\ndata: {ca.crt: hello}\n---\n" +
+		svc("secure", "https") + svc("dup", "https") + svc("multi", "p1", "p2") + svc("bad-kind", "https") + svc("bad-ca", "https") + svc("unused", "https") +
+		policy("secure", "secure", "https", `{hostname: abc.example.com, caCertificateRefs: [{group: "", kind: ConfigMap, name: ca}], subjectAltNames: [{type: URI, uri: "spiffe://abc.example.com/id"}, {type: Hostname, hostname: alt.example.com}]}`) +
+		policy("a-dup", "dup", "", withCA("ca", "first.example.com")) +
+		policy("b-dup", "dup", "", withCA("ca", "second.example.com")) +
+		policy("multi-port", "multi", "p1", withCA("ca", "port.example.com")) +
+		policy("multi-all", "multi", "", withCA("ca", "all.example.com")) +
+		policy("bad-kind", "bad-kind", "", `{hostname: abc.example.com, caCertificateRefs: [{group: example.com, kind: Bundle, name: ca}]}`) +
+		policy("bad-ca", "bad-ca", "", withCA("not-a-ca", "abc.example.com")) +
+		policy("unused", "unused", "", withCA("ca", "abc.example.com")) +
+		"apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners: [{name: http, port: 80, protocol: HTTP}]\n---\n" +
+		"apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: default}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n" +
+		rule("/secure", "secure", 443) + rule("/dup", "dup", 443) + rule("/p1", "multi", 443) + rule("/p2", "multi", 444) +
+		rule("/bad-kind", "bad-kind", 443) + rule("/bad-ca", "bad-ca", 443)
+	res := build(t, docs)
+
+	if got := routeCondition(t, res, "default", "r", "ResolvedRefs"); got != "True/ResolvedRefs" {
+		t.Errorf("route ResolvedRefs = %s: a policy's problem is the policy's, not the route's", got)
+	}
+	backends := map[string]*ir.Backend{}
+	for _, be := range res.Fragments[0].Backends {
+		backends[be.Name] = be
+	}
+	serverName := func(name string) string {
+		be := backends[name]
+		if be == nil {
+			return "not served"
+		}
+		if be.TLS == nil {
+			return "plaintext"
+		}
+		return be.TLS.ServerName
+	}
+	for name, want := range map[string]string{
+		"default/secure:443":   "abc.example.com",
+		"default/dup:443":      "first.example.com",
+		"default/multi:443":    "port.example.com",
+		"default/multi:444":    "all.example.com",
+		"default/bad-kind:443": "not served",
+		"default/bad-ca:443":   "not served",
+	} {
+		if got := serverName(name); got != want {
+			t.Errorf("backend %s connects with TLS to %s, want %s", name, got, want)
+		}
+	}
+	if tls := backends["default/secure:443"].TLS; tls != nil {
+		if !strings.Contains(tls.CACertificates, strings.TrimSpace(string(ca))) {
+			t.Errorf("CA bundle %q lacks the ConfigMap's certificate", tls.CACertificates)
+		}
+		want := []ir.SubjectAltName{{URI: true, Value: "spiffe://abc.example.com/id"}, {Value: "alt.example.com"}}
+		if fmt.Sprint(tls.SubjectAltNames) != fmt.Sprint(want) {
+			t.Errorf("SANs %v, want %v", tls.SubjectAltNames, want)
+		}
+	}
+	// A rule whose only backend is refused answers 500, as with an
+	// invalid one.
+	refused := 0
+	for _, vh := range res.Fragments[0].VirtualHosts {
+		for _, r := range vh.Routes {
+			if r.Match.Path.Value == "/bad-kind" || r.Match.Path.Value == "/bad-ca" {
+				refused++
+				if len(r.Backends) != 0 || r.DirectResponse == nil || r.DirectResponse.StatusCode != 500 {
+					t.Errorf("route %s backends %+v, direct response %+v, want 500", r.Match.Path.Value, r.Backends, r.DirectResponse)
+				}
+			}
+		}
+	}
+	if refused != 2 {
+		t.Errorf("found %d of the 2 refused routes", refused)
+	}
+
+	for _, tc := range []struct{ policy, typ, want string }{
+		{"secure", "Accepted", "True/Accepted"},
+		{"secure", "ResolvedRefs", "True/ResolvedRefs"},
+		{"a-dup", "Accepted", "True/Accepted"},
+		{"b-dup", "Accepted", "False/Conflicted"},
+		{"multi-port", "Accepted", "True/Accepted"},
+		{"multi-all", "Accepted", "True/Accepted"},
+		{"bad-kind", "Accepted", "False/NoValidCACertificate"},
+		{"bad-kind", "ResolvedRefs", "False/InvalidKind"},
+		{"bad-ca", "Accepted", "False/NoValidCACertificate"},
+		{"bad-ca", "ResolvedRefs", "False/InvalidCACertificateRef"},
+	} {
+		st := res.BackendTLSPolicies[types.NamespacedName{Namespace: "default", Name: tc.policy}]
+		if st == nil || len(st.Ancestors) != 1 {
+			t.Errorf("policy %s status %+v, want one ancestor", tc.policy, st)
+			continue
+		}
+		a := st.Ancestors[0]
+		if a.AncestorRef.Name != "gw" || a.ControllerName != gateway.ControllerName {
+			t.Errorf("policy %s ancestor %+v", tc.policy, a)
+		}
+		if got := condition(a.Conditions, tc.typ); got != tc.want {
+			t.Errorf("policy %s %s = %s, want %s", tc.policy, tc.typ, got, tc.want)
+		}
+	}
+	if st := res.BackendTLSPolicies[types.NamespacedName{Namespace: "default", Name: "unused"}]; st == nil || len(st.Ancestors) != 0 {
+		t.Errorf("unused policy status %+v, want no ancestors", st)
+	}
+}
