@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math"
@@ -104,7 +105,7 @@ func (s *clusterSpec) poolKey() string {
 	return fmt.Sprintf("%d/%s/%t/%d/%s", s.kind, s.connectTimeout, s.h2c, s.family, tlsKey)
 }
 
-func parseCluster(c *clusterv3.Cluster) (*clusterSpec, error) {
+func parseCluster(c *clusterv3.Cluster, secrets map[string]*tls.Certificate) (*clusterSpec, error) {
 	if err := pgv(c, ""); err != nil {
 		return nil, err
 	}
@@ -117,7 +118,7 @@ func parseCluster(c *clusterv3.Cluster) (*clusterSpec, error) {
 		if ts.GetName() != "envoy.transport_sockets.tls" {
 			return nil, invalid("transport_socket.name", "%q is not supported by weir-proxy", ts.GetName())
 		}
-		u, err := parseUpstreamTLS(ts, "transport_socket")
+		u, err := parseUpstreamTLS(ts, "transport_socket", secrets)
 		if err != nil {
 			return nil, err
 		}

@@ -96,6 +96,10 @@ type clusterState struct {
 	edsName string // "" unless EDS
 	cla     *endpointv3.ClusterLoadAssignment
 	c       *cluster
+	// secret is the client certificate's Secret, if any: a new one
+	// recompiles the cluster.
+	secretName string
+	secret     *tlsv3.Secret
 }
 
 // CompileStats says how much of a configuration an Apply compiled and how
@@ -261,7 +265,9 @@ func (p *Proxy) compile(res *Resources) (*snapshot, error) {
 	}
 
 	secrets := map[string]*tls.Certificate{}
+	secretProtos := make(map[string]*tlsv3.Secret, len(res.Secrets))
 	for _, s := range res.Secrets {
+		secretProtos[s.GetName()] = s
 		if _, dup := secrets[s.GetName()]; dup {
 			fail("secret", s.GetName(), errors.New("duplicate name"))
 			continue
@@ -298,7 +304,7 @@ func (p *Proxy) compile(res *Resources) (*snapshot, error) {
 		// An unchanged cluster (the xDS client keeps the pointers of
 		// resources that were not updated) is the same compiled cluster,
 		// so the virtual hosts that route to it need no recompile.
-		if st := p.clusters[name]; st != nil && st.proto == c && p.pools[name] == st.c.pool {
+		if st := p.clusters[name]; st != nil && st.proto == c && p.pools[name] == st.c.pool && secretProtos[st.secretName] == st.secret {
 			if st.edsName == "" || clas[st.edsName] == st.cla {
 				snap.pools[name], snap.clusters[name], snap.clusterStates[name] = st.c.pool, st.c, st
 				snap.stats.ClustersReused++
@@ -306,7 +312,7 @@ func (p *Proxy) compile(res *Resources) (*snapshot, error) {
 			}
 		}
 		snap.stats.Clusters++
-		spec, err := parseCluster(c)
+		spec, err := parseCluster(c, secrets)
 		if err != nil {
 			fail("cluster", name, err)
 			continue
@@ -342,6 +348,9 @@ func (p *Proxy) compile(res *Resources) (*snapshot, error) {
 			upstreamTLS:    spec.tls != nil,
 		}
 		st := &clusterState{proto: c, c: snap.clusters[name]}
+		if spec.tls != nil && spec.tls.secret != "" {
+			st.secretName, st.secret = spec.tls.secret, secretProtos[spec.tls.secret]
+		}
 		if spec.kind == clusterv3.Cluster_EDS {
 			st.edsName, st.cla = spec.edsName, clas[spec.edsName]
 		}

@@ -28,11 +28,15 @@ type upstreamTLS struct {
 	alpn  []string
 	roots *x509.CertPool
 	sans  []sanMatcher
+	// clientCert, when set, is presented to the upstream; secret is its
+	// SDS name.
+	clientCert *tls.Certificate
+	secret     string
 	// key identifies the configuration, for the pool key.
 	key string
 }
 
-func parseUpstreamTLS(ts *corev3.TransportSocket, path string) (*upstreamTLS, error) {
+func parseUpstreamTLS(ts *corev3.TransportSocket, path string, secrets map[string]*tls.Certificate) (*upstreamTLS, error) {
 	if err := onlyFields(ts, path, "name", "typed_config"); err != nil {
 		return nil, err
 	}
@@ -50,10 +54,32 @@ func parseUpstreamTLS(ts *corev3.TransportSocket, path string) (*upstreamTLS, er
 	out := &upstreamTLS{sni: ctx.GetSni()}
 	common := ctx.GetCommonTlsContext()
 	cp := sub(p, "common_tls_context")
-	if err := onlyFields(common, cp, "alpn_protocols", "validation_context"); err != nil {
+	if err := onlyFields(common, cp, "alpn_protocols", "validation_context", "tls_certificate_sds_secret_configs"); err != nil {
 		return nil, err
 	}
 	out.alpn = common.GetAlpnProtocols()
+	var certID []byte
+	switch sdss := common.GetTlsCertificateSdsSecretConfigs(); len(sdss) {
+	case 0:
+	case 1:
+		sp := idx(sub(cp, "tls_certificate_sds_secret_configs"), 0)
+		if err := onlyFields(sdss[0], sp, "name", "sds_config"); err != nil {
+			return nil, err
+		}
+		if err := checkADS(sdss[0].GetSdsConfig(), sub(sp, "sds_config")); err != nil {
+			return nil, err
+		}
+		out.secret = sdss[0].GetName()
+		if out.clientCert = secrets[out.secret]; out.clientCert == nil {
+			return nil, fmt.Errorf("%s: secret %q: %w", sub(sp, "name"), out.secret, ErrMissingResource)
+		}
+		for _, der := range out.clientCert.Certificate {
+			certID = append(certID, der...)
+		}
+	default:
+		// As Envoy: a client presents one certificate.
+		return nil, invalid(sub(cp, "tls_certificate_sds_secret_configs"), "Multiple TLS certificates are not supported for client contexts")
+	}
 	if vc := common.GetValidationContext(); vc != nil {
 		vp := sub(cp, "validation_context")
 		if err := onlyFields(vc, vp, "trusted_ca", "match_typed_subject_alt_names"); err != nil {
@@ -89,7 +115,9 @@ func parseUpstreamTLS(ts *corev3.TransportSocket, path string) (*upstreamTLS, er
 	if err != nil {
 		return nil, invalid(p, "%v", err)
 	}
-	sum := sha256.Sum256(b)
+	// The secret's content too: a rotated client certificate makes new
+	// connections.
+	sum := sha256.Sum256(append(b, certID...))
 	out.key = hex.EncodeToString(sum[:8])
 	return out, nil
 }
@@ -113,9 +141,14 @@ func dataSource(ds *corev3.DataSource, path string) ([]byte, error) {
 }
 
 func (u *upstreamTLS) config() *tls.Config {
+	var certs []tls.Certificate
+	if u.clientCert != nil {
+		certs = []tls.Certificate{*u.clientCert}
+	}
 	return &tls.Config{
-		ServerName: u.sni,
-		NextProtos: u.alpn,
+		ServerName:   u.sni,
+		NextProtos:   u.alpn,
+		Certificates: certs,
 		// Verification is Envoy's, below: the chain against trusted_ca
 		// (not against the SNI), then the SAN matchers.
 		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection

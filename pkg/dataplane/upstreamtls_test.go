@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -210,5 +211,76 @@ func TestUpstreamTLSURISAN(t *testing.T) {
 			ts := &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}}
 			getThroughTLSCluster(t, ts, up.Listener.Addr().String(), tc.want)
 		})
+	}
+}
+
+// TestUpstreamTLSClientCertificate: a cluster's tls_certificate_sds_secret_configs
+// names the Secret the proxy presents to the upstream; a new version of
+// that Secret, with the cluster unchanged, is presented on the next
+// connection; a Secret that has not arrived makes the config wait, and
+// two certificates are refused, as Envoy refuses them for a client.
+func TestUpstreamTLSClientCertificate(t *testing.T) {
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, r.TLS.PeerCertificates[0].Subject.CommonName)
+	}))
+	up.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
+	up.StartTLS()
+	t.Cleanup(up.Close)
+	caPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: up.Certificate().Raw}))
+	withClientCert := func(names ...string) *corev3.TransportSocket {
+		common := &tlsv3.CommonTlsContext{
+			AlpnProtocols: []string{"http/1.1"},
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: caPEM}},
+			}},
+		}
+		for _, n := range names {
+			common.TlsCertificateSdsSecretConfigs = append(common.TlsCertificateSdsSecretConfigs, &tlsv3.SdsSecretConfig{Name: n, SdsConfig: ads()})
+		}
+		ctx := &tlsv3.UpstreamTlsContext{Sni: "example.com", CommonTlsContext: common}
+		return &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}}
+	}
+
+	p := newTestProxy(t, Options{})
+	c := edsCluster("tls", false)
+	c.TransportSocket = withClientCert("client")
+	res := &Resources{
+		Listeners: []*listenerv3.Listener{plainListener("l")},
+		Routes:    []*routev3.RouteConfiguration{routeConfig("l", virtualHost("v", []string{"*"}, routeTo(prefixMatch("/"), "tls")))},
+		Clusters:  []*clusterv3.Cluster{c},
+		Endpoints: []*endpointv3.ClusterLoadAssignment{cla("tls", up.Listener.Addr().String())},
+	}
+	if err := p.Apply(res); !errors.Is(err, ErrMissingResource) {
+		t.Fatalf("Apply without the secret = %v, want a missing resource", err)
+	}
+	get := func() string {
+		t.Helper()
+		resp, err := http.Get(proxyURL(t, p, "l") + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d %q", resp.StatusCode, body)
+		}
+		return string(body)
+	}
+	res.Secrets = []*tlsv3.Secret{secret("client", newCert(t, "client-a"))}
+	mustApply(t, p, res)
+	if got := get(); got != "client-a" {
+		t.Errorf("upstream saw client certificate %q, want client-a", got)
+	}
+	res.Secrets = []*tlsv3.Secret{secret("client", newCert(t, "client-b"))}
+	mustApply(t, p, res)
+	if got := get(); got != "client-b" {
+		t.Errorf("after rotation the upstream saw %q, want client-b", got)
+	}
+
+	c2 := edsCluster("tls", false)
+	c2.TransportSocket = withClientCert("client", "other")
+	err := p.Apply(&Resources{Clusters: []*clusterv3.Cluster{c2}, Endpoints: res.Endpoints, Secrets: []*tlsv3.Secret{secret("client", newCert(t, "a")), secret("other", newCert(t, "b"))}})
+	if err == nil || !strings.Contains(err.Error(), "Multiple TLS certificates") {
+		t.Errorf("two client certificates: Apply = %v", err)
 	}
 }

@@ -439,6 +439,10 @@ type BackendTLS struct {
 	// SubjectAltNames, when set, replace ServerName in verification: the
 	// certificate must carry one of them.
 	SubjectAltNames []SubjectAltName
+	// ClientCertificate, when set, names the fragment's Certificate the
+	// gateway presents to the backend (a Gateway's
+	// spec.tls.backend.clientCertificateRef).
+	ClientCertificate string
 	// Source is the object that asked for TLS (a BackendTLSPolicy), if
 	// not the backend's own.
 	Source *ObjectRef
@@ -461,6 +465,8 @@ func (t *BackendTLS) Key() string {
 	b.WriteString(t.ServerName)
 	b.WriteByte(0)
 	b.WriteString(t.CACertificates)
+	b.WriteByte(0)
+	b.WriteString(t.ClientCertificate)
 	for _, s := range t.SubjectAltNames {
 		if s.URI {
 			b.WriteString("\x00uri:")

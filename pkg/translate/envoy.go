@@ -309,7 +309,7 @@ func buildCluster(b *ir.Backend, s *shared) (*clusterv3.Cluster, error) {
 		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: s.http2Options}
 	}
 	if b.TLS != nil {
-		ts, err := upstreamTLS(b, s.opts)
+		ts, err := upstreamTLS(b, s)
 		if err != nil {
 			return nil, err
 		}
@@ -326,7 +326,7 @@ func buildCluster(b *ir.Backend, s *shared) (*clusterv3.Cluster, error) {
 // trusted bundle) and its names. Envoy verifies nothing without a
 // validation_context, and refuses a SAN match without a trusted CA, so
 // both are always set.
-func upstreamTLS(b *ir.Backend, opts Options) (*corev3.TransportSocket, error) {
+func upstreamTLS(b *ir.Backend, s *shared) (*corev3.TransportSocket, error) {
 	name, err := canonicalHost(b.TLS.ServerName)
 	if err != nil {
 		return nil, fmt.Errorf("TLS server name %q: %w", b.TLS.ServerName, err)
@@ -335,7 +335,7 @@ func upstreamTLS(b *ir.Backend, opts Options) (*corev3.TransportSocket, error) {
 	if b.Protocol == ir.H2C || b.Protocol == ir.GRPC {
 		alpn = []string{"h2"}
 	}
-	ca := &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: opts.UpstreamTrustedCA}}
+	ca := &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: s.opts.UpstreamTrustedCA}}
 	if b.TLS.CACertificates != "" {
 		if _, err := envoycheck.CABundle([]byte(b.TLS.CACertificates)); err != nil {
 			return nil, fmt.Errorf("CA certificates: %w", err)
@@ -361,16 +361,18 @@ func upstreamTLS(b *ir.Backend, opts Options) (*corev3.TransportSocket, error) {
 			})
 		}
 	}
-	ctx, err := anypb.New(&tlsv3.UpstreamTlsContext{
-		Sni: name,
-		CommonTlsContext: &tlsv3.CommonTlsContext{
-			AlpnProtocols: alpn,
-			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-				TrustedCa:                 ca,
-				MatchTypedSubjectAltNames: sans,
-			}},
-		},
-	})
+	common := &tlsv3.CommonTlsContext{
+		AlpnProtocols: alpn,
+		ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+			TrustedCa:                 ca,
+			MatchTypedSubjectAltNames: sans,
+		}},
+	}
+	if c := b.TLS.ClientCertificate; c != "" {
+		// By SDS, as listener certificates: the key is not in CDS.
+		common.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{{Name: c, SdsConfig: s.ads}}
+	}
+	ctx, err := anypb.New(&tlsv3.UpstreamTlsContext{Sni: name, CommonTlsContext: common})
 	if err != nil {
 		return nil, err
 	}

@@ -281,6 +281,12 @@ func (e *fragmentEntry) backendPart(f *ir.Fragment, b *ir.Backend, prev *backend
 	if prev != nil && prev.def == def {
 		p.cluster = prev.cluster
 	} else {
+		if b.TLS != nil && b.TLS.ClientCertificate != "" && !slices.ContainsFunc(f.Certificates, func(fc *ir.Certificate) bool { return fc != nil && fc.Name == b.TLS.ClientCertificate }) {
+			// Envoy would wait for the secret for ever: the cluster would
+			// never warm.
+			w.add("backend %q left out: its client certificate %q is not among the fragment's certificates", b.Name, b.TLS.ClientCertificate)
+			return nil
+		}
 		c, err := buildCluster(b, s)
 		if err != nil {
 			w.add("backend %q left out: %v", b.Name, err)

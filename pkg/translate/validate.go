@@ -63,6 +63,19 @@ func (r *Resources) Validate() error {
 		v.unique("secret", s.GetName(), v.secrets[s.GetName()])
 		v.secrets[s.GetName()] = true
 	}
+	for name, c := range v.clusters {
+		if ts := c.GetTransportSocket(); ts != nil {
+			m, err := unpackAndValidate(ts.GetTypedConfig())
+			v.check("cluster", name, prefixErr("transport_socket", err))
+			if tls, ok := m.(*tlsv3.UpstreamTlsContext); ok {
+				for _, sds := range tls.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs() {
+					if !v.secrets[sds.GetName()] {
+						v.fail("cluster", name, fmt.Errorf("transport_socket: unknown secret %q", sds.GetName()))
+					}
+				}
+			}
+		}
+	}
 	for _, rc := range r.Routes {
 		v.check("route configuration", rc.GetName(), rc.ValidateAll())
 		v.unique("route configuration", rc.GetName(), v.routes[rc.GetName()])

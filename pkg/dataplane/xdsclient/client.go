@@ -521,8 +521,8 @@ func assemble(state map[string]map[string]entry) (*dataplane.Resources, error) {
 }
 
 // dangling names the first resource a config refers to but does not hold:
-// a listener's route configuration or secret, or an EDS cluster's
-// endpoints (unless warmedOut says that cluster's wait is over). Like
+// a listener's route configuration or secret, a cluster's client
+// certificate, or an EDS cluster's endpoints (unless warmedOut says that cluster's wait is over). Like
 // Envoy's warming, such a config is not applied yet.
 func dangling(res *dataplane.Resources, warmedOut func(service string) bool) string {
 	has := func(kind string, names map[string]bool, n string) string {
@@ -542,6 +542,16 @@ func dangling(res *dataplane.Resources, warmedOut func(service string) bool) str
 		clas[e.GetClusterName()] = true
 	}
 	for _, cl := range res.Clusters {
+		if ts := cl.GetTransportSocket(); ts != nil {
+			var tc tlsv3.UpstreamTlsContext
+			if ts.GetTypedConfig().UnmarshalTo(&tc) == nil {
+				for _, sds := range tc.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs() {
+					if m := has("secret", secrets, sds.GetName()); m != "" {
+						return m
+					}
+				}
+			}
+		}
 		name, ok := edsService(cl)
 		if !ok || (warmedOut != nil && warmedOut(name)) {
 			continue

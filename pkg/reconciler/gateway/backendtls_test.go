@@ -1,7 +1,9 @@
 package gateway_test
 
 import (
+	"encoding/base64"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -140,5 +142,62 @@ func TestBackendTLSPolicy(t *testing.T) {
 	}
 	if st := res.BackendTLSPolicies[types.NamespacedName{Namespace: "default", Name: "unused"}]; st == nil || len(st.Ancestors) != 0 {
 		t.Errorf("unused policy status %+v, want no ancestors", st)
+	}
+}
+
+// TestGatewayBackendClientCertificate: a Gateway's
+// spec.tls.backend.clientCertificateRef is presented on its TLS backend
+// connections (and only its: another Gateway routing to the same
+// Service presents none); a reference that cannot be used makes the
+// Gateway's ResolvedRefs false with the spec's reason, and the Gateway
+// stays Accepted.
+func TestGatewayBackendClientCertificate(t *testing.T) {
+	ca, _ := selfSigned(t, "backend-ca")
+	crt, key := selfSigned(t, "gateway-client")
+	gw := func(name, ref string) string {
+		return fmt.Sprintf("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: %s, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners: [{name: http, port: 80, protocol: HTTP}]\n  tls: {backend: {clientCertificateRef: %s}}\n---\n", name, ref)
+	}
+	docs := fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ca, namespace: default}\ndata:\n  ca.crt: |\n%s\n---\n", indent(ca)) +
+		fmt.Sprintf("apiVersion: v1\nkind: Secret\nmetadata: {name: client, namespace: default}\ntype: kubernetes.io/tls\ndata: {tls.crt: %s, tls.key: %s}\n---\n", base64.StdEncoding.EncodeToString(crt), base64.StdEncoding.EncodeToString(key)) +
+		fmt.Sprintf("apiVersion: v1\nkind: Secret\nmetadata: {name: elsewhere, namespace: other}\ntype: kubernetes.io/tls\ndata: {tls.crt: %s, tls.key: %s}\n---\n", base64.StdEncoding.EncodeToString(crt), base64.StdEncoding.EncodeToString(key)) +
+		"apiVersion: v1\nkind: Secret\nmetadata: {name: opaque, namespace: default}\ntype: Opaque\ndata: {}\n---\n" +
+		"apiVersion: v1\nkind: Service\nmetadata: {name: secure, namespace: default}\nspec: {ports: [{name: https, port: 443}]}\n---\n" +
+		"apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {name: secure, namespace: default}\nspec:\n  targetRefs: [{group: \"\", kind: Service, name: secure}]\n  validation: {hostname: secure.example.com, caCertificateRefs: [{group: \"\", kind: ConfigMap, name: ca}]}\n---\n" +
+		gw("with-cert", "{name: client}") +
+		"apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: without, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners: [{name: http, port: 80, protocol: HTTP}]\n---\n" +
+		gw("missing", "{name: nope}") + gw("opaque", "{name: opaque}") + gw("kind", "{kind: ConfigMap, group: \"\", name: ca}") +
+		gw("no-grant", "{name: elsewhere, namespace: other}") +
+		"apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: default}\nspec:\n  parentRefs: [{name: with-cert}, {name: without}]\n  rules: [{backendRefs: [{name: secure, port: 443}]}]\n"
+	res := build(t, docs)
+
+	for _, tc := range []struct{ gateway, want string }{
+		{"with-cert", "True/ResolvedRefs"},
+		{"without", "True/ResolvedRefs"},
+		{"missing", "False/InvalidClientCertificateRef"},
+		{"opaque", "False/InvalidClientCertificateRef"},
+		{"kind", "False/InvalidClientCertificateRef"},
+		{"no-grant", "False/RefNotPermitted"},
+	} {
+		st := res.Gateways[types.NamespacedName{Namespace: "default", Name: tc.gateway}]
+		if got := condition(st.Conditions, "ResolvedRefs"); got != tc.want {
+			t.Errorf("Gateway %s ResolvedRefs = %s, want %s", tc.gateway, got, tc.want)
+		}
+		if got := condition(st.Conditions, "Accepted"); got != "True/Accepted" {
+			t.Errorf("Gateway %s Accepted = %s", tc.gateway, got)
+		}
+	}
+	presented := map[string]string{}
+	for _, f := range res.Fragments {
+		for _, be := range f.Backends {
+			if be.Name == "default/secure:443" && be.TLS != nil {
+				presented[f.Source.Name] = be.TLS.ClientCertificate
+				if c := be.TLS.ClientCertificate; c != "" && !slices.ContainsFunc(f.Certificates, func(fc *ir.Certificate) bool { return fc.Name == c && string(fc.CertChain) == string(crt) }) {
+					t.Errorf("Gateway %s presents %q, which its fragment does not hold", f.Source.Name, c)
+				}
+			}
+		}
+	}
+	if want := map[string]string{"with-cert": "default/client", "without": ""}; fmt.Sprint(presented) != fmt.Sprint(want) {
+		t.Errorf("client certificates presented %v, want %v", presented, want)
 	}
 }

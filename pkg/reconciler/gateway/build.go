@@ -150,6 +150,10 @@ type gatewayState struct {
 	attachments map[string][]attachment
 	// addressProblem says why spec.addresses cannot be accepted, or "".
 	addressProblem string
+	// clientCert names the certificate presented to TLS backends
+	// (spec.tls.backend), or is "". refsReason and refsMsg say why it
+	// could not be read.
+	clientCert, refsReason, refsMsg string
 }
 
 type listenerState struct {
@@ -197,6 +201,7 @@ var SupportedFeatures = []string{
 	"HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors", "HTTPRouteRequestPercentageMirror",
 	"HTTPRouteRequestTimeout", "HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect",
 	"TLSRouteModeTerminate", "TLSRouteModeMixed",
+	"GatewayBackendClientCertificate", "HTTPRouteDestinationPortMatching",
 }
 
 // supportedFeatures are SupportedFeatures without those of unwatched kinds
@@ -232,6 +237,7 @@ func (b *builder) buildGateways() {
 		g.frag = &ir.Fragment{Source: ir.ObjectRef{Kind: Kind, Namespace: gw.Namespace, Name: gw.Name}, Created: gw.CreationTimestamp.Time}
 		_, g.addressProblem = StaticAddresses(gw)
 		b.listeners(g)
+		b.backendClientCertificate(g)
 	}
 }
 
@@ -483,6 +489,63 @@ func (b *builder) gatewayRef(g *gatewayState, kind string, ns *gwv1.Namespace, n
 	return string(*ns), b.grants.allows(gwv1.GroupName, "Gateway", g.gw.Namespace, "", kind, string(*ns), name)
 }
 
+// backendClientCertificate loads the certificate g presents to backends
+// it connects to over TLS (spec.tls.backend.clientCertificateRef). One
+// that cannot be read is reported in the Gateway's ResolvedRefs, and
+// backends are connected to without one.
+func (b *builder) backendClientCertificate(g *gatewayState) {
+	tls := g.gw.Spec.TLS
+	if tls == nil || tls.Backend == nil || tls.Backend.ClientCertificateRef == nil {
+		return
+	}
+	const field = "spec.tls.backend.clientCertificateRef"
+	ref := tls.Backend.ClientCertificateRef
+	fail := func(reason, format string, args ...any) {
+		g.refsReason, g.refsMsg = reason, field+": "+fmt.Sprintf(format, args...)
+	}
+	if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Secret") {
+		fail(string(gwv1.GatewayReasonInvalidClientCertificateRef), "only core Secrets hold client certificates")
+		return
+	}
+	ns, granted := b.gatewayRef(g, "Secret", ref.Namespace, string(ref.Name))
+	if !granted {
+		fail(string(gwv1.GatewayReasonRefNotPermitted), "no ReferenceGrant in namespace %s lets Gateways in %s use Secret %s", ns, g.gw.Namespace, ref.Name)
+		return
+	}
+	chain, key, problem := b.tlsSecret(ns, string(ref.Name))
+	if problem != "" {
+		fail(string(gwv1.GatewayReasonInvalidClientCertificateRef), "%s", problem)
+		return
+	}
+	name := ns + "/" + string(ref.Name)
+	if !slices.ContainsFunc(g.frag.Certificates, func(c *ir.Certificate) bool { return c.Name == name }) {
+		g.frag.Certificates = append(g.frag.Certificates, &ir.Certificate{
+			Name: name, CertChain: chain, PrivateKey: key, Provenance: ir.Provenance{g.frag.Source}, Field: field,
+		})
+	}
+	g.clientCert = name
+}
+
+// tlsSecret reads a kubernetes.io/tls Secret's key pair, or says why it
+// cannot be used; the reason never holds key bytes.
+func (b *builder) tlsSecret(ns, name string) (chain, key []byte, problem string) {
+	sec, err := b.listers.Secrets.Secrets(ns).Get(name)
+	if err != nil {
+		if apierrs.IsNotFound(err) {
+			return nil, nil, fmt.Sprintf("Secret %s/%s does not exist (weir-controller sees Secrets of type kubernetes.io/tls only)", ns, name)
+		}
+		return nil, nil, fmt.Sprintf("reading Secret %s/%s: %v", ns, name, err)
+	}
+	if sec.Type != corev1.SecretTypeTLS {
+		return nil, nil, fmt.Sprintf("Secret %s/%s is of type %q; it must be of type kubernetes.io/tls", ns, name, sec.Type)
+	}
+	chain, key = sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey]
+	if _, err := tls.X509KeyPair(chain, key); err != nil {
+		return nil, nil, fmt.Sprintf("Secret %s/%s does not hold a usable tls.crt and tls.key: %v", ns, name, err)
+	}
+	return chain, key, ""
+}
+
 // listenerCertificates loads the certificates of an HTTPS listener.
 func (b *builder) listenerCertificates(g *gatewayState, ls *listenerState) (bool, string, string) {
 	spec, i := ls.spec, ls.index
@@ -509,23 +572,9 @@ func (b *builder) listenerCertificates(g *gatewayState, ls *listenerState) (bool
 			fail(string(gwv1.ListenerReasonRefNotPermitted), "%s: no ReferenceGrant in namespace %s lets Gateways in %s use Secret %s", field, ns, g.gw.Namespace, ref.Name)
 			continue
 		}
-		sec, err := b.listers.Secrets.Secrets(ns).Get(string(ref.Name))
-		if err != nil {
-			if apierrs.IsNotFound(err) {
-				fail(string(gwv1.ListenerReasonInvalidCertificateRef), "%s: Secret %s/%s does not exist (weir-controller sees Secrets of type kubernetes.io/tls only)", field, ns, ref.Name)
-			} else {
-				fail(string(gwv1.ListenerReasonInvalidCertificateRef), "%s: reading Secret %s/%s: %v", field, ns, ref.Name, err)
-			}
-			continue
-		}
-		if sec.Type != corev1.SecretTypeTLS {
-			fail(string(gwv1.ListenerReasonInvalidCertificateRef), "%s: Secret %s/%s is of type %q; a listener certificate must be of type kubernetes.io/tls", field, ns, ref.Name, sec.Type)
-			continue
-		}
-		chain, key := sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey]
-		if _, err := tls.X509KeyPair(chain, key); err != nil {
-			// The error text never holds key bytes.
-			fail(string(gwv1.ListenerReasonInvalidCertificateRef), "%s: Secret %s/%s does not hold a usable tls.crt and tls.key: %v", field, ns, ref.Name, err)
+		chain, key, problem := b.tlsSecret(ns, string(ref.Name))
+		if problem != "" {
+			fail(string(gwv1.ListenerReasonInvalidCertificateRef), "%s: %s", field, problem)
 			continue
 		}
 		name := ns + "/" + string(ref.Name)
@@ -544,6 +593,11 @@ func (b *builder) listenerCertificates(g *gatewayState, ls *listenerState) (bool
 func (b *builder) finish() {
 	for _, g := range b.order {
 		gen := g.gw.Generation
+		if g.refsReason != "" {
+			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionResolvedRefs), false, g.refsReason, g.refsMsg)
+		} else {
+			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionResolvedRefs), true, string(gwv1.GatewayReasonResolvedRefs), "the Gateway's references are resolved")
+		}
 		programmed := 0
 		for _, ls := range g.listeners {
 			ls.status.AttachedRoutes = int32(countRoutes(g.attachments[string(ls.spec.Name)])) //nolint:gosec // bounded by the routes
@@ -584,7 +638,16 @@ func (b *builder) finish() {
 		b.virtualHosts(g)
 		b.tlsRoutes(g)
 		for _, name := range sortedKeys(g.backends) {
-			g.frag.Backends = append(g.frag.Backends, g.backends[name])
+			be := g.backends[name]
+			if be.TLS != nil && g.clientCert != "" {
+				// Backends are shared by the Gateways a route attaches
+				// to; the certificate is this Gateway's.
+				cp, tls := *be, *be.TLS
+				tls.ClientCertificate = g.clientCert
+				cp.TLS = &tls
+				be = &cp
+			}
+			g.frag.Backends = append(g.frag.Backends, be)
 		}
 		b.res.Fragments = append(b.res.Fragments, g.frag)
 	}
