@@ -24,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"knative.dev/networking/pkg/apis/networking"
@@ -223,6 +224,13 @@ func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds
 	}
 	grpcRoutes, tlsRoutes := served("grpcroutes", "GRPCRoute", "v1.1"), served("tlsroutes", "TLSRoute", "v1.5")
 	tlsPolicies := served("backendtlspolicies", "BackendTLSPolicy", "v1.4")
+	var dyn dynamic.Interface
+	if _, err := kube.Discovery().ServerResourcesForGroupVersion(gatewayapi.ParametersResource.GroupVersion().String()); err != nil {
+		logger.Infow("The GatewayParameters CRD (gateway.weir.dev/v1alpha1) is not installed: a parametersRef to one is refused. Apply config/ and restart weir-controller.", zap.Error(err))
+	} else if dyn, err = dynamic.NewForConfig(cfg); err != nil {
+		logger.Errorw("dynamic client", zap.Error(err))
+		return none
+	}
 	gw, err := gwclient.NewForConfig(cfg)
 	if err != nil {
 		logger.Errorw("Gateway API client", zap.Error(err))
@@ -244,6 +252,7 @@ func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds
 		Translate:       translate.DefaultOptions(),
 
 		BackendTLSPolicies: tlsPolicies,
+		Dynamic:            dyn,
 		Provisioner: &gatewayapi.Provisioner{
 			Kube:                 kube,
 			Namespace:            envOr("GATEWAY_NAMESPACE", "weir-system"),

@@ -90,6 +90,9 @@ func KindOf(o runtime.Object) string {
 	return fmt.Sprintf("%T", o)
 }
 
+// dataPlaneParameters is read by weir-controller alone.
+var dataPlaneParameters = schema.GroupVersionKind{Group: "gateway.weir.dev", Version: "v1alpha1", Kind: "GatewayParameters"}
+
 // supported lists the kinds Weir reads, for error messages.
 const supported = "networking.internal.knative.dev/v1alpha1 Ingress, gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute, BackendTLSPolicy and ReferenceGrant (also v1beta1), v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Secret, v1 ConfigMap (a CA bundle), v1 Namespace"
 
@@ -185,6 +188,11 @@ func Decode(file string, data []byte) ([]Document, error) {
 		var tm metav1.TypeMeta
 		if err := yaml.Unmarshal(raw, &tm); err != nil {
 			errs = append(errs, fmt.Errorf("%s: document %d: %w", file, i, err))
+			continue
+		}
+		if tm.GroupVersionKind() == dataPlaneParameters {
+			// They shape data planes a cluster makes; weir run and weir
+			// translate make none.
 			continue
 		}
 		if !supportedKinds[tm.GroupVersionKind()] {

@@ -53,6 +53,19 @@ func TestDecodeValid(t *testing.T) {
 	}
 }
 
+// TestDecodeSkipsGatewayParameters: GatewayParameters shape data planes
+// weir-controller makes; a directory written for a cluster loads in weir
+// run with them left out.
+func TestDecodeSkipsGatewayParameters(t *testing.T) {
+	docs, err := Decode("a.yaml", []byte(validDocs+"---\napiVersion: gateway.weir.dev/v1alpha1\nkind: GatewayParameters\nmetadata: {name: p}\nspec: {replicas: 2}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(docs) != 3 {
+		t.Fatalf("docs = %v, want the 3 others", docs)
+	}
+}
+
 func TestDecodeErrorsNameFileAndDocument(t *testing.T) {
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"bad yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: [}\n", "a.yaml: document 1"},

@@ -49,6 +49,7 @@ var knativeConfigMaps = map[string]map[string]string{
 var weirManifestKinds = map[string]bool{
 	"Namespace": true, "ServiceAccount": true, "ClusterRole": true, "ClusterRoleBinding": true,
 	"Role": true, "RoleBinding": true, "ConfigMap": true, "Service": true,
+	"CustomResourceDefinition": true,
 }
 
 func (c *Cluster) bootstrap(ctx context.Context) error {
@@ -150,8 +151,12 @@ func (c *Cluster) bootstrap(ctx context.Context) error {
 		if _, err := c.Networking.NetworkingV1alpha1().Ingresses("default").List(ctx, metav1.ListOptions{}); err != nil {
 			return false, nil
 		}
-		_, err := disc.ServerResourcesForGroupVersion("gateway.networking.k8s.io/v1")
-		return err == nil, nil
+		for _, gv := range []string{"gateway.networking.k8s.io/v1", "gateway.weir.dev/v1alpha1"} {
+			if _, err := disc.ServerResourcesForGroupVersion(gv); err != nil {
+				return false, nil
+			}
+		}
+		return true, nil
 	})
 }
 

@@ -12,7 +12,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/ptr"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
@@ -21,9 +23,11 @@ import (
 )
 
 // TestGatewayAPI: a Gateway gets its own data plane (a Deployment and a
-// Service in weir-system), its address in status, and serves its
-// HTTPRoute there; the route's status says it is accepted; deleting the
-// Gateway removes the data plane.
+// Service in weir-system) shaped by its class's GatewayParameters and its
+// spec.infrastructure, its address in status, and serves its HTTPRoute
+// there; the route's status says it is accepted; deleting the Gateway
+// removes the data plane. The apiserver refuses GatewayParameters the
+// CRD's schema does not allow.
 func TestGatewayAPI(t *testing.T) {
 	ctx := context.Background()
 	gw, err := gwclient.NewForConfig(kube.Config)
@@ -32,7 +36,29 @@ func TestGatewayAPI(t *testing.T) {
 	}
 	startBackend(t, "gw-backend")
 
-	class := &gwv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "weir-e2e"}, Spec: gwv1.GatewayClassSpec{ControllerName: gatewayapi.ControllerName}}
+	dyn, err := dynamic.NewForConfig(kube.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	params := dyn.Resource(gatewayapi.ParametersResource).Namespace("weir-system")
+	newParams := func(name string, spec map[string]any) *unstructured.Unstructured {
+		return &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "gateway.weir.dev/v1alpha1", "kind": "GatewayParameters",
+			"metadata": map[string]any{"name": name, "namespace": "weir-system"}, "spec": spec,
+		}}
+	}
+	if _, err := params.Create(ctx, newParams("bad", map[string]any{"replicas": int64(-1), "serviceType": "ExternalName"}), metav1.CreateOptions{}); !apierrors.IsInvalid(err) {
+		t.Errorf("GatewayParameters with replicas -1 and serviceType ExternalName: %v, want refused as invalid", err)
+	}
+	if _, err := params.Create(ctx, newParams("e2e", map[string]any{"replicas": int64(2), "serviceType": "ClusterIP"}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = params.Delete(ctx, "e2e", metav1.DeleteOptions{}) })
+
+	class := &gwv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "weir-e2e"}, Spec: gwv1.GatewayClassSpec{
+		ControllerName: gatewayapi.ControllerName,
+		ParametersRef:  &gwv1.ParametersReference{Group: gatewayapi.ParametersGroup, Kind: gatewayapi.ParametersKind, Name: "e2e", Namespace: ptr.To[gwv1.Namespace]("weir-system")},
+	}}
 	if _, err := gw.GatewayV1().GatewayClasses().Create(ctx, class, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +67,10 @@ func TestGatewayAPI(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "edge", Namespace: namespace},
 		Spec: gwv1.GatewaySpec{GatewayClassName: "weir-e2e", Listeners: []gwv1.Listener{{
 			Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType,
-		}}},
+		}}, Infrastructure: &gwv1.GatewayInfrastructure{
+			Labels:      map[gwv1.LabelKey]gwv1.LabelValue{"team": "e2e"},
+			Annotations: map[gwv1.AnnotationKey]gwv1.AnnotationValue{"lb.example.com/internal": "true"},
+		}},
 	}
 	if _, err := gw.GatewayV1().Gateways(namespace).Create(ctx, gateway, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -90,6 +119,15 @@ func TestGatewayAPI(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	name := gatewayapi.ResourceName(namespace, "edge")
+	d, err := kube.Kube.AppsV1().Deployments("weir-system").Get(ctx, name, metav1.GetOptions{})
+	if err != nil || ptr.Deref(d.Spec.Replicas, 0) != 2 || d.Spec.Template.Labels["team"] != "e2e" {
+		t.Errorf("the Gateway's Deployment: %v; want 2 replicas with the infrastructure label", err)
+	}
+	svc, err := kube.Kube.CoreV1().Services("weir-system").Get(ctx, name, metav1.GetOptions{})
+	if err != nil || svc.Spec.Type != "ClusterIP" || svc.Annotations["lb.example.com/internal"] != "true" {
+		t.Errorf("the Gateway's Service: %v; want a ClusterIP Service with the infrastructure annotation", err)
+	}
 	r, err := gw.GatewayV1().HTTPRoutes(namespace).Get(ctx, "app", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +144,6 @@ func TestGatewayAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = gw.GatewayV1().HTTPRoutes(namespace).Delete(ctx, "app", metav1.DeleteOptions{})
-	name := gatewayapi.ResourceName(namespace, "edge")
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		_, derr := kube.Kube.AppsV1().Deployments("weir-system").Get(ctx, name, metav1.GetOptions{})
 		_, serr := kube.Kube.CoreV1().Services("weir-system").Get(ctx, name, metav1.GetOptions{})

@@ -55,6 +55,9 @@ type Listers struct {
 	Secrets        corelisters.SecretLister
 	// ConfigMaps hold client CA bundles (ca.crt); nil reads none.
 	ConfigMaps corelisters.ConfigMapLister
+	// Parameters reads GatewayParameters; nil where no data plane is
+	// provisioned (weir run), which accepts references unread.
+	Parameters ParametersLister
 }
 
 // Options say how a Gateway's listeners map to the data plane.
@@ -99,6 +102,9 @@ type Result struct {
 	// BackendTLSPolicies have our ancestors (Gateways) only; a policy no
 	// Gateway of ours uses has none.
 	BackendTLSPolicies map[types.NamespacedName]*gwv1.PolicyStatus
+	// Parameters shape each accepted Gateway's data plane: its class's
+	// GatewayParameters overridden by its own.
+	Parameters map[types.NamespacedName]Parameters
 	// Skipped says which objects no Weir GatewayClass takes, and why.
 	Skipped []string
 }
@@ -114,6 +120,7 @@ func Build(objs Objects, l Listers, opts Options) *Result {
 		TLSRoutes:      map[types.NamespacedName]*gwv1.TLSRouteStatus{},
 
 		BackendTLSPolicies: map[types.NamespacedName]*gwv1.PolicyStatus{},
+		Parameters:         map[types.NamespacedName]Parameters{},
 	}, grants: newGrantIndex(objs.ReferenceGrants)}
 	b.classes()
 	b.buildGateways()
@@ -125,14 +132,16 @@ func Build(objs Objects, l Listers, opts Options) *Result {
 }
 
 type builder struct {
-	objs     Objects
-	listers  Listers
-	opts     Options
-	res      *Result
-	grants   grantIndex
-	ours     map[string]*gwv1.GatewayClass
-	gateways map[types.NamespacedName]*gatewayState
-	order    []*gatewayState
+	objs    Objects
+	listers Listers
+	opts    Options
+	res     *Result
+	grants  grantIndex
+	ours    map[string]*gwv1.GatewayClass
+	// classParams are the GatewayParameters of the classes that have them.
+	classParams map[string]*Parameters
+	gateways    map[types.NamespacedName]*gatewayState
+	order       []*gatewayState
 	// tlsPolicies are the BackendTLSPolicies by target.
 	tlsPolicies *tlsPolicies
 	// usedServices collects the Services of the route being built.
@@ -150,6 +159,9 @@ type gatewayState struct {
 	attachments map[string][]attachment
 	// addressProblem says why spec.addresses cannot be accepted, or "".
 	addressProblem string
+	// paramsProblem says why spec.infrastructure.parametersRef cannot
+	// be used, or "".
+	paramsProblem string
 	// clientCert names the certificate presented to TLS backends
 	// (spec.tls.backend), or is "". refsReason and refsMsg say why it
 	// could not be read.
@@ -170,6 +182,7 @@ type listenerState struct {
 
 func (b *builder) classes() {
 	b.ours = map[string]*gwv1.GatewayClass{}
+	b.classParams = map[string]*Parameters{}
 	for _, gc := range b.objs.GatewayClasses {
 		if gc.Spec.ControllerName != ControllerName {
 			continue
@@ -178,9 +191,17 @@ func (b *builder) classes() {
 		st := &gwv1.GatewayClassStatus{SupportedFeatures: supportedFeatures(b.opts.Unwatched)}
 		setCondition(&st.Conditions, gc.Generation, string(gwv1.GatewayClassConditionStatusAccepted), true,
 			string(gwv1.GatewayClassReasonAccepted), "Weir serves this class")
-		if gc.Spec.ParametersRef != nil {
-			setCondition(&st.Conditions, gc.Generation, string(gwv1.GatewayClassConditionStatusAccepted), false,
-				string(gwv1.GatewayClassReasonInvalidParameters), "parametersRef is not supported yet; remove it")
+		if ref := gc.Spec.ParametersRef; ref != nil {
+			ns := ""
+			if ref.Namespace != nil {
+				ns = string(*ref.Namespace)
+			}
+			params, problem := b.parametersRef(ref.Group, ref.Kind, ns, ref.Name, "spec.parametersRef")
+			if problem != "" {
+				setCondition(&st.Conditions, gc.Generation, string(gwv1.GatewayClassConditionStatusAccepted), false,
+					string(gwv1.GatewayClassReasonInvalidParameters), problem)
+			}
+			b.classParams[gc.Name] = params
 		}
 		b.res.GatewayClasses[gc.Name] = st
 	}
@@ -236,6 +257,14 @@ func (b *builder) buildGateways() {
 		b.res.Gateways[nn] = g.status
 		g.frag = &ir.Fragment{Source: ir.ObjectRef{Kind: Kind, Namespace: gw.Namespace, Name: gw.Name}, Created: gw.CreationTimestamp.Time}
 		_, g.addressProblem = StaticAddresses(gw)
+		params := Parameters{}.over(b.classParams[gc.Name])
+		if infra := gw.Spec.Infrastructure; infra != nil && infra.ParametersRef != nil {
+			ref := infra.ParametersRef
+			own, problem := b.parametersRef(ref.Group, ref.Kind, gw.Namespace, ref.Name, "spec.infrastructure.parametersRef")
+			g.paramsProblem = problem
+			params = params.over(own)
+		}
+		b.res.Parameters[nn] = params
 		b.listeners(g)
 		b.backendClientCertificate(g)
 	}
@@ -606,12 +635,17 @@ func (b *builder) finish() {
 				programmed++
 			}
 		}
-		if g.addressProblem != "" {
+		if g.addressProblem != "" || g.paramsProblem != "" {
 			for i := range g.status.Listeners {
 				setCondition(&g.status.Listeners[i].Conditions, gen, string(gwv1.ListenerConditionProgrammed), false, string(gwv1.ListenerReasonInvalid), "the Gateway is not accepted")
 			}
-			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionAccepted), false, string(gwv1.GatewayReasonUnsupportedAddress), g.addressProblem)
+			if g.paramsProblem != "" {
+				setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionAccepted), false, string(gwv1.GatewayReasonInvalidParameters), g.paramsProblem)
+			} else {
+				setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionAccepted), false, string(gwv1.GatewayReasonUnsupportedAddress), g.addressProblem)
+			}
 			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionProgrammed), false, string(gwv1.GatewayReasonInvalid), "the Gateway is not accepted")
+			delete(b.res.Parameters, types.NamespacedName{Namespace: g.gw.Namespace, Name: g.gw.Name})
 			continue
 		}
 		if len(g.listeners) > 0 && programmed == 0 {

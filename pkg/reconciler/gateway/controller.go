@@ -17,6 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -47,6 +49,9 @@ type ControllerOptions struct {
 	GRPCRoutes, TLSRoutes bool
 	// BackendTLSPolicies watches them; false where the cluster has no CRD.
 	BackendTLSPolicies bool
+	// Dynamic reads GatewayParameters, which have no typed client; nil
+	// where the cluster has no GatewayParameters CRD.
+	Dynamic dynamic.Interface
 	// NACKGrace is how long a data plane's refusal must stand before the
 	// Gateway's status shows it (5 s when 0): the xDS server retries a
 	// push refused for a dependency not yet delivered, and that heals.
@@ -86,10 +91,13 @@ type Controller struct {
 	tlsRoutes  gwlisters.TLSRouteLister
 	// tlsPolicies is nil without the BackendTLSPolicy CRD.
 	tlsPolicies gwlisters.BackendTLSPolicyLister
-	grants      gwlisters.ReferenceGrantLister
-	secrets     corelisters.SecretLister
-	nss         corelisters.NamespaceLister
-	synced      []cache.InformerSynced
+	// params reads GatewayParameters; dynamic is their informers.
+	params  ParametersLister
+	dynamic dynamicinformer.DynamicSharedInformerFactory
+	grants  gwlisters.ReferenceGrantLister
+	secrets corelisters.SecretLister
+	nss     corelisters.NamespaceLister
+	synced  []cache.InformerSynced
 
 	mu          sync.Mutex
 	translators map[string]*gatewayTranslator
@@ -170,6 +178,13 @@ func NewController(opts ControllerOptions) *Controller {
 		watched = append(watched, v1.BackendTLSPolicies().Informer())
 		c.tlsPolicies = v1.BackendTLSPolicies().Lister()
 	}
+	c.params = missingParameters{}
+	if opts.Dynamic != nil {
+		c.dynamic = dynamicinformer.NewDynamicSharedInformerFactory(opts.Dynamic, opts.Resync)
+		inf := c.dynamic.ForResource(ParametersResource).Informer()
+		watched = append(watched, inf)
+		c.params = IndexerParameters{Indexer: inf.GetIndexer()}
+	}
 	for _, inf := range watched {
 		_, _ = inf.AddEventHandler(handler)
 		c.synced = append(c.synced, inf.HasSynced)
@@ -193,12 +208,23 @@ func NewController(opts ControllerOptions) *Controller {
 	return c
 }
 
+// missingParameters reads GatewayParameters where their CRD is not
+// installed.
+type missingParameters struct{}
+
+func (missingParameters) Get(namespace, name string) (*Parameters, error) {
+	return nil, fmt.Errorf("GatewayParameters %s/%s cannot be read: the GatewayParameters CRD (gateway.weir.dev) is not installed; apply config/ and restart weir-controller", namespace, name)
+}
+
 // Run starts the informers and reconciles until ctx ends.
 func (c *Controller) Run(ctx context.Context) {
 	defer c.queue.ShutDown()
 	c.factory.Start(ctx.Done())
 	c.kube.Start(ctx.Done())
 	c.tlsSecrets.Start(ctx.Done())
+	if c.dynamic != nil {
+		c.dynamic.Start(ctx.Done())
+	}
 	if c.planes != nil {
 		c.planes.Start(ctx.Done())
 	}
@@ -255,6 +281,7 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 		EndpointSlices: kingress.IndexedSlices(c.opts.SliceInformer.GetIndexer()),
 		Secrets:        c.secrets,
 		ConfigMaps:     c.configMaps,
+		Parameters:     c.params,
 	}, popts)
 
 	c.logger.Debugw("Built the Gateway API", "classes", len(objs.GatewayClasses), "gateways", len(objs.Gateways), "routes", len(objs.HTTPRoutes), "served", len(res.Fragments))

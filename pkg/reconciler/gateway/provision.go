@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -137,13 +138,14 @@ func (p *Provisioner) Sync(ctx context.Context, gateways []*gwv1.Gateway, res *R
 		}
 		name := ResourceName(gw.Namespace, gw.Name)
 		served[name] = true
-		ports := p.ports(gw, res.Gateways[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}])
-		ready, err := p.ensureDeployment(ctx, name, gw, tmpl, ports)
+		nn := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
+		ports := p.ports(gw, res.Gateways[nn])
+		params := res.Parameters[nn]
+		ready, err := p.ensureDeployment(ctx, name, gw, tmpl, ports, params)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		nn := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
 		static, _ := StaticAddresses(gw)
 		tooMany := ""
 		if len(static) > 1 {
@@ -152,7 +154,7 @@ func (p *Provisioner) Sync(ctx context.Context, gateways []*gwv1.Gateway, res *R
 			tooMany = fmt.Sprintf("a Gateway's Service takes one static address; spec.addresses lists %d", len(static))
 			static = nil
 		}
-		svc, err := p.ensureService(ctx, name, gw, ports, static)
+		svc, err := p.ensureService(ctx, name, gw, ports, static, params.ServiceType)
 		var unusable *addressNotUsable
 		if errors.As(err, &unusable) {
 			planes[nn] = DataPlane{Ready: ready, AddressProblem: unusable.msg}
@@ -223,6 +225,52 @@ func annotations(gw *gwv1.Gateway) map[string]string {
 	return map[string]string{AnnotationGateway: gw.Namespace + "/" + gw.Name}
 }
 
+// Annotations that list the keys of spec.infrastructure propagated to a
+// Service, so that a key removed from the Gateway is removed from it
+// while keys others (a cloud controller) set are kept.
+const (
+	propagatedLabelsAnnotation      = "weir.dev/propagated-labels"
+	propagatedAnnotationsAnnotation = "weir.dev/propagated-annotations"
+)
+
+// withInfrastructure returns ours with the Gateway's spec.infrastructure
+// labels (or annotations) added; ours win a clash, since selectors and
+// ownership rely on them.
+func withInfrastructure[K ~string, V ~string](ours map[string]string, infra map[K]V) map[string]string {
+	out := make(map[string]string, len(ours)+len(infra))
+	for k, v := range infra {
+		out[string(k)] = string(v)
+	}
+	for k, v := range ours {
+		out[k] = v
+	}
+	return out
+}
+
+func infraLabels(gw *gwv1.Gateway) map[gwv1.LabelKey]gwv1.LabelValue {
+	if gw.Spec.Infrastructure == nil {
+		return nil
+	}
+	return gw.Spec.Infrastructure.Labels
+}
+
+func infraAnnotations(gw *gwv1.Gateway) map[gwv1.AnnotationKey]gwv1.AnnotationValue {
+	if gw.Spec.Infrastructure == nil {
+		return nil
+	}
+	return gw.Spec.Infrastructure.Annotations
+}
+
+// sortedKeyList is the keys of m, sorted and comma-separated.
+func sortedKeyList[K ~string, V any](m map[K]V) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, string(k))
+	}
+	slices.Sort(keys)
+	return strings.Join(keys, ",")
+}
+
 // ours reports whether an object found under a Gateway's data plane name
 // was made for that Gateway, and not, say, by hand.
 func ours(m metav1.Object, gw *gwv1.Gateway) bool {
@@ -235,10 +283,24 @@ var sharedListenerPorts = map[string]bool{"http": true, "http-internal": true, "
 
 // ensureDeployment makes or updates the Deployment and reports whether a
 // pod of its current template is available.
-func (p *Provisioner) ensureDeployment(ctx context.Context, name string, gw *gwv1.Gateway, tmpl *corev1.PodTemplateSpec, ports []listenerPort) (bool, error) {
+func (p *Provisioner) ensureDeployment(ctx context.Context, name string, gw *gwv1.Gateway, tmpl *corev1.PodTemplateSpec, ports []listenerPort, params Parameters) (bool, error) {
 	pod := tmpl.DeepCopy()
 	lbls := p.labels(gw)
-	pod.Labels = lbls
+	pod.Labels = withInfrastructure(lbls, infraLabels(gw))
+	pod.Annotations = withInfrastructure(pod.Annotations, infraAnnotations(gw))
+	if len(pod.Spec.Containers) > 0 {
+		// The first container is the gateway's, as ports below assume.
+		if params.Image != "" {
+			pod.Spec.Containers[0].Image = params.Image
+		}
+		if params.Resources != nil {
+			pod.Spec.Containers[0].Resources = *params.Resources.DeepCopy()
+		}
+	}
+	replicas := int32(1)
+	if params.Replicas != nil {
+		replicas = *params.Replicas
+	}
 	node := xds.GatewayNodePrefix + gw.Namespace + "/" + gw.Name + "/"
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
@@ -264,14 +326,15 @@ func (p *Provisioner) ensureDeployment(ctx context.Context, name string, gw *gwv
 		c.Ports = keep
 	}
 	want := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace, Labels: lbls, Annotations: annotations(gw)},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace,
+			Labels: withInfrastructure(lbls, infraLabels(gw)), Annotations: withInfrastructure(annotations(gw), infraAnnotations(gw))},
 		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](1),
+			Replicas: ptr.To(replicas),
 			Selector: &metav1.LabelSelector{MatchLabels: lbls},
 			Template: *pod,
 		},
 	}
-	spec, err := json.Marshal(want.Spec)
+	spec, err := json.Marshal([]any{want.Spec, want.Labels, want.Annotations})
 	if err != nil {
 		return false, err
 	}
@@ -292,11 +355,12 @@ func (p *Provisioner) ensureDeployment(ctx context.Context, name string, gw *gwv
 		return false, fmt.Errorf("Deployment %s/%s exists and was not made by weir-controller for Gateway %s/%s; remove it", p.Namespace, name, gw.Namespace, gw.Name)
 	case cur.Annotations[templateHashAnnotation] == want.Annotations[templateHashAnnotation]:
 		// Available pods of the current template: the rollout is done.
-		return cur.Status.ObservedGeneration >= cur.Generation && cur.Status.UpdatedReplicas > 0 && cur.Status.AvailableReplicas > 0, nil
+		// Scaled to zero, there is nothing to wait for.
+		return cur.Status.ObservedGeneration >= cur.Generation && (replicas == 0 || cur.Status.UpdatedReplicas > 0 && cur.Status.AvailableReplicas > 0), nil
 	}
 	cur = cur.DeepCopy()
 	cur.Annotations, cur.Labels = want.Annotations, want.Labels
-	cur.Spec.Template = want.Spec.Template
+	cur.Spec.Template, cur.Spec.Replicas = want.Spec.Template, want.Spec.Replicas
 	_, err = deps.Update(ctx, cur, metav1.UpdateOptions{})
 	return false, err
 }
@@ -305,8 +369,10 @@ func (p *Provisioner) ensureDeployment(ctx context.Context, name string, gw *gwv
 // load balancer's loadBalancerIP, or else the cluster IP, which the
 // Service is recreated to change; an address the apiserver refuses is an
 // *addressNotUsable.
-func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.Gateway, ports []listenerPort, static []netip.Addr) (*corev1.Service, error) {
-	typ := p.ServiceType
+func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.Gateway, ports []listenerPort, static []netip.Addr, typ corev1.ServiceType) (*corev1.Service, error) {
+	if typ == "" {
+		typ = p.ServiceType
+	}
 	if typ == "" {
 		typ = corev1.ServiceTypeLoadBalancer
 	}
@@ -337,8 +403,10 @@ func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.G
 		}
 		return err
 	}
+	lbls, annos := withInfrastructure(p.labels(gw), infraLabels(gw)), withInfrastructure(annotations(gw), infraAnnotations(gw))
+	annos[propagatedLabelsAnnotation], annos[propagatedAnnotationsAnnotation] = sortedKeyList(infraLabels(gw)), sortedKeyList(infraAnnotations(gw))
 	create := func() (*corev1.Service, error) {
-		svc, err := svcs.Create(ctx, desired(metav1.ObjectMeta{Name: name, Namespace: p.Namespace, Labels: p.labels(gw), Annotations: annotations(gw)}), metav1.CreateOptions{})
+		svc, err := svcs.Create(ctx, desired(metav1.ObjectMeta{Name: name, Namespace: p.Namespace, Labels: lbls, Annotations: annos}), metav1.CreateOptions{})
 		return svc, refused(err)
 	}
 	cur, err := svcs.Get(ctx, name, metav1.GetOptions{})
@@ -369,10 +437,28 @@ func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.G
 		a, b := cur.Spec.Ports[i], sps[i]
 		same = a.Name == b.Name && a.Port == b.Port && a.TargetPort == b.TargetPort
 	}
-	if same && cur.Spec.Type == typ && cur.Spec.LoadBalancerIP == lbIP {
+	// Labels and annotations: ours and the Gateway's set, those the
+	// Gateway no longer has removed, anyone else's kept.
+	nextLabels, nextAnnos := maps.Clone(cur.Labels), maps.Clone(cur.Annotations)
+	if nextLabels == nil {
+		nextLabels = map[string]string{}
+	}
+	if nextAnnos == nil {
+		nextAnnos = map[string]string{}
+	}
+	for _, k := range strings.Split(cur.Annotations[propagatedLabelsAnnotation], ",") {
+		delete(nextLabels, k)
+	}
+	for _, k := range strings.Split(cur.Annotations[propagatedAnnotationsAnnotation], ",") {
+		delete(nextAnnos, k)
+	}
+	maps.Copy(nextLabels, lbls)
+	maps.Copy(nextAnnos, annos)
+	if same && cur.Spec.Type == typ && cur.Spec.LoadBalancerIP == lbIP && maps.Equal(cur.Labels, nextLabels) && maps.Equal(cur.Annotations, nextAnnos) {
 		return cur, nil
 	}
 	cur = cur.DeepCopy()
+	cur.Labels, cur.Annotations = nextLabels, nextAnnos
 	for i := range sps {
 		// Keep the node ports the cluster assigned.
 		for _, old := range cur.Spec.Ports {

@@ -6,15 +6,21 @@ import (
 	"net/netip"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrs "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/ptr"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/weir-dev/weir/pkg/ir"
 )
 
 // TestStaticAddressService: a Gateway's static address becomes its
@@ -50,11 +56,11 @@ func TestStaticAddressService(t *testing.T) {
 		return out
 	}
 
-	svc, err := p.ensureService(ctx, "edge", gw, ports, addrs("10.96.0.10"))
+	svc, err := p.ensureService(ctx, "edge", gw, ports, addrs("10.96.0.10"), "")
 	if err != nil || svc.Spec.ClusterIP != "10.96.0.10" {
 		t.Fatalf("Service with a static address: %v %+v", err, svc)
 	}
-	svc, err = p.ensureService(ctx, "edge", gw, ports, addrs("10.96.0.11"))
+	svc, err = p.ensureService(ctx, "edge", gw, ports, addrs("10.96.0.11"), "")
 	if err != nil || svc.Spec.ClusterIP != "10.96.0.11" {
 		t.Fatalf("a new static address: %v %+v", err, svc)
 	}
@@ -62,7 +68,7 @@ func TestStaticAddressService(t *testing.T) {
 		t.Errorf("addresses %+v", got)
 	}
 	var unusable *addressNotUsable
-	if _, err := p.ensureService(ctx, "edge", gw, ports, addrs("192.0.2.1")); !errors.As(err, &unusable) {
+	if _, err := p.ensureService(ctx, "edge", gw, ports, addrs("192.0.2.1"), ""); !errors.As(err, &unusable) {
 		t.Errorf("an address the apiserver refuses: %v, want it not usable", err)
 	}
 	// The refused address did not cost the Service its current one.
@@ -74,7 +80,7 @@ func TestStaticAddressService(t *testing.T) {
 		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.30"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.ensureService(ctx, "foreign", gw, ports, addrs("10.96.0.31")); err == nil {
+	if _, err := p.ensureService(ctx, "foreign", gw, ports, addrs("10.96.0.31"), ""); err == nil {
 		t.Error("a Service of someone else's was taken over")
 	}
 	if cur, err := kube.CoreV1().Services("weir-system").Get(ctx, "foreign", metav1.GetOptions{}); err != nil || cur.Spec.ClusterIP != "10.96.0.30" {
@@ -82,7 +88,7 @@ func TestStaticAddressService(t *testing.T) {
 	}
 
 	p.ServiceType = corev1.ServiceTypeLoadBalancer
-	lb, err := p.ensureService(ctx, "lb", gw, ports, addrs("203.0.113.5"))
+	lb, err := p.ensureService(ctx, "lb", gw, ports, addrs("203.0.113.5"), "")
 	if err != nil || lb.Spec.LoadBalancerIP != "203.0.113.5" {
 		t.Fatalf("load balancer with a static address: %v %+v", err, lb)
 	}
@@ -93,5 +99,83 @@ func TestStaticAddressService(t *testing.T) {
 	lb.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "203.0.113.5"}}
 	if got := serviceAddresses(lb, addrs("203.0.113.5")); len(got) != 1 || got[0].Value != "203.0.113.5" {
 		t.Errorf("addresses %+v, want the load balancer's", got)
+	}
+}
+
+// TestProvisionParametersAndInfrastructure: a Gateway's GatewayParameters
+// set its data plane's replicas, image, resources and Service type, and
+// its spec.infrastructure labels and annotations reach the Deployment, its
+// pods and the Service, without entering the selector; a key removed from
+// the Gateway leaves the Service, while one someone else set stays.
+func TestProvisionParametersAndInfrastructure(t *testing.T) {
+	ctx := context.Background()
+	tmpl := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "weir-gateway", Namespace: "weir-system"},
+		Spec: appsv1.DeploymentSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{
+			{Name: "gateway", Image: "weir-proxy:dev", Args: []string{"-node-id=pod"}}}}}}}
+	kube := kubefake.NewSimpleClientset(tmpl)
+	p := &Provisioner{Kube: kube, Namespace: "weir-system", Template: "weir-gateway", ServiceType: corev1.ServiceTypeLoadBalancer}
+	gw := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "edge", Namespace: "apps"}, Spec: gwv1.GatewaySpec{
+		Listeners: []gwv1.Listener{{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType}},
+		Infrastructure: &gwv1.GatewayInfrastructure{
+			Labels:      map[gwv1.LabelKey]gwv1.LabelValue{"team": "shop"},
+			Annotations: map[gwv1.AnnotationKey]gwv1.AnnotationValue{"lb.example.com/internal": "true", "lb.example.com/zone": "a"},
+		},
+	}}
+	nn := types.NamespacedName{Namespace: "apps", Name: "edge"}
+	resources := corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")}}
+	res := &Result{
+		Fragments: []*ir.Fragment{{Source: ir.ObjectRef{Kind: Kind, Namespace: "apps", Name: "edge"}}},
+		Gateways: map[types.NamespacedName]*gwv1.GatewayStatus{nn: {Listeners: []gwv1.ListenerStatus{{Name: "http",
+			Conditions: []metav1.Condition{{Type: string(gwv1.ListenerConditionProgrammed), Status: metav1.ConditionTrue}}}}}},
+		Parameters: map[types.NamespacedName]Parameters{nn: {Replicas: ptr.To[int32](3), Image: "registry.example.com/weir-proxy:1.2", ServiceType: corev1.ServiceTypeNodePort, Resources: &resources}},
+	}
+	if _, err := p.Sync(ctx, []*gwv1.Gateway{gw}, res); err != nil {
+		t.Fatal(err)
+	}
+	name := ResourceName("apps", "edge")
+	d, err := kube.AppsV1().Deployments("weir-system").Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := d.Spec.Template.Spec.Containers[0]
+	if *d.Spec.Replicas != 3 || c.Image != "registry.example.com/weir-proxy:1.2" || !c.Resources.Limits.Cpu().Equal(resource.MustParse("2")) {
+		t.Errorf("Deployment replicas %d, image %s, resources %+v", *d.Spec.Replicas, c.Image, c.Resources)
+	}
+	if d.Spec.Template.Labels["team"] != "shop" || d.Labels["team"] != "shop" || d.Spec.Template.Annotations["lb.example.com/zone"] != "a" {
+		t.Errorf("pod labels %v, annotations %v; Deployment labels %v", d.Spec.Template.Labels, d.Spec.Template.Annotations, d.Labels)
+	}
+	if _, ok := d.Spec.Selector.MatchLabels["team"]; ok {
+		t.Errorf("selector %v holds an infrastructure label", d.Spec.Selector.MatchLabels)
+	}
+	svc, err := kube.CoreV1().Services("weir-system").Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svc.Spec.Type != corev1.ServiceTypeNodePort || svc.Labels["team"] != "shop" || svc.Annotations["lb.example.com/internal"] != "true" {
+		t.Errorf("Service type %s, labels %v, annotations %v", svc.Spec.Type, svc.Labels, svc.Annotations)
+	}
+
+	svc.Annotations["cloud.example.com/assigned"] = "by someone else"
+	if _, err := kube.CoreV1().Services("weir-system").Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	delete(gw.Spec.Infrastructure.Annotations, "lb.example.com/zone")
+	delete(gw.Spec.Infrastructure.Labels, "team")
+	if _, err := p.Sync(ctx, []*gwv1.Gateway{gw}, res); err != nil {
+		t.Fatal(err)
+	}
+	svc, _ = kube.CoreV1().Services("weir-system").Get(ctx, name, metav1.GetOptions{})
+	if _, ok := svc.Annotations["lb.example.com/zone"]; ok {
+		t.Errorf("a removed annotation stays: %v", svc.Annotations)
+	}
+	if _, ok := svc.Labels["team"]; ok {
+		t.Errorf("a removed label stays: %v", svc.Labels)
+	}
+	if svc.Annotations["cloud.example.com/assigned"] != "by someone else" || svc.Annotations["lb.example.com/internal"] != "true" {
+		t.Errorf("annotations %v, want someone else's and the remaining one kept", svc.Annotations)
+	}
+	d, _ = kube.AppsV1().Deployments("weir-system").Get(ctx, name, metav1.GetOptions{})
+	if _, ok := d.Spec.Template.Annotations["lb.example.com/zone"]; ok {
+		t.Errorf("a removed annotation stays on the pods: %v", d.Spec.Template.Annotations)
 	}
 }
