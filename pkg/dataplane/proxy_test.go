@@ -396,6 +396,51 @@ func TestRetries(t *testing.T) {
 			t.Fatalf("got %d %q after %d upstream requests", resp.StatusCode, body, n.Load())
 		}
 	})
+	// What translate emits for an HTTPRoute's retry stanza.
+	for _, tc := range []struct {
+		name  string
+		codes []uint32
+		want  int
+		tries int64
+	}{
+		{"retriable-status-codes retries a listed status", []uint32{500, 503}, 200, 2},
+		{"retriable-status-codes leaves others alone", []uint32{500}, 503, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, n := flakyBackend(t)
+			r := routeTo(prefixMatch("/"), "flaky")
+			action(r).RetryPolicy = &routev3.RetryPolicy{RetryOn: "connect-failure,reset,retriable-status-codes", NumRetries: wrapperspb.UInt32(2),
+				RetriableStatusCodes: tc.codes, RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(10 * time.Millisecond)}}
+			res := singleRoute(r)
+			addBackends(res, false, b)
+			p := newTestProxy(t, Options{})
+			mustApply(t, p, res)
+			resp, err := http.Get(proxyURL(t, p, listenerName) + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want || n.Load() != tc.tries {
+				t.Fatalf("got %d after %d upstream requests, want %d after %d", resp.StatusCode, n.Load(), tc.want, tc.tries)
+			}
+		})
+	}
+	t.Run("retry_back_off is refused as Envoy refuses it", func(t *testing.T) {
+		for _, bo := range []*routev3.RetryPolicy_RetryBackOff{
+			{BaseInterval: durationpb.New(0)},
+			{BaseInterval: durationpb.New(time.Second), MaxInterval: durationpb.New(time.Millisecond)},
+		} {
+			r := routeTo(prefixMatch("/"), "flaky")
+			action(r).RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", RetryBackOff: bo}
+			res := singleRoute(r)
+			res.Clusters = append(res.Clusters, edsCluster("flaky", false))
+			res.Endpoints = append(res.Endpoints, cla("flaky", "127.0.0.1:1"))
+			// PGV's message names RetryBackOff, weir-proxy's retry_back_off.
+			if err := newTestProxy(t, Options{}).Apply(res); err == nil || !strings.Contains(strings.ReplaceAll(strings.ToLower(err.Error()), "_", ""), "retrybackoff") {
+				t.Errorf("retry_back_off %v: Apply = %v", bo, err)
+			}
+		}
+	})
 }
 
 func TestUpstreamFailures(t *testing.T) {

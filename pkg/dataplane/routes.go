@@ -1180,10 +1180,30 @@ func concatOps(a, b []headerOp) []headerOp {
 }
 
 func compileRetry(rp *routev3.RetryPolicy, path string) (*retryPolicy, error) {
-	if err := onlyFields(rp, path, "retry_on", "num_retries", "per_try_timeout", "retriable_status_codes"); err != nil {
+	if err := onlyFields(rp, path, "retry_on", "num_retries", "per_try_timeout", "retriable_status_codes", "retry_back_off"); err != nil {
 		return nil, err
 	}
 	out := &retryPolicy{numRetries: 1, baseBackoff: 25 * time.Millisecond}
+	maxBackoff := time.Duration(0)
+	if bo := rp.GetRetryBackOff(); bo != nil {
+		bp := sub(path, "retry_back_off")
+		if err := onlyFields(bo, bp, "base_interval", "max_interval"); err != nil {
+			return nil, err
+		}
+		// Envoy: base_interval is required and over 0, max_interval
+		// (10 times the base by default) not under it.
+		base, ok := duration(bo.GetBaseInterval())
+		if !ok || base <= 0 {
+			return nil, invalid(sub(bp, "base_interval"), "must be greater than 0")
+		}
+		out.baseBackoff = base
+		if m, ok := duration(bo.GetMaxInterval()); ok && bo.GetMaxInterval() != nil {
+			if m < base {
+				return nil, invalid(sub(bp, "max_interval"), "max_interval must be greater than or equal to the base_interval")
+			}
+			maxBackoff = m
+		}
+	}
 	if n := rp.GetNumRetries(); n != nil {
 		out.numRetries = int(n.GetValue())
 	}
@@ -1214,6 +1234,9 @@ func compileRetry(rp *routev3.RetryPolicy, path string) (*retryPolicy, error) {
 		out.onCodes = nil
 	}
 	out.maxBackoff = 10 * out.baseBackoff
+	if maxBackoff > 0 {
+		out.maxBackoff = maxBackoff
+	}
 	return out, nil
 }
 

@@ -379,6 +379,11 @@ type RetryPolicy struct {
 	PerTryTimeout time.Duration
 	// On is Envoy's retry_on list, e.g. "5xx", "reset".
 	On []string
+	// StatusCodes are retried as well (Envoy's retriable-status-codes).
+	StatusCodes []uint32
+	// Backoff is the least wait before a retry; 0 is Envoy's default
+	// (25 ms, growing).
+	Backoff time.Duration
 }
 
 // Protocol is the upstream application protocol.

@@ -504,12 +504,13 @@ func routeTimeout(d *time.Duration, s *shared, w *warner, label string) *duratio
 	return durationpb.New(*d)
 }
 
-// retryOn are the retry_on conditions both Envoy and weir-proxy accept.
-// retriable-status-codes is not among them: the IR has no status codes.
+// retryOn are the retry_on conditions both Envoy and weir-proxy accept;
+// retriable-status-codes is added for ir.RetryPolicy.StatusCodes.
 var retryOn = map[string]bool{"5xx": true, "gateway-error": true, "reset": true, "connect-failure": true}
 
 func buildRetryPolicy(p *ir.RetryPolicy, w *warner, label string) *routev3.RetryPolicy {
 	var on []string
+	var out []uint32
 	for _, c := range p.On {
 		c = strings.TrimSpace(c)
 		if !retryOn[c] {
@@ -518,11 +519,25 @@ func buildRetryPolicy(p *ir.RetryPolicy, w *warner, label string) *routev3.Retry
 		}
 		on = append(on, c)
 	}
-	out := &routev3.RetryPolicy{RetryOn: strings.Join(on, ","), NumRetries: wrapperspb.UInt32(p.Attempts)}
-	if p.PerTryTimeout > 0 {
-		out.PerTryTimeout = durationpb.New(p.PerTryTimeout)
+	for _, c := range p.StatusCodes {
+		if c < 100 || c > 599 {
+			w.add("route %s: retriable status code %d ignored: not an HTTP status", label, c)
+			continue
+		}
+		out = append(out, c)
 	}
-	return out
+	if len(out) > 0 {
+		on = append(on, "retriable-status-codes")
+	}
+	rp := &routev3.RetryPolicy{RetryOn: strings.Join(on, ","), NumRetries: wrapperspb.UInt32(p.Attempts), RetriableStatusCodes: out}
+	if p.PerTryTimeout > 0 {
+		rp.PerTryTimeout = durationpb.New(p.PerTryTimeout)
+	}
+	if p.Backoff > 0 {
+		// Envoy's max_interval defaults to 10 times the base.
+		rp.RetryBackOff = &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(p.Backoff)}
+	}
+	return rp
 }
 
 var redirectCodes = map[int]routev3.RedirectAction_RedirectResponseCode{

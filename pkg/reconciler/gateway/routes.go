@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"math"
 	"reflect"
 	"regexp"
 	"slices"
@@ -297,7 +298,7 @@ func (b *builder) buildHTTPRoute(r *gwv1.HTTPRoute) *builtRoute {
 			return out
 		}
 		b.addMirrors(out, base, r.Namespace, rule.Filters, field, seen)
-		if t := rule.Timeouts; t != nil {
+		if t := rule.Timeouts; t != nil && rule.Retry == nil {
 			d, msg := ruleTimeout(t, field)
 			if msg != "" {
 				out.unsupported = msg
@@ -305,8 +306,15 @@ func (b *builder) buildHTTPRoute(r *gwv1.HTTPRoute) *builtRoute {
 			}
 			base.Timeout = d
 		}
-		if rule.Retry != nil || rule.SessionPersistence != nil {
-			out.unsupported = field + ": retry and sessionPersistence are not supported yet"
+		if rule.Retry != nil {
+			var msg string
+			if base.Timeout, base.Retry, msg = ruleRetry(rule.Retry, rule.Timeouts, field); msg != "" {
+				out.unsupported = msg
+				return out
+			}
+		}
+		if rule.SessionPersistence != nil {
+			out.unsupported = field + ".sessionPersistence: not supported yet; remove it"
 			return out
 		}
 		var invalid bool
@@ -776,6 +784,62 @@ func hostOf(ls *listenerState) string {
 		return ""
 	}
 	return string(*ls.spec.Hostname)
+}
+
+// ruleRetry is a rule's retry stanza with its timeouts: the request
+// timeout bounds every attempt together, the backendRequest timeout each
+// one, as Envoy's route timeout and per_try_timeout do. Connection
+// failures and resets are retried too, as the spec advises.
+func ruleRetry(r *gwv1.HTTPRouteRetry, t *gwv1.HTTPRouteTimeouts, field string) (*time.Duration, *ir.RetryPolicy, string) {
+	var total *time.Duration
+	p := &ir.RetryPolicy{Attempts: 1, On: []string{"connect-failure", "reset"}}
+	if r.Attempts != nil {
+		if *r.Attempts < 0 {
+			return nil, nil, fmt.Sprintf("%s.retry.attempts: %d is negative", field, *r.Attempts)
+		}
+		p.Attempts = uint32(min(*r.Attempts, math.MaxUint32)) //nolint:gosec // clamped
+	}
+	for i, c := range r.Codes {
+		if c < 400 || c > 599 {
+			return nil, nil, fmt.Sprintf("%s.retry.codes[%d]: %d is not a 4xx or 5xx status", field, i, c)
+		}
+		p.StatusCodes = append(p.StatusCodes, uint32(c)) //nolint:gosec // checked above
+	}
+	if r.Backoff != nil {
+		d, err := time.ParseDuration(string(*r.Backoff))
+		if err != nil || d < 0 {
+			return nil, nil, fmt.Sprintf("%s.retry.backoff %q is not a valid duration", field, *r.Backoff)
+		}
+		p.Backoff = d
+	}
+	if t != nil {
+		for _, c := range []struct {
+			name string
+			val  *gwv1.Duration
+			set  func(time.Duration)
+		}{
+			{"request", t.Request, func(d time.Duration) { total = &d }},
+			{"backendRequest", t.BackendRequest, func(d time.Duration) { p.PerTryTimeout = d }},
+		} {
+			if c.val == nil {
+				continue
+			}
+			d, err := time.ParseDuration(string(*c.val))
+			if err != nil || d < 0 {
+				return nil, nil, fmt.Sprintf("%s.timeouts.%s %q is not a valid duration", field, c.name, *c.val)
+			}
+			c.set(d)
+		}
+	}
+	if p.Attempts == 0 {
+		// No retries: the timeouts mean what they mean without them.
+		if t == nil {
+			return nil, nil, ""
+		}
+		d, msg := ruleTimeout(t, field)
+		return d, nil, msg
+	}
+	return total, p, ""
 }
 
 // ruleTimeout is the route timeout for a rule's timeouts. Weir makes one
