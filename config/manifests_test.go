@@ -12,7 +12,9 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -152,6 +154,41 @@ func TestEnvoyBootstrapIsValid(t *testing.T) {
 	}
 	if err := b.ValidateAll(); err != nil {
 		t.Fatalf("bootstrap is invalid: %v", err)
+	}
+	// The xDS channel is mutual TLS, its files read by SDS from the
+	// mounted Secret.
+	xdsClusters := 0
+	for _, c := range b.GetStaticResources().GetClusters() {
+		if c.GetName() != "weir-xds" {
+			continue
+		}
+		xdsClusters++
+		var tc tlsv3.UpstreamTlsContext
+		if err := c.GetTransportSocket().GetTypedConfig().UnmarshalTo(&tc); err != nil {
+			t.Fatalf("weir-xds transport socket: %v", err)
+		}
+		common := tc.GetCommonTlsContext()
+		if len(common.GetTlsCertificateSdsSecretConfigs()) != 1 || common.GetValidationContextSdsSecretConfig() == nil {
+			t.Error("the xDS cluster presents no client certificate or verifies no server")
+		}
+		for _, sds := range append(common.GetTlsCertificateSdsSecretConfigs(), common.GetValidationContextSdsSecretConfig()) {
+			file := strings.TrimPrefix(sds.GetSdsConfig().GetPathConfigSource().GetPath(), "/etc/envoy/")
+			j, err := utilyaml.ToJSON([]byte(cm.Data[file]))
+			if err != nil {
+				t.Fatalf("%s: %v", file, err)
+			}
+			var resp discoveryv3.DiscoveryResponse
+			if err := protojson.Unmarshal(j, &resp); err != nil || len(resp.GetResources()) != 1 {
+				t.Fatalf("%s does not parse as an SDS file with one Secret: %v", file, err)
+			}
+			var secret tlsv3.Secret
+			if err := resp.GetResources()[0].UnmarshalTo(&secret); err != nil || secret.GetName() != sds.GetName() || secret.ValidateAll() != nil {
+				t.Errorf("%s: secret %q (%v), want a valid %q", file, secret.GetName(), err, sds.GetName())
+			}
+		}
+	}
+	if xdsClusters != 1 {
+		t.Errorf("%d weir-xds clusters, want 1", xdsClusters)
 	}
 	if len(b.GetOverloadManager().GetResourceMonitors()) == 0 {
 		t.Error("no overload manager: downstream connections are unbounded")

@@ -19,12 +19,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"knative.dev/networking/pkg/apis/networking"
@@ -50,6 +52,7 @@ import (
 	"github.com/weir-dev/weir/pkg/reconciler/kingress"
 	"github.com/weir-dev/weir/pkg/translate"
 	"github.com/weir-dev/weir/pkg/xds"
+	"github.com/weir-dev/weir/pkg/xdstls"
 )
 
 var (
@@ -133,6 +136,13 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 		rec.ReportRejected(refs, n.Error)
 	})
 
+	// The xDS channel is mutual TLS: the CA is kept in a Secret, each
+	// gateway identity has a certificate from it, and a stream may read
+	// only the config of its identity.
+	kube := kubeclient.Get(ctx)
+	ca := xdsCA(ctx, logger, kube)
+	go maintainSharedGatewaySecret(ctx, logger, kube, ca)
+
 	// Each Gateway's data plane gets its own xDS; the shared gateways get
 	// the KIngress config.
 	router := xds.NewRouter(server, func(group string) *xds.Server {
@@ -142,7 +152,14 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 		})
 		return s
 	})
-	gatewaysServed := startGatewayAPI(ctx, logger, router)
+	router.SetAuthorizer(func(ctx context.Context, node, group string) error {
+		err := xdstls.Authorize(ctx, node, group)
+		if err != nil {
+			logger.Warnw("Refused an xDS stream", "node", node, zap.Error(err))
+		}
+		return err
+	})
+	gatewaysServed := startGatewayAPI(ctx, logger, router, ca)
 
 	go func() {
 		// Serving xDS before every existing KIngress is in the model would
@@ -160,12 +177,63 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 		if err := syncer.Sync(); err != nil {
 			logger.Errorw("Initial translation failed", zap.Error(err))
 		}
-		if err := serveXDS(ctx, router, *xdsAddress); err != nil {
+		if err := serveXDS(ctx, router, *xdsAddress, credentials.NewTLS(ca.ServerConfig(xdsServerNames()))); err != nil {
 			logger.Fatalw("Serving xDS failed; is the port free?", "address", *xdsAddress, zap.Error(err))
 		}
 	}()
 	go serveMetrics(ctx, logger, *metricsAddress)
 	return impl
+}
+
+// xdsCA reads, or makes, the xDS CA; without it nothing can be served, so
+// it retries until the API server answers.
+func xdsCA(ctx context.Context, logger *zap.SugaredLogger, kube kubernetes.Interface) *xdstls.CA {
+	name := envOr("XDS_CA_SECRET", "weir-xds-ca")
+	for {
+		ca, err := xdstls.EnsureCASecret(ctx, kube, system.Namespace(), name)
+		if err == nil {
+			return ca
+		}
+		logger.Errorw("Reading the xDS CA failed; retrying", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			logger.Fatalw("Stopped before the xDS CA was read", zap.Error(ctx.Err()))
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// sharedGatewaySecret holds the certificate of Knative's shared gateways
+// (the weir-gateway Deployment mounts it).
+const sharedGatewaySecret = "weir-gateway-xds"
+
+// maintainSharedGatewaySecret keeps the shared gateways' certificate made
+// and renewed; every replica does, and concurrent writes settle on one.
+func maintainSharedGatewaySecret(ctx context.Context, logger *zap.SugaredLogger, kube kubernetes.Interface, ca *xdstls.CA) {
+	ns := envOr("GATEWAY_NAMESPACE", "weir-system")
+	for {
+		wrote, err := xdstls.EnsureGatewaySecret(ctx, kube, ca, ns, envOr("GATEWAY_XDS_SECRET", sharedGatewaySecret), "",
+			map[string]string{"app.kubernetes.io/name": "weir", "app.kubernetes.io/component": "gateway"}, time.Now())
+		wait := time.Hour
+		switch {
+		case err != nil:
+			logger.Errorw("Writing the shared gateways' xDS certificate failed; retrying", zap.Error(err))
+			wait = 5 * time.Second
+		case wrote:
+			logger.Infow("Issued the shared gateways' xDS certificate", "secret", ns+"/"+sharedGatewaySecret)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// xdsServerNames are the names gateways may dial the xDS Service by.
+func xdsServerNames() []string {
+	svc, ns := envOr("XDS_SERVICE_NAME", "weir-controller"), system.Namespace()
+	return []string{svc, svc + "." + ns, svc + "." + ns + ".svc", svc + "." + ns + ".svc.cluster.local"}
 }
 
 func translateOptions(w *config.Weir) translate.Options {
@@ -205,7 +273,7 @@ func waitForInitialReconcile(ctx context.Context, logger *zap.SugaredLogger, rec
 // startGatewayAPI runs the Gateway API controller if the cluster has the
 // Gateway API's CRDs. The channel is closed once every Gateway's config is
 // served (at once without the Gateway API).
-func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds.Router) <-chan struct{} {
+func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds.Router, ca *xdstls.CA) <-chan struct{} {
 	none := make(chan struct{})
 	close(none)
 	cfg := injection.GetConfig(ctx)
@@ -259,6 +327,7 @@ func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds
 			Template:             envOr("GATEWAY_TEMPLATE", "weir-gateway"),
 			ServiceType:          corev1.ServiceType(envOr("GATEWAY_SERVICE_TYPE", string(corev1.ServiceTypeLoadBalancer))),
 			PrivilegedPortOffset: uint32(offset),
+			XDS:                  ca,
 		},
 		Logger: logger.Named("gateway-api"),
 		Resync: 10 * time.Hour,
@@ -294,12 +363,15 @@ func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds
 	return c.Served()
 }
 
-func serveXDS(ctx context.Context, server interface{ Register(*grpc.Server) }, addr string) error {
+func serveXDS(ctx context.Context, server interface{ Register(*grpc.Server) }, addr string, creds credentials.TransportCredentials) error {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
 	g := grpc.NewServer(
+		// The handshake, client certificate included, comes before any
+		// xDS message is read.
+		grpc.Creds(creds),
 		grpc.MaxConcurrentStreams(100000),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -21,12 +22,14 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/weir-dev/weir/pkg/dataplane"
 	"github.com/weir-dev/weir/pkg/dataplane/admin"
 	"github.com/weir-dev/weir/pkg/dataplane/xdsclient"
+	"github.com/weir-dev/weir/pkg/xdstls"
 )
 
 func main() {
@@ -46,6 +49,8 @@ func run() error {
 	drainTimeout := flag.Duration("drain-timeout", 30*time.Second, "after the drain delay, how long in-flight requests may take to finish")
 	accessLog := flag.Bool("access-log", true, "write one JSON line per request to stdout")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
+	xdsTLSDir := flag.String("xds-tls-dir", "", "a directory holding ca.crt, tls.crt and tls.key (the gateway's mounted xDS Secret): connect to the xDS server with mutual TLS, reading them at every connection; empty connects in plaintext")
+	xdsServerName := flag.String("xds-server-name", "", "the name the xDS server's certificate must carry (default: the host of -xds-address)")
 	maxConns := flag.Int("max-downstream-connections", 50000, "open connections per listener; more are closed at accept, like Envoy's overload manager (-1: no cap)")
 	flag.Parse()
 	if *xdsAddress == "" {
@@ -67,8 +72,18 @@ func run() error {
 	proxy := dataplane.New(dataplane.Options{Logger: logger.Named("proxy"), Registerer: reg, AccessLog: alog, ListenAddress: *listenAddress,
 		MaxDownstreamConnections: *maxConns})
 
+	creds := insecure.NewCredentials()
+	if *xdsTLSDir != "" {
+		name := *xdsServerName
+		if name == "" {
+			if name, _, err = net.SplitHostPort(*xdsAddress); err != nil {
+				return fmt.Errorf("-xds-address %q: %w", *xdsAddress, err)
+			}
+		}
+		creds = credentials.NewTLS(xdstls.ClientConfig(*xdsTLSDir, name))
+	}
 	conn, err := grpc.NewClient(*xdsAddress,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
 		// A full state-of-the-world response for a large cluster can exceed gRPC's 4 MiB default.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))

@@ -1,9 +1,11 @@
 package xds
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
@@ -36,16 +38,40 @@ func GroupOf(nodeID string) string {
 // stream goes to the Server of the group named by the node ID of its first
 // request (GroupOf); the shared group "" is the Server given to NewRouter.
 //
-// The node ID is taken as claimed: until the xDS channel authenticates
-// gateways, any client can ask for any group.
+// Without an Authorizer the node ID is taken as claimed; with one, a
+// stream may read only the group its peer's identity allows.
 type Router struct {
 	shared *Server
+	// authorize, when set, decides whether a stream's peer may read the
+	// group its node ID names.
+	authorize Authorizer
 	// unknown serves streams of a group nobody made: nothing.
 	unknown  *Server
 	newGroup func(group string) *Server
 
 	mu     sync.Mutex
 	groups map[string]*Server
+}
+
+// Authorizer returns an error when the peer of a stream (from ctx) may not
+// read group as node.
+type Authorizer func(ctx context.Context, node, group string) error
+
+// SetAuthorizer makes every new stream pass a. Set it before serving.
+func (r *Router) SetAuthorizer(a Authorizer) { r.authorize = a }
+
+// admit checks a stream's first node ID against its peer.
+func (r *Router) admit(ctx context.Context, node string) (string, error) {
+	if node == "" {
+		return "", status.Error(codes.InvalidArgument, "the first request must carry the node ID")
+	}
+	group := GroupOf(node)
+	if r.authorize != nil {
+		if err := r.authorize(ctx, node, group); err != nil {
+			return "", status.Error(codes.PermissionDenied, err.Error())
+		}
+	}
+	return group, nil
 }
 
 // NewRouter routes the shared group to shared; the controller makes a
@@ -119,13 +145,17 @@ func (a *routedADS) StreamAggregatedResources(stream discovery.AggregatedDiscove
 		return err
 	}
 	node := first.GetNode().GetId()
-	if node == "" {
-		return status.Error(codes.InvalidArgument, "the first request must carry the node ID")
+	group, err := a.r.admit(stream.Context(), node)
+	if err != nil {
+		return err
 	}
-	s := a.r.stream(GroupOf(node))
-	return s.xds.StreamAggregatedResources(&peekedStream{
-		AggregatedDiscoveryService_StreamAggregatedResourcesServer: stream, first: first,
-	})
+	ps := &peekedStream{AggregatedDiscoveryService_StreamAggregatedResourcesServer: stream, first: first, node: node}
+	err = a.r.stream(group).xds.StreamAggregatedResources(ps)
+	if ps.changed.Load() {
+		// The server ends a stream whose Recv fails without saying why.
+		return errNodeChanged
+	}
+	return err
 }
 
 func (a *routedADS) DeltaAggregatedResources(stream discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
@@ -134,19 +164,26 @@ func (a *routedADS) DeltaAggregatedResources(stream discovery.AggregatedDiscover
 		return err
 	}
 	node := first.GetNode().GetId()
-	if node == "" {
-		return status.Error(codes.InvalidArgument, "the first request must carry the node ID")
+	group, err := a.r.admit(stream.Context(), node)
+	if err != nil {
+		return err
 	}
-	s := a.r.stream(GroupOf(node))
-	return s.xds.DeltaAggregatedResources(&peekedDeltaStream{
-		AggregatedDiscoveryService_DeltaAggregatedResourcesServer: stream, first: first,
-	})
+	ps := &peekedDeltaStream{AggregatedDiscoveryService_DeltaAggregatedResourcesServer: stream, first: first, node: node}
+	err = a.r.stream(group).xds.DeltaAggregatedResources(ps)
+	if ps.changed.Load() {
+		return errNodeChanged
+	}
+	return err
 }
 
-// peekedStream hands back the request the router read first.
+// peekedStream hands back the request the router read first, and ends
+// the stream if a later request claims another node: the stream was
+// admitted for its first one.
 type peekedStream struct {
 	discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer
-	first *discovery.DiscoveryRequest
+	first   *discovery.DiscoveryRequest
+	node    string
+	changed atomic.Bool
 }
 
 func (p *peekedStream) Recv() (*discovery.DiscoveryRequest, error) {
@@ -154,12 +191,19 @@ func (p *peekedStream) Recv() (*discovery.DiscoveryRequest, error) {
 		p.first = nil
 		return f, nil
 	}
-	return p.AggregatedDiscoveryService_StreamAggregatedResourcesServer.Recv()
+	req, err := p.AggregatedDiscoveryService_StreamAggregatedResourcesServer.Recv()
+	if err == nil && req.GetNode() != nil && req.GetNode().GetId() != p.node {
+		p.changed.Store(true)
+		return nil, errNodeChanged
+	}
+	return req, err
 }
 
 type peekedDeltaStream struct {
 	discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer
-	first *discovery.DeltaDiscoveryRequest
+	first   *discovery.DeltaDiscoveryRequest
+	node    string
+	changed atomic.Bool
 }
 
 func (p *peekedDeltaStream) Recv() (*discovery.DeltaDiscoveryRequest, error) {
@@ -167,8 +211,15 @@ func (p *peekedDeltaStream) Recv() (*discovery.DeltaDiscoveryRequest, error) {
 		p.first = nil
 		return f, nil
 	}
-	return p.AggregatedDiscoveryService_DeltaAggregatedResourcesServer.Recv()
+	req, err := p.AggregatedDiscoveryService_DeltaAggregatedResourcesServer.Recv()
+	if err == nil && req.GetNode() != nil && req.GetNode().GetId() != p.node {
+		p.changed.Store(true)
+		return nil, errNodeChanged
+	}
+	return req, err
 }
+
+var errNodeChanged = status.Error(codes.PermissionDenied, "a stream's node ID cannot change")
 
 // Served returns the names of the resources of typeURL the server serves
 // now, sorted.

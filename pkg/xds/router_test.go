@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -10,7 +11,9 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -122,6 +125,32 @@ func TestRouterServesEachGroupItsOwnConfig(t *testing.T) {
 			got := fetch(tc.node)
 			if !sameSet(got, tc.want) {
 				t.Errorf("%s %s: listeners %v, want %v", name, tc.node, got, tc.want)
+			}
+		}
+	}
+	// A stream is admitted for its first node ID; a later request that
+	// claims another ends it.
+	stream, err := client.StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, node := range []string{"gateway/ns/a/pod-1", "gateway/ns/b/pod-1"} {
+		if err := stream.Send(&discovery.DiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: lds}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			if status.Code(err) != codes.PermissionDenied {
+				t.Errorf("a stream that changed its node ID ended with %v, want PermissionDenied", err)
+			}
+			break
+		}
+		for _, a := range resp.GetResources() {
+			l := &listenerv3.Listener{}
+			if err := a.UnmarshalTo(l); err != nil || strings.HasPrefix(l.GetName(), "b-") {
+				t.Errorf("a stream admitted for ns/a got %s", l.GetName())
 			}
 		}
 	}

@@ -143,20 +143,37 @@ func (w *Weir) proxyPodSpec() corev1.PodSpec {
 		}
 	}
 	ports = append(ports, corev1.ContainerPort{Name: "http-admin", ContainerPort: 9901})
+	args := []string{
+		"-xds-address=" + ServiceHost("knative-serving", "weir-controller") + ":18000",
+		"-node-id=$(POD_NAME)",
+		// On the pod address, so the pod runner can probe /ready.
+		"-admin-address=:9901",
+		"-access-log=false",
+	}
+	// The release template's xDS identity, mounted where Envoy reads it.
+	var volumes []corev1.Volume
+	var mounts []corev1.VolumeMount
+	for _, v := range w.gateway.Spec.Volumes {
+		if v.Name != "xds-tls" {
+			continue
+		}
+		for _, m := range w.gateway.Spec.Containers[0].VolumeMounts {
+			if m.Name == v.Name {
+				volumes, mounts = append(volumes, v), append(mounts, m)
+				args = append(args, "-xds-tls-dir="+m.MountPath)
+			}
+		}
+	}
 	return corev1.PodSpec{
 		ServiceAccountName: w.gateway.Spec.ServiceAccountName,
+		Volumes:            volumes,
 		Containers: []corev1.Container{{
-			Name:  "proxy",
-			Image: "ko://github.com/weir-dev/weir/cmd/weir-proxy",
-			Args: append([]string{
-				"-xds-address=" + ServiceHost("knative-serving", "weir-controller") + ":18000",
-				"-node-id=$(POD_NAME)",
-				// On the pod address, so the pod runner can probe /ready.
-				"-admin-address=:9901",
-				"-access-log=false",
-			}, w.opts.ProxyArgs...),
-			Env:   []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}},
-			Ports: ports,
+			Name:         "proxy",
+			Image:        "ko://github.com/weir-dev/weir/cmd/weir-proxy",
+			Args:         append(args, w.opts.ProxyArgs...),
+			Env:          []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}},
+			Ports:        ports,
+			VolumeMounts: mounts,
 			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{
 				HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromString("http-admin")},
 			}},

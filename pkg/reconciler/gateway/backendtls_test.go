@@ -201,3 +201,31 @@ func TestGatewayBackendClientCertificate(t *testing.T) {
 		t.Errorf("client certificates presented %v, want %v", presented, want)
 	}
 }
+
+// TestXDSCredentialsAreNeverServed: a Secret that holds Weir's own xDS
+// credentials cannot be a listener's certificate, even in its namespace.
+func TestXDSCredentialsAreNeverServed(t *testing.T) {
+	crt, key := selfSigned(t, "weir xDS CA")
+	res := build(t, fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata: {name: weir-gateway-xds, namespace: default, labels: {weir.dev/xds-identity: gateway}}
+type: kubernetes.io/tls
+data: {tls.crt: %s, tls.key: %s}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: weir
+  listeners:
+  - {name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: weir-gateway-xds}]}}
+`, base64.StdEncoding.EncodeToString(crt), base64.StdEncoding.EncodeToString(key)))
+	if got := listenerCondition(t, res, "https", "ResolvedRefs"); got != "False/InvalidCertificateRef" {
+		t.Errorf("listener ResolvedRefs = %s, want False/InvalidCertificateRef", got)
+	}
+	for _, f := range res.Fragments {
+		if len(f.Certificates) > 0 {
+			t.Errorf("Gateway %s serves %d certificates", f.Source.Name, len(f.Certificates))
+		}
+	}
+}

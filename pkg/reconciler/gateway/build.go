@@ -25,6 +25,7 @@ import (
 	"github.com/weir-dev/weir/pkg/envoycheck"
 	"github.com/weir-dev/weir/pkg/ir"
 	"github.com/weir-dev/weir/pkg/reconciler/kingress"
+	"github.com/weir-dev/weir/pkg/xdstls"
 )
 
 // ControllerName is the GatewayClass controllerName Weir serves.
@@ -567,6 +568,9 @@ func (b *builder) tlsSecret(ns, name string) (chain, key []byte, problem string)
 	}
 	if sec.Type != corev1.SecretTypeTLS {
 		return nil, nil, fmt.Sprintf("Secret %s/%s is of type %q; it must be of type kubernetes.io/tls", ns, name, sec.Type)
+	}
+	if sec.Labels[xdstls.IdentityLabel] != "" {
+		return nil, nil, fmt.Sprintf("Secret %s/%s holds Weir's own xDS credentials and is never served; use another Secret", ns, name)
 	}
 	chain, key = sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey]
 	if _, err := tls.X509KeyPair(chain, key); err != nil {

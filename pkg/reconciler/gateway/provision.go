@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -23,6 +24,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weir-dev/weir/pkg/xds"
+	"github.com/weir-dev/weir/pkg/xdstls"
 )
 
 // Labels on what the Provisioner makes.
@@ -56,7 +58,18 @@ type Provisioner struct {
 	ServiceType corev1.ServiceType
 	// PrivilegedPortOffset shifts listener ports below 1024 (Options).
 	PrivilegedPortOffset uint32
+	// XDS issues each data plane's xDS client certificate, kept in a
+	// Secret that replaces the template's volume named XDSVolume; nil
+	// issues none.
+	XDS *xdstls.CA
 }
+
+// XDSVolume is the gateway pod template's volume of its xDS credentials
+// (the Secret of xdstls.EnsureGatewaySecret).
+const XDSVolume = "xds-tls"
+
+// xdsSecretName is the Secret of a data plane's xDS certificate.
+func xdsSecretName(name string) string { return name + "-xds" }
 
 // BuildOptions are the Build options that match this data plane: the
 // port offset, and the template's own ports as reserved.
@@ -141,6 +154,13 @@ func (p *Provisioner) Sync(ctx context.Context, gateways []*gwv1.Gateway, res *R
 		nn := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
 		ports := p.ports(gw, res.Gateways[nn])
 		params := res.Parameters[nn]
+		if p.XDS != nil {
+			// Before the Deployment: its pods wait for the Secret.
+			if _, err := xdstls.EnsureGatewaySecret(ctx, p.Kube, p.XDS, p.Namespace, xdsSecretName(name), nn.String(), p.labels(gw), time.Now()); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
 		ready, err := p.ensureDeployment(ctx, name, gw, tmpl, ports, params)
 		if err != nil {
 			errs = append(errs, err)
@@ -287,6 +307,12 @@ func (p *Provisioner) ensureDeployment(ctx context.Context, name string, gw *gwv
 	pod := tmpl.DeepCopy()
 	lbls := p.labels(gw)
 	pod.Labels = withInfrastructure(lbls, infraLabels(gw))
+	for i := range pod.Spec.Volumes {
+		// The Gateway's own identity, not the shared gateways'.
+		if v := &pod.Spec.Volumes[i]; v.Name == XDSVolume && v.Secret != nil {
+			v.Secret.SecretName = xdsSecretName(name)
+		}
+	}
 	pod.Annotations = withInfrastructure(pod.Annotations, infraAnnotations(gw))
 	if len(pod.Spec.Containers) > 0 {
 		// The first container is the gateway's, as ports below assume.
@@ -503,6 +529,17 @@ func (p *Provisioner) removeUnserved(ctx context.Context, served map[string]bool
 	for _, d := range deps.Items {
 		if !served[d.Name] {
 			if err := p.Kube.AppsV1().Deployments(p.Namespace).Delete(ctx, d.Name, metav1.DeleteOptions{}); err != nil && !apierrs.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	secrets, err := p.Kube.CoreV1().Secrets(p.Namespace).List(ctx, sel)
+	if err != nil {
+		return append(errs, err)
+	}
+	for _, s := range secrets.Items {
+		if name, ok := strings.CutSuffix(s.Name, "-xds"); ok && !served[name] {
+			if err := p.Kube.CoreV1().Secrets(p.Namespace).Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil && !apierrs.IsNotFound(err) {
 				errs = append(errs, err)
 			}
 		}

@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net/netip"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -21,6 +23,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/xdstls"
 )
 
 // TestStaticAddressService: a Gateway's static address becomes its
@@ -177,5 +180,54 @@ func TestProvisionParametersAndInfrastructure(t *testing.T) {
 	d, _ = kube.AppsV1().Deployments("weir-system").Get(ctx, name, metav1.GetOptions{})
 	if _, ok := d.Spec.Template.Annotations["lb.example.com/zone"]; ok {
 		t.Errorf("a removed annotation stays on the pods: %v", d.Spec.Template.Annotations)
+	}
+}
+
+// TestProvisionXDSIdentity: each Gateway's data plane gets a Secret with
+// its own xDS identity, mounted in place of the template's shared one,
+// and the Secret goes with the Gateway.
+func TestProvisionXDSIdentity(t *testing.T) {
+	ctx := context.Background()
+	tmpl := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "weir-gateway", Namespace: "weir-system"},
+		Spec: appsv1.DeploymentSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "gateway", Image: "weir-proxy", VolumeMounts: []corev1.VolumeMount{{Name: XDSVolume, MountPath: "/etc/weir/xds"}}}},
+			Volumes:    []corev1.Volume{{Name: XDSVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "weir-gateway-xds"}}}},
+		}}}}
+	kube := kubefake.NewSimpleClientset(tmpl)
+	ca, err := xdstls.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Provisioner{Kube: kube, Namespace: "weir-system", Template: "weir-gateway", XDS: ca}
+	gw := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "edge", Namespace: "apps"}, Spec: gwv1.GatewaySpec{
+		Listeners: []gwv1.Listener{{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType}}}}
+	res := &Result{Fragments: []*ir.Fragment{{Source: ir.ObjectRef{Kind: Kind, Namespace: "apps", Name: "edge"}}}}
+	if _, err := p.Sync(ctx, []*gwv1.Gateway{gw}, res); err != nil {
+		t.Fatal(err)
+	}
+	name := ResourceName("apps", "edge")
+	s, err := kube.CoreV1().Secrets("weir-system").Get(ctx, name+"-xds", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if group, ok := xdstls.GroupOfCertificate(pair.Leaf); !ok || group != "apps/edge" {
+		t.Errorf("the data plane's identity is %q (%v), want apps/edge", group, ok)
+	}
+	d, err := kube.AppsV1().Deployments("weir-system").Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Spec.Template.Spec.Volumes[0].Secret.SecretName; got != name+"-xds" {
+		t.Errorf("the data plane mounts Secret %s, want its own", got)
+	}
+	if _, err := p.Sync(ctx, nil, &Result{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kube.CoreV1().Secrets("weir-system").Get(ctx, name+"-xds", metav1.GetOptions{}); !apierrs.IsNotFound(err) {
+		t.Errorf("the removed Gateway's xDS Secret is still there: %v", err)
 	}
 }

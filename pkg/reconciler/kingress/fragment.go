@@ -19,6 +19,7 @@ import (
 
 	"github.com/weir-dev/weir/pkg/ir"
 	"github.com/weir-dev/weir/pkg/reconciler/backends"
+	"github.com/weir-dev/weir/pkg/xdstls"
 )
 
 // Kind is the ir.ObjectRef kind of fragments built from KIngresses.
@@ -361,6 +362,10 @@ func (b *builder) certificates() {
 			continue
 		} else if err != nil {
 			b.problem("SecretUnavailable", "%s.secretName: reading Secret %s/%s: %v", field, ns, t.SecretName, err)
+			continue
+		}
+		if sec.Labels[xdstls.IdentityLabel] != "" {
+			b.problem("InvalidTLSSecret", "%s.secretName: Secret %s/%s holds Weir's own xDS credentials and is never served; use another Secret", field, ns, t.SecretName)
 			continue
 		}
 		certPEM, keyPEM := sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey]
