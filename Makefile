@@ -29,7 +29,8 @@ test: lint unit e2e conformance gateway-conformance
 
 ## unit: every package outside test/, with the race detector (it needs cgo;
 ## gcc is on the machine image), then pkg/re2size checked against libre2,
-## then every fuzz target fuzzed for FUZZTIME (20s).
+## then every fuzz target fuzzed for a count of executions (about 20 s
+## each; FUZZEXECS=Nx overrides it; see hack/fuzz.sh).
 unit:
 	CGO_ENABLED=1 $(GO) test -race $(GOTESTFLAGS) $(UNIT_PKGS)
 	hack/re2-check.sh
