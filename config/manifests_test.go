@@ -18,7 +18,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -104,6 +106,65 @@ func TestGatewayServicesMatchControllerDefaults(t *testing.T) {
 		if !found {
 			t.Errorf("Service %s/%s has no port http 80 -> %d", tc.ns, tc.svc, tc.targetHTTP)
 		}
+	}
+}
+
+// TestXDSPortIsFenced: the NetworkPolicy lets only gateway pods of
+// weir-system reach the controller's xDS port, and keeps metrics and
+// health open; the public Service keeps the client's address.
+func TestXDSPortIsFenced(t *testing.T) {
+	objs := loadManifests(t)
+	np := find[*networkingv1.NetworkPolicy](objs, "knative-serving", "weir-controller")
+	if np == nil {
+		t.Fatal("no NetworkPolicy knative-serving/weir-controller")
+	}
+	dep := find[*appsv1.Deployment](objs, "knative-serving", "weir-controller")
+	if dep == nil || !labels.SelectorFromSet(np.Spec.PodSelector.MatchLabels).Matches(labels.Set(dep.Spec.Template.Labels)) {
+		t.Fatal("the NetworkPolicy does not select the controller's pods")
+	}
+	shared := find[*appsv1.Deployment](objs, "weir-system", "weir-gateway")
+	provisioned := labels.Set{"app.kubernetes.io/managed-by": "weir-controller"}
+	weirSystem := labels.Set{"kubernetes.io/metadata.name": "weir-system"}
+	otherNS := labels.Set{"kubernetes.io/metadata.name": "default"}
+	admits := func(port int32, ns, pod labels.Set) bool {
+		for _, rule := range np.Spec.Ingress {
+			portOK := len(rule.Ports) == 0
+			for _, p := range rule.Ports {
+				portOK = portOK || p.Port.IntVal == port
+			}
+			if !portOK {
+				continue
+			}
+			if len(rule.From) == 0 {
+				return true
+			}
+			for _, f := range rule.From {
+				if labels.SelectorFromSet(f.NamespaceSelector.MatchLabels).Matches(ns) && labels.SelectorFromSet(f.PodSelector.MatchLabels).Matches(pod) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for _, tc := range []struct {
+		what    string
+		port    int32
+		ns, pod labels.Set
+		want    bool
+	}{
+		{"a shared gateway pod to xDS", 18000, weirSystem, labels.Set(shared.Spec.Template.Labels), true},
+		{"a Gateway's data plane to xDS", 18000, weirSystem, provisioned, true},
+		{"another pod of weir-system to xDS", 18000, weirSystem, labels.Set{"app": "other"}, false},
+		{"a look-alike in another namespace to xDS", 18000, otherNS, labels.Set(shared.Spec.Template.Labels), false},
+		{"anyone to metrics", 9091, otherNS, labels.Set{}, true},
+		{"anyone to health", 8080, otherNS, labels.Set{}, true},
+	} {
+		if got := admits(tc.port, tc.ns, tc.pod); got != tc.want {
+			t.Errorf("%s: admitted %v, want %v", tc.what, got, tc.want)
+		}
+	}
+	if svc := find[*corev1.Service](objs, "weir-system", "weir"); svc == nil || svc.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal {
+		t.Error("the public gateway Service does not keep the client's address (externalTrafficPolicy: Local)")
 	}
 }
 

@@ -32,11 +32,11 @@ Usage:
   weir status [--admin-port 9901]
       Show the KIngresses a running 'weir run' serves and their status.
 
-  weir translate -f FILE|DIR [-f ...] [-o json|yaml] [--strict]
+  weir translate -f FILE|DIR [-f ...] [-o json|yaml] [--strict] [--show-secrets]
       Reconcile the KIngresses, Services, EndpointSlices and Secrets in the
       files and print the Envoy v3 resources Weir serves for them (private
-      keys redacted). Says on stderr what it read, and each thing it
-      skipped or left out; --strict then exits non-zero.
+      keys redacted unless --show-secrets). Says on stderr what it read, and
+      each thing it skipped or left out; --strict then exits non-zero.
 
 Run 'weir COMMAND -h' for a command's flags.
 `
@@ -82,6 +82,7 @@ func translateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.Var(&files, "f", "a YAML file or a directory of them (repeatable)")
 	output := fs.String("o", "json", "output format: json or yaml")
 	strict := fs.Bool("strict", false, "exit non-zero if anything was skipped or left out (for CI)")
+	showSecrets := fs.Bool("show-secrets", false, "print the private keys of TLS secrets instead of [redacted]")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -97,7 +98,11 @@ func translateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	out, err := xds.Dump(res.ByType(), *output)
+	dump := xds.Dump
+	if *showSecrets {
+		dump = xds.DumpWithSecrets
+	}
+	out, err := dump(res.ByType(), *output)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/pem"
 	"flag"
 	"os"
 	"path/filepath"
@@ -128,5 +130,39 @@ spec:
 	}
 	if !strings.Contains(stdout.String(), `"listeners"`) {
 		t.Error("no config printed")
+	}
+}
+
+// TestTranslateKeepsKeysOutUnlessAsked: no private key reaches stdout or
+// stderr of weir translate, in any form, unless --show-secrets is given.
+func TestTranslateKeepsKeysOutUnlessAsked(t *testing.T) {
+	in := filepath.Join("testdata", "gateway-backend-tls.in.yaml")
+	keyPEM, err := os.ReadFile(filepath.Join("testdata", "tls.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(keyPEM)
+	forms := []string{string(keyPEM), base64.StdEncoding.EncodeToString(keyPEM), base64.StdEncoding.EncodeToString(block.Bytes), "PRIVATE KEY"}
+	for _, show := range []bool{false, true} {
+		args := []string{"translate", "-f", in}
+		if show {
+			args = append(args, "--show-secrets")
+		}
+		var stdout, stderr bytes.Buffer
+		if err := run(context.Background(), args, &stdout, &stderr); err != nil {
+			t.Fatal(err)
+		}
+		for i, f := range forms {
+			inOut := strings.Contains(stdout.String(), f)
+			if strings.Contains(stderr.String(), f) {
+				t.Errorf("show=%v: stderr holds the key (form %d)", show, i)
+			}
+			if !show && inOut {
+				t.Errorf("stdout holds the key (form %d) without --show-secrets", i)
+			}
+		}
+		if show && !strings.Contains(stdout.String(), base64.StdEncoding.EncodeToString(keyPEM)) {
+			t.Error("--show-secrets did not print the key")
+		}
 	}
 }

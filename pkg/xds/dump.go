@@ -26,6 +26,16 @@ var dumpKeys = []struct{ key, typeURL string }{
 // @type, in the order given. format is "json" or "yaml". Secrets are
 // redacted: a dump is for people and logs, never for key material.
 func Dump(byType map[string][]types.Resource, format string) ([]byte, error) {
+	return dump(byType, format, false)
+}
+
+// DumpWithSecrets is Dump with private keys left in, for a user who asks
+// for them (weir translate --show-secrets).
+func DumpWithSecrets(byType map[string][]types.Resource, format string) ([]byte, error) {
+	return dump(byType, format, true)
+}
+
+func dump(byType map[string][]types.Resource, format string, showSecrets bool) ([]byte, error) {
 	var buf bytes.Buffer
 	buf.WriteString("{")
 	for i, k := range dumpKeys {
@@ -34,7 +44,7 @@ func Dump(byType map[string][]types.Resource, format string) ([]byte, error) {
 		}
 		fmt.Fprintf(&buf, "%q:[", k.key)
 		for j, r := range byType[k.typeURL] {
-			if k.typeURL == resource.SecretType {
+			if k.typeURL == resource.SecretType && !showSecrets {
 				r = redactSecret(r)
 			}
 			a, err := anypb.New(r)

@@ -419,9 +419,15 @@ func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.G
 		sps = []corev1.ServicePort{{Name: "none", Port: 9, TargetPort: intstr.FromInt32(9), Protocol: corev1.ProtocolTCP}}
 	}
 	svcs := p.Kube.CoreV1().Services(p.Namespace)
+	// A node sends external traffic only to its own data plane pods, so
+	// the client's address survives (access logs, allow-lists).
+	var etp corev1.ServiceExternalTrafficPolicy
+	if typ == corev1.ServiceTypeLoadBalancer || typ == corev1.ServiceTypeNodePort {
+		etp = corev1.ServiceExternalTrafficPolicyLocal
+	}
 	desired := func(meta metav1.ObjectMeta) *corev1.Service {
 		return &corev1.Service{ObjectMeta: meta,
-			Spec: corev1.ServiceSpec{Type: typ, Selector: p.labels(gw), Ports: sps, ClusterIP: clusterIP, LoadBalancerIP: lbIP}}
+			Spec: corev1.ServiceSpec{Type: typ, Selector: p.labels(gw), Ports: sps, ClusterIP: clusterIP, LoadBalancerIP: lbIP, ExternalTrafficPolicy: etp}}
 	}
 	refused := func(err error) error {
 		if apierrs.IsInvalid(err) && len(static) > 0 {
@@ -480,7 +486,7 @@ func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.G
 	}
 	maps.Copy(nextLabels, lbls)
 	maps.Copy(nextAnnos, annos)
-	if same && cur.Spec.Type == typ && cur.Spec.LoadBalancerIP == lbIP && maps.Equal(cur.Labels, nextLabels) && maps.Equal(cur.Annotations, nextAnnos) {
+	if same && cur.Spec.Type == typ && cur.Spec.LoadBalancerIP == lbIP && cur.Spec.ExternalTrafficPolicy == etp && maps.Equal(cur.Labels, nextLabels) && maps.Equal(cur.Annotations, nextAnnos) {
 		return cur, nil
 	}
 	cur = cur.DeepCopy()
@@ -493,7 +499,7 @@ func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.G
 			}
 		}
 	}
-	cur.Spec.Ports, cur.Spec.Type, cur.Spec.LoadBalancerIP = sps, typ, lbIP
+	cur.Spec.Ports, cur.Spec.Type, cur.Spec.LoadBalancerIP, cur.Spec.ExternalTrafficPolicy = sps, typ, lbIP, etp
 	svc, err := svcs.Update(ctx, cur, metav1.UpdateOptions{})
 	return svc, refused(err)
 }

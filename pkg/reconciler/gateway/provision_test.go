@@ -157,6 +157,9 @@ func TestProvisionParametersAndInfrastructure(t *testing.T) {
 	if svc.Spec.Type != corev1.ServiceTypeNodePort || svc.Labels["team"] != "shop" || svc.Annotations["lb.example.com/internal"] != "true" {
 		t.Errorf("Service type %s, labels %v, annotations %v", svc.Spec.Type, svc.Labels, svc.Annotations)
 	}
+	if svc.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal {
+		t.Errorf("a NodePort Service's externalTrafficPolicy is %q, want Local (the client's address kept)", svc.Spec.ExternalTrafficPolicy)
+	}
 
 	svc.Annotations["cloud.example.com/assigned"] = "by someone else"
 	if _, err := kube.CoreV1().Services("weir-system").Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
