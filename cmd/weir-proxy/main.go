@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
@@ -84,6 +85,13 @@ func run() error {
 	}
 	conn, err := grpc.NewClient(*xdsAddress,
 		grpc.WithTransportCredentials(creds),
+		// A controller that comes back (or a renewed certificate) is
+		// reached within seconds, not gRPC's default two minutes.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: func() backoff.Config {
+			b := backoff.DefaultConfig
+			b.MaxDelay = 10 * time.Second
+			return b
+		}(), MinConnectTimeout: 5 * time.Second}),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
 		// A full state-of-the-world response for a large cluster can exceed gRPC's 4 MiB default.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))

@@ -736,6 +736,83 @@ func (r *PodRunner) secret(ctx context.Context, ns, name string, optional *bool)
 	return out, nil
 }
 
+// writeVolume writes a Secret's or ConfigMap's keys into vdir; a file
+// whose content changed is replaced by a rename, so a reader sees the old
+// content or the new, never half of it.
+func (r *PodRunner) writeVolume(ctx context.Context, namespace string, v corev1.Volume, vdir string) error {
+	var data map[string]string
+	var items []corev1.KeyToPath
+	var err error
+	switch {
+	case v.Secret != nil:
+		data, err = r.secret(ctx, namespace, v.Secret.SecretName, v.Secret.Optional)
+		items = v.Secret.Items
+	case v.ConfigMap != nil:
+		data, err = r.configMap(ctx, namespace, v.ConfigMap.Name, v.ConfigMap.Optional)
+		items = v.ConfigMap.Items
+	default:
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if len(items) == 0 {
+		for k := range data {
+			items = append(items, corev1.KeyToPath{Key: k, Path: k})
+		}
+	}
+	for _, it := range items {
+		val, ok := data[it.Key]
+		if !ok {
+			continue
+		}
+		p := filepath.Join(vdir, filepath.Clean("/"+it.Path))
+		if old, err := os.ReadFile(p); err == nil && string(old) == val {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		tmp := p + ".tmp"
+		if err := os.WriteFile(tmp, []byte(val), 0o644); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// refreshVolumes rewrites the pod's Secret and ConfigMap volumes every
+// second from the API. An object that cannot be read leaves the files as
+// they are, as the kubelet does.
+func (r *PodRunner) refreshVolumes(ctx context.Context, pod *corev1.Pod, dir string) {
+	var watched []corev1.Volume
+	for _, v := range pod.Spec.Volumes {
+		if v.Secret != nil || v.ConfigMap != nil {
+			watched = append(watched, v)
+		}
+	}
+	if len(watched) == 0 {
+		return
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, v := range watched {
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_ = r.writeVolume(rctx, pod.Namespace, v, filepath.Join(dir, "volumes", v.Name))
+			cancel()
+		}
+	}
+}
+
 // mount is a bind mount of a file or directory at a path in the pod.
 type mount struct {
 	src, dst string
@@ -743,7 +820,8 @@ type mount struct {
 }
 
 // volumes writes the pod's volumes under dir and returns the container's
-// mounts.
+// mounts. Secret and ConfigMap volumes are then kept up to date, as the
+// kubelet does, until ctx ends.
 func (r *PodRunner) volumes(ctx context.Context, pod *corev1.Pod, dir string) ([]mount, error) {
 	vols := map[string]string{}
 	for _, v := range pod.Spec.Volumes {
@@ -751,43 +829,15 @@ func (r *PodRunner) volumes(ctx context.Context, pod *corev1.Pod, dir string) ([
 		if err := os.MkdirAll(vdir, 0o755); err != nil {
 			return nil, err
 		}
-		var data map[string]string
-		var items []corev1.KeyToPath
-		var err error
-		switch {
-		case v.Secret != nil:
-			data, err = r.secret(ctx, pod.Namespace, v.Secret.SecretName, v.Secret.Optional)
-			items = v.Secret.Items
-		case v.ConfigMap != nil:
-			data, err = r.configMap(ctx, pod.Namespace, v.ConfigMap.Name, v.ConfigMap.Optional)
-			items = v.ConfigMap.Items
-		case v.EmptyDir != nil:
-		default:
+		if v.Secret == nil && v.ConfigMap == nil && v.EmptyDir == nil {
 			return nil, fmt.Errorf("volume %s: only secret, configMap and emptyDir volumes are supported", v.Name)
 		}
-		if err != nil {
+		if err := r.writeVolume(ctx, pod.Namespace, v, vdir); err != nil {
 			return nil, fmt.Errorf("volume %s: %w", v.Name, err)
-		}
-		if len(items) == 0 {
-			for k := range data {
-				items = append(items, corev1.KeyToPath{Key: k, Path: k})
-			}
-		}
-		for _, it := range items {
-			val, ok := data[it.Key]
-			if !ok {
-				continue
-			}
-			p := filepath.Join(vdir, filepath.Clean("/"+it.Path))
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				return nil, err
-			}
-			if err := os.WriteFile(p, []byte(val), 0o644); err != nil {
-				return nil, err
-			}
 		}
 		vols[v.Name] = vdir
 	}
+	go r.refreshVolumes(ctx, pod, dir)
 	var out []mount
 	for _, vm := range pod.Spec.Containers[0].VolumeMounts {
 		src, ok := vols[vm.Name]

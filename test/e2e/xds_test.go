@@ -80,3 +80,68 @@ func TestXDSRefusesStrangers(t *testing.T) {
 		t.Errorf("the shared identity asking for a Gateway's config: %v, want PermissionDenied", err)
 	}
 }
+
+// TestXDSCARotation replaces the xDS CA under running gateways: the CA
+// Secret is deleted and every controller replica killed. The controllers
+// come back with a new CA and reissue the gateways' certificates; the
+// gateways, which keep serving meanwhile, read the new certificate and CA
+// from their mounted Secret when they reconnect (no restart), and a later
+// change is served and Ready through them. Certificates of the old CA are
+// then refused, so a reconnect with the old files could not have worked.
+func TestXDSCARotation(t *testing.T) {
+	const host = "ca-rotation.e2e.example.com"
+	ctx := context.Background()
+	serveBackend(t, "carot", host)
+	p := startProber(t, host, fromBackend("carot"))
+	_, holder := ingressLeader(t)
+	old, err := kube.Kube.CoreV1().Secrets("knative-serving").Get(ctx, "weir-xds-ca", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarts := map[string]int32{}
+	for _, name := range weir.ControllerPods {
+		restarts[name] = restartCount(t, name)
+	}
+	p.waitAnswers(t, 50)
+
+	if err := kube.Kube.CoreV1().Secrets("knative-serving").Delete(ctx, "weir-xds-ca", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range weir.ControllerPods {
+		if err := kube.KillPod("knative-serving", name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range weir.ControllerPods {
+		waitRestarted(t, name, restarts[name])
+		if err := kube.WaitPodReady(ctx, "knative-serving", name, 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitNewLeader(t, holder)
+	fresh, err := kube.Kube.CoreV1().Secrets("knative-serving").Get(ctx, "weir-xds-ca", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(fresh.Data["tls.crt"]) == string(old.Data["tls.crt"]) {
+		t.Fatal("the controllers came back with the old CA")
+	}
+	// The shared gateways' certificate is reissued from the new CA.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		s, err := kube.Kube.CoreV1().Secrets("weir-system").Get(ctx, "weir-gateway-xds", metav1.GetOptions{})
+		if err == nil && string(s.Data[xdstls.CAFile]) == string(fresh.Data["tls.crt"]) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the shared gateways' certificate was not reissued from the new CA: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// A change made now reaches the gateways only over new connections,
+	// which the old certificates could not open.
+	updateKIngress(t, "carot", kingressSpec(host, "carot", "2"))
+	waitReady(t, "carot")
+	eventually(t, host, 60*time.Second, specVersion("2"))
+	p.stop(t, 200)
+}
