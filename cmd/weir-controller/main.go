@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -213,7 +214,7 @@ func maintainSharedGatewaySecret(ctx context.Context, logger *zap.SugaredLogger,
 	ns := envOr("GATEWAY_NAMESPACE", "weir-system")
 	for {
 		wrote, err := xdstls.EnsureGatewaySecret(ctx, kube, ca, ns, envOr("GATEWAY_XDS_SECRET", sharedGatewaySecret), "",
-			map[string]string{"app.kubernetes.io/name": "weir", "app.kubernetes.io/component": "gateway"}, time.Now())
+			map[string]string{"app.kubernetes.io/name": "weir", "app.kubernetes.io/component": "gateway"}, nil, time.Now())
 		wait := time.Hour
 		switch {
 		case err != nil:
@@ -293,7 +294,16 @@ func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds
 	grpcRoutes, tlsRoutes := served("grpcroutes", "GRPCRoute", "v1.1"), served("tlsroutes", "TLSRoute", "v1.5")
 	tlsPolicies := served("backendtlspolicies", "BackendTLSPolicy", "v1.4")
 	var dyn dynamic.Interface
-	if _, err := kube.Discovery().ServerResourcesForGroupVersion(gatewayapi.ParametersResource.GroupVersion().String()); err != nil {
+	// A passing API error must not be taken for a missing CRD: that
+	// would refuse every parametersRef for the process's life.
+	var perr error
+	for try := 0; try < 5; try++ {
+		if _, perr = kube.Discovery().ServerResourcesForGroupVersion(gatewayapi.ParametersResource.GroupVersion().String()); perr == nil || apierrors.IsNotFound(perr) {
+			break
+		}
+		time.Sleep(2 * time.Second)
+	}
+	if err := perr; err != nil {
 		logger.Infow("The GatewayParameters CRD (gateway.weir.dev/v1alpha1) is not installed: a parametersRef to one is refused. Apply config/ and restart weir-controller.", zap.Error(err))
 	} else if dyn, err = dynamic.NewForConfig(cfg); err != nil {
 		logger.Errorw("dynamic client", zap.Error(err))
@@ -328,6 +338,7 @@ func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds
 			ServiceType:          corev1.ServiceType(envOr("GATEWAY_SERVICE_TYPE", string(corev1.ServiceTypeLoadBalancer))),
 			PrivilegedPortOffset: uint32(offset),
 			XDS:                  ca,
+			SharedXDSSecret:      envOr("GATEWAY_XDS_SECRET", sharedGatewaySecret),
 		},
 		Logger: logger.Named("gateway-api"),
 		Resync: 10 * time.Hour,

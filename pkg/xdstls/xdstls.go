@@ -360,14 +360,22 @@ const IdentityLabel = "weir.dev/xds-identity"
 // for group's identity from ca, with ca's certificate as ca.crt: made when
 // missing, renewed half way through its life or when the CA changed. It
 // reports whether it wrote. A concurrent writer wins; the next call looks
-// again.
-func EnsureGatewaySecret(ctx context.Context, kube kubernetes.Interface, ca *CA, namespace, name, group string, labels map[string]string, now time.Time) (bool, error) {
+// again. A Secret of that name whose annotations lack any of owner's is
+// someone else's, and is not touched.
+func EnsureGatewaySecret(ctx context.Context, kube kubernetes.Interface, ca *CA, namespace, name, group string, labels, owner map[string]string, now time.Time) (bool, error) {
 	secrets := kube.CoreV1().Secrets(namespace)
 	cur, err := secrets.Get(ctx, name, metav1.GetOptions{})
 	if err != nil && !apierrs.IsNotFound(err) {
 		return false, fmt.Errorf("reading Secret %s/%s: %w", namespace, name, err)
 	}
 	found := err == nil
+	if found {
+		for k, v := range owner {
+			if cur.Annotations[k] != v {
+				return false, fmt.Errorf("Secret %s/%s exists and is not the xDS certificate of %s; remove it", namespace, name, describeGroup(group))
+			}
+		}
+	}
 	identity := IdentityOf(group)
 	if found && string(cur.Data[CAFile]) == string(ca.CertPEM) && !ca.NeedsRenewal(cur.Data[CertFile], identity, now) {
 		return false, nil
@@ -383,7 +391,7 @@ func EnsureGatewaySecret(ctx context.Context, kube kubernetes.Interface, ca *CA,
 	data := map[string][]byte{CAFile: ca.CertPEM, CertFile: certPEM, KeyFile: keyPEM}
 	if !found {
 		_, err = secrets.Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: lbls},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: lbls, Annotations: owner},
 			Type:       corev1.SecretTypeTLS,
 			Data:       data,
 		}, metav1.CreateOptions{})

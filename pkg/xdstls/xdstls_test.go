@@ -239,7 +239,7 @@ func TestEnsureGatewaySecret(t *testing.T) {
 	}
 	ensure := func(ca *xdstls.CA, at time.Time) bool {
 		t.Helper()
-		wrote, err := xdstls.EnsureGatewaySecret(ctx, kube, ca, "weir-system", "edge-xds", "apps/edge", map[string]string{"app": "x"}, at)
+		wrote, err := xdstls.EnsureGatewaySecret(ctx, kube, ca, "weir-system", "edge-xds", "apps/edge", map[string]string{"app": "x"}, map[string]string{"weir.dev/gateway": "apps/edge"}, at)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -271,5 +271,15 @@ func TestEnsureGatewaySecret(t *testing.T) {
 	}
 	if !ensure(other, now.Add(xdstls.LeafLifetime*2/3)) {
 		t.Error("a Secret from the old CA was not renewed")
+	}
+	// Another Gateway's data plane name that collides finds the Secret
+	// is not its own, and leaves it.
+	before, _ := kube.CoreV1().Secrets("weir-system").Get(ctx, "edge-xds", metav1.GetOptions{})
+	if _, err := xdstls.EnsureGatewaySecret(ctx, kube, other, "weir-system", "edge-xds", "evil/edge", nil, map[string]string{"weir.dev/gateway": "evil/edge"}, now); err == nil {
+		t.Error("a Secret of another owner was taken over")
+	}
+	after, _ := kube.CoreV1().Secrets("weir-system").Get(ctx, "edge-xds", metav1.GetOptions{})
+	if string(after.Data[xdstls.CertFile]) != string(before.Data[xdstls.CertFile]) {
+		t.Error("a Secret of another owner was rewritten")
 	}
 }

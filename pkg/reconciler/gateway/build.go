@@ -9,6 +9,7 @@ package gateway
 import (
 	"crypto/tls"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -106,6 +107,10 @@ type Result struct {
 	// Parameters shape each accepted Gateway's data plane: its class's
 	// GatewayParameters overridden by its own.
 	Parameters map[types.NamespacedName]Parameters
+	// KeepDataPlanes are served Gateways whose parameters cannot be read
+	// now: their data planes are left as they are, neither changed nor
+	// removed, so a typo in a GatewayParameters costs no traffic.
+	KeepDataPlanes map[types.NamespacedName]bool
 	// Skipped says which objects no Weir GatewayClass takes, and why.
 	Skipped []string
 }
@@ -122,6 +127,7 @@ func Build(objs Objects, l Listers, opts Options) *Result {
 
 		BackendTLSPolicies: map[types.NamespacedName]*gwv1.PolicyStatus{},
 		Parameters:         map[types.NamespacedName]Parameters{},
+		KeepDataPlanes:     map[types.NamespacedName]bool{},
 	}, grants: newGrantIndex(objs.ReferenceGrants)}
 	b.classes()
 	b.buildGateways()
@@ -139,10 +145,12 @@ type builder struct {
 	res     *Result
 	grants  grantIndex
 	ours    map[string]*gwv1.GatewayClass
-	// classParams are the GatewayParameters of the classes that have them.
-	classParams map[string]*Parameters
-	gateways    map[types.NamespacedName]*gatewayState
-	order       []*gatewayState
+	// classParams are the GatewayParameters of the classes that have them;
+	// classParamsProblem says why a class's cannot be read.
+	classParams        map[string]*Parameters
+	classParamsProblem map[string]string
+	gateways           map[types.NamespacedName]*gatewayState
+	order              []*gatewayState
 	// tlsPolicies are the BackendTLSPolicies by target.
 	tlsPolicies *tlsPolicies
 	// usedServices collects the Services of the route being built.
@@ -184,6 +192,7 @@ type listenerState struct {
 func (b *builder) classes() {
 	b.ours = map[string]*gwv1.GatewayClass{}
 	b.classParams = map[string]*Parameters{}
+	b.classParamsProblem = map[string]string{}
 	for _, gc := range b.objs.GatewayClasses {
 		if gc.Spec.ControllerName != ControllerName {
 			continue
@@ -201,6 +210,7 @@ func (b *builder) classes() {
 			if problem != "" {
 				setCondition(&st.Conditions, gc.Generation, string(gwv1.GatewayClassConditionStatusAccepted), false,
 					string(gwv1.GatewayClassReasonInvalidParameters), problem)
+				b.classParamsProblem[gc.Name] = problem
 			}
 			b.classParams[gc.Name] = params
 		}
@@ -248,7 +258,8 @@ func (b *builder) buildGateways() {
 			b.res.Skipped = append(b.res.Skipped, fmt.Sprintf("Gateway %s/%s: GatewayClass %q is not one with controllerName %s", gw.Namespace, gw.Name, gw.Spec.GatewayClassName, ControllerName))
 			continue
 		}
-		if st := b.res.GatewayClasses[gc.Name]; !meta.IsStatusConditionTrue(st.Conditions, string(gwv1.GatewayClassConditionStatusAccepted)) {
+		classProblem := b.classParamsProblem[gc.Name]
+		if st := b.res.GatewayClasses[gc.Name]; classProblem == "" && !meta.IsStatusConditionTrue(st.Conditions, string(gwv1.GatewayClassConditionStatusAccepted)) {
 			continue
 		}
 		g := &gatewayState{gw: gw, status: &gwv1.GatewayStatus{}, backends: map[string]*ir.Backend{}, attachments: map[string][]attachment{}}
@@ -259,13 +270,31 @@ func (b *builder) buildGateways() {
 		g.frag = &ir.Fragment{Source: ir.ObjectRef{Kind: Kind, Namespace: gw.Namespace, Name: gw.Name}, Created: gw.CreationTimestamp.Time}
 		_, g.addressProblem = StaticAddresses(gw)
 		params := Parameters{}.over(b.classParams[gc.Name])
-		if infra := gw.Spec.Infrastructure; infra != nil && infra.ParametersRef != nil {
-			ref := infra.ParametersRef
-			own, problem := b.parametersRef(ref.Group, ref.Kind, gw.Namespace, ref.Name, "spec.infrastructure.parametersRef")
-			g.paramsProblem = problem
-			params = params.over(own)
+		if classProblem != "" {
+			g.paramsProblem = fmt.Sprintf("GatewayClass %s: %s", gc.Name, classProblem)
 		}
-		b.res.Parameters[nn] = params
+		if infra := gw.Spec.Infrastructure; infra != nil {
+			if ref := infra.ParametersRef; ref != nil && g.paramsProblem == "" {
+				own, problem := b.parametersRef(ref.Group, ref.Kind, gw.Namespace, ref.Name, "spec.infrastructure.parametersRef")
+				if problem == "" && own != nil && own.Image != "" {
+					// Whoever may make a Gateway may not pick what runs
+					// in the data planes' namespace.
+					problem = fmt.Sprintf("spec.infrastructure.parametersRef: GatewayParameters %s/%s sets image, which only a GatewayClass's parameters may", gw.Namespace, ref.Name)
+				}
+				g.paramsProblem = problem
+				params = params.over(own)
+			}
+			for _, k := range slices.Sorted(maps.Keys(infra.Labels)) {
+				if g.paramsProblem == "" && ReservedLabel(string(k)) {
+					g.paramsProblem = fmt.Sprintf("spec.infrastructure.labels[%s]: the key is reserved (app, app.kubernetes.io/*, weir.dev/*): Services select gateway pods by them", k)
+				}
+			}
+		}
+		if g.paramsProblem != "" {
+			b.res.KeepDataPlanes[nn] = true
+		} else {
+			b.res.Parameters[nn] = params
+		}
 		b.listeners(g)
 		b.backendClientCertificate(g)
 	}
@@ -639,17 +668,14 @@ func (b *builder) finish() {
 				programmed++
 			}
 		}
-		if g.addressProblem != "" || g.paramsProblem != "" {
+		if g.addressProblem != "" {
 			for i := range g.status.Listeners {
 				setCondition(&g.status.Listeners[i].Conditions, gen, string(gwv1.ListenerConditionProgrammed), false, string(gwv1.ListenerReasonInvalid), "the Gateway is not accepted")
 			}
-			if g.paramsProblem != "" {
-				setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionAccepted), false, string(gwv1.GatewayReasonInvalidParameters), g.paramsProblem)
-			} else {
-				setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionAccepted), false, string(gwv1.GatewayReasonUnsupportedAddress), g.addressProblem)
-			}
+			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionAccepted), false, string(gwv1.GatewayReasonUnsupportedAddress), g.addressProblem)
 			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionProgrammed), false, string(gwv1.GatewayReasonInvalid), "the Gateway is not accepted")
 			delete(b.res.Parameters, types.NamespacedName{Namespace: g.gw.Namespace, Name: g.gw.Name})
+			delete(b.res.KeepDataPlanes, types.NamespacedName{Namespace: g.gw.Namespace, Name: g.gw.Name})
 			continue
 		}
 		if len(g.listeners) > 0 && programmed == 0 {
@@ -663,6 +689,11 @@ func (b *builder) finish() {
 			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionAccepted), true, string(gwv1.GatewayReasonAccepted), "the Gateway is valid")
 		}
 		setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionProgrammed), true, string(gwv1.GatewayReasonProgrammed), "the Gateway's listeners are served")
+		if g.paramsProblem != "" {
+			// Its routes keep being served by the data plane it has.
+			setCondition(&g.status.Conditions, gen, string(gwv1.GatewayConditionAccepted), false, string(gwv1.GatewayReasonInvalidParameters),
+				g.paramsProblem+"; the data plane is left as it was and keeps serving")
+		}
 		if slices.ContainsFunc(g.frag.Listeners, func(l *ir.Listener) bool {
 			return l.ClientValidation != nil && l.ClientValidation.AllowInsecureFallback
 		}) {

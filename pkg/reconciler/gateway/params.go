@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -55,6 +56,13 @@ func (p Parameters) over(o *Parameters) Parameters {
 		p.Resources = o.Resources
 	}
 	return p
+}
+
+// ReservedLabel reports whether a label key may not be propagated from
+// a Gateway's spec.infrastructure to its data plane: the shared gateways'
+// Services and Weir itself select pods by these.
+func ReservedLabel(key string) bool {
+	return key == "app" || strings.HasPrefix(key, "app.kubernetes.io/") || strings.HasPrefix(key, "weir.dev/") || key == "pod-template-hash"
 }
 
 // ParametersLister reads GatewayParameters.

@@ -24,8 +24,9 @@ func parametersObject(ns, name string, spec map[string]any) *unstructured.Unstru
 // TestParameters: a GatewayClass's GatewayParameters are every Gateway's
 // defaults, and a Gateway's own override them field by field; a class
 // whose parameters cannot be read is not accepted, and a Gateway whose
-// own cannot be is not accepted either (InvalidParameters, naming the
-// field), while the other Gateways are served.
+// own cannot be (or that asks for an image, or a reserved label) is not
+// accepted either (InvalidParameters, naming the field). Such Gateways
+// keep being served by the data plane they have, which is left alone.
 func TestParameters(t *testing.T) {
 	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	for _, o := range []*unstructured.Unstructured{
@@ -33,6 +34,7 @@ func TestParameters(t *testing.T) {
 		parametersObject("apps", "big", map[string]any{"replicas": int64(5)}),
 		parametersObject("apps", "typo", map[string]any{"replica": int64(5)}),
 		parametersObject("apps", "odd-type", map[string]any{"serviceType": "ExternalName"}),
+		parametersObject("apps", "own-image", map[string]any{"image": "attacker/proxy"}),
 	} {
 		if err := idx.Add(o); err != nil {
 			t.Fatal(err)
@@ -55,6 +57,8 @@ func TestParameters(t *testing.T) {
 		}
 		return gw
 	}
+	labelled := gateway("labelled", "weir", "")
+	labelled.Spec.Infrastructure = &gwv1.GatewayInfrastructure{Labels: map[gwv1.LabelKey]gwv1.LabelValue{"app": "weir-gateway"}}
 	res := Build(Objects{
 		GatewayClasses: []*gwv1.GatewayClass{
 			class("weir", ref(ParametersGroup, ParametersKind, "weir-system", "defaults")),
@@ -64,6 +68,7 @@ func TestParameters(t *testing.T) {
 		Gateways: []*gwv1.Gateway{
 			gateway("plain", "weir", ""), gateway("big", "weir", "big"), gateway("typo", "weir", "typo"),
 			gateway("odd-type", "weir", "odd-type"), gateway("gone", "weir", "gone"),
+			gateway("own-image", "weir", "own-image"), gateway("of-missing", "missing", ""), labelled,
 		},
 	}, Listers{Parameters: IndexerParameters{Indexer: idx}}, Options{})
 
@@ -77,6 +82,7 @@ func TestParameters(t *testing.T) {
 	for _, tc := range []struct{ gateway, want string }{
 		{"plain", "True/Accepted"}, {"big", "True/Accepted"}, {"typo", "False/InvalidParameters"},
 		{"odd-type", "False/InvalidParameters"}, {"gone", "False/InvalidParameters"},
+		{"own-image", "False/InvalidParameters"}, {"of-missing", "False/InvalidParameters"}, {"labelled", "False/InvalidParameters"},
 	} {
 		if got := conditionOf(res.Gateways[types.NamespacedName{Namespace: "apps", Name: tc.gateway}].Conditions, "Accepted"); got != tc.want {
 			t.Errorf("Gateway %s Accepted = %s, want %s", tc.gateway, got, tc.want)
@@ -94,11 +100,14 @@ func TestParameters(t *testing.T) {
 			t.Errorf("Gateway %s parameters %s, want %s", name, show(got), want)
 		}
 	}
-	if _, ok := res.Parameters[types.NamespacedName{Namespace: "apps", Name: "typo"}]; ok {
-		t.Error("a Gateway that is not accepted has parameters to provision")
+	for _, name := range []string{"typo", "odd-type", "gone", "own-image", "of-missing", "labelled"} {
+		nn := types.NamespacedName{Namespace: "apps", Name: name}
+		if _, ok := res.Parameters[nn]; ok || !res.KeepDataPlanes[nn] {
+			t.Errorf("Gateway %s: parameters to provision %v, data plane kept %v; want it left as it is", name, ok, res.KeepDataPlanes[nn])
+		}
 	}
-	if len(res.Fragments) != 2 {
-		t.Errorf("%d fragments, want the two accepted Gateways'", len(res.Fragments))
+	if len(res.Fragments) != 8 {
+		t.Errorf("%d fragments, want all 8 Gateways served", len(res.Fragments))
 	}
 }
 

@@ -62,6 +62,9 @@ type Provisioner struct {
 	// Secret that replaces the template's volume named XDSVolume; nil
 	// issues none.
 	XDS *xdstls.CA
+	// SharedXDSSecret is the shared gateways' identity, which no
+	// Gateway's data plane may mount.
+	SharedXDSSecret string
 }
 
 // XDSVolume is the gateway pod template's volume of its xDS credentials
@@ -153,10 +156,19 @@ func (p *Provisioner) Sync(ctx context.Context, gateways []*gwv1.Gateway, res *R
 		served[name] = true
 		nn := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
 		ports := p.ports(gw, res.Gateways[nn])
+		if res.KeepDataPlanes[nn] {
+			// Its parameters cannot be read: leave it as it is.
+			planes[nn] = p.existing(ctx, name)
+			continue
+		}
 		params := res.Parameters[nn]
 		if p.XDS != nil {
+			if err := p.checkXDSVolume(tmpl, name); err != nil {
+				errs = append(errs, err)
+				continue
+			}
 			// Before the Deployment: its pods wait for the Secret.
-			if _, err := xdstls.EnsureGatewaySecret(ctx, p.Kube, p.XDS, p.Namespace, xdsSecretName(name), nn.String(), p.labels(gw), time.Now()); err != nil {
+			if _, err := xdstls.EnsureGatewaySecret(ctx, p.Kube, p.XDS, p.Namespace, xdsSecretName(name), nn.String(), p.labels(gw), annotations(gw), time.Now()); err != nil {
 				errs = append(errs, err)
 				continue
 			}
@@ -195,6 +207,46 @@ func (p *Provisioner) Sync(ctx context.Context, gateways []*gwv1.Gateway, res *R
 	}
 	errs = append(errs, p.removeUnserved(ctx, served)...)
 	return planes, errors.Join(errs...)
+}
+
+// existing reports the data plane a Gateway has, without changing it.
+func (p *Provisioner) existing(ctx context.Context, name string) DataPlane {
+	var plane DataPlane
+	if svc, err := p.Kube.CoreV1().Services(p.Namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
+		plane.Addresses = serviceAddresses(svc, nil)
+	}
+	if d, err := p.Kube.AppsV1().Deployments(p.Namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
+		plane.Ready = ptr.Deref(d.Spec.Replicas, 1) > 0 && d.Status.AvailableReplicas > 0
+	}
+	return plane
+}
+
+// checkXDSVolume refuses a template whose pods would not get the
+// Gateway's own xDS identity: one without the XDSVolume Secret volume, or
+// one that mounts the shared gateways' identity some other way (which
+// reads every KIngress key).
+func (p *Provisioner) checkXDSVolume(tmpl *corev1.PodTemplateSpec, name string) error {
+	found := false
+	for _, v := range tmpl.Spec.Volumes {
+		if v.Name == XDSVolume && v.Secret != nil {
+			found = true
+			continue
+		}
+		if v.Secret != nil && v.Secret.SecretName == p.SharedXDSSecret {
+			return fmt.Errorf("the gateway template %s/%s mounts the shared gateways' xDS Secret %s in volume %s; only the volume %q may, which each Gateway's data plane gets its own Secret in", p.Namespace, p.Template, p.SharedXDSSecret, v.Name, XDSVolume)
+		}
+		if v.Projected != nil {
+			for _, src := range v.Projected.Sources {
+				if src.Secret != nil && src.Secret.Name == p.SharedXDSSecret {
+					return fmt.Errorf("the gateway template %s/%s projects the shared gateways' xDS Secret %s into volume %s; only the volume %q may mount it", p.Namespace, p.Template, p.SharedXDSSecret, v.Name, XDSVolume)
+				}
+			}
+		}
+	}
+	if !found {
+		return fmt.Errorf("the gateway template %s/%s has no Secret volume %q: Gateway %s's data plane would have no xDS identity", p.Namespace, p.Template, XDSVolume, name)
+	}
+	return nil
 }
 
 // template reads the shared gateway's pod template.
@@ -274,6 +326,20 @@ func infraLabels(gw *gwv1.Gateway) map[gwv1.LabelKey]gwv1.LabelValue {
 	return gw.Spec.Infrastructure.Labels
 }
 
+// safeLabels leaves out the keys a Gateway may not set on its data plane
+// (Build refuses them with InvalidParameters; this holds for any template
+// too): ReservedLabel's, and the template's own pod label keys, which the
+// shared gateways' Services select by.
+func safeLabels(in map[gwv1.LabelKey]gwv1.LabelValue, template map[string]string) map[gwv1.LabelKey]gwv1.LabelValue {
+	out := make(map[gwv1.LabelKey]gwv1.LabelValue, len(in))
+	for k, v := range in {
+		if _, taken := template[string(k)]; !taken && !ReservedLabel(string(k)) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 func infraAnnotations(gw *gwv1.Gateway) map[gwv1.AnnotationKey]gwv1.AnnotationValue {
 	if gw.Spec.Infrastructure == nil {
 		return nil
@@ -306,7 +372,7 @@ var sharedListenerPorts = map[string]bool{"http": true, "http-internal": true, "
 func (p *Provisioner) ensureDeployment(ctx context.Context, name string, gw *gwv1.Gateway, tmpl *corev1.PodTemplateSpec, ports []listenerPort, params Parameters) (bool, error) {
 	pod := tmpl.DeepCopy()
 	lbls := p.labels(gw)
-	pod.Labels = withInfrastructure(lbls, infraLabels(gw))
+	pod.Labels = withInfrastructure(lbls, safeLabels(infraLabels(gw), tmpl.Labels))
 	for i := range pod.Spec.Volumes {
 		// The Gateway's own identity, not the shared gateways'.
 		if v := &pod.Spec.Volumes[i]; v.Name == XDSVolume && v.Secret != nil {
@@ -353,7 +419,7 @@ func (p *Provisioner) ensureDeployment(ctx context.Context, name string, gw *gwv
 	}
 	want := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Namespace,
-			Labels: withInfrastructure(lbls, infraLabels(gw)), Annotations: withInfrastructure(annotations(gw), infraAnnotations(gw))},
+			Labels: withInfrastructure(lbls, safeLabels(infraLabels(gw), tmpl.Labels)), Annotations: withInfrastructure(annotations(gw), infraAnnotations(gw))},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(replicas),
 			Selector: &metav1.LabelSelector{MatchLabels: lbls},
@@ -381,8 +447,8 @@ func (p *Provisioner) ensureDeployment(ctx context.Context, name string, gw *gwv
 		return false, fmt.Errorf("Deployment %s/%s exists and was not made by weir-controller for Gateway %s/%s; remove it", p.Namespace, name, gw.Namespace, gw.Name)
 	case cur.Annotations[templateHashAnnotation] == want.Annotations[templateHashAnnotation]:
 		// Available pods of the current template: the rollout is done.
-		// Scaled to zero, there is nothing to wait for.
-		return cur.Status.ObservedGeneration >= cur.Generation && (replicas == 0 || cur.Status.UpdatedReplicas > 0 && cur.Status.AvailableReplicas > 0), nil
+		// Scaled to zero, nothing serves: never ready.
+		return replicas > 0 && cur.Status.ObservedGeneration >= cur.Generation && cur.Status.UpdatedReplicas > 0 && cur.Status.AvailableReplicas > 0, nil
 	}
 	cur = cur.DeepCopy()
 	cur.Annotations, cur.Labels = want.Annotations, want.Labels
@@ -435,8 +501,9 @@ func (p *Provisioner) ensureService(ctx context.Context, name string, gw *gwv1.G
 		}
 		return err
 	}
-	lbls, annos := withInfrastructure(p.labels(gw), infraLabels(gw)), withInfrastructure(annotations(gw), infraAnnotations(gw))
-	annos[propagatedLabelsAnnotation], annos[propagatedAnnotationsAnnotation] = sortedKeyList(infraLabels(gw)), sortedKeyList(infraAnnotations(gw))
+	infra := safeLabels(infraLabels(gw), nil)
+	lbls, annos := withInfrastructure(p.labels(gw), infra), withInfrastructure(annotations(gw), infraAnnotations(gw))
+	annos[propagatedLabelsAnnotation], annos[propagatedAnnotationsAnnotation] = sortedKeyList(infra), sortedKeyList(infraAnnotations(gw))
 	create := func() (*corev1.Service, error) {
 		svc, err := svcs.Create(ctx, desired(metav1.ObjectMeta{Name: name, Namespace: p.Namespace, Labels: lbls, Annotations: annos}), metav1.CreateOptions{})
 		return svc, refused(err)

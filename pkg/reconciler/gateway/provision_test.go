@@ -234,3 +234,70 @@ func TestProvisionXDSIdentity(t *testing.T) {
 		t.Errorf("the removed Gateway's xDS Secret is still there: %v", err)
 	}
 }
+
+// TestProvisionGuards: a Gateway whose parameters cannot be read keeps
+// its data plane as it is (not removed, not changed); a template that
+// would hand a Gateway's pods the shared gateways' identity, or none, is
+// refused; a label the template's pods carry is not taken from a
+// Gateway's spec.infrastructure, so a Gateway's pods cannot join the
+// shared gateways' Services.
+func TestProvisionGuards(t *testing.T) {
+	ctx := context.Background()
+	xdsVolume := corev1.Volume{Name: XDSVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "weir-gateway-xds"}}}
+	tmpl := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "weir-gateway", Namespace: "weir-system"},
+		Spec: appsv1.DeploymentSpec{Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"tier": "edge"}},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "gateway", Image: "weir-proxy"}}, Volumes: []corev1.Volume{xdsVolume}},
+		}}}
+	kube := kubefake.NewSimpleClientset(tmpl)
+	ca, err := xdstls.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Provisioner{Kube: kube, Namespace: "weir-system", Template: "weir-gateway", XDS: ca, SharedXDSSecret: "weir-gateway-xds"}
+	gw := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "edge", Namespace: "apps"}, Spec: gwv1.GatewaySpec{
+		Listeners:      []gwv1.Listener{{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType}},
+		Infrastructure: &gwv1.GatewayInfrastructure{Labels: map[gwv1.LabelKey]gwv1.LabelValue{"tier": "hijack", "team": "a"}},
+	}}
+	nn := types.NamespacedName{Namespace: "apps", Name: "edge"}
+	frag := []*ir.Fragment{{Source: ir.ObjectRef{Kind: Kind, Namespace: "apps", Name: "edge"}}}
+	if _, err := p.Sync(ctx, []*gwv1.Gateway{gw}, &Result{Fragments: frag, Parameters: map[types.NamespacedName]Parameters{nn: {Replicas: ptr.To[int32](2)}}}); err != nil {
+		t.Fatal(err)
+	}
+	name := ResourceName("apps", "edge")
+	d, err := kube.AppsV1().Deployments("weir-system").Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := d.Spec.Template.Labels["tier"]; ok || d.Spec.Template.Labels["team"] != "a" {
+		t.Errorf("pod labels %v: tier (a template pod label, which Services may select by) must not come from the Gateway; team must", d.Spec.Template.Labels)
+	}
+
+	// Parameters unreadable: the data plane is kept exactly.
+	if _, err := p.Sync(ctx, []*gwv1.Gateway{gw}, &Result{Fragments: frag, KeepDataPlanes: map[types.NamespacedName]bool{nn: true}}); err != nil {
+		t.Fatal(err)
+	}
+	kept, err := kube.AppsV1().Deployments("weir-system").Get(ctx, name, metav1.GetOptions{})
+	if err != nil || *kept.Spec.Replicas != 2 {
+		t.Errorf("the data plane of a Gateway whose parameters cannot be read: %v, %+v", err, kept)
+	}
+	if _, err := kube.CoreV1().Secrets("weir-system").Get(ctx, name+"-xds", metav1.GetOptions{}); err != nil {
+		t.Errorf("its xDS Secret was removed: %v", err)
+	}
+
+	for _, tc := range []struct {
+		name    string
+		volumes []corev1.Volume
+	}{
+		{"no xDS volume", nil},
+		{"the shared identity in another volume", []corev1.Volume{xdsVolume, {Name: "extra", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "weir-gateway-xds"}}}}},
+		{"the shared identity projected", []corev1.Volume{xdsVolume, {Name: "all", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			Sources: []corev1.VolumeProjection{{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "weir-gateway-xds"}}}}}}}}},
+	} {
+		bad := tmpl.Spec.Template.DeepCopy()
+		bad.Spec.Volumes = tc.volumes
+		if err := p.checkXDSVolume(bad, name); err == nil {
+			t.Errorf("%s: the template was accepted", tc.name)
+		}
+	}
+}

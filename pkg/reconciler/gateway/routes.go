@@ -582,7 +582,8 @@ func (b *builder) resolveBackend(kind, from string, ref gwv1.BackendRef, field s
 		return nil, string(gwv1.RouteReasonUnsupportedValue), fmt.Sprintf("%s.port is required for a Service", field)
 	}
 	svc, err := b.listers.Services.Services(ns).Get(string(ref.Name))
-	if err == nil && b.usedServices != nil {
+	if err == nil && b.usedServices != nil && kind != TLSRouteKind {
+		// A TLSRoute passes TLS through; no BackendTLSPolicy applies.
 		b.usedServices[types.NamespacedName{Namespace: ns, Name: svc.Name}] = true
 	}
 	if err != nil {
@@ -605,6 +606,11 @@ func (b *builder) resolveBackend(kind, from string, ref gwv1.BackendRef, field s
 		// cluster apart from an HTTPRoute's HTTP/1.1 one to the same port.
 		be.Protocol = ir.GRPC
 		be.Name += "/grpc"
+	}
+	if kind == TLSRouteKind {
+		// Raw TCP, never re-encrypted: apart from an HTTPRoute's cluster
+		// to the same port, which a BackendTLSPolicy may make TLS.
+		be.Name += "/tls-passthrough"
 	}
 	if svc.Spec.Type == "ExternalName" {
 		// The spec advises against them: a route author could reach any

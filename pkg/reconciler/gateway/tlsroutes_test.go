@@ -93,8 +93,8 @@ spec:
 		got = append(got, tr.Listener+" "+strings.Join(tr.ServerNames, ",")+" -> "+strings.Join(bs, ","))
 	}
 	want := []string{
-		"pass a.example.com -> default/svc:80=1",
-		"pass b.example.com -> default/svc:80=3,spec.rules[0].backendRefs[1] (unresolved)=1",
+		"pass a.example.com -> default/svc:80/tls-passthrough=1",
+		"pass b.example.com -> default/svc:80/tls-passthrough=3,spec.rules[0].backendRefs[1] (unresolved)=1",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("TLS routes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
