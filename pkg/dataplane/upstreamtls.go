@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -194,8 +195,8 @@ type sanMatcher struct {
 
 func (m sanMatcher) matches(leaf *x509.Certificate) bool {
 	if m.uri {
-		for _, u := range leaf.URIs {
-			if u.String() == m.exact {
+		for _, u := range rawURISANs(leaf) {
+			if u == m.exact {
 				return true
 			}
 		}
@@ -208,6 +209,37 @@ func (m sanMatcher) matches(leaf *x509.Certificate) bool {
 	}
 	return false
 }
+
+// rawURISANs are the certificate's URI SANs as written: Envoy compares
+// those bytes, where Go's parsed URIs are re-serialised (the scheme
+// lower-cased, the path re-escaped).
+func rawURISANs(c *x509.Certificate) []string {
+	for _, ext := range c.Extensions {
+		if !ext.Id.Equal(oidSubjectAltName) {
+			continue
+		}
+		var seq asn1.RawValue
+		if rest, err := asn1.Unmarshal(ext.Value, &seq); err != nil || len(rest) > 0 || !seq.IsCompound || seq.Tag != asn1.TagSequence {
+			return nil
+		}
+		var out []string
+		for rest := seq.Bytes; len(rest) > 0; {
+			var name asn1.RawValue
+			var err error
+			if rest, err = asn1.Unmarshal(rest, &name); err != nil {
+				return out
+			}
+			// GeneralName [6] uniformResourceIdentifier IA5String.
+			if name.Class == asn1.ClassContextSpecific && name.Tag == 6 && !name.IsCompound {
+				out = append(out, string(name.Bytes))
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
 
 func (m sanMatcher) String() string {
 	if m.uri {

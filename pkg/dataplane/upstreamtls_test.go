@@ -170,8 +170,11 @@ func TestUpstreamTLSURISAN(t *testing.T) {
 		t.Fatal(err)
 	}
 	id, _ := url.Parse("spiffe://example.com/ns/apps/sa/api")
+	// Written as another CA might: Envoy compares the SAN's bytes, so
+	// "spiffe://example.com/Mixed" does not match it.
+	mixed := &url.URL{Scheme: "SPIFFE", Host: "example.com", Path: "/Mixed"}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "api"}, URIs: []*url.URL{id}, DNSNames: []string{"api.internal"},
+		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "api"}, URIs: []*url.URL{id, mixed}, DNSNames: []string{"api.internal"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true, IsCA: true,
@@ -199,6 +202,10 @@ func TestUpstreamTLSURISAN(t *testing.T) {
 			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: id.String()}}}, 503},
 		{"a DNS SAN as a URI", &tlsv3.SubjectAltNameMatcher{SanType: tlsv3.SubjectAltNameMatcher_URI,
 			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "api.internal"}}}, 503},
+		{"a URI as written", &tlsv3.SubjectAltNameMatcher{SanType: tlsv3.SubjectAltNameMatcher_URI,
+			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "SPIFFE://example.com/Mixed"}}}, 200},
+		{"a URI as Go would re-write it", &tlsv3.SubjectAltNameMatcher{SanType: tlsv3.SubjectAltNameMatcher_URI,
+			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "spiffe://example.com/Mixed"}}}, 503},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := &tlsv3.UpstreamTlsContext{Sni: "api.internal", CommonTlsContext: &tlsv3.CommonTlsContext{
