@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weir-dev/weir/pkg/envoycheck"
@@ -77,7 +78,7 @@ func (b *builder) backendTLSPolicies() {
 				seen[svc] = true
 				idx.byService[svc] = append(idx.byService[svc], p)
 			}
-			section := string(ptrOr(t.SectionName, ""))
+			section := string(ptr.Deref(t.SectionName, ""))
 			key := tlsTarget(obj.Namespace, string(t.Name), section)
 			if winners := idx.byTarget[key]; len(winners) > 0 {
 				what := "Service " + svc.String()
@@ -90,13 +91,6 @@ func (b *builder) backendTLSPolicies() {
 		}
 	}
 	b.tlsPolicies = idx
-}
-
-func ptrOr[T any](p *T, def T) T {
-	if p == nil {
-		return def
-	}
-	return *p
 }
 
 // resolveTLSPolicy reads a policy's CA certificates and names.
@@ -233,7 +227,7 @@ func (b *builder) tlsPolicyStatuses() {
 			}
 			ns := gwv1.Namespace(gwNN.Namespace)
 			a := gwv1.PolicyAncestorStatus{
-				AncestorRef:    gwv1.ParentReference{Group: ptrTo(gwv1.Group(gwv1.GroupName)), Kind: ptrTo(gwv1.Kind("Gateway")), Namespace: &ns, Name: gwv1.ObjectName(gwNN.Name)},
+				AncestorRef:    gwv1.ParentReference{Group: ptr.To(gwv1.Group(gwv1.GroupName)), Kind: ptr.To(gwv1.Kind("Gateway")), Namespace: &ns, Name: gwv1.ObjectName(gwNN.Name)},
 				ControllerName: ControllerName,
 			}
 			accepted, reason, msg := p.accepted, p.reason, p.msg
@@ -250,8 +244,6 @@ func (b *builder) tlsPolicyStatuses() {
 		b.res.BackendTLSPolicies[nn] = st
 	}
 }
-
-func ptrTo[T any](v T) *T { return &v }
 
 // NextPolicyStatus is a policy's status with our ancestors replaced by
 // ours, and whether it must be written. Other controllers' are kept.
