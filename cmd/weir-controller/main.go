@@ -24,14 +24,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
-	"knative.dev/networking/pkg/apis/networking"
-	ingressinformer "knative.dev/networking/pkg/client/injection/informers/networking/v1alpha1/ingress"
 	kubeclient "knative.dev/pkg/client/injection/kube/client"
 	serviceinformer "knative.dev/pkg/client/injection/kube/informers/core/v1/service"
 	endpointsliceinformer "knative.dev/pkg/client/injection/kube/informers/discovery/v1/endpointslice"
@@ -59,7 +56,7 @@ import (
 var (
 	xdsAddress     = flag.String("xds-address", envOr("XDS_ADDRESS", ":18000"), "where to serve xDS (gRPC ADS, delta and state of the world)")
 	metricsAddress = flag.String("metrics-address", envOr("METRICS_ADDRESS", ":9091"), "where to serve Prometheus /metrics")
-	initialSync    = flag.Duration("initial-sync-timeout", 2*time.Minute, "how long to wait for every existing KIngress to be reconciled before serving xDS")
+	initialSync    = flag.Duration("initial-sync-timeout", 2*time.Minute, "how long to wait for the informers to sync (every existing KIngress in the model) before serving xDS")
 )
 
 // probeGatePatience is how long a KIngress waits for the gateways' ACKs
@@ -76,11 +73,13 @@ func envOr(key, def string) string {
 // Client and workqueue defaults for 10,000 KIngresses, unless the
 // environment (or --kube-api-qps / --kube-api-burst) says otherwise.
 // sharedmain would give 5 QPS and 2 workers: the first reconcile of a
-// KIngress writes a finalizer and a status, so 10,000 took hours.
+// KIngress writes a finalizer and a status, so 10,000 took hours. With
+// these, the API server's own write rate is the limit (make
+// bench-scale-cluster; docs/benchmarks.md).
 var clientDefaults = map[string]string{
-	"KUBE_API_QPS":             "200",
-	"KUBE_API_BURST":           "400",
-	"K_THREADS_PER_CONTROLLER": "8",
+	"KUBE_API_QPS":             "1000",
+	"KUBE_API_BURST":           "2000",
+	"K_THREADS_PER_CONTROLLER": "32",
 }
 
 func main() {
@@ -165,7 +164,7 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 	go func() {
 		// Serving xDS before every existing KIngress is in the model would
 		// hand restarted gateways a partial config and drop traffic.
-		waitForInitialReconcile(ctx, logger, rec, *initialSync)
+		serveExistingKIngresses(ctx, logger, rec, *initialSync)
 		// Likewise every Gateway's: its data plane must not get an empty
 		// config from a restarted controller.
 		select {
@@ -244,28 +243,20 @@ func translateOptions(w *config.Weir) translate.Options {
 	return o
 }
 
-// waitForInitialReconcile blocks until every KIngress of Weir's class that
-// existed at start has been reconciled once, or the timeout passes.
-func waitForInitialReconcile(ctx context.Context, logger *zap.SugaredLogger, rec *kingress.Reconciler, timeout time.Duration) {
-	informer := ingressinformer.Get(ctx)
+// serveExistingKIngresses puts every existing KIngress into the model once
+// the informers have synced, so a restarted controller never hands the
+// gateways a partial config. It gives up after timeout.
+func serveExistingKIngresses(ctx context.Context, logger *zap.SugaredLogger, rec *kingress.Reconciler, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
 	for ctx.Err() == nil {
-		if informer.Informer().HasSynced() {
-			all, err := informer.Lister().List(labels.Everything())
-			pending := 0
-			for _, ing := range all {
-				if ing.Annotations[networking.IngressClassAnnotationKey] == kingress.ClassName && !rec.Seen(ing) {
-					pending++
-				}
-			}
-			if err == nil && pending == 0 {
-				logger.Infof("All %d KIngresses reconciled; serving xDS", len(all))
-				return
-			}
-			if time.Now().After(deadline) {
-				logger.Warnf("%d KIngresses still unreconciled after %v; serving xDS anyway", pending, timeout)
-				return
-			}
+		t0 := time.Now()
+		if n, ok := rec.ServeExisting(ctx); ok {
+			logger.Infof("Served all %d KIngresses in %v; serving xDS", n, time.Since(t0).Round(time.Millisecond))
+			return
+		}
+		if time.Now().After(deadline) {
+			logger.Warnf("The informers have not synced after %v; serving xDS anyway", timeout)
+			return
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

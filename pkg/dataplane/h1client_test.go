@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -93,6 +95,32 @@ func TestH1TransportReusesConnections(t *testing.T) {
 	}
 	if n := s.conns.Load(); n != 1 {
 		t.Errorf("20 sequential requests used %d connections, want 1", n)
+	}
+}
+
+// TestH1TransportIdleConnectionsHoldNoBuffers: an idle connection gives
+// its 32 KiB of buffers back, and takes them again when it is reused.
+func TestH1TransportIdleConnectionsHoldNoBuffers(t *testing.T) {
+	t.Parallel()
+	s := startRawServer(t, func(c net.Conn, br *bufio.Reader) {
+		readRequests(c, br, func(n int, req *http.Request) (string, bool) {
+			return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d", n), true
+		})
+	})
+	tr := newTestH1(t)
+	for i := 0; i < 3; i++ {
+		if _, body, err := h1Get(t, tr, context.Background(), s.addr, http.MethodGet); err != nil || body != strconv.Itoa(i) {
+			t.Fatalf("request %d on the one connection: %q %v", i, body, err)
+		}
+		tr.mu.Lock()
+		idle := tr.idle[s.addr]
+		tr.mu.Unlock()
+		if len(idle) != 1 {
+			t.Fatalf("after request %d: %d idle connections, want 1", i, len(idle))
+		}
+		if idle[0].br != nil || idle[0].bw != nil {
+			t.Errorf("after request %d: the idle connection holds its buffers", i)
+		}
 	}
 }
 

@@ -81,6 +81,12 @@ func NewController(opts ControllerOptions) func(context.Context, configmap.Watch
 		sliceInformer := endpointsliceinformer.Get(ctx)
 		secretInformer := secretinformer.Get(ctx, opts.SecretSelector)
 
+		for _, inf := range []cache.SharedIndexInformer{ingressInformer.Informer(), serviceInformer.Informer(),
+			sliceInformer.Informer(), secretInformer.Informer()} {
+			if err := inf.SetTransform(StripManagedFields); err != nil {
+				logger.Fatalw("Setting an informer's transform failed", zap.Error(err))
+			}
+		}
 		if err := sliceInformer.Informer().AddIndexers(SliceIndexers); err != nil {
 			logger.Fatalw("Indexing EndpointSlices by Service failed", zap.Error(err))
 		}
@@ -119,6 +125,11 @@ func NewController(opts ControllerOptions) func(context.Context, configmap.Watch
 			return controller.Options{ConfigStore: store}
 		})
 		store.WatchConfigs(cmw)
+		r.configStore = store
+		r.synced = func() bool {
+			return ingressInformer.Informer().HasSynced() && serviceInformer.Informer().HasSynced() &&
+				sliceInformer.Informer().HasSynced() && secretInformer.Informer().HasSynced()
+		}
 
 		r.Enqueue = impl.EnqueueKey
 		if ps, ok := opts.Syncer.(ProblemSource); ok {
@@ -163,6 +174,16 @@ func NewController(opts ControllerOptions) func(context.Context, configmap.Watch
 			controller.EnsureTypeMeta(impl.Tracker.OnChanged, corev1.SchemeGroupVersion.WithKind("Service"))))
 		sliceInformer.Informer().AddEventHandler(controller.HandleAll(
 			controller.EnsureTypeMeta(impl.Tracker.OnChanged, discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice"))))
+		// A gateway pod that became ready (or went) releases the
+		// KIngresses that had none to probe.
+		sliceInformer.Informer().AddEventHandler(cache.FilteringResourceEventHandler{
+			FilterFunc: func(obj interface{}) bool {
+				return isGatewaySlice(store.Load().Weir, obj)
+			},
+			Handler: controller.HandleAll(func(interface{}) {
+				r.GatewayWaiters.GatewaysChanged(impl.EnqueueKey)
+			}),
+		})
 		secretInformer.Informer().AddEventHandler(controller.HandleAll(
 			controller.EnsureTypeMeta(impl.Tracker.OnChanged, corev1.SchemeGroupVersion.WithKind("Secret"))))
 		return impl
@@ -225,4 +246,29 @@ func legacyFinalizerPatch(ing *v1alpha1.Ingress) []byte {
 		return nil // a map of strings always marshals
 	}
 	return patch
+}
+
+// isGatewaySlice reports whether obj is an EndpointSlice of one of the
+// gateway Services that KIngresses are probed through.
+func isGatewaySlice(cfg *config.Weir, obj interface{}) bool {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	s, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return false
+	}
+	svc := types.NamespacedName{Namespace: s.Namespace, Name: s.Labels[discoveryv1.LabelServiceName]}
+	return svc == cfg.ExternalService || svc == cfg.InternalService
+}
+
+// StripManagedFields drops metadata.managedFields from objects before the
+// informers cache them: Weir never reads them, and at 10,000 KIngresses
+// with their Services and EndpointSlices they are 30,000 copies. An update
+// without managedFields keeps the stored ones.
+func StripManagedFields(obj interface{}) (interface{}, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -46,10 +47,11 @@ func (s *countingSyncer) Trigger() { s.n++ }
 
 // Keys of TableRow.OtherTestData.
 const (
-	dataProber  = "prober"  // *fakeProber; default ready
-	dataServing = "serving" // []*v1alpha1.Ingress already in the model
-	dataModel   = "model"   // set by the factory: *ir.Model
-	dataSyncer  = "syncer"  // set by the factory: *countingSyncer
+	dataProber     = "prober"     // *fakeProber; default ready
+	dataReconciler = "reconciler" // *Reconciler, set by the factory
+	dataServing    = "serving"    // []*v1alpha1.Ingress already in the model
+	dataModel      = "model"      // set by the factory: *ir.Model
+	dataSyncer     = "syncer"     // set by the factory: *countingSyncer
 )
 
 func factory(t *testing.T, row *rtesting.TableRow) (controller.Reconciler, rtesting.ActionRecorderList, rtesting.EventList) {
@@ -90,6 +92,7 @@ func factory(t *testing.T, row *rtesting.TableRow) (controller.Reconciler, rtest
 
 	r := &Reconciler{Listers: l.Listers, Model: model, Syncer: syncer, Prober: prober, Tracker: &rtesting.FakeTracker{},
 		Enqueue: func(types.NamespacedName) {}}
+	row.OtherTestData[dataReconciler] = r
 	c := ingressreconciler.NewReconciler(ctx, logging.FromContext(ctx), net, l.Ingresses, recorder, r, ClassName)
 	if la, ok := c.(pkgreconciler.LeaderAware); ok {
 		if err := la.Promote(pkgreconciler.UniversalBucket(), func(pkgreconciler.Bucket, types.NamespacedName) {}); err != nil {
@@ -236,15 +239,44 @@ func TestReconcile(t *testing.T) {
 		},
 		PostConditions: []func(*testing.T, *rtesting.TableRow){served("hello", true)},
 	}, {
+		// An error would go through the workqueue's shared retry limit
+		// and write an Event per KIngress; a gateway pod becoming ready
+		// enqueues the KIngress instead.
+		Name:    "no ready gateway pod is a wait, not an error",
+		Objects: []runtime.Object{kingress("hello", withFinalizer), service("svc")},
+		Key:     "default/hello",
+		OtherTestData: map[string]interface{}{
+			dataProber: &fakeProber{err: fmt.Errorf("listing: %w", &NoGatewayPodsError{Service: types.NamespacedName{Namespace: "weir-system", Name: "weir"}})},
+		},
+		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(kingress("hello", withFinalizer, observed,
+			withStatus(func(s *v1alpha1.IngressStatus) {
+				s.MarkNetworkConfigured()
+				s.MarkLoadBalancerNotReady()
+				s.MarkIngressNotReady("NoGatewayPods", `no ready gateway pods behind Service weir-system/weir (port "http"); check that the gateway Deployment is running and ready`)
+			})))},
+		PostConditions: []func(*testing.T, *rtesting.TableRow){func(t *testing.T, row *rtesting.TableRow) {
+			r := row.OtherTestData[dataReconciler].(*Reconciler)
+			var enqueued []types.NamespacedName
+			r.GatewayWaiters.GatewaysChanged(func(k types.NamespacedName) { enqueued = append(enqueued, k) })
+			if want := []types.NamespacedName{{Namespace: "default", Name: "hello"}}; !slices.Equal(enqueued, want) {
+				t.Errorf("a gateway change enqueued %v, want %v", enqueued, want)
+			}
+			enqueued = nil
+			r.GatewayWaiters.GatewaysChanged(func(k types.NamespacedName) { enqueued = append(enqueued, k) })
+			if len(enqueued) != 0 {
+				t.Errorf("a second gateway change enqueued %v again", enqueued)
+			}
+		}},
+	}, {
 		Name:    "prober error is retried",
 		Objects: []runtime.Object{kingress("hello", withFinalizer), service("svc")},
 		Key:     "default/hello",
 		OtherTestData: map[string]interface{}{
-			dataProber: &fakeProber{err: errors.New("no ready gateway pods")},
+			dataProber: &fakeProber{err: errors.New("connection refused")},
 		},
 		WantErr: true,
 		WantEvents: []string{rtesting.Eventf("Warning", "InternalError",
-			"probing the gateways for default/hello: no ready gateway pods")},
+			"probing the gateways for default/hello: connection refused")},
 		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(kingress("hello", withFinalizer, observed,
 			withStatus(func(s *v1alpha1.IngressStatus) { s.MarkNetworkConfigured() })))},
 	}, {
@@ -298,5 +330,48 @@ func TestReportRejectedRecordsEventsOnKIngresses(t *testing.T) {
 	}
 	if e := <-rec.Events; e != "Warning GatewayRejectedConfig A gateway rejected the Envoy config built from this KIngress, and keeps serving its previous config: unknown field x" {
 		t.Errorf("event = %q", e)
+	}
+}
+
+func TestServeExistingFillsTheModelBeforeTheWorkqueue(t *testing.T) {
+	// As stored by an older API server: no defaults (the reconciler sets
+	// them, and the probe hash covers them).
+	undefaulted := func(i *v1alpha1.Ingress) {
+		i.Spec.HTTPOption = ""
+		i.Spec.Rules[0].Visibility = ""
+	}
+	l := newListers(kingress("hello", undefaulted), kingress("theirs", withClass("kourier.ingress.networking.knative.dev")),
+		kingress("leaving", withDeletion), service("svc"))
+	syncer := &countingSyncer{}
+	model := ir.NewModel()
+	r := &Reconciler{Listers: l.Listers, Model: model, Syncer: syncer, Prober: &fakeProber{ready: true},
+		Tracker: &rtesting.FakeTracker{}, Ingresses: l.Ingresses, Enqueue: func(types.NamespacedName) {}}
+	ctx := logtesting.TestContextWithLogger(t)
+
+	synced := false
+	r.synced = func() bool { return synced }
+	if n, ok := r.ServeExisting(ctx); ok || n != 0 {
+		t.Fatalf("before the informers synced: ServeExisting = %d, %v; want 0, false", n, ok)
+	}
+	synced = true
+	if n, ok := r.ServeExisting(ctx); !ok || n != 1 {
+		t.Fatalf("ServeExisting = %d, %v; want 1, true (only hello is Weir's and not being deleted)", n, ok)
+	}
+	for name, want := range map[string]bool{"hello": true, "theirs": false, "leaving": false} {
+		if _, got := model.Get(ir.ObjectRef{Kind: Kind, Namespace: testNS, Name: name}); got != want {
+			t.Errorf("model serves %s = %v, want %v", name, got, want)
+		}
+	}
+
+	// The first reconcile finds the fragment it would build, so the
+	// gateways get no second config for it.
+	triggers := syncer.n
+	ing := kingress("hello", undefaulted)
+	ing.SetDefaults(ctx)
+	if err := r.ReconcileKind(ctx, ing); err != nil {
+		t.Fatal(err)
+	}
+	if syncer.n != triggers {
+		t.Errorf("the first reconcile after ServeExisting changed the model (%d triggers, want %d)", syncer.n, triggers)
 	}
 }

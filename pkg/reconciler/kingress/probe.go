@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
@@ -85,9 +86,74 @@ func (p *ProbeTargets) gatewayPods(svc types.NamespacedName) (sets.Set[string], 
 		}
 	}
 	if ips.Len() == 0 {
-		return nil, 0, fmt.Errorf("no ready gateway pods behind Service %s (port %q); check that the gateway Deployment is running and ready", svc, gatewayPortName)
+		return nil, 0, &NoGatewayPodsError{Service: svc}
 	}
 	return ips, port, nil
+}
+
+// NoGatewayPodsError says a gateway Service has no ready pod to probe. It
+// is a wait, not a failure: the KIngress is probed again when the
+// Service's EndpointSlices change (GatewayWaiters).
+type NoGatewayPodsError struct {
+	Service types.NamespacedName
+}
+
+func (e *NoGatewayPodsError) Error() string {
+	return fmt.Sprintf("no ready gateway pods behind Service %s (port %q); check that the gateway Deployment is running and ready", e.Service, gatewayPortName)
+}
+
+// GatewayWaiters holds the KIngresses that found no ready gateway pod, and
+// enqueues them when a gateway Service's EndpointSlices change. Returning
+// an error instead would send every KIngress through the workqueue's
+// shared retry limit (10 a second) and write a Warning Event for each:
+// at a controller start with 10,000 KIngresses, before the gateways were
+// ready, that took 16 minutes.
+type GatewayWaiters struct {
+	mu      sync.Mutex
+	changes uint64 // gateway EndpointSlice changes seen
+	waiting map[types.NamespacedName]struct{}
+}
+
+// Changes returns a token to pass to Wait: read it before the probe.
+func (g *GatewayWaiters) Changes() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.changes
+}
+
+// Wait holds key until the next gateway EndpointSlice change. If one came
+// since token was read, it enqueues key at once instead.
+func (g *GatewayWaiters) Wait(key types.NamespacedName, token uint64, enqueue func(types.NamespacedName)) {
+	g.mu.Lock()
+	if g.changes != token {
+		g.mu.Unlock()
+		enqueue(key)
+		return
+	}
+	if g.waiting == nil {
+		g.waiting = map[types.NamespacedName]struct{}{}
+	}
+	g.waiting[key] = struct{}{}
+	g.mu.Unlock()
+}
+
+// Forget drops key, e.g. when its KIngress is deleted.
+func (g *GatewayWaiters) Forget(key types.NamespacedName) {
+	g.mu.Lock()
+	delete(g.waiting, key)
+	g.mu.Unlock()
+}
+
+// GatewaysChanged enqueues every waiting KIngress.
+func (g *GatewayWaiters) GatewaysChanged(enqueue func(types.NamespacedName)) {
+	g.mu.Lock()
+	g.changes++
+	waiting := g.waiting
+	g.waiting = nil
+	g.mu.Unlock()
+	for key := range waiting {
+		enqueue(key)
+	}
 }
 
 // probeURLs returns one URL per rule with the given visibility. Each rule

@@ -18,13 +18,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	apitypes "k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 	"knative.dev/networking/pkg/apis/networking"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
 	netclient "knative.dev/networking/pkg/client/clientset/versioned"
+	netinformers "knative.dev/networking/pkg/client/informers/externalversions"
 	"knative.dev/networking/test/types"
 
 	"github.com/weir-dev/weir/pkg/reconciler/kingress"
@@ -37,7 +40,12 @@ const clusterNS = "serving-tests"
 // pods on test/cluster, with n KIngresses (each with its own Service and
 // EndpointSlice, all pointing at one backend pod) created through the API
 // server. controllerArgs go to weir-controller.
-func runCluster(n, changes int, restFor time.Duration, controllerArgs []string, keep bool) {
+//
+// With createFirst, the objects exist before Weir starts (a cluster
+// switching its ingress class to Weir), and the times count from Weir's
+// start. With heapDir, heap profiles of both processes are written there
+// after the changes.
+func runCluster(n, changes int, restFor time.Duration, controllerArgs []string, keep, createFirst bool, heapDir string) {
 	ctx := context.Background()
 	c, err := cluster.Start(ctx, cluster.Options{KeepWorkDir: keep})
 	check(err)
@@ -46,8 +54,23 @@ func runCluster(n, changes int, restFor time.Duration, controllerArgs []string, 
 	}
 	defer c.Stop()
 	c.StopOnSignal()
-	_, err = c.StartWeir(ctx, cluster.WeirOptions{ControllerArgs: controllerArgs})
-	check(err)
+	if heapDir != "" {
+		// Knative's sharedmain serves pprof on :8008 when this is set.
+		_, err := c.Kube.CoreV1().ConfigMaps("knative-serving").Patch(ctx, "config-observability", apitypes.MergePatchType,
+			[]byte(`{"data":{"runtime-profiling":"enabled"}}`), metav1.PatchOptions{})
+		check(err)
+	}
+	var weir *cluster.Weir
+	startWeir := func() {
+		weir, err = c.StartWeir(ctx, cluster.WeirOptions{ControllerArgs: controllerArgs})
+		check(err)
+	}
+	if !createFirst {
+		startWeir()
+	} else {
+		_, err = c.StartPodRunner(ctx, nil)
+		check(err)
+	}
 	backendIP := startClusterBackend(ctx, c)
 
 	cfg := rest.CopyConfig(c.Config)
@@ -71,6 +94,11 @@ func runCluster(n, changes int, restFor time.Duration, controllerArgs []string, 
 	wg.Wait()
 	created := time.Since(start)
 	log.Printf("created in %v", created.Round(time.Millisecond))
+	if createFirst {
+		start = time.Now()
+		startWeir()
+		log.Printf("weir started in %v", time.Since(start).Round(time.Millisecond))
+	}
 
 	client := &http.Client{Timeout: 5 * time.Second}
 	get := func(host string) (int, types.RuntimeInfo) {
@@ -101,19 +129,13 @@ func runCluster(n, changes int, restFor time.Duration, controllerArgs []string, 
 	})
 	firstServed := time.Since(start)
 	log.Printf("first served after %v", firstServed.Round(time.Millisecond))
+	// Count Ready from a watch: listing 10,000 KIngresses every second
+	// costs the API server more than the controller's status writes.
+	countReady := watchReady(ctx, nets)
 	lastLog := time.Now()
-	until("all Ready", 3*time.Hour, time.Second, func() bool {
-		list, err := nets.NetworkingV1alpha1().Ingresses(clusterNS).List(ctx, metav1.ListOptions{ResourceVersion: "0"})
-		if err != nil {
-			return false
-		}
-		ready := 0
-		for i := range list.Items {
-			if list.Items[i].IsReady() {
-				ready++
-			}
-		}
-		if time.Since(lastLog) > 30*time.Second {
+	until("all Ready", 3*time.Hour, 100*time.Millisecond, func() bool {
+		ready := countReady()
+		if time.Since(lastLog) > 10*time.Second {
 			log.Printf("%d of %d Ready after %v", ready, n, time.Since(start).Round(time.Second))
 			lastLog = time.Now()
 		}
@@ -138,6 +160,16 @@ func runCluster(n, changes int, restFor time.Duration, controllerArgs []string, 
 		served = append(served, time.Since(t0))
 	}
 
+	if heapDir != "" {
+		check(os.MkdirAll(heapDir, 0o755))
+		ctrlPod, err := c.Kube.CoreV1().Pods("knative-serving").Get(ctx, weir.ControllerPods[0], metav1.GetOptions{})
+		check(err)
+		gwPod, err := c.Kube.CoreV1().Pods("weir-system").Get(ctx, weir.GatewayPods[0], metav1.GetOptions{})
+		check(err)
+		saveHeap(fmt.Sprintf("http://%s:8008/debug/pprof/heap?gc=1", ctrlPod.Status.PodIP), filepath.Join(heapDir, "controller.heap"))
+		saveHeap(fmt.Sprintf("http://%s:9901/debug/pprof/heap?gc=1", gwPod.Status.PodIP), filepath.Join(heapDir, "gateway.heap"))
+	}
+
 	time.Sleep(2 * time.Second)
 	ctrl, proxy := findProcess("weir-controller"), findProcess("weir-proxy")
 	c0, p0 := cpuTime(ctrl), cpuTime(proxy)
@@ -145,11 +177,63 @@ func runCluster(n, changes int, restFor time.Duration, controllerArgs []string, 
 	ctrlRest := float64(cpuTime(ctrl)-c0) / float64(restFor) * 100
 	proxyRest := float64(cpuTime(proxy)-p0) / float64(restFor) * 100
 
+	if createFirst {
+		fmt.Println("Objects created before Weir started; times count from Weir's start.")
+	}
 	fmt.Printf("| KIngresses | created | start → first served | start → all Ready | change → served p50 / p99 | peak RSS controller / proxy | CPU at rest controller / proxy |\n")
 	fmt.Printf("| --- | --- | --- | --- | --- | --- | --- |\n")
 	fmt.Printf("| %d | %v | %v | %v | %v / %v | %d / %d MiB | %.1f / %.1f %% |\n", n,
 		created.Round(100*time.Millisecond), firstServed.Round(100*time.Millisecond), allReady.Round(100*time.Millisecond),
 		pct(served, 50), pct(served, 99), peakRSS(ctrl)>>20, peakRSS(proxy)>>20, ctrlRest, proxyRest)
+}
+
+// watchReady returns a function that counts the Ready KIngresses in
+// clusterNS, kept up to date by an informer.
+func watchReady(ctx context.Context, nets netclient.Interface) func() int {
+	factory := netinformers.NewSharedInformerFactoryWithOptions(nets, 0, netinformers.WithNamespace(clusterNS))
+	informer := factory.Networking().V1alpha1().Ingresses().Informer()
+	var mu sync.Mutex
+	ready := map[string]bool{}
+	update := func(obj interface{}) {
+		ing, ok := obj.(*v1alpha1.Ingress)
+		if !ok {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if ing.IsReady() {
+			ready[ing.Name] = true
+		} else {
+			delete(ready, ing.Name)
+		}
+	}
+	_, err := informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    update,
+		UpdateFunc: func(_, obj interface{}) { update(obj) },
+	})
+	check(err)
+	factory.Start(ctx.Done())
+	return func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(ready)
+	}
+}
+
+// saveHeap writes the heap profile served at url to file.
+func saveHeap(url, file string) {
+	resp, err := http.Get(url)
+	check(err)
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		log.Fatalf("%s: %s", url, resp.Status)
+	}
+	out, err := os.Create(file)
+	check(err)
+	_, err = io.Copy(out, resp.Body)
+	check(err)
+	check(out.Close())
+	log.Printf("heap profile in %s", file)
 }
 
 func appHost(i int) string { return fmt.Sprintf("app-%d.%s.example.com", i, clusterNS) }

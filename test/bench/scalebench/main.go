@@ -37,13 +37,15 @@ func main() {
 	profile := flag.String("cpu-profile", "", "write a CPU profile of weir run during the changes to this file")
 	verbose := flag.Bool("v", false, "print every latency sample")
 	onCluster := flag.Bool("cluster", false, "measure weir-controller and a weir-proxy gateway on test/cluster instead of weir run (needs root)")
+	createFirst := flag.Bool("create-first", false, "with -cluster: create the objects before Weir starts, and time from Weir's start")
+	heapDir := flag.String("heap-profiles", "", "with -cluster: write heap profiles of the controller and the gateway to this directory after the changes")
 	var controllerArgs stringList
 	flag.Var(&controllerArgs, "controller-arg", "an argument for weir-controller with -cluster (repeatable)")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("[bench-scale] ")
 	if *onCluster {
-		runCluster(*n, *changes, *rest, controllerArgs, *keep)
+		runCluster(*n, *changes, *rest, controllerArgs, *keep, *createFirst, *heapDir)
 		return
 	}
 
