@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"time"
@@ -88,6 +89,7 @@ func main() {
 			_ = os.Setenv(k, v)
 		}
 	}
+	setMemoryLimit()
 	// Informers are built before sharedmain parses the flags, so the Secret
 	// selector comes from the environment. SECRET_LABEL_SELECTOR="" watches
 	// every Secret (for certificates that cannot be labeled).
@@ -98,6 +100,21 @@ func main() {
 }
 
 var secretSelector string
+
+// setMemoryLimit sets the garbage collector's soft limit to 90 % of
+// MEMORY_LIMIT (the container's limit, from the downward API) unless
+// GOMEMLIMIT is set: near the limit the collector works harder instead of
+// the heap growing to twice what is live and the kernel killing the pod.
+func setMemoryLimit() {
+	if _, set := os.LookupEnv("GOMEMLIMIT"); set {
+		return
+	}
+	limit, err := strconv.ParseInt(os.Getenv("MEMORY_LIMIT"), 10, 64)
+	if err != nil || limit <= 0 {
+		return
+	}
+	debug.SetMemoryLimit(limit / 10 * 9)
+}
 
 // newController wires the KIngress controller to the model, the syncer and
 // the xDS server. Every replica runs all of it; only the leader writes status.

@@ -36,16 +36,27 @@ import (
 
 const clusterNS = "serving-tests"
 
+// clusterOptions configure runCluster.
+type clusterOptions struct {
+	n, changes, endpointChanges int
+	rest                        time.Duration
+	controllerArgs              []string
+	keep, verbose               bool
+	// createFirst: the objects exist before Weir starts (a cluster
+	// switching its ingress class to Weir), and the times count from
+	// Weir's start.
+	createFirst bool
+	// heapDir: heap profiles of both processes are written there after
+	// the changes.
+	heapDir string
+}
+
 // runCluster is path (b): weir-controller and one weir-proxy gateway as
 // pods on test/cluster, with n KIngresses (each with its own Service and
 // EndpointSlice, all pointing at one backend pod) created through the API
-// server. controllerArgs go to weir-controller.
-//
-// With createFirst, the objects exist before Weir starts (a cluster
-// switching its ingress class to Weir), and the times count from Weir's
-// start. With heapDir, heap profiles of both processes are written there
-// after the changes.
-func runCluster(n, changes int, restFor time.Duration, controllerArgs []string, keep, createFirst bool, heapDir string) {
+// server.
+func runCluster(o clusterOptions) {
+	n, changes, restFor, controllerArgs, keep, createFirst, heapDir := o.n, o.changes, o.rest, o.controllerArgs, o.keep, o.createFirst, o.heapDir
 	ctx := context.Background()
 	c, err := cluster.Start(ctx, cluster.Options{KeepWorkDir: keep})
 	check(err)
@@ -160,6 +171,29 @@ func runCluster(n, changes int, restFor time.Duration, controllerArgs []string, 
 		served = append(served, time.Since(t0))
 	}
 
+	// An endpoint change: app-1's only EndpointSlice loses its endpoint
+	// (the gateway answers 503) and gets it back (scale from zero), until
+	// the gateway answers 200.
+	var endpoint []time.Duration
+	for range o.endpointChanges {
+		setEndpoint(ctx, kube, 1, backendIP, false)
+		until("endpoint gone", time.Minute, time.Millisecond, func() bool {
+			code, _ := get(appHost(1))
+			return code == http.StatusServiceUnavailable
+		})
+		t0 := time.Now()
+		setEndpoint(ctx, kube, 1, backendIP, true)
+		until("endpoint served", time.Minute, time.Millisecond, func() bool {
+			code, _ := get(appHost(1))
+			return code == http.StatusOK
+		})
+		endpoint = append(endpoint, time.Since(t0))
+	}
+	if o.verbose {
+		log.Printf("change: %v", served)
+		log.Printf("endpoint: %v", endpoint)
+	}
+
 	if heapDir != "" {
 		check(os.MkdirAll(heapDir, 0o755))
 		ctrlPod, err := c.Kube.CoreV1().Pods("knative-serving").Get(ctx, weir.ControllerPods[0], metav1.GetOptions{})
@@ -180,11 +214,11 @@ func runCluster(n, changes int, restFor time.Duration, controllerArgs []string, 
 	if createFirst {
 		fmt.Println("Objects created before Weir started; times count from Weir's start.")
 	}
-	fmt.Printf("| KIngresses | created | start → first served | start → all Ready | change → served p50 / p99 | peak RSS controller / proxy | CPU at rest controller / proxy |\n")
-	fmt.Printf("| --- | --- | --- | --- | --- | --- | --- |\n")
-	fmt.Printf("| %d | %v | %v | %v | %v / %v | %d / %d MiB | %.1f / %.1f %% |\n", n,
+	fmt.Printf("| KIngresses | created | start → first served | start → all Ready | change → served p50 / p99 | endpoint → traffic p50 / p99 | peak RSS controller / proxy | CPU at rest controller / proxy |\n")
+	fmt.Printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	fmt.Printf("| %d | %v | %v | %v | %v / %v | %v / %v | %d / %d MiB | %.1f / %.1f %% |\n", n,
 		created.Round(100*time.Millisecond), firstServed.Round(100*time.Millisecond), allReady.Round(100*time.Millisecond),
-		pct(served, 50), pct(served, 99), peakRSS(ctrl)>>20, peakRSS(proxy)>>20, ctrlRest, proxyRest)
+		pct(served, 50), pct(served, 99), pct(endpoint, 50), pct(endpoint, 99), peakRSS(ctrl)>>20, peakRSS(proxy)>>20, ctrlRest, proxyRest)
 }
 
 // watchReady returns a function that counts the Ready KIngresses in
@@ -265,6 +299,20 @@ func createApp(ctx context.Context, kube kubernetes.Interface, nets netclient.In
 				HTTP: &v1alpha1.HTTPIngressRuleValue{Paths: []v1alpha1.HTTPIngressPath{{Splits: split}}}},
 		}},
 	}, metav1.CreateOptions{})
+	check(err)
+}
+
+// setEndpoint gives app-i's EndpointSlice the backend as its one endpoint,
+// or no endpoint.
+func setEndpoint(ctx context.Context, kube kubernetes.Interface, i int, backendIP string, present bool) {
+	name := fmt.Sprintf("app-%d-1", i)
+	slice, err := kube.DiscoveryV1().EndpointSlices(clusterNS).Get(ctx, name, metav1.GetOptions{})
+	check(err)
+	slice.Endpoints = nil
+	if present {
+		slice.Endpoints = []discoveryv1.Endpoint{{Addresses: []string{backendIP}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}}
+	}
+	_, err = kube.DiscoveryV1().EndpointSlices(clusterNS).Update(ctx, slice, metav1.UpdateOptions{})
 	check(err)
 }
 

@@ -45,7 +45,8 @@ func main() {
 	log.SetFlags(0)
 	log.SetPrefix("[bench-scale] ")
 	if *onCluster {
-		runCluster(*n, *changes, *rest, controllerArgs, *keep, *createFirst, *heapDir)
+		runCluster(clusterOptions{n: *n, changes: *changes, endpointChanges: *endpointChanges, rest: *rest,
+			controllerArgs: controllerArgs, keep: *keep, verbose: *verbose, createFirst: *createFirst, heapDir: *heapDir})
 		return
 	}
 
