@@ -125,6 +125,12 @@ func NewController(opts ControllerOptions) func(context.Context, configmap.Watch
 			return controller.Options{ConfigStore: store}
 		})
 		store.WatchConfigs(cmw)
+		inner, ok := impl.Reconciler.(leaderAwareReconciler)
+		if !ok {
+			logger.Fatalf("The generated KIngress reconciler (%T) is not leader aware", impl.Reconciler)
+		}
+		guarded := newGuardedReconciler(inner, r, ingressInformer.Lister(), networkingclient.Get(ctx), store, FirstStatusHold)
+		impl.Reconciler = guarded
 		r.configStore = store
 		r.synced = func() bool {
 			return ingressInformer.Informer().HasSynced() && serviceInformer.Informer().HasSynced() &&
@@ -163,6 +169,7 @@ func NewController(opts ControllerOptions) func(context.Context, configmap.Watch
 						obj = d.Obj
 					}
 					r.Forget(obj)
+					guarded.Forget(obj)
 					r.Prober.CancelIngressProbing(obj)
 				},
 			},

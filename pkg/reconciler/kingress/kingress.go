@@ -89,6 +89,14 @@ type Reconciler struct {
 // ReconcileKind builds the KIngress's fragment, serves it, and sets status.
 // It runs on the leader only.
 func (r *Reconciler) ReconcileKind(ctx context.Context, ing *v1alpha1.Ingress) pkgreconciler.Event {
+	_, event := r.reconcile(ctx, ing)
+	return event
+}
+
+// reconcile is ReconcileKind; waiting reports that ing's status says only
+// "not ready yet": its probe is under way, or there is no gateway pod to
+// probe.
+func (r *Reconciler) reconcile(ctx context.Context, ing *v1alpha1.Ingress) (waiting bool, event pkgreconciler.Event) {
 	// The probe hash covers the spec only, so a generation once probed Ready
 	// stays served; a restarted or new leader re-probes without flapping it
 	// (and every Route and Service above it) to not-ready.
@@ -99,23 +107,23 @@ func (r *Reconciler) ReconcileKind(ctx context.Context, ing *v1alpha1.Ingress) p
 	switch {
 	case errors.As(err, &conflict):
 		ing.Status.MarkLoadBalancerFailed("DomainConflict", conflict.Error())
-		return nil
+		return false, nil
 	case err != nil:
 		ing.Status.MarkLoadBalancerFailed("InvalidSpec", err.Error())
-		return nil
+		return false, nil
 	case len(problems) > 0:
 		msgs := make([]string, len(problems))
 		for i, p := range problems {
 			msgs[i] = p.Message
 		}
 		ing.Status.MarkLoadBalancerFailed(problems[0].Reason, strings.Join(msgs, "; "))
-		return nil
+		return false, nil
 	}
 	ing.Status.MarkNetworkConfigured()
 	// What translate left out would never answer a probe; say why now.
 	if ps := r.notServed(ing); len(ps) > 0 {
 		ing.Status.MarkLoadBalancerFailed(ps[0].Reason, problemMessages(ps))
-		return nil
+		return false, nil
 	}
 
 	gatewayChanges := r.GatewayWaiters.Changes()
@@ -126,21 +134,21 @@ func (r *Reconciler) ReconcileKind(ctx context.Context, ing *v1alpha1.Ingress) p
 			ing.Status.MarkLoadBalancerNotReady()
 			ing.Status.MarkIngressNotReady("NoGatewayPods", noPods.Error())
 		}
-		return nil
+		return !wasReady, nil
 	}
 	if err != nil {
-		return fmt.Errorf("probing the gateways for %s/%s: %w", ing.Namespace, ing.Name, err)
+		return false, fmt.Errorf("probing the gateways for %s/%s: %w", ing.Namespace, ing.Name, err)
 	}
 	if !ready && !wasReady {
 		ing.Status.MarkLoadBalancerNotReady()
-		return nil
+		return true, nil
 	}
 	cfg := config.FromContext(ctx).Weir
 	ing.Status.MarkLoadBalancerReady(
 		[]v1alpha1.LoadBalancerIngressStatus{{DomainInternal: serviceHost(cfg.ExternalService)}},
 		[]v1alpha1.LoadBalancerIngressStatus{{DomainInternal: serviceHost(cfg.InternalService)}},
 	)
-	return nil
+	return false, nil
 }
 
 // quietProbes keeps Knative's prober to warnings and errors: it logs two
@@ -280,7 +288,9 @@ func (r *Reconciler) ServeExisting(ctx context.Context) (served int, ok bool) {
 		// Defaulted as the reconciler defaults it, so its first reconcile
 		// finds the same fragment and changes nothing.
 		ing = ing.DeepCopy()
-		ing.SetDefaults(ctx)
+		if !hasRuleWithoutHTTP(ing) { // which serve refuses, and SetDefaults cannot take
+			ing.SetDefaults(ctx)
+		}
 		_, _ = r.serve(ctx, ing)
 		served++
 	}

@@ -23,6 +23,7 @@ import (
 	pkgreconciler "knative.dev/pkg/reconciler"
 	rtesting "knative.dev/pkg/reconciler/testing"
 
+	"github.com/weir-dev/weir/pkg/config"
 	"github.com/weir-dev/weir/pkg/ir"
 )
 
@@ -99,7 +100,10 @@ func factory(t *testing.T, row *rtesting.TableRow) (controller.Reconciler, rtest
 			t.Fatal(err)
 		}
 	}
-	return c, rtesting.ActionRecorderList{net, kube}, rtesting.EventList{Recorder: recorder}
+	// As NewController runs it: behind the guard, with no first-status
+	// hold (TestGuardedReconcilerHoldsTheFirstStatus covers that).
+	guarded := newGuardedReconciler(c.(leaderAwareReconciler), r, l.Ingresses, net, config.NewStore(logging.FromContext(ctx)), 0)
+	return guarded, rtesting.ActionRecorderList{net, kube}, rtesting.EventList{Recorder: recorder}
 }
 
 func statusUpdate(ing *v1alpha1.Ingress) clientgotesting.UpdateActionImpl {
@@ -154,6 +158,18 @@ func TestReconcile(t *testing.T) {
 		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(kingress("hello", withFinalizer, observed,
 			withStatus(func(s *v1alpha1.IngressStatus) { s.MarkNetworkConfigured(); s.MarkLoadBalancerNotReady() })))},
 		PostConditions: []func(*testing.T, *rtesting.TableRow){served("hello", true)},
+	}, {
+		// Knative's webhook would refuse it, but the CRD's schema does not
+		// require http, and Knative's SetDefaults dereferences it.
+		Name:    "a rule without http is reported, not a panic",
+		Objects: []runtime.Object{kingress("hello", withFinalizer, func(i *v1alpha1.Ingress) { i.Spec.Rules[0].HTTP = nil }), service("svc")},
+		Key:     "default/hello",
+		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(kingress("hello", withFinalizer, observed,
+			func(i *v1alpha1.Ingress) { i.Spec.Rules[0].HTTP = nil },
+			withStatus(func(s *v1alpha1.IngressStatus) {
+				s.MarkLoadBalancerFailed("InvalidSpec", "spec.rules[0].http is missing; every rule needs http.paths")
+			})))},
+		PostConditions: []func(*testing.T, *rtesting.TableRow){served("hello", false)},
 	}, {
 		Name:           "status already right: no update",
 		Objects:        []runtime.Object{kingress("hello", withFinalizer, withStatus(markReady), observed), service("svc")},

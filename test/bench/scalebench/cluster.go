@@ -155,7 +155,10 @@ func runCluster(o clusterOptions) {
 	allReady := time.Since(start)
 	log.Printf("all %d Ready after %v", n, allReady.Round(time.Millisecond))
 
-	var served []time.Duration
+	// Each latency counts from the update call; the ...AfterWrite ones
+	// from its return, when the API server has stored it: the rest is
+	// Weir's.
+	var served, servedAfterWrite []time.Duration
 	for i := 1; i <= changes; i++ {
 		ing, err := nets.NetworkingV1alpha1().Ingresses(clusterNS).Get(ctx, "app-0", metav1.GetOptions{})
 		check(err)
@@ -163,36 +166,42 @@ func runCluster(o clusterOptions) {
 		t0 := time.Now()
 		_, err = nets.NetworkingV1alpha1().Ingresses(clusterNS).Update(ctx, ing, metav1.UpdateOptions{})
 		check(err)
+		committed := time.Now()
 		want := strconv.Itoa(i)
 		until("change served", time.Minute, time.Millisecond, func() bool {
 			_, info := get(appHost(0))
 			return info.Request != nil && info.Request.Headers.Get("X-Gen") == want
 		})
 		served = append(served, time.Since(t0))
+		servedAfterWrite = append(servedAfterWrite, time.Since(committed))
 	}
 
 	// An endpoint change: app-1's only EndpointSlice loses its endpoint
 	// (the gateway answers 503) and gets it back (scale from zero), until
 	// the gateway answers 200.
-	var endpoint []time.Duration
+	var endpoint, endpointAfterWrite []time.Duration
 	for range o.endpointChanges {
 		setEndpoint(ctx, kube, 1, backendIP, false)
 		until("endpoint gone", time.Minute, time.Millisecond, func() bool {
 			code, _ := get(appHost(1))
 			return code == http.StatusServiceUnavailable
 		})
-		t0 := time.Now()
-		setEndpoint(ctx, kube, 1, backendIP, true)
+		t0, committed := setEndpoint(ctx, kube, 1, backendIP, true)
 		until("endpoint served", time.Minute, time.Millisecond, func() bool {
 			code, _ := get(appHost(1))
 			return code == http.StatusOK
 		})
 		endpoint = append(endpoint, time.Since(t0))
+		endpointAfterWrite = append(endpointAfterWrite, time.Since(committed))
 	}
 	if o.verbose {
 		log.Printf("change: %v", served)
+		log.Printf("change after the write: %v", servedAfterWrite)
 		log.Printf("endpoint: %v", endpoint)
+		log.Printf("endpoint after the write: %v", endpointAfterWrite)
 	}
+	log.Printf("after the API write: change p50 %v p99 %v, endpoint p50 %v p99 %v",
+		pct(servedAfterWrite, 50), pct(servedAfterWrite, 99), pct(endpointAfterWrite, 50), pct(endpointAfterWrite, 99))
 
 	if heapDir != "" {
 		check(os.MkdirAll(heapDir, 0o755))
@@ -304,7 +313,8 @@ func createApp(ctx context.Context, kube kubernetes.Interface, nets netclient.In
 
 // setEndpoint gives app-i's EndpointSlice the backend as its one endpoint,
 // or no endpoint.
-func setEndpoint(ctx context.Context, kube kubernetes.Interface, i int, backendIP string, present bool) {
+// It returns when the update was sent and when the API server answered.
+func setEndpoint(ctx context.Context, kube kubernetes.Interface, i int, backendIP string, present bool) (sent, committed time.Time) {
 	name := fmt.Sprintf("app-%d-1", i)
 	slice, err := kube.DiscoveryV1().EndpointSlices(clusterNS).Get(ctx, name, metav1.GetOptions{})
 	check(err)
@@ -312,8 +322,10 @@ func setEndpoint(ctx context.Context, kube kubernetes.Interface, i int, backendI
 	if present {
 		slice.Endpoints = []discoveryv1.Endpoint{{Addresses: []string{backendIP}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}}
 	}
+	sent = time.Now()
 	_, err = kube.DiscoveryV1().EndpointSlices(clusterNS).Update(ctx, slice, metav1.UpdateOptions{})
 	check(err)
+	return sent, time.Now()
 }
 
 // startClusterBackend runs Knative's runtime test image (which answers
