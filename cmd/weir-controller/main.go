@@ -273,6 +273,7 @@ func serveExistingKIngresses(ctx context.Context, logger *zap.SugaredLogger, rec
 		}
 		if time.Now().After(deadline) {
 			logger.Warnf("The informers have not synced after %v; serving xDS anyway", timeout)
+			rec.EndServeExisting()
 			return
 		}
 		time.Sleep(100 * time.Millisecond)

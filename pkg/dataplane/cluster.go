@@ -314,7 +314,7 @@ func newPool(s *clusterSpec, stats *clusterStats, budget *idleBudget) *upstreamP
 			}
 		}
 		if ctx.Err() == nil {
-			stats.connectError()
+			stats.connectErrors.Inc()
 		}
 		return nil, &connectError{err}
 	}

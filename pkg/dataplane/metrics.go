@@ -134,16 +134,10 @@ type listenerStats struct {
 
 type clusterStats struct {
 	requests codeCounters
-	// connectErrors is made on the first failure: most clusters never
-	// have one, and each label value costs its own series.
-	connectErrorsOnce sync.Once
-	connectErrorsVec  *prometheus.CounterVec
-	connectErrorsCtr  prometheus.Counter
-}
-
-func (s *clusterStats) connectError() {
-	s.connectErrorsOnce.Do(func() { s.connectErrorsCtr = s.connectErrorsVec.WithLabelValues(s.requests.label) })
-	s.connectErrorsCtr.Inc()
+	// connectErrors exists, at 0, from the cluster's creation, as Envoy's
+	// stats do: a series that first appears at 1 hides that failure from
+	// rate() and increase().
+	connectErrors prometheus.Counter
 }
 
 func (m *metrics) listener(name string) *listenerStats {
@@ -163,7 +157,7 @@ func (m *metrics) cluster(name string) *clusterStats {
 	defer m.mu.Unlock()
 	s := m.clusters[name]
 	if s == nil {
-		s = &clusterStats{connectErrorsVec: m.connectErrors}
+		s = &clusterStats{connectErrors: m.connectErrors.WithLabelValues(name)}
 		s.requests.vec, s.requests.label = m.upstreamRequests, name
 		m.clusters[name] = s
 	}

@@ -160,7 +160,7 @@ func (c *serverConn) proxyTCP(tp *tcpProxyConf, sni string, down net.Conn, first
 	cancel()
 	if err != nil {
 		if cl.stats != nil {
-			cl.stats.connectError()
+			cl.stats.connectErrors.Inc()
 		}
 		return
 	}

@@ -132,6 +132,7 @@ func NewController(opts ControllerOptions) func(context.Context, configmap.Watch
 		guarded := newGuardedReconciler(inner, r, ingressInformer.Lister(), networkingclient.Get(ctx), store, FirstStatusHold)
 		impl.Reconciler = guarded
 		r.configStore = store
+		r.primed = make(chan struct{})
 		r.synced = func() bool {
 			return ingressInformer.Informer().HasSynced() && serviceInformer.Informer().HasSynced() &&
 				sliceInformer.Informer().HasSynced() && secretInformer.Informer().HasSynced()

@@ -64,13 +64,28 @@ func newGuardedReconciler(inner leaderAwareReconciler, r *Reconciler, lister net
 }
 
 // Reconcile implements controller.Reconciler.
-func (h *guardedReconciler) Reconcile(ctx context.Context, key string) error {
+func (h *guardedReconciler) Reconcile(ctx context.Context, key string) (err error) {
+	// The informers' KIngresses are served first (ServeExisting).
+	if err := h.r.WaitForExisting(ctx); err != nil {
+		return err
+	}
 	if done, err := h.malformed(ctx, key); done {
 		return err
 	}
 	if wait, ok := h.holding(ctx, key); ok {
 		return controller.NewRequeueAfter(wait)
 	}
+	// An update that removed a rule's http may land between the check
+	// above and the generated reconciler's SetDefaults.
+	defer func() {
+		if p := recover(); p != nil {
+			if done, merr := h.malformed(ctx, key); done {
+				err = merr
+				return
+			}
+			panic(p)
+		}
+	}()
 	return h.leaderAwareReconciler.Reconcile(ctx, key)
 }
 
@@ -115,15 +130,16 @@ func (h *guardedReconciler) malformed(ctx context.Context, key string) (bool, er
 // be held, and says for how long at most.
 func (h *guardedReconciler) holding(ctx context.Context, key string) (time.Duration, bool) {
 	ns, name, err := cache.SplitMetaNamespaceKey(key)
-	if err != nil || !h.IsLeaderFor(types.NamespacedName{Namespace: ns, Name: name}) {
+	if err != nil {
 		return 0, false
 	}
 	ing, err := h.lister.Ingresses(ns).Get(name)
 	if err != nil {
 		return 0, false
 	}
-	if ing.Annotations[networking.IngressClassAnnotationKey] != ClassName || ing.DeletionTimestamp != nil ||
-		len(ing.Status.Conditions) > 0 || ing.Status.ObservedGeneration != 0 {
+	if !h.IsLeaderFor(types.NamespacedName{Namespace: ns, Name: name}) ||
+		ing.Annotations[networking.IngressClassAnnotationKey] != ClassName || ing.DeletionTimestamp != nil ||
+		len(ing.Status.Conditions) > 0 || ing.Status.ObservedGeneration != 0 || hasRuleWithoutHTTP(ing) {
 		h.release(ing.UID)
 		return 0, false
 	}

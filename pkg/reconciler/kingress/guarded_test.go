@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+	fakenetworkingclient "knative.dev/networking/pkg/client/clientset/versioned/fake"
 	"knative.dev/pkg/controller"
 	logtesting "knative.dev/pkg/logging/testing"
 	pkgreconciler "knative.dev/pkg/reconciler"
@@ -23,10 +25,17 @@ type fakeGenerated struct {
 	pkgreconciler.LeaderAwareFuncs
 	leader bool
 	calls  int
+	during func() // runs inside Reconcile
 }
 
-func (f *fakeGenerated) Reconcile(context.Context, string) error { f.calls++; return nil }
-func (f *fakeGenerated) IsLeaderFor(types.NamespacedName) bool   { return f.leader }
+func (f *fakeGenerated) Reconcile(context.Context, string) error {
+	f.calls++
+	if f.during != nil {
+		f.during()
+	}
+	return nil
+}
+func (f *fakeGenerated) IsLeaderFor(types.NamespacedName) bool { return f.leader }
 
 func TestGuardedReconcilerHoldsTheFirstStatus(t *testing.T) {
 	const hold = 30 * time.Second
@@ -87,4 +96,49 @@ func TestGuardedReconcilerHoldsTheFirstStatus(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestGuardedReconcilerSurvivesARuleLosingHTTP: an update that removes a
+// rule's http lands after the guard's check, and Knative's SetDefaults
+// panics on it inside the generated reconciler; the guard reports it as
+// the malformed KIngress it now is. Any other panic goes on.
+func TestGuardedReconcilerSurvivesARuleLosingHTTP(t *testing.T) {
+	ing := kingress("hello", withStatus(markReady), observed)
+	l := newListers(ing, service("svc"))
+	net := fakenetworkingclient.NewSimpleClientset(ing)
+	r := &Reconciler{Listers: l.Listers, Model: ir.NewModel(), Syncer: &countingSyncer{}, Prober: &fakeProber{ready: true},
+		Tracker: &rtesting.FakeTracker{}, Enqueue: func(types.NamespacedName) {}}
+	inner := &fakeGenerated{leader: true}
+	inner.during = func() {
+		broken := ing.DeepCopy()
+		broken.Spec.Rules[0].HTTP = nil
+		if err := l.ingressIndexer.Update(broken); err != nil {
+			t.Fatal(err)
+		}
+		var nilRule *v1alpha1.HTTPIngressRuleValue
+		_ = nilRule.Paths // as SetDefaults does
+	}
+	h := newGuardedReconciler(inner, r, l.Ingresses, net, config.NewStore(logtesting.TestLogger(t)), 0)
+	if err := h.Reconcile(logtesting.TestContextWithLogger(t), "default/hello"); err != nil {
+		t.Fatalf("Reconcile = %v", err)
+	}
+	got, err := net.NetworkingV1alpha1().Ingresses(testNS).Get(context.Background(), "hello", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := got.Status.GetCondition(v1alpha1.IngressConditionLoadBalancerReady); c == nil || c.Reason != "InvalidSpec" {
+		t.Errorf("status after the panic: %+v, want LoadBalancerReady False InvalidSpec", got.Status.Conditions)
+	}
+
+	inner.during = func() { panic("something else") }
+	defer func() {
+		if p := recover(); p != "something else" {
+			t.Errorf("another panic came out as %v", p)
+		}
+	}()
+	if err := l.ingressIndexer.Update(ing); err != nil {
+		t.Fatal(err)
+	}
+	_ = h.Reconcile(logtesting.TestContextWithLogger(t), "default/hello")
+	t.Error("another panic was swallowed")
 }

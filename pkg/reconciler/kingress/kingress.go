@@ -73,14 +73,15 @@ type Reconciler struct {
 	// GatewayWaiters holds KIngresses until a gateway pod is ready to be
 	// probed; the controller calls its GatewaysChanged.
 	GatewayWaiters GatewayWaiters
-	// configStore and synced serve ServeExisting; NewController sets them.
+	// configStore, synced and primed serve ServeExisting; NewController
+	// sets them. primeMu orders it with Forget.
 	configStore *config.Store
 	synced      func() bool
+	primed      chan struct{}
+	primeOnce   sync.Once
+	primeMu     sync.Mutex
 
 	mu sync.Mutex
-	// seen holds every KIngress version reconciled at least once, so
-	// startup can wait for the full model before serving xDS.
-	seen map[types.UID]int64
 	// conflicted are KIngresses rejected for a domain conflict; they retry
 	// whenever the model changes so they take over once the domain frees.
 	conflicted map[ir.ObjectRef]bool
@@ -155,8 +156,11 @@ func (r *Reconciler) reconcile(ctx context.Context, ing *v1alpha1.Ingress) (wait
 // Info lines per probed host: 40,000 lines for 10,000 KIngresses, most of
 // the controller's log.
 func quietProbes(ctx context.Context) context.Context {
-	logger := logging.FromContext(ctx).Desugar().WithOptions(zap.IncreaseLevel(zapcore.WarnLevel))
-	return logging.WithLogger(ctx, logger.Sugar())
+	logger := logging.FromContext(ctx).Desugar()
+	if !logger.Core().Enabled(zapcore.InfoLevel) {
+		return ctx // already quiet; IncreaseLevel would complain on every call
+	}
+	return logging.WithLogger(ctx, logger.WithOptions(zap.IncreaseLevel(zapcore.WarnLevel)).Sugar())
 }
 
 // notServed returns what the served config leaves out of ing, once the
@@ -205,6 +209,8 @@ func (r *Reconciler) Forget(obj interface{}) {
 	if !ok {
 		return
 	}
+	r.primeMu.Lock()
+	defer r.primeMu.Unlock()
 	ref := ir.ObjectRef{Kind: Kind, Namespace: ing.Namespace, Name: ing.Name}
 	r.mu.Lock()
 	delete(r.conflicted, ref)
@@ -229,12 +235,6 @@ func (r *Reconciler) serve(ctx context.Context, ing *v1alpha1.Ingress) ([]*Probl
 		return nil, err
 	}
 	r.track(ing)
-	r.mu.Lock()
-	if r.seen == nil {
-		r.seen = map[types.UID]int64{}
-	}
-	r.seen[ing.UID] = ing.Generation
-	r.mu.Unlock()
 	policy := SecretPolicy{ExtraNamespaces: config.FromContext(ctx).Weir.TLSSecretNamespaces}
 	frag, problems := Build(ing, hex.EncodeToString(sum[:]), r.Listers, policy)
 
@@ -265,11 +265,13 @@ func (r *Reconciler) serve(ctx context.Context, ing *v1alpha1.Ingress) ([]*Probl
 }
 
 // ServeExisting puts every KIngress of Weir's class into the model, as
-// ObserveKind would, without waiting for the workqueue. A controller that
-// starts with 10,000 KIngresses then serves the gateways a full config in
-// seconds; through the workqueue, each first reconcile also waits for its
-// status write, and the last was served 50 s after start. It returns
-// false until the informers have synced.
+// ObserveKind would, before the workqueue runs: a controller that starts
+// with 10,000 KIngresses then serves the gateways a full config in
+// seconds; through the workqueue, each first reconcile also waited for
+// its status write, and the last was served 50 s after start. Reconciles
+// wait until it is done (WaitForExisting), so none races it with a newer
+// version; a KIngress deleted meanwhile is not put back. It returns false
+// until the informers have synced.
 func (r *Reconciler) ServeExisting(ctx context.Context) (served int, ok bool) {
 	if r.synced == nil || !r.synced() {
 		return 0, false
@@ -281,28 +283,50 @@ func (r *Reconciler) ServeExisting(ctx context.Context) (served int, ok bool) {
 	if r.configStore != nil {
 		ctx = r.configStore.ToContext(ctx)
 	}
-	for _, ing := range all {
-		if ing.Annotations[networking.IngressClassAnnotationKey] != ClassName || ing.DeletionTimestamp != nil {
-			continue
+	for _, listed := range all {
+		r.primeMu.Lock()
+		// The informer deletes from its store before calling Forget,
+		// which waits for primeMu: if the KIngress is still here, Forget
+		// comes after this serve.
+		ing, err := r.Ingresses.Ingresses(listed.Namespace).Get(listed.Name)
+		if err == nil && ing.UID == listed.UID && ing.Annotations[networking.IngressClassAnnotationKey] == ClassName && ing.DeletionTimestamp == nil {
+			// Defaulted as the reconciler defaults it, so its first
+			// reconcile finds the same fragment and changes nothing.
+			ing = ing.DeepCopy()
+			if !hasRuleWithoutHTTP(ing) { // which serve refuses, and SetDefaults cannot take
+				ing.SetDefaults(ctx)
+			}
+			_, _ = r.serve(ctx, ing)
+			served++
 		}
-		// Defaulted as the reconciler defaults it, so its first reconcile
-		// finds the same fragment and changes nothing.
-		ing = ing.DeepCopy()
-		if !hasRuleWithoutHTTP(ing) { // which serve refuses, and SetDefaults cannot take
-			ing.SetDefaults(ctx)
-		}
-		_, _ = r.serve(ctx, ing)
-		served++
+		r.primeMu.Unlock()
 	}
+	r.EndServeExisting()
 	return served, true
 }
 
-// Seen reports whether this generation of ing was reconciled at least once.
-func (r *Reconciler) Seen(ing *v1alpha1.Ingress) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	gen, ok := r.seen[ing.UID]
-	return ok && gen >= ing.Generation
+// EndServeExisting lets reconciles run without ServeExisting, e.g. when
+// the informers never synced.
+func (r *Reconciler) EndServeExisting() {
+	r.primeOnce.Do(func() {
+		if r.primed != nil {
+			close(r.primed)
+		}
+	})
+}
+
+// WaitForExisting blocks until ServeExisting is done, if the controller
+// runs it.
+func (r *Reconciler) WaitForExisting(ctx context.Context) error {
+	if r.primed == nil {
+		return nil
+	}
+	select {
+	case <-r.primed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // ReportRejected records a Warning Event on each KIngress among refs: a

@@ -310,28 +310,6 @@ func TestReconcile(t *testing.T) {
 	table.Test(t, factory)
 }
 
-func TestSeenTracksGenerations(t *testing.T) {
-	l := newListers(service("svc"))
-	r := &Reconciler{Listers: l.Listers, Model: ir.NewModel(), Syncer: &countingSyncer{}, Prober: &fakeProber{ready: true},
-		Enqueue: func(types.NamespacedName) {}}
-	ing := kingress("hello")
-	ing.UID = "uid-1"
-	if r.Seen(ing) {
-		t.Fatal("Seen before any reconcile")
-	}
-	if err := r.ObserveKind(context.Background(), ing); err != nil {
-		t.Fatal(err)
-	}
-	if !r.Seen(ing) {
-		t.Error("not Seen after ObserveKind")
-	}
-	newer := ing.DeepCopy()
-	newer.Generation = 2
-	if r.Seen(newer) {
-		t.Error("a newer generation counts as seen")
-	}
-}
-
 func TestReportRejectedRecordsEventsOnKIngresses(t *testing.T) {
 	l := newListers(kingress("hello"))
 	rec := record.NewFakeRecorder(5)
@@ -369,9 +347,18 @@ func TestServeExistingFillsTheModelBeforeTheWorkqueue(t *testing.T) {
 	if n, ok := r.ServeExisting(ctx); ok || n != 0 {
 		t.Fatalf("before the informers synced: ServeExisting = %d, %v; want 0, false", n, ok)
 	}
+	r.primed = make(chan struct{})
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := r.WaitForExisting(cancelled); err == nil {
+		t.Fatal("a reconcile did not wait for ServeExisting")
+	}
 	synced = true
 	if n, ok := r.ServeExisting(ctx); !ok || n != 1 {
 		t.Fatalf("ServeExisting = %d, %v; want 1, true (only hello is Weir's and not being deleted)", n, ok)
+	}
+	if err := r.WaitForExisting(cancelled); err != nil {
+		t.Errorf("after ServeExisting, reconciles still wait: %v", err)
 	}
 	for name, want := range map[string]bool{"hello": true, "theirs": false, "leaving": false} {
 		if _, got := model.Get(ir.ObjectRef{Kind: Kind, Namespace: testNS, Name: name}); got != want {

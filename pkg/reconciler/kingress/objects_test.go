@@ -177,9 +177,10 @@ func tlsSecret(ns, name string) *corev1.Secret {
 // testListers indexes objects the way informers would.
 type testListers struct {
 	Listers
-	Ingresses netlisters.IngressLister
-	kube      []runtime.Object
-	knative   []runtime.Object
+	Ingresses      netlisters.IngressLister
+	ingressIndexer cache.Indexer
+	kube           []runtime.Object
+	knative        []runtime.Object
 }
 
 func newListers(objs ...runtime.Object) *testListers {
@@ -219,5 +220,6 @@ func newListers(objs ...runtime.Object) *testListers {
 		Secrets:        corelisters.NewSecretLister(secrets),
 	}
 	l.Ingresses = netlisters.NewIngressLister(ings)
+	l.ingressIndexer = ings
 	return l
 }
