@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"knative.dev/networking/pkg/apis/networking"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
@@ -160,12 +161,19 @@ func runCluster(o clusterOptions) {
 	// Weir's.
 	var served, servedAfterWrite []time.Duration
 	for i := 1; i <= changes; i++ {
-		ing, err := nets.NetworkingV1alpha1().Ingresses(clusterNS).Get(ctx, "app-0", metav1.GetOptions{})
-		check(err)
-		ing.Spec.Rules[0].HTTP.Paths[0].AppendHeaders = map[string]string{"X-Gen": strconv.Itoa(i)}
-		t0 := time.Now()
-		_, err = nets.NetworkingV1alpha1().Ingresses(clusterNS).Update(ctx, ing, metav1.UpdateOptions{})
-		check(err)
+		// The controller's status writes race the update; the clock starts
+		// at the attempt that is stored.
+		var t0 time.Time
+		check(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			ing, err := nets.NetworkingV1alpha1().Ingresses(clusterNS).Get(ctx, "app-0", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			ing.Spec.Rules[0].HTTP.Paths[0].AppendHeaders = map[string]string{"X-Gen": strconv.Itoa(i)}
+			t0 = time.Now()
+			_, err = nets.NetworkingV1alpha1().Ingresses(clusterNS).Update(ctx, ing, metav1.UpdateOptions{})
+			return err
+		}))
 		committed := time.Now()
 		want := strconv.Itoa(i)
 		until("change served", time.Minute, time.Millisecond, func() bool {
