@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -676,7 +678,7 @@ func (r *PodRunner) envValue(ctx context.Context, pod *corev1.Pod, ip net.IP, sr
 		data, err := r.secret(ctx, pod.Namespace, src.SecretKeyRef.Name, src.SecretKeyRef.Optional)
 		return data[src.SecretKeyRef.Key], err
 	case src.ResourceFieldRef != nil:
-		return "0", nil // no resource accounting here
+		return resourceFieldValue(pod, src.ResourceFieldRef)
 	}
 	return "", errors.New("unsupported valueFrom")
 }
@@ -1036,4 +1038,40 @@ func firstContainer(pod *corev1.Pod) string {
 		return ""
 	}
 	return pod.Spec.Containers[0].Name
+}
+
+// resourceFieldValue is the downward API's value of a container's request
+// or limit, in units of the divisor, rounded up as the kubelet rounds it.
+// Nothing is enforced here; a resource the container does not set is "0"
+// (the kubelet would give the node's allocatable amount).
+func resourceFieldValue(pod *corev1.Pod, ref *corev1.ResourceFieldSelector) (string, error) {
+	ctr := &pod.Spec.Containers[0]
+	if ref.ContainerName != "" {
+		i := slices.IndexFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == ref.ContainerName })
+		if i < 0 {
+			return "", fmt.Errorf("resourceFieldRef: no container %q", ref.ContainerName)
+		}
+		ctr = &pod.Spec.Containers[i]
+	}
+	kind, name, ok := strings.Cut(ref.Resource, ".")
+	var list corev1.ResourceList
+	switch {
+	case ok && kind == "limits":
+		list = ctr.Resources.Limits
+	case ok && kind == "requests":
+		list = ctr.Resources.Requests
+	default:
+		return "", fmt.Errorf("resourceFieldRef: unsupported resource %q", ref.Resource)
+	}
+	q, set := list[corev1.ResourceName(name)]
+	if !set {
+		return "0", nil
+	}
+	divisor := ref.Divisor
+	if divisor.IsZero() {
+		divisor = resource.MustParse("1")
+	}
+	// In thousandths, so a CPU divisor of 1m works.
+	v, d := q.MilliValue(), divisor.MilliValue()
+	return strconv.FormatInt((v+d-1)/d, 10), nil
 }
