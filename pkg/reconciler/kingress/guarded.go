@@ -69,24 +69,42 @@ func (h *guardedReconciler) Reconcile(ctx context.Context, key string) (err erro
 	if err := h.r.WaitForExisting(ctx); err != nil {
 		return err
 	}
-	if done, err := h.malformed(ctx, key); done {
-		return err
-	}
-	if wait, ok := h.holding(ctx, key); ok {
-		return controller.NewRequeueAfter(wait)
+	if ing, leader := h.lookup(key); ing != nil {
+		if done, err := h.malformed(ctx, ing, leader); done {
+			return err
+		}
+		if wait, ok := h.holding(ctx, ing, leader); ok {
+			return controller.NewRequeueAfter(wait)
+		}
 	}
 	// An update that removed a rule's http may land between the check
 	// above and the generated reconciler's SetDefaults.
 	defer func() {
 		if p := recover(); p != nil {
-			if done, merr := h.malformed(ctx, key); done {
-				err = merr
-				return
+			if ing, leader := h.lookup(key); ing != nil {
+				if done, merr := h.malformed(ctx, ing, leader); done {
+					err = merr
+					return
+				}
 			}
 			panic(p)
 		}
 	}()
 	return h.leaderAwareReconciler.Reconcile(ctx, key)
+}
+
+// lookup returns key's KIngress if it is of Weir's class, and whether this
+// replica leads for it.
+func (h *guardedReconciler) lookup(key string) (*v1alpha1.Ingress, bool) {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil, false
+	}
+	ing, err := h.lister.Ingresses(ns).Get(name)
+	if err != nil || ing.Annotations[networking.IngressClassAnnotationKey] != ClassName {
+		return nil, false
+	}
+	return ing, h.IsLeaderFor(types.NamespacedName{Namespace: ns, Name: name})
 }
 
 // hasRuleWithoutHTTP reports whether Knative's SetDefaults would panic on
@@ -100,19 +118,14 @@ func hasRuleWithoutHTTP(ing *v1alpha1.Ingress) bool {
 	return false
 }
 
-// malformed reconciles key's KIngress here if the generated reconciler
-// cannot: it is not served (serve refuses it; a version served before
-// keeps serving) and, on the leader, its status says why.
-func (h *guardedReconciler) malformed(ctx context.Context, key string) (bool, error) {
-	ns, name, err := cache.SplitMetaNamespaceKey(key)
-	if err != nil {
+// malformed reconciles ing here if the generated reconciler cannot: it is
+// not served (serve refuses it; a version served before keeps serving)
+// and, on the leader, its status says why.
+func (h *guardedReconciler) malformed(ctx context.Context, ing *v1alpha1.Ingress, leader bool) (bool, error) {
+	if !hasRuleWithoutHTTP(ing) {
 		return false, nil
 	}
-	ing, err := h.lister.Ingresses(ns).Get(name)
-	if err != nil || !hasRuleWithoutHTTP(ing) || ing.Annotations[networking.IngressClassAnnotationKey] != ClassName {
-		return false, nil
-	}
-	if !h.IsLeaderFor(types.NamespacedName{Namespace: ns, Name: name}) || ing.DeletionTimestamp != nil {
+	if !leader || ing.DeletionTimestamp != nil {
 		return true, nil
 	}
 	ing = ing.DeepCopy()
@@ -122,23 +135,14 @@ func (h *guardedReconciler) malformed(ctx context.Context, key string) (bool, er
 	if equality.Semantic.DeepEqual(before, &ing.Status) {
 		return true, nil
 	}
-	_, err = h.client.NetworkingV1alpha1().Ingresses(ns).UpdateStatus(ctx, ing, metav1.UpdateOptions{})
+	_, err := h.client.NetworkingV1alpha1().Ingresses(ing.Namespace).UpdateStatus(ctx, ing, metav1.UpdateOptions{})
 	return true, err
 }
 
-// holding reconciles key's KIngress without writing its status if it may
-// be held, and says for how long at most.
-func (h *guardedReconciler) holding(ctx context.Context, key string) (time.Duration, bool) {
-	ns, name, err := cache.SplitMetaNamespaceKey(key)
-	if err != nil {
-		return 0, false
-	}
-	ing, err := h.lister.Ingresses(ns).Get(name)
-	if err != nil {
-		return 0, false
-	}
-	if !h.IsLeaderFor(types.NamespacedName{Namespace: ns, Name: name}) ||
-		ing.Annotations[networking.IngressClassAnnotationKey] != ClassName || ing.DeletionTimestamp != nil ||
+// holding reconciles ing without writing its status if it may be held,
+// and says for how long at most.
+func (h *guardedReconciler) holding(ctx context.Context, ing *v1alpha1.Ingress, leader bool) (time.Duration, bool) {
+	if !leader || ing.DeletionTimestamp != nil ||
 		len(ing.Status.Conditions) > 0 || ing.Status.ObservedGeneration != 0 || hasRuleWithoutHTTP(ing) {
 		h.release(ing.UID)
 		return 0, false
