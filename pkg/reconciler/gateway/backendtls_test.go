@@ -7,10 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/weir-dev/weir/pkg/ir"
 	"github.com/weir-dev/weir/pkg/reconciler/gateway"
+	"github.com/weir-dev/weir/pkg/translate"
 )
 
 // TestBackendTLSPolicy: a policy makes the backends of the Service port it
@@ -154,6 +156,7 @@ func TestBackendTLSPolicy(t *testing.T) {
 func TestGatewayBackendClientCertificate(t *testing.T) {
 	ca, _ := selfSigned(t, "backend-ca")
 	crt, key := selfSigned(t, "gateway-client")
+	crt2, key2 := selfSigned(t, "other-gateway-client")
 	gw := func(name, ref string) string {
 		return fmt.Sprintf("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: %s, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners: [{name: http, port: 80, protocol: HTTP}]\n  tls: {backend: {clientCertificateRef: %s}}\n---\n", name, ref)
 	}
@@ -163,15 +166,17 @@ func TestGatewayBackendClientCertificate(t *testing.T) {
 		"apiVersion: v1\nkind: Secret\nmetadata: {name: opaque, namespace: default}\ntype: Opaque\ndata: {}\n---\n" +
 		"apiVersion: v1\nkind: Service\nmetadata: {name: secure, namespace: default}\nspec: {ports: [{name: https, port: 443}]}\n---\n" +
 		"apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {name: secure, namespace: default}\nspec:\n  targetRefs: [{group: \"\", kind: Service, name: secure}]\n  validation: {hostname: secure.example.com, caCertificateRefs: [{group: \"\", kind: ConfigMap, name: ca}]}\n---\n" +
-		gw("with-cert", "{name: client}") +
+		fmt.Sprintf("apiVersion: v1\nkind: Secret\nmetadata: {name: other-client, namespace: default}\ntype: kubernetes.io/tls\ndata: {tls.crt: %s, tls.key: %s}\n---\n", base64.StdEncoding.EncodeToString(crt2), base64.StdEncoding.EncodeToString(key2)) +
+		gw("with-cert", "{name: client}") + gw("other-cert", "{name: other-client}") +
 		"apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: without, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners: [{name: http, port: 80, protocol: HTTP}]\n---\n" +
 		gw("missing", "{name: nope}") + gw("opaque", "{name: opaque}") + gw("kind", "{kind: ConfigMap, group: \"\", name: ca}") +
 		gw("no-grant", "{name: elsewhere, namespace: other}") +
-		"apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: default}\nspec:\n  parentRefs: [{name: with-cert}, {name: without}]\n  rules: [{backendRefs: [{name: secure, port: 443}]}]\n"
+		"apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: default}\nspec:\n  parentRefs: [{name: with-cert}, {name: other-cert}, {name: without}]\n  rules: [{backendRefs: [{name: secure, port: 443}]}]\n"
 	res := build(t, docs)
 
 	for _, tc := range []struct{ gateway, want string }{
 		{"with-cert", "True/ResolvedRefs"},
+		{"other-cert", "True/ResolvedRefs"},
 		{"without", "True/ResolvedRefs"},
 		{"missing", "False/InvalidClientCertificateRef"},
 		{"opaque", "False/InvalidClientCertificateRef"},
@@ -186,19 +191,64 @@ func TestGatewayBackendClientCertificate(t *testing.T) {
 			t.Errorf("Gateway %s Accepted = %s", tc.gateway, got)
 		}
 	}
+	// Each Gateway's route goes to a backend of its own fragment that
+	// presents that Gateway's certificate (or none).
 	presented := map[string]string{}
 	for _, f := range res.Fragments {
-		for _, be := range f.Backends {
-			if be.Name == "default/secure:443" && be.TLS != nil {
-				presented[f.Source.Name] = be.TLS.ClientCertificate
-				if c := be.TLS.ClientCertificate; c != "" && !slices.ContainsFunc(f.Certificates, func(fc *ir.Certificate) bool { return fc.Name == c && string(fc.CertChain) == string(crt) }) {
-					t.Errorf("Gateway %s presents %q, which its fragment does not hold", f.Source.Name, c)
-				}
-			}
+		if f.Source.Name != "with-cert" && f.Source.Name != "other-cert" && f.Source.Name != "without" {
+			continue
+		}
+		ref := f.VirtualHosts[0].Routes[0].Backends[0].BackendName
+		i := slices.IndexFunc(f.Backends, func(be *ir.Backend) bool { return be.Name == ref })
+		if i < 0 || f.Backends[i].TLS == nil {
+			t.Errorf("Gateway %s routes to %q, which its fragment does not hold with TLS", f.Source.Name, ref)
+			continue
+		}
+		c := f.Backends[i].TLS.ClientCertificate
+		presented[f.Source.Name] = ref + " presents " + c
+		if c != "" && !slices.ContainsFunc(f.Certificates, func(fc *ir.Certificate) bool { return fc.Name == c }) {
+			t.Errorf("Gateway %s presents %q, which its fragment does not hold", f.Source.Name, c)
 		}
 	}
-	if want := map[string]string{"with-cert": "default/client", "without": ""}; fmt.Sprint(presented) != fmt.Sprint(want) {
-		t.Errorf("client certificates presented %v, want %v", presented, want)
+	want := map[string]string{
+		"with-cert":  "default/secure:443+client-cert=default/client presents default/client",
+		"other-cert": "default/secure:443+client-cert=default/other-client presents default/other-client",
+		"without":    "default/secure:443 presents ",
+	}
+	if fmt.Sprint(presented) != fmt.Sprint(want) {
+		t.Errorf("client certificates presented\n got %v\nwant %v", presented, want)
+	}
+
+	// weir run translates every Gateway into one cluster table: each
+	// cluster must still carry its own Gateway's certificate.
+	tr, err := translate.New(translate.DefaultOptions()).Translate(res.Fragments)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdsOf := map[string]string{}
+	for _, c := range tr.Clusters {
+		if !strings.HasPrefix(c.GetName(), "default/secure:443") {
+			continue
+		}
+		var ctx tlsv3.UpstreamTlsContext
+		if err := c.GetTransportSocket().GetTypedConfig().UnmarshalTo(&ctx); err != nil {
+			t.Fatalf("cluster %s: %v", c.GetName(), err)
+		}
+		var names []string
+		for _, s := range ctx.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs() {
+			names = append(names, s.GetName())
+		}
+		sdsOf[c.GetName()] = strings.Join(names, ",")
+	}
+	if len(sdsOf) != 3 || strings.Contains(sdsOf["default/secure:443"], "client") ||
+		!strings.HasSuffix(sdsOf["default/secure:443+client-cert=default/client"], "default/client") ||
+		!strings.HasSuffix(sdsOf["default/secure:443+client-cert=default/other-client"], "default/other-client") {
+		t.Errorf("clusters and the client certificates they present: %v", sdsOf)
+	}
+	for _, p := range tr.Problems {
+		if strings.Contains(p.Message, "secure") {
+			t.Errorf("problem: %v", p)
+		}
 	}
 }
 

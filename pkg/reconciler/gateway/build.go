@@ -706,23 +706,98 @@ func (b *builder) finish() {
 		}
 		b.virtualHosts(g)
 		b.tlsRoutes(g)
+		renamed := map[string]string{}
 		for _, name := range sortedKeys(g.backends) {
 			be := g.backends[name]
 			if be.TLS != nil && g.clientCert != "" {
 				// Backends are shared by the Gateways a route attaches
-				// to; the certificate is this Gateway's.
+				// to; the certificate is this Gateway's. The name says
+				// which, so that where Gateways share one cluster table
+				// (weir run) each presents its own certificate.
 				cp, tls := *be, *be.TLS
 				tls.ClientCertificate = g.clientCert
 				cp.TLS = &tls
+				cp.Name = clientCertBackendName(be.Name, g.clientCert)
+				renamed[be.Name] = cp.Name
 				be = &cp
 			}
 			g.frag.Backends = append(g.frag.Backends, be)
 		}
+		renameBackendRefs(g.frag, renamed)
 		b.res.Fragments = append(b.res.Fragments, g.frag)
 	}
 	slices.SortFunc(b.res.Fragments, func(a, c *ir.Fragment) int {
 		return strings.Compare(a.Source.Namespace+"/"+a.Source.Name, c.Source.Namespace+"/"+c.Source.Name)
 	})
+}
+
+// clientCertBackendName names the cluster of backend when a Gateway
+// presents the client certificate cert to it: Gateways presenting the
+// same certificate share it, others do not.
+func clientCertBackendName(backend, cert string) string {
+	return backend + "+client-cert=" + cert
+}
+
+// renameBackendRefs points f's routes at the renamed backends. Routes are
+// shared between Gateways and listeners, so a changed one is a copy.
+func renameBackendRefs(f *ir.Fragment, renamed map[string]string) {
+	if len(renamed) == 0 {
+		return
+	}
+	// rename returns a renamed copy of bs, or nil if nothing in it is
+	// renamed.
+	rename := func(bs []ir.WeightedBackend) []ir.WeightedBackend {
+		var out []ir.WeightedBackend
+		for i, wb := range bs {
+			if to, ok := renamed[wb.BackendName]; ok && !wb.Unresolved {
+				if out == nil {
+					out = slices.Clone(bs)
+				}
+				out[i].BackendName = to
+			}
+		}
+		return out
+	}
+	for vi, vh := range f.VirtualHosts {
+		var routes []*ir.Route
+		for ri, r := range vh.Routes {
+			backends := rename(r.Backends)
+			var mirrors []ir.Mirror
+			for mi, m := range r.Mirrors {
+				if to, ok := renamed[m.BackendName]; ok {
+					if mirrors == nil {
+						mirrors = slices.Clone(r.Mirrors)
+					}
+					mirrors[mi].BackendName = to
+				}
+			}
+			if backends == nil && mirrors == nil {
+				continue
+			}
+			if routes == nil {
+				routes = slices.Clone(vh.Routes)
+			}
+			rc := *r
+			if backends != nil {
+				rc.Backends = backends
+			}
+			if mirrors != nil {
+				rc.Mirrors = mirrors
+			}
+			routes[ri] = &rc
+		}
+		if routes != nil {
+			vc := *vh
+			vc.Routes = routes
+			f.VirtualHosts[vi] = &vc
+		}
+	}
+	for _, tr := range f.TLSRoutes {
+		// Each TLSRoute is already this Gateway's copy.
+		if bs := rename(tr.Backends); bs != nil {
+			tr.Backends = bs
+		}
+	}
 }
 
 // setCondition sets a condition without a transition time; SetConditions
