@@ -18,6 +18,7 @@ budget() {
 	FuzzTranslate) echo 20000x ;;             # ~2,000 execs/s
 	FuzzKIngressesThroughTranslate) echo 6000x ;; # ~700 execs/s after 13 s of baseline
 	FuzzYAMLThroughTranslate) echo 1500x ;;   # ~150 execs/s
+	FuzzIngressAnnotations) echo 20000x ;;    # ~1,200 execs/s
 	*) echo 5000x ;;
 	esac
 }

@@ -26,17 +26,27 @@ Usage:
   weir run -f FILE|DIR [-f ...] [--http-port 8080] [--https-port 8443]
            [--internal-http-port 8081] [--internal-https-port 8444]
            [--admin-port 9901] [--log-level info]
-      Serve the KIngresses in the files with the embedded gateway, and
-      hot-reload them when the files change. No cluster needed.
+      Serve the KIngresses, Gateway API objects and Ingresses in the files
+      with the embedded gateway, and hot-reload them when the files change.
+      No cluster needed. --ingress-class nginx also serves that class.
 
   weir status [--admin-port 9901]
       Show the KIngresses a running 'weir run' serves and their status.
 
   weir translate -f FILE|DIR [-f ...] [-o json|yaml] [--strict] [--show-secrets]
+                 [--ingress-class NAME]
       Reconcile the KIngresses, Services, EndpointSlices and Secrets in the
       files and print the Envoy v3 resources Weir serves for them (private
       keys redacted unless --show-secrets). Says on stderr what it read, and
       each thing it skipped or left out; --strict then exits non-zero.
+
+  weir check -f FILE|DIR [-f ...]
+      Judge networking.k8s.io Ingresses written for ingress-nginx (for
+      example 'kubectl get ingress -A -o yaml'), whatever their class: per
+      Ingress and annotation, whether Weir honours it, honours it with a
+      documented difference, ignores it with a warning, or refuses the
+      Ingress (snippets, and security annotations it cannot enforce).
+      Exits non-zero when an Ingress would be refused.
 
 Run 'weir COMMAND -h' for a command's flags.
 `
@@ -62,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runCmd(ctx, args[1:], stdout, stderr)
 	case "status":
 		return statusCmd(ctx, args[1:], stdout, stderr)
+	case "check":
+		return checkCmd(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -83,6 +95,8 @@ func translateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	output := fs.String("o", "json", "output format: json or yaml")
 	strict := fs.Bool("strict", false, "exit non-zero if anything was skipped or left out (for CI)")
 	showSecrets := fs.Bool("show-secrets", false, "print the private keys of TLS secrets instead of [redacted]")
+	var classes fileList
+	fs.Var(&classes, "ingress-class", `a networking.k8s.io Ingress class to serve besides "weir", e.g. nginx (repeatable)`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -94,7 +108,7 @@ func translateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("-o %q: want json or yaml", *output)
 	}
 
-	res, problems, err := translateFiles(ctx, files, stderr)
+	res, problems, err := translateFiles(ctx, files, classes, stderr)
 	if err != nil {
 		return err
 	}
@@ -121,13 +135,13 @@ func translateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // documents that do not decode, KIngresses of another class or invalid,
 // duplicates, KIngresses that are not Ready, and what translate left out.
 // It returns how many such lines it wrote.
-func translateFiles(ctx context.Context, files []string, report io.Writer) (*translate.Resources, int, error) {
+func translateFiles(ctx context.Context, files, classes []string, report io.Writer) (*translate.Resources, int, error) {
 	paths, err := manifest.Files(files...)
 	if err != nil {
 		return nil, 0, err
 	}
 	docs, loadErr := manifest.Load(paths...)
-	res, lines, err := translateDocs(ctx, docs, loadErr)
+	res, lines, err := translateDocs(ctx, docs, loadErr, classes)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -142,7 +156,7 @@ func translateFiles(ctx context.Context, files []string, report io.Writer) (*tra
 // translateDocs reconciles and translates decoded documents; loadErr holds
 // the documents that did not decode. It returns one line per thing
 // skipped or left out. An error means a bug, not bad input.
-func translateDocs(ctx context.Context, docs []manifest.Document, loadErr error) (*translate.Resources, []string, error) {
+func translateDocs(ctx context.Context, docs []manifest.Document, loadErr error, classes []string) (*translate.Resources, []string, error) {
 	var lines []string
 	for _, e := range leafErrors(loadErr) {
 		// A file that cannot be read is not skipped input: stop.
@@ -153,7 +167,7 @@ func translateDocs(ctx context.Context, docs []manifest.Document, loadErr error)
 		lines = append(lines, "skipped: "+e.Error())
 	}
 	model := ir.NewModel()
-	rec := &manifest.Reconciler{Model: model, Syncer: noTrigger{}, Warn: func(w string) { lines = append(lines, "skipped: "+w) }}
+	rec := &manifest.Reconciler{Model: model, Syncer: noTrigger{}, IngressClasses: classes, Warn: func(w string) { lines = append(lines, "skipped: "+w) }}
 	statuses, errs := rec.Apply(ctx, docs)
 	for _, e := range errs {
 		lines = append(lines, "skipped: "+e.Error())
@@ -168,6 +182,7 @@ func translateDocs(ctx context.Context, docs []manifest.Document, loadErr error)
 			lines = append(lines, "not ready: "+l)
 		}
 	}
+	lines = append(lines, rec.Ingresses.Lines()...)
 	res, err := translate.New(translate.DefaultOptions()).Translate(model.Fragments())
 	if err != nil {
 		return nil, nil, err

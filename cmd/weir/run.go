@@ -38,6 +38,8 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	upstreamCA := fs.String("upstream-ca", "", "CA bundle that HTTPS backends (ExternalName Services on port 443 or named https) are verified against (default: the system's)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	accessLog := fs.Bool("access-log", true, "write one JSON line per request to stdout")
+	var classes fileList
+	fs.Var(&classes, "ingress-class", `a networking.k8s.io Ingress class to serve besides "weir", e.g. nginx (repeatable)`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -65,6 +67,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		Logger:            logger,
 		AccessLog:         alog,
 		UpstreamTrustedCA: *upstreamCA,
+		IngressClasses:    classes,
 	})
 	if err != nil {
 		return err
@@ -122,6 +125,9 @@ func printRead(w io.Writer, report standalone.StatusReport, limit int) {
 	}
 	for _, s := range report.GatewayAPI {
 		fmt.Fprintln(w, "not ready:", s)
+	}
+	for _, s := range report.NetworkingIngress {
+		fmt.Fprintln(w, s)
 	}
 }
 

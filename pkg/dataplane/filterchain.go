@@ -253,7 +253,6 @@ func (s *stream) startFilters() {
 	if len(confs) == 0 {
 		return
 	}
-	s.filters = make([]activeFilter, 0, len(confs))
 	for _, fc := range confs {
 		on := !fc.disabled
 		if rc := s.perRouteConf(fc.name); rc != nil {
@@ -265,6 +264,11 @@ func (s *stream) startFilters() {
 		}
 		if !on {
 			continue
+		}
+		if s.filters == nil {
+			// A chain of disabled filters (the shared listeners')
+			// costs nothing on routes that use none.
+			s.filters = make([]activeFilter, 0, len(confs))
 		}
 		s.filters = append(s.filters, activeFilter{s: s, conf: fc})
 		f := &s.filters[len(s.filters)-1]

@@ -348,12 +348,18 @@ const (
 	// ReplacePrefixMatch replaces the part of the path that the route's
 	// prefix match (PathPrefix or PathSegmentPrefix) matched with Value.
 	ReplacePrefixMatch
+	// ReplaceRegex replaces the part of the path that the RE2 expression
+	// Pattern matches with Value, where \1 to \9 are its groups (Envoy's
+	// regex_rewrite).
+	ReplaceRegex
 )
 
 // PathModifier rewrites a request path; the query is kept.
 type PathModifier struct {
 	Kind  PathModifierKind
 	Value string
+	// Pattern is the expression of ReplaceRegex.
+	Pattern string
 }
 
 // DirectResponse is a fixed answer from the gateway itself.
@@ -371,6 +377,8 @@ type Redirect struct {
 	Path   *PathModifier
 	// StatusCode is 301, 302, 303, 307 or 308.
 	StatusCode int
+	// StripQuery drops the request's query from the Location.
+	StripQuery bool
 }
 
 // RetryPolicy retries failed upstream attempts.

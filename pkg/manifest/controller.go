@@ -46,7 +46,8 @@ type Controller struct {
 	mu       sync.Mutex
 	statuses map[types.NamespacedName]IngressStatus
 
-	gateways *GatewaySync
+	gateways  *GatewaySync
+	ingresses *IngressSync
 }
 
 // ControllerOptions configure a Controller.
@@ -59,12 +60,20 @@ type ControllerOptions struct {
 	Prober func(enqueue func(types.NamespacedName)) kingress.StatusProber
 	Config *config.Config
 	Logger *zap.SugaredLogger
+	// IngressClasses are served besides the class "weir".
+	IngressClasses []string
 }
 
 // NewController returns a Controller; Run starts its workers.
 func NewController(ctx context.Context, opts ControllerOptions) *Controller {
 	c := &Controller{store: opts.Store, config: opts.Config, statuses: map[types.NamespacedName]IngressStatus{},
-		gateways: &GatewaySync{Model: opts.Model, Syncer: opts.Syncer}}
+		gateways:  &GatewaySync{Model: opts.Model, Syncer: opts.Syncer},
+		ingresses: &IngressSync{Model: opts.Model, Syncer: opts.Syncer, Classes: opts.IngressClasses}}
+	c.ingresses.Displaced = func(ref ir.ObjectRef) {
+		if ref.Kind == kingress.Kind {
+			c.enqueue(types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name})
+		}
+	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop().Sugar()
 	}
@@ -100,9 +109,10 @@ func (c *Controller) enqueue(key types.NamespacedName) {
 // Changed enqueues what changes affect, and rebuilds the Gateways when
 // a change can affect them.
 func (c *Controller) Changed(changes []Change) {
-	gateways := false
+	gateways, ingresses := false, false
 	for _, ch := range changes {
 		gateways = gateways || isGatewayInput(ch.Key.Kind)
+		ingresses = ingresses || isIngressInput(ch.Key.Kind)
 		if ch.Key.Kind == kingress.Kind {
 			c.enqueue(types.NamespacedName{Namespace: ch.Key.Namespace, Name: ch.Key.Name})
 			if ch.New == nil {
@@ -119,7 +129,14 @@ func (c *Controller) Changed(changes []Change) {
 	if gateways {
 		c.gateways.Sync(c.store)
 	}
+	if ingresses {
+		c.ingresses.Sync(c.store)
+	}
 }
+
+// Ingresses returns the networking.k8s.io Ingress report of the latest
+// build.
+func (c *Controller) Ingresses() *IngressReport { return c.ingresses.Last() }
 
 // Gateways returns the Gateway API statuses of the latest build.
 func (c *Controller) Gateways() *gateway.Result { return c.gateways.Last() }
@@ -136,12 +153,16 @@ func (c *Controller) ReconcileAll(ctx context.Context) []error {
 	defer c.quiet.Store(false)
 	var errs []error
 	c.gateways.Sync(c.store)
+	c.ingresses.Sync(c.store)
 	for _, d := range c.store.Ingresses() {
 		m := d.Object.(*v1alpha1.Ingress)
 		if err := c.Reconcile(ctx, m.Namespace+"/"+m.Name); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	// A KIngress older than an Ingress host takes its domain back; the
+	// report must say so.
+	c.ingresses.Sync(c.store)
 	return errs
 }
 

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	netv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -86,6 +88,10 @@ func KindOf(o runtime.Object) string {
 		return "ReferenceGrant"
 	case *gwv1.BackendTLSPolicy:
 		return "BackendTLSPolicy"
+	case *netv1.Ingress:
+		return "Ingress"
+	case *netv1.IngressClass:
+		return "IngressClass"
 	}
 	return fmt.Sprintf("%T", o)
 }
@@ -94,7 +100,7 @@ func KindOf(o runtime.Object) string {
 var dataPlaneParameters = schema.GroupVersionKind{Group: "gateway.weir.dev", Version: "v1alpha1", Kind: "GatewayParameters"}
 
 // supported lists the kinds Weir reads, for error messages.
-const supported = "networking.internal.knative.dev/v1alpha1 Ingress, gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute, BackendTLSPolicy and ReferenceGrant (also v1beta1), v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Secret, v1 ConfigMap (a CA bundle), v1 Namespace"
+const supported = "networking.internal.knative.dev/v1alpha1 Ingress, gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute, BackendTLSPolicy and ReferenceGrant (also v1beta1), networking.k8s.io/v1 Ingress and IngressClass, v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Secret, v1 ConfigMap (a CA bundle), v1 Namespace"
 
 var supportedKinds = map[schema.GroupVersionKind]bool{
 	v1alpha1.SchemeGroupVersion.WithKind("Ingress"):          true,
@@ -111,6 +117,8 @@ var supportedKinds = map[schema.GroupVersionKind]bool{
 	gwv1.SchemeGroupVersion.WithKind("ReferenceGrant"):       true,
 	gwv1.SchemeGroupVersion.WithKind("BackendTLSPolicy"):     true,
 	gwv1beta1.SchemeGroupVersion.WithKind("ReferenceGrant"):  true,
+	netv1.SchemeGroupVersion.WithKind("Ingress"):             true,
+	netv1.SchemeGroupVersion.WithKind("IngressClass"):        true,
 }
 
 // Load reads every .yaml/.yml file under the given files or directories
@@ -190,31 +198,64 @@ func Decode(file string, data []byte) ([]Document, error) {
 			errs = append(errs, fmt.Errorf("%s: document %d: %w", file, i, err))
 			continue
 		}
-		if tm.GroupVersionKind() == dataPlaneParameters {
-			// They shape data planes a cluster makes; weir run and weir
-			// translate make none.
-			continue
-		}
-		if !supportedKinds[tm.GroupVersionKind()] {
-			if tm.APIVersion == "" || tm.Kind == "" {
-				errs = append(errs, fmt.Errorf("%s: document %d: apiVersion and kind are required", file, i))
-			} else {
-				errs = append(errs, fmt.Errorf("%s: document %d: unsupported kind %s %s; Weir reads %s", file, i, tm.APIVersion, tm.Kind, supported))
+		if tm.APIVersion == "v1" && tm.Kind == "List" {
+			// What `kubectl get -o yaml` prints for several objects.
+			var list struct {
+				Items []json.RawMessage `json:"items"`
+			}
+			if err := yaml.Unmarshal(raw, &list); err != nil {
+				errs = append(errs, fmt.Errorf("%s: document %d: %w", file, i, err))
+				continue
+			}
+			for j, item := range list.Items {
+				var tm metav1.TypeMeta
+				if err := json.Unmarshal(item, &tm); err != nil {
+					errs = append(errs, fmt.Errorf("%s: document %d, item %d: %w", file, i, j, err))
+					continue
+				}
+				where := fmt.Sprintf("%s: document %d, item %d", file, i, j)
+				if d, ok, err := decodeObject(where, tm, item, deserializer); err != nil {
+					errs = append(errs, err)
+				} else if ok {
+					d.File, d.Index = file, i
+					docs = append(docs, d)
+				}
 			}
 			continue
 		}
-		obj, _, err := deserializer.Decode(raw, nil, nil)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: document %d: %w", file, i, err))
-			continue
+		if d, ok, err := decodeObject(fmt.Sprintf("%s: document %d", file, i), tm, raw, deserializer); err != nil {
+			errs = append(errs, err)
+		} else if ok {
+			d.File, d.Index = file, i
+			docs = append(docs, d)
 		}
-		if rg, ok := obj.(*gwv1beta1.ReferenceGrant); ok {
-			// The same object at v1: one kind downstream.
-			obj = &gwv1.ReferenceGrant{ObjectMeta: rg.ObjectMeta, Spec: gwv1.ReferenceGrantSpec{From: rg.Spec.From, To: rg.Spec.To}}
-		}
-		docs = append(docs, Document{File: file, Index: i, Object: obj, Sum: sha256.Sum256(raw)})
 	}
 	return docs, errors.Join(errs...)
+}
+
+// decodeObject decodes one object of a supported kind, whose type is tm;
+// ok is false for one that is skipped without an error.
+func decodeObject(where string, tm metav1.TypeMeta, raw []byte, deserializer runtime.Decoder) (d Document, ok bool, err error) {
+	if tm.GroupVersionKind() == dataPlaneParameters {
+		// They shape data planes a cluster makes; weir run and weir
+		// translate make none.
+		return Document{}, false, nil
+	}
+	if !supportedKinds[tm.GroupVersionKind()] {
+		if tm.APIVersion == "" || tm.Kind == "" {
+			return Document{}, false, fmt.Errorf("%s: apiVersion and kind are required", where)
+		}
+		return Document{}, false, fmt.Errorf("%s: unsupported kind %s %s; Weir reads %s", where, tm.APIVersion, tm.Kind, supported)
+	}
+	obj, _, err := deserializer.Decode(raw, nil, nil)
+	if err != nil {
+		return Document{}, false, fmt.Errorf("%s: %w", where, err)
+	}
+	if rg, ok := obj.(*gwv1beta1.ReferenceGrant); ok {
+		// The same object at v1: one kind downstream.
+		obj = &gwv1.ReferenceGrant{ObjectMeta: rg.ObjectMeta, Spec: gwv1.ReferenceGrantSpec{From: rg.Spec.From, To: rg.Spec.To}}
+	}
+	return Document{Object: obj, Sum: sha256.Sum256(raw)}, true, nil
 }
 
 func stripComments(raw []byte) []byte {

@@ -46,6 +46,10 @@ type Reconciler struct {
 	Warn func(msg string)
 	// Gateways is the Gateway API result of the last Apply.
 	Gateways *gateway.Result
+	// IngressClasses are served besides the class "weir".
+	IngressClasses []string
+	// Ingresses is the networking.k8s.io Ingress report of the last Apply.
+	Ingresses *IngressReport
 }
 
 // Apply makes docs the complete desired state: every valid KIngress of
@@ -106,6 +110,8 @@ func (r *Reconciler) Apply(ctx context.Context, docs []Document) ([]IngressStatu
 	}
 	gs := &GatewaySync{Model: r.Model, Syncer: r.Syncer}
 	r.Gateways = gs.Sync(store)
+	is := &IngressSync{Model: r.Model, Syncer: r.Syncer, Classes: r.IngressClasses}
+	r.Ingresses = is.Sync(store)
 	return statuses, errs
 }
 

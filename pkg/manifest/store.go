@@ -3,11 +3,13 @@ package manifest
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	netv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -61,7 +63,7 @@ func NewStore() *Store {
 	}
 	s := &Store{services: idx(), slices: idx(), secrets: idx(), ingresses: idx(),
 		files: map[string]map[Key]Document{}, defs: map[Key][]string{}, gatewayAPI: map[string]cache.Indexer{}}
-	for _, kind := range gatewayKinds {
+	for _, kind := range append(slices.Clone(gatewayKinds), ingressKinds...) {
 		s.gatewayAPI[kind] = idx()
 	}
 	if err := s.slices.AddIndexers(kingress.SliceIndexers); err != nil {
@@ -255,6 +257,8 @@ var gvks = map[string]schema.GroupVersionKind{
 	"GRPCRoute":        gwv1.SchemeGroupVersion.WithKind("GRPCRoute"),
 	"TLSRoute":         gwv1.SchemeGroupVersion.WithKind("TLSRoute"),
 	"BackendTLSPolicy": gwv1.SchemeGroupVersion.WithKind("BackendTLSPolicy"),
+	"Ingress":          netv1.SchemeGroupVersion.WithKind("Ingress"),
+	"IngressClass":     netv1.SchemeGroupVersion.WithKind("IngressClass"),
 	// v1beta1 ReferenceGrants are stored as v1: the fields are the same.
 	"ReferenceGrant": gwv1.SchemeGroupVersion.WithKind("ReferenceGrant"),
 }
@@ -262,6 +266,10 @@ var gvks = map[string]schema.GroupVersionKind{
 // gatewayKinds are the kinds the Gateway API front end reads besides
 // Services, EndpointSlices and Secrets.
 var gatewayKinds = []string{"Namespace", "GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute", "ReferenceGrant", "BackendTLSPolicy", "ConfigMap"}
+
+// ingressKinds are the networking.k8s.io kinds the Ingress front end reads,
+// kept beside the Gateway API's.
+var ingressKinds = []string{"Ingress", "IngressClass"}
 
 // Admit is the one validation path of weir run, weir translate and the
 // controller's view of an object: it defaults the namespace, then defaults
@@ -274,7 +282,7 @@ func Admit(ctx context.Context, d Document) (Key, error) {
 	}
 	clusterScoped := false
 	switch d.Object.(type) {
-	case *corev1.Namespace, *gwv1.GatewayClass:
+	case *corev1.Namespace, *gwv1.GatewayClass, *netv1.IngressClass:
 		clusterScoped = true
 		m.SetNamespace("")
 	}
@@ -283,7 +291,8 @@ func Admit(ctx context.Context, d Document) (Key, error) {
 	}
 	var kind string
 	switch o := d.Object.(type) {
-	case *corev1.Namespace, *gwv1.GatewayClass, *gwv1.Gateway, *gwv1.HTTPRoute, *gwv1.GRPCRoute, *gwv1.TLSRoute, *gwv1.ReferenceGrant, *gwv1.BackendTLSPolicy, *corev1.ConfigMap:
+	case *corev1.Namespace, *gwv1.GatewayClass, *gwv1.Gateway, *gwv1.HTTPRoute, *gwv1.GRPCRoute, *gwv1.TLSRoute, *gwv1.ReferenceGrant, *gwv1.BackendTLSPolicy, *corev1.ConfigMap,
+		*netv1.Ingress, *netv1.IngressClass:
 		if m.GetName() == "" {
 			return Key{}, fmt.Errorf("%s: metadata.name is required", d)
 		}

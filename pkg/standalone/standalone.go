@@ -58,6 +58,9 @@ type Options struct {
 	// UpstreamTrustedCA is the CA bundle HTTPS backends (ExternalName on
 	// 443 or "https") are verified against; empty finds the system's.
 	UpstreamTrustedCA string
+	// IngressClasses are networking.k8s.io Ingress classes served besides
+	// "weir".
+	IngressClasses []string
 }
 
 // systemCABundles are where common systems keep their CA bundle, as Go's
@@ -196,7 +199,7 @@ func (g *Gateway) start(ctx context.Context) error {
 	// process, so there is nothing to probe over the network.
 	g.server = server
 	g.ctrl = manifest.NewController(ctx, manifest.ControllerOptions{
-		Store: g.store, Model: g.model, Syncer: g.syncer, Config: config.FromContext(ctx),
+		Store: g.store, Model: g.model, Syncer: g.syncer, Config: config.FromContext(ctx), IngressClasses: g.opts.IngressClasses,
 		Logger: g.log.Named("reconciler").WithOptions(zap.IncreaseLevel(zapcore.WarnLevel)),
 		Prober: func(enqueue func(types.NamespacedName)) kingress.StatusProber {
 			g.readiness = gateway.NewAckReadiness(g.syncer, gateway.AckReadinessOptions{
@@ -303,6 +306,10 @@ type StatusReport struct {
 	// GatewayAPI says, one line each, which Gateway API conditions are
 	// not met: what a cluster would show in the objects' status.
 	GatewayAPI []string `json:"gatewayAPI,omitempty"`
+	// NetworkingIngress says, one line each, what of the
+	// networking.k8s.io Ingresses is skipped, refused, ignored or left
+	// out: what a cluster would show as Warning Events.
+	NetworkingIngress []string `json:"networkingIngress,omitempty"`
 }
 
 // Report summarises statuses and file errors.
@@ -341,6 +348,7 @@ func (g *Gateway) Report() StatusReport {
 	if res := g.ctrl.Gateways(); res != nil {
 		r.GatewayAPI = res.NotReady()
 	}
+	r.NetworkingIngress = g.ctrl.Ingresses().Lines()
 	for n, f := range g.files {
 		if f.err == nil {
 			continue

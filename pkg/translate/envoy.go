@@ -130,7 +130,7 @@ func newShared(opts Options) *shared {
 	for _, role := range ir.AllRoles {
 		s.hcm[role] = &listenerv3.Filter{
 			Name:       httpConnectionManagerFilter,
-			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(httpConnectionManager(role.String(), []*hcmv3.HttpFilter{routerHTTPFilter}, opts))},
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(httpConnectionManager(role.String(), sharedHTTPFilters(), opts))},
 		}
 	}
 	for _, role := range plainRoles {

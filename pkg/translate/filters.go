@@ -111,6 +111,20 @@ func originMatcher(origin string) (*matcherv3.StringMatcher, error) {
 	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: re}}}, nil
 }
 
+// sharedHTTPFilters is the filter chain of the shared listeners: every
+// filter, disabled, so a route turns one on with its
+// typed_per_filter_config. The chain never changes, so a route that
+// starts using a filter does not replace the listener and drain its
+// connections.
+func sharedHTTPFilters() []*hcmv3.HttpFilter {
+	var out []*hcmv3.HttpFilter
+	for _, kind := range slices.Sorted(maps.Keys(httpFilterOf)) {
+		f := httpFilterOf[kind]
+		out = append(out, &hcmv3.HttpFilter{Name: f.name, Disabled: true, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(f.config)}})
+	}
+	return append(out, routerHTTPFilter)
+}
+
 // httpFiltersFor is the filter chain of a connection manager serving
 // vhosts: the filters some route of theirs configures, in FilterKind
 // order, then the router.

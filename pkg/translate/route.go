@@ -145,10 +145,6 @@ func buildRoute(r *ir.Route, available nameSet, ownListener bool, s *shared, w *
 	}
 	out.RequestHeadersToAdd, out.RequestHeadersToRemove = buildHeaderMutation(r.RequestHeaders, s, w, label)
 	out.ResponseHeadersToAdd, out.ResponseHeadersToRemove = buildHeaderMutation(r.ResponseHeaders, s, w, label)
-	if len(r.Filters) > 0 && !ownListener {
-		// The shared listeners' filter chains are fixed at start.
-		return nil, false, fmt.Errorf("per-route filters are served only on a Gateway's own listeners")
-	}
 	if out.TypedPerFilterConfig, err = perFilterConfig(r.Filters); err != nil {
 		return nil, false, err
 	}
@@ -340,6 +336,11 @@ func pathRewrite(m *ir.PathModifier, match ir.PathMatch) (prefix string, regex *
 			return m.Value, nil, nil
 		}
 		return cmp.Or(m.Value, "/"), nil, nil
+	case ir.ReplaceRegex:
+		if err := checkRegex(m.Pattern); err != nil {
+			return "", nil, fmt.Errorf("rewrite pattern %q: %w", m.Pattern, err)
+		}
+		return "", &matcherv3.RegexMatchAndSubstitute{Pattern: &matcherv3.RegexMatcher{Regex: m.Pattern}, Substitution: m.Value}, nil
 	}
 	return "", nil, fmt.Errorf("unknown path modifier %d", m.Kind)
 }
@@ -580,6 +581,7 @@ func buildRedirect(r *ir.Redirect, match ir.PathMatch, w *warner, label string) 
 			}
 		}
 	}
+	out.StripQuery = r.StripQuery
 	if code, ok := redirectCodes[r.StatusCode]; ok {
 		out.ResponseCode = code
 	} else if r.StatusCode != 0 {

@@ -7,7 +7,6 @@
 package gateway
 
 import (
-	"crypto/tls"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -26,7 +25,7 @@ import (
 	"github.com/weir-dev/weir/pkg/envoycheck"
 	"github.com/weir-dev/weir/pkg/ir"
 	"github.com/weir-dev/weir/pkg/reconciler/kingress"
-	"github.com/weir-dev/weir/pkg/xdstls"
+	"github.com/weir-dev/weir/pkg/reconciler/secrets"
 )
 
 // ControllerName is the GatewayClass controllerName Weir serves.
@@ -588,24 +587,7 @@ func (b *builder) backendClientCertificate(g *gatewayState) {
 // tlsSecret reads a kubernetes.io/tls Secret's key pair, or says why it
 // cannot be used; the reason never holds key bytes.
 func (b *builder) tlsSecret(ns, name string) (chain, key []byte, problem string) {
-	sec, err := b.listers.Secrets.Secrets(ns).Get(name)
-	if err != nil {
-		if apierrs.IsNotFound(err) {
-			return nil, nil, fmt.Sprintf("Secret %s/%s does not exist (weir-controller sees Secrets of type kubernetes.io/tls only)", ns, name)
-		}
-		return nil, nil, fmt.Sprintf("reading Secret %s/%s: %v", ns, name, err)
-	}
-	if sec.Type != corev1.SecretTypeTLS {
-		return nil, nil, fmt.Sprintf("Secret %s/%s is of type %q; it must be of type kubernetes.io/tls", ns, name, sec.Type)
-	}
-	if sec.Labels[xdstls.IdentityLabel] != "" {
-		return nil, nil, fmt.Sprintf("Secret %s/%s holds Weir's own xDS credentials and is never served; use another Secret", ns, name)
-	}
-	chain, key = sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey]
-	if _, err := tls.X509KeyPair(chain, key); err != nil {
-		return nil, nil, fmt.Sprintf("Secret %s/%s does not hold a usable tls.crt and tls.key: %v", ns, name, err)
-	}
-	return chain, key, ""
+	return secrets.TLSKeyPair(b.listers.Secrets, ns, name)
 }
 
 // listenerCertificates loads the certificates of an HTTPS listener.

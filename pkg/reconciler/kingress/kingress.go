@@ -257,7 +257,10 @@ func (r *Reconciler) serve(ctx context.Context, ing *v1alpha1.Ingress) ([]*Probl
 		return problems, nil
 	}
 	for _, d := range displaced {
-		r.Enqueue(types.NamespacedName{Namespace: d.Namespace, Name: d.Name})
+		// Other front ends' fragments come back on their next build.
+		if d.Kind == Kind {
+			r.Enqueue(types.NamespacedName{Namespace: d.Namespace, Name: d.Name})
+		}
 	}
 	r.Syncer.Trigger()
 	r.retryConflicted(ref)

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	netv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/types"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/weir-dev/weir/pkg/manifest"
+	"github.com/weir-dev/weir/pkg/reconciler/ingress"
+)
+
+// checkCmd is `weir check`: a migration report for Ingresses written for
+// ingress-nginx, whatever their class.
+func checkCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("weir check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var files fileList
+	fs.Var(&files, "f", "a YAML file or a directory of them, e.g. the output of 'kubectl get ingress -A -o yaml' (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		fs.Usage()
+		return errors.New("check needs at least one -f FILE|DIR")
+	}
+	paths, err := manifest.Files(files...)
+	if err != nil {
+		return err
+	}
+	docs, loadErr := manifest.Load(paths...)
+	var ings []*netv1.Ingress
+	for _, d := range docs {
+		if i, ok := d.Object.(*netv1.Ingress); ok {
+			if i.Namespace == "" {
+				i.Namespace = "default"
+			}
+			ings = append(ings, i)
+		}
+	}
+	for _, e := range leafErrors(loadErr) {
+		if !strings.Contains(e.Error(), "unsupported kind") {
+			fmt.Fprintln(stderr, "skipped:", e)
+		}
+	}
+	if len(ings) == 0 {
+		return fmt.Errorf("no networking.k8s.io/v1 Ingress in %s", strings.Join(files, ", "))
+	}
+	refused := writeCheck(stdout, ings)
+	if refused > 0 {
+		return fmt.Errorf("%d %s would not be served; see \"refused\" above", refused, plural(refused, "Ingress", "Ingresses"))
+	}
+	return nil
+}
+
+// writeCheck prints one row per Ingress and annotation, then what else
+// Weir would say about each Ingress, and returns how many are refused.
+func writeCheck(w io.Writer, ings []*netv1.Ingress) int {
+	empty := func() cache.Indexer { return cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{}) }
+	// Services and Secrets are not judged here: weir translate does,
+	// with them in its input.
+	listers := ingress.Listers{
+		Services:       corelisters.NewServiceLister(empty()),
+		Secrets:        corelisters.NewSecretLister(empty()),
+		EndpointSlices: func(string, string) ([]*discoveryv1.EndpointSlice, error) { return nil, nil },
+	}
+	res := ingress.NewBuilder().Build(ings, ingress.Classes{All: true}, listers, ingress.Options{})
+	keys := make([]types.NamespacedName, 0, len(res.Ingresses))
+	for k := range res.Ingresses {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b types.NamespacedName) int { return strings.Compare(a.String(), b.String()) })
+
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INGRESS\tANNOTATION\tSTATUS\tNOTE")
+	counts := map[ingress.Support]int{}
+	refused := 0
+	for _, k := range keys {
+		r := res.Ingresses[k]
+		if r.Refused {
+			refused++
+		}
+		if len(r.Findings) == 0 {
+			fmt.Fprintf(tw, "%s\t-\t%s\t\n", k, ingress.Honoured)
+		}
+		for _, f := range r.Findings {
+			counts[f.Support]++
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k, strings.TrimPrefix(f.Key, ingress.AnnotationPrefix), f.Support, f.Message)
+		}
+	}
+	_ = tw.Flush()
+	for _, k := range keys {
+		for _, p := range res.Ingresses[k].Problems {
+			if p.Reason == "BackendNotFound" || p.Reason == "InvalidCertificate" || p.Reason == "NoCertificate" {
+				continue
+			}
+			fmt.Fprintf(w, "%s: %s\n", k, p)
+		}
+	}
+	fmt.Fprintf(w, "\n%d %s, %d ingress-nginx %s: %d honoured, %d with a documented difference, %d ignored, %d refused.\n",
+		len(keys), plural(len(keys), "Ingress", "Ingresses"), sum(counts), plural(sum(counts), "annotation", "annotations"),
+		counts[ingress.Honoured], counts[ingress.HonouredWithDifference], counts[ingress.Ignored], counts[ingress.Refused])
+	if refused > 0 {
+		fmt.Fprintf(w, "%d %s would not be served by Weir until the refused annotations are removed.\n", refused, plural(refused, "Ingress", "Ingresses"))
+	}
+	fmt.Fprintln(w, "Services and Secrets are not checked here; 'weir translate -f' with them in its input shows the Envoy config.")
+	return refused
+}
+
+func sum(m map[ingress.Support]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}

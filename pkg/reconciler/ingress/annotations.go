@@ -1,0 +1,479 @@
+package ingress
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	netv1 "k8s.io/api/networking/v1"
+)
+
+// AnnotationPrefix starts every ingress-nginx annotation.
+const AnnotationPrefix = "nginx.ingress.kubernetes.io/"
+
+// Support is what Weir does with an ingress-nginx annotation.
+type Support uint8
+
+const (
+	// Honoured: served with ingress-nginx's semantics.
+	Honoured Support = iota + 1
+	// HonouredWithDifference: served, with a documented difference.
+	HonouredWithDifference
+	// Ignored: not applied; the Ingress is served without it and warned
+	// about.
+	Ignored
+	// Refused: the Ingress is not served (its last good version keeps
+	// serving): the annotation injects raw config, or ignoring it would
+	// weaken security.
+	Refused
+)
+
+func (s Support) String() string {
+	switch s {
+	case Honoured:
+		return "honoured"
+	case HonouredWithDifference:
+		return "honoured with a difference"
+	case Ignored:
+		return "ignored"
+	case Refused:
+		return "refused"
+	}
+	return "unknown"
+}
+
+// annotation is what Weir knows of one ingress-nginx key.
+type annotation struct {
+	support Support
+	// note says what differs, or why it is not applied.
+	note string
+}
+
+const (
+	notYet         = "not implemented by Weir yet"
+	notYetSecurity = "not implemented by Weir yet, and serving the Ingress without it would weaken its security"
+)
+
+// annotations lists every ingress-nginx key Weir knows, by the name after
+// AnnotationPrefix. A key ending in "-snippet" is refused whether listed
+// or not.
+var annotations = map[string]annotation{
+	// Routing and rewrites.
+	"rewrite-target":     {Honoured, ""},
+	"use-regex":          {HonouredWithDifference, "regular expressions are RE2 (no look-around or back-references) and, as in ingress-nginx, apply to every path of the host"},
+	"app-root":           {Honoured, ""},
+	"upstream-vhost":     {Honoured, ""},
+	"x-forwarded-prefix": {Honoured, ""},
+	// Redirects.
+	"ssl-redirect":            {Honoured, ""},
+	"force-ssl-redirect":      {Honoured, ""},
+	"permanent-redirect":      {HonouredWithDifference, "of nginx variables only a trailing $request_uri is understood"},
+	"permanent-redirect-code": {Honoured, ""},
+	"temporal-redirect":       {HonouredWithDifference, "of nginx variables only a trailing $request_uri is understood"},
+	"temporal-redirect-code":  {Honoured, ""},
+	"from-to-www-redirect":    {Ignored, notYet},
+	// CORS.
+	"enable-cors":            {HonouredWithDifference, "an allowed origin is echoed back instead of \"*\"; with \"*\" credentials are never allowed, as browsers enforce for nginx's \"*\""},
+	"cors-allow-origin":      {Honoured, ""},
+	"cors-allow-methods":     {Honoured, ""},
+	"cors-allow-headers":     {Honoured, ""},
+	"cors-expose-headers":    {Honoured, ""},
+	"cors-allow-credentials": {Honoured, ""},
+	"cors-max-age":           {Honoured, ""},
+	// Canary.
+	"canary":                   {Honoured, ""},
+	"canary-by-header":         {Honoured, ""},
+	"canary-by-header-value":   {Honoured, ""},
+	"canary-by-header-pattern": {HonouredWithDifference, "the pattern is RE2 and must match the whole header value"},
+	"canary-by-cookie":         {Honoured, ""},
+	"canary-weight":            {Honoured, ""},
+	"canary-weight-total":      {Honoured, ""},
+	// Backends.
+	"backend-protocol":        {HonouredWithDifference, "HTTP, GRPC and H2C are served; HTTPS, GRPCS, AUTO_HTTP and FCGI are refused until Weir originates TLS for Ingress backends"},
+	"service-upstream":        {Ignored, "Weir always balances over the Service's ready endpoints"},
+	"proxy-ssl-secret":        {Refused, notYetSecurity},
+	"proxy-ssl-verify":        {Refused, notYetSecurity},
+	"proxy-ssl-name":          {Ignored, notYet},
+	"load-balance":            {Ignored, notYet},
+	"upstream-hash-by":        {Ignored, notYet},
+	"affinity":                {Ignored, notYet},
+	"affinity-mode":           {Ignored, notYet},
+	"session-cookie-name":     {Ignored, notYet},
+	"session-cookie-path":     {Ignored, notYet},
+	"session-cookie-expires":  {Ignored, notYet},
+	"session-cookie-max-age":  {Ignored, notYet},
+	"session-cookie-samesite": {Ignored, notYet},
+	"session-cookie-secure":   {Ignored, notYet},
+	// Proxy behaviour.
+	"proxy-connect-timeout":       {Ignored, notYet},
+	"proxy-read-timeout":          {Ignored, notYet},
+	"proxy-send-timeout":          {Ignored, notYet},
+	"proxy-body-size":             {Ignored, notYet},
+	"proxy-next-upstream":         {Ignored, notYet},
+	"proxy-next-upstream-tries":   {Ignored, notYet},
+	"proxy-next-upstream-timeout": {Ignored, notYet},
+	"proxy-buffering":             {Ignored, "weir-proxy and Envoy stream bodies; there is no buffering to switch"},
+	"proxy-request-buffering":     {Ignored, "weir-proxy and Envoy stream bodies; there is no buffering to switch"},
+	"proxy-buffer-size":           {Ignored, "weir-proxy and Envoy size their buffers themselves"},
+	"proxy-http-version":          {Ignored, notYet},
+	// Access control: refused until enforced.
+	"whitelist-source-range":                {Refused, notYetSecurity},
+	"allowlist-source-range":                {Refused, notYetSecurity},
+	"denylist-source-range":                 {Refused, notYetSecurity},
+	"auth-type":                             {Refused, notYetSecurity},
+	"auth-secret":                           {Refused, notYetSecurity},
+	"auth-secret-type":                      {Refused, notYetSecurity},
+	"auth-realm":                            {Refused, notYetSecurity},
+	"auth-url":                              {Refused, notYetSecurity},
+	"auth-signin":                           {Refused, notYetSecurity},
+	"auth-method":                           {Refused, notYetSecurity},
+	"auth-response-headers":                 {Refused, notYetSecurity},
+	"auth-request-redirect":                 {Refused, notYetSecurity},
+	"auth-tls-secret":                       {Refused, notYetSecurity},
+	"auth-tls-verify-client":                {Refused, notYetSecurity},
+	"auth-tls-verify-depth":                 {Refused, notYetSecurity},
+	"auth-tls-pass-certificate-to-upstream": {Refused, notYetSecurity},
+	"auth-tls-error-page":                   {Refused, notYetSecurity},
+	"auth-tls-match-cn":                     {Refused, notYetSecurity},
+	"satisfy":                               {Refused, notYetSecurity},
+	"enable-modsecurity":                    {Refused, notYetSecurity},
+	"enable-owasp-core-rules":               {Refused, notYetSecurity},
+	"modsecurity-transaction-id":            {Refused, notYetSecurity},
+	// Rate limits, per gateway as in nginx.
+	"limit-rps":              {Ignored, notYet},
+	"limit-rpm":              {Ignored, notYet},
+	"limit-connections":      {Ignored, notYet},
+	"limit-burst-multiplier": {Ignored, notYet},
+	"limit-whitelist":        {Ignored, notYet},
+	"limit-rate":             {Ignored, notYet},
+	"limit-rate-after":       {Ignored, notYet},
+	// Mirroring and errors.
+	"mirror-target":       {Ignored, notYet},
+	"mirror-host":         {Ignored, notYet},
+	"mirror-request-body": {Ignored, notYet},
+	"custom-http-errors":  {Ignored, notYet},
+	"default-backend":     {Ignored, notYet},
+}
+
+// Finding is what Weir does with one annotation of one Ingress.
+type Finding struct {
+	// Key is the full annotation name.
+	Key     string
+	Value   string
+	Support Support
+	// Message says why, for anything but Honoured.
+	Message string
+}
+
+// config is an Ingress's annotations, parsed.
+type config struct {
+	useRegex      bool
+	rewriteTarget string
+	appRoot       string
+	upstreamVhost string
+	forwardPrefix string
+	// sslRedirect is nil when unset: on for hosts with TLS.
+	sslRedirect      *bool
+	forceSSLRedirect bool
+	redirect         *externalRedirect
+	cors             *corsConfig
+	canary           *canaryConfig
+	// protocol is "" for the Service port's own.
+	protocol string
+}
+
+// externalRedirect answers every request of a path with a redirect to URL.
+type externalRedirect struct {
+	url  *url.URL
+	code int
+	// keepURI appends the request's path and query ($request_uri).
+	keepURI bool
+}
+
+type corsConfig struct {
+	origins, methods, headers, expose []string
+	credentials                       bool
+	maxAge                            int32
+}
+
+type canaryConfig struct {
+	header, headerValue, headerPattern, cookie string
+	weight, weightTotal                        uint32
+}
+
+// ingress-nginx's defaults for CORS.
+const (
+	defaultCORSMethods = "GET, PUT, POST, DELETE, PATCH, OPTIONS"
+	defaultCORSHeaders = "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization"
+	defaultCORSMaxAge  = 1728000
+)
+
+// parseAnnotations reads ing's ingress-nginx annotations. findings has one
+// entry per ingress-nginx annotation; unservable is set when the Ingress
+// must not be served: a refused key or a value that cannot be parsed.
+func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unservable bool) {
+	keys := make([]string, 0, len(ing.Annotations))
+	for k := range ing.Annotations {
+		if strings.HasPrefix(k, AnnotationPrefix) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	get := func(name string) (string, bool) {
+		v, ok := ing.Annotations[AnnotationPrefix+name]
+		return strings.TrimSpace(v), ok
+	}
+	bad := map[string]string{}
+	invalid := func(name, format string, args ...any) {
+		if _, ok := bad[name]; !ok {
+			bad[name] = fmt.Sprintf(format, args...)
+		}
+	}
+	boolOf := func(name string) (value, set bool) {
+		v, ok := get(name)
+		if !ok {
+			return false, false
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			invalid(name, "%q is not true or false", v)
+			return false, false
+		}
+		return b, true
+	}
+
+	cfg.useRegex, _ = boolOf("use-regex")
+	cfg.rewriteTarget, _ = get("rewrite-target")
+	if v, ok := get("app-root"); ok {
+		if !strings.HasPrefix(v, "/") {
+			invalid("app-root", "%q is not a path starting with \"/\"", v)
+		} else {
+			cfg.appRoot = v
+		}
+	}
+	if v, ok := get("upstream-vhost"); ok {
+		if !validHost(v) {
+			invalid("upstream-vhost", "%q is not a host name", v)
+		} else {
+			cfg.upstreamVhost = v
+		}
+	}
+	if v, ok := get("x-forwarded-prefix"); ok {
+		if strings.ContainsAny(v, "\r\n\x00") {
+			invalid("x-forwarded-prefix", "the value holds a control character")
+		} else {
+			cfg.forwardPrefix = v
+		}
+	}
+	if b, ok := boolOf("ssl-redirect"); ok {
+		cfg.sslRedirect = &b
+	}
+	cfg.forceSSLRedirect, _ = boolOf("force-ssl-redirect")
+	cfg.redirect = parseRedirect(get, invalid)
+
+	if on, _ := boolOf("enable-cors"); on {
+		cfg.cors = parseCORS(get, boolOf, invalid)
+	}
+	if on, _ := boolOf("canary"); on {
+		cfg.canary = parseCanary(get, invalid)
+	}
+	if v, ok := get("backend-protocol"); ok {
+		switch p := strings.ToUpper(v); p {
+		case "HTTP", "GRPC", "H2C":
+			cfg.protocol = p
+		case "HTTPS", "GRPCS", "AUTO_HTTP", "FCGI":
+			invalid("backend-protocol", "%s backends are not served by Weir yet; only HTTP, GRPC and H2C are", p)
+		default:
+			invalid("backend-protocol", "%q is not one of HTTP, HTTPS, GRPC, GRPCS, H2C, AUTO_HTTP or FCGI", v)
+		}
+	}
+	if cfg.rewriteTarget != "" && (!strings.HasPrefix(cfg.rewriteTarget, "/") && !strings.HasPrefix(cfg.rewriteTarget, "$") || strings.ContainsAny(cfg.rewriteTarget, "\r\n\x00 ")) {
+		invalid("rewrite-target", "%q is not a path: it must start with \"/\" or a capture group", cfg.rewriteTarget)
+	}
+
+	for _, k := range keys {
+		name := strings.TrimPrefix(k, AnnotationPrefix)
+		f := Finding{Key: k, Value: ing.Annotations[k]}
+		a, known := annotations[name]
+		switch {
+		case strings.HasSuffix(name, "-snippet"):
+			f.Support, f.Message = Refused, "snippets inject raw proxy configuration, which Weir never applies"
+		case !known:
+			f.Support, f.Message = Ignored, "not an annotation Weir knows"
+		case bad[name] != "":
+			f.Support, f.Message = Refused, "invalid value: "+bad[name]
+		default:
+			f.Support, f.Message = a.support, a.note
+		}
+		if f.Support == Refused {
+			unservable = true
+		}
+		findings = append(findings, f)
+	}
+	return cfg, findings, unservable
+}
+
+// parseRedirect reads temporal-redirect, which wins as in ingress-nginx,
+// or permanent-redirect.
+func parseRedirect(get func(string) (string, bool), invalid func(string, string, ...any)) *externalRedirect {
+	for _, kind := range []struct {
+		name string
+		code int
+	}{{"temporal-redirect", 302}, {"permanent-redirect", 301}} {
+		v, ok := get(kind.name)
+		if !ok || v == "" {
+			continue
+		}
+		r := &externalRedirect{code: kind.code}
+		if c, ok := get(kind.name + "-code"); ok {
+			n, err := strconv.Atoi(c)
+			if err != nil || !slices.Contains([]int{301, 302, 303, 307, 308}, n) {
+				invalid(kind.name+"-code", "%q is not a redirect status Weir can send (301, 302, 303, 307 or 308)", c)
+				return nil
+			}
+			r.code = n
+		}
+		raw, keep := strings.CutSuffix(v, "$request_uri")
+		if strings.Contains(raw, "$") {
+			invalid(kind.name, "%q holds an nginx variable other than a trailing $request_uri", v)
+			return nil
+		}
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.Fragment != "" {
+			invalid(kind.name, "%q is not an absolute http or https URL", v)
+			return nil
+		}
+		if keep && (u.Path != "" && u.Path != "/" || u.RawQuery != "") {
+			invalid(kind.name, "%q: $request_uri must follow the host directly", v)
+			return nil
+		}
+		if p := u.Port(); p != "" {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				invalid(kind.name, "%q has an invalid port", v)
+				return nil
+			}
+		}
+		r.url, r.keepURI = u, keep
+		return r
+	}
+	return nil
+}
+
+func parseCORS(get func(string) (string, bool), boolOf func(string) (bool, bool), invalid func(string, string, ...any)) *corsConfig {
+	list := func(name, def string) []string {
+		v, ok := get(name)
+		if !ok || v == "" {
+			v = def
+		}
+		var out []string
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	c := &corsConfig{
+		origins: list("cors-allow-origin", "*"),
+		methods: list("cors-allow-methods", defaultCORSMethods),
+		headers: list("cors-allow-headers", defaultCORSHeaders),
+		expose:  list("cors-expose-headers", ""),
+		maxAge:  defaultCORSMaxAge,
+	}
+	for _, o := range c.origins {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			invalid("cors-allow-origin", "%q is not an origin (scheme://host[:port])", o)
+			return nil
+		}
+	}
+	for _, m := range c.methods {
+		if !token(m) {
+			invalid("cors-allow-methods", "%q is not a method", m)
+			return nil
+		}
+	}
+	for _, h := range append(slices.Clone(c.headers), c.expose...) {
+		if h != "*" && !token(h) {
+			invalid("cors-allow-headers", "%q is not a header name", h)
+			return nil
+		}
+	}
+	c.credentials = true
+	if b, ok := boolOf("cors-allow-credentials"); ok {
+		c.credentials = b
+	}
+	if v, ok := get("cors-max-age"); ok {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || n < 0 {
+			invalid("cors-max-age", "%q is not a number of seconds", v)
+			return nil
+		}
+		c.maxAge = int32(n)
+	}
+	return c
+}
+
+func parseCanary(get func(string) (string, bool), invalid func(string, string, ...any)) *canaryConfig {
+	c := &canaryConfig{weightTotal: 100}
+	c.header, _ = get("canary-by-header")
+	c.headerValue, _ = get("canary-by-header-value")
+	c.headerPattern, _ = get("canary-by-header-pattern")
+	c.cookie, _ = get("canary-by-cookie")
+	if c.header != "" && !token(c.header) {
+		invalid("canary-by-header", "%q is not a header name", c.header)
+	}
+	if c.cookie != "" && !token(c.cookie) {
+		invalid("canary-by-cookie", "%q is not a cookie name", c.cookie)
+	}
+	if strings.ContainsAny(c.headerValue, "\r\n\x00") {
+		invalid("canary-by-header-value", "the value holds a control character")
+	}
+	if c.headerPattern != "" {
+		if _, err := regexp.Compile(c.headerPattern); err != nil {
+			invalid("canary-by-header-pattern", "%q is not an RE2 regular expression: %v", c.headerPattern, err)
+		}
+	}
+	if v, ok := get("canary-weight-total"); ok {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || n == 0 {
+			invalid("canary-weight-total", "%q is not a positive integer", v)
+		} else {
+			c.weightTotal = uint32(n)
+		}
+	}
+	if v, ok := get("canary-weight"); ok {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || uint32(n) > c.weightTotal {
+			invalid("canary-weight", "%q is not an integer from 0 to %d (canary-weight-total)", v, c.weightTotal)
+		} else {
+			c.weight = uint32(n)
+		}
+	}
+	return c
+}
+
+// token reports whether s is an HTTP token (RFC 9110), as header names
+// and methods are.
+func token(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+var hostRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]{1,5})?$`)
+
+func validHost(s string) bool { return len(s) <= 253 && hostRE.MatchString(s) }

@@ -1,0 +1,711 @@
+// Package ingress owns the networking.k8s.io Ingress front end: which
+// Ingresses are Weir's (IngressClass, the legacy annotation, the default
+// class), the ingress-nginx annotations it honours, and how the Ingresses
+// of one host merge, path by path, into that host's ir.Fragment.
+//
+// Each host is one fragment, so a change to one Ingress rebuilds only the
+// hosts it names, and a host's paths may come from many Ingresses as in
+// ingress-nginx. The hosts are served on the gateway's external
+// listeners.
+package ingress
+
+import (
+	"cmp"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	netv1 "k8s.io/api/networking/v1"
+	apierrs "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	corelisters "k8s.io/client-go/listers/core/v1"
+
+	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/reconciler/backends"
+	"github.com/weir-dev/weir/pkg/reconciler/secrets"
+)
+
+const (
+	// Kind names an Ingress in problems and provenance.
+	Kind = "Ingress"
+	// HostKind is the kind of a host's fragment: ir.ObjectRef{Kind:
+	// HostKind, Name: host}.
+	HostKind = "Ingress host"
+	// CatchAllHost is the host of rules without one and of the default
+	// backend of Ingresses without rules.
+	CatchAllHost = "*"
+)
+
+// Listers resolve an Ingress's references.
+type Listers struct {
+	Services       corelisters.ServiceLister
+	EndpointSlices func(namespace, service string) ([]*discoveryv1.EndpointSlice, error)
+	Secrets        corelisters.SecretLister
+}
+
+// Options are the front end's settings.
+type Options struct {
+	// ExtraClasses are class names served besides Weir's IngressClasses.
+	ExtraClasses []string
+	// DefaultCertificate, when set, is served for TLS hosts whose entry
+	// names no Secret.
+	DefaultCertificate *types.NamespacedName
+}
+
+// Problem is something wrong with one Ingress, for a Warning Event.
+type Problem struct {
+	// Field is where, e.g. "spec.rules[0].http.paths[1]" or the
+	// annotation's key.
+	Field   string
+	Reason  string
+	Message string
+}
+
+func (p Problem) String() string { return p.Field + ": " + p.Message }
+
+// IngressResult is what became of one Ingress of Weir's class.
+type IngressResult struct {
+	// Findings has one entry per ingress-nginx annotation.
+	Findings []Finding
+	Problems []Problem
+	// Refused: this version is not served, because of a refused
+	// annotation; LastGood says whether an earlier version serves
+	// instead.
+	Refused  bool
+	LastGood bool
+	// Hosts are the hosts the served version contributes to.
+	Hosts []string
+}
+
+// Result is the build of every Ingress.
+type Result struct {
+	// Fragments has one fragment per host, sorted by host.
+	Fragments []*ir.Fragment
+	Ingresses map[types.NamespacedName]*IngressResult
+}
+
+// Builder builds Ingresses into host fragments and remembers the last
+// good version of each Ingress, which keeps serving while a newer one is
+// refused.
+type Builder struct {
+	mu       sync.Mutex
+	lastGood map[types.NamespacedName]*netv1.Ingress
+}
+
+// NewBuilder returns a Builder that has seen no Ingress.
+func NewBuilder() *Builder {
+	return &Builder{lastGood: map[types.NamespacedName]*netv1.Ingress{}}
+}
+
+// entry is the version of an Ingress that is served, with its parsed
+// annotations.
+type entry struct {
+	ing *netv1.Ingress
+	cfg config
+	ref ir.ObjectRef
+	res *IngressResult
+}
+
+// Build builds the Ingresses of Weir's classes among ings.
+func (b *Builder) Build(ings []*netv1.Ingress, classes Classes, l Listers, opts Options) *Result {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	res := &Result{Ingresses: map[types.NamespacedName]*IngressResult{}}
+	byHost := map[string][]*entry{}
+	alive := map[types.NamespacedName]bool{}
+	for _, ing := range ings {
+		if !classes.Serves(ing) {
+			continue
+		}
+		key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
+		alive[key] = true
+		cfg, findings, refused := parseAnnotations(ing)
+		ir := &IngressResult{Findings: findings, Refused: refused}
+		res.Ingresses[key] = ir
+		served := ing
+		if refused {
+			served = b.lastGood[key]
+			ir.LastGood = served != nil
+			if served == nil {
+				continue
+			}
+			cfg, _, _ = parseAnnotations(served)
+		} else {
+			b.lastGood[key] = ing
+		}
+		e := &entry{ing: served, cfg: cfg, ref: refOf(served), res: ir}
+		for _, h := range hostsOf(served) {
+			byHost[h] = append(byHost[h], e)
+			ir.Hosts = append(ir.Hosts, h)
+		}
+	}
+	for key := range b.lastGood {
+		if !alive[key] {
+			delete(b.lastGood, key)
+		}
+	}
+	hosts := make([]string, 0, len(byHost))
+	for h := range byHost {
+		hosts = append(hosts, h)
+	}
+	slices.Sort(hosts)
+	for _, h := range hosts {
+		es := byHost[h]
+		slices.SortFunc(es, olderEntry)
+		hb := &hostBuilder{host: h, entries: es, listers: l, opts: opts, backends: map[string]*ir.Backend{}}
+		if f := hb.build(); f != nil {
+			res.Fragments = append(res.Fragments, f)
+		}
+	}
+	return res
+}
+
+func refOf(ing *netv1.Ingress) ir.ObjectRef {
+	return ir.ObjectRef{Kind: Kind, Namespace: ing.Namespace, Name: ing.Name}
+}
+
+// olderEntry orders Ingresses as ingress-nginx breaks ties: the oldest
+// first, then by namespace and name.
+func olderEntry(a, b *entry) int {
+	if c := a.ing.CreationTimestamp.Compare(b.ing.CreationTimestamp.Time); c != 0 {
+		return c
+	}
+	return cmp.Or(strings.Compare(a.ing.Namespace, b.ing.Namespace), strings.Compare(a.ing.Name, b.ing.Name))
+}
+
+// hostsOf lists the hosts ing contributes to, lower-cased: its rules',
+// its TLS entries' and, for its default backend without rules, the
+// catch-all.
+func hostsOf(ing *netv1.Ingress) []string {
+	var out []string
+	add := func(h string) {
+		h = ir.LowerASCII(h)
+		if h == "" {
+			h = CatchAllHost
+		}
+		if !slices.Contains(out, h) {
+			out = append(out, h)
+		}
+	}
+	for _, r := range ing.Spec.Rules {
+		add(r.Host)
+	}
+	for _, t := range ing.Spec.TLS {
+		for _, h := range t.Hosts {
+			add(h)
+		}
+	}
+	if len(ing.Spec.Rules) == 0 && ing.Spec.DefaultBackend != nil {
+		add(CatchAllHost)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// hostBuilder builds one host's fragment.
+type hostBuilder struct {
+	host     string
+	entries  []*entry // oldest first
+	listers  Listers
+	opts     Options
+	backends map[string]*ir.Backend
+	frag     *ir.Fragment
+}
+
+// pathCandidate is one path of one Ingress's rule for the host.
+type pathCandidate struct {
+	e     *entry
+	field string
+	path  netv1.HTTPIngressPath
+	match ir.PathMatch
+}
+
+func (hb *hostBuilder) problem(e *entry, field, reason, format string, args ...any) {
+	e.res.Problems = append(e.res.Problems, Problem{Field: field, Reason: reason, Message: fmt.Sprintf(format, args...)})
+}
+
+func (hb *hostBuilder) build() *ir.Fragment {
+	hb.frag = &ir.Fragment{
+		Source:  ir.ObjectRef{Kind: HostKind, Name: hb.host},
+		Created: hb.entries[0].ing.CreationTimestamp.Time,
+	}
+	var mains, canaries []*entry
+	for _, e := range hb.entries {
+		if e.cfg.canary != nil {
+			canaries = append(canaries, e)
+		} else {
+			mains = append(mains, e)
+		}
+	}
+	regexHost := slices.ContainsFunc(mains, func(e *entry) bool {
+		return (e.cfg.useRegex || e.cfg.rewriteTarget != "") && servesRulesFor(e.ing, hb.host)
+	})
+	cands := hb.candidates(mains, regexHost)
+	tlsHost := hb.certificates(mains)
+
+	var https, http []*ir.Route
+	redirected := false
+	if e := firstWith(mains, hb.host, func(c config) bool { return c.appRoot != "" }); e != nil {
+		// ingress-nginx answers "/" itself when app-root is set.
+		r := &ir.Route{
+			Name:       hb.host + "/app-root",
+			Match:      ir.Match{Path: ir.PathMatch{Kind: ir.PathExact, Value: "/"}},
+			Redirect:   &ir.Redirect{Path: &ir.PathModifier{Kind: ir.ReplaceFullPath, Value: e.cfg.appRoot}, StatusCode: 302},
+			Provenance: ir.Provenance{e.ref},
+		}
+		https, http = append(https, r), append(http, r)
+	}
+	for _, c := range cands {
+		routes := hb.routes(c, canaries)
+		https = append(https, routes...)
+		if sslRedirect(c.e.cfg, tlsHost) {
+			// One redirect for the path: the last route, the path's own,
+			// matches whatever its canary routes match.
+			redirected = true
+			last := routes[len(routes)-1]
+			http = append(http, &ir.Route{Name: last.Name, Match: last.Match, Redirect: &ir.Redirect{Scheme: "https", StatusCode: 308}, Provenance: last.Provenance})
+		} else {
+			http = append(http, routes...)
+		}
+	}
+	if fb := hb.fallback(mains); fb != nil {
+		https = append(https, fb)
+		if sslRedirect(hb.entries[0].cfg, tlsHost) {
+			redirected = true
+			http = append(http, &ir.Route{Name: fb.Name, Match: fb.Match, Redirect: &ir.Redirect{Scheme: "https", StatusCode: 308}, Provenance: fb.Provenance})
+		} else {
+			http = append(http, fb)
+		}
+	}
+	if len(https) == 0 && len(hb.frag.Certificates) == 0 {
+		return nil
+	}
+	prov := ir.Provenance{}
+	for _, e := range hb.entries {
+		prov = append(prov, e.ref)
+	}
+	vh := func(name string, roles ir.ListenerSet, routes []*ir.Route) *ir.VirtualHost {
+		return &ir.VirtualHost{Name: "ingress/" + name, Domains: []string{hb.host}, Listeners: roles, Routes: routes, Provenance: prov, Field: "spec.rules"}
+	}
+	switch {
+	case !tlsHost:
+		hb.frag.VirtualHosts = append(hb.frag.VirtualHosts, vh(hb.host, ir.ListenerSet(0).With(ir.ExternalHTTP), http))
+	case redirected:
+		// Names are unique in a fragment, whatever the listener.
+		hb.frag.VirtualHosts = append(hb.frag.VirtualHosts,
+			vh("http/"+hb.host, ir.ListenerSet(0).With(ir.ExternalHTTP), http),
+			vh("https/"+hb.host, ir.ListenerSet(0).With(ir.ExternalHTTPS), https))
+	default:
+		hb.frag.VirtualHosts = append(hb.frag.VirtualHosts, vh(hb.host, ir.ListenerSet(0).With(ir.ExternalHTTP).With(ir.ExternalHTTPS), https))
+	}
+	names := make([]string, 0, len(hb.backends))
+	for n := range hb.backends {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		hb.frag.Backends = append(hb.frag.Backends, hb.backends[n])
+	}
+	return hb.frag
+}
+
+// sslRedirect: ingress-nginx redirects plain HTTP to HTTPS for hosts with
+// TLS unless ssl-redirect is false, and always with force-ssl-redirect.
+func sslRedirect(c config, tlsHost bool) bool {
+	return c.forceSSLRedirect || tlsHost && (c.sslRedirect == nil || *c.sslRedirect)
+}
+
+// servesRulesFor reports whether ing has a rule for host.
+func servesRulesFor(ing *netv1.Ingress, host string) bool {
+	return slices.ContainsFunc(ing.Spec.Rules, func(r netv1.IngressRule) bool { return hostOf(r.Host) == host })
+}
+
+func hostOf(h string) string {
+	if h == "" {
+		return CatchAllHost
+	}
+	return ir.LowerASCII(h)
+}
+
+// firstWith returns the oldest entry with a rule for host whose config has
+// the property.
+func firstWith(es []*entry, host string, has func(config) bool) *entry {
+	for _, e := range es {
+		if has(e.cfg) && servesRulesFor(e.ing, host) {
+			return e
+		}
+	}
+	return nil
+}
+
+// candidates lists the host's paths in the order they are matched:
+// Exact first, then the longest path, then the oldest Ingress. A path that
+// an older Ingress already serves loses, with a warning.
+func (hb *hostBuilder) candidates(mains []*entry, regexHost bool) []pathCandidate {
+	var out []pathCandidate
+	for _, e := range mains {
+		for i, r := range e.ing.Spec.Rules {
+			if hostOf(r.Host) != hb.host || r.HTTP == nil {
+				continue
+			}
+			for j, p := range r.HTTP.Paths {
+				field := fmt.Sprintf("spec.rules[%d].http.paths[%d]", i, j)
+				m, err := pathMatch(p, regexHost)
+				if err != nil {
+					hb.problem(e, field, "InvalidPath", "not served: %v", err)
+					continue
+				}
+				out = append(out, pathCandidate{e: e, field: field, path: p, match: m})
+			}
+		}
+	}
+	rank := func(m ir.PathMatch) int {
+		if m.Kind == ir.PathExact {
+			return 0
+		}
+		return 1
+	}
+	length := func(m ir.PathMatch) int {
+		if m.Kind == ir.PathSegmentPrefix && !strings.HasSuffix(m.Value, "/") {
+			// "/api" is nginx's "/api/" (and "= /api"): longer than a
+			// plain "/api".
+			return len(m.Value) + 1
+		}
+		return len(m.Value)
+	}
+	slices.SortStableFunc(out, func(a, b pathCandidate) int {
+		return cmp.Or(cmp.Compare(rank(a.match), rank(b.match)), cmp.Compare(length(b.match), length(a.match)), olderEntry(a.e, b.e))
+	})
+	kept := out[:0]
+	for _, c := range out {
+		if i := slices.IndexFunc(kept, func(k pathCandidate) bool { return k.match == c.match }); i >= 0 {
+			if kept[i].e != c.e {
+				hb.problem(c.e, c.field, "PathConflict", "path %q of host %s is not served: Ingress %s/%s, which is older, serves it",
+					c.path.Path, hb.host, kept[i].e.ing.Namespace, kept[i].e.ing.Name)
+			} else {
+				hb.problem(c.e, c.field, "PathConflict", "path %q of host %s is listed twice; the first one is served", c.path.Path, hb.host)
+			}
+			continue
+		}
+		kept = append(kept, c)
+	}
+	return kept
+}
+
+// pathMatch is how ingress-nginx matches p: Exact whole; Prefix by path
+// element; ImplementationSpecific as a plain prefix; and, on a host where
+// any Ingress uses regular expressions, both as a case-insensitive regex
+// anchored at the start.
+func pathMatch(p netv1.HTTPIngressPath, regexHost bool) (ir.PathMatch, error) {
+	path := cmp.Or(p.Path, "/")
+	kind := netv1.PathTypeImplementationSpecific
+	if p.PathType != nil {
+		kind = *p.PathType
+	}
+	if !strings.HasPrefix(path, "/") {
+		return ir.PathMatch{}, fmt.Errorf("path %q must start with \"/\"", path)
+	}
+	switch kind {
+	case netv1.PathTypeExact:
+		return ir.PathMatch{Kind: ir.PathExact, Value: path}, nil
+	case netv1.PathTypePrefix, netv1.PathTypeImplementationSpecific:
+		if regexHost {
+			re := "(?i)" + path + ".*"
+			if _, err := regexp.Compile(re); err != nil {
+				return ir.PathMatch{}, fmt.Errorf("path %q is not an RE2 regular expression: %v", path, err)
+			}
+			return ir.PathMatch{Kind: ir.PathRegex, Value: re}, nil
+		}
+		if kind == netv1.PathTypePrefix {
+			return ir.PathMatch{Kind: ir.PathSegmentPrefix, Value: path}, nil
+		}
+		return ir.PathMatch{Kind: ir.PathPrefix, Value: path}, nil
+	}
+	return ir.PathMatch{}, fmt.Errorf("pathType %q is not Exact, Prefix or ImplementationSpecific", kind)
+}
+
+// routes are the routes of one path: the canary's header and cookie
+// routes first, then the path's own, split by the canary's weight.
+func (hb *hostBuilder) routes(c pathCandidate, canaries []*entry) []*ir.Route {
+	base := &ir.Route{
+		Name:       fmt.Sprintf("%s/%s/%s/%s", hb.host, c.e.ing.Namespace, c.e.ing.Name, strings.TrimPrefix(c.field, "spec.")),
+		Match:      ir.Match{Path: c.match},
+		Provenance: ir.Provenance{c.e.ref},
+	}
+	cfg := c.e.cfg
+	if cfg.redirect != nil {
+		base.Redirect = externalRedirectOf(cfg.redirect)
+		return []*ir.Route{base}
+	}
+	main := hb.backend(c.e, c.field+".backend", c.path.Backend)
+	base.Backends = []ir.WeightedBackend{main}
+	if cfg.rewriteTarget != "" {
+		base.PathRewrite = rewriteOf(c.path, cfg.rewriteTarget)
+	}
+	base.HostRewrite = cfg.upstreamVhost
+	if cfg.forwardPrefix != "" {
+		base.RequestHeaders.Set = append(base.RequestHeaders.Set, ir.Header{Name: "X-Forwarded-Prefix", Value: cfg.forwardPrefix})
+	}
+	if cfg.cors != nil {
+		base.Filters = append(base.Filters, corsPolicy(cfg.cors))
+	}
+	canary, cfield := hb.canaryFor(c, canaries)
+	if canary == nil {
+		return []*ir.Route{base}
+	}
+	cb := hb.backend(canary, cfield+".backend", canaryPath(canary, hb.host, c).Backend)
+	cc := canary.cfg.canary
+	var out []*ir.Route
+	with := func(suffix string, h ir.HeaderMatch, to ir.WeightedBackend) {
+		r := *base
+		r.Name = base.Name + "/canary-" + suffix
+		r.Match.Headers = []ir.HeaderMatch{h}
+		r.Backends = []ir.WeightedBackend{to}
+		r.Provenance = ir.Provenance{c.e.ref, canary.ref}
+		out = append(out, &r)
+	}
+	if cc.header != "" {
+		switch {
+		case cc.headerValue != "":
+			with("header", ir.HeaderMatch{Name: cc.header, Kind: ir.HeaderExact, Value: cc.headerValue}, cb)
+		case cc.headerPattern != "":
+			with("header", ir.HeaderMatch{Name: cc.header, Kind: ir.HeaderRegex, Value: cc.headerPattern}, cb)
+		default:
+			with("header-always", ir.HeaderMatch{Name: cc.header, Kind: ir.HeaderExact, Value: "always"}, cb)
+			with("header-never", ir.HeaderMatch{Name: cc.header, Kind: ir.HeaderExact, Value: "never"}, main)
+		}
+	}
+	if cc.cookie != "" {
+		with("cookie-always", cookieMatch(cc.cookie, "always"), cb)
+		with("cookie-never", cookieMatch(cc.cookie, "never"), main)
+	}
+	if cc.weight > 0 {
+		r := *base
+		w := main
+		w.Weight = cc.weightTotal - cc.weight
+		cw := cb
+		cw.Weight = cc.weight
+		r.Backends = []ir.WeightedBackend{w, cw}
+		r.Provenance = ir.Provenance{c.e.ref, canary.ref}
+		base = &r
+	}
+	return append(out, base)
+}
+
+// canaryFor finds the oldest canary Ingress with the same host, path and
+// pathType as c; a younger one for the same path is warned about.
+func (hb *hostBuilder) canaryFor(c pathCandidate, canaries []*entry) (*entry, string) {
+	var found *entry
+	var field string
+	for _, e := range canaries {
+		for i, r := range e.ing.Spec.Rules {
+			if hostOf(r.Host) != hb.host || r.HTTP == nil {
+				continue
+			}
+			for j, p := range r.HTTP.Paths {
+				if p.Path != c.path.Path || !samePathType(p.PathType, c.path.PathType) {
+					continue
+				}
+				f := fmt.Sprintf("spec.rules[%d].http.paths[%d]", i, j)
+				if found == nil {
+					found, field = e, f
+				} else if found != e {
+					hb.problem(e, f, "CanaryConflict", "canary for path %q of host %s is not served: Ingress %s/%s, which is older, is its canary",
+						p.Path, hb.host, found.ing.Namespace, found.ing.Name)
+				}
+			}
+		}
+	}
+	return found, field
+}
+
+func canaryPath(e *entry, host string, c pathCandidate) netv1.HTTPIngressPath {
+	for _, r := range e.ing.Spec.Rules {
+		if hostOf(r.Host) != host || r.HTTP == nil {
+			continue
+		}
+		for _, p := range r.HTTP.Paths {
+			if p.Path == c.path.Path && samePathType(p.PathType, c.path.PathType) {
+				return p
+			}
+		}
+	}
+	return netv1.HTTPIngressPath{}
+}
+
+func samePathType(a, b *netv1.PathType) bool {
+	of := func(p *netv1.PathType) netv1.PathType {
+		if p == nil {
+			return netv1.PathTypeImplementationSpecific
+		}
+		return *p
+	}
+	return of(a) == of(b)
+}
+
+// cookieMatch matches a Cookie header that sets name to value.
+func cookieMatch(name, value string) ir.HeaderMatch {
+	return ir.HeaderMatch{Name: "Cookie", Kind: ir.HeaderRegex,
+		Value: `(?:.*;\s*)?` + regexp.QuoteMeta(name) + `=` + regexp.QuoteMeta(value) + `(?:\s*;.*)?`}
+}
+
+// rewriteOf is ingress-nginx's rewrite: the path, as a regex from the
+// start, replaces the whole path with the target, $n being its groups.
+func rewriteOf(p netv1.HTTPIngressPath, target string) *ir.PathModifier {
+	sub := strings.ReplaceAll(target, `\`, `\\`)
+	sub = dollarGroup.ReplaceAllString(sub, `\$1`)
+	return &ir.PathModifier{Kind: ir.ReplaceRegex, Pattern: "(?i)^" + cmp.Or(p.Path, "/") + ".*", Value: sub}
+}
+
+var dollarGroup = regexp.MustCompile(`\$([0-9])`)
+
+// externalRedirectOf answers with r's URL; without $request_uri the
+// request's path and query are dropped, as nginx's return does.
+func externalRedirectOf(r *externalRedirect) *ir.Redirect {
+	out := &ir.Redirect{Scheme: r.url.Scheme, Host: r.url.Hostname(), StatusCode: r.code}
+	if p := r.url.Port(); p != "" {
+		var n uint32
+		fmt.Sscanf(p, "%d", &n) //nolint:errcheck // parseRedirect checked it
+		out.Port = n
+	}
+	if !r.keepURI {
+		path := cmp.Or(r.url.EscapedPath(), "/")
+		if r.url.RawQuery != "" {
+			path += "?" + r.url.RawQuery
+		}
+		out.Path = &ir.PathModifier{Kind: ir.ReplaceFullPath, Value: path}
+		out.StripQuery = true
+	}
+	return out
+}
+
+// corsPolicy is c for the gateway's CORS filter, which echoes an allowed
+// origin instead of sending "*". nginx sends "*" for "*", and browsers then
+// refuse credentials whatever cors-allow-credentials says; echoing with
+// credentials would let every site read responses with the user's
+// cookies. So "*" never allows credentials.
+func corsPolicy(c *corsConfig) *ir.CORSPolicy {
+	maxAge := c.maxAge
+	return &ir.CORSPolicy{
+		AllowOrigins: c.origins, AllowMethods: c.methods, AllowHeaders: c.headers, ExposeHeaders: c.expose,
+		MaxAge: &maxAge, AllowCredentials: c.credentials && !slices.Contains(c.origins, "*"),
+	}
+}
+
+// fallback is the host's last route: the default backend of the oldest
+// Ingress that has one, for paths no rule matched. Rules without a host
+// fall back to an Ingress without rules.
+func (hb *hostBuilder) fallback(mains []*entry) *ir.Route {
+	for _, e := range mains {
+		db := e.ing.Spec.DefaultBackend
+		if db == nil || !servesRulesFor(e.ing, hb.host) && !(hb.host == CatchAllHost && len(e.ing.Spec.Rules) == 0) {
+			continue
+		}
+		return &ir.Route{
+			Name:       fmt.Sprintf("%s/%s/%s/defaultBackend", hb.host, e.ing.Namespace, e.ing.Name),
+			Match:      ir.Match{Path: ir.PathMatch{Kind: ir.PathPrefix, Value: "/"}},
+			Backends:   []ir.WeightedBackend{hb.backend(e, "spec.defaultBackend", *db)},
+			Provenance: ir.Provenance{e.ref},
+		}
+	}
+	return nil
+}
+
+// backend resolves an Ingress backend. One that does not resolve answers
+// 503 on its path, and its Ingress is warned about.
+func (hb *hostBuilder) backend(e *entry, field string, ib netv1.IngressBackend) ir.WeightedBackend {
+	unresolved := func(format string, args ...any) ir.WeightedBackend {
+		hb.problem(e, field, "BackendNotFound", format+"; the path answers 503", args...)
+		return ir.WeightedBackend{BackendName: e.ref.String() + "/" + field, Weight: 100, Unresolved: true}
+	}
+	if ib.Service == nil {
+		return unresolved("only Service backends are served")
+	}
+	ns, name := e.ing.Namespace, ib.Service.Name
+	svc, err := hb.listers.Services.Services(ns).Get(name)
+	if err != nil {
+		if apierrs.IsNotFound(err) {
+			return unresolved("Service %s/%s does not exist", ns, name)
+		}
+		return unresolved("reading Service %s/%s: %v", ns, name, err)
+	}
+	port := intstr.FromInt32(ib.Service.Port.Number)
+	if ib.Service.Port.Name != "" {
+		port = intstr.FromString(ib.Service.Port.Name)
+	}
+	sp, ok := backends.ServicePort(svc, port)
+	if !ok {
+		return unresolved("Service %s/%s has no port %s", ns, name, port.String())
+	}
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		// CVE-2021-25740: an Ingress author could reach any name.
+		return unresolved("Service %s/%s is an ExternalName Service, which Weir does not route Ingresses to", ns, name)
+	}
+	be := &ir.Backend{
+		Name:     ir.BackendName(ns, name, sp.Port),
+		Service:  ir.ServiceRef{Namespace: ns, Name: name, Port: sp.Port},
+		Protocol: backends.ProtocolOf(sp),
+	}
+	// ingress-nginx speaks HTTP/1.1 unless backend-protocol says otherwise;
+	// a protocol other than the port's own gets a cluster of its own.
+	want := ir.HTTP1
+	switch e.cfg.protocol {
+	case "GRPC":
+		want = ir.GRPC
+	case "H2C":
+		want = ir.H2C
+	}
+	if want != be.Protocol {
+		be.Protocol = want
+		be.Name += "/" + want.String()
+	}
+	if prev, ok := hb.backends[be.Name]; ok {
+		return ir.WeightedBackend{BackendName: prev.Name, Weight: 100}
+	}
+	slices, err := hb.listers.EndpointSlices(ns, name)
+	if err != nil {
+		return unresolved("listing EndpointSlices of Service %s/%s: %v", ns, name, err)
+	}
+	be.Endpoints = backends.Endpoints(slices, sp)
+	be.Provenance = ir.Provenance{e.ref}
+	hb.backends[be.Name] = be
+	return ir.WeightedBackend{BackendName: be.Name, Weight: 100}
+}
+
+// certificates adds the host's certificate: from the oldest Ingress with
+// a TLS entry for it, its Secret or the default certificate. It reports
+// whether the host is served over TLS.
+func (hb *hostBuilder) certificates(mains []*entry) bool {
+	for _, e := range mains {
+		for i, t := range e.ing.Spec.TLS {
+			if !slices.ContainsFunc(t.Hosts, func(h string) bool { return ir.LowerASCII(h) == hb.host }) {
+				continue
+			}
+			field := fmt.Sprintf("spec.tls[%d]", i)
+			ns, name := e.ing.Namespace, t.SecretName
+			if name == "" {
+				if hb.opts.DefaultCertificate == nil {
+					hb.problem(e, field, "NoCertificate", "host %s names no Secret and Weir has no default certificate (--default-ssl-certificate); it is not served over HTTPS", hb.host)
+					return false
+				}
+				ns, name = hb.opts.DefaultCertificate.Namespace, hb.opts.DefaultCertificate.Name
+			}
+			chain, key, problem := secrets.TLSKeyPair(hb.listers.Secrets, ns, name)
+			if problem != "" {
+				hb.problem(e, field+".secretName", "InvalidCertificate", "host %s is not served over HTTPS: %s", hb.host, problem)
+				return false
+			}
+			hb.frag.Certificates = append(hb.frag.Certificates, &ir.Certificate{
+				Name: ns + "/" + name, Hosts: []string{hb.host}, Listeners: ir.ListenerSet(0).With(ir.ExternalHTTPS),
+				CertChain: chain, PrivateKey: key, Provenance: ir.Provenance{e.ref}, Field: field,
+			})
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,477 @@
+package ingress_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	netv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/scheme"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/reconciler/ingress"
+)
+
+// selfSigned returns a PEM certificate and key for host.
+func selfSigned(t *testing.T, host string) (chain, key []byte) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+// objects decodes YAML documents into Ingresses, IngressClasses and
+// listers over the rest.
+func objects(t *testing.T, docs string) ([]*netv1.Ingress, []*netv1.IngressClass, ingress.Listers) {
+	t.Helper()
+	idx := func() cache.Indexer {
+		return cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	}
+	svcs, secrets, slices := idx(), idx(), map[string][]*discoveryv1.EndpointSlice{}
+	var ings []*netv1.Ingress
+	var classes []*netv1.IngressClass
+	for i, doc := range strings.Split(docs, "\n---\n") {
+		if strings.TrimSpace(doc) == "" {
+			continue
+		}
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
+		if err != nil {
+			t.Fatalf("document %d: %v", i, err)
+		}
+		if m, ok := obj.(metav1.Object); ok && m.GetNamespace() == "" {
+			if _, cluster := obj.(*netv1.IngressClass); !cluster {
+				m.SetNamespace("default")
+			}
+		}
+		switch o := obj.(type) {
+		case *netv1.Ingress:
+			ings = append(ings, o)
+		case *netv1.IngressClass:
+			classes = append(classes, o)
+		case *corev1.Service:
+			_ = svcs.Add(o)
+		case *corev1.Secret:
+			_ = secrets.Add(o)
+		case *discoveryv1.EndpointSlice:
+			k := o.Namespace + "/" + o.Labels[discoveryv1.LabelServiceName]
+			slices[k] = append(slices[k], o)
+		default:
+			t.Fatalf("document %d: unexpected %T", i, runtime.Object(o))
+		}
+	}
+	return ings, classes, ingress.Listers{
+		Services: corelisters.NewServiceLister(svcs),
+		Secrets:  corelisters.NewSecretLister(secrets),
+		EndpointSlices: func(ns, name string) ([]*discoveryv1.EndpointSlice, error) {
+			return slices[ns+"/"+name], nil
+		},
+	}
+}
+
+const services = `apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {ports: [{name: http, port: 80}, {name: grpc, port: 9000, appProtocol: grpc}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: [10.0.0.1]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: old}
+spec: {ports: [{name: http, port: 80}]}
+`
+
+func build(t *testing.T, docs string, extra ...string) *ingress.Result {
+	t.Helper()
+	ings, classes, l := objects(t, services+"\n---\n"+docs)
+	return ingress.NewBuilder().Build(ings, ingress.ClassesOf(classes, extra), l, ingress.Options{})
+}
+
+func ing(name, created string, annotations map[string]string, rules string) string {
+	var a []string
+	for k, v := range annotations {
+		a = append(a, fmt.Sprintf("%q: %q", k, v))
+	}
+	slices.Sort(a)
+	return fmt.Sprintf(`apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: %s, creationTimestamp: %q, annotations: {%s}}
+spec:
+  ingressClassName: weir
+  rules:
+%s
+`, name, created, strings.Join(a, ", "), rules)
+}
+
+const weirClass = `apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: weir}
+spec: {controller: weir.dev/ingress-controller}
+`
+
+func routeSummary(f *ir.Fragment, listener ir.ListenerRole) []string {
+	var out []string
+	for _, vh := range f.VirtualHosts {
+		if !vh.Listeners.Has(listener) {
+			continue
+		}
+		for _, r := range vh.Routes {
+			s := fmt.Sprintf("%d:%s", r.Match.Path.Kind, r.Match.Path.Value)
+			for _, h := range r.Match.Headers {
+				s += fmt.Sprintf(" %s~%s", h.Name, h.Value)
+			}
+			switch {
+			case r.Redirect != nil:
+				s += fmt.Sprintf(" -> redirect %s %d", r.Redirect.Scheme, r.Redirect.StatusCode)
+			default:
+				for _, b := range r.Backends {
+					s += fmt.Sprintf(" -> %s*%d", b.BackendName, b.Weight)
+					if b.Unresolved {
+						s += "(unresolved)"
+					}
+				}
+			}
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func fragment(t *testing.T, res *ingress.Result, host string) *ir.Fragment {
+	t.Helper()
+	for _, f := range res.Fragments {
+		if f.Source.Name == host {
+			return f
+		}
+	}
+	t.Fatalf("no fragment for host %s among %d", host, len(res.Fragments))
+	return nil
+}
+
+func problems(res *ingress.Result, name string) []string {
+	var out []string
+	r := res.Ingresses[types.NamespacedName{Namespace: "default", Name: name}]
+	if r == nil {
+		return []string{"not built"}
+	}
+	for _, p := range r.Problems {
+		out = append(out, p.Reason+" "+p.String())
+	}
+	return out
+}
+
+// TestPathsOfAHostMerge: the paths of several Ingresses for one host merge
+// as ingress-nginx merges them: Exact first, then the longest path, an
+// element-wise Prefix counting as longer than the same plain prefix; a
+// path two Ingresses serve goes to the older, and the younger is warned.
+func TestPathsOfAHostMerge(t *testing.T) {
+	backend := func(path, kind, svc string) string {
+		return fmt.Sprintf("      - {path: %s, pathType: %s, backend: {service: {name: %s, port: {number: 80}}}}\n", path, kind, svc)
+	}
+	rules := func(paths ...string) string {
+		return "  - host: Shop.Example.com\n    http:\n      paths:\n" + strings.Join(paths, "")
+	}
+	res := build(t, weirClass+"---\n"+
+		ing("young", "2026-01-02T00:00:00Z", nil, rules(backend("/api", "Prefix", "web"), backend("/", "Prefix", "web"), backend("/x", "Exact", "missing")))+"---\n"+
+		ing("elder", "2026-01-01T00:00:00Z", nil, rules(backend("/api", "Prefix", "old"), backend("/api", "ImplementationSpecific", "old"), backend("/api/v1/long", "Prefix", "old"))))
+	f := fragment(t, res, "shop.example.com")
+	want := []string{
+		"1:/x -> Ingress/default/young/spec.rules[0].http.paths[2].backend*100(unresolved)",
+		"3:/api/v1/long -> default/old:80*100",
+		"3:/api -> default/old:80*100",
+		"0:/api -> default/old:80*100",
+		"3:/ -> default/web:80*100",
+	}
+	if got := routeSummary(f, ir.ExternalHTTP); !slices.Equal(got, want) {
+		t.Errorf("routes\n got %q\nwant %q", got, want)
+	}
+	if !f.Created.Equal(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("the host's fragment is as old as %v, want its oldest Ingress's age", f.Created)
+	}
+	if got := problems(res, "young"); len(got) != 2 || !slices.ContainsFunc(got, func(p string) bool {
+		return strings.HasPrefix(p, "BackendNotFound spec.rules[0].http.paths[2].backend: Service default/missing does not exist; the path answers 503")
+	}) || !slices.Contains(got, `PathConflict spec.rules[0].http.paths[0]: path "/api" of host shop.example.com is not served: Ingress default/elder, which is older, serves it`) {
+		t.Errorf("young's problems: %q", got)
+	}
+	if got := problems(res, "elder"); len(got) != 0 {
+		t.Errorf("elder's problems: %q", got)
+	}
+	if be := f.Backends; len(be) != 2 || be[1].Name != "default/web:80" || len(be[1].Endpoints) != 1 || be[1].Endpoints[0].Port != 8080 {
+		t.Errorf("backends: %+v", be)
+	}
+}
+
+// TestIngressClasses: an Ingress is Weir's by its legacy annotation, which
+// wins over spec.ingressClassName, or by the field, or, naming neither,
+// when an IngressClass of Weir's is the default; an extra class name
+// (--ingress-class) is served with or without an IngressClass.
+func TestIngressClasses(t *testing.T) {
+	class := func(name, controller string, def bool) *netv1.IngressClass {
+		ic := &netv1.IngressClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: netv1.IngressClassSpec{Controller: controller}}
+		if def {
+			ic.Annotations = map[string]string{ingress.DefaultClassAnnotation: "true"}
+		}
+		return ic
+	}
+	ingOf := func(field, annotation *string) *netv1.Ingress {
+		i := &netv1.Ingress{Spec: netv1.IngressSpec{IngressClassName: field}}
+		if annotation != nil {
+			i.Annotations = map[string]string{ingress.LegacyClassAnnotation: *annotation}
+		}
+		return i
+	}
+	s := func(v string) *string { return &v }
+	for _, tc := range []struct {
+		name          string
+		classes       []*netv1.IngressClass
+		extra         []string
+		field, legacy *string
+		want          bool
+	}{
+		{"ours by field", []*netv1.IngressClass{class("weir", ingress.ControllerName, false)}, nil, s("weir"), nil, true},
+		{"another controller's class", []*netv1.IngressClass{class("nginx", "k8s.io/ingress-nginx", false)}, nil, s("nginx"), nil, false},
+		{"an extra class", []*netv1.IngressClass{class("nginx", "k8s.io/ingress-nginx", false)}, []string{"nginx"}, s("nginx"), nil, true},
+		{"legacy annotation wins", []*netv1.IngressClass{class("weir", ingress.ControllerName, false)}, nil, s("weir"), s("nginx"), false},
+		{"legacy annotation ours", []*netv1.IngressClass{class("weir", ingress.ControllerName, false)}, nil, s("nginx"), s("weir"), true},
+		{"no class, ours is default", []*netv1.IngressClass{class("weir", ingress.ControllerName, true)}, nil, nil, nil, true},
+		{"no class, no default", []*netv1.IngressClass{class("weir", ingress.ControllerName, false)}, nil, nil, nil, false},
+		{"no class, another default", []*netv1.IngressClass{class("weir", ingress.ControllerName, false), class("nginx", "k8s.io/ingress-nginx", true)}, nil, nil, nil, false},
+		{"a class that does not exist", nil, nil, s("weir"), nil, false},
+	} {
+		if got := ingress.ClassesOf(tc.classes, tc.extra).Serves(ingOf(tc.field, tc.legacy)); got != tc.want {
+			t.Errorf("%s: served %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestAnnotations: each annotation's defaults and invalid values. An
+// invalid value or a refused key refuses the whole Ingress, naming the
+// key and the value; an unknown or unimplemented key is ignored with a
+// warning, and the rest is served.
+func TestAnnotations(t *testing.T) {
+	const p = ingress.AnnotationPrefix
+	rule := "  - host: a.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}"
+	for _, tc := range []struct {
+		name        string
+		annotations map[string]string
+		refused     string // the refused key's message, or ""
+		ignored     string
+		check       func(t *testing.T, r *ir.Route)
+	}{
+		// "*" with credentials would let any site read with the user's
+		// cookies; nginx's "*" never does, as browsers refuse it.
+		{name: "CORS defaults", annotations: map[string]string{p + "enable-cors": "true"}, check: func(t *testing.T, r *ir.Route) {
+			c := r.Filters[0].(*ir.CORSPolicy)
+			if !slices.Equal(c.AllowOrigins, []string{"*"}) || len(c.AllowMethods) != 6 || len(c.AllowHeaders) != 9 || c.AllowCredentials || *c.MaxAge != 1728000 || len(c.ExposeHeaders) != 0 {
+				t.Errorf("CORS defaults: %+v", c)
+			}
+		}},
+		{name: "CORS set", annotations: map[string]string{p + "enable-cors": "true", p + "cors-allow-origin": "https://a.example.com, https://b.example.com:8443",
+			p + "cors-allow-credentials": "false", p + "cors-max-age": "60", p + "cors-expose-headers": "X-A,X-B", p + "cors-allow-methods": "GET"}, check: func(t *testing.T, r *ir.Route) {
+			c := r.Filters[0].(*ir.CORSPolicy)
+			if len(c.AllowOrigins) != 2 || c.AllowOrigins[1] != "https://b.example.com:8443" || c.AllowCredentials || *c.MaxAge != 60 || !slices.Equal(c.ExposeHeaders, []string{"X-A", "X-B"}) || !slices.Equal(c.AllowMethods, []string{"GET"}) {
+				t.Errorf("CORS: %+v", c)
+			}
+		}},
+		{name: "CORS off by default", annotations: map[string]string{p + "cors-allow-origin": "https://a.example.com"}, check: func(t *testing.T, r *ir.Route) {
+			if len(r.Filters) != 0 {
+				t.Errorf("CORS without enable-cors: %+v", r.Filters)
+			}
+		}},
+		{name: "bad origin", annotations: map[string]string{p + "enable-cors": "true", p + "cors-allow-origin": "a.example.com"}, refused: `invalid value: "a.example.com" is not an origin`},
+		{name: "bad max age", annotations: map[string]string{p + "enable-cors": "true", p + "cors-max-age": "-1"}, refused: `invalid value: "-1" is not a number of seconds`},
+		{name: "bad bool", annotations: map[string]string{p + "ssl-redirect": "yes"}, refused: `invalid value: "yes" is not true or false`},
+		{name: "upstream-vhost", annotations: map[string]string{p + "upstream-vhost": "internal.example.com"}, check: func(t *testing.T, r *ir.Route) {
+			if r.HostRewrite != "internal.example.com" {
+				t.Errorf("HostRewrite %q", r.HostRewrite)
+			}
+		}},
+		{name: "bad upstream-vhost", annotations: map[string]string{p + "upstream-vhost": "a b"}, refused: `invalid value: "a b" is not a host name`},
+		{name: "x-forwarded-prefix", annotations: map[string]string{p + "x-forwarded-prefix": "/shop"}, check: func(t *testing.T, r *ir.Route) {
+			if len(r.RequestHeaders.Set) != 1 || r.RequestHeaders.Set[0] != (ir.Header{Name: "X-Forwarded-Prefix", Value: "/shop"}) {
+				t.Errorf("request headers %+v", r.RequestHeaders)
+			}
+		}},
+		{name: "permanent redirect", annotations: map[string]string{p + "permanent-redirect": "https://new.example.com:8443/x?y=1"}, check: func(t *testing.T, r *ir.Route) {
+			rd := r.Redirect
+			if rd == nil || rd.Scheme != "https" || rd.Host != "new.example.com" || rd.Port != 8443 || rd.Path.Value != "/x?y=1" || !rd.StripQuery || rd.StatusCode != 301 {
+				t.Errorf("redirect %+v", rd)
+			}
+		}},
+		{name: "permanent redirect code", annotations: map[string]string{p + "permanent-redirect": "https://n.example.com", p + "permanent-redirect-code": "308"}, check: func(t *testing.T, r *ir.Route) {
+			if r.Redirect.StatusCode != 308 || r.Redirect.Path.Value != "/" {
+				t.Errorf("redirect %+v", r.Redirect)
+			}
+		}},
+		{name: "temporal wins", annotations: map[string]string{p + "permanent-redirect": "https://p.example.com", p + "temporal-redirect": "https://t.example.com$request_uri"}, check: func(t *testing.T, r *ir.Route) {
+			if r.Redirect.Host != "t.example.com" || r.Redirect.StatusCode != 302 || r.Redirect.Path != nil || r.Redirect.StripQuery {
+				t.Errorf("redirect %+v", r.Redirect)
+			}
+		}},
+		{name: "bad redirect code", annotations: map[string]string{p + "permanent-redirect": "https://n.example.com", p + "permanent-redirect-code": "304"}, refused: `invalid value: "304" is not a redirect status`},
+		{name: "nginx variable", annotations: map[string]string{p + "permanent-redirect": "https://$host/x"}, refused: `holds an nginx variable other than a trailing $request_uri`},
+		{name: "relative redirect", annotations: map[string]string{p + "temporal-redirect": "/elsewhere"}, refused: `is not an absolute http or https URL`},
+		{name: "backend-protocol GRPC", annotations: map[string]string{p + "backend-protocol": "grpc"}, check: func(t *testing.T, r *ir.Route) {
+			if r.Backends[0].BackendName != "default/web:80/grpc" {
+				t.Errorf("backend %q", r.Backends[0].BackendName)
+			}
+		}},
+		{name: "backend-protocol HTTPS", annotations: map[string]string{p + "backend-protocol": "HTTPS"}, refused: "HTTPS backends are not served by Weir yet"},
+		{name: "snippet", annotations: map[string]string{p + "server-snippet": "return 200;"}, refused: "snippets inject raw proxy configuration"},
+		{name: "unknown snippet", annotations: map[string]string{p + "brand-new-snippet": "x"}, refused: "snippets inject raw proxy configuration"},
+		{name: "allow-list", annotations: map[string]string{p + "whitelist-source-range": "10.0.0.0/8"}, refused: "would weaken its security"},
+		{name: "basic auth", annotations: map[string]string{p + "auth-type": "basic"}, refused: "would weaken its security"},
+		{name: "unknown", annotations: map[string]string{p + "no-such-thing": "1"}, ignored: "not an annotation Weir knows"},
+		{name: "not yet", annotations: map[string]string{p + "limit-rps": "5"}, ignored: "not implemented by Weir yet"},
+		{name: "canary weight over total", annotations: map[string]string{p + "canary": "true", p + "canary-weight": "20", p + "canary-weight-total": "10"}, refused: `"20" is not an integer from 0 to 10`},
+		{name: "canary pattern", annotations: map[string]string{p + "canary": "true", p + "canary-by-header": "x", p + "canary-by-header-pattern": "(a"}, refused: "is not an RE2 regular expression"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := build(t, weirClass+"---\n"+ing("i", "2026-01-01T00:00:00Z", tc.annotations, rule))
+			r := res.Ingresses[types.NamespacedName{Namespace: "default", Name: "i"}]
+			var refused, ignored []string
+			for _, f := range r.Findings {
+				switch f.Support {
+				case ingress.Refused:
+					refused = append(refused, f.Key+": "+f.Message)
+				case ingress.Ignored:
+					ignored = append(ignored, f.Key+": "+f.Message)
+				}
+			}
+			if tc.refused != "" {
+				if !r.Refused || len(refused) != 1 || !strings.Contains(refused[0], tc.refused) || r.LastGood || len(res.Fragments) != 0 {
+					t.Errorf("refused %v (%q), last good %v, %d fragments; want refused with %q and nothing served", r.Refused, refused, r.LastGood, len(res.Fragments), tc.refused)
+				}
+				return
+			}
+			if r.Refused || len(refused) != 0 {
+				t.Fatalf("refused: %q", refused)
+			}
+			if tc.ignored != "" && (len(ignored) != 1 || !strings.Contains(ignored[0], tc.ignored)) {
+				t.Errorf("ignored %q, want %q", ignored, tc.ignored)
+			}
+			if tc.check != nil {
+				tc.check(t, fragment(t, res, "a.example.com").VirtualHosts[0].Routes[0])
+			}
+		})
+	}
+}
+
+// TestRefusedIngressKeepsItsLastGoodVersion: a refused version leaves the
+// last good one serving, and an Ingress refused from the start serves
+// nothing; deleting the Ingress forgets its last good version.
+func TestRefusedIngressKeepsItsLastGoodVersion(t *testing.T) {
+	rule := func(svc string) string {
+		return fmt.Sprintf("  - host: a.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: %s, port: {number: 80}}}}", svc)
+	}
+	b := ingress.NewBuilder()
+	run := func(docs string) *ingress.Result {
+		ings, classes, l := objects(t, services+"\n---\n"+weirClass+"---\n"+docs)
+		return b.Build(ings, ingress.ClassesOf(classes, nil), l, ingress.Options{})
+	}
+	snippet := map[string]string{ingress.AnnotationPrefix + "configuration-snippet": "x"}
+	backendOf := func(res *ingress.Result) string {
+		if len(res.Fragments) == 0 {
+			return "none"
+		}
+		return res.Fragments[0].VirtualHosts[0].Routes[0].Backends[0].BackendName
+	}
+	if res := run(ing("i", "2026-01-01T00:00:00Z", snippet, rule("web"))); backendOf(res) != "none" {
+		t.Errorf("refused from the start: served %s", backendOf(res))
+	}
+	if res := run(ing("i", "2026-01-01T00:00:00Z", nil, rule("web"))); backendOf(res) != "default/web:80" {
+		t.Errorf("good: served %s", backendOf(res))
+	}
+	res := run(ing("i", "2026-01-01T00:00:00Z", snippet, rule("old")))
+	if r := res.Ingresses[types.NamespacedName{Namespace: "default", Name: "i"}]; backendOf(res) != "default/web:80" || !r.Refused || !r.LastGood {
+		t.Errorf("refused after a good version: served %s, result %+v", backendOf(res), r)
+	}
+	run("")
+	if res := run(ing("i", "2026-01-01T00:00:00Z", snippet, rule("old"))); backendOf(res) != "none" {
+		t.Errorf("refused after deletion: served %s", backendOf(res))
+	}
+}
+
+// TestTLSAndRedirects: a TLS host gets its certificate from the Ingress's
+// own namespace and is redirected from plain HTTP with 308 unless
+// ssl-redirect is false; force-ssl-redirect redirects a host without TLS;
+// a Secret that cannot be served is a problem and the host stays on HTTP.
+func TestTLSAndRedirects(t *testing.T) {
+	secret := `apiVersion: v1
+kind: Secret
+metadata: {name: opaque}
+type: Opaque
+`
+	tlsIng := func(name, host, secret string, annotations map[string]string) string {
+		return ing(name, "2026-01-01T00:00:00Z", annotations, fmt.Sprintf("  - host: %s\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n  tls: [{hosts: [%s], secretName: %s}]", host, host, secret))
+	}
+	chain, key := selfSigned(t, "s.example.com")
+	res := build(t, weirClass+"---\n"+secret+"---\n"+
+		fmt.Sprintf("apiVersion: v1\nkind: Secret\nmetadata: {name: good}\ntype: kubernetes.io/tls\ndata: {tls.crt: %s, tls.key: %s}\n---\n",
+			base64.StdEncoding.EncodeToString(chain), base64.StdEncoding.EncodeToString(key))+
+		tlsIng("secure", "s.example.com", "good", nil)+"---\n"+
+		tlsIng("plain-too", "p.example.com", "good", map[string]string{ingress.AnnotationPrefix + "ssl-redirect": "false"})+"---\n"+
+		tlsIng("bad-secret", "b.example.com", "opaque", nil)+"---\n"+
+		ing("forced", "2026-01-01T00:00:00Z", map[string]string{ingress.AnnotationPrefix + "force-ssl-redirect": "true"},
+			"  - host: f.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}"))
+	if got := problems(res, "bad-secret"); len(got) != 1 || !strings.Contains(got[0], `InvalidCertificate spec.tls[0].secretName: host b.example.com is not served over HTTPS: Secret default/opaque is of type "Opaque"`) {
+		t.Errorf("bad-secret's problems: %q", got)
+	}
+	if f := fragment(t, res, "b.example.com"); len(f.Certificates) != 0 || len(f.VirtualHosts) != 1 || f.VirtualHosts[0].Listeners.Has(ir.ExternalHTTPS) ||
+		routeSummary(f, ir.ExternalHTTP)[0] != "3:/ -> default/web:80*100" {
+		t.Errorf("b.example.com: %+v %q", f.VirtualHosts, routeSummary(f, ir.ExternalHTTP))
+	}
+	if got := routeSummary(fragment(t, res, "f.example.com"), ir.ExternalHTTP); !slices.Equal(got, []string{"3:/ -> redirect https 308"}) {
+		t.Errorf("force-ssl-redirect: %q", got)
+	}
+	s := fragment(t, res, "s.example.com")
+	if len(s.Certificates) != 1 || s.Certificates[0].Name != "default/good" || !slices.Equal(s.Certificates[0].Hosts, []string{"s.example.com"}) ||
+		!s.Certificates[0].Listeners.Has(ir.ExternalHTTPS) || string(s.Certificates[0].CertChain) != string(chain) {
+		t.Errorf("s.example.com's certificate: %v", s.Certificates)
+	}
+	if got := routeSummary(s, ir.ExternalHTTP); !slices.Equal(got, []string{"3:/ -> redirect https 308"}) {
+		t.Errorf("s.example.com over HTTP: %q", got)
+	}
+	if got := routeSummary(s, ir.ExternalHTTPS); !slices.Equal(got, []string{"3:/ -> default/web:80*100"}) {
+		t.Errorf("s.example.com over HTTPS: %q", got)
+	}
+	p := fragment(t, res, "p.example.com")
+	if len(p.VirtualHosts) != 1 || !p.VirtualHosts[0].Listeners.Has(ir.ExternalHTTP) || !p.VirtualHosts[0].Listeners.Has(ir.ExternalHTTPS) ||
+		routeSummary(p, ir.ExternalHTTP)[0] != "3:/ -> default/web:80*100" {
+		t.Errorf("ssl-redirect false: %q on %v", routeSummary(p, ir.ExternalHTTP), p.VirtualHosts)
+	}
+}

@@ -1,0 +1,303 @@
+package standalone
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// networkingIngressYAML is a set of networking.k8s.io Ingresses of class
+// weir, in namespace default, with ingress-nginx annotations; backend is
+// the Service of host a.example.com's /api path.
+func networkingIngressYAML(backend, extraAnnotation string) string {
+	return fmt.Sprintf(`apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: paths
+  annotations: {%s}
+spec:
+  ingressClassName: weir
+  rules:
+  - host: a.example.com
+    http:
+      paths:
+      - {path: /api, pathType: Prefix, backend: {service: {name: %s, port: {number: 80}}}}
+      - {path: /exact, pathType: Exact, backend: {service: {name: v2, port: {number: 80}}}}
+      - {path: /impl, pathType: ImplementationSpecific, backend: {service: {name: v2, port: {name: http}}}}
+      - {path: /gone, pathType: Prefix, backend: {service: {name: missing, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: rewrite
+  annotations:
+    nginx.ingress.kubernetes.io/rewrite-target: /$2
+    nginx.ingress.kubernetes.io/x-forwarded-prefix: /svc
+spec:
+  ingressClassName: weir
+  rules:
+  - host: rw.example.com
+    http:
+      paths:
+      - {path: /svc(/|$)(.*), pathType: ImplementationSpecific, backend: {service: {name: v1, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: main}
+spec:
+  ingressClassName: weir
+  rules:
+  - host: c.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: v1, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: main-canary
+  annotations:
+    nginx.ingress.kubernetes.io/canary: "true"
+    nginx.ingress.kubernetes.io/canary-by-header: x-canary
+    nginx.ingress.kubernetes.io/canary-by-cookie: canary
+    nginx.ingress.kubernetes.io/canary-weight: "50"
+spec:
+  ingressClassName: weir
+  rules:
+  - host: c.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: v2, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: cors
+  annotations:
+    nginx.ingress.kubernetes.io/enable-cors: "true"
+    nginx.ingress.kubernetes.io/cors-allow-origin: "https://app.example.com"
+    nginx.ingress.kubernetes.io/app-root: /app
+spec:
+  ingressClassName: weir
+  rules:
+  - host: cors.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: v1, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: moved
+  annotations:
+    nginx.ingress.kubernetes.io/permanent-redirect: https://new.example.com$request_uri
+spec:
+  ingressClassName: weir
+  rules:
+  - host: old.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: v1, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: moved-fixed
+  annotations:
+    nginx.ingress.kubernetes.io/temporal-redirect: https://new.example.com/landing
+spec:
+  ingressClassName: weir
+  rules:
+  - host: old.example.com
+    http:
+      paths:
+      - {path: /promo, pathType: Prefix, backend: {service: {name: v1, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: secure}
+spec:
+  ingressClassName: weir
+  tls: [{hosts: [secure.example.com], secretName: secure}]
+  rules:
+  - host: secure.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: v2, port: {number: 80}}}}
+`, extraAnnotation, backend)
+}
+
+// TestRunServesNetworkingIngress: weir run serves networking.k8s.io
+// Ingresses with ingress-nginx's semantics on real sockets: element-wise
+// Prefix, Exact, ImplementationSpecific as a plain prefix, regex rewrite
+// with capture groups, canary by header, cookie and weight in that order,
+// CORS preflight, app-root, redirects, ssl-redirect for TLS hosts, 503 for
+// a missing Service on its path only; and an Ingress with a snippet is
+// refused while its last good version keeps serving.
+func TestRunServesNetworkingIngress(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "backends.yaml", backendsYAML(pathBackend(t, "v1"), pathBackend(t, "v2")))
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, keyPEM := certPEM(t, key, "secure.example.com")
+	write(t, dir, "secret.yaml", secretYAML("secure", chain, keyPEM))
+	write(t, dir, "ingress.yaml", networkingIngressYAML("v1", ""))
+	g := startRun(t, dir, 20*time.Millisecond)
+	port, tlsPort, _, _ := g.Ports()
+
+	eventually(t, "the Ingresses to be served", func() bool {
+		code, body, _ := getPath(port, "a.example.com", "/api")
+		return code == 200 && body == "v1 /api"
+	})
+	for _, tc := range []struct {
+		host, path string
+		code       int
+		body       string
+	}{
+		{"a.example.com", "/api/x", 200, "v1 /api/x"},
+		{"a.example.com", "/apix", 404, ""},
+		{"a.example.com", "/exact", 200, "v2 /exact"},
+		{"a.example.com", "/exact/", 404, ""},
+		{"a.example.com", "/implx", 200, "v2 /implx"},
+		{"a.example.com", "/gone/x", 503, ""},
+		{"rw.example.com", "/svc/foo/bar", 200, "v1 /foo/bar"},
+		{"rw.example.com", "/SVC/foo", 200, "v1 /foo"},
+		{"rw.example.com", "/svc", 200, "v1 /"},
+		{"nobody.example.com", "/", 404, ""},
+	} {
+		code, body, _ := getPath(port, tc.host, tc.path)
+		if code != tc.code || tc.body != "" && body != tc.body {
+			t.Errorf("%s%s: %d %q, want %d %q", tc.host, tc.path, code, body, tc.code, tc.body)
+		}
+	}
+
+	// Canary: the header decides first, then the cookie, then the weight.
+	canary := func(header, cookie string) string {
+		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/", port), nil)
+		req.Host = "c.example.com"
+		if header != "" {
+			req.Header.Set("x-canary", header)
+		}
+		if cookie != "" {
+			req.Header.Set("Cookie", "a=b; canary="+cookie+"; c=d")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Fields(string(b))[0]
+	}
+	for _, tc := range []struct{ header, cookie, want string }{
+		{"always", "", "v2"}, {"never", "", "v1"}, {"never", "always", "v1"}, {"always", "never", "v2"},
+		{"", "always", "v2"}, {"", "never", "v1"}, {"other", "never", "v1"},
+	} {
+		for range 20 {
+			if got := canary(tc.header, tc.cookie); got != tc.want {
+				t.Fatalf("header %q, cookie %q: served by %s, want %s", tc.header, tc.cookie, got, tc.want)
+			}
+		}
+	}
+	seen := map[string]int{}
+	for range 400 {
+		seen[canary("", "")]++
+	}
+	// 50 %: outside 140 to 260 of 400 is a one-in-10^9 event for a fair split.
+	if seen["v2"] < 140 || seen["v2"] > 260 || seen["v1"]+seen["v2"] != 400 {
+		t.Errorf("canary-weight 50 spread 400 requests as %v", seen)
+	}
+
+	// CORS: a preflight is answered at the gateway, for the allowed origin only.
+	preflight := func(origin string) *http.Response {
+		req, _ := http.NewRequest(http.MethodOptions, fmt.Sprintf("http://127.0.0.1:%d/x", port), nil)
+		req.Host = "cors.example.com"
+		req.Header.Set("Origin", origin)
+		req.Header.Set("Access-Control-Request-Method", "PUT")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.HasPrefix(string(b), "v1") {
+			t.Errorf("the preflight from %s reached the backend", origin)
+		}
+		return resp
+	}
+	if resp := preflight("https://app.example.com"); resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" ||
+		!strings.Contains(resp.Header.Get("Access-Control-Allow-Methods"), "PUT") || resp.Header.Get("Access-Control-Allow-Credentials") != "true" ||
+		resp.Header.Get("Access-Control-Max-Age") != "1728000" {
+		t.Errorf("preflight from an allowed origin: %d %v", resp.StatusCode, resp.Header)
+	}
+	if resp := preflight("https://evil.example.com"); resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("preflight from another origin was allowed: %v", resp.Header)
+	}
+
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	redirect := func(host, path string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", port, path), nil)
+		req.Host = host
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Location")
+	}
+	for _, tc := range []struct {
+		host, path string
+		code       int
+		location   string
+	}{
+		{"cors.example.com", "/", 302, "http://cors.example.com/app"},
+		{"old.example.com", "/a/b?q=1", 301, "https://new.example.com/a/b?q=1"},
+		{"old.example.com", "/promo/x?q=1", 302, "https://new.example.com/landing"},
+		{"secure.example.com", "/p?q=1", 308, "https://secure.example.com/p?q=1"},
+	} {
+		if code, loc := redirect(tc.host, tc.path); code != tc.code || loc != tc.location {
+			t.Errorf("%s%s: %d to %q, want %d to %q", tc.host, tc.path, code, loc, tc.code, tc.location)
+		}
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{ServerName: "secure.example.com", InsecureSkipVerify: true}}} //nolint:gosec // a self-signed test certificate
+	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d/p", tlsPort), nil)
+	req.Host = "secure.example.com"
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "v2 /p" || resp.TLS.PeerCertificates[0].Subject.CommonName != "secure.example.com" {
+		t.Errorf("https://secure.example.com/p: %d %q", resp.StatusCode, b)
+	}
+
+	// A snippet is refused: the last good version keeps serving, and the
+	// report says why.
+	write(t, dir, "ingress.yaml", networkingIngressYAML("v2", `nginx.ingress.kubernetes.io/configuration-snippet: "more_set_headers X: y;"`))
+	eventually(t, "the snippet to be refused", func() bool {
+		for _, l := range g.Report().NetworkingIngress {
+			if strings.Contains(l, "refused: Ingress default/paths: nginx.ingress.kubernetes.io/configuration-snippet") {
+				return true
+			}
+		}
+		return false
+	})
+	if code, body, _ := getPath(port, "a.example.com", "/api"); code != 200 || body != "v1 /api" {
+		t.Errorf("while refused, /api: %d %q; want the last good version, v1", code, body)
+	}
+	write(t, dir, "ingress.yaml", networkingIngressYAML("v2", ""))
+	eventually(t, "the fixed Ingress to be served", func() bool {
+		code, body, _ := getPath(port, "a.example.com", "/api")
+		return code == 200 && body == "v2 /api"
+	})
+}
