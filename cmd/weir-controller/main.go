@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,8 +29,11 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/tools/record"
 	kubeclient "knative.dev/pkg/client/injection/kube/client"
 	serviceinformer "knative.dev/pkg/client/injection/kube/informers/core/v1/service"
 	endpointsliceinformer "knative.dev/pkg/client/injection/kube/informers/discovery/v1/endpointslice"
@@ -48,6 +52,7 @@ import (
 	"github.com/weir-dev/weir/pkg/gateway"
 	"github.com/weir-dev/weir/pkg/ir"
 	gatewayapi "github.com/weir-dev/weir/pkg/reconciler/gateway"
+	"github.com/weir-dev/weir/pkg/reconciler/ingress"
 	"github.com/weir-dev/weir/pkg/reconciler/kingress"
 	"github.com/weir-dev/weir/pkg/translate"
 	"github.com/weir-dev/weir/pkg/xds"
@@ -177,6 +182,7 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 		return err
 	})
 	gatewaysServed := startGatewayAPI(ctx, logger, router, ca)
+	ingressesServed := startIngresses(ctx, logger, model, syncer, impl, rec)
 
 	go func() {
 		// Serving xDS before every existing KIngress is in the model would
@@ -188,6 +194,13 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 		case <-gatewaysServed:
 		case <-time.After(*initialSync):
 			logger.Warnf("The Gateway API controller has not served every Gateway after %v; serving xDS anyway", *initialSync)
+		case <-ctx.Done():
+		}
+		// And every Ingress's.
+		select {
+		case <-ingressesServed:
+		case <-time.After(*initialSync):
+			logger.Warnf("The Ingress controller has not served every Ingress after %v; serving xDS anyway", *initialSync)
 		case <-ctx.Done():
 		}
 		go syncer.Run(ctx)
@@ -353,17 +366,25 @@ func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds
 		Resync: 10 * time.Hour,
 	})
 	go c.Run(ctx)
-	if sharedmain.IsHADisabled(ctx) {
-		c.SetLeader(true)
-		return c.Served()
-	}
 	// Every replica serves xDS; one provisions and writes status.
+	electLeader(ctx, kube, "weir-controller-gateway-api", c.SetLeader)
+	return c.Served()
+}
+
+// electLeader calls setLeader(true) on the one replica holding the lease,
+// and setLeader(false) when it loses it; with HA disabled, this replica
+// leads at once.
+func electLeader(ctx context.Context, kube kubernetes.Interface, lease string, setLeader func(bool)) {
+	if sharedmain.IsHADisabled(ctx) {
+		setLeader(true)
+		return
+	}
 	id := envOr("POD_NAME", "")
 	if id == "" {
 		id, _ = os.Hostname()
 	}
 	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Name: "weir-controller-gateway-api", Namespace: system.Namespace()},
+		LeaseMeta:  metav1.ObjectMeta{Name: lease, Namespace: system.Namespace()},
 		Client:     kube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
 	}
@@ -374,13 +395,68 @@ func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds
 				Lock: lock, LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
 				ReleaseOnCancel: true,
 				Callbacks: leaderelection.LeaderCallbacks{
-					OnStartedLeading: func(context.Context) { c.SetLeader(true) },
-					OnStoppedLeading: func() { c.SetLeader(false) },
+					OnStartedLeading: func(context.Context) { setLeader(true) },
+					OnStoppedLeading: func() { setLeader(false) },
 				},
 			})
 		}
 	}()
+}
+
+// startIngresses runs the networking.k8s.io Ingress controller on the
+// shared gateways' model. The channel is closed once every Ingress is in
+// the model.
+func startIngresses(ctx context.Context, logger *zap.SugaredLogger, model *ir.Model, syncer kingress.Syncer, impl *controller.Impl, rec *kingress.Reconciler) <-chan struct{} {
+	kube := kubeclient.Get(ctx)
+	var extra []string
+	for _, c := range strings.Split(envOr("INGRESS_CLASSES", ""), ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			extra = append(extra, c)
+		}
+	}
+	var defaultCert *types.NamespacedName
+	if v := envOr("DEFAULT_SSL_CERTIFICATE", ""); v != "" {
+		ns, name, ok := strings.Cut(v, "/")
+		if !ok || ns == "" || name == "" {
+			logger.Fatalw("DEFAULT_SSL_CERTIFICATE must be namespace/name of a kubernetes.io/tls Secret", "value", v)
+		}
+		defaultCert = &types.NamespacedName{Namespace: ns, Name: name}
+	}
+	statusNS, statusName, _ := strings.Cut(envOr("INGRESS_STATUS_SERVICE", "weir-system/weir"), "/")
+	c := ingress.NewController(ingress.ControllerOptions{
+		Kube:            kube,
+		ServiceInformer: serviceinformer.Get(ctx).Informer(),
+		SliceInformer:   endpointsliceinformer.Get(ctx).Informer(),
+		Model:           model,
+		Syncer:          syncer,
+		Displaced: func(ref ir.ObjectRef) {
+			if ref.Kind == kingress.Kind {
+				impl.EnqueueKey(types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name})
+			}
+		},
+		Freed:              rec.RetryConflicted,
+		ExtraClasses:       extra,
+		DefaultCertificate: defaultCert,
+		StatusService:      types.NamespacedName{Namespace: statusNS, Name: statusName},
+		Recorder:           eventRecorder(ctx, kube),
+		Logger:             logger.Named("ingress"),
+		Resync:             10 * time.Hour,
+	})
+	rec.OtherFrontEnds = c.KIngressesChanged
+	go c.Run(ctx)
+	electLeader(ctx, kube, "weir-controller-ingress", c.SetLeader)
 	return c.Served()
+}
+
+// eventRecorder writes Events through the API server.
+func eventRecorder(ctx context.Context, kube kubernetes.Interface) record.EventRecorder {
+	b := record.NewBroadcaster()
+	w := b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	go func() {
+		<-ctx.Done()
+		w.Stop()
+	}()
+	return b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "weir-controller"})
 }
 
 func serveXDS(ctx context.Context, server interface{ Register(*grpc.Server) }, addr string, creds credentials.TransportCredentials) error {

@@ -92,12 +92,14 @@ func printBanner(w io.Writer, g *standalone.Gateway) {
 		h, hs, ih, ihs, g.AdminAddr())
 	report := g.Report()
 	printRead(w, report, bannerRows)
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KINGRESS\tHOSTS\tSTATUS")
-	for _, s := range report.Ingresses[:min(len(report.Ingresses), bannerRows)] {
-		fmt.Fprintf(tw, "%s/%s\t%s\t%s\n", s.Namespace, s.Name, strings.Join(s.Hosts, ","), s.Status)
+	if len(report.Ingresses) > 0 {
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "KINGRESS\tHOSTS\tSTATUS")
+		for _, s := range report.Ingresses[:min(len(report.Ingresses), bannerRows)] {
+			fmt.Fprintf(tw, "%s/%s\t%s\t%s\n", s.Namespace, s.Name, strings.Join(s.Hosts, ","), s.Status)
+		}
+		_ = tw.Flush()
 	}
-	_ = tw.Flush()
 	if more := len(report.Ingresses) - bannerRows; more > 0 {
 		fmt.Fprintf(w, "... and %d more; 'weir status' lists them all\n", more)
 	}

@@ -90,6 +90,13 @@ func NewController(ctx context.Context, opts ControllerOptions) *Controller {
 		Tracker: tracker.New(c.enqueue, trackerLease),
 		Enqueue: c.enqueue,
 	}
+	c.rec.OtherFrontEnds = func(displaced bool) {
+		// A KIngress took an Ingress host's domain, or may have let go
+		// of one a host waits for.
+		if last := c.ingresses.Last(); displaced || last != nil && len(last.Conflicts) > 0 {
+			c.ingresses.Sync(c.store)
+		}
+	}
 	if ps, ok := opts.Syncer.(kingress.ProblemSource); ok {
 		ps.OnProblemsChanged(kingress.EnqueueProblemSources(c.enqueue))
 	}

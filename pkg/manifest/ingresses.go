@@ -1,7 +1,6 @@
 package manifest
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -71,36 +70,21 @@ func (g *IngressSync) Sync(store *Store) *IngressReport {
 		EndpointSlices: kingress.IndexedSlices(store.slices),
 		Secrets:        corelisters.NewSecretLister(store.secrets),
 	}
-	rep := &IngressReport{Result: g.builder.Build(ings, classes, listers, ingress.Options{}), Conflicts: map[string]string{}}
+	rep := &IngressReport{Result: g.builder.Build(ings, classes, listers, ingress.Options{})}
 	for _, ing := range ings {
 		if !classes.Serves(ing) {
 			rep.Skipped = append(rep.Skipped, types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name})
 		}
 	}
 	slices.SortFunc(rep.Skipped, func(a, b types.NamespacedName) int { return strings.Compare(a.String(), b.String()) })
-	changed := false
-	keep := map[ir.ObjectRef]bool{}
-	for _, f := range rep.Fragments {
-		keep[f.Source] = true
-		displaced, c, err := g.Model.Set(f)
-		for _, d := range displaced {
-			if g.Displaced != nil {
-				g.Displaced(d)
-			}
-		}
-		var conflict *ir.ConflictError
-		if errors.As(err, &conflict) {
-			rep.Conflicts[f.Source.Name] = err.Error()
-			changed = g.Model.Delete(f.Source) || changed
-			continue
-		}
-		changed = changed || c
-	}
-	for _, f := range g.Model.Fragments() {
-		if f.Source.Kind == ingress.HostKind && !keep[f.Source] {
-			changed = g.Model.Delete(f.Source) || changed
+	served := ingress.Serve(g.Model, rep.Result)
+	rep.Conflicts = served.Conflicts
+	for _, d := range served.Displaced {
+		if g.Displaced != nil {
+			g.Displaced(d)
 		}
 	}
+	changed := served.Changed
 	g.last = rep
 	if changed && g.Syncer != nil {
 		g.Syncer.Trigger()
@@ -150,14 +134,6 @@ func (r *IngressReport) Lines() []string {
 		for _, p := range res.Problems {
 			out = append(out, fmt.Sprintf("left out: Ingress %s: %s", k, p))
 		}
-	}
-	hosts := make([]string, 0, len(r.Conflicts))
-	for h := range r.Conflicts {
-		hosts = append(hosts, h)
-	}
-	slices.Sort(hosts)
-	for _, h := range hosts {
-		out = append(out, fmt.Sprintf("not served: Ingress host %s: %s", h, r.Conflicts[h]))
 	}
 	return out
 }

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -299,5 +301,47 @@ func TestRunServesNetworkingIngress(t *testing.T) {
 	eventually(t, "the fixed Ingress to be served", func() bool {
 		code, body, _ := getPath(port, "a.example.com", "/api")
 		return code == 200 && body == "v2 /api"
+	})
+}
+
+// TestIngressAndKIngressShareDomains: an Ingress host that an older
+// KIngress serves is left out and the report says so; once the KIngress
+// is gone, the Ingress takes the host without any Ingress changing.
+func TestIngressAndKIngressShareDomains(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "backends.yaml", backendsYAML(pathBackend(t, "v1"), pathBackend(t, "v2")))
+	// The KIngress has no creationTimestamp: it is the older.
+	write(t, dir, "kingress.yaml", kingressYAML("shared.example.com", 100, 0))
+	write(t, dir, "ingress.yaml", `apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: late, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  ingressClassName: weir
+  rules:
+  - host: shared.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: v2, port: {number: 80}}}}
+`)
+	g := startRun(t, dir, 20*time.Millisecond)
+	port, _, _, _ := g.Ports()
+	eventually(t, "the KIngress to serve the host", func() bool {
+		code, body, _ := getPath(port, "shared.example.com", "/x")
+		return code == 200 && strings.HasPrefix(body, "v1 ")
+	})
+	eventually(t, "the report to name the conflict", func() bool {
+		for _, l := range g.Report().NetworkingIngress {
+			if strings.Contains(l, "Ingress default/late: spec.rules: host shared.example.com is not served") && strings.Contains(l, "KIngress/default/hello") {
+				return true
+			}
+		}
+		return false
+	})
+	if err := os.Remove(filepath.Join(dir, "kingress.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the Ingress to take the host", func() bool {
+		code, body, _ := getPath(port, "shared.example.com", "/x")
+		return code == 200 && body == "v2 /x"
 	})
 }

@@ -49,7 +49,7 @@ var knativeConfigMaps = map[string]map[string]string{
 var weirManifestKinds = map[string]bool{
 	"Namespace": true, "ServiceAccount": true, "ClusterRole": true, "ClusterRoleBinding": true,
 	"Role": true, "RoleBinding": true, "ConfigMap": true, "Service": true,
-	"CustomResourceDefinition": true,
+	"CustomResourceDefinition": true, "IngressClass": true,
 }
 
 func (c *Cluster) bootstrap(ctx context.Context) error {

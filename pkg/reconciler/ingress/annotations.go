@@ -52,6 +52,12 @@ type annotation struct {
 	note string
 }
 
+// failsClosed reports whether refusing a's key must stop the Ingress
+// being served at all: its last good version lacks the access control
+// the key asks for, so serving it would leave open what the operator
+// meant to close.
+func (a annotation) failsClosed() bool { return a.support == Refused && a.note == notYetSecurity }
+
 const (
 	notYet         = "not implemented by Weir yet"
 	notYetSecurity = "not implemented by Weir yet, and serving the Ingress without it would weaken its security"
@@ -112,8 +118,8 @@ var annotations = map[string]annotation{
 	"proxy-read-timeout":          {Ignored, notYet},
 	"proxy-send-timeout":          {Ignored, notYet},
 	"proxy-body-size":             {Ignored, notYet},
-	"proxy-next-upstream":         {Ignored, notYet},
-	"proxy-next-upstream-tries":   {Ignored, notYet},
+	"proxy-next-upstream":         {Ignored, "not implemented by Weir yet; a refused connection is tried on another endpoint up to 3 times, as ingress-nginx's default does"},
+	"proxy-next-upstream-tries":   {Ignored, "not implemented by Weir yet; a refused connection is tried on another endpoint up to 3 times, as ingress-nginx's default does"},
 	"proxy-next-upstream-timeout": {Ignored, notYet},
 	"proxy-buffering":             {Ignored, "weir-proxy and Envoy stream bodies; there is no buffering to switch"},
 	"proxy-request-buffering":     {Ignored, "weir-proxy and Envoy stream bodies; there is no buffering to switch"},
@@ -166,6 +172,9 @@ type Finding struct {
 	Support Support
 	// Message says why, for anything but Honoured.
 	Message string
+	// FailsClosed: refused for access control Weir cannot enforce, so
+	// no version of the Ingress is served, not even its last good one.
+	FailsClosed bool
 }
 
 // config is an Ingress's annotations, parsed.
@@ -215,6 +224,9 @@ const (
 // entry per ingress-nginx annotation; unservable is set when the Ingress
 // must not be served: a refused key or a value that cannot be parsed.
 func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unservable bool) {
+	// notes replace the table's entry for a key whose value Weir
+	// serves differently (a redirect code it cannot send).
+	notes := map[string]annotation{}
 	keys := make([]string, 0, len(ing.Annotations))
 	for k := range ing.Annotations {
 		if strings.HasPrefix(k, AnnotationPrefix) {
@@ -272,7 +284,7 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 		cfg.sslRedirect = &b
 	}
 	cfg.forceSSLRedirect, _ = boolOf("force-ssl-redirect")
-	cfg.redirect = parseRedirect(get, invalid)
+	cfg.redirect = parseRedirect(get, invalid, notes)
 
 	if on, _ := boolOf("enable-cors"); on {
 		cfg.cors = parseCORS(get, boolOf, invalid)
@@ -305,8 +317,10 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 			f.Support, f.Message = Ignored, "not an annotation Weir knows"
 		case bad[name] != "":
 			f.Support, f.Message = Refused, "invalid value: "+bad[name]
+		case notes[name] != annotation{}:
+			f.Support, f.Message = notes[name].support, notes[name].note
 		default:
-			f.Support, f.Message = a.support, a.note
+			f.Support, f.Message, f.FailsClosed = a.support, a.note, a.failsClosed()
 		}
 		if f.Support == Refused {
 			unservable = true
@@ -318,11 +332,17 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 
 // parseRedirect reads temporal-redirect, which wins as in ingress-nginx,
 // or permanent-redirect.
-func parseRedirect(get func(string) (string, bool), invalid func(string, string, ...any)) *externalRedirect {
+func parseRedirect(get func(string) (string, bool), invalid func(string, string, ...any), notes map[string]annotation) *externalRedirect {
 	for _, kind := range []struct {
 		name string
 		code int
-	}{{"temporal-redirect", 302}, {"permanent-redirect", 301}} {
+		// valid are the codes ingress-nginx takes; it uses the default
+		// for any other.
+		valid func(int) bool
+	}{
+		{"temporal-redirect", 302, func(n int) bool { return n >= 300 && n <= 307 }},
+		{"permanent-redirect", 301, func(n int) bool { return n >= 300 && n <= 308 }},
+	} {
 		v, ok := get(kind.name)
 		if !ok || v == "" {
 			continue
@@ -330,11 +350,14 @@ func parseRedirect(get func(string) (string, bool), invalid func(string, string,
 		r := &externalRedirect{code: kind.code}
 		if c, ok := get(kind.name + "-code"); ok {
 			n, err := strconv.Atoi(c)
-			if err != nil || !slices.Contains([]int{301, 302, 303, 307, 308}, n) {
-				invalid(kind.name+"-code", "%q is not a redirect status Weir can send (301, 302, 303, 307 or 308)", c)
-				return nil
+			switch {
+			case err != nil || !kind.valid(n):
+				notes[kind.name+"-code"] = annotation{HonouredWithDifference, fmt.Sprintf("%q is not a valid code here; the default %d is used, as in ingress-nginx", c, kind.code)}
+			case !slices.Contains([]int{301, 302, 303, 307, 308}, n):
+				notes[kind.name+"-code"] = annotation{HonouredWithDifference, fmt.Sprintf("Envoy cannot send %d; the default %d is used", n, kind.code)}
+			default:
+				r.code = n
 			}
-			r.code = n
 		}
 		raw, keep := strings.CutSuffix(v, "$request_uri")
 		if strings.Contains(raw, "$") {
@@ -388,8 +411,15 @@ func parseCORS(get func(string) (string, bool), boolOf func(string) (bool, bool)
 			continue
 		}
 		u, err := url.Parse(o)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 			invalid("cors-allow-origin", "%q is not an origin (scheme://host[:port])", o)
+			return nil
+		}
+		// As ingress-nginx: "*" only as the leftmost label of a name
+		// with two more, so no origin pattern matches every site.
+		host, wildcard := strings.CutPrefix(u.Hostname(), "*.")
+		if strings.Contains(host, "*") || wildcard && !strings.Contains(host, ".") || !validHost(host) {
+			invalid("cors-allow-origin", "%q is not an origin: a host may start with \"*.\" and have no other \"*\", and a wildcard needs two labels after it", o)
 			return nil
 		}
 	}

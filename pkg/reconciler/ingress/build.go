@@ -75,7 +75,8 @@ type IngressResult struct {
 	Problems []Problem
 	// Refused: this version is not served, because of a refused
 	// annotation; LastGood says whether an earlier version serves
-	// instead.
+	// instead. A refused access-control annotation fails closed: no
+	// version is served.
 	Refused  bool
 	LastGood bool
 	// Hosts are the hosts the served version contributes to.
@@ -128,6 +129,12 @@ func (b *Builder) Build(ings []*netv1.Ingress, classes Classes, l Listers, opts 
 		ir := &IngressResult{Findings: findings, Refused: refused}
 		res.Ingresses[key] = ir
 		served := ing
+		if refused && slices.ContainsFunc(findings, func(f Finding) bool { return f.FailsClosed }) {
+			// The last good version lacks the access control asked
+			// for; it must not stay open.
+			delete(b.lastGood, key)
+			continue
+		}
 		if refused {
 			served = b.lastGood[key]
 			ir.LastGood = served != nil
@@ -273,9 +280,9 @@ func (hb *hostBuilder) build() *ir.Fragment {
 			http = append(http, routes...)
 		}
 	}
-	if fb := hb.fallback(mains); fb != nil {
+	if fb, owner := hb.fallback(mains); fb != nil {
 		https = append(https, fb)
-		if sslRedirect(hb.entries[0].cfg, tlsHost) {
+		if sslRedirect(owner.cfg, tlsHost) {
 			redirected = true
 			http = append(http, &ir.Route{Name: fb.Name, Match: fb.Match, Redirect: &ir.Redirect{Scheme: "https", StatusCode: 308}, Provenance: fb.Provenance})
 		} else {
@@ -411,15 +418,18 @@ func pathMatch(p netv1.HTTPIngressPath, regexHost bool) (ir.PathMatch, error) {
 		return ir.PathMatch{}, fmt.Errorf("path %q must start with \"/\"", path)
 	}
 	switch kind {
-	case netv1.PathTypeExact:
-		return ir.PathMatch{Kind: ir.PathExact, Value: path}, nil
-	case netv1.PathTypePrefix, netv1.PathTypeImplementationSpecific:
+	case netv1.PathTypeExact, netv1.PathTypePrefix, netv1.PathTypeImplementationSpecific:
 		if regexHost {
-			re := "(?i)" + path + ".*"
+			// ingress-nginx's "~* ^path", Exact paths included; the
+			// group keeps "/a|/b" one alternative of the whole.
+			re := "(?i)(?:" + path + ").*"
 			if _, err := regexp.Compile(re); err != nil {
 				return ir.PathMatch{}, fmt.Errorf("path %q is not an RE2 regular expression: %v", path, err)
 			}
 			return ir.PathMatch{Kind: ir.PathRegex, Value: re}, nil
+		}
+		if kind == netv1.PathTypeExact {
+			return ir.PathMatch{Kind: ir.PathExact, Value: path}, nil
 		}
 		if kind == netv1.PathTypePrefix {
 			return ir.PathMatch{Kind: ir.PathSegmentPrefix, Value: path}, nil
@@ -444,6 +454,7 @@ func (hb *hostBuilder) routes(c pathCandidate, canaries []*entry) []*ir.Route {
 	}
 	main := hb.backend(c.e, c.field+".backend", c.path.Backend)
 	base.Backends = []ir.WeightedBackend{main}
+	base.Retry = nextUpstream
 	if cfg.rewriteTarget != "" {
 		base.PathRewrite = rewriteOf(c.path, cfg.rewriteTarget)
 	}
@@ -496,6 +507,13 @@ func (hb *hostBuilder) routes(c pathCandidate, canaries []*entry) []*ir.Route {
 	}
 	return append(out, base)
 }
+
+// nextUpstream is ingress-nginx's default proxy-next-upstream ("error",
+// 3 tries) where it is safe for every method: an endpoint that refuses
+// the connection (one going away in a rollout) is tried on another.
+// Errors after the request was sent are not retried, as nginx does not
+// for POST.
+var nextUpstream = &ir.RetryPolicy{Attempts: 2, On: []string{"connect-failure"}}
 
 // canaryFor finds the oldest canary Ingress with the same host, path and
 // pathType as c; a younger one for the same path is warned about.
@@ -559,7 +577,7 @@ func cookieMatch(name, value string) ir.HeaderMatch {
 func rewriteOf(p netv1.HTTPIngressPath, target string) *ir.PathModifier {
 	sub := strings.ReplaceAll(target, `\`, `\\`)
 	sub = dollarGroup.ReplaceAllString(sub, `\$1`)
-	return &ir.PathModifier{Kind: ir.ReplaceRegex, Pattern: "(?i)^" + cmp.Or(p.Path, "/") + ".*", Value: sub}
+	return &ir.PathModifier{Kind: ir.ReplaceRegex, Pattern: "(?i)^(?:" + cmp.Or(p.Path, "/") + ").*", Value: sub}
 }
 
 var dollarGroup = regexp.MustCompile(`\$([0-9])`)
@@ -600,7 +618,7 @@ func corsPolicy(c *corsConfig) *ir.CORSPolicy {
 // fallback is the host's last route: the default backend of the oldest
 // Ingress that has one, for paths no rule matched. Rules without a host
 // fall back to an Ingress without rules.
-func (hb *hostBuilder) fallback(mains []*entry) *ir.Route {
+func (hb *hostBuilder) fallback(mains []*entry) (*ir.Route, *entry) {
 	for _, e := range mains {
 		db := e.ing.Spec.DefaultBackend
 		if db == nil || !servesRulesFor(e.ing, hb.host) && !(hb.host == CatchAllHost && len(e.ing.Spec.Rules) == 0) {
@@ -609,11 +627,12 @@ func (hb *hostBuilder) fallback(mains []*entry) *ir.Route {
 		return &ir.Route{
 			Name:       fmt.Sprintf("%s/%s/%s/defaultBackend", hb.host, e.ing.Namespace, e.ing.Name),
 			Match:      ir.Match{Path: ir.PathMatch{Kind: ir.PathPrefix, Value: "/"}},
+			Retry:      nextUpstream,
 			Backends:   []ir.WeightedBackend{hb.backend(e, "spec.defaultBackend", *db)},
 			Provenance: ir.Provenance{e.ref},
-		}
+		}, e
 	}
-	return nil
+	return nil, nil
 }
 
 // backend resolves an Ingress backend. One that does not resolve answers

@@ -290,6 +290,7 @@ func TestAnnotations(t *testing.T) {
 		annotations map[string]string
 		refused     string // the refused key's message, or ""
 		ignored     string
+		different   string // a finding honoured with a difference
 		check       func(t *testing.T, r *ir.Route)
 	}{
 		// "*" with credentials would let any site read with the user's
@@ -342,7 +343,38 @@ func TestAnnotations(t *testing.T) {
 				t.Errorf("redirect %+v", r.Redirect)
 			}
 		}},
-		{name: "bad redirect code", annotations: map[string]string{p + "permanent-redirect": "https://n.example.com", p + "permanent-redirect-code": "304"}, refused: `invalid value: "304" is not a redirect status`},
+		// ingress-nginx uses the default for a code it does not take, and
+		// Envoy sends only 301, 302, 303, 307 and 308.
+		{name: "invalid redirect code", annotations: map[string]string{p + "permanent-redirect": "https://n.example.com", p + "permanent-redirect-code": "399"},
+			different: `"399" is not a valid code here; the default 301 is used`, check: func(t *testing.T, r *ir.Route) {
+				if r.Redirect.StatusCode != 301 {
+					t.Errorf("redirect %+v", r.Redirect)
+				}
+			}},
+		{name: "temporal 308", annotations: map[string]string{p + "temporal-redirect": "https://n.example.com", p + "temporal-redirect-code": "308"},
+			different: `"308" is not a valid code here; the default 302 is used`, check: func(t *testing.T, r *ir.Route) {
+				if r.Redirect.StatusCode != 302 {
+					t.Errorf("redirect %+v", r.Redirect)
+				}
+			}},
+		{name: "code Envoy cannot send", annotations: map[string]string{p + "temporal-redirect": "https://n.example.com", p + "temporal-redirect-code": "305"},
+			different: "Envoy cannot send 305; the default 302 is used"},
+		{name: "temporal 307", annotations: map[string]string{p + "temporal-redirect": "https://n.example.com", p + "temporal-redirect-code": "307"}, check: func(t *testing.T, r *ir.Route) {
+			if r.Redirect.StatusCode != 307 {
+				t.Errorf("redirect %+v", r.Redirect)
+			}
+		}},
+		// A "*" anywhere but a leading "*." of two or more labels would
+		// let every site read with the user's cookies.
+		{name: "origin wildcard everything", annotations: map[string]string{p + "enable-cors": "true", p + "cors-allow-origin": "https://*"}, refused: "is not an origin"},
+		{name: "origin wildcard TLD", annotations: map[string]string{p + "enable-cors": "true", p + "cors-allow-origin": "https://*.com"}, refused: "is not an origin"},
+		{name: "origin wildcard inside", annotations: map[string]string{p + "enable-cors": "true", p + "cors-allow-origin": "https://a.*.example.com"}, refused: "is not an origin"},
+		{name: "origin wildcard subdomains", annotations: map[string]string{p + "enable-cors": "true", p + "cors-allow-origin": "https://*.example.com, http://localhost:3000"}, check: func(t *testing.T, r *ir.Route) {
+			c := r.Filters[0].(*ir.CORSPolicy)
+			if !slices.Equal(c.AllowOrigins, []string{"https://*.example.com", "http://localhost:3000"}) || !c.AllowCredentials {
+				t.Errorf("CORS: %+v", c)
+			}
+		}},
 		{name: "nginx variable", annotations: map[string]string{p + "permanent-redirect": "https://$host/x"}, refused: `holds an nginx variable other than a trailing $request_uri`},
 		{name: "relative redirect", annotations: map[string]string{p + "temporal-redirect": "/elsewhere"}, refused: `is not an absolute http or https URL`},
 		{name: "backend-protocol GRPC", annotations: map[string]string{p + "backend-protocol": "grpc"}, check: func(t *testing.T, r *ir.Route) {
@@ -384,6 +416,11 @@ func TestAnnotations(t *testing.T) {
 			if tc.ignored != "" && (len(ignored) != 1 || !strings.Contains(ignored[0], tc.ignored)) {
 				t.Errorf("ignored %q, want %q", ignored, tc.ignored)
 			}
+			if tc.different != "" && !slices.ContainsFunc(r.Findings, func(f ingress.Finding) bool {
+				return f.Support == ingress.HonouredWithDifference && strings.Contains(f.Message, tc.different)
+			}) {
+				t.Errorf("findings %+v, want one honoured with the difference %q", r.Findings, tc.different)
+			}
 			if tc.check != nil {
 				tc.check(t, fragment(t, res, "a.example.com").VirtualHosts[0].Routes[0])
 			}
@@ -423,6 +460,18 @@ func TestRefusedIngressKeepsItsLastGoodVersion(t *testing.T) {
 	run("")
 	if res := run(ing("i", "2026-01-01T00:00:00Z", snippet, rule("old"))); backendOf(res) != "none" {
 		t.Errorf("refused after deletion: served %s", backendOf(res))
+	}
+
+	// An access control Weir cannot enforce fails closed: the last good
+	// version, without it, must not stay open.
+	run(ing("i", "2026-01-01T00:00:00Z", nil, rule("web")))
+	allow := map[string]string{ingress.AnnotationPrefix + "whitelist-source-range": "10.0.0.0/8"}
+	res = run(ing("i", "2026-01-01T00:00:00Z", allow, rule("web")))
+	if r := res.Ingresses[types.NamespacedName{Namespace: "default", Name: "i"}]; backendOf(res) != "none" || !r.Refused || r.LastGood {
+		t.Errorf("an allow-list added to a served Ingress: served %s, result %+v; want nothing served", backendOf(res), r)
+	}
+	if res := run(ing("i", "2026-01-01T00:00:00Z", nil, rule("old"))); backendOf(res) != "default/old:80" {
+		t.Errorf("the allow-list removed again: served %s", backendOf(res))
 	}
 }
 
@@ -473,5 +522,37 @@ type: Opaque
 	if len(p.VirtualHosts) != 1 || !p.VirtualHosts[0].Listeners.Has(ir.ExternalHTTP) || !p.VirtualHosts[0].Listeners.Has(ir.ExternalHTTPS) ||
 		routeSummary(p, ir.ExternalHTTP)[0] != "3:/ -> default/web:80*100" {
 		t.Errorf("ssl-redirect false: %q on %v", routeSummary(p, ir.ExternalHTTP), p.VirtualHosts)
+	}
+}
+
+// TestRegexHost: one Ingress's use-regex makes every path of the host a
+// case-insensitive regex from the start, Exact ones included, ordered by
+// length as nginx orders its locations; an alternation stays one
+// alternative of the whole, in the match and in the rewrite.
+func TestRegexHost(t *testing.T) {
+	path := func(p, kind string) string {
+		return fmt.Sprintf("      - {path: %q, pathType: %s, backend: {service: {name: web, port: {number: 80}}}}\n", p, kind)
+	}
+	rules := func(paths ...string) string {
+		return "  - host: r.example.com\n    http:\n      paths:\n" + strings.Join(paths, "")
+	}
+	res := build(t, weirClass+"---\n"+
+		ing("plain", "2026-01-01T00:00:00Z", nil, rules(path("/x", "Exact"), path("/longer-prefix", "Prefix")))+"---\n"+
+		ing("regex", "2026-01-02T00:00:00Z", map[string]string{ingress.AnnotationPrefix + "rewrite-target": "/$1"}, rules(path("/a/(.*)|/b/(.*)", "ImplementationSpecific"))))
+	f := fragment(t, res, "r.example.com")
+	want := []string{
+		"2:(?i)(?:/a/(.*)|/b/(.*)).* -> default/web:80*100",
+		"2:(?i)(?:/longer-prefix).* -> default/web:80*100",
+		"2:(?i)(?:/x).* -> default/web:80*100",
+	}
+	if got := routeSummary(f, ir.ExternalHTTP); !slices.Equal(got, want) {
+		t.Errorf("routes\n got %q\nwant %q", got, want)
+	}
+	rw := f.VirtualHosts[0].Routes[0].PathRewrite
+	if rw == nil || rw.Kind != ir.ReplaceRegex || rw.Pattern != "(?i)^(?:/a/(.*)|/b/(.*)).*" || rw.Value != `/\1` {
+		t.Errorf("rewrite %+v", rw)
+	}
+	if r := f.VirtualHosts[0].Routes[1]; r.PathRewrite != nil {
+		t.Errorf("the plain Ingress's path is rewritten: %+v", r.PathRewrite)
 	}
 }

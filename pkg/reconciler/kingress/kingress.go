@@ -73,6 +73,11 @@ type Reconciler struct {
 	// GatewayWaiters holds KIngresses until a gateway pod is ready to be
 	// probed; the controller calls its GatewaysChanged.
 	GatewayWaiters GatewayWaiters
+	// OtherFrontEnds, when set, hears what another front end (the Ingress
+	// hosts) must rebuild for: a KIngress took a domain from one of its
+	// fragments (displaced), or was removed or changed and may have let go
+	// of a domain it waits for.
+	OtherFrontEnds func(displaced bool)
 	// configStore, synced and primed serve ServeExisting; NewController
 	// sets them. primeMu orders it with Forget.
 	configStore *config.Store
@@ -219,8 +224,19 @@ func (r *Reconciler) Forget(obj interface{}) {
 	if r.Model.Delete(ref) {
 		r.Syncer.Trigger()
 		r.retryConflicted(ref)
+		r.otherFrontEnds(false)
 	}
 }
+
+func (r *Reconciler) otherFrontEnds(displaced bool) {
+	if r.OtherFrontEnds != nil {
+		r.OtherFrontEnds(displaced)
+	}
+}
+
+// RetryConflicted reconciles again every KIngress refused for a domain
+// conflict: another front end has let domains go.
+func (r *Reconciler) RetryConflicted() { r.retryConflicted(ir.ObjectRef{}) }
 
 // serve puts the KIngress into the model. It returns the problems found
 // in its references, or the error that kept it out of the model.
@@ -256,14 +272,17 @@ func (r *Reconciler) serve(ctx context.Context, ing *v1alpha1.Ingress) ([]*Probl
 	if !changed {
 		return problems, nil
 	}
+	others := false
 	for _, d := range displaced {
-		// Other front ends' fragments come back on their next build.
 		if d.Kind == Kind {
 			r.Enqueue(types.NamespacedName{Namespace: d.Namespace, Name: d.Name})
+		} else {
+			others = true
 		}
 	}
 	r.Syncer.Trigger()
 	r.retryConflicted(ref)
+	r.otherFrontEnds(others)
 	return problems, nil
 }
 

@@ -1,0 +1,314 @@
+package ingress
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	netv1 "k8s.io/api/networking/v1"
+	apierrs "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	netlisters "k8s.io/client-go/listers/networking/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/reconciler/kingress"
+)
+
+// ControllerOptions configure the in-cluster Ingress controller.
+type ControllerOptions struct {
+	Kube kubernetes.Interface
+	// ServiceInformer and SliceInformer are shared with the KIngress
+	// controller; SliceInformer has kingress.SliceIndexers.
+	ServiceInformer, SliceInformer cache.SharedIndexInformer
+	// Model and Syncer are the shared gateways' (the KIngress ones):
+	// Ingress hosts are served on their external listeners.
+	Model  *ir.Model
+	Syncer kingress.Syncer
+	// Displaced hears of KIngresses a host took a domain from; Freed, that
+	// a host let its domain go, so KIngresses refused for it may retry.
+	Displaced func(ir.ObjectRef)
+	Freed     func()
+	// ExtraClasses and DefaultCertificate are Build's Options.
+	ExtraClasses       []string
+	DefaultCertificate *types.NamespacedName
+	// StatusService is the gateway Service whose address every served
+	// Ingress reports in status.loadBalancer.
+	StatusService types.NamespacedName
+	Recorder      record.EventRecorder
+	Logger        *zap.SugaredLogger
+	// Resync re-reads everything this often, so a missed event heals.
+	Resync time.Duration
+}
+
+// Controller reconciles networking.k8s.io Ingresses in a cluster: any
+// change rebuilds them all into host fragments of the shared model, and
+// the leader writes status.loadBalancer and a Warning Event for what is
+// not served as written. One key in the queue coalesces bursts.
+type Controller struct {
+	opts    ControllerOptions
+	logger  *zap.SugaredLogger
+	queue   workqueue.TypedRateLimitingInterface[string]
+	kube    informers.SharedInformerFactory
+	secrets informers.SharedInformerFactory
+	synced  []cache.InformerSynced
+
+	ingresses netlisters.IngressLister
+	classes   netlisters.IngressClassLister
+	services  corelisters.ServiceLister
+	tls       corelisters.SecretLister
+
+	builder *Builder
+	leader  atomic.Bool
+	// served is closed after the first build is in the model.
+	served     chan struct{}
+	servedOnce sync.Once
+
+	mu sync.Mutex
+	// warned is, per Ingress, a hash of the warnings last sent as Events,
+	// so the same ones are not sent again on every rebuild.
+	warned map[types.NamespacedName]uint64
+	// conflicted is set while some host is left out for an older source,
+	// so that a freed domain rebuilds.
+	conflicted bool
+}
+
+const syncKey = "all"
+
+// NewController returns a controller; Run starts it.
+func NewController(opts ControllerOptions) *Controller {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop().Sugar()
+	}
+	c := &Controller{
+		opts:   opts,
+		logger: opts.Logger,
+		queue:  workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
+		kube:   informers.NewSharedInformerFactory(opts.Kube, opts.Resync),
+		// Only TLS Secrets, the only kind an Ingress may use.
+		secrets: informers.NewSharedInformerFactoryWithOptions(opts.Kube, opts.Resync, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = "type=" + string(corev1.SecretTypeTLS)
+		})),
+		builder: NewBuilder(),
+		warned:  map[types.NamespacedName]uint64{},
+		served:  make(chan struct{}),
+	}
+	handler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { c.queue.Add(syncKey) },
+		UpdateFunc: func(any, any) { c.queue.Add(syncKey) },
+		DeleteFunc: func(any) { c.queue.Add(syncKey) },
+	}
+	ings, classes := c.kube.Networking().V1().Ingresses(), c.kube.Networking().V1().IngressClasses()
+	secrets := c.secrets.Core().V1().Secrets()
+	for _, inf := range []cache.SharedIndexInformer{ings.Informer(), classes.Informer(), secrets.Informer(), opts.ServiceInformer, opts.SliceInformer} {
+		_, _ = inf.AddEventHandler(handler)
+		c.synced = append(c.synced, inf.HasSynced)
+	}
+	c.ingresses, c.classes, c.tls = ings.Lister(), classes.Lister(), secrets.Lister()
+	c.services = corelisters.NewServiceLister(opts.ServiceInformer.GetIndexer())
+	return c
+}
+
+// Served is closed once every Ingress is in the model: before that, a
+// gateway that connects would get a config without them.
+func (c *Controller) Served() <-chan struct{} { return c.served }
+
+// SetLeader makes this replica the one that writes status and Events.
+func (c *Controller) SetLeader(leader bool) {
+	if c.leader.Swap(leader) != leader && leader {
+		c.queue.Add(syncKey)
+	}
+}
+
+// KIngressesChanged rebuilds when a KIngress took a host's domain (so the
+// Ingresses of that host say so), or when some host waits for a domain
+// that a KIngress may have let go.
+func (c *Controller) KIngressesChanged(displaced bool) {
+	c.mu.Lock()
+	waiting := c.conflicted
+	c.mu.Unlock()
+	if displaced || waiting {
+		c.queue.Add(syncKey)
+	}
+}
+
+// Run starts the informers and reconciles until ctx ends.
+func (c *Controller) Run(ctx context.Context) {
+	defer c.queue.ShutDown()
+	c.kube.Start(ctx.Done())
+	c.secrets.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+		return
+	}
+	c.logger.Info("Ingress informers synced")
+	c.queue.Add(syncKey)
+	go func() {
+		<-ctx.Done()
+		c.queue.ShutDown()
+	}()
+	for {
+		key, quit := c.queue.Get()
+		if quit {
+			return
+		}
+		if err := c.Reconcile(ctx); err != nil {
+			c.logger.Warnw("Reconciling Ingresses failed; retrying", zap.Error(err))
+			c.queue.AddRateLimited(key)
+		} else {
+			c.queue.Forget(key)
+		}
+		c.queue.Done(key)
+	}
+}
+
+// Reconcile rebuilds every Ingress, serves the hosts and, on the leader,
+// writes what changed.
+func (c *Controller) Reconcile(ctx context.Context) error {
+	ings, err := c.ingresses.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	ics, err := c.classes.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	res := c.builder.Build(ings, ClassesOf(ics, c.opts.ExtraClasses), Listers{
+		Services:       c.services,
+		EndpointSlices: kingress.IndexedSlices(c.opts.SliceInformer.GetIndexer()),
+		Secrets:        c.tls,
+	}, Options{ExtraClasses: c.opts.ExtraClasses, DefaultCertificate: c.opts.DefaultCertificate})
+	served := Serve(c.opts.Model, res)
+	c.mu.Lock()
+	c.conflicted = len(served.Conflicts) > 0
+	c.mu.Unlock()
+	for _, d := range served.Displaced {
+		if c.opts.Displaced != nil {
+			c.opts.Displaced(d)
+		}
+	}
+	if served.Freed && c.opts.Freed != nil {
+		c.opts.Freed()
+	}
+	if served.Changed && c.opts.Syncer != nil {
+		c.opts.Syncer.Trigger()
+	}
+	c.servedOnce.Do(func() { close(c.served) })
+	if !c.leader.Load() {
+		return nil
+	}
+	lb := c.loadBalancer()
+	var errs []error
+	for _, ing := range ings {
+		key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
+		r := res.Ingresses[key]
+		if r == nil {
+			continue
+		}
+		c.warn(ing, key, r)
+		want := netv1.IngressLoadBalancerStatus{}
+		if !r.Refused || r.LastGood {
+			want.Ingress = lb
+		}
+		if reflect.DeepEqual(ing.Status.LoadBalancer, want) {
+			continue
+		}
+		cp := ing.DeepCopy()
+		cp.Status.LoadBalancer = want
+		if _, err := c.opts.Kube.NetworkingV1().Ingresses(ing.Namespace).UpdateStatus(ctx, cp, metav1.UpdateOptions{}); err != nil && !apierrs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("writing the status of Ingress %s: %w", key, err))
+		}
+	}
+	c.mu.Lock()
+	for key := range c.warned {
+		if res.Ingresses[key] == nil {
+			delete(c.warned, key)
+		}
+	}
+	c.mu.Unlock()
+	if len(errs) > 0 {
+		return fmt.Errorf("%d errors, first: %w", len(errs), errs[0])
+	}
+	return nil
+}
+
+// loadBalancer is the status Service's address, as ingress-nginx's
+// --publish-service gives it: its load balancer's, else its external IPs,
+// else its cluster IP.
+func (c *Controller) loadBalancer() []netv1.IngressLoadBalancerIngress {
+	svc, err := c.services.Services(c.opts.StatusService.Namespace).Get(c.opts.StatusService.Name)
+	if err != nil {
+		return nil
+	}
+	var out []netv1.IngressLoadBalancerIngress
+	for _, lb := range svc.Status.LoadBalancer.Ingress {
+		out = append(out, netv1.IngressLoadBalancerIngress{IP: lb.IP, Hostname: lb.Hostname})
+	}
+	if len(out) > 0 {
+		return out
+	}
+	for _, ip := range svc.Spec.ExternalIPs {
+		out = append(out, netv1.IngressLoadBalancerIngress{IP: ip})
+	}
+	if len(out) == 0 && svc.Spec.ClusterIP != "" && svc.Spec.ClusterIP != corev1.ClusterIPNone {
+		out = append(out, netv1.IngressLoadBalancerIngress{IP: svc.Spec.ClusterIP})
+	}
+	return out
+}
+
+// warn sends one Warning Event per thing not served as written, when the
+// set of them changed since the last time.
+func (c *Controller) warn(ing *netv1.Ingress, key types.NamespacedName, r *IngressResult) {
+	var lines []string
+	if r.Refused {
+		state := "nothing of it is served"
+		if r.LastGood {
+			state = "its last good version keeps serving"
+		}
+		for _, f := range r.Findings {
+			if f.Support == Refused {
+				lines = append(lines, fmt.Sprintf("Refused\t%s=%q is refused (%s): %s", f.Key, f.Value, f.Message, state))
+			}
+		}
+	}
+	for _, f := range r.Findings {
+		if f.Support == Ignored {
+			lines = append(lines, fmt.Sprintf("AnnotationIgnored\t%s is ignored: %s", f.Key, f.Message))
+		}
+	}
+	for _, p := range r.Problems {
+		lines = append(lines, p.Reason+"\t"+p.String())
+	}
+	slices.Sort(lines)
+	h := fnv.New64a()
+	for _, l := range lines {
+		h.Write([]byte(l))
+		h.Write([]byte{0})
+	}
+	sum := h.Sum64()
+	c.mu.Lock()
+	prev, seen := c.warned[key]
+	c.warned[key] = sum
+	c.mu.Unlock()
+	if seen && prev == sum || c.opts.Recorder == nil {
+		return
+	}
+	for _, l := range lines {
+		reason, msg, _ := strings.Cut(l, "\t")
+		c.opts.Recorder.Event(ing, corev1.EventTypeWarning, reason, msg)
+	}
+}

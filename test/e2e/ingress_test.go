@@ -1,0 +1,166 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	netv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/weir-dev/weir/pkg/reconciler/ingress"
+)
+
+// createIngress creates a networking.k8s.io Ingress of class weir, routing
+// "/" of host to service, deleted when the test ends.
+func createIngress(t *testing.T, name, host, service string, annotations map[string]string) {
+	t.Helper()
+	ctx := context.Background()
+	class, prefix := "weir", netv1.PathTypePrefix
+	ing := &netv1.Ingress{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Annotations: annotations},
+		Spec: netv1.IngressSpec{IngressClassName: &class, Rules: []netv1.IngressRule{{Host: host, IngressRuleValue: netv1.IngressRuleValue{HTTP: &netv1.HTTPIngressRuleValue{
+			Paths: []netv1.HTTPIngressPath{{Path: "/", PathType: &prefix, Backend: netv1.IngressBackend{Service: &netv1.IngressServiceBackend{Name: service, Port: netv1.ServiceBackendPort{Number: 80}}}}},
+		}}}}},
+	}
+	if _, err := kube.Kube.NetworkingV1().Ingresses(namespace).Create(ctx, ing, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = kube.Kube.NetworkingV1().Ingresses(namespace).Delete(ctx, name, metav1.DeleteOptions{}) })
+}
+
+// getWithHeader is get with one request header set.
+func getWithHeader(ctx context.Context, c *http.Client, host, name, value string) (runtimeInfo, int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s:%d/", kube.NodeAddress, kube.HTTPNodePort), nil)
+	if err != nil {
+		return runtimeInfo{}, 0, err
+	}
+	req.Host = host
+	req.Header.Set(name, value)
+	resp, err := c.Do(req)
+	if err != nil {
+		return runtimeInfo{}, 0, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var info runtimeInfo
+	if resp.StatusCode == http.StatusOK {
+		err = json.Unmarshal(body, &info)
+	}
+	return info, resp.StatusCode, err
+}
+
+// TestNetworkingIngress: Ingresses of class weir (config/'s IngressClass)
+// are served by the shared gateways, a canary by header included; their
+// status.loadBalancer is the gateway Service's address; an Ingress with a
+// snippet is refused with a Warning Event and not served; and a rolling
+// update of a backend's pods loses no request.
+func TestNetworkingIngress(t *testing.T) {
+	const host, snippetHost = "ingress.e2e.example.com", "ingress-snippet.e2e.example.com"
+	ctx := context.Background()
+	startBackend(t, "ing-a")
+	startBackend(t, "ing-b")
+	createIngress(t, "shop", host, "ing-a", nil)
+	createIngress(t, "shop-canary", host, "ing-b", map[string]string{
+		ingress.AnnotationPrefix + "canary":           "true",
+		ingress.AnnotationPrefix + "canary-by-header": "x-canary",
+	})
+	createIngress(t, "snippet", snippetHost, "ing-a", map[string]string{ingress.AnnotationPrefix + "server-snippet": "return 200;"})
+
+	eventually(t, host, 60*time.Second, fromBackend("ing-a"))
+	c := &http.Client{Timeout: 5 * time.Second}
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		info, code, err := getWithHeader(ctx, c, host, "x-canary", "always")
+		return err == nil && code == 200 && backendName(info) == "ing-b", nil
+	}); err != nil {
+		t.Errorf("x-canary: always did not reach the canary: %v", err)
+	}
+	if info, code, err := getWithHeader(ctx, c, host, "x-canary", "never"); err != nil || code != 200 || backendName(info) != "ing-a" {
+		t.Errorf("x-canary: never: %d from %q, %v; want ing-a", code, backendName(info), err)
+	}
+
+	svc, err := kube.Kube.CoreV1().Services("weir-system").Get(ctx, "weir", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		ing, err := kube.Kube.NetworkingV1().Ingresses(namespace).Get(ctx, "shop", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		lb := ing.Status.LoadBalancer.Ingress
+		return len(lb) == 1 && lb[0].IP == svc.Spec.ClusterIP, nil
+	}); err != nil {
+		ing, _ := kube.Kube.NetworkingV1().Ingresses(namespace).Get(ctx, "shop", metav1.GetOptions{})
+		t.Errorf("status.loadBalancer of shop: %+v, want the gateway Service's %s: %v", ing.Status.LoadBalancer, svc.Spec.ClusterIP, err)
+	}
+
+	var refused *corev1.Event
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		evs, err := kube.Kube.CoreV1().Events(namespace).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=snippet,involvedObject.kind=Ingress"})
+		if err != nil {
+			return false, err
+		}
+		for i := range evs.Items {
+			if evs.Items[i].Reason == "Refused" && evs.Items[i].Type == corev1.EventTypeWarning {
+				refused = &evs.Items[i]
+				return true, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		t.Errorf("no Refused Warning Event on the Ingress with a snippet: %v", err)
+	} else {
+		t.Logf("Event on snippet: %s", refused.Message)
+	}
+	if _, code, _ := getWithHeader(ctx, c, snippetHost, "x", "y"); code != http.StatusNotFound {
+		t.Errorf("the refused Ingress's host answered %d, want 404", code)
+	}
+	if ing, err := kube.Kube.NetworkingV1().Ingresses(namespace).Get(ctx, "snippet", metav1.GetOptions{}); err != nil || len(ing.Status.LoadBalancer.Ingress) != 0 {
+		t.Errorf("the refused Ingress claims to be served: %+v (%v)", ing.Status.LoadBalancer, err)
+	}
+
+	// A rolling update of ing-a: a new pod joins the Service, then the
+	// old one goes. No request may fail meanwhile.
+	p := startProber(t, host, fromBackend("ing-a"))
+	p.waitAnswers(t, 50)
+	next := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "ing-a-2", Namespace: namespace, Labels: map[string]string{"app": "ing-a"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{
+			Name:  "app",
+			Image: "ko.local/runtime:latest",
+			Ports: []corev1.ContainerPort{{ContainerPort: 8080}},
+			Env:   []corev1.EnvVar{{Name: "PORT", Value: strconv.Itoa(8080)}, {Name: "BACKEND", Value: "ing-a"}},
+			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{
+				HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt(8080)},
+			}},
+		}}},
+	}
+	if _, err := kube.Kube.CoreV1().Pods(namespace).Create(ctx, next, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = kube.Kube.CoreV1().Pods(namespace).Delete(ctx, next.Name, metav1.DeleteOptions{}) })
+	if err := kube.WaitEndpoints(ctx, namespace, "ing-a", 2, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	p.waitAnswers(t, 50)
+	if err := kube.Kube.CoreV1().Pods(namespace).Delete(ctx, "ing-a", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := kube.Kube.CoreV1().Pods(namespace).Get(ctx, "ing-a", metav1.GetOptions{})
+		return err != nil, nil
+	}); err != nil {
+		t.Fatal("the old pod was not removed:", err)
+	}
+	p.waitAnswers(t, 100)
+	p.stop(t, 200)
+}
