@@ -20,6 +20,7 @@ import (
 	// The filters weir-proxy ships register themselves.
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/buffer"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/cors"
+	_ "github.com/weir-dev/weir/pkg/dataplane/filters/rbac"
 )
 
 // filterBufferLimit is Envoy's default per_connection_buffer_limit_bytes,
@@ -230,7 +231,18 @@ func (c filterCallbacks) RemoteAddr() netip.AddrPort {
 	return ap
 }
 
-func (c filterCallbacks) BufferLimit() int { return filterBufferLimit }
+func (c filterCallbacks) BufferLimit() int { return c.f.s.decoderBufferLimit() }
+
+func (c filterCallbacks) SetDecoderBufferLimit(n int) { c.f.s.decBufLimit = n }
+
+// decoderBufferLimit is what a decoder filter may buffer: the stream's
+// own limit, if a filter set one, else the connection's.
+func (s *stream) decoderBufferLimit() int {
+	if s.decBufLimit > 0 {
+		return s.decBufLimit
+	}
+	return filterBufferLimit
+}
 
 // perRouteConf is the most specific typed_per_filter_config entry for a
 // filter: the route's, then the virtual host's.
@@ -334,7 +346,7 @@ func (s *stream) decodeData(i int, data []byte, endStream bool) {
 			if f.decBuf == nil {
 				f.decBuf = append(make([]byte, 0, 2*len(data)), data...)
 			}
-			if len(f.decBuf) > filterBufferLimit {
+			if len(f.decBuf) > s.decoderBufferLimit() {
 				s.sendLocalReply(http.StatusRequestEntityTooLarge, "Payload Too Large", nil, "request_payload_too_large")
 				return
 			}

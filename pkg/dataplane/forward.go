@@ -53,12 +53,15 @@ var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return 
 // not pooled: timers and the transport's body reader may outlive the
 // handler.
 type stream struct {
-	rl    *rtListener
-	conf  *listenerConf
-	hcm   *hcmConf
-	w     http.ResponseWriter
-	r     *http.Request
-	start time.Time
+	// decBufLimit, when set by a filter (SetDecoderBufferLimit), is what
+	// decoder filters may buffer instead of the connection's limit.
+	decBufLimit int
+	rl          *rtListener
+	conf        *listenerConf
+	hcm         *hcmConf
+	w           http.ResponseWriter
+	r           *http.Request
+	start       time.Time
 
 	// req is what the filters see and the router forwards.
 	req httpfilter.RequestHeaders

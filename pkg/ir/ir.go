@@ -10,6 +10,7 @@ package ir
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -221,9 +222,34 @@ type HTTPFilter interface {
 type FilterKind uint8
 
 const (
+	// FilterSourceRanges refuses clients by address, before anything
+	// else sees the request.
+	FilterSourceRanges FilterKind = iota + 1
 	// FilterCORS answers CORS preflights and adds CORS response headers.
-	FilterCORS FilterKind = iota + 1
+	FilterCORS
+	// FilterBodyLimit holds a request until its body is whole, and
+	// answers 413 when it is larger than the limit.
+	FilterBodyLimit
 )
+
+// SourceRanges answers 403 to a client whose address is outside Allow
+// (when Allow is set) or inside Deny. The address is the connection's
+// peer.
+type SourceRanges struct {
+	Allow, Deny []netip.Prefix
+}
+
+// FilterKind implements HTTPFilter.
+func (*SourceRanges) FilterKind() FilterKind { return FilterSourceRanges }
+
+// BodyLimit refuses request bodies larger than MaxBytes with 413
+// (Envoy's buffer filter): the request is held until its body is whole.
+type BodyLimit struct {
+	MaxBytes uint32
+}
+
+// FilterKind implements HTTPFilter.
+func (*BodyLimit) FilterKind() FilterKind { return FilterBodyLimit }
 
 // CORSPolicy is the Fetch standard's CORS protocol for a route. A request
 // whose Origin is allowed gets Access-Control-Allow-Origin set to that

@@ -72,6 +72,10 @@ func FuzzIngressAnnotations(f *testing.F) {
 		{"x-forwarded-prefix", "/p", "/"},
 		{"backend-protocol", "GRPC", "/"},
 		{"ssl-redirect", "false", "/"},
+		{"proxy-body-size", "8m", "/"},
+		{"whitelist-source-range", "10.0.0.0/8, 192.0.2.1, 2001:db8::/32", "/"},
+		{"denylist-source-range", "127.0.0.1", "/"},
+		{"permanent-redirect-code", "308", "/"},
 	} {
 		f.Add(seed.key, seed.value, seed.path, uint8(0))
 	}

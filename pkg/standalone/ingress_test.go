@@ -42,6 +42,7 @@ metadata:
   annotations:
     nginx.ingress.kubernetes.io/rewrite-target: /$2
     nginx.ingress.kubernetes.io/x-forwarded-prefix: /svc
+    nginx.ingress.kubernetes.io/proxy-body-size: 1k
 spec:
   ingressClassName: weir
   rules:
@@ -52,7 +53,9 @@ spec:
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
-metadata: {name: main}
+metadata:
+  name: main
+  annotations: {nginx.ingress.kubernetes.io/proxy-body-size: 3m}
 spec:
   ingressClassName: weir
   rules:
@@ -124,6 +127,45 @@ spec:
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
+metadata:
+  name: closed
+  annotations: {nginx.ingress.kubernetes.io/whitelist-source-range: "10.0.0.0/8, 192.0.2.1"}
+spec:
+  ingressClassName: weir
+  rules:
+  - host: closed.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: v1, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: open-to-me
+  annotations: {nginx.ingress.kubernetes.io/allowlist-source-range: "127.0.0.0/8"}
+spec:
+  ingressClassName: weir
+  rules:
+  - host: open.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: v1, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: denied
+  annotations: {nginx.ingress.kubernetes.io/denylist-source-range: "127.0.0.1"}
+spec:
+  ingressClassName: weir
+  rules:
+  - host: denied.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: v1, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
 metadata: {name: secure}
 spec:
   ingressClassName: weir
@@ -175,10 +217,43 @@ func TestRunServesNetworkingIngress(t *testing.T) {
 		{"rw.example.com", "/SVC/foo", 200, "v1 /foo"},
 		{"rw.example.com", "/svc", 200, "v1 /"},
 		{"nobody.example.com", "/", 404, ""},
+		// The client is 127.0.0.1.
+		{"closed.example.com", "/x", 403, "RBAC: access denied"},
+		{"open.example.com", "/x", 200, "v1 /x"},
+		{"denied.example.com", "/x", 403, "RBAC: access denied"},
 	} {
 		code, body, _ := getPath(port, tc.host, tc.path)
 		if code != tc.code || tc.body != "" && body != tc.body {
 			t.Errorf("%s%s: %d %q, want %d %q", tc.host, tc.path, code, body, tc.code, tc.body)
+		}
+	}
+
+	// proxy-body-size: 1m by default, as in ingress-nginx; 413 above it.
+	post := func(host, path string, size int) int {
+		req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d%s", port, path), strings.NewReader(strings.Repeat("x", size)))
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		host, path string
+		size, code int
+	}{
+		{"a.example.com", "/api", 1 << 20, 200},
+		{"a.example.com", "/api", 1<<20 + 1, 413},
+		{"rw.example.com", "/svc/x", 1024, 200},
+		{"rw.example.com", "/svc/x", 1025, 413},
+		// Past the 1 MiB a filter may hold by default: the limit raises it.
+		{"c.example.com", "/", 3 << 20, 200},
+		{"c.example.com", "/", 3<<20 + 1, 413},
+	} {
+		if code := post(tc.host, tc.path, tc.size); code != tc.code {
+			t.Errorf("POST %d bytes to %s%s: %d, want %d", tc.size, tc.host, tc.path, code, tc.code)
 		}
 	}
 

@@ -3,13 +3,18 @@ package translate
 import (
 	"fmt"
 	"maps"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	bufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/buffer/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
@@ -29,7 +34,59 @@ var httpFilterOf = map[ir.FilterKind]struct {
 	name   string
 	config proto.Message
 }{
-	ir.FilterCORS: {corsFilter, &corsv3.Cors{}},
+	// Without rules, RBAC lets everything through; a route's rules are
+	// its own.
+	ir.FilterSourceRanges: {rbacFilter, &rbacv3.RBAC{}},
+	ir.FilterCORS:         {corsFilter, &corsv3.Cors{}},
+	// The listener's limit is never used: a route turns the filter on
+	// with its own.
+	ir.FilterBodyLimit: {bufferFilter, &bufferv3.Buffer{MaxRequestBytes: wrapperspb.UInt32(1 << 20)}},
+}
+
+// bufferFilter is Envoy's buffer filter, which ir.BodyLimit runs.
+const bufferFilter = "envoy.filters.http.buffer"
+
+// rbacFilter is Envoy's RBAC filter, which ir.SourceRanges runs.
+const rbacFilter = "envoy.filters.http.rbac"
+
+// sourceRanges is an ALLOW policy admitting the clients that r lets in:
+// inside Allow (if set) and not inside Deny. remote_ip is the client
+// address after X-Forwarded-For, which no hop is trusted for: the peer.
+func sourceRanges(r *ir.SourceRanges) (*rbacv3.RBACPerRoute, error) {
+	if len(r.Allow) == 0 && len(r.Deny) == 0 {
+		return nil, fmt.Errorf("a source range policy without ranges")
+	}
+	ranges := func(ps []netip.Prefix) *rbacconfigv3.Principal {
+		var ids []*rbacconfigv3.Principal
+		for _, p := range ps {
+			p = p.Masked()
+			ids = append(ids, &rbacconfigv3.Principal{Identifier: &rbacconfigv3.Principal_RemoteIp{RemoteIp: &corev3.CidrRange{
+				AddressPrefix: p.Addr().String(), PrefixLen: wrapperspb.UInt32(uint32(p.Bits())), //nolint:gosec // 0..128
+			}}})
+		}
+		if len(ids) == 1 {
+			return ids[0]
+		}
+		return &rbacconfigv3.Principal{Identifier: &rbacconfigv3.Principal_OrIds{OrIds: &rbacconfigv3.Principal_Set{Ids: ids}}}
+	}
+	var who []*rbacconfigv3.Principal
+	if len(r.Allow) > 0 {
+		who = append(who, ranges(r.Allow))
+	}
+	if len(r.Deny) > 0 {
+		who = append(who, &rbacconfigv3.Principal{Identifier: &rbacconfigv3.Principal_NotId{NotId: ranges(r.Deny)}})
+	}
+	principal := who[0]
+	if len(who) > 1 {
+		principal = &rbacconfigv3.Principal{Identifier: &rbacconfigv3.Principal_AndIds{AndIds: &rbacconfigv3.Principal_Set{Ids: who}}}
+	}
+	return &rbacv3.RBACPerRoute{Rbac: &rbacv3.RBAC{Rules: &rbacconfigv3.RBAC{
+		Action: rbacconfigv3.RBAC_ALLOW,
+		Policies: map[string]*rbacconfigv3.Policy{"source-ranges": {
+			Permissions: []*rbacconfigv3.Permission{{Rule: &rbacconfigv3.Permission_Any{Any: true}}},
+			Principals:  []*rbacconfigv3.Principal{principal},
+		}},
+	}}}, nil
 }
 
 // perFilterConfig is a route's typed_per_filter_config for its filters.
@@ -46,6 +103,14 @@ func perFilterConfig(fs []ir.HTTPFilter) (map[string]*anypb.Any, error) {
 		switch p := f.(type) {
 		case *ir.CORSPolicy:
 			msg, err = corsPolicy(p)
+		case *ir.SourceRanges:
+			msg, err = sourceRanges(p)
+		case *ir.BodyLimit:
+			if p.MaxBytes == 0 {
+				err = fmt.Errorf("a body limit of 0 bytes")
+				break
+			}
+			msg = &bufferv3.BufferPerRoute{Override: &bufferv3.BufferPerRoute_Buffer{Buffer: &bufferv3.Buffer{MaxRequestBytes: wrapperspb.UInt32(p.MaxBytes)}}}
 		default:
 			err = fmt.Errorf("filter %T is not supported", f)
 		}

@@ -138,9 +138,14 @@ type Callbacks interface {
 	PerRouteConfigs() []any
 	// RemoteAddr is the downstream peer.
 	RemoteAddr() netip.AddrPort
-	// BufferLimit is how many bytes a filter may buffer (Envoy's
-	// per_connection_buffer_limit_bytes, 1 MiB by default).
+	// BufferLimit is how many bytes a decoder filter may buffer (Envoy's
+	// per_connection_buffer_limit_bytes, 1 MiB by default, unless a
+	// filter set the stream's own).
 	BufferLimit() int
+	// SetDecoderBufferLimit sets what decoder filters of this stream may
+	// buffer, as Envoy's setDecoderBufferLimit: the buffer filter raises
+	// it to its max_request_bytes.
+	SetDecoderBufferLimit(n int)
 }
 
 // Config is a compiled HttpFilter typed_config. It is immutable and shared

@@ -23,13 +23,13 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/util/workqueue"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 	gwlisters "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1"
 
 	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/reconciler/coalesce"
 	"github.com/weir-dev/weir/pkg/reconciler/kingress"
 	"github.com/weir-dev/weir/pkg/translate"
 	"github.com/weir-dev/weir/pkg/xds"
@@ -74,7 +74,7 @@ type ControllerOptions struct {
 type Controller struct {
 	opts       ControllerOptions
 	logger     *zap.SugaredLogger
-	queue      workqueue.TypedRateLimitingInterface[string]
+	queue      *coalesce.Queue
 	factory    gwinformers.SharedInformerFactory
 	kube       informers.SharedInformerFactory
 	tlsSecrets informers.SharedInformerFactory
@@ -127,11 +127,9 @@ func (c *Controller) Served() <-chan struct{} { return c.served }
 // (true), or only serves xDS (false).
 func (c *Controller) SetLeader(leader bool) {
 	if c.leader.Swap(leader) != leader && leader {
-		c.queue.Add(syncKey)
+		c.queue.Trigger()
 	}
 }
-
-const syncKey = "all"
 
 // NewController returns a controller; Run starts it.
 func NewController(opts ControllerOptions) *Controller {
@@ -141,7 +139,7 @@ func NewController(opts ControllerOptions) *Controller {
 	c := &Controller{
 		opts:    opts,
 		logger:  opts.Logger,
-		queue:   workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
+		queue:   coalesce.New(),
 		factory: gwinformers.NewSharedInformerFactory(opts.Gateway, opts.Resync),
 		kube:    informers.NewSharedInformerFactory(opts.Kube, opts.Resync),
 		// Only TLS Secrets, the only kind a listener may use: the
@@ -155,11 +153,7 @@ func NewController(opts ControllerOptions) *Controller {
 		served:      make(chan struct{}),
 	}
 	v1 := c.factory.Gateway().V1()
-	handler := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { c.queue.Add(syncKey) },
-		UpdateFunc: func(any, any) { c.queue.Add(syncKey) },
-		DeleteFunc: func(any) { c.queue.Add(syncKey) },
-	}
+	handler := c.queue.Handler()
 	watched := []cache.SharedIndexInformer{
 		v1.GatewayClasses().Informer(), v1.Gateways().Informer(), v1.HTTPRoutes().Informer(), v1.ReferenceGrants().Informer(),
 		c.tlsSecrets.Core().V1().Secrets().Informer(), c.kube.Core().V1().Namespaces().Informer(),
@@ -218,7 +212,6 @@ func (missingParameters) Get(namespace, name string) (*Parameters, error) {
 
 // Run starts the informers and reconciles until ctx ends.
 func (c *Controller) Run(ctx context.Context) {
-	defer c.queue.ShutDown()
 	c.factory.Start(ctx.Done())
 	c.kube.Start(ctx.Done())
 	c.tlsSecrets.Start(ctx.Done())
@@ -229,27 +222,11 @@ func (c *Controller) Run(ctx context.Context) {
 		c.planes.Start(ctx.Done())
 	}
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+		c.queue.ShutDown()
 		return
 	}
 	c.logger.Info("Gateway API informers synced")
-	c.queue.Add(syncKey)
-	go func() {
-		<-ctx.Done()
-		c.queue.ShutDown()
-	}()
-	for {
-		key, quit := c.queue.Get()
-		if quit {
-			return
-		}
-		if err := c.Reconcile(ctx); err != nil {
-			c.logger.Warnw("Reconciling the Gateway API failed; retrying", zap.Error(err))
-			c.queue.AddRateLimited(key)
-		} else {
-			c.queue.Forget(key)
-		}
-		c.queue.Done(key)
-	}
+	c.queue.Run(ctx, c.Reconcile, func(err error) { c.logger.Warnw("Reconciling the Gateway API failed; retrying", zap.Error(err)) })
 }
 
 // Reconcile rebuilds every Gateway and writes what changed.
@@ -448,9 +425,9 @@ func (c *Controller) noteNACK(group string, n *xds.NACK) {
 	c.nackMu.Unlock()
 	switch {
 	case n != nil:
-		c.queue.AddAfter(syncKey, c.nackGrace())
+		c.queue.TriggerAfter(c.nackGrace())
 	case had:
-		c.queue.Add(syncKey)
+		c.queue.Trigger()
 	}
 }
 

@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"fmt"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
@@ -59,6 +60,8 @@ type annotation struct {
 func (a annotation) failsClosed() bool { return a.support == Refused && a.note == notYetSecurity }
 
 const (
+	// peerAddress is how the source-range annotations differ.
+	peerAddress    = "the client address is the connection's peer; X-Forwarded-For is not trusted (ingress-nginx's use-forwarded-headers has no counterpart yet)"
 	notYet         = "not implemented by Weir yet"
 	notYetSecurity = "not implemented by Weir yet, and serving the Ingress without it would weaken its security"
 )
@@ -117,7 +120,7 @@ var annotations = map[string]annotation{
 	"proxy-connect-timeout":       {Ignored, notYet},
 	"proxy-read-timeout":          {Ignored, notYet},
 	"proxy-send-timeout":          {Ignored, notYet},
-	"proxy-body-size":             {Ignored, notYet},
+	"proxy-body-size":             {HonouredWithDifference, "the request is held until its body is whole (Envoy's buffer filter) and its limit is at most 4 GiB; gRPC backends have no limit, since their streams cannot be held"},
 	"proxy-next-upstream":         {Ignored, "not implemented by Weir yet; a refused connection is tried on another endpoint up to 3 times, as ingress-nginx's default does"},
 	"proxy-next-upstream-tries":   {Ignored, "not implemented by Weir yet; a refused connection is tried on another endpoint up to 3 times, as ingress-nginx's default does"},
 	"proxy-next-upstream-timeout": {Ignored, notYet},
@@ -126,9 +129,9 @@ var annotations = map[string]annotation{
 	"proxy-buffer-size":           {Ignored, "weir-proxy and Envoy size their buffers themselves"},
 	"proxy-http-version":          {Ignored, notYet},
 	// Access control: refused until enforced.
-	"whitelist-source-range":                {Refused, notYetSecurity},
-	"allowlist-source-range":                {Refused, notYetSecurity},
-	"denylist-source-range":                 {Refused, notYetSecurity},
+	"whitelist-source-range":                {HonouredWithDifference, peerAddress},
+	"allowlist-source-range":                {HonouredWithDifference, peerAddress},
+	"denylist-source-range":                 {HonouredWithDifference, peerAddress},
 	"auth-type":                             {Refused, notYetSecurity},
 	"auth-secret":                           {Refused, notYetSecurity},
 	"auth-secret-type":                      {Refused, notYetSecurity},
@@ -192,7 +195,19 @@ type config struct {
 	canary           *canaryConfig
 	// protocol is "" for the Service port's own.
 	protocol string
+	// bodyLimit is proxy-body-size in bytes; 0 is no limit.
+	bodyLimit uint32
+	// allow and deny are the source ranges; nil is unset.
+	allow, deny []netip.Prefix
 }
+
+// accessControl are the keys that restrict who reaches the backend: an
+// invalid value refuses the Ingress closed, since its last good version
+// would not restrict as the operator asked.
+var accessControl = map[string]bool{"whitelist-source-range": true, "allowlist-source-range": true, "denylist-source-range": true}
+
+// defaultBodyLimit is ingress-nginx's proxy-body-size default, 1m.
+const defaultBodyLimit = 1 << 20
 
 // externalRedirect answers every request of a path with a redirect to URL.
 type externalRedirect struct {
@@ -302,6 +317,51 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 			invalid("backend-protocol", "%q is not one of HTTP, HTTPS, GRPC, GRPCS, H2C, AUTO_HTTP or FCGI", v)
 		}
 	}
+	ranges := func(name string) []netip.Prefix {
+		v, ok := get(name)
+		if !ok {
+			return nil
+		}
+		var out []netip.Prefix
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s == "" {
+				continue
+			}
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				a, aerr := netip.ParseAddr(s)
+				if aerr != nil || a.Zone() != "" {
+					invalid(name, "%q is not an IP address or CIDR range", s)
+					return nil
+				}
+				p = netip.PrefixFrom(a, a.BitLen())
+			}
+			out = append(out, p.Masked())
+		}
+		if len(out) == 0 {
+			invalid(name, "no range is listed")
+		}
+		return out
+	}
+	// ingress-nginx reads the newer name first.
+	cfg.allow = ranges("allowlist-source-range")
+	if cfg.allow == nil {
+		cfg.allow = ranges("whitelist-source-range")
+	}
+	cfg.deny = ranges("denylist-source-range")
+	cfg.bodyLimit = defaultBodyLimit
+	if v, ok := get("proxy-body-size"); ok {
+		n, err := nginxSize(v)
+		switch {
+		case err != nil:
+			invalid("proxy-body-size", "%q is not a size (a number of bytes, or with k, m or g)", v)
+		case n > 1<<32-1:
+			// Envoy's limit is 32 bits; nginx's is larger.
+			cfg.bodyLimit = 1<<32 - 1
+		default:
+			cfg.bodyLimit = uint32(n)
+		}
+	}
 	if cfg.rewriteTarget != "" && (!strings.HasPrefix(cfg.rewriteTarget, "/") && !strings.HasPrefix(cfg.rewriteTarget, "$") || strings.ContainsAny(cfg.rewriteTarget, "\r\n\x00 ")) {
 		invalid("rewrite-target", "%q is not a path: it must start with \"/\" or a capture group", cfg.rewriteTarget)
 	}
@@ -316,7 +376,7 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 		case !known:
 			f.Support, f.Message = Ignored, "not an annotation Weir knows"
 		case bad[name] != "":
-			f.Support, f.Message = Refused, "invalid value: "+bad[name]
+			f.Support, f.Message, f.FailsClosed = Refused, "invalid value: "+bad[name], accessControl[name]
 		case notes[name] != annotation{}:
 			f.Support, f.Message = notes[name].support, notes[name].note
 		default:
@@ -487,6 +547,31 @@ func parseCanary(get func(string) (string, bool), invalid func(string, string, .
 		}
 	}
 	return c
+}
+
+// nginxSize parses an nginx size: bytes, or a number with k, m or g
+// (either case) for KiB, MiB and GiB. 0 means no limit.
+func nginxSize(v string) (uint64, error) {
+	mult := uint64(1)
+	switch {
+	case strings.HasSuffix(v, "k"), strings.HasSuffix(v, "K"):
+		mult = 1 << 10
+	case strings.HasSuffix(v, "m"), strings.HasSuffix(v, "M"):
+		mult = 1 << 20
+	case strings.HasSuffix(v, "g"), strings.HasSuffix(v, "G"):
+		mult = 1 << 30
+	}
+	if mult > 1 {
+		v = v[:len(v)-1]
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	if n > (1<<64-1)/mult {
+		return 0, fmt.Errorf("too large")
+	}
+	return n * mult, nil
 }
 
 // token reports whether s is an HTTP token (RFC 9110), as header names

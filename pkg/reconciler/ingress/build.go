@@ -462,8 +462,14 @@ func (hb *hostBuilder) routes(c pathCandidate, canaries []*entry) []*ir.Route {
 	if cfg.forwardPrefix != "" {
 		base.RequestHeaders.Set = append(base.RequestHeaders.Set, ir.Header{Name: "X-Forwarded-Prefix", Value: cfg.forwardPrefix})
 	}
+	if cfg.allow != nil || cfg.deny != nil {
+		base.Filters = append(base.Filters, &ir.SourceRanges{Allow: cfg.allow, Deny: cfg.deny})
+	}
 	if cfg.cors != nil {
 		base.Filters = append(base.Filters, corsPolicy(cfg.cors))
+	}
+	if cfg.bodyLimit > 0 && cfg.protocol != "GRPC" && !hb.grpcBackend(main) {
+		base.Filters = append(base.Filters, &ir.BodyLimit{MaxBytes: cfg.bodyLimit})
 	}
 	canary, cfield := hb.canaryFor(c, canaries)
 	if canary == nil {
@@ -514,6 +520,13 @@ func (hb *hostBuilder) routes(c pathCandidate, canaries []*entry) []*ir.Route {
 // Errors after the request was sent are not retried, as nginx does not
 // for POST.
 var nextUpstream = &ir.RetryPolicy{Attempts: 2, On: []string{"connect-failure"}}
+
+// grpcBackend reports whether b speaks gRPC: its streams cannot be held
+// until they end.
+func (hb *hostBuilder) grpcBackend(b ir.WeightedBackend) bool {
+	be, ok := hb.backends[b.BackendName]
+	return ok && be.Protocol == ir.GRPC
+}
 
 // canaryFor finds the oldest canary Ingress with the same host, path and
 // pathType as c; a younger one for the same path is warned about.

@@ -309,10 +309,36 @@ func TestAnnotations(t *testing.T) {
 			}
 		}},
 		{name: "CORS off by default", annotations: map[string]string{p + "cors-allow-origin": "https://a.example.com"}, check: func(t *testing.T, r *ir.Route) {
-			if len(r.Filters) != 0 {
+			if slices.ContainsFunc(r.Filters, func(f ir.HTTPFilter) bool { return f.FilterKind() == ir.FilterCORS }) {
 				t.Errorf("CORS without enable-cors: %+v", r.Filters)
 			}
 		}},
+		{name: "body size default", check: func(t *testing.T, r *ir.Route) {
+			if len(r.Filters) != 1 || *r.Filters[0].(*ir.BodyLimit) != (ir.BodyLimit{MaxBytes: 1 << 20}) {
+				t.Errorf("filters %+v, want ingress-nginx's 1m body limit", r.Filters)
+			}
+		}},
+		{name: "body size set", annotations: map[string]string{p + "proxy-body-size": "8K"}, check: func(t *testing.T, r *ir.Route) {
+			if len(r.Filters) != 1 || r.Filters[0].(*ir.BodyLimit).MaxBytes != 8192 {
+				t.Errorf("filters %+v", r.Filters)
+			}
+		}},
+		{name: "body size huge", annotations: map[string]string{p + "proxy-body-size": "10g"}, check: func(t *testing.T, r *ir.Route) {
+			if len(r.Filters) != 1 || r.Filters[0].(*ir.BodyLimit).MaxBytes != 1<<32-1 {
+				t.Errorf("filters %+v", r.Filters)
+			}
+		}},
+		{name: "body size off", annotations: map[string]string{p + "proxy-body-size": "0"}, check: func(t *testing.T, r *ir.Route) {
+			if len(r.Filters) != 0 {
+				t.Errorf("filters %+v, want none", r.Filters)
+			}
+		}},
+		{name: "body size for gRPC", annotations: map[string]string{p + "backend-protocol": "GRPC", p + "proxy-body-size": "1k"}, check: func(t *testing.T, r *ir.Route) {
+			if len(r.Filters) != 0 {
+				t.Errorf("filters %+v: a gRPC stream cannot be held", r.Filters)
+			}
+		}},
+		{name: "bad body size", annotations: map[string]string{p + "proxy-body-size": "1t"}, refused: `invalid value: "1t" is not a size`},
 		{name: "bad origin", annotations: map[string]string{p + "enable-cors": "true", p + "cors-allow-origin": "a.example.com"}, refused: `invalid value: "a.example.com" is not an origin`},
 		{name: "bad max age", annotations: map[string]string{p + "enable-cors": "true", p + "cors-max-age": "-1"}, refused: `invalid value: "-1" is not a number of seconds`},
 		{name: "bad bool", annotations: map[string]string{p + "ssl-redirect": "yes"}, refused: `invalid value: "yes" is not true or false`},
@@ -385,7 +411,20 @@ func TestAnnotations(t *testing.T) {
 		{name: "backend-protocol HTTPS", annotations: map[string]string{p + "backend-protocol": "HTTPS"}, refused: "HTTPS backends are not served by Weir yet"},
 		{name: "snippet", annotations: map[string]string{p + "server-snippet": "return 200;"}, refused: "snippets inject raw proxy configuration"},
 		{name: "unknown snippet", annotations: map[string]string{p + "brand-new-snippet": "x"}, refused: "snippets inject raw proxy configuration"},
-		{name: "allow-list", annotations: map[string]string{p + "whitelist-source-range": "10.0.0.0/8"}, refused: "would weaken its security"},
+		{name: "client certificates", annotations: map[string]string{p + "auth-tls-verify-client": "on"}, refused: "would weaken its security"},
+		{name: "allow-list", annotations: map[string]string{p + "whitelist-source-range": "10.0.0.0/8, 192.0.2.7 ,2001:db8::/32", p + "denylist-source-range": "10.1.2.3/16"}, check: func(t *testing.T, r *ir.Route) {
+			sr := r.Filters[0].(*ir.SourceRanges)
+			if fmt.Sprint(sr.Allow) != "[10.0.0.0/8 192.0.2.7/32 2001:db8::/32]" || fmt.Sprint(sr.Deny) != "[10.1.0.0/16]" {
+				t.Errorf("source ranges %+v", sr)
+			}
+		}},
+		{name: "allowlist wins", annotations: map[string]string{p + "whitelist-source-range": "10.0.0.0/8", p + "allowlist-source-range": "192.0.2.0/24"}, check: func(t *testing.T, r *ir.Route) {
+			if sr := r.Filters[0].(*ir.SourceRanges); fmt.Sprint(sr.Allow) != "[192.0.2.0/24]" {
+				t.Errorf("source ranges %+v", sr)
+			}
+		}},
+		{name: "bad range", annotations: map[string]string{p + "whitelist-source-range": "10.0.0.0/33"}, refused: `invalid value: "10.0.0.0/33" is not an IP address or CIDR range`},
+		{name: "empty range", annotations: map[string]string{p + "denylist-source-range": " , "}, refused: "invalid value: no range is listed"},
 		{name: "basic auth", annotations: map[string]string{p + "auth-type": "basic"}, refused: "would weaken its security"},
 		{name: "unknown", annotations: map[string]string{p + "no-such-thing": "1"}, ignored: "not an annotation Weir knows"},
 		{name: "not yet", annotations: map[string]string{p + "limit-rps": "5"}, ignored: "not implemented by Weir yet"},
@@ -465,13 +504,19 @@ func TestRefusedIngressKeepsItsLastGoodVersion(t *testing.T) {
 	// An access control Weir cannot enforce fails closed: the last good
 	// version, without it, must not stay open.
 	run(ing("i", "2026-01-01T00:00:00Z", nil, rule("web")))
-	allow := map[string]string{ingress.AnnotationPrefix + "whitelist-source-range": "10.0.0.0/8"}
-	res = run(ing("i", "2026-01-01T00:00:00Z", allow, rule("web")))
-	if r := res.Ingresses[types.NamespacedName{Namespace: "default", Name: "i"}]; backendOf(res) != "none" || !r.Refused || r.LastGood {
-		t.Errorf("an allow-list added to a served Ingress: served %s, result %+v; want nothing served", backendOf(res), r)
-	}
-	if res := run(ing("i", "2026-01-01T00:00:00Z", nil, rule("old"))); backendOf(res) != "default/old:80" {
-		t.Errorf("the allow-list removed again: served %s", backendOf(res))
+	for _, closed := range []map[string]string{
+		{ingress.AnnotationPrefix + "auth-type": "basic"},
+		// An allow-list Weir enforces, with a value it cannot read.
+		{ingress.AnnotationPrefix + "whitelist-source-range": "10.0.0.0/8,10.0.0"},
+	} {
+		run(ing("i", "2026-01-01T00:00:00Z", nil, rule("web")))
+		res = run(ing("i", "2026-01-01T00:00:00Z", closed, rule("web")))
+		if r := res.Ingresses[types.NamespacedName{Namespace: "default", Name: "i"}]; backendOf(res) != "none" || !r.Refused || r.LastGood {
+			t.Errorf("%v added to a served Ingress: served %s, result %+v; want nothing served", closed, backendOf(res), r)
+		}
+		if res := run(ing("i", "2026-01-01T00:00:00Z", nil, rule("old"))); backendOf(res) != "default/old:80" {
+			t.Errorf("%v removed again: served %s", closed, backendOf(res))
+		}
 	}
 }
 
@@ -554,5 +599,36 @@ func TestRegexHost(t *testing.T) {
 	}
 	if r := f.VirtualHosts[0].Routes[1]; r.PathRewrite != nil {
 		t.Errorf("the plain Ingress's path is rewritten: %+v", r.PathRewrite)
+	}
+}
+
+// TestDefaultCertificateAndWildcardHosts: a TLS entry without a Secret
+// gets the default certificate (--default-ssl-certificate), read from its
+// own namespace; without one it is a problem and the host stays on plain
+// HTTP. A wildcard host is served as nginx serves it: a suffix match.
+func TestDefaultCertificateAndWildcardHosts(t *testing.T) {
+	chain, key := selfSigned(t, "default.example.com")
+	docs := services + "\n---\n" + weirClass + "---\n" +
+		fmt.Sprintf("apiVersion: v1\nkind: Secret\nmetadata: {name: fallback, namespace: ingress-system}\ntype: kubernetes.io/tls\ndata: {tls.crt: %s, tls.key: %s}\n---\n",
+			base64.StdEncoding.EncodeToString(chain), base64.StdEncoding.EncodeToString(key)) +
+		ing("wild", "2026-01-01T00:00:00Z", nil, "  - host: \"*.shop.example.com\"\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n  tls: [{hosts: [\"*.shop.example.com\"]}]")
+	ings, classes, l := objects(t, docs)
+
+	res := ingress.NewBuilder().Build(ings, ingress.ClassesOf(classes, nil), l, ingress.Options{})
+	f := fragment(t, res, "*.shop.example.com")
+	if len(f.Certificates) != 0 || !slices.Equal(f.VirtualHosts[0].Domains, []string{"*.shop.example.com"}) {
+		t.Errorf("without a default certificate: %v, %+v", f.Certificates, f.VirtualHosts[0])
+	}
+	if got := problems(res, "wild"); len(got) != 1 || !strings.Contains(got[0], "NoCertificate spec.tls[0]: host *.shop.example.com names no Secret and Weir has no default certificate") {
+		t.Errorf("problems: %q", got)
+	}
+
+	res = ingress.NewBuilder().Build(ings, ingress.ClassesOf(classes, nil), l, ingress.Options{DefaultCertificate: &types.NamespacedName{Namespace: "ingress-system", Name: "fallback"}})
+	f = fragment(t, res, "*.shop.example.com")
+	if len(f.Certificates) != 1 || f.Certificates[0].Name != "ingress-system/fallback" || !slices.Equal(f.Certificates[0].Hosts, []string{"*.shop.example.com"}) {
+		t.Errorf("with a default certificate: %v", f.Certificates)
+	}
+	if got := routeSummary(f, ir.ExternalHTTP); !slices.Equal(got, []string{"3:/ -> redirect https 308"}) {
+		t.Errorf("plain HTTP to a TLS wildcard host: %q", got)
 	}
 }

@@ -24,9 +24,9 @@ import (
 	netlisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
-	"k8s.io/client-go/util/workqueue"
 
 	"github.com/weir-dev/weir/pkg/ir"
+	"github.com/weir-dev/weir/pkg/reconciler/coalesce"
 	"github.com/weir-dev/weir/pkg/reconciler/kingress"
 )
 
@@ -63,7 +63,7 @@ type ControllerOptions struct {
 type Controller struct {
 	opts    ControllerOptions
 	logger  *zap.SugaredLogger
-	queue   workqueue.TypedRateLimitingInterface[string]
+	queue   *coalesce.Queue
 	kube    informers.SharedInformerFactory
 	secrets informers.SharedInformerFactory
 	synced  []cache.InformerSynced
@@ -88,8 +88,6 @@ type Controller struct {
 	conflicted bool
 }
 
-const syncKey = "all"
-
 // NewController returns a controller; Run starts it.
 func NewController(opts ControllerOptions) *Controller {
 	if opts.Logger == nil {
@@ -98,7 +96,7 @@ func NewController(opts ControllerOptions) *Controller {
 	c := &Controller{
 		opts:   opts,
 		logger: opts.Logger,
-		queue:  workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
+		queue:  coalesce.New(),
 		kube:   informers.NewSharedInformerFactory(opts.Kube, opts.Resync),
 		// Only TLS Secrets, the only kind an Ingress may use.
 		secrets: informers.NewSharedInformerFactoryWithOptions(opts.Kube, opts.Resync, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -108,11 +106,7 @@ func NewController(opts ControllerOptions) *Controller {
 		warned:  map[types.NamespacedName]uint64{},
 		served:  make(chan struct{}),
 	}
-	handler := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { c.queue.Add(syncKey) },
-		UpdateFunc: func(any, any) { c.queue.Add(syncKey) },
-		DeleteFunc: func(any) { c.queue.Add(syncKey) },
-	}
+	handler := c.queue.Handler()
 	ings, classes := c.kube.Networking().V1().Ingresses(), c.kube.Networking().V1().IngressClasses()
 	secrets := c.secrets.Core().V1().Secrets()
 	for _, inf := range []cache.SharedIndexInformer{ings.Informer(), classes.Informer(), secrets.Informer(), opts.ServiceInformer, opts.SliceInformer} {
@@ -131,7 +125,7 @@ func (c *Controller) Served() <-chan struct{} { return c.served }
 // SetLeader makes this replica the one that writes status and Events.
 func (c *Controller) SetLeader(leader bool) {
 	if c.leader.Swap(leader) != leader && leader {
-		c.queue.Add(syncKey)
+		c.queue.Trigger()
 	}
 }
 
@@ -143,37 +137,20 @@ func (c *Controller) KIngressesChanged(displaced bool) {
 	waiting := c.conflicted
 	c.mu.Unlock()
 	if displaced || waiting {
-		c.queue.Add(syncKey)
+		c.queue.Trigger()
 	}
 }
 
 // Run starts the informers and reconciles until ctx ends.
 func (c *Controller) Run(ctx context.Context) {
-	defer c.queue.ShutDown()
 	c.kube.Start(ctx.Done())
 	c.secrets.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+		c.queue.ShutDown()
 		return
 	}
 	c.logger.Info("Ingress informers synced")
-	c.queue.Add(syncKey)
-	go func() {
-		<-ctx.Done()
-		c.queue.ShutDown()
-	}()
-	for {
-		key, quit := c.queue.Get()
-		if quit {
-			return
-		}
-		if err := c.Reconcile(ctx); err != nil {
-			c.logger.Warnw("Reconciling Ingresses failed; retrying", zap.Error(err))
-			c.queue.AddRateLimited(key)
-		} else {
-			c.queue.Forget(key)
-		}
-		c.queue.Done(key)
-	}
+	c.queue.Run(ctx, c.Reconcile, func(err error) { c.logger.Warnw("Reconciling Ingresses failed; retrying", zap.Error(err)) })
 }
 
 // Reconcile rebuilds every Ingress, serves the hosts and, on the leader,

@@ -343,6 +343,13 @@ func (r *Reconciler) WaitForExisting(ctx context.Context) error {
 	if r.primed == nil {
 		return nil
 	}
+	// Done already: never an error, even for an ended context (select
+	// would pick either case at random).
+	select {
+	case <-r.primed:
+		return nil
+	default:
+	}
 	select {
 	case <-r.primed:
 		return nil

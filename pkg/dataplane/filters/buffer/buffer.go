@@ -86,6 +86,8 @@ func (f *filter) DecodeHeaders(h *httpfilter.RequestHeaders, endStream bool) htt
 	if endStream {
 		return httpfilter.Continue
 	}
+	// As Envoy's: the stream may hold what the filter allows.
+	f.cb.SetDecoderBufferLimit(f.conf.maxBytes)
 	f.headers = h
 	return httpfilter.StopIteration
 }

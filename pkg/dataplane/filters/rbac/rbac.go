@@ -1,0 +1,217 @@
+// Package rbac is weir-proxy's envoy.filters.http.rbac, for the subset of
+// Envoy's RBAC that decides by client address: an ALLOW or DENY action,
+// policies whose permissions are "any" and whose principals are remote
+// and direct-remote IP ranges combined with and, or and not. A request an
+// ALLOW policy set does not admit, or that a DENY policy matches, is
+// answered 403 "RBAC: access denied", as Envoy does. Anything else in the
+// config is refused, so the proxy NACKs what it cannot enforce.
+//
+// remote_ip is the client address after X-Forwarded-For processing. The
+// connection managers weir-proxy accepts trust no X-Forwarded-For hop, so
+// it is the TCP peer, as direct_remote_ip is.
+package rbac
+
+import (
+	"fmt"
+	"net/http"
+	"net/netip"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weir-dev/weir/pkg/dataplane/httpfilter"
+)
+
+func init() { httpfilter.Register(factory{}) }
+
+type factory struct{}
+
+func (factory) ConfigType() proto.Message      { return &rbacv3.RBAC{} }
+func (factory) RouteConfigType() proto.Message { return &rbacv3.RBACPerRoute{} }
+
+func (factory) NewConfig(m proto.Message) (httpfilter.Config, error) {
+	return compile(m.(*rbacv3.RBAC))
+}
+
+func (factory) NewRouteConfig(m proto.Message) (any, error) {
+	pr := m.(*rbacv3.RBACPerRoute)
+	if bad := httpfilter.UnsupportedField(pr, "rbac"); bad != "" {
+		return nil, fmt.Errorf("%s: not supported by weir-proxy", bad)
+	}
+	if pr.GetRbac() == nil {
+		// Envoy: a per-route config without rbac turns the filter off.
+		return &engine{}, nil
+	}
+	e, err := compile(pr.GetRbac())
+	if err != nil {
+		return nil, fmt.Errorf("rbac.%w", err)
+	}
+	return e, nil
+}
+
+// engine is a compiled RBAC; without rules it lets everything through.
+type engine struct {
+	rules    bool
+	allow    bool // the action: ALLOW, else DENY
+	policies []principal
+}
+
+func compile(r *rbacv3.RBAC) (*engine, error) {
+	if bad := httpfilter.UnsupportedField(r, "rules"); bad != "" {
+		return nil, fmt.Errorf("%s: not supported by weir-proxy", bad)
+	}
+	rules := r.GetRules()
+	if rules == nil {
+		return &engine{}, nil
+	}
+	if bad := httpfilter.UnsupportedField(rules, "action", "policies"); bad != "" {
+		return nil, fmt.Errorf("rules.%s: not supported by weir-proxy", bad)
+	}
+	e := &engine{rules: true}
+	switch rules.GetAction() {
+	case rbacconfigv3.RBAC_ALLOW:
+		e.allow = true
+	case rbacconfigv3.RBAC_DENY:
+	default:
+		return nil, fmt.Errorf("rules.action: %s is not supported by weir-proxy", rules.GetAction())
+	}
+	for name, p := range rules.GetPolicies() {
+		path := fmt.Sprintf("rules.policies[%q]", name)
+		if bad := httpfilter.UnsupportedField(p, "permissions", "principals"); bad != "" {
+			return nil, fmt.Errorf("%s.%s: not supported by weir-proxy", path, bad)
+		}
+		if len(p.GetPermissions()) == 0 || len(p.GetPrincipals()) == 0 {
+			return nil, fmt.Errorf("%s: permissions and principals are required", path)
+		}
+		for i, perm := range p.GetPermissions() {
+			if !perm.GetAny() {
+				return nil, fmt.Errorf("%s.permissions[%d]: only any is supported by weir-proxy", path, i)
+			}
+		}
+		var alts []principal
+		for i, pr := range p.GetPrincipals() {
+			c, err := compilePrincipal(pr, fmt.Sprintf("%s.principals[%d]", path, i))
+			if err != nil {
+				return nil, err
+			}
+			alts = append(alts, c)
+		}
+		e.policies = append(e.policies, orOf(alts))
+	}
+	return e, nil
+}
+
+// principal reports whether a request from addr matches.
+type principal func(addr netip.Addr) bool
+
+func orOf(ps []principal) principal {
+	return func(a netip.Addr) bool {
+		for _, p := range ps {
+			if p(a) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+func compilePrincipal(p *rbacconfigv3.Principal, path string) (principal, error) {
+	switch id := p.GetIdentifier().(type) {
+	case *rbacconfigv3.Principal_Any:
+		if !id.Any {
+			return nil, fmt.Errorf("%s.any: must be true", path)
+		}
+		return func(netip.Addr) bool { return true }, nil
+	case *rbacconfigv3.Principal_RemoteIp:
+		return cidr(id.RemoteIp, path+".remote_ip")
+	case *rbacconfigv3.Principal_DirectRemoteIp:
+		return cidr(id.DirectRemoteIp, path+".direct_remote_ip")
+	case *rbacconfigv3.Principal_NotId:
+		inner, err := compilePrincipal(id.NotId, path+".not_id")
+		if err != nil {
+			return nil, err
+		}
+		return func(a netip.Addr) bool { return !inner(a) }, nil
+	case *rbacconfigv3.Principal_OrIds:
+		var ps []principal
+		for i, q := range id.OrIds.GetIds() {
+			c, err := compilePrincipal(q, fmt.Sprintf("%s.or_ids.ids[%d]", path, i))
+			if err != nil {
+				return nil, err
+			}
+			ps = append(ps, c)
+		}
+		return orOf(ps), nil
+	case *rbacconfigv3.Principal_AndIds:
+		var ps []principal
+		for i, q := range id.AndIds.GetIds() {
+			c, err := compilePrincipal(q, fmt.Sprintf("%s.and_ids.ids[%d]", path, i))
+			if err != nil {
+				return nil, err
+			}
+			ps = append(ps, c)
+		}
+		return func(a netip.Addr) bool {
+			for _, p := range ps {
+				if !p(a) {
+					return false
+				}
+			}
+			return true
+		}, nil
+	}
+	return nil, fmt.Errorf("%s: only any, remote_ip, direct_remote_ip, and_ids, or_ids and not_id are supported by weir-proxy", path)
+}
+
+func cidr(r *corev3.CidrRange, path string) (principal, error) {
+	addr, err := netip.ParseAddr(r.GetAddressPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("%s.address_prefix: %v", path, err)
+	}
+	bits := int(r.GetPrefixLen().GetValue())
+	if bits > addr.BitLen() {
+		return nil, fmt.Errorf("%s.prefix_len: %d is longer than the address", path, bits)
+	}
+	prefix := netip.PrefixFrom(addr, bits).Masked()
+	return func(a netip.Addr) bool {
+		// An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d.
+		return prefix.Contains(a.Unmap()) || prefix.Contains(a)
+	}, nil
+}
+
+// allows reports whether a request from addr may pass.
+func (e *engine) allows(addr netip.Addr) bool {
+	if !e.rules {
+		return true
+	}
+	matched := false
+	for _, p := range e.policies {
+		if p(addr) {
+			matched = true
+			break
+		}
+	}
+	return matched == e.allow
+}
+
+func (e *engine) NewFilter(cb httpfilter.Callbacks) any { return &filter{e: e, cb: cb} }
+
+type filter struct {
+	httpfilter.PassThroughDecoder
+	e  *engine
+	cb httpfilter.Callbacks
+}
+
+func (f *filter) DecodeHeaders(*httpfilter.RequestHeaders, bool) httpfilter.Status {
+	e := f.e
+	if rc, ok := f.cb.PerRouteConfig().(*engine); ok {
+		e = rc
+	}
+	if e.allows(f.cb.RemoteAddr().Addr()) {
+		return httpfilter.Continue
+	}
+	f.cb.SendLocalReply(http.StatusForbidden, "RBAC: access denied", nil, "rbac_access_denied_matched_policy[none]")
+	return httpfilter.StopIteration
+}
