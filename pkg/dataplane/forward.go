@@ -522,7 +522,11 @@ func (s *stream) forward(fw *forward, tgt *target) {
 		s.routeTimeout = 0
 	}
 	s.ctx = r.Context()
-	if s.routeTimeout > 0 || s.hcm.streamIdle > 0 || fw.retry != nil {
+	idle := s.hcm.streamIdle
+	if fw.idle != nil {
+		idle = *fw.idle
+	}
+	if s.routeTimeout > 0 || idle > 0 || fw.retry != nil {
 		if rc, ok := s.w.(requestCanceler); ok {
 			// weir-proxy's HTTP/1.1 codec made a cancellable context for
 			// this request alone: one context serves both.
@@ -531,8 +535,8 @@ func (s *stream) forward(fw *forward, tgt *target) {
 			s.ctx, s.cancel = context.WithCancelCause(r.Context())
 		}
 	}
-	if s.hcm.streamIdle > 0 {
-		s.idle = s.hcm.streamIdle
+	if idle > 0 {
+		s.idle = idle
 		s.touch()
 		s.idleTimer = time.AfterFunc(s.idle, s.onIdle)
 	}

@@ -840,6 +840,55 @@ func TestStreamIdleTimeout(t *testing.T) {
 	}
 }
 
+// TestRouteIdleTimeout: a route's idle_timeout replaces the connection
+// manager's stream_idle_timeout, as in Envoy: a shorter one times out a
+// stalled response with 408, and 0 turns the idle timeout off.
+func TestRouteIdleTimeout(t *testing.T) {
+	t.Parallel()
+	slow := startBackend(t, "slow")
+	get := func(p *Proxy, path string) (int, string) {
+		resp, err := http.Get("http://" + p.ListenerAddr(listenerName).String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(body)
+	}
+	withIdle := func(listenerIdle time.Duration, routes ...*routev3.Route) *Proxy {
+		res := singleRoute(routes...)
+		res.Listeners[0] = plainListener(listenerName, func(h *hcmv3.HttpConnectionManager) {
+			h.StreamIdleTimeout = durationpb.New(listenerIdle)
+		})
+		addBackends(res, false, slow)
+		p := newTestProxy(t, Options{})
+		mustApply(t, p, res)
+		return p
+	}
+
+	// A long listener timeout: only the route's short one can fire.
+	short := routeTo(prefixMatch("/short"), "slow")
+	short.GetRoute().IdleTimeout = durationpb.New(200 * time.Millisecond)
+	long := withIdle(time.Minute, short, routeTo(prefixMatch("/"), "slow"))
+	if code, body := get(long, "/short?sleep=3s"); code != 408 || body != "stream timeout" {
+		t.Errorf("/short: %d %q; want the route's 408 stream timeout", code, body)
+	}
+	if code, _ := get(long, "/?sleep=500ms"); code != 200 {
+		t.Errorf("/ under the listener's minute: %d, want 200", code)
+	}
+
+	// A short listener timeout: a route's 0 turns it off.
+	off := routeTo(prefixMatch("/off"), "slow")
+	off.GetRoute().IdleTimeout = durationpb.New(0)
+	quick := withIdle(200*time.Millisecond, off, routeTo(prefixMatch("/"), "slow"))
+	if code, _ := get(quick, "/off?sleep=1s"); code != 200 {
+		t.Errorf("/off: %d; want the slow answer, with no idle timeout", code)
+	}
+	if code, body := get(quick, "/?sleep=3s"); code != 408 || body != "stream timeout" {
+		t.Errorf("/: %d %q; want the listener's 408 stream timeout", code, body)
+	}
+}
+
 func TestListenerLifecycle(t *testing.T) {
 	t.Parallel()
 	a := startBackend(t, "a")

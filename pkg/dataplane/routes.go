@@ -152,6 +152,9 @@ type forward struct {
 	totalWeight uint64
 	timeout     time.Duration // 0 = none
 	timeoutHdr  []string      // x-envoy-expected-rq-timeout-ms value
+	// idle is the route's idle_timeout, which replaces the connection
+	// manager's stream_idle_timeout (0 turns it off); nil keeps that.
+	idle        *time.Duration
 	retry       *retryPolicy
 	hostRewrite string
 	rewrite     *pathRewrite
@@ -1069,7 +1072,7 @@ func compileRedirect(rd *routev3.RedirectAction, path string, cr *route) (*redir
 }
 
 func compileForward(ra *routev3.RouteAction, path string, clusters map[string]*cluster, validateClusters, mostSpecific bool, routeOps []headerOp) (*forward, error) {
-	if err := onlyFields(ra, path, "cluster", "weighted_clusters", "timeout", "retry_policy", "host_rewrite_literal", "upgrade_configs", "prefix_rewrite", "regex_rewrite", "cluster_not_found_response_code", "request_mirror_policies"); err != nil {
+	if err := onlyFields(ra, path, "cluster", "weighted_clusters", "timeout", "retry_policy", "host_rewrite_literal", "upgrade_configs", "prefix_rewrite", "regex_rewrite", "cluster_not_found_response_code", "request_mirror_policies", "idle_timeout"); err != nil {
 		return nil, err
 	}
 	fw := &forward{timeout: envoyDefaultRouteTimeout, hostRewrite: ra.GetHostRewriteLiteral(), notFoundCode: http.StatusServiceUnavailable}
@@ -1084,6 +1087,10 @@ func compileForward(ra *routev3.RouteAction, path string, clusters map[string]*c
 	}
 	if fw.timeout > 0 {
 		fw.timeoutHdr = []string{strconv.FormatInt(fw.timeout.Milliseconds(), 10)}
+	}
+	if ra.GetIdleTimeout() != nil {
+		d, _ := duration(ra.GetIdleTimeout())
+		fw.idle = &d
 	}
 	lookup := func(name, p string) (*cluster, error) {
 		c := clusters[name]

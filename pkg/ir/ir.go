@@ -179,6 +179,10 @@ type Route struct {
 	// Timeout is the whole-request timeout; nil means none, which is what
 	// Knative requires (Envoy's 15 s default must be switched off).
 	Timeout *time.Duration
+	// IdleTimeout, when set, replaces the listener's stream idle timeout
+	// for this route: how long a request may see no bytes either way. 0
+	// turns it off.
+	IdleTimeout *time.Duration
 	// Retry is nil for no retries.
 	Retry *RetryPolicy
 	// UnresolvedStatus answers the share of Unresolved backends: 0 is 503
@@ -461,6 +465,9 @@ type Backend struct {
 	ExternalName string
 	// TLS, when set, makes the gateway originate TLS to the backend.
 	TLS *BackendTLS
+	// ConnectTimeout bounds each connection attempt; 0 is the gateway's
+	// default (5 s).
+	ConnectTimeout time.Duration
 	// Endpoints are the ready addresses; empty means no healthy upstream.
 	Endpoints  []Endpoint
 	Provenance Provenance

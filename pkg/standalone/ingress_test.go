@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -166,6 +167,19 @@ spec:
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
+metadata:
+  name: slow
+  annotations: {nginx.ingress.kubernetes.io/proxy-read-timeout: "1", nginx.ingress.kubernetes.io/proxy-send-timeout: "1"}
+spec:
+  ingressClassName: weir
+  rules:
+  - host: slow.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: stalled, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
 metadata: {name: secure}
 spec:
   ingressClassName: weir
@@ -176,6 +190,30 @@ spec:
       paths:
       - {path: /, pathType: Prefix, backend: {service: {name: v2, port: {number: 80}}}}
 `, extraAnnotation, backend)
+}
+
+// stalledBackendYAML is the Service "stalled", whose one endpoint takes
+// requests and never answers them.
+func stalledBackendYAML(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &http.Server{Handler: http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() })}
+	go func() { _ = s.Serve(l) }()
+	t.Cleanup(func() { s.Close() })
+	return fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: stalled, namespace: default}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: stalled-1, namespace: default, labels: {kubernetes.io/service-name: stalled}}
+addressType: IPv4
+ports: [{name: http, port: %d, protocol: TCP}]
+endpoints: [{addresses: [127.0.0.1], conditions: {ready: true}}]
+`, l.Addr().(*net.TCPAddr).Port)
 }
 
 // TestRunServesNetworkingIngress: weir run serves networking.k8s.io
@@ -195,6 +233,7 @@ func TestRunServesNetworkingIngress(t *testing.T) {
 	chain, keyPEM := certPEM(t, key, "secure.example.com")
 	write(t, dir, "secret.yaml", secretYAML("secure", chain, keyPEM))
 	write(t, dir, "ingress.yaml", networkingIngressYAML("v1", ""))
+	write(t, dir, "stalled.yaml", stalledBackendYAML(t))
 	g := startRun(t, dir, 20*time.Millisecond)
 	port, tlsPort, _, _ := g.Ports()
 
@@ -221,6 +260,8 @@ func TestRunServesNetworkingIngress(t *testing.T) {
 		{"closed.example.com", "/x", 403, "RBAC: access denied"},
 		{"open.example.com", "/x", 200, "v1 /x"},
 		{"denied.example.com", "/x", 403, "RBAC: access denied"},
+		// proxy-read-timeout: 1 s without a byte from the backend.
+		{"slow.example.com", "/", 408, "stream timeout"},
 	} {
 		code, body, _ := getPath(port, tc.host, tc.path)
 		if code != tc.code || tc.body != "" && body != tc.body {

@@ -308,6 +308,9 @@ func buildCluster(b *ir.Backend, s *shared) (*clusterv3.Cluster, error) {
 	if b.Protocol == ir.H2C || b.Protocol == ir.GRPC {
 		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: s.http2Options}
 	}
+	if b.ConnectTimeout > 0 {
+		c.ConnectTimeout = durationpb.New(b.ConnectTimeout)
+	}
 	if b.TLS != nil {
 		ts, err := upstreamTLS(b, s)
 		if err != nil {

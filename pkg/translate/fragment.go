@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"reflect"
 	"slices"
+	"time"
 	"unicode/utf8"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -83,7 +84,8 @@ type clusterDef struct {
 	protocol     ir.Protocol
 	externalName string
 	// tls is ir.BackendTLS.Key.
-	tls string
+	tls            string
+	connectTimeout time.Duration
 }
 
 // backendPart is one translated backend: its cluster and, for EDS, its load
@@ -259,7 +261,7 @@ func (e *fragmentEntry) rebuildBackends(f *ir.Fragment, s *shared, w *warner) []
 }
 
 func defOf(b *ir.Backend) clusterDef {
-	return clusterDef{service: b.Service, protocol: b.Protocol, externalName: b.ExternalName, tls: b.TLS.Key()}
+	return clusterDef{service: b.Service, protocol: b.Protocol, externalName: b.ExternalName, tls: b.TLS.Key(), connectTimeout: b.ConnectTimeout}
 }
 
 // backendPart returns prev when b translates to the same protos, otherwise a

@@ -416,6 +416,12 @@ func buildRouteAction(r *ir.Route, available nameSet, ownListener bool, s *share
 	if r.HostRewrite != "" {
 		out.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: r.HostRewrite}
 	}
+	if r.IdleTimeout != nil {
+		if *r.IdleTimeout < 0 {
+			return nil, false, fmt.Errorf("negative idle timeout %v", *r.IdleTimeout)
+		}
+		out.IdleTimeout = durationpb.New(*r.IdleTimeout)
+	}
 	for _, m := range r.Mirrors {
 		if !available.has(m.BackendName) {
 			return nil, false, fmt.Errorf("mirror backend %q has no cluster", m.BackendName)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	netv1 "k8s.io/api/networking/v1"
 )
@@ -60,6 +61,8 @@ type annotation struct {
 func (a annotation) failsClosed() bool { return a.support == Refused && a.note == notYetSecurity }
 
 const (
+	// idleTimeout is how the read and send timeouts differ.
+	idleTimeout = "Envoy has one idle timeout for both directions: the larger of proxy-read-timeout and proxy-send-timeout (60 s each by default) bounds the time without a byte either way, and its expiry answers 408 (nginx: 504) or closes a stream already answering"
 	// peerAddress is how the source-range annotations differ.
 	peerAddress    = "the client address is the connection's peer; X-Forwarded-For is not trusted (ingress-nginx's use-forwarded-headers has no counterpart yet)"
 	notYet         = "not implemented by Weir yet"
@@ -117,9 +120,9 @@ var annotations = map[string]annotation{
 	"session-cookie-samesite": {Ignored, notYet},
 	"session-cookie-secure":   {Ignored, notYet},
 	// Proxy behaviour.
-	"proxy-connect-timeout":       {Ignored, notYet},
-	"proxy-read-timeout":          {Ignored, notYet},
-	"proxy-send-timeout":          {Ignored, notYet},
+	"proxy-connect-timeout":       {Honoured, ""},
+	"proxy-read-timeout":          {HonouredWithDifference, idleTimeout},
+	"proxy-send-timeout":          {HonouredWithDifference, idleTimeout},
 	"proxy-body-size":             {HonouredWithDifference, "the request is held until its body is whole (Envoy's buffer filter) and its limit is at most 4 GiB; gRPC backends have no limit, since their streams cannot be held"},
 	"proxy-next-upstream":         {Ignored, "not implemented by Weir yet; a refused connection is tried on another endpoint up to 3 times, as ingress-nginx's default does"},
 	"proxy-next-upstream-tries":   {Ignored, "not implemented by Weir yet; a refused connection is tried on another endpoint up to 3 times, as ingress-nginx's default does"},
@@ -199,7 +202,14 @@ type config struct {
 	bodyLimit uint32
 	// allow and deny are the source ranges; nil is unset.
 	allow, deny []netip.Prefix
+	// connectTimeout is 0 for the gateway's default, which is
+	// ingress-nginx's 5 s; idle is the read and send timeouts' larger.
+	connectTimeout, idle time.Duration
 }
+
+// defaultProxyTimeout is ingress-nginx's proxy-read-timeout and
+// proxy-send-timeout.
+const defaultProxyTimeout = 60 * time.Second
 
 // accessControl are the keys that restrict who reaches the backend: an
 // invalid value refuses the Ingress closed, since its last good version
@@ -349,6 +359,22 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 		cfg.allow = ranges("whitelist-source-range")
 	}
 	cfg.deny = ranges("denylist-source-range")
+	seconds := func(name string, def time.Duration) time.Duration {
+		v, ok := get(name)
+		if !ok {
+			return def
+		}
+		n, err := strconv.ParseUint(v, 10, 31)
+		if err != nil {
+			invalid(name, "%q is not a whole number of seconds", v)
+			return def
+		}
+		return time.Duration(n) * time.Second
+	}
+	if d := seconds("proxy-connect-timeout", 0); d != 5*time.Second {
+		cfg.connectTimeout = d
+	}
+	cfg.idle = max(seconds("proxy-read-timeout", defaultProxyTimeout), seconds("proxy-send-timeout", defaultProxyTimeout))
 	cfg.bodyLimit = defaultBodyLimit
 	if v, ok := get("proxy-body-size"); ok {
 		n, err := nginxSize(v)

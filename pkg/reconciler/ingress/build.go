@@ -455,6 +455,8 @@ func (hb *hostBuilder) routes(c pathCandidate, canaries []*entry) []*ir.Route {
 	main := hb.backend(c.e, c.field+".backend", c.path.Backend)
 	base.Backends = []ir.WeightedBackend{main}
 	base.Retry = nextUpstream
+	idle := cfg.idle
+	base.IdleTimeout = &idle
 	if cfg.rewriteTarget != "" {
 		base.PathRewrite = rewriteOf(c.path, cfg.rewriteTarget)
 	}
@@ -638,11 +640,12 @@ func (hb *hostBuilder) fallback(mains []*entry) (*ir.Route, *entry) {
 			continue
 		}
 		return &ir.Route{
-			Name:       fmt.Sprintf("%s/%s/%s/defaultBackend", hb.host, e.ing.Namespace, e.ing.Name),
-			Match:      ir.Match{Path: ir.PathMatch{Kind: ir.PathPrefix, Value: "/"}},
-			Retry:      nextUpstream,
-			Backends:   []ir.WeightedBackend{hb.backend(e, "spec.defaultBackend", *db)},
-			Provenance: ir.Provenance{e.ref},
+			Name:        fmt.Sprintf("%s/%s/%s/defaultBackend", hb.host, e.ing.Namespace, e.ing.Name),
+			Match:       ir.Match{Path: ir.PathMatch{Kind: ir.PathPrefix, Value: "/"}},
+			Retry:       nextUpstream,
+			IdleTimeout: &e.cfg.idle,
+			Backends:    []ir.WeightedBackend{hb.backend(e, "spec.defaultBackend", *db)},
+			Provenance:  ir.Provenance{e.ref},
 		}, e
 	}
 	return nil, nil
@@ -695,6 +698,11 @@ func (hb *hostBuilder) backend(e *entry, field string, ib netv1.IngressBackend) 
 	if want != be.Protocol {
 		be.Protocol = want
 		be.Name += "/" + want.String()
+	}
+	if d := e.cfg.connectTimeout; d > 0 {
+		// Its own cluster: others reach the Service with the default.
+		be.ConnectTimeout = d
+		be.Name += "/connect-timeout=" + d.String()
 	}
 	if prev, ok := hb.backends[be.Name]; ok {
 		return ir.WeightedBackend{BackendName: prev.Name, Weight: 100}

@@ -338,6 +338,22 @@ func TestAnnotations(t *testing.T) {
 				t.Errorf("filters %+v: a gRPC stream cannot be held", r.Filters)
 			}
 		}},
+		{name: "timeouts default", check: func(t *testing.T, r *ir.Route) {
+			if r.IdleTimeout == nil || *r.IdleTimeout != time.Minute || r.Backends[0].BackendName != "default/web:80" {
+				t.Errorf("idle %v, backend %q; want ingress-nginx's 60 s and the default connect timeout", r.IdleTimeout, r.Backends[0].BackendName)
+			}
+		}},
+		{name: "timeouts set", annotations: map[string]string{p + "proxy-read-timeout": "3600", p + "proxy-send-timeout": "120", p + "proxy-connect-timeout": "2"}, check: func(t *testing.T, r *ir.Route) {
+			if *r.IdleTimeout != time.Hour || r.Backends[0].BackendName != "default/web:80/connect-timeout=2s" {
+				t.Errorf("idle %v, backend %q", *r.IdleTimeout, r.Backends[0].BackendName)
+			}
+		}},
+		{name: "connect timeout as the default", annotations: map[string]string{p + "proxy-connect-timeout": "5"}, check: func(t *testing.T, r *ir.Route) {
+			if r.Backends[0].BackendName != "default/web:80" {
+				t.Errorf("backend %q: 5 s is the default and shares the cluster", r.Backends[0].BackendName)
+			}
+		}},
+		{name: "bad timeout", annotations: map[string]string{p + "proxy-read-timeout": "60s"}, refused: `invalid value: "60s" is not a whole number of seconds`},
 		{name: "bad body size", annotations: map[string]string{p + "proxy-body-size": "1t"}, refused: `invalid value: "1t" is not a size`},
 		{name: "bad origin", annotations: map[string]string{p + "enable-cors": "true", p + "cors-allow-origin": "a.example.com"}, refused: `invalid value: "a.example.com" is not an origin`},
 		{name: "bad max age", annotations: map[string]string{p + "enable-cors": "true", p + "cors-max-age": "-1"}, refused: `invalid value: "-1" is not a number of seconds`},
