@@ -235,6 +235,8 @@ func (c filterCallbacks) BufferLimit() int { return c.f.s.decoderBufferLimit() }
 
 func (c filterCallbacks) SetDecoderBufferLimit(n int) { c.f.s.decBufLimit = n }
 
+func (c filterCallbacks) ClientAddr() netip.Addr { return c.f.s.clientAddr }
+
 // decoderBufferLimit is what a decoder filter may buffer: the stream's
 // own limit, if a filter set one, else the connection's.
 func (s *stream) decoderBufferLimit() int {

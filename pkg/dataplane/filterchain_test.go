@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -18,6 +19,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -463,5 +465,60 @@ func TestBufferFilterBadChunk(t *testing.T) {
 		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n")
 	if resp.StatusCode != 400 || b.hits.Load() != 0 {
 		t.Fatalf("got %d %q with %d upstream requests, want 400 and none", resp.StatusCode, body, b.hits.Load())
+	}
+}
+
+// TestStalledBodyWhileBuffered: a client that stops sending its body
+// while a filter holds the request is answered 408 "stream timeout" once
+// the route's idle timeout passes, as Envoy's stream idle timer does; the
+// upstream never sees it. Over HTTP/1.1 the connection is closed; over
+// HTTP/2 only the stream ends.
+func TestStalledBodyWhileBuffered(t *testing.T) {
+	b, _ := bodyBackend(t)
+	p := newTestProxy(t, Options{})
+	rt := routeTo(prefixMatch("/"), b.name)
+	rt.GetRoute().IdleTimeout = durationpb.New(300 * time.Millisecond)
+	mustApply(t, p, filterResources(b, rt, withFilters(bufferFilter(1<<20))))
+	addr := p.ListenerAddr("l").String()
+
+	// HTTP/1.1: 10 of 100 bytes, then nothing.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 408 || string(body) != "stream timeout" || !resp.Close {
+		t.Errorf("HTTP/1.1 stalled body: %d %q (close %v), want 408 stream timeout and the connection closed", resp.StatusCode, body, resp.Close)
+	}
+
+	// HTTP/2 (h2c): the body's writer never finishes.
+	var h2 http.Protocols
+	h2.SetUnencryptedHTTP2(true)
+	client := &http.Client{Transport: &http.Transport{Protocols: &h2}, Timeout: 10 * time.Second}
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = pw.Write([]byte("0123456789")) }()
+	req, _ := http.NewRequest("POST", "http://"+addr+"/", pr)
+	req.ContentLength = 100
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatalf("HTTP/2 stalled body: %v", err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 408 || string(body) != "stream timeout" || resp.ProtoMajor != 2 {
+		t.Errorf("HTTP/2 stalled body: %d %q over HTTP/%d, want 408 stream timeout over HTTP/2", resp.StatusCode, body, resp.ProtoMajor)
+	}
+	if b.hits.Load() != 0 {
+		t.Errorf("the upstream saw %d stalled requests", b.hits.Load())
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,12 +57,14 @@ type stream struct {
 	// decBufLimit, when set by a filter (SetDecoderBufferLimit), is what
 	// decoder filters may buffer instead of the connection's limit.
 	decBufLimit int
-	rl          *rtListener
-	conf        *listenerConf
-	hcm         *hcmConf
-	w           http.ResponseWriter
-	r           *http.Request
-	start       time.Time
+	// clientAddr is Envoy's downstream remote address (downstreamAddr).
+	clientAddr netip.Addr
+	rl         *rtListener
+	conf       *listenerConf
+	hcm        *hcmConf
+	w          http.ResponseWriter
+	r          *http.Request
+	start      time.Time
 
 	// req is what the filters see and the router forwards.
 	req httpfilter.RequestHeaders
@@ -179,12 +182,28 @@ func (s *stream) serve() {
 		s.mu.Lock()
 		s.decodeHeaders(0, endStream)
 		s.mu.Unlock()
+		// While filters hold the request, its idle timeout bounds each
+		// read of the body, as Envoy's stream idle timer does from the
+		// moment the route is chosen: a client that stalls mid-body must
+		// not hold the stream and its buffer for ever.
+		idle := s.decodeIdleTimeout()
+		rc := http.NewResponseController(s.w)
 		for !s.replied && s.decAt < len(s.filters) {
+			if idle > 0 {
+				_ = rc.SetReadDeadline(time.Now().Add(idle))
+			}
 			if !s.body.pump() {
 				break
 			}
 		}
+		if idle > 0 {
+			_ = rc.SetReadDeadline(time.Time{})
+		}
 		if s.replied {
+			return
+		}
+		if s.decAt < len(s.filters) && errors.Is(s.body.err, os.ErrDeadlineExceeded) {
+			s.localReply(http.StatusRequestTimeout, "stream timeout", "SI")
 			return
 		}
 		if s.decAt < len(s.filters) {
@@ -197,6 +216,15 @@ func (s *stream) serve() {
 		}
 	}
 	s.routeRequest()
+}
+
+// decodeIdleTimeout is the idle timeout while filters decode: the
+// route's idle_timeout, else the connection manager's.
+func (s *stream) decodeIdleTimeout() time.Duration {
+	if s.route != nil && s.route.fwd != nil && s.route.fwd.idle != nil {
+		return *s.route.fwd.idle
+	}
+	return s.hcm.streamIdle
 }
 
 func tooManyHeaders(h http.Header, limit int) bool {
@@ -664,6 +692,7 @@ func (s *stream) prepareRequestHeaders(h http.Header) {
 	if err != nil {
 		clientIP = s.r.RemoteAddr
 	}
+	s.clientAddr = downstreamAddr(s.hcm.useRemote, clientIP, h["X-Forwarded-For"])
 	scheme := hvHTTP
 	if s.tls {
 		scheme = hvHTTPS
@@ -704,6 +733,24 @@ func (s *stream) prepareRequestHeaders(h http.Header) {
 	}
 }
 
+// downstreamAddr is Envoy's downstream remote address (RBAC's remote_ip):
+// the peer when the connection manager uses the remote address (no
+// X-Forwarded-For hop is trusted), otherwise the last X-Forwarded-For
+// address, falling back to the peer when there is none that parses.
+func downstreamAddr(useRemote bool, peer string, xff []string) netip.Addr {
+	addr, _ := netip.ParseAddr(peer)
+	if !useRemote && len(xff) > 0 {
+		last := xff[len(xff)-1]
+		if i := strings.LastIndexByte(last, ','); i >= 0 {
+			last = last[i+1:]
+		}
+		if a, err := netip.ParseAddr(strings.TrimSpace(last)); err == nil {
+			addr = a
+		}
+	}
+	return addr.WithZone("").Unmap()
+}
+
 // routeHeaders are the router's header changes: the upgrade, the expected
 // timeout, and the route's and weighted cluster's mutations.
 func (s *stream) routeHeaders(h http.Header, fw *forward, tgt *target) {
@@ -729,7 +776,7 @@ func (s *stream) roundTrip(out *http.Request, c *cluster, fw *forward, transport
 	}
 	var rb *replayBody
 	if out.Body != nil {
-		rb = &replayBody{src: out.Body, limit: 1 << 20} // Envoy's default buffer limit
+		rb = &replayBody{src: out.Body, limit: s.decoderBufferLimit()} // Envoy's retry_shadow_buffer_limit
 	}
 	for try := 0; ; try++ {
 		tryCtx, tryCancel := s.ctx, context.CancelFunc(func() {})

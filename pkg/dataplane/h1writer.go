@@ -45,6 +45,10 @@ type h1ResponseWriter struct {
 // requestCanceler lets the stream cancel the request's context with a cause.
 func (w *h1ResponseWriter) requestCanceler() context.CancelCauseFunc { return w.cancel }
 
+// SetReadDeadline bounds reads of the request body, for
+// http.ResponseController; the connection's next request sets its own.
+func (w *h1ResponseWriter) SetReadDeadline(t time.Time) error { return w.c.nc.SetReadDeadline(t) }
+
 var errBodyTooLong = errors.New("http: wrote more than the declared Content-Length")
 
 func (w *h1ResponseWriter) Header() http.Header { return w.header }

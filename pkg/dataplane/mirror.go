@@ -107,7 +107,7 @@ func (s *stream) startShadows(out *http.Request, mirrors []*mirror, timeout time
 		copyReq.URL.Host = ep.addr
 		if out.Body != nil {
 			if tee == nil {
-				tee = &teeBody{src: out.Body}
+				tee = &teeBody{src: out.Body, limit: s.decoderBufferLimit()}
 				out.Body = tee
 			}
 			copyReq.Body = tee.newSink()
@@ -156,6 +156,9 @@ var errShadowAborted = errors.New("shadow request aborted")
 type teeBody struct {
 	src   io.ReadCloser
 	sinks []*shadowSink
+	// limit is what a shadow may hold: the stream's buffer limit, as
+	// Envoy's retry_shadow_buffer_limit.
+	limit int
 	// mu orders the transport's Read against a Close or abort from
 	// another goroutine.
 	mu    sync.Mutex
@@ -163,7 +166,7 @@ type teeBody struct {
 }
 
 func (t *teeBody) newSink() *shadowSink {
-	s := &shadowSink{}
+	s := &shadowSink{limit: t.limit}
 	s.cond = sync.NewCond(&s.mu)
 	t.sinks = append(t.sinks, s)
 	return s
@@ -202,10 +205,11 @@ func (t *teeBody) abort() {
 
 // shadowSink is one shadow's copy of the body.
 type shadowSink struct {
-	mu   sync.Mutex
-	cond *sync.Cond
-	buf  []byte
-	err  error // io.EOF at a clean end
+	limit int
+	mu    sync.Mutex
+	cond  *sync.Cond
+	buf   []byte
+	err   error // io.EOF at a clean end
 }
 
 func (s *shadowSink) push(p []byte, err error) {
@@ -214,7 +218,7 @@ func (s *shadowSink) push(p []byte, err error) {
 	if s.err != nil {
 		return
 	}
-	if len(s.buf)+len(p) > filterBufferLimit {
+	if len(s.buf)+len(p) > s.limit {
 		s.buf, s.err = nil, errShadowAborted
 	} else {
 		s.buf = append(s.buf, p...)

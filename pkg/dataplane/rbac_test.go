@@ -115,3 +115,64 @@ func TestRBACRefusesWhatItCannotHonour(t *testing.T) {
 		}
 	}
 }
+
+// TestRBACRemoteIPBehindAProxy: without use_remote_address, remote_ip is
+// the last X-Forwarded-For address, as in Envoy, while direct_remote_ip
+// stays the peer; a client cannot pass an allow-list on remote_ip by
+// sending X-Forwarded-For where the remote address is used.
+func TestRBACRemoteIPBehindAProxy(t *testing.T) {
+	b, _ := bodyBackend(t)
+	allow := rbacconfigv3.RBAC_ALLOW
+	route := func(path string, p *rbacconfigv3.Principal) *routev3.Route {
+		r := routeTo(prefixMatch(path), b.name)
+		r.TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.rbac": mustAny(&rbacv3.RBACPerRoute{Rbac: rbacRules(allow, p)})}
+		return r
+	}
+	direct := &rbacconfigv3.Principal{Identifier: &rbacconfigv3.Principal_DirectRemoteIp{DirectRemoteIp: &corev3.CidrRange{AddressPrefix: "10.0.0.0", PrefixLen: wrapperspb.UInt32(8)}}}
+	vh := virtualHost("vh", []string{"*"}, route("/remote", remoteIP("10.0.0.0", 8)), route("/direct", direct))
+	listenerRBAC := &hcmv3.HttpFilter{Name: "envoy.filters.http.rbac", Disabled: true, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&rbacv3.RBAC{})}}
+	for _, useRemote := range []bool{false, true} {
+		p := newTestProxy(t, Options{})
+		res := &Resources{
+			Listeners: []*listenerv3.Listener{plainListener("l", withFilters(listenerRBAC), func(h *hcmv3.HttpConnectionManager) {
+				h.UseRemoteAddress = wrapperspb.Bool(useRemote)
+			})},
+			Routes: []*routev3.RouteConfiguration{routeConfig("l", vh)},
+		}
+		addBackends(res, false, b)
+		mustApply(t, p, res)
+		want := map[string]int{"/remote": 200, "/direct": 403}
+		if useRemote {
+			want["/remote"] = 403
+		}
+		for path, code := range want {
+			req, _ := http.NewRequest(http.MethodGet, proxyURL(t, p, "l")+path, nil)
+			req.Header.Set("X-Forwarded-For", "192.0.2.1, 10.1.2.3")
+			if resp, _ := do(t, req); resp.StatusCode != code {
+				t.Errorf("use_remote_address %v, %s: %d, want %d", useRemote, path, resp.StatusCode, code)
+			}
+		}
+	}
+}
+
+func TestDownstreamAddr(t *testing.T) {
+	for _, tc := range []struct {
+		useRemote bool
+		peer      string
+		xff       []string
+		want      string
+	}{
+		{true, "127.0.0.1", []string{"10.0.0.1"}, "127.0.0.1"},
+		{false, "127.0.0.1", []string{"10.0.0.1"}, "10.0.0.1"},
+		{false, "127.0.0.1", []string{"192.0.2.1", "10.0.0.2, 10.0.0.3"}, "10.0.0.3"},
+		{false, "127.0.0.1", []string{"not an address"}, "127.0.0.1"},
+		{false, "127.0.0.1", nil, "127.0.0.1"},
+		// Zones and v4-mapped forms never keep a range from matching.
+		{true, "fe80::1%eth0", nil, "fe80::1"},
+		{true, "::ffff:10.0.0.1", nil, "10.0.0.1"},
+	} {
+		if got := downstreamAddr(tc.useRemote, tc.peer, tc.xff).String(); got != tc.want {
+			t.Errorf("downstreamAddr(%v, %q, %q) = %s, want %s", tc.useRemote, tc.peer, tc.xff, got, tc.want)
+		}
+	}
+}

@@ -1090,6 +1090,11 @@ func compileForward(ra *routev3.RouteAction, path string, clusters map[string]*c
 	}
 	if ra.GetIdleTimeout() != nil {
 		d, _ := duration(ra.GetIdleTimeout())
+		if d < 0 {
+			return nil, invalid(sub(path, "idle_timeout"), "must not be negative")
+		}
+		// Envoy counts whole milliseconds: less than one is none.
+		d = d.Truncate(time.Millisecond)
 		fw.idle = &d
 	}
 	lookup := func(name, p string) (*cluster, error) {

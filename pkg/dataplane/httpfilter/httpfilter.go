@@ -138,6 +138,10 @@ type Callbacks interface {
 	PerRouteConfigs() []any
 	// RemoteAddr is the downstream peer.
 	RemoteAddr() netip.AddrPort
+	// ClientAddr is Envoy's downstream remote address: the peer when the
+	// connection manager sets use_remote_address, else the last
+	// X-Forwarded-For address. Unmapped, without a zone.
+	ClientAddr() netip.Addr
 	// BufferLimit is how many bytes a decoder filter may buffer (Envoy's
 	// per_connection_buffer_limit_bytes, 1 MiB by default, unless a
 	// filter set the stream's own).

@@ -123,7 +123,7 @@ var annotations = map[string]annotation{
 	"proxy-connect-timeout":       {Honoured, ""},
 	"proxy-read-timeout":          {HonouredWithDifference, idleTimeout},
 	"proxy-send-timeout":          {HonouredWithDifference, idleTimeout},
-	"proxy-body-size":             {HonouredWithDifference, "the request is held until its body is whole (Envoy's buffer filter) and its limit is at most 4 GiB; gRPC backends have no limit, since their streams cannot be held"},
+	"proxy-body-size":             {HonouredWithDifference, "the request is held in memory until its body is whole (Envoy's buffer filter; nginx spools large bodies to disk), the limit is at most 4 GiB, and gRPC backends have none, since their streams cannot be held"},
 	"proxy-next-upstream":         {Ignored, "not implemented by Weir yet; a refused connection is tried on another endpoint up to 3 times, as ingress-nginx's default does"},
 	"proxy-next-upstream-tries":   {Ignored, "not implemented by Weir yet; a refused connection is tried on another endpoint up to 3 times, as ingress-nginx's default does"},
 	"proxy-next-upstream-timeout": {Ignored, notYet},

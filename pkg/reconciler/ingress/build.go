@@ -464,20 +464,15 @@ func (hb *hostBuilder) routes(c pathCandidate, canaries []*entry) []*ir.Route {
 	if cfg.forwardPrefix != "" {
 		base.RequestHeaders.Set = append(base.RequestHeaders.Set, ir.Header{Name: "X-Forwarded-Prefix", Value: cfg.forwardPrefix})
 	}
-	if cfg.allow != nil || cfg.deny != nil {
-		base.Filters = append(base.Filters, &ir.SourceRanges{Allow: cfg.allow, Deny: cfg.deny})
-	}
-	if cfg.cors != nil {
-		base.Filters = append(base.Filters, corsPolicy(cfg.cors))
-	}
-	if cfg.bodyLimit > 0 && cfg.protocol != "GRPC" && !hb.grpcBackend(main) {
-		base.Filters = append(base.Filters, &ir.BodyLimit{MaxBytes: cfg.bodyLimit})
-	}
 	canary, cfield := hb.canaryFor(c, canaries)
+	var cb ir.WeightedBackend
+	if canary != nil {
+		cb = hb.backend(canary, cfield+".backend", canaryPath(canary, hb.host, c).Backend)
+	}
+	base.Filters = hb.filters(cfg, main, cb)
 	if canary == nil {
 		return []*ir.Route{base}
 	}
-	cb := hb.backend(canary, cfield+".backend", canaryPath(canary, hb.host, c).Backend)
 	cc := canary.cfg.canary
 	var out []*ir.Route
 	with := func(suffix string, h ir.HeaderMatch, to ir.WeightedBackend) {
@@ -523,11 +518,27 @@ func (hb *hostBuilder) routes(c pathCandidate, canaries []*entry) []*ir.Route {
 // for POST.
 var nextUpstream = &ir.RetryPolicy{Attempts: 2, On: []string{"connect-failure"}}
 
-// grpcBackend reports whether b speaks gRPC: its streams cannot be held
-// until they end.
-func (hb *hostBuilder) grpcBackend(b ir.WeightedBackend) bool {
-	be, ok := hb.backends[b.BackendName]
-	return ok && be.Protocol == ir.GRPC
+// filters are the per-request policies of an Ingress's routes, its
+// default backend's included, as ingress-nginx applies an Ingress's
+// annotations to every location it makes. backends are where the route
+// may send a request.
+func (hb *hostBuilder) filters(cfg config, backends ...ir.WeightedBackend) []ir.HTTPFilter {
+	var out []ir.HTTPFilter
+	if cfg.allow != nil || cfg.deny != nil {
+		out = append(out, &ir.SourceRanges{Allow: cfg.allow, Deny: cfg.deny})
+	}
+	if cfg.cors != nil {
+		out = append(out, corsPolicy(cfg.cors))
+	}
+	// A gRPC stream cannot be held until it ends.
+	grpc := cfg.protocol == "GRPC" || slices.ContainsFunc(backends, func(b ir.WeightedBackend) bool {
+		be, ok := hb.backends[b.BackendName]
+		return ok && be.Protocol == ir.GRPC
+	})
+	if cfg.bodyLimit > 0 && !grpc {
+		out = append(out, &ir.BodyLimit{MaxBytes: cfg.bodyLimit})
+	}
+	return out
 }
 
 // canaryFor finds the oldest canary Ingress with the same host, path and
@@ -639,12 +650,14 @@ func (hb *hostBuilder) fallback(mains []*entry) (*ir.Route, *entry) {
 		if db == nil || !servesRulesFor(e.ing, hb.host) && !(hb.host == CatchAllHost && len(e.ing.Spec.Rules) == 0) {
 			continue
 		}
+		be := hb.backend(e, "spec.defaultBackend", *db)
 		return &ir.Route{
 			Name:        fmt.Sprintf("%s/%s/%s/defaultBackend", hb.host, e.ing.Namespace, e.ing.Name),
 			Match:       ir.Match{Path: ir.PathMatch{Kind: ir.PathPrefix, Value: "/"}},
 			Retry:       nextUpstream,
 			IdleTimeout: &e.cfg.idle,
-			Backends:    []ir.WeightedBackend{hb.backend(e, "spec.defaultBackend", *db)},
+			Backends:    []ir.WeightedBackend{be},
+			Filters:     hb.filters(e.cfg, be),
 			Provenance:  ir.Provenance{e.ref},
 		}, e
 	}

@@ -648,3 +648,36 @@ func TestDefaultCertificateAndWildcardHosts(t *testing.T) {
 		t.Errorf("plain HTTP to a TLS wildcard host: %q", got)
 	}
 }
+
+// TestAnnotationsReachEveryRoute: an Ingress's allow-list and body limit
+// apply to its default backend too (ingress-nginx applies them to every
+// location of the Ingress), and a gRPC canary's streams are never held.
+func TestAnnotationsReachEveryRoute(t *testing.T) {
+	const p = ingress.AnnotationPrefix
+	rule := func(svc string, port int) string {
+		return fmt.Sprintf("  - host: a.example.com\n    http:\n      paths:\n      - {path: /api, pathType: Prefix, backend: {service: {name: %s, port: {number: %d}}}}", svc, port)
+	}
+	withDefault := strings.Replace(ing("main", "2026-01-01T00:00:00Z", map[string]string{p + "whitelist-source-range": "10.0.0.0/8"}, rule("web", 80)),
+		"  ingressClassName: weir\n", "  ingressClassName: weir\n  defaultBackend: {service: {name: web, port: {number: 80}}}\n", 1)
+	res := build(t, weirClass+"---\n"+withDefault+"---\n"+
+		ing("canary", "2026-01-02T00:00:00Z", map[string]string{p + "canary": "true", p + "canary-weight": "10", p + "backend-protocol": "GRPC"}, rule("web", 9000)))
+	f := fragment(t, res, "a.example.com")
+	routes := f.VirtualHosts[0].Routes
+	if len(routes) != 2 || routes[1].Match.Path.Value != "/" {
+		t.Fatalf("routes: %+v", routes)
+	}
+	kinds := func(r *ir.Route) []ir.FilterKind {
+		var out []ir.FilterKind
+		for _, f := range r.Filters {
+			out = append(out, f.FilterKind())
+		}
+		return out
+	}
+	if got := kinds(routes[1]); !slices.Equal(got, []ir.FilterKind{ir.FilterSourceRanges, ir.FilterBodyLimit}) {
+		t.Errorf("the default backend's filters: %v, want the allow-list and the body limit", got)
+	}
+	// Port 9000 is named grpc: GRPC is its own protocol, so no suffix.
+	if got := kinds(routes[0]); !slices.Equal(got, []ir.FilterKind{ir.FilterSourceRanges}) || len(routes[0].Backends) != 2 || routes[0].Backends[1].BackendName != "default/web:9000" {
+		t.Errorf("/api with a gRPC canary: filters %v, backends %+v; want no body limit", got, routes[0].Backends)
+	}
+}

@@ -6,9 +6,10 @@
 // answered 403 "RBAC: access denied", as Envoy does. Anything else in the
 // config is refused, so the proxy NACKs what it cannot enforce.
 //
-// remote_ip is the client address after X-Forwarded-For processing. The
-// connection managers weir-proxy accepts trust no X-Forwarded-For hop, so
-// it is the TCP peer, as direct_remote_ip is.
+// remote_ip is Envoy's downstream remote address: the peer with
+// use_remote_address, else the last X-Forwarded-For address (weir-proxy
+// trusts no further hop). direct_remote_ip is always the peer. Addresses
+// are compared unmapped and without a zone.
 package rbac
 
 import (
@@ -103,11 +104,14 @@ func compile(r *rbacv3.RBAC) (*engine, error) {
 	return e, nil
 }
 
-// principal reports whether a request from addr matches.
-type principal func(addr netip.Addr) bool
+// addrs are the addresses a principal may look at.
+type addrs struct{ remote, direct netip.Addr }
+
+// principal reports whether a request from a matches.
+type principal func(a addrs) bool
 
 func orOf(ps []principal) principal {
-	return func(a netip.Addr) bool {
+	return func(a addrs) bool {
 		for _, p := range ps {
 			if p(a) {
 				return true
@@ -123,17 +127,17 @@ func compilePrincipal(p *rbacconfigv3.Principal, path string) (principal, error)
 		if !id.Any {
 			return nil, fmt.Errorf("%s.any: must be true", path)
 		}
-		return func(netip.Addr) bool { return true }, nil
+		return func(addrs) bool { return true }, nil
 	case *rbacconfigv3.Principal_RemoteIp:
-		return cidr(id.RemoteIp, path+".remote_ip")
+		return cidr(id.RemoteIp, path+".remote_ip", func(a addrs) netip.Addr { return a.remote })
 	case *rbacconfigv3.Principal_DirectRemoteIp:
-		return cidr(id.DirectRemoteIp, path+".direct_remote_ip")
+		return cidr(id.DirectRemoteIp, path+".direct_remote_ip", func(a addrs) netip.Addr { return a.direct })
 	case *rbacconfigv3.Principal_NotId:
 		inner, err := compilePrincipal(id.NotId, path+".not_id")
 		if err != nil {
 			return nil, err
 		}
-		return func(a netip.Addr) bool { return !inner(a) }, nil
+		return func(a addrs) bool { return !inner(a) }, nil
 	case *rbacconfigv3.Principal_OrIds:
 		var ps []principal
 		for i, q := range id.OrIds.GetIds() {
@@ -153,7 +157,7 @@ func compilePrincipal(p *rbacconfigv3.Principal, path string) (principal, error)
 			}
 			ps = append(ps, c)
 		}
-		return func(a netip.Addr) bool {
+		return func(a addrs) bool {
 			for _, p := range ps {
 				if !p(a) {
 					return false
@@ -165,7 +169,7 @@ func compilePrincipal(p *rbacconfigv3.Principal, path string) (principal, error)
 	return nil, fmt.Errorf("%s: only any, remote_ip, direct_remote_ip, and_ids, or_ids and not_id are supported by weir-proxy", path)
 }
 
-func cidr(r *corev3.CidrRange, path string) (principal, error) {
+func cidr(r *corev3.CidrRange, path string, which func(addrs) netip.Addr) (principal, error) {
 	addr, err := netip.ParseAddr(r.GetAddressPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("%s.address_prefix: %v", path, err)
@@ -174,15 +178,12 @@ func cidr(r *corev3.CidrRange, path string) (principal, error) {
 	if bits > addr.BitLen() {
 		return nil, fmt.Errorf("%s.prefix_len: %d is longer than the address", path, bits)
 	}
-	prefix := netip.PrefixFrom(addr, bits).Masked()
-	return func(a netip.Addr) bool {
-		// An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d.
-		return prefix.Contains(a.Unmap()) || prefix.Contains(a)
-	}, nil
+	prefix := netip.PrefixFrom(addr.WithZone(""), bits).Masked()
+	return func(a addrs) bool { return prefix.Contains(which(a)) }, nil
 }
 
 // allows reports whether a request from addr may pass.
-func (e *engine) allows(addr netip.Addr) bool {
+func (e *engine) allows(addr addrs) bool {
 	if !e.rules {
 		return true
 	}
@@ -209,7 +210,7 @@ func (f *filter) DecodeHeaders(*httpfilter.RequestHeaders, bool) httpfilter.Stat
 	if rc, ok := f.cb.PerRouteConfig().(*engine); ok {
 		e = rc
 	}
-	if e.allows(f.cb.RemoteAddr().Addr()) {
+	if e.allows(addrs{remote: f.cb.ClientAddr(), direct: f.cb.RemoteAddr().Addr().WithZone("").Unmap()}) {
 		return httpfilter.Continue
 	}
 	f.cb.SendLocalReply(http.StatusForbidden, "RBAC: access denied", nil, "rbac_access_denied_matched_policy[none]")
