@@ -180,6 +180,19 @@ spec:
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
+metadata:
+  name: www
+  annotations: {nginx.ingress.kubernetes.io/from-to-www-redirect: "true"}
+spec:
+  ingressClassName: weir
+  rules:
+  - host: www.shop2.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: v1, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
 metadata: {name: secure}
 spec:
   ingressClassName: weir
@@ -381,6 +394,7 @@ func TestRunServesNetworkingIngress(t *testing.T) {
 		{"old.example.com", "/a/b?q=1", 301, "https://new.example.com/a/b?q=1"},
 		{"old.example.com", "/promo/x?q=1", 302, "https://new.example.com/landing"},
 		{"secure.example.com", "/p?q=1", 308, "https://secure.example.com/p?q=1"},
+		{"shop2.example.com", "/p?q=1", 308, "http://www.shop2.example.com/p?q=1"},
 	} {
 		if code, loc := redirect(tc.host, tc.path); code != tc.code || loc != tc.location {
 			t.Errorf("%s%s: %d to %q, want %d to %q", tc.host, tc.path, code, loc, tc.code, tc.location)

@@ -86,7 +86,7 @@ var annotations = map[string]annotation{
 	"permanent-redirect-code": {Honoured, ""},
 	"temporal-redirect":       {HonouredWithDifference, "of nginx variables only a trailing $request_uri is understood"},
 	"temporal-redirect-code":  {Honoured, ""},
-	"from-to-www-redirect":    {Ignored, notYet},
+	"from-to-www-redirect":    {HonouredWithDifference, "the other name is redirected over plain HTTP only; over HTTPS it has no certificate of its own"},
 	// CORS.
 	"enable-cors":            {HonouredWithDifference, "an allowed origin is echoed back instead of \"*\"; with \"*\" credentials are never allowed, as browsers enforce for nginx's \"*\""},
 	"cors-allow-origin":      {Honoured, ""},
@@ -190,6 +190,8 @@ type config struct {
 	appRoot       string
 	upstreamVhost string
 	forwardPrefix string
+	// fromToWWW redirects www.host to host, or host to www.host.
+	fromToWWW bool
 	// sslRedirect is nil when unset: on for hosts with TLS.
 	sslRedirect      *bool
 	forceSSLRedirect bool
@@ -309,6 +311,7 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 		cfg.sslRedirect = &b
 	}
 	cfg.forceSSLRedirect, _ = boolOf("force-ssl-redirect")
+	cfg.fromToWWW, _ = boolOf("from-to-www-redirect")
 	cfg.redirect = parseRedirect(get, invalid, notes)
 
 	if on, _ := boolOf("enable-cors"); on {

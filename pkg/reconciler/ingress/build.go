@@ -161,6 +161,7 @@ func (b *Builder) Build(ings []*netv1.Ingress, classes Classes, l Listers, opts 
 		hosts = append(hosts, h)
 	}
 	slices.Sort(hosts)
+	redirects := map[string]*ir.Fragment{}
 	for _, h := range hosts {
 		es := byHost[h]
 		slices.SortFunc(es, olderEntry)
@@ -168,8 +169,56 @@ func (b *Builder) Build(ings []*netv1.Ingress, classes Classes, l Listers, opts 
 		if f := hb.build(); f != nil {
 			res.Fragments = append(res.Fragments, f)
 		}
+		if other, f := wwwRedirect(h, es, byHost); f != nil && redirects[other] == nil {
+			redirects[other] = f
+		}
 	}
+	for _, f := range redirects {
+		res.Fragments = append(res.Fragments, f)
+	}
+	slices.SortFunc(res.Fragments, func(a, b *ir.Fragment) int { return strings.Compare(a.Source.Name, b.Source.Name) })
 	return res
+}
+
+// wwwRedirect is ingress-nginx's from-to-www-redirect for host: the other
+// name (with or without "www.") redirects to host with 308, keeping the
+// scheme, path and query, unless an Ingress serves that name itself.
+func wwwRedirect(host string, es []*entry, byHost map[string][]*entry) (string, *ir.Fragment) {
+	if host == CatchAllHost || strings.HasPrefix(host, "*.") {
+		return "", nil
+	}
+	var e *entry
+	for _, c := range es {
+		if c.cfg.fromToWWW && c.cfg.canary == nil && servesRulesFor(c.ing, host) {
+			e = c
+			break
+		}
+	}
+	if e == nil {
+		return "", nil
+	}
+	other, ok := strings.CutPrefix(host, "www.")
+	if !ok {
+		other = "www." + host
+	}
+	if _, served := byHost[other]; served || !validHost(other) {
+		return "", nil
+	}
+	return other, &ir.Fragment{
+		Source:  ir.ObjectRef{Kind: HostKind, Name: other},
+		Created: e.ing.CreationTimestamp.Time,
+		VirtualHosts: []*ir.VirtualHost{{
+			Name: "ingress/" + other, Domains: []string{other}, Listeners: ir.ListenerSet(0).With(ir.ExternalHTTP),
+			Routes: []*ir.Route{{
+				Name:       other + "/from-to-www-redirect",
+				Match:      ir.Match{Path: ir.PathMatch{Kind: ir.PathPrefix, Value: "/"}},
+				Redirect:   &ir.Redirect{Host: host, StatusCode: 308},
+				Provenance: ir.Provenance{e.ref},
+			}},
+			Provenance: ir.Provenance{e.ref},
+			Field:      "metadata.annotations",
+		}},
+	}
 }
 
 func refOf(ing *netv1.Ingress) ir.ObjectRef {

@@ -681,3 +681,33 @@ func TestAnnotationsReachEveryRoute(t *testing.T) {
 		t.Errorf("/api with a gRPC canary: filters %v, backends %+v; want no body limit", got, routes[0].Backends)
 	}
 }
+
+// TestFromToWWWRedirect: from-to-www-redirect makes the other name
+// redirect to the Ingress's host with 308, both ways, unless an Ingress
+// serves the other name itself.
+func TestFromToWWWRedirect(t *testing.T) {
+	const p = ingress.AnnotationPrefix
+	rule := func(host string) string {
+		return fmt.Sprintf("  - host: %s\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}", host)
+	}
+	on := map[string]string{p + "from-to-www-redirect": "true"}
+	res := build(t, weirClass+"---\n"+
+		ing("a", "2026-01-01T00:00:00Z", on, rule("www.a.example.com"))+"---\n"+
+		ing("b", "2026-01-01T00:00:00Z", on, rule("b.example.com"))+"---\n"+
+		ing("c", "2026-01-01T00:00:00Z", on, rule("www.c.example.com"))+"---\n"+
+		ing("c-bare", "2026-01-01T00:00:00Z", nil, rule("c.example.com")))
+	var got []string
+	for _, f := range res.Fragments {
+		for _, vh := range f.VirtualHosts {
+			for _, r := range vh.Routes {
+				if r.Redirect != nil {
+					got = append(got, fmt.Sprintf("%s -> %s %d", f.Source.Name, r.Redirect.Host, r.Redirect.StatusCode))
+				}
+			}
+		}
+	}
+	want := []string{"a.example.com -> www.a.example.com 308", "www.b.example.com -> b.example.com 308"}
+	if !slices.Equal(got, want) {
+		t.Errorf("redirects %q, want %q (c.example.com is served by its own Ingress)", got, want)
+	}
+}

@@ -2,7 +2,10 @@
 // in one run on one machine: directly, through weir-proxy (`weir run`),
 // through nginx and through Go's httputil.ReverseProxy. It drives each with
 // wrk (keep-alive small GETs, 64 KiB POSTs, a new connection per request,
-// and a TLS handshake per request), measures the memory each proxy holds per
+// and a TLS handshake per request), then weir-proxy and nginx with a
+// networking.k8s.io Ingress carrying ingress-nginx's common annotations
+// (regex rewrite, CORS, the 1m body limit) and nginx configured as
+// ingress-nginx renders them, measures the memory each proxy holds per
 // idle keep-alive connection, then runs a hot-update phase: config changes
 // at a fixed rate under load, `weir run` file edits against
 // `nginx -s reload`, counting failed requests. hack/bench-proxy.sh installs
@@ -11,6 +14,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -52,6 +56,9 @@ var (
 )
 
 const host = "bench.example.com"
+
+// ingressHost is the host of the benchmark's networking.k8s.io Ingress.
+const ingressHost = "shop.bench.example.com"
 
 func main() {
 	flag.Parse()
@@ -118,18 +125,29 @@ func run() error {
 	type target struct{ name, addr, tlsAddr string }
 	targets := []target{{"direct", backend, ""}, {"weir-proxy", weir.addr, weir.tlsAddr}, {"nginx", nginx.addr, nginx.tlsAddr}, {"go-reverseproxy", rp.addr, rp.tlsAddr}}
 	var rows []row
+	ingressGet := filepath.Join(dir, "ingress.lua")
+	if err := os.WriteFile(ingressGet, []byte("wrk.path = \"/api/items\"\nwrk.headers[\"Origin\"] = \"https://app.example.com\"\n"), 0o644); err != nil {
+		return err
+	}
 	type workload struct {
 		name, script string
 		close, tls   bool
+		// host is the Host header; "" is the KIngress's.
+		host string
 	}
 	workloads := []workload{{name: "GET (small, keep-alive)"}, {name: "POST 64 KiB", script: post},
-		{name: "GET, new connection per request", close: true}, {name: "GET over TLS, handshake per request", close: true, tls: true}}
+		{name: "GET, new connection per request", close: true}, {name: "GET over TLS, handshake per request", close: true, tls: true},
+		{name: "GET via an Ingress (regex rewrite, CORS, body limit)", script: ingressGet, host: ingressHost}}
 	if *quick {
 		workloads, targets = workloads[:1], targets[1:3]
 	}
 	for i, w := range workloads {
 		for _, tg := range targets {
 			addr, scheme := tg.addr, "http"
+			if w.host != "" && tg.name != "weir-proxy" && tg.name != "nginx" {
+				// Only the gateways read Ingress annotations.
+				continue
+			}
 			if w.tls {
 				if tg.tlsAddr == "" {
 					continue
@@ -143,7 +161,7 @@ func run() error {
 			}
 			pids := targetPIDs(tg.name, weir, nginx, rp)
 			cpu0 := cpuTime(pids)
-			r, err := runWrk(scheme, addr, w.script, w.close, *duration)
+			r, err := runWrk(scheme, addr, cmp.Or(w.host, host), w.script, w.close, *duration)
 			if err != nil {
 				return fmt.Errorf("%s via %s: %w", w.name, tg.name, err)
 			}
@@ -364,6 +382,26 @@ http {
       proxy_set_header X-Gen "%[5]d";
     }
   }
+  # The Ingress, as ingress-nginx renders use-regex, rewrite-target: /$2,
+  # enable-cors with one origin, and its 1m proxy-body-size.
+  map $http_origin $cors_origin { "~^https://app\.example\.com$" $http_origin; default ""; }
+  server {
+    listen 127.0.0.1:%[3]d;
+    server_name %[9]s;
+    client_max_body_size 1m;
+    location ~* "^/api(/|$)(.*)" {
+      if ($request_method = OPTIONS) { return 204; }
+      add_header Access-Control-Allow-Origin $cors_origin always;
+      add_header Access-Control-Allow-Credentials true always;
+      rewrite "(?i)/api(/|$)(.*)" /$2 break;
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_read_timeout 60s;
+      proxy_send_timeout 60s;
+    }
+  }
 }
 `
 
@@ -388,7 +426,7 @@ func (p *proc) writeNginx() error {
 	_, port, _ := net.SplitHostPort(p.addr)
 	_, tlsPort, _ := net.SplitHostPort(p.tlsAddr)
 	return os.WriteFile(p.conf, []byte(fmt.Sprintf(nginxConf, p.dir, p.backend, mustAtoi(port), host, p.gen,
-		mustAtoi(tlsPort), p.certFile, p.keyFile)), 0o644)
+		mustAtoi(tlsPort), p.certFile, p.keyFile, ingressHost)), 0o644)
 }
 
 func mustAtoi(s string) int {
@@ -464,6 +502,26 @@ spec:
         splits:
         - {serviceName: bench, serviceNamespace: default, servicePort: 80, percent: %[4]d}
         - {serviceName: bench-b, serviceNamespace: default, servicePort: 80, percent: %[5]d}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: shop
+  namespace: default
+  annotations:
+    nginx.ingress.kubernetes.io/use-regex: "true"
+    nginx.ingress.kubernetes.io/rewrite-target: /$2
+    nginx.ingress.kubernetes.io/enable-cors: "true"
+    nginx.ingress.kubernetes.io/cors-allow-origin: https://app.example.com
+spec:
+  ingressClassName: weir
+  rules:
+  - host: %[8]s
+    http:
+      paths:
+      - path: /api(/|$)(.*)
+        pathType: ImplementationSpecific
+        backend: {service: {name: bench, port: {number: 80}}}
 `
 
 func startWeir(dir, backend string, certPEM, keyPEM []byte) (*proc, error) {
@@ -500,7 +558,7 @@ func (p *proc) writeWeir() error {
 	w := (p.gen % 10) * 10
 	tmp := filepath.Join(p.dir, ".bench.yaml.tmp")
 	crt, key := base64.StdEncoding.EncodeToString(p.certPEM), base64.StdEncoding.EncodeToString(p.keyPEM)
-	if err := os.WriteFile(tmp, []byte(fmt.Sprintf(weirYAML, port, host, p.gen, 100-w, w, crt, key)), 0o644); err != nil {
+	if err := os.WriteFile(tmp, []byte(fmt.Sprintf(weirYAML, port, host, p.gen, 100-w, w, crt, key, ingressHost)), 0o644); err != nil {
 		return err
 	}
 	return os.Rename(tmp, filepath.Join(p.dir, "bench.yaml"))
@@ -529,9 +587,9 @@ var (
 	unitFactor = map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}
 )
 
-func runWrk(scheme, addr, script string, closeConn bool, d time.Duration) (wrkResult, error) {
+func runWrk(scheme, addr, reqHost, script string, closeConn bool, d time.Duration) (wrkResult, error) {
 	args := []string{fmt.Sprintf("-t%d", *threads), fmt.Sprintf("-c%d", *connections), fmt.Sprintf("-d%ds", int(d.Seconds())),
-		"--latency", "-H", "Host: " + host}
+		"--latency", "-H", "Host: " + reqHost}
 	if closeConn {
 		args = append(args, "-H", "Connection: close")
 	}
@@ -596,7 +654,7 @@ func hotUpdate(addr string, d time.Duration, change func() error) (wrkResult, er
 		}
 		errc <- nil
 	}()
-	r, err := runWrk("http", addr, "", false, d)
+	r, err := runWrk("http", addr, host, "", false, d)
 	if err != nil {
 		return r, err
 	}
