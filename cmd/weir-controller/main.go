@@ -406,7 +406,7 @@ func electLeader(ctx context.Context, kube kubernetes.Interface, lease string, s
 // startIngresses runs the networking.k8s.io Ingress controller on the
 // shared gateways' model. The channel is closed once every Ingress is in
 // the model.
-func startIngresses(ctx context.Context, logger *zap.SugaredLogger, model *ir.Model, syncer kingress.Syncer, impl *controller.Impl, rec *kingress.Reconciler) <-chan struct{} {
+func startIngresses(ctx context.Context, logger *zap.SugaredLogger, model *ir.Model, syncer *gateway.Syncer, impl *controller.Impl, rec *kingress.Reconciler) <-chan struct{} {
 	kube := kubeclient.Get(ctx)
 	var extra []string
 	for _, c := range strings.Split(envOr("INGRESS_CLASSES", ""), ",") {
@@ -429,6 +429,7 @@ func startIngresses(ctx context.Context, logger *zap.SugaredLogger, model *ir.Mo
 		SliceInformer:   endpointsliceinformer.Get(ctx).Informer(),
 		Model:           model,
 		Syncer:          syncer,
+		Problems:        syncer,
 		Displaced: func(ref ir.ObjectRef) {
 			if ref.Kind == kingress.Kind {
 				impl.EnqueueKey(types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name})

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,6 +123,33 @@ func TestNetworkingIngress(t *testing.T) {
 	} else {
 		t.Logf("Event on snippet: %s", refused.Message)
 	}
+	// A path the gateway's Envoy would refuse is left out of the served
+	// config, and the Ingress says so.
+	class, implSpecific := "weir", netv1.PathTypeImplementationSpecific
+	big := &netv1.Ingress{
+		ObjectMeta: metav1.ObjectMeta{Name: "too-big", Namespace: namespace, Annotations: map[string]string{ingress.AnnotationPrefix + "use-regex": "true"}},
+		Spec: netv1.IngressSpec{IngressClassName: &class, Rules: []netv1.IngressRule{{Host: "too-big.e2e.example.com", IngressRuleValue: netv1.IngressRuleValue{HTTP: &netv1.HTTPIngressRuleValue{
+			Paths: []netv1.HTTPIngressPath{{Path: `/\pL{1000}`, PathType: &implSpecific, Backend: netv1.IngressBackend{Service: &netv1.IngressServiceBackend{Name: "ing-a", Port: netv1.ServiceBackendPort{Number: 80}}}}},
+		}}}}},
+	}
+	if _, err := kube.Kube.NetworkingV1().Ingresses(namespace).Create(ctx, big, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = kube.Kube.NetworkingV1().Ingresses(namespace).Delete(ctx, "too-big", metav1.DeleteOptions{})
+	})
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		evs, err := kube.Kube.CoreV1().Events(namespace).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=too-big,involvedObject.kind=Ingress"})
+		if err != nil {
+			return false, err
+		}
+		return slices.ContainsFunc(evs.Items, func(e corev1.Event) bool {
+			return e.Reason == "NotServed" && strings.Contains(e.Message, "RE2 program")
+		}), nil
+	}); err != nil {
+		t.Errorf("no NotServed Warning Event on the Ingress whose path the gateway cannot serve: %v", err)
+	}
+
 	if _, code, _ := getWithHeader(ctx, c, snippetHost, "x", "y"); code != http.StatusNotFound {
 		t.Errorf("the refused Ingress's host answered %d, want 404", code)
 	}

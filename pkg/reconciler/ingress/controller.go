@@ -40,6 +40,9 @@ type ControllerOptions struct {
 	// Ingress hosts are served on their external listeners.
 	Model  *ir.Model
 	Syncer kingress.Syncer
+	// Problems, when the Syncer translates, says what the served config
+	// left out of each Ingress; it becomes Warning Events too.
+	Problems kingress.ProblemSource
 	// Displaced hears of KIngresses a host took a domain from; Freed, that
 	// a host let its domain go, so KIngresses refused for it may retry.
 	Displaced func(ir.ObjectRef)
@@ -114,6 +117,13 @@ func NewController(opts ControllerOptions) *Controller {
 		c.synced = append(c.synced, inf.HasSynced)
 	}
 	c.ingresses, c.classes, c.tls = ings.Lister(), classes.Lister(), secrets.Lister()
+	if opts.Problems != nil {
+		opts.Problems.OnProblemsChanged(func(refs []ir.ObjectRef) {
+			if slices.ContainsFunc(refs, func(r ir.ObjectRef) bool { return r.Kind == Kind }) {
+				c.queue.Trigger()
+			}
+		})
+	}
 	c.services = corelisters.NewServiceLister(opts.ServiceInformer.GetIndexer())
 	return c
 }
@@ -269,6 +279,13 @@ func (c *Controller) warn(ing *netv1.Ingress, key types.NamespacedName, r *Ingre
 	}
 	for _, p := range r.Problems {
 		lines = append(lines, p.Reason+"\t"+p.String())
+	}
+	if ps := c.opts.Problems; ps != nil {
+		// What translate left out of the served config.
+		tps, _ := ps.ProblemsAt(ir.ObjectRef{Kind: Kind, Namespace: key.Namespace, Name: key.Name}, 0)
+		for _, p := range tps {
+			lines = append(lines, "NotServed\t"+p.Message)
+		}
 	}
 	slices.Sort(lines)
 	h := fnv.New64a()
