@@ -272,8 +272,13 @@ func TestIngressClasses(t *testing.T) {
 		{"no class, another default", []*netv1.IngressClass{class("weir", ingress.ControllerName, false), class("nginx", "k8s.io/ingress-nginx", true)}, nil, nil, nil, false},
 		{"a class that does not exist", nil, nil, s("weir"), nil, false},
 	} {
-		if got := ingress.ClassesOf(tc.classes, tc.extra).Serves(ingOf(tc.field, tc.legacy)); got != tc.want {
+		cs := ingress.ClassesOf(tc.classes, tc.extra)
+		if got := cs.Serves(ingOf(tc.field, tc.legacy)); got != tc.want {
 			t.Errorf("%s: served %v, want %v", tc.name, got, tc.want)
+		}
+		// Status is written only for Weir's own classes.
+		if got, want := cs.Owns(ingOf(tc.field, tc.legacy)), tc.want && tc.extra == nil; got != want {
+			t.Errorf("%s: owned %v, want %v", tc.name, got, want)
 		}
 	}
 }

@@ -58,12 +58,29 @@ func (c Classes) Serves(ing *netv1.Ingress) bool {
 	if c.All {
 		return true
 	}
-	name, ok := ing.Annotations[LegacyClassAnnotation]
-	if !ok && ing.Spec.IngressClassName != nil {
-		name, ok = *ing.Spec.IngressClassName, true
-	}
+	name, ok := className(ing)
 	if !ok {
 		return c.Default
 	}
 	return slices.Contains(c.Ours, name) || slices.Contains(c.Extra, name)
+}
+
+// Owns reports whether ing's class is one of Weir's own IngressClasses
+// (or the default one): only then does Weir write its status. An Ingress
+// of an extra class is served beside its own controller, which keeps its
+// status.
+func (c Classes) Owns(ing *netv1.Ingress) bool {
+	name, ok := className(ing)
+	if !ok {
+		return c.Default
+	}
+	return slices.Contains(c.Ours, name)
+}
+
+func className(ing *netv1.Ingress) (string, bool) {
+	name, ok := ing.Annotations[LegacyClassAnnotation]
+	if !ok && ing.Spec.IngressClassName != nil {
+		name, ok = *ing.Spec.IngressClassName, true
+	}
+	return name, ok
 }

@@ -174,7 +174,8 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	res := c.builder.Build(ings, ClassesOf(ics, c.opts.ExtraClasses), Listers{
+	classes := ClassesOf(ics, c.opts.ExtraClasses)
+	res := c.builder.Build(ings, classes, Listers{
 		Services:       c.services,
 		EndpointSlices: kingress.IndexedSlices(c.opts.SliceInformer.GetIndexer()),
 		Secrets:        c.tls,
@@ -207,6 +208,10 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 			continue
 		}
 		c.warn(ing, key, r)
+		if !classes.Owns(ing) {
+			// Its own controller (ingress-nginx) writes its status.
+			continue
+		}
 		want := netv1.IngressLoadBalancerStatus{}
 		if !r.Refused || r.LastGood {
 			want.Ingress = lb
