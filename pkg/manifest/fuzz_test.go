@@ -37,19 +37,7 @@ func FuzzYAMLThroughTranslate(f *testing.F) {
 	f.Add([]byte("apiVersion: v1\nkind: Service\nmetadata: {name: [\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		docs, _ := Decode("fuzz.yaml", data)
-		model := ir.NewModel()
-		_, _ = (&Reconciler{Model: model, Syncer: &triggers{}}).Apply(context.Background(), docs)
-		res, err := translate.New(translate.DefaultOptions()).Translate(model.Fragments())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := res.Validate(); err != nil {
-			t.Fatalf("a real Envoy would refuse this: %v", err)
-		}
-		if err := dataplane.New(dataplane.Options{}).Check(&dataplane.Resources{Listeners: res.Listeners, Routes: res.Routes,
-			Clusters: res.Clusters, Endpoints: res.Endpoints, Secrets: res.Secrets}); err != nil {
-			t.Fatalf("weir-proxy refuses what translate emits: %v", err)
-		}
+		servesAsEnvoyWould(t, docs)
 	})
 }
 
@@ -105,20 +93,28 @@ func FuzzIngressAnnotations(f *testing.F) {
 			{File: "f", Index: 3, Object: mk("canary", map[string]string{ingressAnnotation("canary"): "true", ingressAnnotation("canary-weight"): "10",
 				ingressAnnotation("canary-by-header"): "x-canary", ingressAnnotation("canary-by-cookie"): "c", ingressAnnotation(key): value}, false)},
 		}
-		model := ir.NewModel()
-		_, _ = (&Reconciler{Model: model, Syncer: &triggers{}}).Apply(context.Background(), docs)
-		res, err := translate.New(translate.DefaultOptions()).Translate(model.Fragments())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := res.Validate(); err != nil {
-			t.Fatalf("a real Envoy would refuse this: %v", err)
-		}
-		if err := dataplane.New(dataplane.Options{}).Check(&dataplane.Resources{Listeners: res.Listeners, Routes: res.Routes,
-			Clusters: res.Clusters, Endpoints: res.Endpoints, Secrets: res.Secrets}); err != nil {
-			t.Fatalf("weir-proxy refuses what translate emits: %v", err)
-		}
+		servesAsEnvoyWould(t, docs)
 	})
 }
 
 func ingressAnnotation(name string) string { return ingress.AnnotationPrefix + name }
+
+// servesAsEnvoyWould applies docs as weir translate does and fails if
+// translate errs, if Envoy would refuse the result, or if weir-proxy
+// would: a refusal there is a NACK of the whole update.
+func servesAsEnvoyWould(t *testing.T, docs []Document) {
+	t.Helper()
+	model := ir.NewModel()
+	_, _ = (&Reconciler{Model: model, Syncer: &triggers{}}).Apply(context.Background(), docs)
+	res, err := translate.New(translate.DefaultOptions()).Translate(model.Fragments())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Validate(); err != nil {
+		t.Fatalf("a real Envoy would refuse this: %v", err)
+	}
+	if err := dataplane.New(dataplane.Options{}).Check(&dataplane.Resources{Listeners: res.Listeners, Routes: res.Routes,
+		Clusters: res.Clusters, Endpoints: res.Endpoints, Secrets: res.Secrets}); err != nil {
+		t.Fatalf("weir-proxy refuses what translate emits: %v", err)
+	}
+}
