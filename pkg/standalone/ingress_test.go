@@ -475,3 +475,50 @@ spec:
 		return code == 200 && body == "v2 /x"
 	})
 }
+
+// TestIngressMirror: mirror-target copies each request, path and query
+// included, to the target, whose answer is dropped; the Host of the copy
+// gets "-shadow", as Envoy's mirroring does.
+func TestIngressMirror(t *testing.T) {
+	copies := make(chan string, 10)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mirror := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		copies <- r.Host + " " + r.URL.RequestURI()
+		w.WriteHeader(http.StatusTeapot)
+	})}
+	go func() { _ = mirror.Serve(l) }()
+	t.Cleanup(func() { mirror.Close() })
+
+	dir := t.TempDir()
+	write(t, dir, "backends.yaml", backendsYAML(pathBackend(t, "v1"), pathBackend(t, "v2")))
+	write(t, dir, "ingress.yaml", fmt.Sprintf(`apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: mirrored
+  annotations: {nginx.ingress.kubernetes.io/mirror-target: "http://%s$request_uri"}
+spec:
+  ingressClassName: weir
+  rules:
+  - host: mirrored.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: v1, port: {number: 80}}}}
+`, l.Addr()))
+	g := startRun(t, dir, 20*time.Millisecond)
+	port, _, _, _ := g.Ports()
+	eventually(t, "the Ingress to be served", func() bool {
+		code, body, _ := getPath(port, "mirrored.example.com", "/a?b=c")
+		return code == 200 && body == "v1 /a"
+	})
+	select {
+	case got := <-copies:
+		if got != "mirrored.example.com-shadow /a?b=c" {
+			t.Errorf("the mirror got %q, want the request's path and query for mirrored.example.com-shadow", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the mirror got no copy")
+	}
+}

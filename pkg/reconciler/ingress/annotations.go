@@ -163,9 +163,9 @@ var annotations = map[string]annotation{
 	"limit-rate":             {Ignored, notYet},
 	"limit-rate-after":       {Ignored, notYet},
 	// Mirroring and errors.
-	"mirror-target":       {Ignored, notYet},
-	"mirror-host":         {Ignored, notYet},
-	"mirror-request-body": {Ignored, notYet},
+	"mirror-target":       {HonouredWithDifference, "only as scheme://host[:port] followed by $request_uri: Envoy copies the request as it is, to the target's host with \"-shadow\" appended to the Host header"},
+	"mirror-host":         {Ignored, "Envoy sends a copy with the request's own host, \"-shadow\" appended"},
+	"mirror-request-body": {HonouredWithDifference, "Envoy always copies the body; \"off\" is not honoured"},
 	"custom-http-errors":  {Ignored, notYet},
 	"default-backend":     {Ignored, notYet},
 }
@@ -200,6 +200,8 @@ type config struct {
 	canary           *canaryConfig
 	// protocol is "" for the Service port's own.
 	protocol string
+	// mirror is mirror-target's scheme and host[:port], or nil.
+	mirror *url.URL
 	// bodyLimit is proxy-body-size in bytes; 0 is no limit.
 	bodyLimit uint32
 	// allow and deny are the source ranges; nil is unset.
@@ -378,6 +380,20 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 		cfg.connectTimeout = d
 	}
 	cfg.idle = max(seconds("proxy-read-timeout", defaultProxyTimeout), seconds("proxy-send-timeout", defaultProxyTimeout))
+	if v, ok := get("mirror-target"); ok && v != "" {
+		raw, keep := strings.CutSuffix(v, "$request_uri")
+		u, err := url.Parse(raw)
+		switch {
+		case !keep:
+			invalid("mirror-target", "%q must end in $request_uri: Envoy copies a request with its own path", v)
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") || strings.Contains(raw, "$"):
+			invalid("mirror-target", "%q is not scheme://host[:port]$request_uri", v)
+		case !validHost(u.Host) || u.Port() != "" && !validPort(u.Port()):
+			invalid("mirror-target", "%q: %q is not a host name or address with a port from 1 to 65535", v, u.Host)
+		default:
+			cfg.mirror = &url.URL{Scheme: u.Scheme, Host: u.Host}
+		}
+	}
 	cfg.bodyLimit = defaultBodyLimit
 	if v, ok := get("proxy-body-size"); ok {
 		n, err := nginxSize(v)
@@ -621,3 +637,8 @@ func token(s string) bool {
 var hostRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]{1,5})?$`)
 
 func validHost(s string) bool { return len(s) <= 253 && hostRE.MatchString(s) }
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
+}

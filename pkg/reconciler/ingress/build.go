@@ -12,8 +12,10 @@ package ingress
 import (
 	"cmp"
 	"fmt"
+	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -519,6 +521,9 @@ func (hb *hostBuilder) routes(c pathCandidate, canaries []*entry) []*ir.Route {
 		cb = hb.backend(canary, cfield+".backend", canaryPath(canary, hb.host, c).Backend)
 	}
 	base.Filters = hb.filters(cfg, main, cb)
+	if cfg.mirror != nil {
+		base.Mirrors = []ir.Mirror{{BackendName: hb.mirrorBackend(c.e, cfg.mirror)}}
+	}
 	if canary == nil {
 		return []*ir.Route{base}
 	}
@@ -588,6 +593,29 @@ func (hb *hostBuilder) filters(cfg config, backends ...ir.WeightedBackend) []ir.
 		out = append(out, &ir.BodyLimit{MaxBytes: cfg.bodyLimit})
 	}
 	return out
+}
+
+// mirrorBackend is the cluster of a mirror-target: its host, resolved by
+// DNS, over TLS for https (verified against the gateway's bundle).
+func (hb *hostBuilder) mirrorBackend(e *entry, target *url.URL) string {
+	port := 80
+	if target.Scheme == "https" {
+		port = 443
+	}
+	if p := target.Port(); p != "" {
+		port, _ = strconv.Atoi(p) // validHost checked it is digits
+	}
+	host := target.Hostname()
+	name := fmt.Sprintf("mirror/%s://%s:%d", target.Scheme, host, port)
+	if _, ok := hb.backends[name]; !ok {
+		be := &ir.Backend{Name: name, ExternalName: host, Service: ir.ServiceRef{Namespace: e.ing.Namespace, Name: name, Port: int32(port)}, //nolint:gosec // 0..99999, checked by translate
+			Provenance: ir.Provenance{e.ref}}
+		if target.Scheme == "https" {
+			be.TLS = &ir.BackendTLS{ServerName: host}
+		}
+		hb.backends[name] = be
+	}
+	return name
 }
 
 // canaryFor finds the oldest canary Ingress with the same host, path and

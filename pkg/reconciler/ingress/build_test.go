@@ -359,6 +359,14 @@ func TestAnnotations(t *testing.T) {
 			}
 		}},
 		{name: "bad timeout", annotations: map[string]string{p + "proxy-read-timeout": "60s"}, refused: `invalid value: "60s" is not a whole number of seconds`},
+		{name: "mirror", annotations: map[string]string{p + "mirror-target": "https://mirror.example.com$request_uri", p + "mirror-request-body": "off"},
+			different: `Envoy always copies the body`, check: func(t *testing.T, r *ir.Route) {
+				if len(r.Mirrors) != 1 || r.Mirrors[0].BackendName != "mirror/https://mirror.example.com:443" || r.Mirrors[0].Denominator != 0 {
+					t.Errorf("mirrors %+v", r.Mirrors)
+				}
+			}},
+		{name: "mirror with a path", annotations: map[string]string{p + "mirror-target": "http://mirror.example.com/copy"}, refused: "must end in $request_uri"},
+		{name: "mirror with a bad port", annotations: map[string]string{p + "mirror-target": "http://mirror.example.com:70000/$request_uri"}, refused: "with a port from 1 to 65535"},
 		{name: "bad body size", annotations: map[string]string{p + "proxy-body-size": "1t"}, refused: `invalid value: "1t" is not a size`},
 		{name: "bad origin", annotations: map[string]string{p + "enable-cors": "true", p + "cors-allow-origin": "a.example.com"}, refused: `invalid value: "a.example.com" is not an origin`},
 		{name: "bad max age", annotations: map[string]string{p + "enable-cors": "true", p + "cors-max-age": "-1"}, refused: `invalid value: "-1" is not a number of seconds`},
