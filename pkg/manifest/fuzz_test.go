@@ -64,6 +64,10 @@ func FuzzIngressAnnotations(f *testing.F) {
 		{"whitelist-source-range", "10.0.0.0/8, 192.0.2.1, 2001:db8::/32", "/"},
 		{"denylist-source-range", "127.0.0.1", "/"},
 		{"permanent-redirect-code", "308", "/"},
+		{"mirror-target", "https://mirror.example.com:8443$request_uri", "/"},
+		{"proxy-read-timeout", "3600", "/"},
+		{"proxy-connect-timeout", "2", "/"},
+		{"from-to-www-redirect", "true", "/"},
 	} {
 		f.Add(seed.key, seed.value, seed.path, uint8(0))
 	}
