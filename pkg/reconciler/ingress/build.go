@@ -128,8 +128,8 @@ func (b *Builder) Build(ings []*netv1.Ingress, classes Classes, l Listers, opts 
 		key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
 		alive[key] = true
 		cfg, findings, refused := parseAnnotations(ing)
-		ir := &IngressResult{Findings: findings, Refused: refused}
-		res.Ingresses[key] = ir
+		r := &IngressResult{Findings: findings, Refused: refused}
+		res.Ingresses[key] = r
 		served := ing
 		if refused && slices.ContainsFunc(findings, func(f Finding) bool { return f.FailsClosed }) {
 			// The last good version lacks the access control asked
@@ -139,7 +139,7 @@ func (b *Builder) Build(ings []*netv1.Ingress, classes Classes, l Listers, opts 
 		}
 		if refused {
 			served = b.lastGood[key]
-			ir.LastGood = served != nil
+			r.LastGood = served != nil
 			if served == nil {
 				continue
 			}
@@ -147,10 +147,10 @@ func (b *Builder) Build(ings []*netv1.Ingress, classes Classes, l Listers, opts 
 		} else {
 			b.lastGood[key] = ing
 		}
-		e := &entry{ing: served, cfg: cfg, ref: refOf(served), res: ir}
+		e := &entry{ing: served, cfg: cfg, ref: refOf(served), res: r}
 		for _, h := range hostsOf(served) {
 			byHost[h] = append(byHost[h], e)
-			ir.Hosts = append(ir.Hosts, h)
+			r.Hosts = append(r.Hosts, h)
 		}
 	}
 	for key := range b.lastGood {
