@@ -566,8 +566,9 @@ func (hb *hostBuilder) routes(c pathCandidate, canaries []*entry) []*ir.Route {
 }
 
 // nextUpstream is ingress-nginx's default proxy-next-upstream ("error",
-// 3 tries) where it is safe for every method: an endpoint that refuses
-// the connection (one going away in a rollout) is tried on another.
+// 3 tries) where it is safe for every method: a connection an endpoint
+// refuses (one going away in a rollout) is tried again, on the next
+// endpoint the balancer picks.
 // Errors after the request was sent are not retried, as nginx does not
 // for POST.
 var nextUpstream = &ir.RetryPolicy{Attempts: 2, On: []string{"connect-failure"}}
