@@ -408,12 +408,16 @@ func electLeader(ctx context.Context, kube kubernetes.Interface, lease string, s
 // the model.
 func startIngresses(ctx context.Context, logger *zap.SugaredLogger, model *ir.Model, syncer *gateway.Syncer, impl *controller.Impl, rec *kingress.Reconciler) <-chan struct{} {
 	kube := kubeclient.Get(ctx)
-	var extra []string
-	for _, c := range strings.Split(envOr("INGRESS_CLASSES", ""), ",") {
-		if c = strings.TrimSpace(c); c != "" {
-			extra = append(extra, c)
+	list := func(env string) []string {
+		var out []string
+		for _, v := range strings.Split(envOr(env, ""), ",") {
+			if v = strings.TrimSpace(v); v != "" {
+				out = append(out, v)
+			}
 		}
+		return out
 	}
+	extra := list("INGRESS_CLASSES")
 	var defaultCert *types.NamespacedName
 	if v := envOr("DEFAULT_SSL_CERTIFICATE", ""); v != "" {
 		ns, name, ok := strings.Cut(v, "/")
@@ -438,6 +442,7 @@ func startIngresses(ctx context.Context, logger *zap.SugaredLogger, model *ir.Mo
 		Freed:              rec.RetryConflicted,
 		ExtraClasses:       extra,
 		DefaultCertificate: defaultCert,
+		MirrorTargetHosts:  list("MIRROR_TARGET_HOSTS"),
 		StatusService:      types.NamespacedName{Namespace: statusNS, Name: statusName},
 		Recorder:           eventRecorder(ctx, kube),
 		Logger:             logger.Named("ingress"),

@@ -97,6 +97,8 @@ func translateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	showSecrets := fs.Bool("show-secrets", false, "print the private keys of TLS secrets instead of [redacted]")
 	var classes fileList
 	fs.Var(&classes, "ingress-class", `a networking.k8s.io Ingress class to serve besides "weir", e.g. nginx (repeatable)`)
+	var mirrors fileList
+	fs.Var(&mirrors, "mirror-target-host", "a host an Ingress's mirror-target may name (repeatable); none by default")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -108,7 +110,7 @@ func translateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("-o %q: want json or yaml", *output)
 	}
 
-	res, problems, err := translateFiles(ctx, files, classes, stderr)
+	res, problems, err := translateFiles(ctx, files, manifest.Reconciler{IngressClasses: classes, MirrorTargetHosts: mirrors}, stderr)
 	if err != nil {
 		return err
 	}
@@ -135,13 +137,13 @@ func translateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // documents that do not decode, KIngresses of another class or invalid,
 // duplicates, KIngresses that are not Ready, and what translate left out.
 // It returns how many such lines it wrote.
-func translateFiles(ctx context.Context, files, classes []string, report io.Writer) (*translate.Resources, int, error) {
+func translateFiles(ctx context.Context, files []string, settings manifest.Reconciler, report io.Writer) (*translate.Resources, int, error) {
 	paths, err := manifest.Files(files...)
 	if err != nil {
 		return nil, 0, err
 	}
 	docs, loadErr := manifest.Load(paths...)
-	res, lines, err := translateDocs(ctx, docs, loadErr, classes)
+	res, lines, err := translateDocs(ctx, docs, loadErr, settings)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -156,7 +158,7 @@ func translateFiles(ctx context.Context, files, classes []string, report io.Writ
 // translateDocs reconciles and translates decoded documents; loadErr holds
 // the documents that did not decode. It returns one line per thing
 // skipped or left out. An error means a bug, not bad input.
-func translateDocs(ctx context.Context, docs []manifest.Document, loadErr error, classes []string) (*translate.Resources, []string, error) {
+func translateDocs(ctx context.Context, docs []manifest.Document, loadErr error, settings manifest.Reconciler) (*translate.Resources, []string, error) {
 	var lines []string
 	for _, e := range leafErrors(loadErr) {
 		// A file that cannot be read is not skipped input: stop.
@@ -167,7 +169,8 @@ func translateDocs(ctx context.Context, docs []manifest.Document, loadErr error,
 		lines = append(lines, "skipped: "+e.Error())
 	}
 	model := ir.NewModel()
-	rec := &manifest.Reconciler{Model: model, Syncer: noTrigger{}, IngressClasses: classes, Warn: func(w string) { lines = append(lines, "skipped: "+w) }}
+	rec := &manifest.Reconciler{Model: model, Syncer: noTrigger{}, IngressClasses: settings.IngressClasses, MirrorTargetHosts: settings.MirrorTargetHosts,
+		Warn: func(w string) { lines = append(lines, "skipped: "+w) }}
 	statuses, errs := rec.Apply(ctx, docs)
 	for _, e := range errs {
 		lines = append(lines, "skipped: "+e.Error())

@@ -40,6 +40,8 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	accessLog := fs.Bool("access-log", true, "write one JSON line per request to stdout")
 	var classes fileList
 	fs.Var(&classes, "ingress-class", `a networking.k8s.io Ingress class to serve besides "weir", e.g. nginx (repeatable)`)
+	var mirrors fileList
+	fs.Var(&mirrors, "mirror-target-host", "a host an Ingress's mirror-target may name (repeatable); none by default, since a target can be any address this machine reaches")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -68,6 +70,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		AccessLog:         alog,
 		UpstreamTrustedCA: *upstreamCA,
 		IngressClasses:    classes,
+		MirrorTargetHosts: mirrors,
 	})
 	if err != nil {
 		return err

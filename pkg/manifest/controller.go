@@ -62,13 +62,15 @@ type ControllerOptions struct {
 	Logger *zap.SugaredLogger
 	// IngressClasses are served besides the class "weir".
 	IngressClasses []string
+	// MirrorTargetHosts may be named by an Ingress's mirror-target.
+	MirrorTargetHosts []string
 }
 
 // NewController returns a Controller; Run starts its workers.
 func NewController(ctx context.Context, opts ControllerOptions) *Controller {
 	c := &Controller{store: opts.Store, config: opts.Config, statuses: map[types.NamespacedName]IngressStatus{},
 		gateways:  &GatewaySync{Model: opts.Model, Syncer: opts.Syncer},
-		ingresses: &IngressSync{Model: opts.Model, Syncer: opts.Syncer, Classes: opts.IngressClasses}}
+		ingresses: &IngressSync{Model: opts.Model, Syncer: opts.Syncer, Classes: opts.IngressClasses, MirrorTargetHosts: opts.MirrorTargetHosts}}
 	c.ingresses.Displaced = func(ref ir.ObjectRef) {
 		if ref.Kind == kingress.Kind {
 			c.enqueue(types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name})

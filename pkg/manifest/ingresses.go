@@ -26,6 +26,9 @@ type IngressSync struct {
 	Syncer kingress.Syncer
 	// Classes are served besides StandaloneClass (--ingress-class).
 	Classes []string
+	// MirrorTargetHosts may be named by mirror-target
+	// (--mirror-target-host).
+	MirrorTargetHosts []string
 	// Displaced, when set, hears of KIngresses a host took a domain from.
 	Displaced func(ir.ObjectRef)
 
@@ -70,7 +73,7 @@ func (g *IngressSync) Sync(store *Store) *IngressReport {
 		EndpointSlices: kingress.IndexedSlices(store.slices),
 		Secrets:        corelisters.NewSecretLister(store.secrets),
 	}
-	rep := &IngressReport{Result: g.builder.Build(ings, classes, listers, ingress.Options{})}
+	rep := &IngressReport{Result: g.builder.Build(ings, classes, listers, ingress.Options{MirrorTargetHosts: g.MirrorTargetHosts})}
 	for _, ing := range ings {
 		if !classes.Serves(ing) {
 			rep.Skipped = append(rep.Skipped, types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name})

@@ -48,6 +48,8 @@ type Reconciler struct {
 	Gateways *gateway.Result
 	// IngressClasses are served besides the class "weir".
 	IngressClasses []string
+	// MirrorTargetHosts may be named by an Ingress's mirror-target.
+	MirrorTargetHosts []string
 	// Ingresses is the networking.k8s.io Ingress report of the last Apply.
 	Ingresses *IngressReport
 }
@@ -110,7 +112,7 @@ func (r *Reconciler) Apply(ctx context.Context, docs []Document) ([]IngressStatu
 	}
 	gs := &GatewaySync{Model: r.Model, Syncer: r.Syncer}
 	r.Gateways = gs.Sync(store)
-	is := &IngressSync{Model: r.Model, Syncer: r.Syncer, Classes: r.IngressClasses}
+	is := &IngressSync{Model: r.Model, Syncer: r.Syncer, Classes: r.IngressClasses, MirrorTargetHosts: r.MirrorTargetHosts}
 	r.Ingresses = is.Sync(store)
 	return statuses, errs
 }

@@ -477,8 +477,8 @@ spec:
 }
 
 // TestIngressMirror: mirror-target copies each request, path and query
-// included, to the target, whose answer is dropped; the Host of the copy
-// gets "-shadow", as Envoy's mirroring does.
+// included, to the target the operator allowed, whose answer is dropped;
+// the Host of the copy gets "-shadow", as Envoy's mirroring does.
 func TestIngressMirror(t *testing.T) {
 	copies := make(chan string, 10)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -507,7 +507,7 @@ spec:
       paths:
       - {path: /, pathType: Prefix, backend: {service: {name: v1, port: {number: 80}}}}
 `, l.Addr()))
-	g := startRun(t, dir, 20*time.Millisecond)
+	g := startRunWith(t, Options{Paths: []string{dir}, PollInterval: 20 * time.Millisecond, MirrorTargetHosts: []string{"127.0.0.1"}})
 	port, _, _, _ := g.Ports()
 	eventually(t, "the Ingress to be served", func() bool {
 		code, body, _ := getPath(port, "mirrored.example.com", "/a?b=c")

@@ -61,6 +61,8 @@ type Options struct {
 	// IngressClasses are networking.k8s.io Ingress classes served besides
 	// "weir".
 	IngressClasses []string
+	// MirrorTargetHosts may be named by an Ingress's mirror-target.
+	MirrorTargetHosts []string
 }
 
 // systemCABundles are where common systems keep their CA bundle, as Go's
@@ -200,7 +202,8 @@ func (g *Gateway) start(ctx context.Context) error {
 	g.server = server
 	g.ctrl = manifest.NewController(ctx, manifest.ControllerOptions{
 		Store: g.store, Model: g.model, Syncer: g.syncer, Config: config.FromContext(ctx), IngressClasses: g.opts.IngressClasses,
-		Logger: g.log.Named("reconciler").WithOptions(zap.IncreaseLevel(zapcore.WarnLevel)),
+		MirrorTargetHosts: g.opts.MirrorTargetHosts,
+		Logger:            g.log.Named("reconciler").WithOptions(zap.IncreaseLevel(zapcore.WarnLevel)),
 		Prober: func(enqueue func(types.NamespacedName)) kingress.StatusProber {
 			g.readiness = gateway.NewAckReadiness(g.syncer, gateway.AckReadinessOptions{
 				Acked: func() bool { return server.Acknowledged(nodeID) }, Enqueue: enqueue})

@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"regexp"
@@ -163,7 +164,7 @@ var annotations = map[string]annotation{
 	"limit-rate":             {Ignored, notYet},
 	"limit-rate-after":       {Ignored, notYet},
 	// Mirroring and errors.
-	"mirror-target":       {HonouredWithDifference, "only as scheme://host[:port] followed by $request_uri: Envoy copies the request as it is, to the target's host with \"-shadow\" appended to the Host header"},
+	"mirror-target":       {HonouredWithDifference, "only to a host the operator allows (MIRROR_TARGET_HOSTS, weir run's --mirror-target-host), since a target is any address the gateway reaches, its own admin port included; only as scheme://host[:port]$request_uri; the copy's Host is the request's with \"-shadow\" appended"},
 	"mirror-host":         {Ignored, "Envoy sends a copy with the request's own host, \"-shadow\" appended"},
 	"mirror-request-body": {HonouredWithDifference, "Envoy always copies the body; \"off\" is not honoured"},
 	"custom-http-errors":  {Ignored, notYet},
@@ -390,6 +391,8 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 			invalid("mirror-target", "%q is not scheme://host[:port]$request_uri", v)
 		case !validHost(u.Host) || u.Port() != "" && !validPort(u.Port()):
 			invalid("mirror-target", "%q: %q is not a host name or address with a port from 1 to 65535", v, u.Host)
+		case u.Scheme == "https" && net.ParseIP(u.Hostname()) != nil:
+			invalid("mirror-target", "%q: an https target needs a host name to verify its certificate against", v)
 		default:
 			cfg.mirror = &url.URL{Scheme: u.Scheme, Host: u.Host}
 		}

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -41,7 +42,12 @@ const (
 	// CatchAllHost is the host of rules without one and of the default
 	// backend of Ingresses without rules.
 	CatchAllHost = "*"
+	// RedirectKind is the kind of a from-to-www-redirect's fragment.
+	RedirectKind = "Ingress www redirect"
 )
+
+// redirectCreated makes a from-to-www redirect younger than any object.
+var redirectCreated = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // Listers resolve an Ingress's references.
 type Listers struct {
@@ -57,6 +63,10 @@ type Options struct {
 	// DefaultCertificate, when set, is served for TLS hosts whose entry
 	// names no Secret.
 	DefaultCertificate *types.NamespacedName
+	// MirrorTargetHosts are the hosts a mirror-target may name. A target
+	// is any address the gateway reaches, its own admin port included,
+	// so none is allowed unless the operator lists it.
+	MirrorTargetHosts []string
 }
 
 // Problem is something wrong with one Ingress, for a Warning Event.
@@ -207,8 +217,10 @@ func wwwRedirect(host string, es []*entry, byHost map[string][]*entry) (string, 
 		return "", nil
 	}
 	return other, &ir.Fragment{
-		Source:  ir.ObjectRef{Kind: HostKind, Name: other},
-		Created: e.ing.CreationTimestamp.Time,
+		Source: ir.ObjectRef{Kind: RedirectKind, Name: other},
+		// The youngest of all: whatever else serves the name keeps it,
+		// as ingress-nginx drops the redirect for a served name.
+		Created: redirectCreated,
 		VirtualHosts: []*ir.VirtualHost{{
 			Name: "ingress/" + other, Domains: []string{other}, Listeners: ir.ListenerSet(0).With(ir.ExternalHTTP),
 			Routes: []*ir.Route{{
@@ -522,7 +534,12 @@ func (hb *hostBuilder) routes(c pathCandidate, canaries []*entry) []*ir.Route {
 	}
 	base.Filters = hb.filters(cfg, main, cb)
 	if cfg.mirror != nil {
-		base.Mirrors = []ir.Mirror{{BackendName: hb.mirrorBackend(c.e, cfg.mirror)}}
+		if slices.Contains(hb.opts.MirrorTargetHosts, ir.LowerASCII(cfg.mirror.Hostname())) {
+			base.Mirrors = []ir.Mirror{{BackendName: hb.mirrorBackend(c.e, cfg.mirror)}}
+		} else {
+			hb.problem(c.e, "metadata.annotations["+AnnotationPrefix+"mirror-target]", "MirrorNotAllowed",
+				"requests are not mirrored to %s: the gateway's operator has not allowed that host (MIRROR_TARGET_HOSTS on weir-controller, --mirror-target-host for weir run)", cfg.mirror.Hostname())
+		}
 	}
 	if canary == nil {
 		return []*ir.Route{base}
@@ -609,7 +626,8 @@ func (hb *hostBuilder) mirrorBackend(e *entry, target *url.URL) string {
 	host := target.Hostname()
 	name := fmt.Sprintf("mirror/%s://%s:%d", target.Scheme, host, port)
 	if _, ok := hb.backends[name]; !ok {
-		be := &ir.Backend{Name: name, ExternalName: host, Service: ir.ServiceRef{Namespace: e.ing.Namespace, Name: name, Port: int32(port)}, //nolint:gosec // 0..99999, checked by translate
+		// No namespace: Ingresses of every namespace share the cluster.
+		be := &ir.Backend{Name: name, ExternalName: host, Service: ir.ServiceRef{Name: name, Port: int32(port)}, //nolint:gosec // 1..65535, checked by validPort
 			Provenance: ir.Provenance{e.ref}}
 		if target.Scheme == "https" {
 			be.TLS = &ir.BackendTLS{ServerName: host}

@@ -359,12 +359,15 @@ func TestAnnotations(t *testing.T) {
 			}
 		}},
 		{name: "bad timeout", annotations: map[string]string{p + "proxy-read-timeout": "60s"}, refused: `invalid value: "60s" is not a whole number of seconds`},
-		{name: "mirror", annotations: map[string]string{p + "mirror-target": "https://mirror.example.com$request_uri", p + "mirror-request-body": "off"},
+		// A target is any address the gateway reaches: none unless the
+		// operator allows it (TestMirrorTargetHosts).
+		{name: "mirror not allowed", annotations: map[string]string{p + "mirror-target": "https://mirror.example.com$request_uri", p + "mirror-request-body": "off"},
 			different: `Envoy always copies the body`, check: func(t *testing.T, r *ir.Route) {
-				if len(r.Mirrors) != 1 || r.Mirrors[0].BackendName != "mirror/https://mirror.example.com:443" || r.Mirrors[0].Denominator != 0 {
-					t.Errorf("mirrors %+v", r.Mirrors)
+				if len(r.Mirrors) != 0 {
+					t.Errorf("mirrored to a host nobody allowed: %+v", r.Mirrors)
 				}
 			}},
+		{name: "mirror over https to an address", annotations: map[string]string{p + "mirror-target": "https://10.0.0.1$request_uri"}, refused: "an https target needs a host name"},
 		{name: "mirror with a path", annotations: map[string]string{p + "mirror-target": "http://mirror.example.com/copy"}, refused: "must end in $request_uri"},
 		{name: "mirror with a bad port", annotations: map[string]string{p + "mirror-target": "http://mirror.example.com:70000/$request_uri"}, refused: "with a port from 1 to 65535"},
 		{name: "bad body size", annotations: map[string]string{p + "proxy-body-size": "1t"}, refused: `invalid value: "1t" is not a size`},
@@ -722,5 +725,61 @@ func TestFromToWWWRedirect(t *testing.T) {
 	want := []string{"a.example.com -> www.a.example.com 308", "www.b.example.com -> b.example.com 308"}
 	if !slices.Equal(got, want) {
 		t.Errorf("redirects %q, want %q (c.example.com is served by its own Ingress)", got, want)
+	}
+}
+
+// TestMirrorTargetHosts: mirror-target copies requests only to a host the
+// operator allowed; to any other, the Ingress gets a problem naming the
+// host and how to allow it, and the rest is served.
+func TestMirrorTargetHosts(t *testing.T) {
+	const p = ingress.AnnotationPrefix
+	rule := "  - host: a.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}"
+	docs := services + "\n---\n" + weirClass + "---\n" +
+		ing("allowed", "2026-01-01T00:00:00Z", map[string]string{p + "mirror-target": "https://Mirror.example.com:8443$request_uri"}, rule) + "---\n" +
+		ing("admin", "2026-01-01T00:00:00Z", map[string]string{p + "mirror-target": "http://127.0.0.1:9901$request_uri"}, strings.ReplaceAll(rule, "a.example.com", "b.example.com"))
+	ings, classes, l := objects(t, docs)
+	res := ingress.NewBuilder().Build(ings, ingress.ClassesOf(classes, nil), l, ingress.Options{MirrorTargetHosts: []string{"mirror.example.com"}})
+
+	a := fragment(t, res, "a.example.com")
+	if m := a.VirtualHosts[0].Routes[0].Mirrors; len(m) != 1 || m[0].BackendName != "mirror/https://Mirror.example.com:8443" {
+		t.Errorf("a.example.com mirrors %+v", m)
+	}
+	i := slices.IndexFunc(a.Backends, func(b *ir.Backend) bool { return strings.HasPrefix(b.Name, "mirror/") })
+	if i < 0 || a.Backends[i].ExternalName != "Mirror.example.com" || a.Backends[i].Service.Port != 8443 || a.Backends[i].TLS == nil || a.Backends[i].TLS.ServerName != "Mirror.example.com" {
+		t.Errorf("the mirror's backend: %+v", a.Backends)
+	}
+	if m := fragment(t, res, "b.example.com").VirtualHosts[0].Routes[0].Mirrors; len(m) != 0 {
+		t.Errorf("mirrored to the gateway's own admin port: %+v", m)
+	}
+	if got := problems(res, "admin"); len(got) != 1 || !strings.Contains(got[0], "MirrorNotAllowed") || !strings.Contains(got[0], "127.0.0.1") || !strings.Contains(got[0], "MIRROR_TARGET_HOSTS") {
+		t.Errorf("admin's problems: %q", got)
+	}
+}
+
+// TestWWWRedirectYieldsToAnyOwner: the redirect of from-to-www-redirect
+// is younger than anything, so a KIngress serving the other name keeps
+// it, and the lost redirect is no conflict to report.
+func TestWWWRedirectYieldsToAnyOwner(t *testing.T) {
+	const p = ingress.AnnotationPrefix
+	res := build(t, weirClass+"---\n"+ing("a", "2026-01-01T00:00:00Z", map[string]string{p + "from-to-www-redirect": "true"},
+		"  - host: www.a.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}"))
+	model := ir.NewModel()
+	kin := &ir.Fragment{Source: ir.ObjectRef{Kind: "KIngress", Namespace: "default", Name: "k"}, Created: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC),
+		VirtualHosts: []*ir.VirtualHost{{Name: "k", Domains: []string{"a.example.com"}, Listeners: ir.ListenerSet(0).With(ir.ExternalHTTP)}}}
+	if _, _, err := model.Set(kin); err != nil {
+		t.Fatal(err)
+	}
+	served := ingress.Serve(model, res)
+	if len(served.Conflicts) != 0 || len(served.Displaced) != 0 {
+		t.Errorf("conflicts %v, displaced %v; want the redirect to yield quietly", served.Conflicts, served.Displaced)
+	}
+	if owner, _ := model.Owner("a.example.com"); owner != kin.Source {
+		t.Errorf("a.example.com is owned by %v, want the KIngress", owner)
+	}
+	if owner, _ := model.Owner("www.a.example.com"); owner.Kind != ingress.HostKind {
+		t.Errorf("www.a.example.com is owned by %v, want the Ingress host", owner)
+	}
+	if got := problems(res, "a"); len(got) != 0 {
+		t.Errorf("problems: %q", got)
 	}
 }

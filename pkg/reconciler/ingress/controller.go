@@ -1,9 +1,9 @@
 package ingress
 
 import (
+	"cmp"
 	"context"
 	"fmt"
-	"hash/fnv"
 	"reflect"
 	"slices"
 	"strings"
@@ -47,9 +47,11 @@ type ControllerOptions struct {
 	// a host let its domain go, so KIngresses refused for it may retry.
 	Displaced func(ir.ObjectRef)
 	Freed     func()
-	// ExtraClasses and DefaultCertificate are Build's Options.
+	// ExtraClasses, DefaultCertificate and MirrorTargetHosts are Build's
+	// Options.
 	ExtraClasses       []string
 	DefaultCertificate *types.NamespacedName
+	MirrorTargetHosts  []string
 	// StatusService is the gateway Service whose address every served
 	// Ingress reports in status.loadBalancer.
 	StatusService types.NamespacedName
@@ -83,9 +85,9 @@ type Controller struct {
 	servedOnce sync.Once
 
 	mu sync.Mutex
-	// warned is, per Ingress, a hash of the warnings last sent as Events,
-	// so the same ones are not sent again on every rebuild.
-	warned map[types.NamespacedName]uint64
+	// warned is, per Ingress, the warnings it has as Events, so each is
+	// sent once, when it appears.
+	warned map[types.NamespacedName]map[string]bool
 	// conflicted is set while some host is left out for an older source,
 	// so that a freed domain rebuilds.
 	conflicted bool
@@ -106,7 +108,7 @@ func NewController(opts ControllerOptions) *Controller {
 			o.FieldSelector = "type=" + string(corev1.SecretTypeTLS)
 		})),
 		builder: NewBuilder(),
-		warned:  map[types.NamespacedName]uint64{},
+		warned:  map[types.NamespacedName]map[string]bool{},
 		served:  make(chan struct{}),
 	}
 	handler := c.queue.Handler()
@@ -179,7 +181,7 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 		Services:       c.services,
 		EndpointSlices: kingress.IndexedSlices(c.opts.SliceInformer.GetIndexer()),
 		Secrets:        c.tls,
-	}, Options{ExtraClasses: c.opts.ExtraClasses, DefaultCertificate: c.opts.DefaultCertificate})
+	}, Options{ExtraClasses: c.opts.ExtraClasses, DefaultCertificate: c.opts.DefaultCertificate, MirrorTargetHosts: c.opts.MirrorTargetHosts})
 	served := Serve(c.opts.Model, res)
 	c.mu.Lock()
 	c.conflicted = len(served.Conflicts) > 0
@@ -286,27 +288,32 @@ func (c *Controller) warn(ing *netv1.Ingress, key types.NamespacedName, r *Ingre
 		lines = append(lines, p.Reason+"\t"+p.String())
 	}
 	if ps := c.opts.Problems; ps != nil {
-		// What translate left out of the served config.
+		// What translate left out of the served config; a route on both
+		// plain and TLS listeners is reported once per listener.
 		tps, _ := ps.ProblemsAt(ir.ObjectRef{Kind: Kind, Namespace: key.Namespace, Name: key.Name}, 0)
 		for _, p := range tps {
-			lines = append(lines, "NotServed\t"+p.Message)
+			lines = append(lines, cmp.Or(p.Reason, "NotServed")+"\t"+p.Message)
 		}
 	}
 	slices.Sort(lines)
-	h := fnv.New64a()
-	for _, l := range lines {
-		h.Write([]byte(l))
-		h.Write([]byte{0})
-	}
-	sum := h.Sum64()
+	lines = slices.Compact(lines)
 	c.mu.Lock()
-	prev, seen := c.warned[key]
-	c.warned[key] = sum
+	prev := c.warned[key]
+	next := make(map[string]bool, len(lines))
+	var fresh []string
+	for _, l := range lines {
+		next[l] = true
+		if !prev[l] {
+			fresh = append(fresh, l)
+		}
+	}
+	c.warned[key] = next
 	c.mu.Unlock()
-	if seen && prev == sum || c.opts.Recorder == nil {
+	if c.opts.Recorder == nil {
 		return
 	}
-	for _, l := range lines {
+	// Each warning once, when it appears: not again on every rebuild.
+	for _, l := range fresh {
 		reason, msg, _ := strings.Cut(l, "\t")
 		c.opts.Recorder.Event(ing, corev1.EventTypeWarning, reason, msg)
 	}

@@ -32,6 +32,11 @@ func Serve(model *ir.Model, res *Result) Served {
 		displaced, changed, err := model.Set(f)
 		out.Displaced = append(out.Displaced, displaced...)
 		var conflict *ir.ConflictError
+		if errors.As(err, &conflict) && f.Source.Kind == RedirectKind {
+			// Something else serves the name: no redirect, as in
+			// ingress-nginx, and nothing to report.
+			continue
+		}
 		if errors.As(err, &conflict) {
 			out.Conflicts[f.Source.Name] = err.Error()
 			if model.Delete(f.Source) {
@@ -50,7 +55,7 @@ func Serve(model *ir.Model, res *Result) Served {
 		out.Changed = out.Changed || changed
 	}
 	for _, f := range model.Fragments() {
-		if f.Source.Kind == HostKind && !keep[f.Source] && model.Delete(f.Source) {
+		if (f.Source.Kind == HostKind || f.Source.Kind == RedirectKind) && !keep[f.Source] && model.Delete(f.Source) {
 			out.Changed, out.Freed = true, true
 		}
 	}
