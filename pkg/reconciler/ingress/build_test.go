@@ -783,3 +783,33 @@ func TestWWWRedirectYieldsToAnyOwner(t *testing.T) {
 		t.Errorf("problems: %q", got)
 	}
 }
+
+// TestServesOnlyWhatIsServed: an Ingress claims to be served (status) only
+// when a version of it is built and one of its hosts is not left out for
+// an older KIngress.
+func TestServesOnlyWhatIsServed(t *testing.T) {
+	rule := func(host string) string {
+		return fmt.Sprintf("  - host: %s\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}", host)
+	}
+	res := build(t, weirClass+"---\n"+
+		ing("taken", "2026-01-01T00:00:00Z", nil, rule("taken.example.com"))+"---\n"+
+		ing("half", "2026-01-01T00:00:00Z", nil, rule("taken.example.com")+"\n"+rule("free.example.com"))+"---\n"+
+		ing("refused", "2026-01-01T00:00:00Z", map[string]string{ingress.AnnotationPrefix + "server-snippet": "x"}, rule("other.example.com")))
+	model := ir.NewModel()
+	kin := &ir.Fragment{Source: ir.ObjectRef{Kind: "KIngress", Namespace: "default", Name: "k"}, Created: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC),
+		VirtualHosts: []*ir.VirtualHost{{Name: "k", Domains: []string{"taken.example.com"}, Listeners: ir.ListenerSet(0).With(ir.ExternalHTTP)}}}
+	if _, _, err := model.Set(kin); err != nil {
+		t.Fatal(err)
+	}
+	served := ingress.Serve(model, res)
+	for name, want := range map[string]bool{"taken": false, "half": true, "refused": false} {
+		if got := served.Serves(res.Ingresses[types.NamespacedName{Namespace: "default", Name: name}]); got != want {
+			t.Errorf("%s: served %v, want %v", name, got, want)
+		}
+	}
+	if got := problems(res, "taken"); !slices.ContainsFunc(got, func(p string) bool {
+		return strings.HasPrefix(p, "DomainConflict spec.rules: host taken.example.com is not served: domain \"taken.example.com\" is already served by KIngress/default/k")
+	}) {
+		t.Errorf("taken's problems: %q", got)
+	}
+}

@@ -215,7 +215,7 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 			continue
 		}
 		want := netv1.IngressLoadBalancerStatus{}
-		if !r.Refused || r.LastGood {
+		if served.Serves(r) {
 			want.Ingress = lb
 		}
 		if reflect.DeepEqual(ing.Status.LoadBalancer, want) {

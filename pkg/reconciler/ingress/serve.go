@@ -61,3 +61,18 @@ func Serve(model *ir.Model, res *Result) Served {
 	}
 	return out
 }
+
+// Serves reports whether the gateway serves any of r's Ingress: a version
+// of it is built, and some host of it is not left out for an older
+// source. Status must not claim more.
+func (s Served) Serves(r *IngressResult) bool {
+	if r.Refused && !r.LastGood {
+		return false
+	}
+	for _, h := range r.Hosts {
+		if _, lost := s.Conflicts[h]; !lost {
+			return true
+		}
+	}
+	return false
+}
