@@ -12,6 +12,7 @@ package ingress
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net/url"
 	"regexp"
 	"slices"
@@ -168,13 +169,8 @@ func (b *Builder) Build(ings []*netv1.Ingress, classes Classes, l Listers, opts 
 			delete(b.lastGood, key)
 		}
 	}
-	hosts := make([]string, 0, len(byHost))
-	for h := range byHost {
-		hosts = append(hosts, h)
-	}
-	slices.Sort(hosts)
 	redirects := map[string]*ir.Fragment{}
-	for _, h := range hosts {
+	for _, h := range slices.Sorted(maps.Keys(byHost)) {
 		es := byHost[h]
 		slices.SortFunc(es, olderEntry)
 		hb := &hostBuilder{host: h, entries: es, listers: l, opts: opts, backends: map[string]*ir.Backend{}}
@@ -373,12 +369,7 @@ func (hb *hostBuilder) build() *ir.Fragment {
 	default:
 		hb.frag.VirtualHosts = append(hb.frag.VirtualHosts, vh(hb.host, ir.ListenerSet(0).With(ir.ExternalHTTP).With(ir.ExternalHTTPS), https))
 	}
-	names := make([]string, 0, len(hb.backends))
-	for n := range hb.backends {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(hb.backends)) {
 		hb.frag.Backends = append(hb.frag.Backends, hb.backends[n])
 	}
 	return hb.frag
