@@ -228,19 +228,19 @@ func (h *requestHead) frame(clValues []string) error {
 	if len(clValues) == 0 {
 		return nil
 	}
-	// A list of identical values is one value (RFC 9110 section 8.6).
+	// Repeated fields with one value are that value, as RFC 9110 section
+	// 8.6 allows. A list inside one field is refused: net/http, which an
+	// upstream may run, refuses it too, and no client needs it.
 	var n int64 = -1
 	for _, v := range clValues {
-		for part := range strings.SplitSeq(v, ",") {
-			m, ok := parseContentLength(strings.Trim(part, " \t"))
-			if !ok {
-				return badRequest("invalid Content-Length")
-			}
-			if n >= 0 && m != n {
-				return badRequest("conflicting Content-Length values")
-			}
-			n = m
+		m, ok := parseContentLength(strings.Trim(v, " \t"))
+		if !ok {
+			return badRequest("invalid Content-Length")
 		}
+		if n >= 0 && m != n {
+			return badRequest("conflicting Content-Length values")
+		}
+		n = m
 	}
 	h.contentLength = n
 	h.header["Content-Length"] = []string{formatInt(n)}

@@ -36,6 +36,7 @@ var smuggleCorpus = []smuggleCase{
 	{name: "two different Content-Lengths", raw: "POST / HTTP/1.1\r\n" + hostA + "Content-Length: 4\r\nContent-Length: 5\r\n\r\nabcde", code: 400},
 	{name: "Content-Length list that differs", raw: "POST / HTTP/1.1\r\n" + hostA + "Content-Length: 4, 5\r\n\r\nabcde", code: 400},
 	{name: "two equal Content-Lengths", raw: "POST / HTTP/1.1\r\n" + hostA + "Content-Length: 4\r\nContent-Length: 4\r\n\r\nabcd", code: 200, body: "abcd"},
+	{name: "Content-Length list of equal values", raw: "POST / HTTP/1.1\r\n" + hostA + "Content-Length: 4,4\r\n\r\nabcd", code: 400},
 	{name: "Content-Length with a sign", raw: "POST / HTTP/1.1\r\n" + hostA + "Content-Length: +4\r\n\r\nabcd", code: 400},
 	{name: "negative Content-Length", raw: "POST / HTTP/1.1\r\n" + hostA + "Content-Length: -1\r\n\r\n", code: 400},
 	{name: "hex Content-Length", raw: "POST / HTTP/1.1\r\n" + hostA + "Content-Length: 0x4\r\n\r\nabcd", code: 400},
