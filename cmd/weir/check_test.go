@@ -25,7 +25,7 @@ items:
     annotations:
       nginx.ingress.kubernetes.io/rewrite-target: /$1
       nginx.ingress.kubernetes.io/use-regex: "true"
-      nginx.ingress.kubernetes.io/limit-rps: "10"
+      nginx.ingress.kubernetes.io/limit-rate: "10"
   spec:
     ingressClassName: nginx
     rules:
@@ -71,7 +71,7 @@ func TestCheckJudgesIngressNginxAnnotations(t *testing.T) {
 	for _, want := range []string{
 		"prod/admin configuration-snippet refused snippets inject raw proxy configuration",
 		"prod/admin auth-type refused not implemented by Weir yet, and serving the Ingress without it would weaken its security",
-		"prod/shop limit-rps ignored",
+		"prod/shop limit-rate ignored",
 		"prod/shop rewrite-target honoured prod/shop",
 		"prod/shop use-regex honoured with a difference",
 		"2 Ingresses, 5 ingress-nginx annotations: 1 honoured, 1 with a documented difference, 1 ignored, 2 refused.",

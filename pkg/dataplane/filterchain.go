@@ -20,6 +20,7 @@ import (
 	// The filters weir-proxy ships register themselves.
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/buffer"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/cors"
+	_ "github.com/weir-dev/weir/pkg/dataplane/filters/localratelimit"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/rbac"
 )
 
@@ -47,7 +48,7 @@ type routeFilterConf struct {
 
 // compileHTTPFilters compiles http_filters: any registered filters, then
 // the router, which must come last, exactly once.
-func compileHTTPFilters(filters []*hcmv3.HttpFilter, path string) ([]*httpFilterConf, error) {
+func compileHTTPFilters(filters []*hcmv3.HttpFilter, path string, scope *httpfilter.Scope) ([]*httpFilterConf, error) {
 	if len(filters) == 0 || filters[len(filters)-1].GetName() == "" {
 		return nil, invalid(path, "the last filter must be %s", routerFilterName)
 	}
@@ -102,7 +103,7 @@ func compileHTTPFilters(filters []*hcmv3.HttpFilter, path string) ([]*httpFilter
 				return nil, err
 			}
 		}
-		cfg, err := fac.NewConfig(msg)
+		cfg, err := fac.NewConfig(msg, scope)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", sub(fp, "typed_config"), err)
 		}
@@ -114,7 +115,7 @@ func compileHTTPFilters(filters []*hcmv3.HttpFilter, path string) ([]*httpFilter
 // compilePerFilterConfig compiles a route's or virtual host's
 // typed_per_filter_config. The value is either the filter's own per-route
 // message or a FilterConfig wrapping it, as in Envoy.
-func compilePerFilterConfig(m map[string]*anypb.Any, path string) (map[string]*routeFilterConf, error) {
+func compilePerFilterConfig(m map[string]*anypb.Any, path string, scope *httpfilter.Scope) (map[string]*routeFilterConf, error) {
 	if len(m) == 0 {
 		return nil, nil
 	}
@@ -153,7 +154,7 @@ func compilePerFilterConfig(m map[string]*anypb.Any, path string) (map[string]*r
 						return nil, err
 					}
 				}
-				cfg, err := fac.NewRouteConfig(msg)
+				cfg, err := fac.NewRouteConfig(msg, scope)
 				if err != nil {
 					return nil, fmt.Errorf("%s: %w", p, err)
 				}

@@ -40,7 +40,7 @@ type markFactory struct{}
 func (markFactory) ConfigType() proto.Message      { return &structpb.Struct{} }
 func (markFactory) RouteConfigType() proto.Message { return &wrapperspb.StringValue{} }
 
-func (markFactory) NewConfig(m proto.Message) (httpfilter.Config, error) {
+func (markFactory) NewConfig(m proto.Message, _ *httpfilter.Scope) (httpfilter.Config, error) {
 	f := m.(*structpb.Struct).GetFields()
 	c := &markConfig{name: f["name"].GetStringValue()}
 	if c.name == "" {
@@ -53,7 +53,7 @@ func (markFactory) NewConfig(m proto.Message) (httpfilter.Config, error) {
 	return c, nil
 }
 
-func (markFactory) NewRouteConfig(m proto.Message) (any, error) {
+func (markFactory) NewRouteConfig(m proto.Message, _ *httpfilter.Scope) (any, error) {
 	return m.(*wrapperspb.StringValue).GetValue(), nil
 }
 

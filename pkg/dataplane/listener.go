@@ -21,6 +21,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/weir-dev/weir/pkg/dataplane/httpfilter"
 	"github.com/weir-dev/weir/pkg/envoycheck"
 )
 
@@ -116,6 +117,8 @@ type compileEnv struct {
 	routes   map[string]*routeTable
 	secrets  map[string]*tls.Certificate
 	clusters map[string]*cluster
+	// filterScope is the proxy's, for filters with state.
+	filterScope *httpfilter.Scope
 }
 
 func compileListener(l *listenerv3.Listener, env *compileEnv) (*listenerConf, error) {
@@ -406,7 +409,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, env *compileEnv) (*
 	}
 	hc.routes = rt
 
-	filters, err := compileHTTPFilters(h.GetHttpFilters(), sub(path, "http_filters"))
+	filters, err := compileHTTPFilters(h.GetHttpFilters(), sub(path, "http_filters"), env.filterScope)
 	if err != nil {
 		return nil, err
 	}

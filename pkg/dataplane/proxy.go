@@ -19,6 +19,8 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/weir-dev/weir/pkg/dataplane/httpfilter"
 )
 
 // Resources is a complete set of Envoy resources (state of the world).
@@ -63,11 +65,13 @@ const defaultMaxDownstreamConnections = 50000
 
 // Proxy serves traffic for the last successfully applied Resources.
 type Proxy struct {
-	opts    Options
-	log     *zap.SugaredLogger
-	metrics *metrics
-	alog    *accessLogger
-	ready   atomic.Bool
+	opts Options
+	// filterScope keeps filters' state across updates.
+	filterScope *httpfilter.Scope
+	log         *zap.SugaredLogger
+	metrics     *metrics
+	alog        *accessLogger
+	ready       atomic.Bool
 	// drainingAll is set by Drain: every response tells its client to
 	// reconnect, so a load balancer can move traffic away without errors.
 	drainingAll atomic.Bool
@@ -131,12 +135,13 @@ func New(opts Options) *Proxy {
 		opts.MaxDownstreamConnections = 0
 	}
 	p := &Proxy{
-		opts:      opts,
-		log:       opts.Logger,
-		metrics:   newMetrics(opts.Registerer),
-		listeners: map[string]*rtListener{},
-		draining:  map[*rtListener]struct{}{},
-		pools:     map[string]*upstreamPool{},
+		filterScope: httpfilter.NewScope(),
+		opts:        opts,
+		log:         opts.Logger,
+		metrics:     newMetrics(opts.Registerer),
+		listeners:   map[string]*rtListener{},
+		draining:    map[*rtListener]struct{}{},
+		pools:       map[string]*upstreamPool{},
 	}
 	if opts.MaxIdleUpstreamConnections <= 0 {
 		opts.MaxIdleUpstreamConnections = defaultIdleBudget()
@@ -360,6 +365,7 @@ func (p *Proxy) compile(res *Resources) (*snapshot, error) {
 
 	routes := map[string]*routeTable{}
 	vhosts := newVhostCache(p.vhosts)
+	vhosts.scope = p.filterScope
 	for _, rc := range res.Routes {
 		if _, dup := routes[rc.GetName()]; dup {
 			fail("route_configuration", rc.GetName(), errors.New("duplicate name"))
@@ -375,7 +381,7 @@ func (p *Proxy) compile(res *Resources) (*snapshot, error) {
 
 	snap.routes, snap.vhosts = routes, vhosts
 	snap.stats.VirtualHosts, snap.stats.VirtualHostsReused = vhosts.compiled, vhosts.reused
-	env := &compileEnv{opts: &p.opts, routes: routes, secrets: secrets, clusters: snap.clusters}
+	env := &compileEnv{opts: &p.opts, routes: routes, secrets: secrets, clusters: snap.clusters, filterScope: p.filterScope}
 	binds := map[string]string{}
 	for _, l := range res.Listeners {
 		name := l.GetName()

@@ -17,6 +17,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/weir-dev/weir/pkg/dataplane/httpfilter"
 	"github.com/weir-dev/weir/pkg/re2size"
 )
 
@@ -258,7 +259,7 @@ func compileRoutes(rc *routev3.RouteConfiguration, prev *routeTable, clusters ma
 		if e != nil && e.key.mostSpecific == mostSpecific && e.current(clusters, validateClusters) {
 			cache.reused++
 		} else if e, err = cache.get(vh, keys[i], validateClusters, mostSpecific, clusters, func() (*vhost, error) {
-			return compileVhost(vh, idx("virtual_hosts", i), clusters, validateClusters, mostSpecific)
+			return compileVhost(vh, idx("virtual_hosts", i), clusters, validateClusters, mostSpecific, cache.scope)
 		}); err != nil {
 			return nil, err
 		}
@@ -405,7 +406,7 @@ func (x *domainIndex) remove(v *vhost) {
 }
 
 // compileVhost compiles one virtual host; its domains are the table's.
-func compileVhost(vh *routev3.VirtualHost, path string, clusters map[string]*cluster, validateClusters, mostSpecific bool) (*vhost, error) {
+func compileVhost(vh *routev3.VirtualHost, path string, clusters map[string]*cluster, validateClusters, mostSpecific bool, scope *httpfilter.Scope) (*vhost, error) {
 	if err := onlyFields(vh, path, "name", "domains", "routes", "typed_per_filter_config"); err != nil {
 		return nil, err
 	}
@@ -416,13 +417,13 @@ func compileVhost(vh *routev3.VirtualHost, path string, clusters map[string]*clu
 	for i, d := range vh.GetDomains() {
 		v.domains[i] = strings.ToLower(d)
 	}
-	pf, err := compilePerFilterConfig(vh.GetTypedPerFilterConfig(), sub(path, "typed_per_filter_config"))
+	pf, err := compilePerFilterConfig(vh.GetTypedPerFilterConfig(), sub(path, "typed_per_filter_config"), scope)
 	if err != nil {
 		return nil, err
 	}
 	v.perFilter = pf
 	for j, r := range vh.GetRoutes() {
-		cr, err := compileRoute(r, idx(sub(path, "routes"), j), clusters, validateClusters, mostSpecific)
+		cr, err := compileRoute(r, idx(sub(path, "routes"), j), clusters, validateClusters, mostSpecific, scope)
 		if err != nil {
 			return nil, err
 		}
@@ -460,6 +461,8 @@ type vhostCache struct {
 	byContent          map[vhostCacheKey]*cachedVhost
 	// compiled and reused count this Apply's virtual hosts.
 	compiled, reused int
+	// scope is the proxy's, for filters' per-route configs.
+	scope *httpfilter.Scope
 }
 
 // index builds byProto and byContent from the last Apply's tables.
@@ -508,7 +511,7 @@ func newVhostCache(prev *vhostCache) *vhostCache {
 	if prev == nil {
 		return &vhostCache{}
 	}
-	return &vhostCache{prevTables: prev.tables}
+	return &vhostCache{prevTables: prev.tables, scope: prev.scope}
 }
 
 // get returns the compiled vh, whose content key is content, from cache or
@@ -626,13 +629,13 @@ func portStart(host string) int {
 	return i
 }
 
-func compileRoute(r *routev3.Route, path string, clusters map[string]*cluster, validateClusters, mostSpecific bool) (*route, error) {
+func compileRoute(r *routev3.Route, path string, clusters map[string]*cluster, validateClusters, mostSpecific bool, scope *httpfilter.Scope) (*route, error) {
 	if err := onlyFields(r, path, "name", "match", "route", "redirect", "direct_response", "request_headers_to_add", "request_headers_to_remove",
 		"response_headers_to_add", "response_headers_to_remove", "typed_per_filter_config"); err != nil {
 		return nil, err
 	}
 	cr := &route{name: r.GetName()}
-	pf, err := compilePerFilterConfig(r.GetTypedPerFilterConfig(), sub(path, "typed_per_filter_config"))
+	pf, err := compilePerFilterConfig(r.GetTypedPerFilterConfig(), sub(path, "typed_per_filter_config"), scope)
 	if err != nil {
 		return nil, err
 	}

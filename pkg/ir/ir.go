@@ -231,6 +231,9 @@ const (
 	FilterSourceRanges FilterKind = iota + 1
 	// FilterCORS answers CORS preflights and adds CORS response headers.
 	FilterCORS
+	// FilterRateLimit answers requests over a route's rate with a local
+	// reply, before they cost a backend anything.
+	FilterRateLimit
 	// FilterBodyLimit holds a request until its body is whole, and
 	// answers 413 when it is larger than the limit.
 	FilterBodyLimit
@@ -245,6 +248,32 @@ type SourceRanges struct {
 
 // FilterKind implements HTTPFilter.
 func (*SourceRanges) FilterKind() FilterKind { return FilterSourceRanges }
+
+// RateLimit limits a route's requests with token buckets that each
+// gateway replica counts on its own (Envoy's local_ratelimit): a request
+// takes a token from every bucket, and is answered Status when one is
+// empty.
+type RateLimit struct {
+	Buckets []TokenBucket
+	// PerClient gives every client address its own buckets; otherwise the
+	// route's clients share them.
+	PerClient bool
+	// Exempt clients are never limited and take no tokens.
+	Exempt []netip.Prefix
+	// Status answers a limited request; 0 is Envoy's 429.
+	Status int
+}
+
+// TokenBucket holds up to Burst tokens and gains Requests of them every
+// Interval, starting full.
+type TokenBucket struct {
+	Requests uint32
+	Interval time.Duration
+	Burst    uint32
+}
+
+// FilterKind implements HTTPFilter.
+func (*RateLimit) FilterKind() FilterKind { return FilterRateLimit }
 
 // BodyLimit refuses request bodies larger than MaxBytes with 413
 // (Envoy's buffer filter): the request is held until its body is whole.

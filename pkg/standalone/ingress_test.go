@@ -155,6 +155,33 @@ spec:
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
+  name: limited
+  annotations: {nginx.ingress.kubernetes.io/limit-rpm: "1", nginx.ingress.kubernetes.io/limit-burst-multiplier: "2"}
+spec:
+  ingressClassName: weir
+  rules:
+  - host: limited.example.com
+    http:
+      paths:
+      - {path: /a, pathType: Prefix, backend: {service: {name: v1, port: {number: 80}}}}
+      - {path: /b, pathType: Prefix, backend: {service: {name: v1, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: limited-but-me
+  annotations: {nginx.ingress.kubernetes.io/limit-rpm: "1", nginx.ingress.kubernetes.io/limit-burst-multiplier: "1", nginx.ingress.kubernetes.io/limit-whitelist: "10.0.0.0/8, 127.0.0.1"}
+spec:
+  ingressClassName: weir
+  rules:
+  - host: exempt.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: v1, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
   name: denied
   annotations: {nginx.ingress.kubernetes.io/denylist-source-range: "127.0.0.1"}
 spec:
@@ -280,6 +307,27 @@ func TestRunServesNetworkingIngress(t *testing.T) {
 		if code != tc.code || tc.body != "" && body != tc.body {
 			t.Errorf("%s%s: %d %q, want %d %q", tc.host, tc.path, code, body, tc.code, tc.body)
 		}
+	}
+
+	// limit-rpm 1 with a burst multiplier of 2 takes 3 requests at once
+	// (nginx's burst+1), then answers 503, ingress-nginx's status; each
+	// path counts on its own. A whitelisted client is never limited.
+	limited := func(host, path string, n int) string {
+		var codes []string
+		for range n {
+			code, _, _ := getPath(port, host, path)
+			codes = append(codes, fmt.Sprint(code))
+		}
+		return strings.Join(codes, " ")
+	}
+	if got := limited("limited.example.com", "/a", 4); got != "200 200 200 503" {
+		t.Errorf("limit-rpm on /a: %s, want 200 200 200 503", got)
+	}
+	if got := limited("limited.example.com", "/b", 4); got != "200 200 200 503" {
+		t.Errorf("limit-rpm on /b: %s, want 200 200 200 503", got)
+	}
+	if got := limited("exempt.example.com", "/", 5); got != "200 200 200 200 200" {
+		t.Errorf("limit-whitelist: %s, want every request served", got)
 	}
 
 	// proxy-body-size: 1m by default, as in ingress-nginx; 413 above it.

@@ -14,6 +14,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	bufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/buffer/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -38,6 +39,9 @@ var httpFilterOf = map[ir.FilterKind]struct {
 	// its own.
 	ir.FilterSourceRanges: {rbacFilter, &rbacv3.RBAC{}},
 	ir.FilterCORS:         {corsFilter, &corsv3.Cors{}},
+	// Without filter_enabled the listener's config limits nothing; a
+	// route's config is whole, with its own buckets.
+	ir.FilterRateLimit: {localRateLimitFilter, &localratelimitv3.LocalRateLimit{StatPrefix: "local_rate_limit"}},
 	// The listener's limit is never used: a route turns the filter on
 	// with its own.
 	ir.FilterBodyLimit: {bufferFilter, &bufferv3.Buffer{MaxRequestBytes: wrapperspb.UInt32(1 << 20)}},
@@ -90,7 +94,8 @@ func sourceRanges(r *ir.SourceRanges) (*rbacv3.RBACPerRoute, error) {
 }
 
 // perFilterConfig is a route's typed_per_filter_config for its filters.
-func perFilterConfig(fs []ir.HTTPFilter) (map[string]*anypb.Any, error) {
+// id names the route in filters' stats.
+func perFilterConfig(fs []ir.HTTPFilter, id string) (map[string]*anypb.Any, error) {
 	if len(fs) == 0 {
 		return nil, nil
 	}
@@ -105,6 +110,8 @@ func perFilterConfig(fs []ir.HTTPFilter) (map[string]*anypb.Any, error) {
 			msg, err = corsPolicy(p)
 		case *ir.SourceRanges:
 			msg, err = sourceRanges(p)
+		case *ir.RateLimit:
+			msg, err = localRateLimit(p, id)
 		case *ir.BodyLimit:
 			if p.MaxBytes == 0 {
 				err = fmt.Errorf("a body limit of 0 bytes")

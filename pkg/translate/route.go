@@ -48,7 +48,7 @@ func buildVirtualHost(vh *ir.VirtualHost, available nameSet, s *shared, w *warne
 			continue
 		}
 		rw := routeWarner(w, r.Provenance)
-		route, unavailable, err := buildRoute(r, available, vh.Listener != "", s, rw, label)
+		route, unavailable, err := buildRoute(r, available, vh.Listener != "", s, rw, label, statName(vh.Name, r.Name, i))
 		if err != nil {
 			rw.add("route %s left out: %v", label, err)
 		}
@@ -103,7 +103,7 @@ func vhostDomains(in []string, w *warner) []string {
 
 // buildRoute translates r and validates the result, so that one bad route
 // cannot make Envoy reject the whole route configuration.
-func buildRoute(r *ir.Route, available nameSet, ownListener bool, s *shared, w *warner, label string) (*routev3.Route, bool, error) {
+func buildRoute(r *ir.Route, available nameSet, ownListener bool, s *shared, w *warner, label, statID string) (*routev3.Route, bool, error) {
 	if err := checkUTF8(r); err != nil {
 		return nil, false, err
 	}
@@ -145,13 +145,29 @@ func buildRoute(r *ir.Route, available nameSet, ownListener bool, s *shared, w *
 	}
 	out.RequestHeadersToAdd, out.RequestHeadersToRemove = buildHeaderMutation(r.RequestHeaders, s, w, label)
 	out.ResponseHeadersToAdd, out.ResponseHeadersToRemove = buildHeaderMutation(r.ResponseHeaders, s, w, label)
-	if out.TypedPerFilterConfig, err = perFilterConfig(r.Filters); err != nil {
+	if out.TypedPerFilterConfig, err = perFilterConfig(r.Filters, statID); err != nil {
 		return nil, false, err
 	}
 	if err := out.ValidateAll(); err != nil {
 		return nil, false, err
 	}
 	return out, unavailable, nil
+}
+
+// statName names a route in its filters' stats: its virtual host and its
+// own name, or its place when it has none. weir-proxy keeps a filter's
+// state (rate limit buckets) across updates that leave it unchanged, so
+// the name must differ between routes.
+func statName(vhost, route string, index int) string {
+	if route == "" {
+		route = strconv.Itoa(index)
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x21 || r > 0x7e {
+			return '_'
+		}
+		return r
+	}, vhost+"/"+route)
 }
 
 // checkUTF8 rejects a route with a string that is not UTF-8: protobuf

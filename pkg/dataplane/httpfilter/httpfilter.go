@@ -21,7 +21,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"sync"
+	"weak"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -166,12 +168,13 @@ type Factory interface {
 	ConfigType() proto.Message
 	// NewConfig compiles a typed_config. Errors name the offending field
 	// relative to the message, so the proxy can NACK with a full path.
-	NewConfig(cfg proto.Message) (Config, error)
+	// scope is the proxy's, for filters with state.
+	NewConfig(cfg proto.Message, scope *Scope) (Config, error)
 	// RouteConfigType is an empty message of the filter's per-route
 	// config type, or nil when it has none.
 	RouteConfigType() proto.Message
 	// NewRouteConfig compiles a typed_per_filter_config value.
-	NewRouteConfig(cfg proto.Message) (any, error)
+	NewRouteConfig(cfg proto.Message, scope *Scope) (any, error)
 }
 
 var (
@@ -231,4 +234,46 @@ func UnsupportedField(m proto.Message, allowed ...string) string {
 		return true
 	})
 	return bad
+}
+
+// Scope is what one proxy keeps for its filters across config updates. A
+// filter whose compiled config holds state, such as rate limit buckets,
+// finds there the config an update left unchanged, so the state carries
+// over. A nil Scope keeps nothing.
+type Scope struct {
+	mu sync.Mutex
+	m  map[string]any // of weak.Pointer
+}
+
+// NewScope returns an empty Scope.
+func NewScope() *Scope { return &Scope{m: map[string]any{}} }
+
+// Shared returns the value kept under key while something still holds it,
+// else what build returns, kept from then on. key must identify the
+// config entirely: its type and its content.
+func Shared[T any](s *Scope, key string, build func() (*T, error)) (*T, error) {
+	if s == nil {
+		return build()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if wp, ok := s.m[key].(weak.Pointer[T]); ok {
+		if v := wp.Value(); v != nil {
+			return v, nil
+		}
+	}
+	v, err := build()
+	if err != nil {
+		return nil, err
+	}
+	wp := weak.Make(v)
+	s.m[key] = wp
+	runtime.AddCleanup(v, func(key string) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if cur, ok := s.m[key].(weak.Pointer[T]); ok && cur == wp {
+			delete(s.m, key)
+		}
+	}, key)
+	return v, nil
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	netv1 "k8s.io/api/networking/v1"
+
+	"github.com/weir-dev/weir/pkg/ir"
 )
 
 // AnnotationPrefix starts every ingress-nginx annotation.
@@ -65,8 +67,10 @@ const (
 	// idleTimeout is how the read and send timeouts differ.
 	idleTimeout = "Envoy has one idle timeout for both directions: the larger of proxy-read-timeout and proxy-send-timeout (60 s each by default) bounds the time without a byte either way, and its expiry answers 408 (nginx: 504) or closes a stream already answering"
 	// peerAddress is how the source-range annotations differ.
-	peerAddress    = "the client address is the connection's peer; X-Forwarded-For is not trusted (ingress-nginx's use-forwarded-headers has no counterpart yet)"
-	notYet         = "not implemented by Weir yet"
+	peerAddress = "the client address is the connection's peer; X-Forwarded-For is not trusted (ingress-nginx's use-forwarded-headers has no counterpart yet)"
+	notYet      = "not implemented by Weir yet"
+	// perRouteLimit is how the rate limits differ.
+	perRouteLimit  = "each path of the Ingress has its own count per client (ingress-nginx shares one across the Ingress's paths); as in ingress-nginx, each gateway replica counts on its own, and the client is the connection's peer"
 	notYetSecurity = "not implemented by Weir yet, and serving the Ingress without it would weaken its security"
 )
 
@@ -156,11 +160,11 @@ var annotations = map[string]annotation{
 	"enable-owasp-core-rules":               {Refused, notYetSecurity},
 	"modsecurity-transaction-id":            {Refused, notYetSecurity},
 	// Rate limits, per gateway as in nginx.
-	"limit-rps":              {Ignored, notYet},
-	"limit-rpm":              {Ignored, notYet},
-	"limit-connections":      {Ignored, notYet},
-	"limit-burst-multiplier": {Ignored, notYet},
-	"limit-whitelist":        {Ignored, notYet},
+	"limit-rps":              {HonouredWithDifference, perRouteLimit},
+	"limit-rpm":              {HonouredWithDifference, perRouteLimit},
+	"limit-connections":      {Ignored, "Envoy has no limit on one client's concurrent connections; use limit-rps"},
+	"limit-burst-multiplier": {Honoured, ""},
+	"limit-whitelist":        {Honoured, ""},
 	"limit-rate":             {Ignored, notYet},
 	"limit-rate-after":       {Ignored, notYet},
 	// Mirroring and errors.
@@ -207,6 +211,8 @@ type config struct {
 	bodyLimit uint32
 	// allow and deny are the source ranges; nil is unset.
 	allow, deny []netip.Prefix
+	// rateLimit is limit-rps and limit-rpm, or nil.
+	rateLimit *ir.RateLimit
 	// connectTimeout is 0 for the gateway's default, which is
 	// ingress-nginx's 5 s; idle is the read and send timeouts' larger.
 	connectTimeout, idle time.Duration
@@ -365,6 +371,7 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 		cfg.allow = ranges("whitelist-source-range")
 	}
 	cfg.deny = ranges("denylist-source-range")
+	cfg.rateLimit = parseRateLimit(get, invalid, ranges)
 	seconds := func(name string, def time.Duration) time.Duration {
 		v, ok := get(name)
 		if !ok {
@@ -436,6 +443,58 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 		findings = append(findings, f)
 	}
 	return cfg, findings, unservable
+}
+
+// ingress-nginx's rate limit defaults: limit-burst-multiplier, and the
+// status of a limited request (its limit-req-status-code).
+const (
+	defaultBurstMultiplier = 5
+	limitedStatus          = 503
+)
+
+// parseRateLimit reads limit-rps and limit-rpm as nginx's limit_req with
+// nodelay: each client gets the rate, and may go over it at once by the
+// rate times limit-burst-multiplier. nginx takes burst+1 requests at once,
+// so that is the bucket's size.
+func parseRateLimit(get func(string) (string, bool), invalid func(string, string, ...any), ranges func(string) []netip.Prefix) *ir.RateLimit {
+	mult := uint64(defaultBurstMultiplier)
+	if v, ok := get("limit-burst-multiplier"); ok {
+		n, err := strconv.ParseUint(v, 10, 16)
+		if err != nil || n == 0 {
+			invalid("limit-burst-multiplier", "%q is not a whole number from 1 to 65535", v)
+		} else {
+			mult = n
+		}
+	}
+	rl := &ir.RateLimit{PerClient: true, Status: limitedStatus}
+	for _, l := range []struct {
+		name     string
+		interval time.Duration
+	}{{"limit-rps", time.Second}, {"limit-rpm", time.Minute}} {
+		v, ok := get(l.name)
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			invalid(l.name, "%q is not a whole number of requests", v)
+			continue
+		}
+		if n == 0 {
+			continue // ingress-nginx: no limit
+		}
+		burst := n*mult + 1
+		if burst > 1<<32-1 {
+			invalid(l.name, "%q times limit-burst-multiplier %d is more than 4294967294 requests", v, mult)
+			continue
+		}
+		rl.Buckets = append(rl.Buckets, ir.TokenBucket{Requests: uint32(n), Interval: l.interval, Burst: uint32(burst)})
+	}
+	rl.Exempt = ranges("limit-whitelist")
+	if len(rl.Buckets) == 0 {
+		return nil
+	}
+	return rl
 }
 
 // parseRedirect reads temporal-redirect, which wins as in ingress-nginx,

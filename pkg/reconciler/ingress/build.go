@@ -593,6 +593,9 @@ func (hb *hostBuilder) filters(cfg config, backends ...ir.WeightedBackend) []ir.
 	if cfg.cors != nil {
 		out = append(out, corsPolicy(cfg.cors))
 	}
+	if cfg.rateLimit != nil {
+		out = append(out, cfg.rateLimit)
+	}
 	// A gRPC stream cannot be held until it ends.
 	grpc := cfg.protocol == "GRPC" || slices.ContainsFunc(backends, func(b ir.WeightedBackend) bool {
 		be, ok := hb.backends[b.BackendName]

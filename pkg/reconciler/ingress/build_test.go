@@ -459,7 +459,29 @@ func TestAnnotations(t *testing.T) {
 		{name: "empty range", annotations: map[string]string{p + "denylist-source-range": " , "}, refused: "invalid value: no range is listed"},
 		{name: "basic auth", annotations: map[string]string{p + "auth-type": "basic"}, refused: "would weaken its security"},
 		{name: "unknown", annotations: map[string]string{p + "no-such-thing": "1"}, ignored: "not an annotation Weir knows"},
-		{name: "not yet", annotations: map[string]string{p + "limit-rps": "5"}, ignored: "not implemented by Weir yet"},
+		{name: "not yet", annotations: map[string]string{p + "limit-rate": "5"}, ignored: "not implemented by Weir yet"},
+		// nginx's limit_req with nodelay takes burst+1 requests at once.
+		{name: "limit-rps", annotations: map[string]string{p + "limit-rps": "10"}, different: "each path of the Ingress has its own count", check: func(t *testing.T, r *ir.Route) {
+			rl := filterOf[*ir.RateLimit](r)
+			if rl == nil || !rl.PerClient || rl.Status != 503 || len(rl.Exempt) != 0 || fmt.Sprint(rl.Buckets) != "[{10 1s 51}]" {
+				t.Errorf("rate limit %+v", rl)
+			}
+		}},
+		{name: "limit-rps and limit-rpm", annotations: map[string]string{p + "limit-rps": "2", p + "limit-rpm": "30", p + "limit-burst-multiplier": "3", p + "limit-whitelist": "10.0.0.0/8, 192.0.2.7"}, check: func(t *testing.T, r *ir.Route) {
+			rl := filterOf[*ir.RateLimit](r)
+			if rl == nil || fmt.Sprint(rl.Buckets) != "[{2 1s 7} {30 1m0s 91}]" || fmt.Sprint(rl.Exempt) != "[10.0.0.0/8 192.0.2.7/32]" {
+				t.Errorf("rate limit %+v", rl)
+			}
+		}},
+		{name: "limit-rps 0", annotations: map[string]string{p + "limit-rps": "0", p + "limit-whitelist": "10.0.0.0/8"}, check: func(t *testing.T, r *ir.Route) {
+			if rl := filterOf[*ir.RateLimit](r); rl != nil {
+				t.Errorf("limit-rps 0 made a rate limit %+v; ingress-nginx has none", rl)
+			}
+		}},
+		{name: "limit-rps not a number", annotations: map[string]string{p + "limit-rps": "ten"}, refused: `"ten" is not a whole number of requests`},
+		{name: "limit-burst-multiplier 0", annotations: map[string]string{p + "limit-rps": "1", p + "limit-burst-multiplier": "0"}, refused: `"0" is not a whole number from 1 to 65535`},
+		{name: "limit-whitelist bad", annotations: map[string]string{p + "limit-rps": "1", p + "limit-whitelist": "10.0.0.300"}, refused: `"10.0.0.300" is not an IP address or CIDR range`},
+		{name: "limit-connections", annotations: map[string]string{p + "limit-connections": "5"}, ignored: "Envoy has no limit on one client's concurrent connections"},
 		{name: "canary weight over total", annotations: map[string]string{p + "canary": "true", p + "canary-weight": "20", p + "canary-weight-total": "10"}, refused: `"20" is not an integer from 0 to 10`},
 		{name: "canary pattern", annotations: map[string]string{p + "canary": "true", p + "canary-by-header": "x", p + "canary-by-header-pattern": "(a"}, refused: "is not an RE2 regular expression"},
 	} {
@@ -497,6 +519,17 @@ func TestAnnotations(t *testing.T) {
 			}
 		})
 	}
+}
+
+// filterOf is r's filter of type F, or nil.
+func filterOf[F ir.HTTPFilter](r *ir.Route) F {
+	for _, f := range r.Filters {
+		if f, ok := f.(F); ok {
+			return f
+		}
+	}
+	var none F
+	return none
 }
 
 // TestRefusedIngressKeepsItsLastGoodVersion: a refused version leaves the

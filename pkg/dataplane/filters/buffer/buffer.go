@@ -24,7 +24,7 @@ type factory struct{}
 func (factory) ConfigType() proto.Message      { return &bufferv3.Buffer{} }
 func (factory) RouteConfigType() proto.Message { return &bufferv3.BufferPerRoute{} }
 
-func (factory) NewConfig(m proto.Message) (httpfilter.Config, error) {
+func (factory) NewConfig(m proto.Message, _ *httpfilter.Scope) (httpfilter.Config, error) {
 	return compile(m.(*bufferv3.Buffer))
 }
 
@@ -44,7 +44,7 @@ type routeConfig struct {
 	override *config
 }
 
-func (factory) NewRouteConfig(m proto.Message) (any, error) {
+func (factory) NewRouteConfig(m proto.Message, _ *httpfilter.Scope) (any, error) {
 	pr := m.(*bufferv3.BufferPerRoute)
 	switch o := pr.GetOverride().(type) {
 	case *bufferv3.BufferPerRoute_Disabled:

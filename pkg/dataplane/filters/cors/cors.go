@@ -29,7 +29,7 @@ type factory struct{}
 func (factory) ConfigType() proto.Message      { return &corsv3.Cors{} }
 func (factory) RouteConfigType() proto.Message { return &corsv3.CorsPolicy{} }
 
-func (factory) NewConfig(m proto.Message) (httpfilter.Config, error) {
+func (factory) NewConfig(m proto.Message, _ *httpfilter.Scope) (httpfilter.Config, error) {
 	if bad := httpfilter.UnsupportedField(m); bad != "" {
 		return nil, fmt.Errorf("%s: not supported by weir-proxy", bad)
 	}
@@ -47,7 +47,7 @@ type policy struct {
 	allowPrivateNetworkAccess    *bool
 }
 
-func (factory) NewRouteConfig(m proto.Message) (any, error) {
+func (factory) NewRouteConfig(m proto.Message, _ *httpfilter.Scope) (any, error) {
 	p := m.(*corsv3.CorsPolicy)
 	// filter_enabled and shadow_enabled are runtime fractions, which
 	// weir-proxy has no runtime for.

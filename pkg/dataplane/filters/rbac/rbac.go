@@ -32,11 +32,11 @@ type factory struct{}
 func (factory) ConfigType() proto.Message      { return &rbacv3.RBAC{} }
 func (factory) RouteConfigType() proto.Message { return &rbacv3.RBACPerRoute{} }
 
-func (factory) NewConfig(m proto.Message) (httpfilter.Config, error) {
+func (factory) NewConfig(m proto.Message, _ *httpfilter.Scope) (httpfilter.Config, error) {
 	return compile(m.(*rbacv3.RBAC))
 }
 
-func (factory) NewRouteConfig(m proto.Message) (any, error) {
+func (factory) NewRouteConfig(m proto.Message, _ *httpfilter.Scope) (any, error) {
 	pr := m.(*rbacv3.RBACPerRoute)
 	if bad := httpfilter.UnsupportedField(pr, "rbac"); bad != "" {
 		return nil, fmt.Errorf("%s: not supported by weir-proxy", bad)
