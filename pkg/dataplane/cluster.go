@@ -30,9 +30,11 @@ type cluster struct {
 	pool         *upstreamPool
 	endpoints    []*endpoint
 	leastRequest bool
-	rr           atomic.Uint64
-	stats        *clusterStats
-	missing      bool // referenced by a route but not configured
+	// ring is set for RING_HASH.
+	ring    *lazyRing
+	rr      atomic.Uint64
+	stats   *clusterStats
+	missing bool // referenced by a route but not configured
 	// connectTimeout and upstreamTLS are the spec's, for tcp_proxy.
 	connectTimeout time.Duration
 	upstreamTLS    bool
@@ -72,6 +74,9 @@ func (c *cluster) pick() *endpoint {
 	case 1:
 		return eps[0]
 	}
+	if c.ring != nil {
+		return randomEndpoint(eps)
+	}
 	if c.leastRequest {
 		// Envoy's least request for equal weights: power of two random choices.
 		a := eps[rand.IntN(len(eps))]
@@ -91,6 +96,7 @@ type clusterSpec struct {
 	edsName        string
 	connectTimeout time.Duration
 	leastRequest   bool
+	ring           *ringConfig // RING_HASH
 	h2c            bool
 	family         clusterv3.Cluster_DnsLookupFamily
 	inline         *endpointv3.ClusterLoadAssignment
@@ -109,7 +115,7 @@ func parseCluster(c *clusterv3.Cluster, secrets map[string]*tls.Certificate) (*c
 	if err := pgv(c, ""); err != nil {
 		return nil, err
 	}
-	if err := onlyFields(c, "", "name", "type", "eds_cluster_config", "connect_timeout", "lb_policy",
+	if err := onlyFields(c, "", "name", "type", "eds_cluster_config", "connect_timeout", "lb_policy", "ring_hash_lb_config",
 		"typed_extension_protocol_options", "dns_lookup_family", "load_assignment", "transport_socket"); err != nil {
 		return nil, err
 	}
@@ -131,6 +137,12 @@ func parseCluster(c *clusterv3.Cluster, secrets map[string]*tls.Certificate) (*c
 	case clusterv3.Cluster_ROUND_ROBIN:
 	case clusterv3.Cluster_LEAST_REQUEST:
 		s.leastRequest = true
+	case clusterv3.Cluster_RING_HASH:
+		rc, err := compileRingConfig(c)
+		if err != nil {
+			return nil, err
+		}
+		s.ring = &rc
 	default:
 		return nil, invalid("lb_policy", "%v is not supported by weir-proxy", c.GetLbPolicy())
 	}

@@ -59,12 +59,17 @@ type stream struct {
 	decBufLimit int
 	// clientAddr is Envoy's downstream remote address (downstreamAddr).
 	clientAddr netip.Addr
-	rl         *rtListener
-	conf       *listenerConf
-	hcm        *hcmConf
-	w          http.ResponseWriter
-	r          *http.Request
-	start      time.Time
+	// hash is the request's key under its route's hash_policy, when
+	// hashed; setCookie is a cookie that policy made up, for the response.
+	hash      uint64
+	hashed    bool
+	setCookie string
+	rl        *rtListener
+	conf      *listenerConf
+	hcm       *hcmConf
+	w         http.ResponseWriter
+	r         *http.Request
+	start     time.Time
 
 	// req is what the filters see and the router forwards.
 	req httpfilter.RequestHeaders
@@ -543,6 +548,9 @@ func portIndex(host string) int {
 func (s *stream) forward(fw *forward, tgt *target) {
 	r := s.r
 	c := tgt.cluster
+	if len(fw.hash) > 0 {
+		s.hash, s.hashed, s.setCookie = s.requestHash(fw.hash)
+	}
 	s.routeTimeout = fw.timeout
 	if s.upType != "" {
 		// Envoy arms the route timeout when the downstream request ends,
@@ -822,7 +830,7 @@ func (s *stream) roundTrip(out *http.Request, c *cluster, fw *forward, transport
 }
 
 func (s *stream) attempt(req *http.Request, c *cluster, transport http.RoundTripper) (*http.Response, error) {
-	ep := c.pick()
+	ep := c.pickHashed(s.hash, s.hashed)
 	if ep == nil {
 		return nil, errNoEndpoint
 	}
@@ -952,6 +960,9 @@ func (s *stream) respond(res *http.Response) {
 		dst[k] = vv
 	}
 	dst["X-Envoy-Upstream-Service-Time"] = []string{strconv.FormatInt(time.Since(s.start).Milliseconds(), 10)}
+	if s.setCookie != "" {
+		dst["Set-Cookie"] = append(dst["Set-Cookie"], s.setCookie)
+	}
 	if s.route != nil && len(s.route.respOps) > 0 {
 		applyHeaderOps(dst, s.route.respOps)
 	}

@@ -347,6 +347,7 @@ func (p *Proxy) compile(res *Resources) (*snapshot, error) {
 			pool:         pool,
 			endpoints:    pool.endpointsFor(addrs),
 			leastRequest: spec.leastRequest,
+			ring:         spec.lazyRing(),
 			stats:        pool.stats,
 
 			connectTimeout: spec.connectTimeout,

@@ -744,8 +744,8 @@ func TestBadConfigKeepsServing(t *testing.T) {
 	addrBefore := p.ListenerAddr(listenerName).String()
 
 	cases := map[string]func(res *Resources){
-		`route_configuration "external-http": virtual_hosts[0].routes[0].route.hash_policy`: func(res *Resources) {
-			action(res.Routes[0].VirtualHosts[0].Routes[0]).HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: "x"}}}}
+		`route_configuration "external-http": virtual_hosts[0].routes[0].route.hash_policy[0].filter_state`: func(res *Resources) {
+			action(res.Routes[0].VirtualHosts[0].Routes[0]).HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_FilterState_{FilterState: &routev3.RouteAction_HashPolicy_FilterState{Key: "x"}}}}
 		},
 		`listener "external-http": filter_chains[0].filters[0].typed_config.http_filters`: func(res *Resources) {
 			h := &hcmv3.HttpConnectionManager{}
@@ -763,7 +763,7 @@ func TestBadConfigKeepsServing(t *testing.T) {
 			res.Listeners[0].PerConnectionBufferLimitBytes = wrapperspb.UInt32(1024)
 		},
 		`cluster "good": lb_policy`: func(res *Resources) {
-			res.Clusters[0].LbPolicy = clusterv3.Cluster_RING_HASH
+			res.Clusters[0].LbPolicy = clusterv3.Cluster_MAGLEV
 		},
 		`cluster "good": circuit_breakers`: func(res *Resources) {
 			res.Clusters[0].CircuitBreakers = &clusterv3.CircuitBreakers{}

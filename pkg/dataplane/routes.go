@@ -165,6 +165,8 @@ type forward struct {
 	notFoundCode int
 	// mirrors are request_mirror_policies.
 	mirrors []*mirror
+	// hash is hash_policy, for RING_HASH clusters.
+	hash []hashPolicy
 }
 
 // target is one (weighted) cluster of a route with the header mutations that
@@ -1075,7 +1077,7 @@ func compileRedirect(rd *routev3.RedirectAction, path string, cr *route) (*redir
 }
 
 func compileForward(ra *routev3.RouteAction, path string, clusters map[string]*cluster, validateClusters, mostSpecific bool, routeOps []headerOp) (*forward, error) {
-	if err := onlyFields(ra, path, "cluster", "weighted_clusters", "timeout", "retry_policy", "host_rewrite_literal", "upgrade_configs", "prefix_rewrite", "regex_rewrite", "cluster_not_found_response_code", "request_mirror_policies", "idle_timeout"); err != nil {
+	if err := onlyFields(ra, path, "cluster", "weighted_clusters", "timeout", "retry_policy", "host_rewrite_literal", "upgrade_configs", "prefix_rewrite", "regex_rewrite", "cluster_not_found_response_code", "request_mirror_policies", "idle_timeout", "hash_policy"); err != nil {
 		return nil, err
 	}
 	fw := &forward{timeout: envoyDefaultRouteTimeout, hostRewrite: ra.GetHostRewriteLiteral(), notFoundCode: http.StatusServiceUnavailable}
@@ -1162,6 +1164,9 @@ func compileForward(ra *routev3.RouteAction, path string, clusters map[string]*c
 		return nil, err
 	}
 	fw.mirrors = mirrors
+	if fw.hash, err = compileHashPolicies(ra.GetHashPolicy(), sub(path, "hash_policy")); err != nil {
+		return nil, err
+	}
 	if rp := ra.GetRetryPolicy(); rp != nil {
 		p, err := compileRetry(rp, sub(path, "retry_policy"))
 		if err != nil {

@@ -216,8 +216,8 @@ func TestHeaderMutationOrder(t *testing.T) {
 func TestUnsupportedFieldsNamed(t *testing.T) {
 	c := map[string]*cluster{"c": {name: "c"}}
 	cases := map[string]func(r *routev3.Route){
-		"routes[0].route.hash_policy": func(r *routev3.Route) {
-			action(r).HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: "x"}}}}
+		"routes[0].route.hash_policy[0].filter_state": func(r *routev3.Route) {
+			action(r).HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_FilterState_{FilterState: &routev3.RouteAction_HashPolicy_FilterState{Key: "x"}}}}
 		},
 		"routes[0].match.case_sensitive": func(r *routev3.Route) { r.Match.CaseSensitive = wrapperspb.Bool(false) },
 		"routes[0].match.headers[0].invert_match": func(r *routev3.Route) {

@@ -185,6 +185,9 @@ type Route struct {
 	IdleTimeout *time.Duration
 	// Retry is nil for no retries.
 	Retry *RetryPolicy
+	// HashPolicy keys the choice of endpoint of the route's
+	// LBConsistentHash backends.
+	HashPolicy []HashPolicy
 	// UnresolvedStatus answers the share of Unresolved backends: 0 is 503
 	// (a cluster without endpoints); 500 or 404 is Envoy's
 	// cluster_not_found_response_code. Only a fragment's own listeners
@@ -497,17 +500,76 @@ type Backend struct {
 	// ConnectTimeout bounds each connection attempt; 0 is the gateway's
 	// default (5 s).
 	ConnectTimeout time.Duration
+	// LoadBalancer is how a request's endpoint is chosen.
+	LoadBalancer LoadBalancer
 	// Endpoints are the ready addresses; empty means no healthy upstream.
 	Endpoints  []Endpoint
 	Provenance Provenance
 }
 
+// LoadBalancer is how a backend's endpoint is chosen for a request.
+type LoadBalancer uint8
+
+const (
+	// LBRoundRobin takes the endpoints in turn.
+	LBRoundRobin LoadBalancer = iota
+	// LBLeastRequest takes the less busy of two endpoints picked at random.
+	LBLeastRequest
+	// LBConsistentHash maps the hash of the route's HashPolicy onto a ring
+	// of the endpoints, so the same key reaches the same endpoint and a
+	// change of endpoints moves few keys. Without a hash, it is random.
+	LBConsistentHash
+)
+
+// String names the policy as backend name suffixes do.
+func (l LoadBalancer) String() string {
+	switch l {
+	case LBLeastRequest:
+		return "least-request"
+	case LBConsistentHash:
+		return "consistent-hash"
+	}
+	return "round-robin"
+}
+
+// HashPolicy is one input of the key a route's consistent-hash backends
+// choose an endpoint by; a route's policies are combined.
+type HashPolicy struct {
+	Kind HashKind
+	// Name is the header, cookie or query parameter.
+	Name string
+	// Cookie only: when a request has no such cookie, the gateway makes
+	// one up, hashes by it, and sets it on the response, so the client's
+	// next requests reach the same endpoint. Nil TTL sets none; 0 sets a
+	// session cookie.
+	CookieTTL        *time.Duration
+	CookiePath       string
+	CookieAttributes []CookieAttribute
+}
+
+// HashKind is what a HashPolicy hashes.
+type HashKind uint8
+
+const (
+	HashHeader HashKind = iota + 1
+	HashCookie
+	HashSourceIP
+	HashQueryParameter
+)
+
+// CookieAttribute is an attribute of a cookie the gateway sets, such as
+// SameSite=Lax or Secure (no value).
+type CookieAttribute struct{ Name, Value string }
+
 // BackendTLS is how the gateway connects to a backend over TLS: the SNI
 // it sends and the certificate it accepts.
 type BackendTLS struct {
 	// ServerName is sent as SNI. It is also the name the certificate must
-	// carry when SubjectAltNames is empty.
+	// carry when SubjectAltNames is empty. It may be empty (no SNI) only
+	// when Verify is not VerifyFull or SubjectAltNames are set.
 	ServerName string
+	// Verify is how much of the certificate is checked.
+	Verify VerifyMode
 	// CACertificates is the PEM bundle the chain is verified against;
 	// empty means the gateway's system bundle.
 	CACertificates string
@@ -522,6 +584,19 @@ type BackendTLS struct {
 	// not the backend's own.
 	Source *ObjectRef
 }
+
+// VerifyMode is how much of a backend's certificate the gateway checks.
+type VerifyMode uint8
+
+const (
+	// VerifyFull checks the chain and the name.
+	VerifyFull VerifyMode = iota
+	// VerifyChain checks the chain against CACertificates only.
+	VerifyChain
+	// VerifyNone accepts any certificate, as nginx's proxy_ssl_verify off
+	// does: the connection is encrypted, not authenticated.
+	VerifyNone
+)
 
 // SubjectAltName is a name a backend certificate may carry.
 type SubjectAltName struct {
@@ -538,6 +613,8 @@ func (t *BackendTLS) Key() string {
 	}
 	var b strings.Builder
 	b.WriteString(t.ServerName)
+	b.WriteByte(0)
+	b.WriteByte('0' + byte(t.Verify))
 	b.WriteByte(0)
 	b.WriteString(t.CACertificates)
 	b.WriteByte(0)

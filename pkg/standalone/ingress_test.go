@@ -5,6 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -568,5 +570,197 @@ spec:
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the mirror got no copy")
+	}
+}
+
+// TestIngressHTTPSBackends checks backend-protocol HTTPS with the
+// proxy-ssl-* annotations against a real TLS backend: by default nothing
+// is verified and no SNI is sent, as in ingress-nginx; proxy-ssl-secret's
+// pair is presented as a client certificate; proxy-ssl-verify checks the
+// backend's certificate against the Secret's ca.crt and proxy-ssl-name,
+// and a backend that fails the check is never sent the request (503).
+func TestIngressHTTPSBackends(t *testing.T) {
+	backendKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backendChain, backendKeyPEM := certPEM(t, backendKey, "backend.internal")
+	backendCert, err := tls.X509KeyPair(backendChain, backendKeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{backendCert}, ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var served atomic.Int32
+	backend := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		client := "none"
+		if cs := r.TLS.PeerCertificates; len(cs) > 0 {
+			client = cs[0].Subject.CommonName
+		}
+		fmt.Fprintf(w, "sni=%q client=%s", r.TLS.ServerName, client)
+	})}
+	go func() { _ = backend.Serve(l) }()
+	t.Cleanup(func() { backend.Close() })
+
+	clientKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	clientChain, clientKeyPEM := certPEM(t, clientKey, "gateway-client")
+	otherKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	otherCA, _ := certPEM(t, otherKey, "backend.internal")
+	secret := func(name string, ca []byte) string {
+		b64 := base64.StdEncoding.EncodeToString
+		return fmt.Sprintf("---\napiVersion: v1\nkind: Secret\nmetadata: {name: %s, namespace: default}\ntype: kubernetes.io/tls\ndata: {tls.crt: %s, tls.key: %s, ca.crt: %s}\n",
+			name, b64(clientChain), b64(clientKeyPEM), b64(ca))
+	}
+	ingress := func(name, annotations string) string {
+		return fmt.Sprintf(`---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: %[1]s
+  annotations: {nginx.ingress.kubernetes.io/backend-protocol: HTTPS, %[2]s}
+spec:
+  ingressClassName: weir
+  rules:
+  - host: %[1]s.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: secure, port: {number: 443}}}}
+`, name, annotations)
+	}
+	const verify = `nginx.ingress.kubernetes.io/proxy-ssl-verify: "on", nginx.ingress.kubernetes.io/proxy-ssl-server-name: "on"`
+	dir := t.TempDir()
+	write(t, dir, "backend.yaml", fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: secure, namespace: default}
+spec: {ports: [{name: https, port: 443}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: secure-1, namespace: default, labels: {kubernetes.io/service-name: secure}}
+addressType: IPv4
+ports: [{name: https, port: %d, protocol: TCP}]
+endpoints: [{addresses: [127.0.0.1], conditions: {ready: true}}]
+`, l.Addr().(*net.TCPAddr).Port)+secret("backend-ca", backendChain)+secret("other-ca", otherCA))
+	write(t, dir, "ingress.yaml", ingress("insecure", "")+
+		ingress("verified", verify+`, nginx.ingress.kubernetes.io/proxy-ssl-secret: default/backend-ca, nginx.ingress.kubernetes.io/proxy-ssl-name: backend.internal`)+
+		ingress("chain-only", `nginx.ingress.kubernetes.io/proxy-ssl-verify: "on", nginx.ingress.kubernetes.io/proxy-ssl-secret: backend-ca`)+
+		ingress("wrong-ca", verify+`, nginx.ingress.kubernetes.io/proxy-ssl-secret: default/other-ca, nginx.ingress.kubernetes.io/proxy-ssl-name: backend.internal`)+
+		ingress("wrong-name", verify+`, nginx.ingress.kubernetes.io/proxy-ssl-secret: default/backend-ca, nginx.ingress.kubernetes.io/proxy-ssl-name: other.internal`))
+	g := startRunWith(t, Options{Paths: []string{dir}, PollInterval: 20 * time.Millisecond})
+	port, _, _, _ := g.Ports()
+	eventually(t, "the Ingresses to be served", func() bool {
+		code, _, _ := getPath(port, "wrong-name.example.com", "/")
+		return code == 503
+	})
+	for _, tc := range []struct {
+		host string
+		code int
+		body string
+	}{
+		{"insecure.example.com", 200, `sni="" client=none`},
+		{"verified.example.com", 200, `sni="backend.internal" client=gateway-client`},
+		{"chain-only.example.com", 200, `sni="" client=gateway-client`},
+		{"wrong-ca.example.com", 503, ""},
+		{"wrong-name.example.com", 503, ""},
+	} {
+		before := served.Load()
+		code, body, _ := getPath(port, tc.host, "/")
+		if code != tc.code || tc.body != "" && body != tc.body {
+			t.Errorf("%s: %d %q, want %d %q", tc.host, code, body, tc.code, tc.body)
+		}
+		if reached := served.Load() != before; reached != (tc.code == 200) {
+			t.Errorf("%s: the backend was reached: %v", tc.host, reached)
+		}
+	}
+}
+
+// TestIngressStickySessions checks affinity: cookie through weir run
+// against a Service with two endpoints: the first answer sets
+// INGRESSCOOKIE for the path, and every request that carries it reaches
+// the endpoint the first did; without it, both endpoints are used.
+func TestIngressStickySessions(t *testing.T) {
+	first, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := first.Addr().(*net.TCPAddr).Port
+	second, err := net.Listen("tcp", fmt.Sprintf("127.0.0.2:%d", port))
+	if err != nil {
+		t.Skipf("no second loopback address with port %d: %v", port, err)
+	}
+	for _, l := range []net.Listener{first, second} {
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, r.Context().Value(http.LocalAddrContextKey).(net.Addr).String())
+		})}
+		go func() { _ = srv.Serve(l) }()
+		t.Cleanup(func() { srv.Close() })
+	}
+	dir := t.TempDir()
+	write(t, dir, "sticky.yaml", fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: pair, namespace: default}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: pair-1, namespace: default, labels: {kubernetes.io/service-name: pair}}
+addressType: IPv4
+ports: [{name: http, port: %d, protocol: TCP}]
+endpoints: [{addresses: [127.0.0.1, 127.0.0.2], conditions: {ready: true}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: sticky
+  annotations: {nginx.ingress.kubernetes.io/affinity: cookie, nginx.ingress.kubernetes.io/session-cookie-max-age: "600"}
+spec:
+  ingressClassName: weir
+  rules:
+  - host: sticky.example.com
+    http:
+      paths:
+      - {path: /app, pathType: Prefix, backend: {service: {name: pair, port: {number: 80}}}}
+`, port))
+	g := startRunWith(t, Options{Paths: []string{dir}, PollInterval: 20 * time.Millisecond})
+	gw, _, _, _ := g.Ports()
+	send := func(cookie string) (string, string) {
+		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/app/x", gw), nil)
+		req.Host = "sticky.example.com"
+		if cookie != "" {
+			req.Header.Set("Cookie", cookie)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return "", ""
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			return "", ""
+		}
+		return string(b), resp.Header.Get("Set-Cookie")
+	}
+	eventually(t, "the Ingress to be served", func() bool { got, _ := send(""); return got != "" })
+	endpoints := map[string]bool{}
+	for i := range 40 {
+		// Each new connection has its own port, so its own cookie.
+		http.DefaultClient.CloseIdleConnections()
+		got, set := send("")
+		value, attrs, _ := strings.Cut(set, ";")
+		if !strings.HasPrefix(value, "INGRESSCOOKIE=") || attrs != " Max-Age=600; Path=/app; HttpOnly" {
+			t.Fatalf("Set-Cookie %q, want INGRESSCOOKIE for /app", set)
+		}
+		endpoints[got] = true
+		for range 3 {
+			if again, set := send(value); again != got || set != "" {
+				t.Fatalf("client %d with its cookie reached %s (Set-Cookie %q), first %s", i, again, set, got)
+			}
+		}
+	}
+	if len(endpoints) != 2 {
+		t.Errorf("40 clients reached %v; want both endpoints used", endpoints)
 	}
 }

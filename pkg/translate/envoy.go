@@ -311,6 +311,20 @@ func buildCluster(b *ir.Backend, s *shared) (*clusterv3.Cluster, error) {
 	if b.ConnectTimeout > 0 {
 		c.ConnectTimeout = durationpb.New(b.ConnectTimeout)
 	}
+	switch b.LoadBalancer {
+	case ir.LBRoundRobin:
+	case ir.LBLeastRequest:
+		c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+	case ir.LBConsistentHash:
+		// Envoy's defaults, spelt out so both data planes build the
+		// same ring.
+		c.LbPolicy = clusterv3.Cluster_RING_HASH
+		c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
+			MinimumRingSize: wrapperspb.UInt64(1024), MaximumRingSize: wrapperspb.UInt64(8 << 20),
+		}}
+	default:
+		return nil, fmt.Errorf("load balancer %d is not known", b.LoadBalancer)
+	}
 	if b.TLS != nil {
 		ts, err := upstreamTLS(b, s)
 		if err != nil {
@@ -326,17 +340,26 @@ func buildCluster(b *ir.Backend, s *shared) (*clusterv3.Cluster, error) {
 
 // upstreamTLS originates TLS to b: SNI, ALPN for its protocol, and the
 // certificate checked against its CA bundle (inline, or the gateway's
-// trusted bundle) and its names. Envoy verifies nothing without a
-// validation_context, and refuses a SAN match without a trusted CA, so
-// both are always set.
+// trusted bundle) and its names, as b.TLS.Verify asks. Envoy verifies
+// nothing without a validation_context, and refuses a SAN match without a
+// trusted CA, so a verifying config always sets both.
 func upstreamTLS(b *ir.Backend, s *shared) (*corev3.TransportSocket, error) {
-	name, err := canonicalHost(b.TLS.ServerName)
-	if err != nil {
-		return nil, fmt.Errorf("TLS server name %q: %w", b.TLS.ServerName, err)
+	var name string
+	if b.TLS.ServerName != "" || b.TLS.Verify == ir.VerifyFull && len(b.TLS.SubjectAltNames) == 0 {
+		var err error
+		if name, err = canonicalHost(b.TLS.ServerName); err != nil {
+			return nil, fmt.Errorf("TLS server name %q: %w", b.TLS.ServerName, err)
+		}
 	}
 	alpn := []string{"http/1.1"}
 	if b.Protocol == ir.H2C || b.Protocol == ir.GRPC {
 		alpn = []string{"h2"}
+	}
+	if b.TLS.Verify == ir.VerifyNone {
+		if b.TLS.CACertificates != "" || len(b.TLS.SubjectAltNames) > 0 {
+			return nil, fmt.Errorf("TLS that verifies nothing has CA certificates or names to verify")
+		}
+		return upstreamTLSSocket(name, &tlsv3.CommonTlsContext{AlpnProtocols: alpn}, b.TLS.ClientCertificate, s)
 	}
 	ca := &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: s.opts.UpstreamTrustedCA}}
 	if b.TLS.CACertificates != "" {
@@ -345,13 +368,20 @@ func upstreamTLS(b *ir.Backend, s *shared) (*corev3.TransportSocket, error) {
 		}
 		ca = &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: b.TLS.CACertificates}}
 	}
-	sans := []*tlsv3.SubjectAltNameMatcher{{
-		SanType: tlsv3.SubjectAltNameMatcher_DNS,
-		Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: name}},
-	}}
+	var sans []*tlsv3.SubjectAltNameMatcher
+	if b.TLS.Verify == ir.VerifyFull {
+		sans = []*tlsv3.SubjectAltNameMatcher{{
+			SanType: tlsv3.SubjectAltNameMatcher_DNS,
+			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: name}},
+		}}
+	}
 	if len(b.TLS.SubjectAltNames) > 0 {
+		if b.TLS.Verify != ir.VerifyFull {
+			return nil, fmt.Errorf("TLS that does not verify the name has names to verify")
+		}
 		sans = sans[:0]
 		for _, san := range b.TLS.SubjectAltNames {
+			var err error
 			typ, value := tlsv3.SubjectAltNameMatcher_DNS, san.Value
 			if san.URI {
 				typ = tlsv3.SubjectAltNameMatcher_URI
@@ -371,11 +401,17 @@ func upstreamTLS(b *ir.Backend, s *shared) (*corev3.TransportSocket, error) {
 			MatchTypedSubjectAltNames: sans,
 		}},
 	}
-	if c := b.TLS.ClientCertificate; c != "" {
+	return upstreamTLSSocket(name, common, b.TLS.ClientCertificate, s)
+}
+
+// upstreamTLSSocket is the transport socket sending sni (none when empty)
+// and presenting the SDS secret clientCert, if set.
+func upstreamTLSSocket(sni string, common *tlsv3.CommonTlsContext, clientCert string, s *shared) (*corev3.TransportSocket, error) {
+	if clientCert != "" {
 		// By SDS, as listener certificates: the key is not in CDS.
-		common.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{{Name: c, SdsConfig: s.ads}}
+		common.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{{Name: clientCert, SdsConfig: s.ads}}
 	}
-	ctx, err := anypb.New(&tlsv3.UpstreamTlsContext{Sni: name, CommonTlsContext: common})
+	ctx, err := anypb.New(&tlsv3.UpstreamTlsContext{Sni: sni, CommonTlsContext: common})
 	if err != nil {
 		return nil, err
 	}

@@ -86,6 +86,7 @@ type clusterDef struct {
 	// tls is ir.BackendTLS.Key.
 	tls            string
 	connectTimeout time.Duration
+	lb             ir.LoadBalancer
 }
 
 // backendPart is one translated backend: its cluster and, for EDS, its load
@@ -261,7 +262,7 @@ func (e *fragmentEntry) rebuildBackends(f *ir.Fragment, s *shared, w *warner) []
 }
 
 func defOf(b *ir.Backend) clusterDef {
-	return clusterDef{service: b.Service, protocol: b.Protocol, externalName: b.ExternalName, tls: b.TLS.Key(), connectTimeout: b.ConnectTimeout}
+	return clusterDef{service: b.Service, protocol: b.Protocol, externalName: b.ExternalName, tls: b.TLS.Key(), connectTimeout: b.ConnectTimeout, lb: b.LoadBalancer}
 }
 
 // backendPart returns prev when b translates to the same protos, otherwise a

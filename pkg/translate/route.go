@@ -447,6 +447,13 @@ func buildRouteAction(r *ir.Route, available nameSet, ownListener bool, s *share
 	if r.Retry != nil {
 		out.RetryPolicy = buildRetryPolicy(r.Retry, w, label)
 	}
+	for _, h := range r.HashPolicy {
+		hp, err := hashPolicy(h)
+		if err != nil {
+			return nil, false, fmt.Errorf("hash policy: %w", err)
+		}
+		out.HashPolicy = append(out.HashPolicy, hp)
+	}
 	if r.PathRewrite != nil {
 		prefix, regex, err := pathRewrite(r.PathRewrite, r.Match.Path)
 		if err != nil {
@@ -651,4 +658,42 @@ func buildHeaderMutation(m ir.HeaderMutation, s *shared, w *warner, label string
 
 func modifiableHeader(lowerName string) bool {
 	return lowerName != "" && lowerName[0] != ':' && lowerName != "host"
+}
+
+// hashPolicy is Envoy's hash policy for h.
+func hashPolicy(h ir.HashPolicy) (*routev3.RouteAction_HashPolicy, error) {
+	pseudo := h.Kind == ir.HashHeader && (h.Name == ":path" || h.Name == ":authority" || h.Name == ":method")
+	if h.Kind != ir.HashSourceIP && !pseudo && (h.Name == "" || !httpguts.ValidHeaderFieldName(h.Name)) {
+		return nil, fmt.Errorf("%q is not a header, cookie or parameter name", h.Name)
+	}
+	if h.Kind != ir.HashCookie && (h.CookieTTL != nil || h.CookiePath != "" || len(h.CookieAttributes) > 0) {
+		return nil, fmt.Errorf("cookie settings on a hash of something else")
+	}
+	switch h.Kind {
+	case ir.HashHeader:
+		return &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: h.Name}}}, nil
+	case ir.HashQueryParameter:
+		return &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_QueryParameter_{QueryParameter: &routev3.RouteAction_HashPolicy_QueryParameter{Name: h.Name}}}, nil
+	case ir.HashSourceIP:
+		return &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_ConnectionProperties_{ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true}}}, nil
+	case ir.HashCookie:
+		c := &routev3.RouteAction_HashPolicy_Cookie{Name: h.Name, Path: h.CookiePath}
+		if h.CookieTTL != nil {
+			if *h.CookieTTL < 0 {
+				return nil, fmt.Errorf("cookie TTL %v is negative", *h.CookieTTL)
+			}
+			c.Ttl = durationpb.New(*h.CookieTTL)
+		}
+		for _, a := range h.CookieAttributes {
+			if !httpguts.ValidHeaderFieldName(a.Name) || strings.ContainsAny(a.Value, ";\r\n\x00") {
+				return nil, fmt.Errorf("cookie attribute %q=%q", a.Name, a.Value)
+			}
+			c.Attributes = append(c.Attributes, &routev3.RouteAction_HashPolicy_CookieAttribute{Name: a.Name, Value: a.Value})
+		}
+		if strings.ContainsAny(h.CookiePath, ";\r\n\x00 ") {
+			return nil, fmt.Errorf("cookie path %q", h.CookiePath)
+		}
+		return &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{Cookie: c}}, nil
+	}
+	return nil, fmt.Errorf("hash kind %d is not known", h.Kind)
 }

@@ -69,6 +69,8 @@ const (
 	// peerAddress is how the source-range annotations differ.
 	peerAddress = "the client address is the connection's peer; X-Forwarded-For is not trusted (ingress-nginx's use-forwarded-headers has no counterpart yet)"
 	notYet      = "not implemented by Weir yet"
+	// stickyCookie is how cookie affinity differs.
+	stickyCookie = "the cookie's value is hashed onto a consistent-hash ring of the endpoints (Envoy's ring hash): a client stays on its endpoint while the endpoints stay, and a change of endpoints moves few clients, as affinity-mode balanced does; persistent's pinning through scaling is not kept"
 	// perRouteLimit is how the rate limits differ.
 	perRouteLimit  = "each path of the Ingress has its own count per client (ingress-nginx shares one across the Ingress's paths); as in ingress-nginx, each gateway replica counts on its own, and the client is the connection's peer"
 	notYetSecurity = "not implemented by Weir yet, and serving the Ingress without it would weaken its security"
@@ -109,21 +111,29 @@ var annotations = map[string]annotation{
 	"canary-weight":            {Honoured, ""},
 	"canary-weight-total":      {Honoured, ""},
 	// Backends.
-	"backend-protocol":        {HonouredWithDifference, "HTTP, GRPC and H2C are served; HTTPS, GRPCS, AUTO_HTTP and FCGI are refused until Weir originates TLS for Ingress backends"},
-	"service-upstream":        {Ignored, "Weir always balances over the Service's ready endpoints"},
-	"proxy-ssl-secret":        {Refused, notYetSecurity},
-	"proxy-ssl-verify":        {Refused, notYetSecurity},
-	"proxy-ssl-name":          {Ignored, notYet},
-	"load-balance":            {Ignored, notYet},
-	"upstream-hash-by":        {Ignored, notYet},
-	"affinity":                {Ignored, notYet},
-	"affinity-mode":           {Ignored, notYet},
-	"session-cookie-name":     {Ignored, notYet},
-	"session-cookie-path":     {Ignored, notYet},
-	"session-cookie-expires":  {Ignored, notYet},
-	"session-cookie-max-age":  {Ignored, notYet},
-	"session-cookie-samesite": {Ignored, notYet},
-	"session-cookie-secure":   {Ignored, notYet},
+	"backend-protocol":                         {HonouredWithDifference, "HTTP, HTTPS, GRPC, GRPCS and H2C are served; AUTO_HTTP and FCGI are refused"},
+	"service-upstream":                         {Ignored, "Weir always balances over the Service's ready endpoints"},
+	"proxy-ssl-secret":                         {HonouredWithDifference, "the Secret must be in the Ingress's own namespace (Weir reads no other) and of type kubernetes.io/tls, with ca.crt beside the pair as cert-manager writes it"},
+	"proxy-ssl-verify":                         {HonouredWithDifference, "without proxy-ssl-name only the chain is verified (nginx checks the name of its upstream block, which no certificate carries)"},
+	"proxy-ssl-name":                           {Honoured, ""},
+	"proxy-ssl-server-name":                    {HonouredWithDifference, "the SNI sent is proxy-ssl-name; without it none is sent (nginx sends the name of its upstream block)"},
+	"proxy-ssl-verify-depth":                   {Ignored, "Envoy verifies chains to its own depth limit"},
+	"proxy-ssl-ciphers":                        {Ignored, "Envoy's default TLS versions and ciphers are used"},
+	"proxy-ssl-protocols":                      {Ignored, "Envoy's default TLS versions and ciphers are used"},
+	"load-balance":                             {HonouredWithDifference, "round_robin is served as written; ewma is served as Envoy's least request (the less busy of two endpoints picked at random)"},
+	"upstream-hash-by":                         {HonouredWithDifference, "the key may be made of $remote_addr, $binary_remote_addr, $request_uri, $host, $http_*, $cookie_* and $arg_*; the endpoint is chosen on a consistent-hash ring (Envoy's ring hash), so a change of endpoints moves few keys"},
+	"affinity":                                 {HonouredWithDifference, stickyCookie},
+	"affinity-mode":                            {HonouredWithDifference, stickyCookie},
+	"session-cookie-name":                      {Honoured, ""},
+	"session-cookie-path":                      {Honoured, ""},
+	"session-cookie-expires":                   {HonouredWithDifference, "sent as Max-Age, not Expires; session-cookie-max-age wins"},
+	"session-cookie-max-age":                   {Honoured, ""},
+	"session-cookie-samesite":                  {Honoured, ""},
+	"session-cookie-secure":                    {Honoured, ""},
+	"session-cookie-change-on-failure":         {Ignored, "the cookie keeps its value when its endpoint fails; the request goes to the next endpoint on the ring"},
+	"session-cookie-conditional-samesite-none": {Ignored, "SameSite=None is sent to every browser"},
+	"upstream-hash-by-subset":                  {Ignored, "Envoy has no hash subsets; the key chooses one endpoint"},
+	"upstream-hash-by-subset-size":             {Ignored, "Envoy has no hash subsets; the key chooses one endpoint"},
 	// Proxy behaviour.
 	"proxy-connect-timeout":       {Honoured, ""},
 	"proxy-read-timeout":          {HonouredWithDifference, idleTimeout},
@@ -211,6 +221,14 @@ type config struct {
 	bodyLimit uint32
 	// allow and deny are the source ranges; nil is unset.
 	allow, deny []netip.Prefix
+	// upstreamTLS is the proxy-ssl-* annotations, for HTTPS and GRPCS
+	// backends.
+	upstreamTLS upstreamTLSConfig
+	// lb is how a backend's endpoint is chosen; hashBy and affinity are
+	// what a consistent-hash backend hashes (affinity wins).
+	lb       ir.LoadBalancer
+	hashBy   []ir.HashPolicy
+	affinity *ir.HashPolicy
 	// rateLimit is limit-rps and limit-rpm, or nil.
 	rateLimit *ir.RateLimit
 	// connectTimeout is 0 for the gateway's default, which is
@@ -331,10 +349,10 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 	}
 	if v, ok := get("backend-protocol"); ok {
 		switch p := strings.ToUpper(v); p {
-		case "HTTP", "GRPC", "H2C":
+		case "HTTP", "GRPC", "H2C", "HTTPS", "GRPCS":
 			cfg.protocol = p
-		case "HTTPS", "GRPCS", "AUTO_HTTP", "FCGI":
-			invalid("backend-protocol", "%s backends are not served by Weir yet; only HTTP, GRPC and H2C are", p)
+		case "AUTO_HTTP", "FCGI":
+			invalid("backend-protocol", "%s backends are not served by Weir; HTTP, HTTPS, GRPC, GRPCS and H2C are", p)
 		default:
 			invalid("backend-protocol", "%q is not one of HTTP, HTTPS, GRPC, GRPCS, H2C, AUTO_HTTP or FCGI", v)
 		}
@@ -372,6 +390,8 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 	}
 	cfg.deny = ranges("denylist-source-range")
 	cfg.rateLimit = parseRateLimit(get, invalid, ranges)
+	cfg.upstreamTLS = parseUpstreamTLS(ing.Namespace, get, invalid)
+	parseLoadBalancing(&cfg, get, invalid, notes)
 	seconds := func(name string, def time.Duration) time.Duration {
 		v, ok := get(name)
 		if !ok {
@@ -443,6 +463,167 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 		findings = append(findings, f)
 	}
 	return cfg, findings, unservable
+}
+
+// ingress-nginx's sticky cookie name.
+const defaultAffinityCookie = "INGRESSCOOKIE"
+
+// parseLoadBalancing reads affinity, upstream-hash-by and load-balance,
+// which ingress-nginx's balancer applies in that order of precedence.
+func parseLoadBalancing(cfg *config, get func(string) (string, bool), invalid func(string, string, ...any), notes map[string]annotation) {
+	if v, ok := get("load-balance"); ok {
+		switch v {
+		case "round_robin":
+		case "ewma":
+			cfg.lb = ir.LBLeastRequest
+		default:
+			notes["load-balance"] = annotation{Ignored, fmt.Sprintf("%q is not round_robin or ewma; round_robin is used", v)}
+		}
+	}
+	if v, ok := get("upstream-hash-by"); ok && v != "" {
+		if hp, bad := hashByOf(v); bad != "" {
+			notes["upstream-hash-by"] = annotation{Ignored, fmt.Sprintf("%q: %s; the backend is balanced without it", v, bad)}
+		} else {
+			cfg.hashBy, cfg.lb = hp, ir.LBConsistentHash
+		}
+	}
+	if v, ok := get("affinity"); ok {
+		if v != "cookie" {
+			invalid("affinity", "%q is not cookie, the only affinity ingress-nginx has", v)
+			return
+		}
+		if m, ok := get("affinity-mode"); ok && m != "balanced" && m != "persistent" {
+			invalid("affinity-mode", "%q is not balanced or persistent", m)
+		}
+		hp := &ir.HashPolicy{Kind: ir.HashCookie, Name: defaultAffinityCookie}
+		if n, ok := get("session-cookie-name"); ok && n != "" {
+			if !token(n) || strings.ContainsAny(n, "=") {
+				invalid("session-cookie-name", "%q is not a cookie name", n)
+			}
+			hp.Name = n
+		}
+		if p, ok := get("session-cookie-path"); ok && p != "" {
+			if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "; \t\r\n\x00") {
+				invalid("session-cookie-path", "%q is not a cookie path", p)
+			}
+			hp.CookiePath = p
+		}
+		ttl := time.Duration(0)
+		for _, name := range []string{"session-cookie-expires", "session-cookie-max-age"} {
+			if v, ok := get(name); ok && v != "" {
+				n, err := strconv.ParseUint(v, 10, 31)
+				if err != nil {
+					invalid(name, "%q is not a whole number of seconds", v)
+					continue
+				}
+				ttl = time.Duration(n) * time.Second
+			}
+		}
+		hp.CookieTTL = &ttl
+		if v, ok := get("session-cookie-samesite"); ok && v != "" {
+			switch strings.ToLower(v) {
+			case "none", "lax", "strict":
+				hp.CookieAttributes = append(hp.CookieAttributes, ir.CookieAttribute{Name: "SameSite", Value: strings.ToUpper(v[:1]) + strings.ToLower(v[1:])})
+			default:
+				invalid("session-cookie-samesite", "%q is not None, Lax or Strict", v)
+			}
+		}
+		if v, ok := get("session-cookie-secure"); ok {
+			secure, err := strconv.ParseBool(v)
+			if err != nil {
+				invalid("session-cookie-secure", "%q is not true or false", v)
+			} else if secure {
+				hp.CookieAttributes = append(hp.CookieAttributes, ir.CookieAttribute{Name: "Secure"})
+			}
+		}
+		cfg.affinity, cfg.lb = hp, ir.LBConsistentHash
+	}
+}
+
+// hashVariable is an nginx variable upstream-hash-by may use.
+var hashVariable = regexp.MustCompile(`^\$(remote_addr|binary_remote_addr|request_uri|host|http_host|http_[a-z0-9_]+|cookie_[A-Za-z0-9_]+|arg_[A-Za-z0-9_]+)`)
+
+// hashByOf maps an upstream-hash-by expression, a run of nginx
+// variables, onto hash policies; bad says what it cannot map.
+func hashByOf(expr string) (out []ir.HashPolicy, bad string) {
+	rest := expr
+	for rest != "" {
+		m := hashVariable.FindStringSubmatch(rest)
+		if m == nil {
+			return nil, "only a run of $remote_addr, $binary_remote_addr, $request_uri, $host, $http_*, $cookie_* and $arg_* is understood"
+		}
+		rest = rest[len(m[0]):]
+		v := m[1]
+		switch {
+		case v == "remote_addr" || v == "binary_remote_addr":
+			out = append(out, ir.HashPolicy{Kind: ir.HashSourceIP})
+		case v == "request_uri":
+			out = append(out, ir.HashPolicy{Kind: ir.HashHeader, Name: ":path"})
+		case v == "host" || v == "http_host":
+			out = append(out, ir.HashPolicy{Kind: ir.HashHeader, Name: ":authority"})
+		case strings.HasPrefix(v, "http_"):
+			out = append(out, ir.HashPolicy{Kind: ir.HashHeader, Name: strings.ReplaceAll(strings.TrimPrefix(v, "http_"), "_", "-")})
+		case strings.HasPrefix(v, "cookie_"):
+			out = append(out, ir.HashPolicy{Kind: ir.HashCookie, Name: strings.TrimPrefix(v, "cookie_")})
+		default:
+			out = append(out, ir.HashPolicy{Kind: ir.HashQueryParameter, Name: strings.TrimPrefix(v, "arg_")})
+		}
+	}
+	return out, ""
+}
+
+// upstreamTLSConfig is how the gateway connects to an HTTPS or GRPCS
+// backend. ingress-nginx's defaults verify nothing and send no SNI.
+type upstreamTLSConfig struct {
+	// secret is proxy-ssl-secret's name, in the Ingress's namespace.
+	secret string
+	verify bool
+	// name is what the certificate must carry, and the SNI when sni.
+	name string
+	sni  bool
+}
+
+// parseUpstreamTLS reads the proxy-ssl-* annotations of an Ingress in ns.
+func parseUpstreamTLS(ns string, get func(string) (string, bool), invalid func(string, string, ...any)) upstreamTLSConfig {
+	var c upstreamTLSConfig
+	onOff := func(name string) bool {
+		v, ok := get(name)
+		switch {
+		case !ok:
+			return false
+		case v == "on":
+			return true
+		case v != "off":
+			invalid(name, "%q is not on or off", v)
+		}
+		return false
+	}
+	c.verify, c.sni = onOff("proxy-ssl-verify"), onOff("proxy-ssl-server-name")
+	if v, ok := get("proxy-ssl-secret"); ok {
+		secretNS, name, qualified := strings.Cut(v, "/")
+		if !qualified {
+			secretNS, name = ns, v
+		}
+		switch {
+		case secretNS != ns:
+			invalid("proxy-ssl-secret", "%q is in namespace %s; Weir reads only Secrets in the Ingress's own namespace, %s", v, secretNS, ns)
+		case name == "" || strings.ContainsAny(name, "/ \t"):
+			invalid("proxy-ssl-secret", "%q is not namespace/name", v)
+		default:
+			c.secret = name
+		}
+	}
+	if v, ok := get("proxy-ssl-name"); ok {
+		if !validHost(v) || strings.Contains(v, ":") {
+			invalid("proxy-ssl-name", "%q is not a host name", v)
+		} else {
+			c.name = v
+		}
+	}
+	if c.verify && c.secret == "" {
+		invalid("proxy-ssl-verify", "on needs proxy-ssl-secret, whose ca.crt the backend's certificate is verified against")
+	}
+	return c
 }
 
 // ingress-nginx's rate limit defaults: limit-burst-multiplier, and the

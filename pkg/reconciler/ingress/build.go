@@ -509,6 +509,7 @@ func (hb *hostBuilder) routes(c pathCandidate, canaries []*entry) []*ir.Route {
 	main := hb.backend(c.e, c.field+".backend", c.path.Backend)
 	base.Backends = []ir.WeightedBackend{main}
 	base.Retry = nextUpstream
+	base.HashPolicy = hashPolicyOf(cfg, c.match)
 	idle := cfg.idle
 	base.IdleTimeout = &idle
 	if cfg.rewriteTarget != "" {
@@ -793,7 +794,7 @@ func (hb *hostBuilder) backend(e *entry, field string, ib netv1.IngressBackend) 
 	// a protocol other than the port's own gets a cluster of its own.
 	want := ir.HTTP1
 	switch e.cfg.protocol {
-	case "GRPC":
+	case "GRPC", "GRPCS":
 		want = ir.GRPC
 	case "H2C":
 		want = ir.H2C
@@ -801,6 +802,20 @@ func (hb *hostBuilder) backend(e *entry, field string, ib netv1.IngressBackend) 
 	if want != be.Protocol {
 		be.Protocol = want
 		be.Name += "/" + want.String()
+	}
+	if e.cfg.protocol == "HTTPS" || e.cfg.protocol == "GRPCS" {
+		t, suffix, problem := hb.upstreamTLS(e)
+		if problem != "" {
+			hb.problem(e, field, "InvalidBackendTLS", "%s; the path answers 503", problem)
+			return ir.WeightedBackend{BackendName: e.ref.String() + "/" + field, Weight: 100, Unresolved: true}
+		}
+		be.TLS = t
+		be.Name += suffix
+	}
+	if lb := e.cfg.lb; lb != ir.LBRoundRobin {
+		// Its own cluster: others reach the Service in turn.
+		be.LoadBalancer = lb
+		be.Name += "/lb=" + lb.String()
 	}
 	if d := e.cfg.connectTimeout; d > 0 {
 		// Its own cluster: others reach the Service with the default.
@@ -818,6 +833,66 @@ func (hb *hostBuilder) backend(e *entry, field string, ib netv1.IngressBackend) 
 	be.Provenance = ir.Provenance{e.ref}
 	hb.backends[be.Name] = be
 	return ir.WeightedBackend{BackendName: be.Name, Weight: 100}
+}
+
+// hashPolicyOf is what a path's consistent-hash backends hash: the sticky
+// cookie, set for the path itself unless session-cookie-path says
+// otherwise (for a regular expression, "/"), or upstream-hash-by's inputs.
+func hashPolicyOf(cfg config, m ir.PathMatch) []ir.HashPolicy {
+	if a := cfg.affinity; a != nil {
+		hp := *a
+		if hp.CookiePath == "" {
+			hp.CookiePath = "/"
+			if m.Kind != ir.PathRegex && m.Value != "" {
+				hp.CookiePath = m.Value
+			}
+		}
+		return []ir.HashPolicy{hp}
+	}
+	return cfg.hashBy
+}
+
+// upstreamTLS is how the gateway connects to e's HTTPS and GRPCS
+// backends, and the suffix that gives such a backend a cluster of its own.
+// Without proxy-ssl-verify nothing is verified, as in ingress-nginx. The
+// proxy-ssl-secret's pair is presented as the client certificate.
+func (hb *hostBuilder) upstreamTLS(e *entry) (*ir.BackendTLS, string, string) {
+	c := e.cfg.upstreamTLS
+	t := &ir.BackendTLS{Verify: ir.VerifyNone}
+	suffix := "+tls"
+	if c.sni && c.name != "" {
+		t.ServerName = c.name
+		suffix += ",sni=" + c.name
+	}
+	if c.secret == "" {
+		return t, suffix, ""
+	}
+	ns := e.ing.Namespace
+	chain, key, ca, problem := secrets.TLSKeyPairAndCA(hb.listers.Secrets, ns, c.secret)
+	if problem != "" {
+		return nil, "", "proxy-ssl-secret: " + problem
+	}
+	name := ns + "/" + c.secret
+	if !slices.ContainsFunc(hb.frag.Certificates, func(cert *ir.Certificate) bool { return cert.Name == name }) {
+		hb.frag.Certificates = append(hb.frag.Certificates, &ir.Certificate{
+			Name: name, CertChain: chain, PrivateKey: key, Provenance: ir.Provenance{e.ref}, Field: "metadata.annotations[" + AnnotationPrefix + "proxy-ssl-secret]",
+		})
+	}
+	t.ClientCertificate = name
+	suffix += ",client-cert=" + name
+	if !c.verify {
+		return t, suffix, ""
+	}
+	if len(ca) == 0 {
+		return nil, "", fmt.Sprintf("proxy-ssl-verify: Secret %s has no ca.crt to verify the backend's certificate against", name)
+	}
+	t.CACertificates = string(ca)
+	t.Verify = ir.VerifyChain
+	if c.name != "" {
+		t.Verify = ir.VerifyFull
+		t.SubjectAltNames = []ir.SubjectAltName{{Value: c.name}}
+	}
+	return t, suffix + ",verify=" + c.name, ""
 }
 
 // certificates adds the host's certificate: from the oldest Ingress with

@@ -440,7 +440,22 @@ func TestAnnotations(t *testing.T) {
 				t.Errorf("backend %q", r.Backends[0].BackendName)
 			}
 		}},
-		{name: "backend-protocol HTTPS", annotations: map[string]string{p + "backend-protocol": "HTTPS"}, refused: "HTTPS backends are not served by Weir yet"},
+		// ingress-nginx verifies nothing and sends no SNI by default.
+		{name: "backend-protocol HTTPS", annotations: map[string]string{p + "backend-protocol": "HTTPS"}, check: func(t *testing.T, r *ir.Route) {
+			if r.Backends[0].BackendName != "default/web:80+tls" {
+				t.Errorf("backend %q, want a cluster of its own", r.Backends[0].BackendName)
+			}
+		}},
+		{name: "backend-protocol GRPCS with SNI", annotations: map[string]string{p + "backend-protocol": "GRPCS", p + "proxy-ssl-server-name": "on", p + "proxy-ssl-name": "api.internal"}, check: func(t *testing.T, r *ir.Route) {
+			if r.Backends[0].BackendName != "default/web:80/grpc+tls,sni=api.internal" {
+				t.Errorf("backend %q", r.Backends[0].BackendName)
+			}
+		}},
+		{name: "backend-protocol FCGI", annotations: map[string]string{p + "backend-protocol": "FCGI"}, refused: "FCGI backends are not served by Weir"},
+		{name: "proxy-ssl-secret elsewhere", annotations: map[string]string{p + "backend-protocol": "HTTPS", p + "proxy-ssl-secret": "kube-system/ca"}, refused: "Weir reads only Secrets in the Ingress's own namespace, default"},
+		{name: "proxy-ssl-verify without a Secret", annotations: map[string]string{p + "backend-protocol": "HTTPS", p + "proxy-ssl-verify": "on"}, refused: "on needs proxy-ssl-secret"},
+		{name: "proxy-ssl-verify not on or off", annotations: map[string]string{p + "proxy-ssl-verify": "yes"}, refused: `"yes" is not on or off`},
+		{name: "proxy-ssl-ciphers", annotations: map[string]string{p + "proxy-ssl-ciphers": "HIGH"}, ignored: "Envoy's default TLS versions and ciphers"},
 		{name: "snippet", annotations: map[string]string{p + "server-snippet": "return 200;"}, refused: "snippets inject raw proxy configuration"},
 		{name: "unknown snippet", annotations: map[string]string{p + "brand-new-snippet": "x"}, refused: "snippets inject raw proxy configuration"},
 		{name: "client certificates", annotations: map[string]string{p + "auth-tls-verify-client": "on"}, refused: "would weaken its security"},
@@ -481,6 +496,33 @@ func TestAnnotations(t *testing.T) {
 		{name: "limit-rps not a number", annotations: map[string]string{p + "limit-rps": "ten"}, refused: `"ten" is not a whole number of requests`},
 		{name: "limit-burst-multiplier 0", annotations: map[string]string{p + "limit-rps": "1", p + "limit-burst-multiplier": "0"}, refused: `"0" is not a whole number from 1 to 65535`},
 		{name: "limit-whitelist bad", annotations: map[string]string{p + "limit-rps": "1", p + "limit-whitelist": "10.0.0.300"}, refused: `"10.0.0.300" is not an IP address or CIDR range`},
+		{name: "affinity cookie", annotations: map[string]string{p + "affinity": "cookie"}, different: "consistent-hash ring", check: func(t *testing.T, r *ir.Route) {
+			if r.Backends[0].BackendName != "default/web:80/lb=consistent-hash" || fmt.Sprint(r.HashPolicy) != "[{2 INGRESSCOOKIE 0s / []}]" {
+				t.Errorf("backend %q, hash policy %v", r.Backends[0].BackendName, r.HashPolicy)
+			}
+		}},
+		{name: "affinity cookie set", annotations: map[string]string{p + "affinity": "cookie", p + "affinity-mode": "persistent", p + "session-cookie-name": "route",
+			p + "session-cookie-max-age": "3600", p + "session-cookie-expires": "60", p + "session-cookie-path": "/app", p + "session-cookie-samesite": "lax", p + "session-cookie-secure": "true"}, check: func(t *testing.T, r *ir.Route) {
+			if fmt.Sprint(r.HashPolicy) != "[{2 route 1h0m0s /app [{SameSite Lax} {Secure }]}]" {
+				t.Errorf("hash policy %v", r.HashPolicy)
+			}
+		}},
+		{name: "affinity not cookie", annotations: map[string]string{p + "affinity": "ip"}, refused: `"ip" is not cookie`},
+		{name: "upstream-hash-by", annotations: map[string]string{p + "upstream-hash-by": "$remote_addr$request_uri$http_x_user_id$arg_tenant"}, check: func(t *testing.T, r *ir.Route) {
+			if r.Backends[0].BackendName != "default/web:80/lb=consistent-hash" || fmt.Sprint(r.HashPolicy) != "[{3  <nil>  []} {1 :path <nil>  []} {1 x-user-id <nil>  []} {4 tenant <nil>  []}]" {
+				t.Errorf("backend %q, hash policy %v", r.Backends[0].BackendName, r.HashPolicy)
+			}
+		}},
+		{name: "upstream-hash-by unknown variable", annotations: map[string]string{p + "upstream-hash-by": "$uri"}, ignored: "the backend is balanced without it", check: func(t *testing.T, r *ir.Route) {
+			if r.Backends[0].BackendName != "default/web:80" || r.HashPolicy != nil {
+				t.Errorf("backend %q, hash policy %v", r.Backends[0].BackendName, r.HashPolicy)
+			}
+		}},
+		{name: "load-balance ewma", annotations: map[string]string{p + "load-balance": "ewma"}, check: func(t *testing.T, r *ir.Route) {
+			if r.Backends[0].BackendName != "default/web:80/lb=least-request" {
+				t.Errorf("backend %q", r.Backends[0].BackendName)
+			}
+		}},
 		{name: "limit-connections", annotations: map[string]string{p + "limit-connections": "5"}, ignored: "Envoy has no limit on one client's concurrent connections"},
 		{name: "canary weight over total", annotations: map[string]string{p + "canary": "true", p + "canary-weight": "20", p + "canary-weight-total": "10"}, refused: `"20" is not an integer from 0 to 10`},
 		{name: "canary pattern", annotations: map[string]string{p + "canary": "true", p + "canary-by-header": "x", p + "canary-by-header-pattern": "(a"}, refused: "is not an RE2 regular expression"},
@@ -844,5 +886,57 @@ func TestServesOnlyWhatIsServed(t *testing.T) {
 		return strings.HasPrefix(p, "DomainConflict spec.rules: host taken.example.com is not served: domain \"taken.example.com\" is already served by KIngress/default/k")
 	}) {
 		t.Errorf("taken's problems: %q", got)
+	}
+}
+
+// TestHTTPSBackendSecrets: proxy-ssl-secret's pair becomes the client
+// certificate and its ca.crt the trust anchor with proxy-ssl-verify; a
+// Secret that cannot be read, or has no ca.crt to verify with, makes the
+// path answer 503 rather than connect unverified.
+func TestHTTPSBackendSecrets(t *testing.T) {
+	chain, key := selfSigned(t, "client")
+	caChain, _ := selfSigned(t, "backend.internal")
+	b64 := base64.StdEncoding.EncodeToString
+	secret := func(name string, ca []byte) string {
+		data := fmt.Sprintf("tls.crt: %s, tls.key: %s", b64(chain), b64(key))
+		if ca != nil {
+			data += ", ca.crt: " + b64(ca)
+		}
+		return fmt.Sprintf("apiVersion: v1\nkind: Secret\nmetadata: {name: %s}\ntype: kubernetes.io/tls\ndata: {%s}\n---\n", name, data)
+	}
+	p := ingress.AnnotationPrefix
+	https := func(name, host string, annotations map[string]string) string {
+		annotations[p+"backend-protocol"] = "HTTPS"
+		return ing(name, "2026-01-01T00:00:00Z", annotations, fmt.Sprintf("  - host: %s\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}", host)) + "---\n"
+	}
+	res := build(t, weirClass+"---\n"+secret("with-ca", caChain)+secret("without-ca", nil)+
+		https("verified", "v.example.com", map[string]string{p + "proxy-ssl-secret": "default/with-ca", p + "proxy-ssl-verify": "on", p + "proxy-ssl-name": "backend.internal"})+
+		https("cert-only", "c.example.com", map[string]string{p + "proxy-ssl-secret": "without-ca"})+
+		https("no-ca", "n.example.com", map[string]string{p + "proxy-ssl-secret": "without-ca", p + "proxy-ssl-verify": "on"})+
+		https("missing", "m.example.com", map[string]string{p + "proxy-ssl-secret": "nope"}))
+
+	f := fragment(t, res, "v.example.com")
+	be := f.Backends[0]
+	if be.Name != "default/web:80+tls,client-cert=default/with-ca,verify=backend.internal" || be.TLS.Verify != ir.VerifyFull ||
+		be.TLS.CACertificates != string(caChain) || fmt.Sprint(be.TLS.SubjectAltNames) != "[{false backend.internal}]" || be.TLS.ServerName != "" || be.TLS.ClientCertificate != "default/with-ca" {
+		t.Errorf("verified backend %s: %+v", be.Name, be.TLS)
+	}
+	if len(f.Certificates) != 1 || f.Certificates[0].Name != "default/with-ca" || len(f.Certificates[0].Hosts) != 0 {
+		t.Errorf("client certificate: %+v", f.Certificates)
+	}
+	f = fragment(t, res, "c.example.com")
+	if be := f.Backends[0]; be.TLS.Verify != ir.VerifyNone || be.TLS.CACertificates != "" || be.TLS.ClientCertificate != "default/without-ca" {
+		t.Errorf("cert-only backend %s: %+v", be.Name, be.TLS)
+	}
+	for name, want := range map[string]string{
+		"no-ca":   "InvalidBackendTLS spec.rules[0].http.paths[0].backend: proxy-ssl-verify: Secret default/without-ca has no ca.crt",
+		"missing": "InvalidBackendTLS spec.rules[0].http.paths[0].backend: proxy-ssl-secret: Secret default/nope does not exist",
+	} {
+		if got := problems(res, name); len(got) != 1 || !strings.Contains(got[0], want) {
+			t.Errorf("%s: problems %q, want %q", name, got, want)
+		}
+	}
+	if r := fragment(t, res, "n.example.com").VirtualHosts[0].Routes[0]; !r.Backends[0].Unresolved {
+		t.Errorf("a backend that cannot be verified as asked is served: %+v", r.Backends)
 	}
 }
