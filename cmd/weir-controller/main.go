@@ -270,6 +270,7 @@ func translateOptions(w *config.Weir) translate.Options {
 	o := translate.DefaultOptions()
 	o.StreamIdleTimeout = w.StreamIdleTimeout
 	o.ListenAddress = w.ListenAddress
+	o.XffNumTrustedHops = w.XffNumTrustedHops
 	return o
 }
 

@@ -42,8 +42,12 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.Var(&classes, "ingress-class", `a networking.k8s.io Ingress class to serve besides "weir", e.g. nginx (repeatable)`)
 	var mirrors fileList
 	fs.Var(&mirrors, "mirror-target-host", "a host an Ingress's mirror-target may name (repeatable); none by default, since a target can be any address this machine reaches")
+	trustedHops := fs.Uint("xff-num-trusted-hops", 0, "how many proxies in front of this gateway append to X-Forwarded-For and are trusted: the client address is that many entries from its right (0: the connection's peer)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *trustedHops > 10 {
+		return fmt.Errorf("--xff-num-trusted-hops %d: at most 10; never more than the proxies you run, or clients choose their own address", *trustedHops)
 	}
 	if len(files) == 0 {
 		fs.Usage()
@@ -71,6 +75,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		UpstreamTrustedCA: *upstreamCA,
 		IngressClasses:    classes,
 		MirrorTargetHosts: mirrors,
+		XffNumTrustedHops: uint32(*trustedHops), //nolint:gosec // at most 10
 	})
 	if err != nil {
 		return err

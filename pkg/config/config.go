@@ -6,6 +6,7 @@ package config
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,7 +38,14 @@ type Weir struct {
 	// ListenAddress is where the gateway listeners bind: "::" (both IPv4
 	// and IPv6, the default) or "0.0.0.0" (IPv4, for a kernel without IPv6).
 	ListenAddress string
+	// XffNumTrustedHops is how many proxies in front of the gateway append
+	// to X-Forwarded-For and are trusted (Envoy's xff_num_trusted_hops).
+	XffNumTrustedHops uint32
 }
+
+// maxTrustedHops bounds xff-num-trusted-hops: no real chain of proxies is
+// longer, and a typo should not be served.
+const maxTrustedHops = 10
 
 // MinStreamIdleTimeout is Knative's default max-revision-timeout-seconds
 // (config-defaults): no revision may take longer to respond.
@@ -77,13 +85,20 @@ func FromMap(data map[string]string) (*Weir, error) {
 			w.ExternalService, err = parseNamespacedName(v)
 		case "internal-service":
 			w.InternalService, err = parseNamespacedName(v)
+		case "xff-num-trusted-hops":
+			var n uint64
+			n, err = strconv.ParseUint(v, 10, 32)
+			if err == nil && n > maxTrustedHops {
+				err = fmt.Errorf("at most %d", maxTrustedHops)
+			}
+			w.XffNumTrustedHops = uint32(n) //nolint:gosec // checked above
 		case "listen-address":
 			if v != "::" && v != "0.0.0.0" {
 				err = fmt.Errorf(`must be "::" (IPv4 and IPv6) or "0.0.0.0" (IPv4 only)`)
 			}
 			w.ListenAddress = v
 		default:
-			err = fmt.Errorf("unknown key; valid keys are stream-idle-timeout, tls-secret-namespaces, external-service, internal-service, listen-address")
+			err = fmt.Errorf("unknown key; valid keys are stream-idle-timeout, tls-secret-namespaces, external-service, internal-service, listen-address, xff-num-trusted-hops")
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %s=%q: %w", ConfigMapName, k, v, err)

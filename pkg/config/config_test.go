@@ -21,6 +21,7 @@ func TestFromMapValues(t *testing.T) {
 		"stream-idle-timeout":   "15m",
 		"tls-secret-namespaces": "knative-serving, certs ,",
 		"external-service":      "gw/public",
+		"xff-num-trusted-hops":  "2",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -34,6 +35,9 @@ func TestFromMapValues(t *testing.T) {
 	if w.ExternalService.String() != "gw/public" {
 		t.Errorf("ExternalService = %v", w.ExternalService)
 	}
+	if w.XffNumTrustedHops != 2 {
+		t.Errorf("XffNumTrustedHops = %d", w.XffNumTrustedHops)
+	}
 }
 
 func TestFromMapErrorsNameKey(t *testing.T) {
@@ -43,6 +47,8 @@ func TestFromMapErrorsNameKey(t *testing.T) {
 		{"stream-idle-timeout", "5m"}, // below Knative's maximum revision timeout
 		{"external-service", "no-slash"},
 		{"listen-address", "10.0.0.1"},
+		{"xff-num-trusted-hops", "-1"},
+		{"xff-num-trusted-hops", "11"},
 		{"stream-idle-timout", "1s"},
 	} {
 		_, err := FromMap(map[string]string{tc.key: tc.value})

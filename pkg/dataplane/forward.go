@@ -700,7 +700,7 @@ func (s *stream) prepareRequestHeaders(h http.Header) {
 	if err != nil {
 		clientIP = s.r.RemoteAddr
 	}
-	s.clientAddr = downstreamAddr(s.hcm.useRemote, clientIP, h["X-Forwarded-For"])
+	s.clientAddr = downstreamAddr(s.hcm.useRemote, s.hcm.trustedHops, clientIP, h["X-Forwarded-For"])
 	scheme := hvHTTP
 	if s.tls {
 		scheme = hvHTTPS
@@ -745,18 +745,49 @@ func (s *stream) prepareRequestHeaders(h http.Header) {
 // the peer when the connection manager uses the remote address (no
 // X-Forwarded-For hop is trusted), otherwise the last X-Forwarded-For
 // address, falling back to the peer when there is none that parses.
-func downstreamAddr(useRemote bool, peer string, xff []string) netip.Addr {
+func downstreamAddr(useRemote bool, trustedHops uint32, peer string, xff []string) netip.Addr {
 	addr, _ := netip.ParseAddr(peer)
-	if !useRemote && len(xff) > 0 {
-		last := xff[len(xff)-1]
-		if i := strings.LastIndexByte(last, ','); i >= 0 {
-			last = last[i+1:]
+	// Envoy skips trustedHops entries from the right of X-Forwarded-For;
+	// with use_remote_address the last trusted hop is the peer itself, so
+	// one fewer. An entry that is missing or not an address leaves the
+	// peer.
+	skip := int(trustedHops)
+	if useRemote {
+		if trustedHops == 0 {
+			return addr.WithZone("").Unmap()
 		}
-		if a, err := netip.ParseAddr(strings.TrimSpace(last)); err == nil {
+		skip--
+	}
+	if len(xff) == 0 {
+		return addr.WithZone("").Unmap()
+	}
+	entry, ok := xffEntryFromRight(xff, skip)
+	if ok {
+		if a, err := netip.ParseAddr(entry); err == nil {
 			addr = a
 		}
 	}
 	return addr.WithZone("").Unmap()
+}
+
+// xffEntryFromRight is the X-Forwarded-For entry skip places from the
+// right, across all the header's lines.
+func xffEntryFromRight(xff []string, skip int) (string, bool) {
+	for i := len(xff) - 1; i >= 0; i-- {
+		line := xff[i]
+		for {
+			j := strings.LastIndexByte(line, ',')
+			if skip == 0 {
+				return strings.TrimSpace(line[j+1:]), true
+			}
+			skip--
+			if j < 0 {
+				break
+			}
+			line = line[:j]
+		}
+	}
+	return "", false
 }
 
 // routeHeaders are the router's header changes: the upgrade, the expected

@@ -70,6 +70,7 @@ type hcmConf struct {
 	upgrades     map[string]bool // lower-cased upgrade type -> enabled
 	streamIdle   time.Duration   // 0 = disabled
 	useRemote    bool
+	trustedHops  uint32
 	normalize    bool
 	mergeSlashes bool
 	filters      []*httpFilterConf // http_filters before the router
@@ -369,7 +370,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, env *compileEnv) (*
 		return nil, err
 	}
 	if err := onlyFields(h, path, "stat_prefix", "codec_type", "rds", "http_filters", "upgrade_configs",
-		"stream_idle_timeout", "use_remote_address", "normalize_path", "merge_slashes",
+		"stream_idle_timeout", "use_remote_address", "xff_num_trusted_hops", "normalize_path", "merge_slashes",
 		"request_headers_timeout", "max_request_headers_kb", "common_http_protocol_options", "http2_protocol_options"); err != nil {
 		return nil, err
 	}
@@ -381,6 +382,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, env *compileEnv) (*
 		statPrefix:   h.GetStatPrefix(),
 		streamIdle:   envoyStreamIdleTimeout,
 		useRemote:    h.GetUseRemoteAddress().GetValue(),
+		trustedHops:  h.GetXffNumTrustedHops(),
 		normalize:    h.GetNormalizePath().GetValue(),
 		mergeSlashes: h.GetMergeSlashes(),
 		upgrades:     map[string]bool{},

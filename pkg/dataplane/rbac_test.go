@@ -155,24 +155,36 @@ func TestRBACRemoteIPBehindAProxy(t *testing.T) {
 	}
 }
 
+// TestDownstreamAddr checks Envoy's trusted client address: with
+// use_remote_address, the peer, or with xff_num_trusted_hops N the Nth
+// X-Forwarded-For entry from the right; without it, the entry N+1 from the
+// right. A missing or malformed entry leaves the peer.
 func TestDownstreamAddr(t *testing.T) {
 	for _, tc := range []struct {
 		useRemote bool
+		hops      uint32
 		peer      string
 		xff       []string
 		want      string
 	}{
-		{true, "127.0.0.1", []string{"10.0.0.1"}, "127.0.0.1"},
-		{false, "127.0.0.1", []string{"10.0.0.1"}, "10.0.0.1"},
-		{false, "127.0.0.1", []string{"192.0.2.1", "10.0.0.2, 10.0.0.3"}, "10.0.0.3"},
-		{false, "127.0.0.1", []string{"not an address"}, "127.0.0.1"},
-		{false, "127.0.0.1", nil, "127.0.0.1"},
+		{true, 0, "127.0.0.1", []string{"10.0.0.1"}, "127.0.0.1"},
+		{false, 0, "127.0.0.1", []string{"10.0.0.1"}, "10.0.0.1"},
+		{false, 0, "127.0.0.1", []string{"192.0.2.1", "10.0.0.2, 10.0.0.3"}, "10.0.0.3"},
+		{false, 0, "127.0.0.1", []string{"not an address"}, "127.0.0.1"},
+		{false, 0, "127.0.0.1", nil, "127.0.0.1"},
+		{true, 1, "127.0.0.1", []string{"192.0.2.1, 10.0.0.2"}, "10.0.0.2"},
+		{true, 2, "127.0.0.1", []string{"192.0.2.1, 10.0.0.2"}, "192.0.2.1"},
+		{true, 2, "127.0.0.1", []string{"192.0.2.1", " 10.0.0.2 "}, "192.0.2.1"},
+		{true, 3, "127.0.0.1", []string{"192.0.2.1, 10.0.0.2"}, "127.0.0.1"},
+		{true, 1, "127.0.0.1", nil, "127.0.0.1"},
+		{true, 1, "127.0.0.1", []string{"192.0.2.1, garbage"}, "127.0.0.1"},
+		{false, 1, "127.0.0.1", []string{"192.0.2.1, 10.0.0.2"}, "192.0.2.1"},
 		// Zones and v4-mapped forms never keep a range from matching.
-		{true, "fe80::1%eth0", nil, "fe80::1"},
-		{true, "::ffff:10.0.0.1", nil, "10.0.0.1"},
+		{true, 0, "fe80::1%eth0", nil, "fe80::1"},
+		{true, 0, "::ffff:10.0.0.1", nil, "10.0.0.1"},
 	} {
-		if got := downstreamAddr(tc.useRemote, tc.peer, tc.xff).String(); got != tc.want {
-			t.Errorf("downstreamAddr(%v, %q, %q) = %s, want %s", tc.useRemote, tc.peer, tc.xff, got, tc.want)
+		if got := downstreamAddr(tc.useRemote, tc.hops, tc.peer, tc.xff).String(); got != tc.want {
+			t.Errorf("downstreamAddr(%v, %d, %q, %q) = %s, want %s", tc.useRemote, tc.hops, tc.peer, tc.xff, got, tc.want)
 		}
 	}
 }

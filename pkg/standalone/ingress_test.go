@@ -764,3 +764,58 @@ spec:
 		t.Errorf("40 clients reached %v; want both endpoints used", endpoints)
 	}
 }
+
+// TestIngressTrustedForwardedFor checks --xff-num-trusted-hops: behind one
+// trusted proxy, the client whose address the allow-lists and rate limits
+// judge is the last X-Forwarded-For entry, not the proxy; without it, the
+// header is not believed.
+func TestIngressTrustedForwardedFor(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "backends.yaml", backendsYAML(pathBackend(t, "v1"), pathBackend(t, "v2")))
+	write(t, dir, "ingress.yaml", `apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: guarded
+  annotations: {nginx.ingress.kubernetes.io/denylist-source-range: "192.0.2.0/24", nginx.ingress.kubernetes.io/limit-rpm: "1", nginx.ingress.kubernetes.io/limit-burst-multiplier: "1"}
+spec:
+  ingressClassName: weir
+  rules:
+  - host: guarded.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: v1, port: {number: 80}}}}
+`)
+	send := func(port int, xff string) int {
+		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/", port), nil)
+		req.Host = "guarded.example.com"
+		req.Header.Set("X-Forwarded-For", xff)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	trusting := startRunWith(t, Options{Paths: []string{dir}, PollInterval: 20 * time.Millisecond, XffNumTrustedHops: 1})
+	port, _, _, _ := trusting.Ports()
+	eventually(t, "the Ingress to be served", func() bool { return send(port, "198.51.100.1") == 200 })
+	if code := send(port, "203.0.113.7, 192.0.2.5"); code != 403 {
+		t.Errorf("a denied client behind the trusted proxy: %d, want 403", code)
+	}
+	// Each client has its own bucket of 2 (burst 1+1); the first client
+	// already spent one.
+	var codes []int
+	for _, xff := range []string{"198.51.100.1", "198.51.100.1", "198.51.100.2", "198.51.100.2"} {
+		codes = append(codes, send(port, xff))
+	}
+	if fmt.Sprint(codes) != "[200 503 200 200]" {
+		t.Errorf("clients told apart by X-Forwarded-For: %v, want [200 503 200 200]", codes)
+	}
+
+	untrusting := startRunWith(t, Options{Paths: []string{dir}, PollInterval: 20 * time.Millisecond})
+	port, _, _, _ = untrusting.Ports()
+	eventually(t, "the Ingress to be served", func() bool { return send(port, "192.0.2.5") != 0 })
+	if code := send(port, "192.0.2.5"); code == 403 {
+		t.Errorf("X-Forwarded-For was believed without a trusted hop")
+	}
+}

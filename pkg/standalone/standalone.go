@@ -63,6 +63,9 @@ type Options struct {
 	IngressClasses []string
 	// MirrorTargetHosts may be named by an Ingress's mirror-target.
 	MirrorTargetHosts []string
+	// XffNumTrustedHops is how many proxies in front are trusted to append
+	// to X-Forwarded-For (translate.Options.XffNumTrustedHops).
+	XffNumTrustedHops uint32
 }
 
 // systemCABundles are where common systems keep their CA bundle, as Go's
@@ -172,6 +175,7 @@ func (g *Gateway) start(ctx context.Context) error {
 	topts.ExternalHTTPPort, topts.ExternalHTTPSPort = uint32(g.opts.HTTPPort), uint32(g.opts.HTTPSPort)                 //nolint:gosec
 	topts.InternalHTTPPort, topts.InternalHTTPSPort = uint32(g.opts.InternalHTTPPort), uint32(g.opts.InternalHTTPSPort) //nolint:gosec
 	topts.UpstreamTrustedCA = g.opts.UpstreamTrustedCA
+	topts.XffNumTrustedHops = g.opts.XffNumTrustedHops
 	if topts.UpstreamTrustedCA == "" {
 		topts.UpstreamTrustedCA = systemCABundle()
 	}

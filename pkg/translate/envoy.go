@@ -195,6 +195,7 @@ func httpConnectionManager(name string, filters []*hcmv3.HttpFilter, opts Option
 		UpgradeConfigs:    []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 		StreamIdleTimeout: durationpb.New(opts.StreamIdleTimeout),
 		UseRemoteAddress:  wrapperspb.Bool(true),
+		XffNumTrustedHops: opts.XffNumTrustedHops,
 		NormalizePath:     wrapperspb.Bool(true),
 		MergeSlashes:      false,
 		// Envoy's edge best practices: bounded by default, so one client

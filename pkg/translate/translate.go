@@ -43,6 +43,11 @@ type Options struct {
 	// StreamIdleTimeout is the HTTP connection manager's stream_idle_timeout;
 	// 0 disables it.
 	StreamIdleTimeout time.Duration
+	// XffNumTrustedHops is how many proxies in front of the gateway are
+	// trusted to append to X-Forwarded-For: the client address is the
+	// address that many entries from its right (Envoy's
+	// xff_num_trusted_hops). 0 trusts none: the client is the peer.
+	XffNumTrustedHops uint32
 	// OwnListenersOnly leaves out the gateway's own (KIngress) listeners,
 	// for a data plane that serves one Gateway: only the fragments' own
 	// listeners are emitted, and their ports are all free to use.

@@ -67,12 +67,12 @@ const (
 	// idleTimeout is how the read and send timeouts differ.
 	idleTimeout = "Envoy has one idle timeout for both directions: the larger of proxy-read-timeout and proxy-send-timeout (60 s each by default) bounds the time without a byte either way, and its expiry answers 408 (nginx: 504) or closes a stream already answering"
 	// peerAddress is how the source-range annotations differ.
-	peerAddress = "the client address is the connection's peer; X-Forwarded-For is not trusted (ingress-nginx's use-forwarded-headers has no counterpart yet)"
+	peerAddress = "the client address is the connection's peer, or, behind proxies that config-weir's xff-num-trusted-hops (weir run --xff-num-trusted-hops) trusts, the X-Forwarded-For entry that many from the right, as Envoy's xff_num_trusted_hops; ingress-nginx's use-forwarded-headers and proxy-real-ip-cidr are not read"
 	notYet      = "not implemented by Weir yet"
 	// stickyCookie is how cookie affinity differs.
 	stickyCookie = "the cookie's value is hashed onto a consistent-hash ring of the endpoints (Envoy's ring hash): a client stays on its endpoint while the endpoints stay, and a change of endpoints moves few clients, as affinity-mode balanced does; persistent's pinning through scaling is not kept"
 	// perRouteLimit is how the rate limits differ.
-	perRouteLimit  = "each path of the Ingress has its own count per client (ingress-nginx shares one across the Ingress's paths); as in ingress-nginx, each gateway replica counts on its own, and the client is the connection's peer"
+	perRouteLimit  = "each path of the Ingress has its own count per client (ingress-nginx shares one across the Ingress's paths); as in ingress-nginx, each gateway replica counts on its own; the client address is taken as for the source ranges"
 	notYetSecurity = "not implemented by Weir yet, and serving the Ingress without it would weaken its security"
 )
 
