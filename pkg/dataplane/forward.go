@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,12 +65,16 @@ type stream struct {
 	hash      uint64
 	hashed    bool
 	setCookie string
-	rl        *rtListener
-	conf      *listenerConf
-	hcm       *hcmConf
-	w         http.ResponseWriter
-	r         *http.Request
-	start     time.Time
+	// tried are the endpoints this request went to, and hostAttempts the
+	// route's previous_hosts selection attempts (0: none).
+	tried        []*endpoint
+	hostAttempts int
+	rl           *rtListener
+	conf         *listenerConf
+	hcm          *hcmConf
+	w            http.ResponseWriter
+	r            *http.Request
+	start        time.Time
 
 	// req is what the filters see and the router forwards.
 	req httpfilter.RequestHeaders
@@ -817,6 +822,7 @@ func (s *stream) roundTrip(out *http.Request, c *cluster, fw *forward, transport
 	if out.Body != nil {
 		rb = &replayBody{src: out.Body, limit: s.decoderBufferLimit()} // Envoy's retry_shadow_buffer_limit
 	}
+	s.hostAttempts = rp.hostAttempts
 	for try := 0; ; try++ {
 		tryCtx, tryCancel := s.ctx, context.CancelFunc(func() {})
 		if rp.perTry > 0 {
@@ -862,8 +868,16 @@ func (s *stream) roundTrip(out *http.Request, c *cluster, fw *forward, transport
 
 func (s *stream) attempt(req *http.Request, c *cluster, transport http.RoundTripper) (*http.Response, error) {
 	ep := c.pickHashed(s.hash, s.hashed)
+	// previous_hosts: choose again, up to hostAttempts selections in
+	// all, while the choice was tried already.
+	for i := 1; i < s.hostAttempts && ep != nil && slices.Contains(s.tried, ep); i++ {
+		ep = c.pickAgain(s.hash, s.hashed, i)
+	}
 	if ep == nil {
 		return nil, errNoEndpoint
+	}
+	if s.hostAttempts > 0 {
+		s.tried = append(s.tried, ep)
 	}
 	s.endpoint = ep
 	req.URL.Host = ep.addr

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/bits"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -15,6 +16,8 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/weir-dev/weir/pkg/ir"
 )
 
 // This file is Envoy's consistent hashing: a route's hash_policy gives a
@@ -81,8 +84,11 @@ func compileHashPolicies(in []*routev3.RouteAction_HashPolicy, path string) ([]h
 					return nil, invalid(idx(sub(p, "cookie.attributes"), j), "not a cookie attribute")
 				}
 			}
-			if strings.ContainsAny(h.name+h.path, ";= \r\n\x00") {
-				return nil, invalid(sub(p, "cookie"), "name or path holds a character a Set-Cookie cannot")
+			if !httpguts.ValidHeaderFieldName(h.name) || strings.ContainsAny(h.name, "=") {
+				return nil, invalid(sub(p, "cookie.name"), "%q is not a cookie name", h.name)
+			}
+			if !ir.ValidCookiePath(h.path) {
+				return nil, invalid(sub(p, "cookie.path"), "%q holds a control character or \";\"", h.path)
 			}
 		case *routev3.RouteAction_HashPolicy_ConnectionProperties_:
 			if !s.ConnectionProperties.GetSourceIp() {
@@ -122,16 +128,21 @@ func (s *stream) requestHash(policies []hashPolicy) (hash uint64, ok bool, setCo
 				values = r.Header[p.name]
 			}
 			if len(values) > 0 {
-				// Several values are hashed together, in order.
+				// Several values are hashed together, sorted, as Envoy
+				// does, so their order does not matter.
+				if len(values) > 1 {
+					values = slices.Sorted(slices.Values(values))
+				}
 				h, found = xxhash.Sum64String(strings.Join(values, "\x00")), true
 			}
 		case hashCookie:
 			if c, err := r.Cookie(p.name); err == nil {
 				h, found = xxhash.Sum64String(c.Value), true
 			} else if p.ttl != nil {
-				// Envoy's made-up value: the hash of the client's address
-				// and port, so a client behind a NAT gets its own.
-				value := fmt.Sprintf("%016x", xxhash.Sum64String(r.RemoteAddr))
+				// Envoy's made-up value: the hash of the connection's
+				// two ends, so a client behind a NAT gets its own.
+				local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+				value := fmt.Sprintf("%016x", xxhash.Sum64String(r.RemoteAddr+addrString(local)))
 				h, found = xxhash.Sum64String(value), true
 				setCookie = setCookieValue(p, value)
 			}
@@ -218,7 +229,7 @@ func buildRing(eps []*endpoint, rc ringConfig) *hashRing {
 	if len(eps) == 0 {
 		return &hashRing{}
 	}
-	perHost := (rc.min + uint64(len(eps)) - 1) / uint64(len(eps))
+	perHost := max((rc.min+uint64(len(eps))-1)/uint64(len(eps)), 1)
 	if perHost*uint64(len(eps)) > rc.max {
 		perHost = max(rc.max/uint64(len(eps)), 1)
 	}
@@ -250,6 +261,9 @@ func buildRing(eps []*endpoint, rc ringConfig) *hashRing {
 
 // lookup is the first entry at or after hash, wrapping around.
 func (r *hashRing) lookup(hash uint64) *endpoint {
+	if len(r.hashes) == 0 {
+		return nil
+	}
 	i, _ := slices.BinarySearch(r.hashes, hash)
 	if i == len(r.hashes) {
 		i = 0
@@ -281,5 +295,28 @@ func (c *cluster) pickHashed(hash uint64, hashed bool) *endpoint {
 	return c.ring.ring.lookup(hash)
 }
 
+// pickAgain is the choice of a retry's attempt-th selection: on the ring,
+// attempt entries past the key's, as Envoy's ring does; otherwise the
+// policy's next choice.
+func (c *cluster) pickAgain(hash uint64, hashed bool, attempt int) *endpoint {
+	if c.ring == nil || !hashed || len(c.endpoints) == 0 {
+		return c.pick()
+	}
+	c.ring.once.Do(func() { c.ring.ring = buildRing(c.endpoints, c.ring.cfg) })
+	r := c.ring.ring
+	if len(r.hashes) == 0 {
+		return nil
+	}
+	i, _ := slices.BinarySearch(r.hashes, hash)
+	return r.eps[(i+attempt)%len(r.eps)]
+}
+
 // randomEndpoint is a ring hash cluster's choice without a key.
 func randomEndpoint(eps []*endpoint) *endpoint { return eps[rand.IntN(len(eps))] }
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,7 +12,9 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // TestRingHashAffinity checks Envoy's consistent hashing on real sockets: a
@@ -127,5 +130,82 @@ func TestHashRingMovesFewKeys(t *testing.T) {
 		if n := held[ep.addr]; n < 1500 || n > 3500 {
 			t.Errorf("%s holds %d of 10000 keys; the ring is lopsided: %v", ep.addr, n, held)
 		}
+	}
+}
+
+// TestHashPolicyEdges: a cookie path may hold "=" (RFC 6265 forbids only
+// controls and ";"), a ring sized 0 still holds every endpoint, and an
+// empty ring answers no endpoint instead of panicking.
+func TestHashPolicyEdges(t *testing.T) {
+	cookie := func(name, path string) []*routev3.RouteAction_HashPolicy {
+		return []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{Cookie: &routev3.RouteAction_HashPolicy_Cookie{Name: name, Path: path}}}}
+	}
+	if _, err := compileHashPolicies(cookie("c", "/a=b"), "hash_policy"); err != nil {
+		t.Errorf("a path with \"=\": %v", err)
+	}
+	for _, bad := range [][2]string{{"c", "/a;b"}, {"c", "/a\nb"}, {"a=b", "/"}, {"", "/"}} {
+		if _, err := compileHashPolicies(cookie(bad[0], bad[1]), "hash_policy"); err == nil {
+			t.Errorf("cookie %q path %q was accepted", bad[0], bad[1])
+		}
+	}
+	eps := []*endpoint{{addr: "10.0.0.1:80"}, {addr: "10.0.0.2:80"}}
+	r := buildRing(eps, ringConfig{min: 0, max: 0})
+	if len(r.hashes) != 2 || r.lookup(42) == nil {
+		t.Errorf("a ring sized 0 has %d entries", len(r.hashes))
+	}
+	if (&hashRing{}).lookup(42) != nil {
+		t.Error("an empty ring answered an endpoint")
+	}
+}
+
+// TestRetryPreviousHosts checks Envoy's previous_hosts retry predicate on
+// a ring: a key whose endpoint refuses connections is retried on the next
+// endpoint of the ring, where without the predicate every retry goes back
+// to the dead one.
+func TestRetryPreviousHosts(t *testing.T) {
+	live := startBackend(t, "live")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+	p := newTestProxy(t, Options{})
+	c := edsCluster("ring", false)
+	c.LbPolicy = clusterv3.Cluster_RING_HASH
+	route := func(path string, predicate bool) *routev3.Route {
+		r := routeTo(prefixMatch(path), "ring")
+		r.GetRoute().HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: "x-user"}}}}
+		rp := &routev3.RetryPolicy{RetryOn: "connect-failure", NumRetries: wrapperspb.UInt32(2)}
+		if predicate {
+			rp.RetryHostPredicate = []*routev3.RetryPolicy_RetryHostPredicate{{
+				Name: "envoy.retry_host_predicates.previous_hosts", ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(&previoushostsv3.PreviousHostsPredicate{})},
+			}}
+			rp.HostSelectionRetryMaxAttempts = 5
+		}
+		r.GetRoute().RetryPolicy = rp
+		return r
+	}
+	mustApply(t, p, &Resources{
+		Listeners: []*listenerv3.Listener{plainListener("l")},
+		Routes:    []*routev3.RouteConfiguration{routeConfig("l", virtualHost("vh", []string{"*"}, route("/other", true), route("/", false)))},
+		Clusters:  []*clusterv3.Cluster{c},
+		Endpoints: []*endpointv3.ClusterLoadAssignment{cla("ring", live.addr, dead)},
+	})
+	failed := map[string]int{}
+	for _, path := range []string{"/other", "/same"} {
+		for i := range 30 {
+			req, _ := http.NewRequest(http.MethodGet, proxyURL(t, p, "l")+path, nil)
+			req.Header.Set("X-User", fmt.Sprintf("user-%d", i))
+			if resp, _ := do(t, req); resp.StatusCode != 200 {
+				failed[path]++
+			}
+		}
+	}
+	if failed["/other"] != 0 {
+		t.Errorf("with previous_hosts, %d of 30 keys failed", failed["/other"])
+	}
+	if failed["/same"] == 0 {
+		t.Errorf("without previous_hosts no key failed: the retries did not stay on the key's endpoint")
 	}
 }

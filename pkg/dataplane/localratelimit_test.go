@@ -189,6 +189,10 @@ func TestLocalRateLimitRefusesWhatItCannotHonour(t *testing.T) {
 	for name, lrl := range map[string]*localratelimitv3.LocalRateLimit{
 		"token_bucket: required in a per-route config": {StatPrefix: "x", FilterEnabled: everyRequest()},
 		"fill_interval": {StatPrefix: "x", TokenBucket: &typev3.TokenBucket{MaxTokens: 1, FillInterval: durationpb.New(10 * time.Millisecond)}},
+		"descriptors[1]: a duplicate descriptor": {StatPrefix: "x", TokenBucket: slowBucket(1), Descriptors: []*ratelimitv3.LocalRateLimitDescriptor{
+			{Entries: []*ratelimitv3.RateLimitDescriptor_Entry{entry("remote_address", "")}, TokenBucket: slowBucket(1)},
+			{Entries: []*ratelimitv3.RateLimitDescriptor_Entry{entry("remote_address", "")}, TokenBucket: slowBucket(2)},
+		}},
 		"local_rate_limit_per_downstream_connection": {StatPrefix: "x", TokenBucket: slowBucket(1), LocalRateLimitPerDownstreamConnection: true},
 		"rate_limits[0].actions[0]":                  {StatPrefix: "x", TokenBucket: slowBucket(1), RateLimits: []*routev3.RateLimit{{Actions: []*routev3.RateLimit_Action{{ActionSpecifier: &routev3.RateLimit_Action_RequestHeaders_{RequestHeaders: &routev3.RateLimit_Action_RequestHeaders{HeaderName: "x", DescriptorKey: "x"}}}}}}},
 	} {

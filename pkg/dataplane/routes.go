@@ -14,6 +14,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -203,6 +204,10 @@ type retryPolicy struct {
 	onCodes     []int
 	baseBackoff time.Duration
 	maxBackoff  time.Duration
+	// hostAttempts is host_selection_retry_max_attempts with the
+	// previous_hosts predicate: how many times a retry chooses its
+	// endpoint before taking one already tried. 0: no predicate.
+	hostAttempts int
 }
 
 // compileRoutes compiles a route configuration against the cluster set.
@@ -1200,10 +1205,22 @@ func concatOps(a, b []headerOp) []headerOp {
 }
 
 func compileRetry(rp *routev3.RetryPolicy, path string) (*retryPolicy, error) {
-	if err := onlyFields(rp, path, "retry_on", "num_retries", "per_try_timeout", "retriable_status_codes", "retry_back_off"); err != nil {
+	if err := onlyFields(rp, path, "retry_on", "num_retries", "per_try_timeout", "retriable_status_codes", "retry_back_off", "retry_host_predicate", "host_selection_retry_max_attempts"); err != nil {
 		return nil, err
 	}
 	out := &retryPolicy{numRetries: 1, baseBackoff: 25 * time.Millisecond}
+	for i, hp := range rp.GetRetryHostPredicate() {
+		pp := idx(sub(path, "retry_host_predicate"), i)
+		var prev previoushostsv3.PreviousHostsPredicate
+		if hp.GetTypedConfig() == nil || unpack(hp.GetTypedConfig(), &prev, sub(pp, "typed_config")) != nil {
+			return nil, invalid(pp, "only envoy.retry_host_predicates.previous_hosts is supported by weir-proxy")
+		}
+		if err := onlyFields(&prev, sub(pp, "typed_config")); err != nil {
+			return nil, err
+		}
+		// Envoy's default of 1 selection never chooses again.
+		out.hostAttempts = int(max(rp.GetHostSelectionRetryMaxAttempts(), 1))
+	}
 	maxBackoff := time.Duration(0)
 	if bo := rp.GetRetryBackOff(); bo != nil {
 		bp := sub(path, "retry_back_off")

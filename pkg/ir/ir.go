@@ -454,6 +454,10 @@ type RetryPolicy struct {
 	// Backoff is the least wait before a retry; 0 is Envoy's default
 	// (25 ms, growing).
 	Backoff time.Duration
+	// OtherEndpoints sends each retry to an endpoint not tried yet, where
+	// the backend has one (Envoy's previous_hosts predicate), as nginx's
+	// proxy_next_upstream moves to the next server.
+	OtherEndpoints bool
 }
 
 // Protocol is the upstream application protocol.
@@ -560,6 +564,17 @@ const (
 // CookieAttribute is an attribute of a cookie the gateway sets, such as
 // SameSite=Lax or Secure (no value).
 type CookieAttribute struct{ Name, Value string }
+
+// ValidCookiePath reports whether p may be a Set-Cookie Path: RFC 6265
+// allows any character but controls and ";".
+func ValidCookiePath(p string) bool {
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c < 0x20 || c == 0x7f || c == ';' {
+			return false
+		}
+	}
+	return true
+}
 
 // BackendTLS is how the gateway connects to a backend over TLS: the SNI
 // it sends and the certificate it accepts.

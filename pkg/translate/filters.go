@@ -111,7 +111,11 @@ func perFilterConfig(fs []ir.HTTPFilter, id string) (map[string]*anypb.Any, erro
 		case *ir.SourceRanges:
 			msg, err = sourceRanges(p)
 		case *ir.RateLimit:
-			msg, err = localRateLimit(p, id)
+			var lrl *localratelimitv3.LocalRateLimit
+			if lrl, err = localRateLimit(p, id); err == nil && lrl == nil {
+				continue // every client is exempt
+			}
+			msg = lrl
 		case *ir.BodyLimit:
 			if p.MaxBytes == 0 {
 				err = fmt.Errorf("a body limit of 0 bytes")

@@ -24,10 +24,14 @@ import (
 // ir.RateLimit runs.
 const localRateLimitFilter = "envoy.filters.http.local_ratelimit"
 
-// maxClientBuckets bounds the per-client buckets Envoy keeps for each
-// wildcard descriptor (an LRU; an evicted client comes back with a full
-// bucket). ingress-nginx's default 5 MB zone holds about as many.
-const maxClientBuckets = 65536
+// maxClientBuckets bounds the per-client buckets a route keeps, shared out
+// over its wildcard descriptors, each of which Envoy gives an LRU (an
+// evicted client comes back with a full bucket); minClientBuckets is the
+// least one descriptor gets.
+const (
+	maxClientBuckets = 65536
+	minClientBuckets = 1024
+)
 
 // rateLimitBucketKey names the descriptor entry saying which of the
 // route's buckets a descriptor counts against.
@@ -47,12 +51,21 @@ const rateLimitBucketKey = "weir_bucket"
 // complement of Exempt through masked_remote_address entries: the ranges
 // are disjoint, every client outside Exempt is in exactly one of them, and
 // a client inside matches none.
+//
+// It returns nil when every client is exempt: there is nothing to limit.
 func localRateLimit(r *ir.RateLimit, statPrefix string) (*localratelimitv3.LocalRateLimit, error) {
 	if len(r.Buckets) == 0 {
 		return nil, fmt.Errorf("a rate limit without a bucket")
 	}
 	if len(r.Exempt) > 0 && !r.PerClient {
 		return nil, fmt.Errorf("a rate limit shared by all clients cannot exempt some")
+	}
+	slots, ranges, none := exemptionSlots(r.Exempt)
+	if none {
+		return nil, nil
+	}
+	if len(ranges) > ir.MaxLimitedRanges {
+		return nil, fmt.Errorf("the exempt ranges leave %d ranges of clients to limit, each a descriptor Envoy compares every request with; at most %d", len(ranges), ir.MaxLimitedRanges)
 	}
 	out := &localratelimitv3.LocalRateLimit{
 		StatPrefix:                      statPrefix,
@@ -67,9 +80,11 @@ func localRateLimit(r *ir.RateLimit, statPrefix string) (*localratelimitv3.Local
 		}
 		out.Status = &typev3.HttpStatus{Code: typev3.StatusCode(r.Status)} //nolint:gosec // 400..599
 	}
-	slots, ranges := exemptionSlots(r.Exempt)
 	if r.PerClient {
-		out.MaxDynamicDescriptors = wrapperspb.UInt32(maxClientBuckets)
+		// Envoy keeps that many clients per wildcard descriptor; the
+		// route's total stays near maxClientBuckets.
+		wildcards := len(r.Buckets) * max(len(ranges), 1)
+		out.MaxDynamicDescriptors = wrapperspb.UInt32(uint32(max(minClientBuckets, maxClientBuckets/wildcards))) //nolint:gosec // at most maxClientBuckets
 	}
 	for i, b := range r.Buckets {
 		bucket, err := tokenBucket(b)
@@ -149,25 +164,19 @@ type slotRange struct {
 	prefix netip.Prefix
 }
 
-// exemptionSlots covers the clients outside exempt with disjoint ranges,
+// exemptionSlots covers the clients outside exempt with ir.LimitedRanges,
 // and gives each prefix length a masked_remote_address action (a slot)
-// that produces it. A family without exempt ranges is covered by its
-// whole space, which a slot masking that family to 0 bits produces.
-func exemptionSlots(exempt []netip.Prefix) ([]maskSlot, []slotRange) {
+// that produces it. A family without exempt ranges is covered by its whole
+// space, which a slot masking that family to 0 bits produces. none is true
+// when every client is exempt.
+func exemptionSlots(exempt []netip.Prefix) (slots []maskSlot, ranges []slotRange, none bool) {
 	if len(exempt) == 0 {
-		return nil, nil
+		return nil, nil, false
 	}
-	var v4, v6 []netip.Prefix
-	for _, p := range exempt {
-		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmappedBits(p)).Masked()
-		if p.Addr().Is4() {
-			v4 = append(v4, p)
-		} else {
-			v6 = append(v6, p)
-		}
+	cover4, cover6 := ir.LimitedRanges(exempt)
+	if len(cover4)+len(cover6) == 0 {
+		return nil, nil, true
 	}
-	cover4 := complement(netip.MustParsePrefix("0.0.0.0/0"), v4)
-	cover6 := complement(netip.MustParsePrefix("::/0"), v6)
 	lengths := func(ps []netip.Prefix) []int {
 		var ls []int
 		for _, p := range ps {
@@ -179,7 +188,10 @@ func exemptionSlots(exempt []netip.Prefix) ([]maskSlot, []slotRange) {
 		return ls
 	}
 	l4, l6 := lengths(cover4), lengths(cover6)
-	slots := make([]maskSlot, max(len(l4), len(l6)))
+	// A family wholly exempt still needs a slot value for its clients that
+	// matches no range: mask it to 0 bits in some slot, and no range of
+	// that family exists to match.
+	slots = make([]maskSlot, max(len(l4), len(l6)))
 	for i := range slots {
 		if i < len(l4) {
 			slots[i].v4 = l4[i]
@@ -188,64 +200,15 @@ func exemptionSlots(exempt []netip.Prefix) ([]maskSlot, []slotRange) {
 			slots[i].v6 = l6[i]
 		}
 	}
-	var out []slotRange
 	for _, c := range [][]netip.Prefix{cover4, cover6} {
 		for _, p := range c {
 			for i, s := range slots {
 				if p.Addr().Is4() && s.v4 == p.Bits() || p.Addr().Is6() && s.v6 == p.Bits() {
-					out = append(out, slotRange{slot: i, prefix: p})
+					ranges = append(ranges, slotRange{slot: i, prefix: p})
 					break
 				}
 			}
 		}
 	}
-	return slots, out
-}
-
-// unmappedBits is how many of p's bits an IPv4-mapped IPv6 prefix spends
-// on the mapping.
-func unmappedBits(p netip.Prefix) int {
-	if p.Addr().Is4In6() {
-		return min(96, p.Bits())
-	}
-	return 0
-}
-
-// complement returns disjoint prefixes covering what of space no prefix
-// in holes covers.
-func complement(space netip.Prefix, holes []netip.Prefix) []netip.Prefix {
-	for _, h := range holes {
-		if h.Contains(space.Addr()) && h.Bits() <= space.Bits() {
-			return nil // space is wholly a hole
-		}
-	}
-	inside := false
-	for _, h := range holes {
-		if space.Contains(h.Addr()) {
-			inside = true
-			break
-		}
-	}
-	if !inside {
-		return []netip.Prefix{space}
-	}
-	lo, hi := halves(space)
-	return append(complement(lo, holes), complement(hi, holes)...)
-}
-
-// halves splits p into its two prefixes one bit longer.
-func halves(p netip.Prefix) (netip.Prefix, netip.Prefix) {
-	bits := p.Bits() + 1
-	lo := netip.PrefixFrom(p.Addr(), bits)
-	b := lo.Addr().As16()
-	i := p.Bits()
-	if p.Addr().Is4() {
-		i += 96
-	}
-	b[i/8] |= 0x80 >> (i % 8)
-	hiAddr := netip.AddrFrom16(b)
-	if p.Addr().Is4() {
-		hiAddr = hiAddr.Unmap()
-	}
-	return lo, netip.PrefixFrom(hiAddr, bits)
+	return slots, ranges, false
 }

@@ -62,9 +62,10 @@ func TestLocalRateLimitExemptions(t *testing.T) {
 		{"10.0.0.0/8"},
 		{"127.0.0.1/32"},
 		{"10.0.0.0/8", "192.168.0.0/16", "192.168.3.0/24", "2001:db8::/32"},
-		{"2001:db8::1/128"},
+		{"2001:db8::/48"},
 		{"0.0.0.0/0"},
 		{"::ffff:10.0.0.0/104"},
+		{"0.0.0.0/0", "2001:db8::/32"},
 	} {
 		var ps []netip.Prefix
 		for _, s := range exempt {
@@ -119,7 +120,8 @@ func TestLocalRateLimitExemptions(t *testing.T) {
 	}
 }
 
-// TestLocalRateLimitRefusals checks what no Envoy config can express.
+// TestLocalRateLimitRefusals checks what no Envoy config can express, or
+// only at a cost every request would pay.
 func TestLocalRateLimitRefusals(t *testing.T) {
 	for want, rl := range map[string]*ir.RateLimit{
 		"without a bucket":          {PerClient: true},
@@ -127,9 +129,26 @@ func TestLocalRateLimitRefusals(t *testing.T) {
 		"never lets a request":      {Buckets: []ir.TokenBucket{{Requests: 1, Interval: time.Second}}},
 		"shorter than Envoy's 50ms": {Buckets: []ir.TokenBucket{{Requests: 1, Interval: time.Millisecond, Burst: 1}}},
 		"is not an error status":    {Buckets: []ir.TokenBucket{{Requests: 1, Interval: time.Second, Burst: 1}}, Status: 200},
+		// A single IPv6 address leaves 128 ranges, plus IPv4's one.
+		"leave 129 ranges of clients to limit": {PerClient: true, Buckets: []ir.TokenBucket{{Requests: 1, Interval: time.Second, Burst: 1}}, Exempt: []netip.Prefix{netip.MustParsePrefix("2001:db8::1/128")}},
 	} {
 		if _, err := localRateLimit(rl, "x"); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%+v: %v, want an error saying %q", rl, err, want)
 		}
+	}
+}
+
+// TestLocalRateLimitAllExempt: with every client exempt there is nothing to
+// limit, and no descriptor may limit anyone.
+func TestLocalRateLimitAllExempt(t *testing.T) {
+	rl := &ir.RateLimit{PerClient: true, Buckets: []ir.TokenBucket{{Requests: 1, Interval: time.Second, Burst: 1}},
+		Exempt: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}}
+	out, err := localRateLimit(rl, "x")
+	if err != nil || out != nil {
+		t.Fatalf("got %v, %v; want no config", out, err)
+	}
+	fs, err := perFilterConfig([]ir.HTTPFilter{rl}, "x")
+	if err != nil || len(fs) != 0 {
+		t.Fatalf("per-filter config %v, %v; want none", fs, err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -567,8 +568,20 @@ func buildRetryPolicy(p *ir.RetryPolicy, w *warner, label string) *routev3.Retry
 		// Envoy's max_interval defaults to 10 times the base.
 		rp.RetryBackOff = &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(p.Backoff)}
 	}
+	if p.OtherEndpoints {
+		rp.RetryHostPredicate = []*routev3.RetryPolicy_RetryHostPredicate{{
+			Name:       "envoy.retry_host_predicates.previous_hosts",
+			ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(&previoushostsv3.PreviousHostsPredicate{})},
+		}}
+		// Envoy's default, 1, would never choose again.
+		rp.HostSelectionRetryMaxAttempts = hostSelectionAttempts
+	}
 	return rp
 }
+
+// hostSelectionAttempts is how many times a retry may choose its endpoint
+// before taking one already tried.
+const hostSelectionAttempts = 5
 
 var redirectCodes = map[int]routev3.RedirectAction_RedirectResponseCode{
 	301: routev3.RedirectAction_MOVED_PERMANENTLY,
@@ -690,8 +703,11 @@ func hashPolicy(h ir.HashPolicy) (*routev3.RouteAction_HashPolicy, error) {
 			}
 			c.Attributes = append(c.Attributes, &routev3.RouteAction_HashPolicy_CookieAttribute{Name: a.Name, Value: a.Value})
 		}
-		if strings.ContainsAny(h.CookiePath, ";\r\n\x00 ") {
-			return nil, fmt.Errorf("cookie path %q", h.CookiePath)
+		if !ir.ValidCookiePath(h.CookiePath) {
+			return nil, fmt.Errorf("cookie path %q holds a control character or \";\"", h.CookiePath)
+		}
+		if strings.ContainsAny(h.Name, "=;") {
+			return nil, fmt.Errorf("cookie name %q", h.Name)
 		}
 		return &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{Cookie: c}}, nil
 	}

@@ -72,7 +72,7 @@ const (
 	// stickyCookie is how cookie affinity differs.
 	stickyCookie = "the cookie's value is hashed onto a consistent-hash ring of the endpoints (Envoy's ring hash): a client stays on its endpoint while the endpoints stay, and a change of endpoints moves few clients, as affinity-mode balanced does; persistent's pinning through scaling is not kept"
 	// perRouteLimit is how the rate limits differ.
-	perRouteLimit  = "each path of the Ingress has its own count per client (ingress-nginx shares one across the Ingress's paths); as in ingress-nginx, each gateway replica counts on its own; the client address is taken as for the source ranges"
+	perRouteLimit  = "each path of the Ingress has its own count per client (ingress-nginx shares one across the Ingress's paths), and so do a canary's header and cookie routes; as in ingress-nginx, each gateway replica counts on its own; Envoy starts the counts afresh whenever any route of the gateway changes (weir-proxy keeps them); each path remembers about 65,536 clients; the client address is taken as for the source ranges"
 	notYetSecurity = "not implemented by Weir yet, and serving the Ingress without it would weaken its security"
 )
 
@@ -129,8 +129,8 @@ var annotations = map[string]annotation{
 	"session-cookie-expires":                   {HonouredWithDifference, "sent as Max-Age, not Expires; session-cookie-max-age wins"},
 	"session-cookie-max-age":                   {Honoured, ""},
 	"session-cookie-samesite":                  {Honoured, ""},
-	"session-cookie-secure":                    {Honoured, ""},
-	"session-cookie-change-on-failure":         {Ignored, "the cookie keeps its value when its endpoint fails; the request goes to the next endpoint on the ring"},
+	"session-cookie-secure":                    {HonouredWithDifference, "Secure is set only with session-cookie-secure (ingress-nginx also sets it on any HTTPS request)"},
+	"session-cookie-change-on-failure":         {Ignored, "the cookie keeps its value; a request whose endpoint refuses the connection is retried on the next endpoint of the ring, and the cookie's requests return to their endpoint once it answers again"},
 	"session-cookie-conditional-samesite-none": {Ignored, "SameSite=None is sent to every browser"},
 	"upstream-hash-by-subset":                  {Ignored, "Envoy has no hash subsets; the key chooses one endpoint"},
 	"upstream-hash-by-subset-size":             {Ignored, "Envoy has no hash subsets; the key chooses one endpoint"},
@@ -139,8 +139,8 @@ var annotations = map[string]annotation{
 	"proxy-read-timeout":          {HonouredWithDifference, idleTimeout},
 	"proxy-send-timeout":          {HonouredWithDifference, idleTimeout},
 	"proxy-body-size":             {HonouredWithDifference, "the request is held in memory until its body is whole (Envoy's buffer filter; nginx spools large bodies to disk), the limit is at most 4 GiB, and gRPC backends have none, since their streams cannot be held"},
-	"proxy-next-upstream":         {Ignored, "not implemented by Weir yet; a refused connection is retried, 3 tries in all, as ingress-nginx's default does"},
-	"proxy-next-upstream-tries":   {Ignored, "not implemented by Weir yet; a refused connection is retried, 3 tries in all, as ingress-nginx's default does"},
+	"proxy-next-upstream":         {Ignored, "not implemented by Weir yet; a refused connection is retried on another endpoint, 3 tries in all, as ingress-nginx's default does"},
+	"proxy-next-upstream-tries":   {Ignored, "not implemented by Weir yet; a refused connection is retried on another endpoint, 3 tries in all, as ingress-nginx's default does"},
 	"proxy-next-upstream-timeout": {Ignored, notYet},
 	"proxy-buffering":             {Ignored, "weir-proxy and Envoy stream bodies; there is no buffering to switch"},
 	"proxy-request-buffering":     {Ignored, "weir-proxy and Envoy stream bodies; there is no buffering to switch"},
@@ -503,7 +503,7 @@ func parseLoadBalancing(cfg *config, get func(string) (string, bool), invalid fu
 			hp.Name = n
 		}
 		if p, ok := get("session-cookie-path"); ok && p != "" {
-			if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "; \t\r\n\x00") {
+			if !strings.HasPrefix(p, "/") || !ir.ValidCookiePath(p) {
 				invalid("session-cookie-path", "%q is not a cookie path", p)
 			}
 			hp.CookiePath = p
@@ -672,6 +672,11 @@ func parseRateLimit(get func(string) (string, bool), invalid func(string, string
 		rl.Buckets = append(rl.Buckets, ir.TokenBucket{Requests: uint32(n), Interval: l.interval, Burst: uint32(burst)})
 	}
 	rl.Exempt = ranges("limit-whitelist")
+	if v4, v6 := ir.LimitedRanges(rl.Exempt); len(v4)+len(v6) > ir.MaxLimitedRanges {
+		v, _ := get("limit-whitelist")
+		invalid("limit-whitelist", "%q leaves %d ranges of clients to limit; Envoy compares each request with every one, so Weir takes at most %d: list fewer or wider ranges (a single IPv6 address alone leaves 129)", v, len(v4)+len(v6), ir.MaxLimitedRanges)
+		return nil
+	}
 	if len(rl.Buckets) == 0 {
 		return nil
 	}

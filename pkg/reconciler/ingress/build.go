@@ -580,7 +580,7 @@ func (hb *hostBuilder) routes(c pathCandidate, canaries []*entry) []*ir.Route {
 // endpoint the balancer picks.
 // Errors after the request was sent are not retried, as nginx does not
 // for POST.
-var nextUpstream = &ir.RetryPolicy{Attempts: 2, On: []string{"connect-failure"}}
+var nextUpstream = &ir.RetryPolicy{Attempts: 2, On: []string{"connect-failure"}, OtherEndpoints: true}
 
 // filters are the per-request policies of an Ingress's routes, its
 // default backend's included, as ingress-nginx applies an Ingress's
@@ -843,7 +843,7 @@ func hashPolicyOf(cfg config, m ir.PathMatch) []ir.HashPolicy {
 		hp := *a
 		if hp.CookiePath == "" {
 			hp.CookiePath = "/"
-			if m.Kind != ir.PathRegex && m.Value != "" {
+			if m.Kind != ir.PathRegex && m.Value != "" && ir.ValidCookiePath(m.Value) {
 				hp.CookiePath = m.Value
 			}
 		}

@@ -523,6 +523,7 @@ func TestAnnotations(t *testing.T) {
 				t.Errorf("backend %q", r.Backends[0].BackendName)
 			}
 		}},
+		{name: "limit-whitelist too fine", annotations: map[string]string{p + "limit-rps": "1", p + "limit-whitelist": "2001:db8::1"}, refused: "leaves 129 ranges of clients to limit"},
 		{name: "limit-connections", annotations: map[string]string{p + "limit-connections": "5"}, ignored: "Envoy has no limit on one client's concurrent connections"},
 		{name: "canary weight over total", annotations: map[string]string{p + "canary": "true", p + "canary-weight": "20", p + "canary-weight-total": "10"}, refused: `"20" is not an integer from 0 to 10`},
 		{name: "canary pattern", annotations: map[string]string{p + "canary": "true", p + "canary-by-header": "x", p + "canary-by-header-pattern": "(a"}, refused: "is not an RE2 regular expression"},

@@ -20,6 +20,8 @@
 // every route update, weir-proxy keeps the buckets of a config that an
 // update leaves unchanged (in the proxy's httpfilter.Scope), so that a busy
 // cluster does not reset a limit by changing other routes or endpoints.
+// Buckets are found by the config's content, so routes whose configs are
+// equal share them; translate gives each route its own stat_prefix.
 package localratelimit
 
 import (
@@ -142,6 +144,7 @@ func compile(m *localratelimitv3.LocalRateLimit, perRoute bool) (*config, error)
 	if v := m.GetMaxDynamicDescriptors(); v != nil {
 		lruSize = int(v.GetValue())
 	}
+	seen := map[string]bool{}
 	for i, d := range m.GetDescriptors() {
 		path := fmt.Sprintf("descriptors[%d]", i)
 		if bad := httpfilter.UnsupportedField(d, "entries", "token_bucket"); bad != "" {
@@ -157,13 +160,14 @@ func compile(m *localratelimitv3.LocalRateLimit, perRoute bool) (*config, error)
 			keys, values = append(keys, e.GetKey()), append(values, e.GetValue())
 			wild = wild || e.GetValue() == ""
 		}
+		k := descriptorKey(keys, values)
+		if seen[k] {
+			return nil, fmt.Errorf("%s: a duplicate descriptor", path)
+		}
+		seen[k] = true
 		if wild {
 			c.wildcards = append(c.wildcards, &wildcard{keys: keys, values: values, template: b, lru: newLRU(lruSize)})
 			continue
-		}
-		k := descriptorKey(keys, values)
-		if _, dup := c.exact[k]; dup {
-			return nil, fmt.Errorf("%s: a duplicate descriptor", path)
 		}
 		c.exact[k] = b
 	}
