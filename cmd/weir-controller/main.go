@@ -440,14 +440,15 @@ func startIngresses(ctx context.Context, logger *zap.SugaredLogger, model *ir.Mo
 				impl.EnqueueKey(types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name})
 			}
 		},
-		Freed:              rec.RetryConflicted,
-		ExtraClasses:       extra,
-		DefaultCertificate: defaultCert,
-		MirrorTargetHosts:  list("MIRROR_TARGET_HOSTS"),
-		StatusService:      types.NamespacedName{Namespace: statusNS, Name: statusName},
-		Recorder:           eventRecorder(ctx, kube),
-		Logger:             logger.Named("ingress"),
-		Resync:             10 * time.Hour,
+		Freed:                 rec.RetryConflicted,
+		ExtraClasses:          extra,
+		DefaultCertificate:    defaultCert,
+		MirrorTargetHosts:     list("MIRROR_TARGET_HOSTS"),
+		AuthServiceNamespaces: list("AUTH_SERVICE_NAMESPACES"),
+		StatusService:         types.NamespacedName{Namespace: statusNS, Name: statusName},
+		Recorder:              eventRecorder(ctx, kube),
+		Logger:                logger.Named("ingress"),
+		Resync:                10 * time.Hour,
 	})
 	rec.OtherFrontEnds = c.KIngressesChanged
 	go c.Run(ctx)

@@ -99,6 +99,8 @@ func translateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.Var(&classes, "ingress-class", `a networking.k8s.io Ingress class to serve besides "weir", e.g. nginx (repeatable)`)
 	var mirrors fileList
 	fs.Var(&mirrors, "mirror-target-host", "a host an Ingress's mirror-target may name (repeatable); none by default")
+	var authNamespaces fileList
+	fs.Var(&authNamespaces, "auth-service-namespace", "a namespace whose Services any Ingress's auth-url may name, besides the Ingress's own (repeatable; * for all)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -110,7 +112,7 @@ func translateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("-o %q: want json or yaml", *output)
 	}
 
-	res, problems, err := translateFiles(ctx, files, manifest.Reconciler{IngressClasses: classes, MirrorTargetHosts: mirrors}, stderr)
+	res, problems, err := translateFiles(ctx, files, manifest.Reconciler{IngressClasses: classes, MirrorTargetHosts: mirrors, AuthServiceNamespaces: authNamespaces}, stderr)
 	if err != nil {
 		return err
 	}
@@ -169,7 +171,7 @@ func translateDocs(ctx context.Context, docs []manifest.Document, loadErr error,
 		lines = append(lines, "skipped: "+e.Error())
 	}
 	model := ir.NewModel()
-	rec := &manifest.Reconciler{Model: model, Syncer: noTrigger{}, IngressClasses: settings.IngressClasses, MirrorTargetHosts: settings.MirrorTargetHosts,
+	rec := &manifest.Reconciler{Model: model, Syncer: noTrigger{}, IngressClasses: settings.IngressClasses, MirrorTargetHosts: settings.MirrorTargetHosts, AuthServiceNamespaces: settings.AuthServiceNamespaces,
 		Warn: func(w string) { lines = append(lines, "skipped: "+w) }}
 	statuses, errs := rec.Apply(ctx, docs)
 	for _, e := range errs {

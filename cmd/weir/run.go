@@ -42,6 +42,8 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.Var(&classes, "ingress-class", `a networking.k8s.io Ingress class to serve besides "weir", e.g. nginx (repeatable)`)
 	var mirrors fileList
 	fs.Var(&mirrors, "mirror-target-host", "a host an Ingress's mirror-target may name (repeatable); none by default, since a target can be any address this machine reaches")
+	var authNamespaces fileList
+	fs.Var(&authNamespaces, "auth-service-namespace", "a namespace whose Services any Ingress's auth-url may name, besides the Ingress's own (repeatable; * for all)")
 	trustedHops := fs.Uint("xff-num-trusted-hops", 0, "how many proxies in front of this gateway append to X-Forwarded-For and are trusted: the client address is that many entries from its right (0: the connection's peer)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -68,14 +70,15 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	g, err := standalone.Start(ctx, standalone.Options{
 		Paths:    files,
 		HTTPPort: *httpPort, HTTPSPort: *httpsPort, InternalHTTPPort: *internalHTTPPort, InternalHTTPSPort: *internalHTTPSPort,
-		ListenAddress:     *listen,
-		AdminAddress:      net.JoinHostPort("127.0.0.1", strconv.Itoa(*adminPort)),
-		Logger:            logger,
-		AccessLog:         alog,
-		UpstreamTrustedCA: *upstreamCA,
-		IngressClasses:    classes,
-		MirrorTargetHosts: mirrors,
-		XffNumTrustedHops: uint32(*trustedHops), //nolint:gosec // at most 10
+		ListenAddress:         *listen,
+		AdminAddress:          net.JoinHostPort("127.0.0.1", strconv.Itoa(*adminPort)),
+		Logger:                logger,
+		AccessLog:             alog,
+		UpstreamTrustedCA:     *upstreamCA,
+		IngressClasses:        classes,
+		MirrorTargetHosts:     mirrors,
+		AuthServiceNamespaces: authNamespaces,
+		XffNumTrustedHops:     uint32(*trustedHops), //nolint:gosec // at most 10
 	})
 	if err != nil {
 		return err

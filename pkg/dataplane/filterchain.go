@@ -20,6 +20,7 @@ import (
 	// The filters weir-proxy ships register themselves.
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/buffer"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/cors"
+	_ "github.com/weir-dev/weir/pkg/dataplane/filters/extauthz"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/localratelimit"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/rbac"
 )
@@ -198,6 +199,23 @@ func (c filterCallbacks) SendLocalReply(code int, body string, header http.Heade
 }
 
 func (c filterCallbacks) ClearRouteCache() { c.f.s.matchRoute() }
+
+func (c filterCallbacks) SendToCluster(name string, req *http.Request) (*http.Response, error) {
+	live := c.f.s.rl.p.live.Load()
+	if live == nil {
+		return nil, fmt.Errorf("cluster %q does not exist", name)
+	}
+	cl := (*live)[name]
+	if cl == nil || cl.missing {
+		return nil, fmt.Errorf("cluster %q does not exist", name)
+	}
+	ep := cl.pick()
+	if ep == nil {
+		return nil, errNoEndpoint
+	}
+	req.URL.Scheme, req.URL.Host = "http", ep.addr
+	return cl.pool.main.RoundTrip(req)
+}
 
 func (c filterCallbacks) RouteName() string {
 	if c.f.s.route == nil {

@@ -296,8 +296,9 @@ func (c *cluster) pickHashed(hash uint64, hashed bool) *endpoint {
 }
 
 // pickAgain is the choice of a retry's attempt-th selection: on the ring,
-// attempt entries past the key's, as Envoy's ring does; otherwise the
-// policy's next choice.
+// the attempt-th endpoint after the key's, walking the ring (entries of an
+// endpoint already passed are skipped, so each selection is another
+// endpoint while there is one); otherwise the policy's next choice.
 func (c *cluster) pickAgain(hash uint64, hashed bool, attempt int) *endpoint {
 	if c.ring == nil || !hashed || len(c.endpoints) == 0 {
 		return c.pick()
@@ -308,7 +309,13 @@ func (c *cluster) pickAgain(hash uint64, hashed bool, attempt int) *endpoint {
 		return nil
 	}
 	i, _ := slices.BinarySearch(r.hashes, hash)
-	return r.eps[(i+attempt)%len(r.eps)]
+	seen := []*endpoint{r.eps[i%len(r.eps)]}
+	for step := 1; step < len(r.eps) && len(seen) <= attempt; step++ {
+		if ep := r.eps[(i+step)%len(r.eps)]; !slices.Contains(seen, ep) {
+			seen = append(seen, ep)
+		}
+	}
+	return seen[min(attempt, len(seen)-1)]
 }
 
 // randomEndpoint is a ring hash cluster's choice without a key.

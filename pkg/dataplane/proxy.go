@@ -92,6 +92,9 @@ type Proxy struct {
 	lastCompile CompileStats
 	// idle caps idle upstream connections across every cluster's pool.
 	idle *idleBudget
+	// live are the last Apply's clusters, for filters that call a
+	// cluster by name per request (ext_authz).
+	live atomic.Pointer[map[string]*cluster]
 }
 
 // clusterState is a compiled cluster and the resources it was built from.
@@ -246,6 +249,7 @@ func (p *Proxy) Apply(res *Resources) error {
 	}
 	p.pools = snap.pools
 	p.routeTables, p.vhosts, p.clusters = snap.routes, snap.vhosts, snap.clusterStates
+	p.live.Store(&snap.clusters)
 	p.lastCompile = snap.stats
 	p.ready.Store(true)
 	return nil

@@ -237,6 +237,8 @@ const (
 	// FilterRateLimit answers requests over a route's rate with a local
 	// reply, before they cost a backend anything.
 	FilterRateLimit
+	// FilterExtAuth asks an authorization service about each request.
+	FilterExtAuth
 	// FilterBodyLimit holds a request until its body is whole, and
 	// answers 413 when it is larger than the limit.
 	FilterBodyLimit
@@ -277,6 +279,30 @@ type TokenBucket struct {
 
 // FilterKind implements HTTPFilter.
 func (*RateLimit) FilterKind() FilterKind { return FilterRateLimit }
+
+// ExtAuth asks an HTTP service whether each request may pass (Envoy's
+// ext_authz): the service gets the request's method and headers, with no
+// body, at Path. A 200 lets the request through, with the answer's
+// UpstreamHeaders set on it; any other answer goes back to the client as
+// it is (status, headers and body); no answer, or a 5xx, is answered
+// ErrorStatus.
+type ExtAuth struct {
+	// BackendName is the service, one of the fragment's Backends.
+	BackendName string
+	// Path is the path and query every check is sent to.
+	Path string
+	// CheckHeaders are set on the check; a value may use Envoy's
+	// %REQ(name)% to copy a request header (":path", ":authority",
+	// ":method" and "x-forwarded-proto" among them).
+	CheckHeaders []Header
+	// UpstreamHeaders are copied from an allowing answer onto the request.
+	UpstreamHeaders []string
+	// Timeout bounds each check.
+	Timeout time.Duration
+}
+
+// FilterKind implements HTTPFilter.
+func (*ExtAuth) FilterKind() FilterKind { return FilterExtAuth }
 
 // BodyLimit refuses request bodies larger than MaxBytes with 413
 // (Envoy's buffer filter): the request is held until its body is whole.

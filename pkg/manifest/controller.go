@@ -64,13 +64,16 @@ type ControllerOptions struct {
 	IngressClasses []string
 	// MirrorTargetHosts may be named by an Ingress's mirror-target.
 	MirrorTargetHosts []string
+	// AuthServiceNamespaces may hold the Service of another namespace's
+	// auth-url.
+	AuthServiceNamespaces []string
 }
 
 // NewController returns a Controller; Run starts its workers.
 func NewController(ctx context.Context, opts ControllerOptions) *Controller {
 	c := &Controller{store: opts.Store, config: opts.Config, statuses: map[types.NamespacedName]IngressStatus{},
 		gateways:  &GatewaySync{Model: opts.Model, Syncer: opts.Syncer},
-		ingresses: &IngressSync{Model: opts.Model, Syncer: opts.Syncer, Classes: opts.IngressClasses, MirrorTargetHosts: opts.MirrorTargetHosts}}
+		ingresses: &IngressSync{Model: opts.Model, Syncer: opts.Syncer, Classes: opts.IngressClasses, MirrorTargetHosts: opts.MirrorTargetHosts, AuthServiceNamespaces: opts.AuthServiceNamespaces}}
 	c.ingresses.Displaced = func(ref ir.ObjectRef) {
 		if ref.Kind == kingress.Kind {
 			c.enqueue(types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name})

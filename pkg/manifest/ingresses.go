@@ -29,6 +29,9 @@ type IngressSync struct {
 	// MirrorTargetHosts may be named by mirror-target
 	// (--mirror-target-host).
 	MirrorTargetHosts []string
+	// AuthServiceNamespaces may hold the Service of another namespace's
+	// auth-url.
+	AuthServiceNamespaces []string
 	// Displaced, when set, hears of KIngresses a host took a domain from.
 	Displaced func(ir.ObjectRef)
 
@@ -73,7 +76,7 @@ func (g *IngressSync) Sync(store *Store) *IngressReport {
 		EndpointSlices: kingress.IndexedSlices(store.slices),
 		Secrets:        corelisters.NewSecretLister(store.secrets),
 	}
-	rep := &IngressReport{Result: g.builder.Build(ings, classes, listers, ingress.Options{MirrorTargetHosts: g.MirrorTargetHosts})}
+	rep := &IngressReport{Result: g.builder.Build(ings, classes, listers, ingress.Options{MirrorTargetHosts: g.MirrorTargetHosts, AuthServiceNamespaces: g.AuthServiceNamespaces})}
 	for _, ing := range ings {
 		if !classes.Serves(ing) {
 			rep.Skipped = append(rep.Skipped, types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name})

@@ -50,6 +50,9 @@ type Reconciler struct {
 	IngressClasses []string
 	// MirrorTargetHosts may be named by an Ingress's mirror-target.
 	MirrorTargetHosts []string
+	// AuthServiceNamespaces may hold the Service of another namespace's
+	// auth-url.
+	AuthServiceNamespaces []string
 	// Ingresses is the networking.k8s.io Ingress report of the last Apply.
 	Ingresses *IngressReport
 }
@@ -112,7 +115,7 @@ func (r *Reconciler) Apply(ctx context.Context, docs []Document) ([]IngressStatu
 	}
 	gs := &GatewaySync{Model: r.Model, Syncer: r.Syncer}
 	r.Gateways = gs.Sync(store)
-	is := &IngressSync{Model: r.Model, Syncer: r.Syncer, Classes: r.IngressClasses, MirrorTargetHosts: r.MirrorTargetHosts}
+	is := &IngressSync{Model: r.Model, Syncer: r.Syncer, Classes: r.IngressClasses, MirrorTargetHosts: r.MirrorTargetHosts, AuthServiceNamespaces: r.AuthServiceNamespaces}
 	r.Ingresses = is.Sync(store)
 	return statuses, errs
 }

@@ -819,3 +819,114 @@ spec:
 		t.Errorf("X-Forwarded-For was believed without a trusted hop")
 	}
 }
+
+// TestIngressExternalAuth checks auth-url through weir run: each request
+// is checked by the Service auth-url names, in another namespace the
+// operator allows (until then the path answers 503); a
+// refused one gets the service's answer and never reaches the backend,
+// an admitted one reaches it with auth-response-headers copied on; the
+// check is sent to the URL's path with the original URL beside it.
+func TestIngressExternalAuth(t *testing.T) {
+	var checked atomic.Value
+	auth := serveAuth(t, func(w http.ResponseWriter, r *http.Request) {
+		checked.Store(r.URL.RequestURI() + " " + r.Header.Get("X-Original-URL"))
+		if r.Header.Get("Authorization") != "Bearer good" {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("X-Auth-Request-User", "alice")
+	})
+	var reached atomic.Int32
+	app := serveAuth(t, func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		io.WriteString(w, "hello "+r.Header.Get("X-Auth-Request-User"))
+	})
+	dir := t.TempDir()
+	write(t, dir, "services.yaml", fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: oauth2-proxy, namespace: auth-system}
+spec: {ports: [{name: http, port: 4180}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: oauth2-proxy-1, namespace: auth-system, labels: {kubernetes.io/service-name: oauth2-proxy}}
+addressType: IPv4
+ports: [{name: http, port: %d, protocol: TCP}]
+endpoints: [{addresses: [127.0.0.1], conditions: {ready: true}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: app, namespace: default}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: app-1, namespace: default, labels: {kubernetes.io/service-name: app}}
+addressType: IPv4
+ports: [{name: http, port: %d, protocol: TCP}]
+endpoints: [{addresses: [127.0.0.1], conditions: {ready: true}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: private
+  annotations:
+    nginx.ingress.kubernetes.io/auth-url: http://oauth2-proxy.auth-system.svc.cluster.local:4180/oauth2/auth
+    nginx.ingress.kubernetes.io/auth-response-headers: X-Auth-Request-User
+spec:
+  ingressClassName: weir
+  rules:
+  - host: private.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}
+`, auth, app))
+	var port int
+	send := func(token string) (int, string, http.Header) {
+		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/page?q=1", port), nil)
+		req.Host = "private.example.com"
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err.Error(), nil
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header
+	}
+	// The service is in another namespace: only the operator may allow it.
+	g := startRunWith(t, Options{Paths: []string{dir}, PollInterval: 20 * time.Millisecond})
+	port, _, _, _ = g.Ports()
+	eventually(t, "the Ingress to be served", func() bool { code, _, _ := send("good"); return code == 503 })
+	g = startRunWith(t, Options{Paths: []string{dir}, PollInterval: 20 * time.Millisecond, AuthServiceNamespaces: []string{"auth-system"}})
+	port, _, _, _ = g.Ports()
+	eventually(t, "the Ingress to be served", func() bool { code, _, _ := send(""); return code == 401 })
+	if reached.Load() != 0 {
+		t.Fatalf("a refused request reached the backend")
+	}
+	if _, _, h := send("bad"); h.Get("Www-Authenticate") != "Bearer" {
+		t.Errorf("the service's challenge did not reach the client: %v", h)
+	}
+	if code, body, _ := send("good"); code != 200 || body != "hello alice" {
+		t.Errorf("admitted: %d %q, want the backend with X-Auth-Request-User", code, body)
+	}
+	if got := checked.Load(); got != "/oauth2/auth http://private.example.com/page?q=1" {
+		t.Errorf("the check was %q", got)
+	}
+}
+
+// serveAuth serves h on a loopback port and returns the port.
+func serveAuth(t *testing.T, h http.HandlerFunc) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().(*net.TCPAddr).Port
+}

@@ -63,6 +63,9 @@ type Options struct {
 	IngressClasses []string
 	// MirrorTargetHosts may be named by an Ingress's mirror-target.
 	MirrorTargetHosts []string
+	// AuthServiceNamespaces may hold the Service of another namespace's
+	// auth-url.
+	AuthServiceNamespaces []string
 	// XffNumTrustedHops is how many proxies in front are trusted to append
 	// to X-Forwarded-For (translate.Options.XffNumTrustedHops).
 	XffNumTrustedHops uint32
@@ -206,8 +209,9 @@ func (g *Gateway) start(ctx context.Context) error {
 	g.server = server
 	g.ctrl = manifest.NewController(ctx, manifest.ControllerOptions{
 		Store: g.store, Model: g.model, Syncer: g.syncer, Config: config.FromContext(ctx), IngressClasses: g.opts.IngressClasses,
-		MirrorTargetHosts: g.opts.MirrorTargetHosts,
-		Logger:            g.log.Named("reconciler").WithOptions(zap.IncreaseLevel(zapcore.WarnLevel)),
+		MirrorTargetHosts:     g.opts.MirrorTargetHosts,
+		AuthServiceNamespaces: g.opts.AuthServiceNamespaces,
+		Logger:                g.log.Named("reconciler").WithOptions(zap.IncreaseLevel(zapcore.WarnLevel)),
 		Prober: func(enqueue func(types.NamespacedName)) kingress.StatusProber {
 			g.readiness = gateway.NewAckReadiness(g.syncer, gateway.AckReadinessOptions{
 				Acked: func() bool { return server.Acknowledged(nodeID) }, Enqueue: enqueue})

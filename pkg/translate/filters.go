@@ -42,6 +42,7 @@ var httpFilterOf = map[ir.FilterKind]struct {
 	// Without filter_enabled the listener's config limits nothing; a
 	// route's config is whole, with its own buckets.
 	ir.FilterRateLimit: {localRateLimitFilter, &localratelimitv3.LocalRateLimit{StatPrefix: "local_rate_limit"}},
+	ir.FilterExtAuth:   {extAuthzFilter, extAuthzListenerConfig()},
 	// The listener's limit is never used: a route turns the filter on
 	// with its own.
 	ir.FilterBodyLimit: {bufferFilter, &bufferv3.Buffer{MaxRequestBytes: wrapperspb.UInt32(1 << 20)}},
@@ -95,7 +96,7 @@ func sourceRanges(r *ir.SourceRanges) (*rbacv3.RBACPerRoute, error) {
 
 // perFilterConfig is a route's typed_per_filter_config for its filters.
 // id names the route in filters' stats.
-func perFilterConfig(fs []ir.HTTPFilter, id string) (map[string]*anypb.Any, error) {
+func perFilterConfig(fs []ir.HTTPFilter, id string, available nameSet) (map[string]*anypb.Any, error) {
 	if len(fs) == 0 {
 		return nil, nil
 	}
@@ -110,6 +111,8 @@ func perFilterConfig(fs []ir.HTTPFilter, id string) (map[string]*anypb.Any, erro
 			msg, err = corsPolicy(p)
 		case *ir.SourceRanges:
 			msg, err = sourceRanges(p)
+		case *ir.ExtAuth:
+			msg, err = extAuthzPerRoute(p, available)
 		case *ir.RateLimit:
 			var lrl *localratelimitv3.LocalRateLimit
 			if lrl, err = localRateLimit(p, id); err == nil && lrl == nil {

@@ -146,7 +146,7 @@ func buildRoute(r *ir.Route, available nameSet, ownListener bool, s *shared, w *
 	}
 	out.RequestHeadersToAdd, out.RequestHeadersToRemove = buildHeaderMutation(r.RequestHeaders, s, w, label)
 	out.ResponseHeadersToAdd, out.ResponseHeadersToRemove = buildHeaderMutation(r.ResponseHeaders, s, w, label)
-	if out.TypedPerFilterConfig, err = perFilterConfig(r.Filters, statID); err != nil {
+	if out.TypedPerFilterConfig, err = perFilterConfig(r.Filters, statID, available); err != nil {
 		return nil, false, err
 	}
 	if err := out.ValidateAll(); err != nil {

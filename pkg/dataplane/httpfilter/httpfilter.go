@@ -152,6 +152,11 @@ type Callbacks interface {
 	// buffer, as Envoy's setDecoderBufferLimit: the buffer filter raises
 	// it to its max_request_bytes.
 	SetDecoderBufferLimit(n int)
+	// SendToCluster sends req to an endpoint of the named cluster of the
+	// current configuration, as Envoy's async client does for filters
+	// such as ext_authz. req.URL's path and query are sent; its host is
+	// replaced by the endpoint's.
+	SendToCluster(cluster string, req *http.Request) (*http.Response, error)
 }
 
 // Config is a compiled HttpFilter typed_config. It is immutable and shared

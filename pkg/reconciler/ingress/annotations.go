@@ -154,11 +154,20 @@ var annotations = map[string]annotation{
 	"auth-secret":                           {Refused, notYetSecurity},
 	"auth-secret-type":                      {Refused, notYetSecurity},
 	"auth-realm":                            {Refused, notYetSecurity},
-	"auth-url":                              {Refused, notYetSecurity},
-	"auth-signin":                           {Refused, notYetSecurity},
-	"auth-method":                           {Refused, notYetSecurity},
-	"auth-response-headers":                 {Refused, notYetSecurity},
-	"auth-request-redirect":                 {Refused, notYetSecurity},
+	"auth-url":                              {HonouredWithDifference, "the URL must name a Service of the cluster (http[s]://service.namespace.svc[.cluster.local][:port]/path), with no nginx variables, in the Ingress's namespace or one the gateway's operator allows; the check is Envoy's ext_authz: it carries the request's headers and method, with X-Original-URL, X-Original-Method and X-Auth-Request-Redirect, its Host is the request's, only a 200 admits (nginx: any 2xx), any other answer below 500 goes back to the client as it is, and no answer within 10 s, or a 5xx, is answered 500; over https the service's certificate is not verified, as nginx does not by default"},
+	"auth-signin":                           {Ignored, "a refused request gets the authorization service's own answer (status, headers and body), not a redirect to auth-signin: have the service answer with the redirect itself"},
+	"auth-method":                           {Ignored, "the check uses the request's own method, as Envoy's ext_authz does"},
+	"auth-response-headers":                 {Honoured, ""},
+	"auth-request-redirect":                 {Honoured, ""},
+	"auth-cache-key":                        {Ignored, "checks are never cached; each request asks the service"},
+	"auth-cache-duration":                   {Ignored, "checks are never cached; each request asks the service"},
+	"auth-keepalive":                        {Ignored, "the gateway keeps its own pool of connections to the service"},
+	"auth-keepalive-requests":               {Ignored, "the gateway keeps its own pool of connections to the service"},
+	"auth-keepalive-timeout":                {Ignored, "the gateway keeps its own pool of connections to the service"},
+	"auth-keepalive-share-vars":             {Ignored, "the gateway keeps its own pool of connections to the service"},
+	"auth-proxy-set-headers":                {Ignored, "a ConfigMap of headers for the check is not read"},
+	"auth-always-set-cookie":                {Ignored, "Set-Cookie from an admitting answer is not passed to the client"},
+	"enable-global-auth":                    {Ignored, "Weir has no global auth-url"},
 	"auth-tls-secret":                       {Refused, notYetSecurity},
 	"auth-tls-verify-client":                {Refused, notYetSecurity},
 	"auth-tls-verify-depth":                 {Refused, notYetSecurity},
@@ -229,6 +238,8 @@ type config struct {
 	lb       ir.LoadBalancer
 	hashBy   []ir.HashPolicy
 	affinity *ir.HashPolicy
+	// auth is auth-url and its companions, or nil.
+	auth *authConfig
 	// rateLimit is limit-rps and limit-rpm, or nil.
 	rateLimit *ir.RateLimit
 	// connectTimeout is 0 for the gateway's default, which is
@@ -243,7 +254,8 @@ const defaultProxyTimeout = 60 * time.Second
 // accessControl are the keys that restrict who reaches the backend: an
 // invalid value refuses the Ingress closed, since its last good version
 // would not restrict as the operator asked.
-var accessControl = map[string]bool{"whitelist-source-range": true, "allowlist-source-range": true, "denylist-source-range": true}
+var accessControl = map[string]bool{"whitelist-source-range": true, "allowlist-source-range": true, "denylist-source-range": true,
+	"auth-url": true, "auth-response-headers": true, "auth-request-redirect": true}
 
 // defaultBodyLimit is ingress-nginx's proxy-body-size default, 1m.
 const defaultBodyLimit = 1 << 20
@@ -391,6 +403,7 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 	cfg.deny = ranges("denylist-source-range")
 	cfg.rateLimit = parseRateLimit(get, invalid, ranges)
 	cfg.upstreamTLS = parseUpstreamTLS(ing.Namespace, get, invalid)
+	cfg.auth = parseAuth(get, invalid)
 	parseLoadBalancing(&cfg, get, invalid, notes)
 	seconds := func(name string, def time.Duration) time.Duration {
 		v, ok := get(name)
@@ -463,6 +476,82 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 		findings = append(findings, f)
 	}
 	return cfg, findings, unservable
+}
+
+// authConfig is an external authorization service: a Service of the
+// cluster, reached at path.
+type authConfig struct {
+	namespace, service string
+	port               int32
+	https              bool
+	path               string
+	responseHeaders    []string
+	redirect           string // X-Auth-Request-Redirect's value
+}
+
+// authServiceHost is a Service's cluster DNS name: service.namespace.svc,
+// with or without the cluster domain.
+var authServiceHost = regexp.MustCompile(`^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.svc(\.[a-z0-9.-]+)?$`)
+
+// parseAuth reads auth-url and its companions.
+func parseAuth(get func(string) (string, bool), invalid func(string, string, ...any)) *authConfig {
+	v, ok := get("auth-url")
+	if !ok || v == "" {
+		return nil
+	}
+	if strings.Contains(v, "$") {
+		invalid("auth-url", "%q holds an nginx variable; Weir sends every check to one fixed URL", v)
+		return nil
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.User != nil || u.Fragment != "" || u.Host == "" {
+		invalid("auth-url", "%q is not an absolute http or https URL", v)
+		return nil
+	}
+	m := authServiceHost.FindStringSubmatch(strings.ToLower(u.Hostname()))
+	if m == nil {
+		invalid("auth-url", "%q: the host must be a Service of the cluster, service.namespace.svc[.cluster.local]; Weir sends checks to no other address, since a check carries the request's credentials", v)
+		return nil
+	}
+	a := &authConfig{service: m[1], namespace: m[3], https: u.Scheme == "https", port: 80, path: u.EscapedPath()}
+	if a.https {
+		a.port = 443
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			invalid("auth-url", "%q has an invalid port", v)
+			return nil
+		}
+		a.port = int32(n) //nolint:gosec // 1..65535
+	}
+	if a.path == "" {
+		a.path = "/"
+	}
+	if u.RawQuery != "" {
+		a.path += "?" + u.RawQuery
+	}
+	if v, ok := get("auth-response-headers"); ok {
+		for _, h := range strings.Split(v, ",") {
+			if h = strings.TrimSpace(h); h == "" {
+				continue
+			}
+			if !token(h) {
+				invalid("auth-response-headers", "%q is not a header name", h)
+				return nil
+			}
+			a.responseHeaders = append(a.responseHeaders, h)
+		}
+	}
+	a.redirect = "%REQ(:path)%"
+	if v, ok := get("auth-request-redirect"); ok && v != "" {
+		if strings.ContainsAny(v, "\r\n\x00%$") {
+			invalid("auth-request-redirect", "%q holds a control character, \"%%\" or an nginx variable", v)
+			return nil
+		}
+		a.redirect = v
+	}
+	return a
 }
 
 // ingress-nginx's sticky cookie name.

@@ -68,6 +68,11 @@ type Options struct {
 	// is any address the gateway reaches, its own admin port included,
 	// so none is allowed unless the operator lists it.
 	MirrorTargetHosts []string
+	// AuthServiceNamespaces are the namespaces besides an Ingress's own
+	// whose Services its auth-url may name: a check carries the request's
+	// credentials, and the gateway may reach Services the Ingress's own
+	// namespace may not. "*" allows every namespace.
+	AuthServiceNamespaces []string
 }
 
 // Problem is something wrong with one Ingress, for a Warning Event.
@@ -525,6 +530,9 @@ func (hb *hostBuilder) routes(c pathCandidate, canaries []*entry) []*ir.Route {
 		cb = hb.backend(canary, cfield+".backend", canaryPath(canary, hb.host, c).Backend)
 	}
 	base.Filters = hb.filters(cfg, main, cb)
+	if !hb.withAuth(c.e, base) {
+		return []*ir.Route{base}
+	}
 	if cfg.mirror != nil {
 		if slices.Contains(hb.opts.MirrorTargetHosts, ir.LowerASCII(cfg.mirror.Hostname())) {
 			base.Mirrors = []ir.Mirror{{BackendName: hb.mirrorBackend(c.e, cfg.mirror)}}
@@ -742,7 +750,7 @@ func (hb *hostBuilder) fallback(mains []*entry) (*ir.Route, *entry) {
 			continue
 		}
 		be := hb.backend(e, "spec.defaultBackend", *db)
-		return &ir.Route{
+		r := &ir.Route{
 			Name:        fmt.Sprintf("%s/%s/%s/defaultBackend", hb.host, e.ing.Namespace, e.ing.Name),
 			Match:       ir.Match{Path: ir.PathMatch{Kind: ir.PathPrefix, Value: "/"}},
 			Retry:       nextUpstream,
@@ -750,7 +758,9 @@ func (hb *hostBuilder) fallback(mains []*entry) (*ir.Route, *entry) {
 			Backends:    []ir.WeightedBackend{be},
 			Filters:     hb.filters(e.cfg, be),
 			Provenance:  ir.Provenance{e.ref},
-		}, e
+		}
+		hb.withAuth(e, r)
+		return r, e
 	}
 	return nil, nil
 }
@@ -850,6 +860,74 @@ func hashPolicyOf(cfg config, m ir.PathMatch) []ir.HashPolicy {
 		return []ir.HashPolicy{hp}
 	}
 	return cfg.hashBy
+}
+
+// authTimeout bounds each authorization check.
+const authTimeout = 10 * time.Second
+
+// withAuth puts e's authorization service in front of r. When the service
+// cannot be resolved, r answers 503 rather than serve unchecked, and
+// withAuth reports false.
+func (hb *hostBuilder) withAuth(e *entry, r *ir.Route) bool {
+	a := e.cfg.auth
+	if a == nil {
+		return true
+	}
+	const field = "metadata.annotations[" + AnnotationPrefix + "auth-url]"
+	fail := func(format string, args ...any) bool {
+		hb.problem(e, field, "AuthServiceNotFound", format+"; the path answers 503 until it does", args...)
+		r.Backends = []ir.WeightedBackend{{BackendName: e.ref.String() + "/auth-url", Weight: 100, Unresolved: true}}
+		r.Mirrors, r.HashPolicy = nil, nil
+		return false
+	}
+	if a.namespace != e.ing.Namespace && !slices.Contains(hb.opts.AuthServiceNamespaces, a.namespace) && !slices.Contains(hb.opts.AuthServiceNamespaces, "*") {
+		return fail("Service %s/%s of auth-url is in another namespace than the Ingress; the gateway's operator allows that only for the namespaces of AUTH_SERVICE_NAMESPACES on weir-controller (--auth-service-namespace for weir run)", a.namespace, a.service)
+	}
+	svc, err := hb.listers.Services.Services(a.namespace).Get(a.service)
+	if err != nil {
+		return fail("Service %s/%s of auth-url: %v", a.namespace, a.service, err)
+	}
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		return fail("Service %s/%s of auth-url is an ExternalName Service, which Weir does not send checks to", a.namespace, a.service)
+	}
+	sp, ok := backends.ServicePort(svc, intstr.FromInt32(a.port))
+	if !ok {
+		return fail("Service %s/%s of auth-url has no port %d", a.namespace, a.service, a.port)
+	}
+	be := &ir.Backend{
+		Name:     ir.BackendName(a.namespace, a.service, sp.Port),
+		Service:  ir.ServiceRef{Namespace: a.namespace, Name: a.service, Port: sp.Port},
+		Protocol: ir.HTTP1,
+	}
+	if backends.ProtocolOf(sp) != ir.HTTP1 {
+		be.Name += "/" + ir.HTTP1.String()
+	}
+	if a.https {
+		// nginx does not verify the service's certificate by default.
+		be.TLS = &ir.BackendTLS{Verify: ir.VerifyNone, ServerName: a.service + "." + a.namespace + ".svc"}
+		be.Name += "+tls,sni=" + be.TLS.ServerName
+	}
+	if _, ok := hb.backends[be.Name]; !ok {
+		slices, err := hb.listers.EndpointSlices(a.namespace, a.service)
+		if err != nil {
+			return fail("listing EndpointSlices of Service %s/%s: %v", a.namespace, a.service, err)
+		}
+		be.Endpoints = backends.Endpoints(slices, sp)
+		be.Provenance = ir.Provenance{e.ref}
+		hb.backends[be.Name] = be
+	}
+	r.Filters = append(r.Filters, &ir.ExtAuth{
+		BackendName: be.Name,
+		Path:        a.path,
+		CheckHeaders: []ir.Header{
+			{Name: "X-Original-URL", Value: "%REQ(x-forwarded-proto)%://%REQ(:authority)%%REQ(:path)%"},
+			{Name: "X-Original-Method", Value: "%REQ(:method)%"},
+			{Name: "X-Auth-Request-Redirect", Value: a.redirect},
+		},
+		UpstreamHeaders: a.responseHeaders,
+		Timeout:         authTimeout,
+	})
+	return true
 }
 
 // upstreamTLS is how the gateway connects to e's HTTPS and GRPCS

@@ -473,6 +473,25 @@ func TestAnnotations(t *testing.T) {
 		{name: "bad range", annotations: map[string]string{p + "whitelist-source-range": "10.0.0.0/33"}, refused: `invalid value: "10.0.0.0/33" is not an IP address or CIDR range`},
 		{name: "empty range", annotations: map[string]string{p + "denylist-source-range": " , "}, refused: "invalid value: no range is listed"},
 		{name: "basic auth", annotations: map[string]string{p + "auth-type": "basic"}, refused: "would weaken its security"},
+		{name: "auth-url", annotations: map[string]string{p + "auth-url": "http://web.default.svc.cluster.local/oauth2/auth?x=1", p + "auth-response-headers": "X-Auth-Request-User, X-Auth-Request-Email"}, different: "only a 200 admits", check: func(t *testing.T, r *ir.Route) {
+			a := filterOf[*ir.ExtAuth](r)
+			if a == nil || a.BackendName != "default/web:80" || a.Path != "/oauth2/auth?x=1" || fmt.Sprint(a.UpstreamHeaders) != "[X-Auth-Request-User X-Auth-Request-Email]" ||
+				len(a.CheckHeaders) != 3 || a.CheckHeaders[2] != (ir.Header{Name: "X-Auth-Request-Redirect", Value: "%REQ(:path)%"}) {
+				t.Errorf("ext auth %+v", a)
+			}
+		}},
+		{name: "auth-url with a variable", annotations: map[string]string{p + "auth-url": "https://$host/oauth2/auth"}, refused: "holds an nginx variable"},
+		{name: "auth-url outside the cluster", annotations: map[string]string{p + "auth-url": "http://127.0.0.1:9901/quitquitquit"}, refused: "the host must be a Service of the cluster"},
+		{name: "auth-url in another namespace", annotations: map[string]string{p + "auth-url": "http://oauth2-proxy.auth-system.svc/auth"}, check: func(t *testing.T, r *ir.Route) {
+			if len(r.Backends) != 1 || !r.Backends[0].Unresolved || filterOf[*ir.ExtAuth](r) != nil {
+				t.Errorf("a Service of another namespace the operator did not allow was used: %+v", r)
+			}
+		}},
+		{name: "auth-url missing Service", annotations: map[string]string{p + "auth-url": "http://nope.default.svc/auth"}, check: func(t *testing.T, r *ir.Route) {
+			if len(r.Backends) != 1 || !r.Backends[0].Unresolved || filterOf[*ir.ExtAuth](r) != nil {
+				t.Errorf("a path whose authorization service is missing is served: %+v", r)
+			}
+		}},
 		{name: "unknown", annotations: map[string]string{p + "no-such-thing": "1"}, ignored: "not an annotation Weir knows"},
 		{name: "not yet", annotations: map[string]string{p + "limit-rate": "5"}, ignored: "not implemented by Weir yet"},
 		// nginx's limit_req with nodelay takes burst+1 requests at once.

@@ -52,6 +52,8 @@ type ControllerOptions struct {
 	ExtraClasses       []string
 	DefaultCertificate *types.NamespacedName
 	MirrorTargetHosts  []string
+	// AuthServiceNamespaces is Build's.
+	AuthServiceNamespaces []string
 	// StatusService is the gateway Service whose address every served
 	// Ingress reports in status.loadBalancer.
 	StatusService types.NamespacedName
@@ -181,7 +183,7 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 		Services:       c.services,
 		EndpointSlices: kingress.IndexedSlices(c.opts.SliceInformer.GetIndexer()),
 		Secrets:        c.tls,
-	}, Options{ExtraClasses: c.opts.ExtraClasses, DefaultCertificate: c.opts.DefaultCertificate, MirrorTargetHosts: c.opts.MirrorTargetHosts})
+	}, Options{ExtraClasses: c.opts.ExtraClasses, DefaultCertificate: c.opts.DefaultCertificate, MirrorTargetHosts: c.opts.MirrorTargetHosts, AuthServiceNamespaces: c.opts.AuthServiceNamespaces})
 	served := Serve(c.opts.Model, res)
 	c.mu.Lock()
 	c.conflicted = len(served.Conflicts) > 0
