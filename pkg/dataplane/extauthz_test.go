@@ -9,10 +9,12 @@ import (
 	"testing"
 	"time"
 
+	mutationv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -49,6 +51,12 @@ func startAuthService(t *testing.T) (*backend, func() []authCheck) {
 		case r.Header.Get("Authorization") == "Bearer good":
 			w.Header().Set("X-User", "alice")
 			w.Header().Set("X-Not-Passed", "1")
+		case r.Header.Get("Authorization") == "Bearer anonymous":
+			// Admitted, with no user to set.
+		case r.Header.Get("Authorization") == "Bearer accepted":
+			// oauth2-proxy's /oauth2/auth answers 202, which Envoy
+			// does not take as admitting.
+			w.WriteHeader(http.StatusAccepted)
 		default:
 			w.Header().Set("WWW-Authenticate", `Bearer realm="test"`)
 			w.WriteHeader(http.StatusUnauthorized)
@@ -83,6 +91,7 @@ func TestExtAuthz(t *testing.T) {
 				AuthorizationRequest: &extauthzv3.AuthorizationRequest{HeadersToAdd: []*corev3.HeaderValue{
 					{Key: "x-original-url", Value: "%REQ(x-forwarded-proto)%://%REQ(:authority)%%REQ(:path)%"},
 					{Key: "x-original-method", Value: "%REQ(:method)%"},
+					{Key: "x-real-ip", Value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
 				}},
 				AuthorizationResponse: &extauthzv3.AuthorizationResponse{AllowedUpstreamHeaders: &matcherv3.ListStringMatcher{Patterns: []*matcherv3.StringMatcher{
 					{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "x-user"}, IgnoreCase: true},
@@ -93,7 +102,13 @@ func TestExtAuthz(t *testing.T) {
 	route := func(path string, pr *extauthzv3.ExtAuthzPerRoute) *routev3.Route {
 		r := routeTo(prefixMatch(path), echo.name)
 		if pr != nil {
-			r.TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.ext_authz": mustAny(pr)}
+			r.TypedPerFilterConfig = map[string]*anypb.Any{
+				"envoy.filters.http.ext_authz": mustAny(pr),
+				// The client's X-User never passes: only the service's.
+				"envoy.filters.http.header_mutation": mustAny(&headermutationv3.HeaderMutationPerRoute{Mutations: &headermutationv3.Mutations{
+					RequestMutations: []*mutationv3.HeaderMutation{{Action: &mutationv3.HeaderMutation_Remove{Remove: "x-user"}}},
+				}}),
+			}
 		}
 		return r
 	}
@@ -109,6 +124,8 @@ func TestExtAuthz(t *testing.T) {
 	}
 	res := &Resources{
 		Listeners: []*listenerv3.Listener{plainListener("l", withFilters(&hcmv3.HttpFilter{
+			Name: "envoy.filters.http.header_mutation", Disabled: true, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&headermutationv3.HeaderMutation{})},
+		}, &hcmv3.HttpFilter{
 			Name: "envoy.filters.http.ext_authz", Disabled: true, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(listenerConfig)},
 		}))},
 		Routes: []*routev3.RouteConfiguration{routeConfig("l", virtualHost("vh", []string{"*"},
@@ -142,7 +159,7 @@ func TestExtAuthz(t *testing.T) {
 		return resp, got
 	}
 
-	resp, body := send(http.MethodPost, "/app/x?y=1", map[string]string{"Authorization": "Bearer good", "Cookie": "session=abc", "X-User": "mallory"}, "payload")
+	resp, body := send(http.MethodPost, "/app/x?y=1", map[string]string{"Authorization": "Bearer good", "Cookie": "session=abc", "X-User": "mallory", "X-Real-IP": "10.9.9.9"}, "payload")
 	var seen echoReply
 	if err := json.Unmarshal([]byte(body), &seen); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("admitted request: %d %q", resp.StatusCode, body)
@@ -152,8 +169,19 @@ func TestExtAuthz(t *testing.T) {
 	}
 	c := checks()[0]
 	if c.Method != http.MethodPost || c.Path != "/check?from=gateway" || c.Host != "app.example.com" || c.Body != "" ||
-		c.Header.Get("Cookie") != "session=abc" || c.Header.Get("X-Original-Url") != "http://app.example.com/app/x?y=1" || c.Header.Get("X-Original-Method") != "POST" {
+		c.Header.Get("Cookie") != "session=abc" || c.Header.Get("X-Original-Url") != "http://app.example.com/app/x?y=1" || c.Header.Get("X-Original-Method") != "POST" ||
+		c.Header.Get("X-Real-Ip") != "127.0.0.1" || c.Header.Get("X-User") != "" {
 		t.Errorf("the check: %+v", c)
+	}
+
+	// Admitted without a user: the client's own X-User does not pass.
+	resp, body = send(http.MethodGet, "/app", map[string]string{"Authorization": "Bearer anonymous", "X-User": "mallory"}, "")
+	seen = echoReply{}
+	if err := json.Unmarshal([]byte(body), &seen); err != nil || resp.StatusCode != 200 || seen.Headers["X-User"] != nil {
+		t.Errorf("admitted without a user: %d, the backend saw X-User %v", resp.StatusCode, seen.Headers["X-User"])
+	}
+	if resp, _ = send(http.MethodGet, "/app", map[string]string{"Authorization": "Bearer accepted"}, ""); resp.StatusCode != http.StatusAccepted {
+		t.Errorf("a 202 from the service: %d, want it passed back as Envoy does", resp.StatusCode)
 	}
 
 	resp, body = send(http.MethodGet, "/app", nil, "")

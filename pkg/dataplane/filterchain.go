@@ -21,6 +21,7 @@ import (
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/buffer"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/cors"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/extauthz"
+	_ "github.com/weir-dev/weir/pkg/dataplane/filters/headermutation"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/localratelimit"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/rbac"
 )

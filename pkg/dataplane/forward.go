@@ -713,14 +713,16 @@ func (s *stream) prepareRequestHeaders(h http.Header) {
 	external := true
 	if s.hcm.useRemote {
 		// Edge proxy: append the peer to XFF and own x-forwarded-proto.
-		if prior := h["X-Forwarded-For"]; len(prior) > 0 {
+		// As Envoy, a request is internal only when it came with no
+		// X-Forwarded-For and its client address is private or loopback.
+		prior := h["X-Forwarded-For"]
+		if len(prior) > 0 {
 			h["X-Forwarded-For"] = []string{strings.Join(prior, ",") + "," + clientIP}
 		} else {
 			h["X-Forwarded-For"] = []string{clientIP}
 		}
 		h["X-Forwarded-Proto"] = scheme
-		if a, err := netip.ParseAddr(clientIP); err == nil {
-			a = a.Unmap()
+		if a := s.clientAddr; a.IsValid() && len(prior) == 0 {
 			external = !(a.IsLoopback() || a.IsPrivate())
 		}
 		if external {

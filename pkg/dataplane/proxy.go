@@ -218,6 +218,9 @@ func (p *Proxy) Apply(res *Resources) error {
 		next[name] = rl
 	}
 
+	// Filters find clusters by name per request: the new ones must be
+	// there before the routes that name them.
+	p.live.Store(&snap.clusters)
 	for name, lc := range snap.listeners {
 		next[name].conf.Store(lc)
 		next[name].drainChangedTunnels(lc)
@@ -249,7 +252,6 @@ func (p *Proxy) Apply(res *Resources) error {
 	}
 	p.pools = snap.pools
 	p.routeTables, p.vhosts, p.clusters = snap.routes, snap.vhosts, snap.clusterStates
-	p.live.Store(&snap.clusters)
 	p.lastCompile = snap.stats
 	p.ready.Store(true)
 	return nil

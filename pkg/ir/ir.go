@@ -237,6 +237,9 @@ const (
 	// FilterRateLimit answers requests over a route's rate with a local
 	// reply, before they cost a backend anything.
 	FilterRateLimit
+	// FilterRemoveRequestHeaders drops request headers the filters after
+	// it must not take from the client.
+	FilterRemoveRequestHeaders
 	// FilterExtAuth asks an authorization service about each request.
 	FilterExtAuth
 	// FilterBodyLimit holds a request until its body is whole, and
@@ -279,6 +282,16 @@ type TokenBucket struct {
 
 // FilterKind implements HTTPFilter.
 func (*RateLimit) FilterKind() FilterKind { return FilterRateLimit }
+
+// RemoveRequestHeaders drops request headers before the filters after it
+// run: those an authorization service is trusted to set (ExtAuth's
+// UpstreamHeaders) must not be the client's when the service sets none.
+type RemoveRequestHeaders struct {
+	Names []string
+}
+
+// FilterKind implements HTTPFilter.
+func (*RemoveRequestHeaders) FilterKind() FilterKind { return FilterRemoveRequestHeaders }
 
 // ExtAuth asks an HTTP service whether each request may pass (Envoy's
 // ext_authz): the service gets the request's method and headers, with no

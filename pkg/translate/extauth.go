@@ -6,8 +6,10 @@ import (
 	"strings"
 	"time"
 
+	mutationv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"golang.org/x/net/http/httpguts"
@@ -79,5 +81,24 @@ func extAuthzPerRoute(a *ir.ExtAuth, available nameSet) (*extauthzv3.ExtAuthzPer
 	out := &extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{CheckSettings: &extauthzv3.CheckSettings{
 		ServiceOverride: &extauthzv3.CheckSettings_HttpService{HttpService: svc},
 	}}}
+	return out, out.ValidateAll()
+}
+
+// headerMutationFilter is Envoy's header mutation filter, which
+// ir.RemoveRequestHeaders runs.
+const headerMutationFilter = "envoy.filters.http.header_mutation"
+
+func removeRequestHeaders(r *ir.RemoveRequestHeaders) (*headermutationv3.HeaderMutationPerRoute, error) {
+	if len(r.Names) == 0 {
+		return nil, fmt.Errorf("no header to remove")
+	}
+	ms := &headermutationv3.Mutations{}
+	for _, name := range r.Names {
+		if !httpguts.ValidHeaderFieldName(name) || strings.EqualFold(name, "host") {
+			return nil, fmt.Errorf("%q cannot be removed", name)
+		}
+		ms.RequestMutations = append(ms.RequestMutations, &mutationv3.HeaderMutation{Action: &mutationv3.HeaderMutation_Remove{Remove: strings.ToLower(name)}})
+	}
+	out := &headermutationv3.HeaderMutationPerRoute{Mutations: ms}
 	return out, out.ValidateAll()
 }

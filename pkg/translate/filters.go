@@ -14,6 +14,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	bufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/buffer/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -43,6 +44,8 @@ var httpFilterOf = map[ir.FilterKind]struct {
 	// route's config is whole, with its own buckets.
 	ir.FilterRateLimit: {localRateLimitFilter, &localratelimitv3.LocalRateLimit{StatPrefix: "local_rate_limit"}},
 	ir.FilterExtAuth:   {extAuthzFilter, extAuthzListenerConfig()},
+	// Without mutations the listener's config changes nothing.
+	ir.FilterRemoveRequestHeaders: {headerMutationFilter, &headermutationv3.HeaderMutation{}},
 	// The listener's limit is never used: a route turns the filter on
 	// with its own.
 	ir.FilterBodyLimit: {bufferFilter, &bufferv3.Buffer{MaxRequestBytes: wrapperspb.UInt32(1 << 20)}},
@@ -113,6 +116,8 @@ func perFilterConfig(fs []ir.HTTPFilter, id string, available nameSet) (map[stri
 			msg, err = sourceRanges(p)
 		case *ir.ExtAuth:
 			msg, err = extAuthzPerRoute(p, available)
+		case *ir.RemoveRequestHeaders:
+			msg, err = removeRequestHeaders(p)
 		case *ir.RateLimit:
 			var lrl *localratelimitv3.LocalRateLimit
 			if lrl, err = localRateLimit(p, id); err == nil && lrl == nil {

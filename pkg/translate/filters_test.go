@@ -73,7 +73,7 @@ func TestRouteFiltersReachOnlyTheirChain(t *testing.T) {
 	for name, want := range map[string]string{
 		"gateway/ns/gw/9000": corsFilter + "," + routerFilter,
 		"gateway/ns/gw/9001": routerFilter,
-		"external-http":      rbacFilter + "," + corsFilter + "," + localRateLimitFilter + "," + extAuthzFilter + "," + bufferFilter + "," + routerFilter,
+		"external-http":      rbacFilter + "," + corsFilter + "," + localRateLimitFilter + "," + headerMutationFilter + "," + extAuthzFilter + "," + bufferFilter + "," + routerFilter,
 	} {
 		if got := strings.Join(chains[name], ","); got != want {
 			t.Errorf("%s: http_filters %s, want %s", name, got, want)

@@ -400,6 +400,11 @@ func missingBackends(vh *ir.VirtualHost, available nameSet) []string {
 				missing = append(missing, m.BackendName)
 			}
 		}
+		for _, f := range r.Filters {
+			if a, ok := f.(*ir.ExtAuth); ok && !available.has(a.BackendName) {
+				missing = append(missing, a.BackendName)
+			}
+		}
 	}
 	return missing
 }

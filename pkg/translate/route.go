@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
@@ -147,7 +148,14 @@ func buildRoute(r *ir.Route, available nameSet, ownListener bool, s *shared, w *
 	out.RequestHeadersToAdd, out.RequestHeadersToRemove = buildHeaderMutation(r.RequestHeaders, s, w, label)
 	out.ResponseHeadersToAdd, out.ResponseHeadersToRemove = buildHeaderMutation(r.ResponseHeaders, s, w, label)
 	if out.TypedPerFilterConfig, err = perFilterConfig(r.Filters, statID, available); err != nil {
-		return nil, false, err
+		// Leaving the route out would hand its requests to a less
+		// specific route, without the policy (an authorization check, a
+		// source range) this one must apply: answer them 500 instead.
+		w.add("route %s answers 500: its policies cannot be served: %v", label, err)
+		return &routev3.Route{Match: match, Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
+			Status: http.StatusInternalServerError,
+			Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "the route's policies cannot be served"}},
+		}}}, false, nil
 	}
 	if err := out.ValidateAll(); err != nil {
 		return nil, false, err

@@ -61,7 +61,8 @@ func getWithHeader(ctx context.Context, c *http.Client, host, name, value string
 }
 
 // TestNetworkingIngress: Ingresses of class weir (config/'s IngressClass)
-// are served by the shared gateways, a canary by header included; their
+// are served by the shared gateways, a canary by header, an authorization
+// service and a rate limit included; their
 // status.loadBalancer is the gateway Service's address; an Ingress with a
 // snippet is refused with a Warning Event and not served; and a rolling
 // update of a backend's pods loses no request.
@@ -148,6 +149,40 @@ func TestNetworkingIngress(t *testing.T) {
 		}), nil
 	}); err != nil {
 		t.Errorf("no Warning Event on the Ingress whose path the gateway cannot serve: %v", err)
+	}
+
+	// auth-url: the runtime image's /healthz admits only kubelet's
+	// User-Agent, so it is an authorization service: the check carries
+	// the request's headers to a pod of the cluster, and its refusal (400)
+	// reaches the client while the backend is never asked.
+	const guarded, limited = "ingress-auth.e2e.example.com", "ingress-limit.e2e.example.com"
+	createIngress(t, "guarded", guarded, "ing-a", map[string]string{
+		ingress.AnnotationPrefix + "auth-url": fmt.Sprintf("http://ing-b.%s.svc.cluster.local/healthz", namespace),
+	})
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		info, code, err := getWithHeader(ctx, c, guarded, "User-Agent", "kube-probe/1.35")
+		return err == nil && code == 200 && backendName(info) == "ing-a", nil
+	}); err != nil {
+		t.Errorf("a request the authorization service admits was not served: %v", err)
+	}
+	if _, code, _ := getWithHeader(ctx, c, guarded, "User-Agent", "curl/8"); code != http.StatusBadRequest {
+		t.Errorf("a request the authorization service refuses: %d, want its 400", code)
+	}
+
+	// limit-rpm 1 with a burst multiplier of 1: two requests at once per
+	// client and gateway replica, then 503.
+	createIngress(t, "limited", limited, "ing-a", map[string]string{
+		ingress.AnnotationPrefix + "limit-rpm":              "1",
+		ingress.AnnotationPrefix + "limit-burst-multiplier": "1",
+	})
+	eventually(t, limited, 60*time.Second, fromBackend("ing-a"))
+	var codes []int
+	for range 10 {
+		_, code, _ := getWithHeader(ctx, c, limited, "x", "y")
+		codes = append(codes, code)
+	}
+	if !slices.Contains(codes, http.StatusServiceUnavailable) || slices.ContainsFunc(codes, func(c int) bool { return c != 200 && c != 503 }) {
+		t.Errorf("10 requests over limit-rpm 1: %v, want 200s then 503s", codes)
 	}
 
 	if _, code, _ := getWithHeader(ctx, c, snippetHost, "x", "y"); code != http.StatusNotFound {

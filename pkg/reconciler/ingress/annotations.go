@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	netv1 "k8s.io/api/networking/v1"
 
 	"github.com/weir-dev/weir/pkg/ir"
@@ -154,7 +155,7 @@ var annotations = map[string]annotation{
 	"auth-secret":                           {Refused, notYetSecurity},
 	"auth-secret-type":                      {Refused, notYetSecurity},
 	"auth-realm":                            {Refused, notYetSecurity},
-	"auth-url":                              {HonouredWithDifference, "the URL must name a Service of the cluster (http[s]://service.namespace.svc[.cluster.local][:port]/path), with no nginx variables, in the Ingress's namespace or one the gateway's operator allows; the check is Envoy's ext_authz: it carries the request's headers and method, with X-Original-URL, X-Original-Method and X-Auth-Request-Redirect, its Host is the request's, only a 200 admits (nginx: any 2xx), any other answer below 500 goes back to the client as it is, and no answer within 10 s, or a 5xx, is answered 500; over https the service's certificate is not verified, as nginx does not by default"},
+	"auth-url":                              {HonouredWithDifference, "the URL must name a Service of the cluster (http[s]://service.namespace.svc[.cluster.local][:port]/path), with no nginx variables, in the Ingress's namespace or one the gateway's operator allows; the check is Envoy's ext_authz: it carries the request's headers and method, with X-Original-URL, X-Original-Method and X-Auth-Request-Redirect, its Host is the request's, X-Real-IP is the client address, only a 200 admits (nginx: any 2xx; oauth2-proxy's /oauth2/auth answers 202, so with oauth2-proxy run --upstream=static://200 and point auth-url at its /, whose 302 to the sign-in page reaches the browser), any other answer below 500 goes back to the client as it is, and no answer within 10 s, or a 5xx, is answered 500; over https the service's certificate is not verified, as nginx does not by default"},
 	"auth-signin":                           {Ignored, "a refused request gets the authorization service's own answer (status, headers and body), not a redirect to auth-signin: have the service answer with the redirect itself"},
 	"auth-method":                           {Ignored, "the check uses the request's own method, as Envoy's ext_authz does"},
 	"auth-response-headers":                 {Honoured, ""},
@@ -531,6 +532,10 @@ func parseAuth(get func(string) (string, bool), invalid func(string, string, ...
 	if u.RawQuery != "" {
 		a.path += "?" + u.RawQuery
 	}
+	if !httpguts.ValidHeaderFieldValue(a.path) || strings.ContainsAny(a.path, " \t") {
+		invalid("auth-url", "%q: the path and query hold a space or a control character", v)
+		return nil
+	}
 	if v, ok := get("auth-response-headers"); ok {
 		for _, h := range strings.Split(v, ",") {
 			if h = strings.TrimSpace(h); h == "" {
@@ -545,7 +550,7 @@ func parseAuth(get func(string) (string, bool), invalid func(string, string, ...
 	}
 	a.redirect = "%REQ(:path)%"
 	if v, ok := get("auth-request-redirect"); ok && v != "" {
-		if strings.ContainsAny(v, "\r\n\x00%$") {
+		if !httpguts.ValidHeaderFieldValue(v) || strings.ContainsAny(v, "%$") {
 			invalid("auth-request-redirect", "%q holds a control character, \"%%\" or an nginx variable", v)
 			return nil
 		}

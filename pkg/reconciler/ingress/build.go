@@ -916,6 +916,10 @@ func (hb *hostBuilder) withAuth(e *entry, r *ir.Route) bool {
 		be.Provenance = ir.Provenance{e.ref}
 		hb.backends[be.Name] = be
 	}
+	if len(a.responseHeaders) > 0 {
+		// The service's answer sets them; the client's never pass.
+		r.Filters = append(r.Filters, &ir.RemoveRequestHeaders{Names: a.responseHeaders})
+	}
 	r.Filters = append(r.Filters, &ir.ExtAuth{
 		BackendName: be.Name,
 		Path:        a.path,
@@ -923,6 +927,8 @@ func (hb *hostBuilder) withAuth(e *entry, r *ir.Route) bool {
 			{Name: "X-Original-URL", Value: "%REQ(x-forwarded-proto)%://%REQ(:authority)%%REQ(:path)%"},
 			{Name: "X-Original-Method", Value: "%REQ(:method)%"},
 			{Name: "X-Auth-Request-Redirect", Value: a.redirect},
+			// As nginx's $remote_addr: never the client's own claim.
+			{Name: "X-Real-IP", Value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
 		},
 		UpstreamHeaders: a.responseHeaders,
 		Timeout:         authTimeout,

@@ -476,11 +476,15 @@ func TestAnnotations(t *testing.T) {
 		{name: "auth-url", annotations: map[string]string{p + "auth-url": "http://web.default.svc.cluster.local/oauth2/auth?x=1", p + "auth-response-headers": "X-Auth-Request-User, X-Auth-Request-Email"}, different: "only a 200 admits", check: func(t *testing.T, r *ir.Route) {
 			a := filterOf[*ir.ExtAuth](r)
 			if a == nil || a.BackendName != "default/web:80" || a.Path != "/oauth2/auth?x=1" || fmt.Sprint(a.UpstreamHeaders) != "[X-Auth-Request-User X-Auth-Request-Email]" ||
-				len(a.CheckHeaders) != 3 || a.CheckHeaders[2] != (ir.Header{Name: "X-Auth-Request-Redirect", Value: "%REQ(:path)%"}) {
+				len(a.CheckHeaders) != 4 || a.CheckHeaders[2] != (ir.Header{Name: "X-Auth-Request-Redirect", Value: "%REQ(:path)%"}) {
 				t.Errorf("ext auth %+v", a)
+			}
+			if rm := filterOf[*ir.RemoveRequestHeaders](r); rm == nil || fmt.Sprint(rm.Names) != "[X-Auth-Request-User X-Auth-Request-Email]" {
+				t.Errorf("the client's copies of the service's headers are not removed: %+v", rm)
 			}
 		}},
 		{name: "auth-url with a variable", annotations: map[string]string{p + "auth-url": "https://$host/oauth2/auth"}, refused: "holds an nginx variable"},
+		{name: "auth-url with a space", annotations: map[string]string{p + "auth-url": "http://web.default.svc/check?a b"}, refused: "hold a space or a control character"},
 		{name: "auth-url outside the cluster", annotations: map[string]string{p + "auth-url": "http://127.0.0.1:9901/quitquitquit"}, refused: "the host must be a Service of the cluster"},
 		{name: "auth-url in another namespace", annotations: map[string]string{p + "auth-url": "http://oauth2-proxy.auth-system.svc/auth"}, check: func(t *testing.T, r *ir.Route) {
 			if len(r.Backends) != 1 || !r.Backends[0].Unresolved || filterOf[*ir.ExtAuth](r) != nil {

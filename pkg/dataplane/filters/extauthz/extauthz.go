@@ -68,10 +68,12 @@ type headerToAdd struct {
 	value []valuePart
 }
 
-// valuePart is a literal, or a request header to copy (%REQ(name)%).
+// valuePart is a literal, a request header to copy (%REQ(name)%), or the
+// downstream address (%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%).
 type valuePart struct {
 	literal string
 	header  string
+	client  bool
 }
 
 func (factory) NewConfig(m proto.Message, _ *httpfilter.Scope) (httpfilter.Config, error) {
@@ -134,10 +136,8 @@ func compileService(hs *extauthzv3.HttpService, path string) (*service, error) {
 	if su.GetCluster() == "" {
 		return nil, fmt.Errorf("%s.server_uri.cluster: required", path)
 	}
+	// Envoy 1.38: a 0s timeout is none.
 	s := &service{cluster: su.GetCluster(), timeout: su.GetTimeout().AsDuration(), pathPrefix: hs.GetPathPrefix(), path: hs.GetPathOverride()}
-	if s.timeout <= 0 {
-		s.timeout = 200 * time.Millisecond
-	}
 	if s.path != "" && s.pathPrefix != "" {
 		return nil, fmt.Errorf("%s: path_prefix and path_override cannot both be set", path)
 	}
@@ -183,6 +183,10 @@ func compileService(hs *extauthzv3.HttpService, path string) (*service, error) {
 
 var reqCommand = regexp.MustCompile(`^%REQ\(([^)]+)\)%`)
 
+// clientCommand is Envoy's downstream (client) address, after
+// X-Forwarded-For as the connection manager trusts it.
+const clientCommand = "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
+
 // compileValue parses a header value of Envoy's formatter syntax, of which
 // weir-proxy knows %REQ(name)% and "%%".
 func compileValue(v string) ([]valuePart, error) {
@@ -199,13 +203,18 @@ func compileValue(v string) ([]valuePart, error) {
 			i += 2
 			continue
 		}
-		m := reqCommand.FindStringSubmatch(v[i:])
-		if m == nil {
-			return nil, fmt.Errorf("%q: only %%REQ(name)%% is supported by weir-proxy", v)
-		}
 		if lit.Len() > 0 {
 			out = append(out, valuePart{literal: lit.String()})
 			lit.Reset()
+		}
+		if strings.HasPrefix(v[i:], clientCommand) {
+			out = append(out, valuePart{client: true})
+			i += len(clientCommand)
+			continue
+		}
+		m := reqCommand.FindStringSubmatch(v[i:])
+		if m == nil {
+			return nil, fmt.Errorf("%q: only %%REQ(name)%% and %s are supported by weir-proxy", v, clientCommand)
 		}
 		out = append(out, valuePart{header: strings.ToLower(m[1])})
 		i += len(m[0])
@@ -216,11 +225,17 @@ func compileValue(v string) ([]valuePart, error) {
 	return out, nil
 }
 
-func (h headerToAdd) render(r *httpfilter.RequestHeaders) string {
+func (h headerToAdd) render(r *httpfilter.RequestHeaders, cb httpfilter.Callbacks) string {
 	var b strings.Builder
 	for _, p := range h.value {
 		switch p.header {
 		case "":
+			if p.client {
+				if a := cb.ClientAddr(); a.IsValid() {
+					b.WriteString(a.String())
+				}
+				continue
+			}
 			b.WriteString(p.literal)
 		case ":path":
 			b.WriteString(r.Path)
@@ -317,7 +332,7 @@ func (f *filter) DecodeHeaders(h *httpfilter.RequestHeaders, _ bool) httpfilter.
 		}
 	}
 	resp, err := f.check(svc, h)
-	if err != nil || resp.StatusCode >= 500 {
+	if err != nil || resp.StatusCode >= 500 || resp.StatusCode < 200 {
 		if resp != nil {
 			resp.Body.Close()
 		}
@@ -328,15 +343,22 @@ func (f *filter) DecodeHeaders(h *httpfilter.RequestHeaders, _ bool) httpfilter.
 		return httpfilter.StopIteration
 	}
 	defer resp.Body.Close()
+	// Envoy takes this header out of the answer before matching any.
+	toRemove := resp.Header.Values("X-Envoy-Auth-Headers-To-Remove")
+	delete(resp.Header, "X-Envoy-Auth-Headers-To-Remove")
 	if resp.StatusCode == http.StatusOK {
+		// Drain a little, so the connection to the service is reused.
+		_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
 		for name, vv := range resp.Header {
-			if svc.upstream.match(name) && !hopByHop[name] {
+			if !hopByHop[name] && name != "Host" && svc.upstream.match(strings.ToLower(name)) {
 				h.Header[name] = vv
 			}
 		}
-		for _, name := range resp.Header.Values("X-Envoy-Auth-Headers-To-Remove") {
+		for _, name := range toRemove {
 			for n := range strings.SplitSeq(name, ",") {
-				h.Header.Del(strings.TrimSpace(n))
+				if n = strings.TrimSpace(n); n != "" && !strings.EqualFold(n, "host") {
+					h.Header.Del(n)
+				}
 			}
 		}
 		return httpfilter.Continue
@@ -347,7 +369,7 @@ func (f *filter) DecodeHeaders(h *httpfilter.RequestHeaders, _ bool) httpfilter.
 		if hopByHop[name] {
 			continue
 		}
-		if len(svc.client) == 0 || svc.client.match(name) || name == "Www-Authenticate" || name == "Location" {
+		if len(svc.client) == 0 || svc.client.match(strings.ToLower(name)) || name == "Www-Authenticate" || name == "Location" {
 			out[name] = vv
 		}
 	}
@@ -365,7 +387,13 @@ func (f *filter) check(svc *service, h *httpfilter.RequestHeaders) (*http.Respon
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(f.cb.Context(), svc.timeout)
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if svc.timeout > 0 {
+		ctx, cancel = context.WithTimeout(f.cb.Context(), svc.timeout)
+	} else {
+		ctx, cancel = context.WithCancel(f.cb.Context())
+	}
 	req, err := http.NewRequestWithContext(ctx, h.Method, "http://authz", nil)
 	if err != nil {
 		cancel()
@@ -378,10 +406,14 @@ func (f *filter) check(svc *service, h *httpfilter.RequestHeaders) (*http.Respon
 		if hopByHop[name] || !(name == "Authorization" || f.c.allowed.match(strings.ToLower(name))) {
 			continue
 		}
-		req.Header[name] = []string{strings.Join(vv, ",")}
+		sep := ","
+		if name == "Cookie" {
+			sep = "; "
+		}
+		req.Header[name] = []string{strings.Join(vv, sep)}
 	}
 	for _, a := range svc.headersToAdd {
-		req.Header[a.name] = []string{a.render(h)}
+		req.Header[a.name] = []string{a.render(h, f.cb)}
 	}
 	resp, err := f.cb.SendToCluster(svc.cluster, req)
 	if err != nil {
