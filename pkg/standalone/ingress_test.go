@@ -632,18 +632,8 @@ spec:
 	}
 	const verify = `nginx.ingress.kubernetes.io/proxy-ssl-verify: "on", nginx.ingress.kubernetes.io/proxy-ssl-server-name: "on"`
 	dir := t.TempDir()
-	write(t, dir, "backend.yaml", fmt.Sprintf(`apiVersion: v1
-kind: Service
-metadata: {name: secure, namespace: default}
-spec: {ports: [{name: https, port: 443}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: secure-1, namespace: default, labels: {kubernetes.io/service-name: secure}}
-addressType: IPv4
-ports: [{name: https, port: %d, protocol: TCP}]
-endpoints: [{addresses: [127.0.0.1], conditions: {ready: true}}]
-`, l.Addr().(*net.TCPAddr).Port)+secret("backend-ca", backendChain)+secret("other-ca", otherCA))
+	write(t, dir, "backend.yaml", serviceYAML("default", "secure", "https", 443, l.Addr().(*net.TCPAddr).Port, "127.0.0.1")+
+		secret("backend-ca", backendChain)+secret("other-ca", otherCA))
 	write(t, dir, "ingress.yaml", ingress("insecure", "")+
 		ingress("verified", verify+`, nginx.ingress.kubernetes.io/proxy-ssl-secret: default/backend-ca, nginx.ingress.kubernetes.io/proxy-ssl-name: backend.internal`)+
 		ingress("chain-only", `nginx.ingress.kubernetes.io/proxy-ssl-verify: "on", nginx.ingress.kubernetes.io/proxy-ssl-secret: backend-ca`)+
@@ -699,18 +689,7 @@ func TestIngressStickySessions(t *testing.T) {
 		t.Cleanup(func() { srv.Close() })
 	}
 	dir := t.TempDir()
-	write(t, dir, "sticky.yaml", fmt.Sprintf(`apiVersion: v1
-kind: Service
-metadata: {name: pair, namespace: default}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: pair-1, namespace: default, labels: {kubernetes.io/service-name: pair}}
-addressType: IPv4
-ports: [{name: http, port: %d, protocol: TCP}]
-endpoints: [{addresses: [127.0.0.1, 127.0.0.2], conditions: {ready: true}}]
----
+	write(t, dir, "sticky.yaml", serviceYAML("default", "pair", "http", 80, port, "127.0.0.1", "127.0.0.2")+`---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
@@ -723,7 +702,7 @@ spec:
     http:
       paths:
       - {path: /app, pathType: Prefix, backend: {service: {name: pair, port: {number: 80}}}}
-`, port))
+`)
 	g := startRunWith(t, Options{Paths: []string{dir}, PollInterval: 20 * time.Millisecond})
 	gw, _, _, _ := g.Ports()
 	send := func(cookie string) (string, string) {
@@ -845,30 +824,7 @@ func TestIngressExternalAuth(t *testing.T) {
 		io.WriteString(w, "hello "+r.Header.Get("X-Auth-Request-User"))
 	})
 	dir := t.TempDir()
-	write(t, dir, "services.yaml", fmt.Sprintf(`apiVersion: v1
-kind: Service
-metadata: {name: oauth2-proxy, namespace: auth-system}
-spec: {ports: [{name: http, port: 4180}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: oauth2-proxy-1, namespace: auth-system, labels: {kubernetes.io/service-name: oauth2-proxy}}
-addressType: IPv4
-ports: [{name: http, port: %d, protocol: TCP}]
-endpoints: [{addresses: [127.0.0.1], conditions: {ready: true}}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: app, namespace: default}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: app-1, namespace: default, labels: {kubernetes.io/service-name: app}}
-addressType: IPv4
-ports: [{name: http, port: %d, protocol: TCP}]
-endpoints: [{addresses: [127.0.0.1], conditions: {ready: true}}]
----
+	write(t, dir, "services.yaml", serviceYAML("auth-system", "oauth2-proxy", "http", 4180, auth, "127.0.0.1")+serviceYAML("default", "app", "http", 80, app, "127.0.0.1")+`---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
@@ -883,7 +839,7 @@ spec:
     http:
       paths:
       - {path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}
-`, auth, app))
+`)
 	var port int
 	send := func(token string) (int, string, http.Header) {
 		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/page?q=1", port), nil)
@@ -935,4 +891,22 @@ func serveAuth(t *testing.T, h http.HandlerFunc) int {
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { srv.Close() })
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// serviceYAML is a Service with one port and an EndpointSlice of addrs
+// listening on port.
+func serviceYAML(ns, name, portName string, servicePort, port int, addrs ...string) string {
+	return fmt.Sprintf(`---
+apiVersion: v1
+kind: Service
+metadata: {name: %[2]s, namespace: %[1]s}
+spec: {ports: [{name: %[3]s, port: %[4]d}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: %[2]s-1, namespace: %[1]s, labels: {kubernetes.io/service-name: %[2]s}}
+addressType: IPv4
+ports: [{name: %[3]s, port: %[5]d, protocol: TCP}]
+endpoints: [{addresses: [%[6]s], conditions: {ready: true}}]
+`, ns, name, portName, servicePort, port, strings.Join(addrs, ", "))
 }
