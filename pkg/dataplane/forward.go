@@ -872,7 +872,8 @@ func (s *stream) attempt(req *http.Request, c *cluster, transport http.RoundTrip
 	ep := c.pickHashed(s.hash, s.hashed)
 	// previous_hosts: choose again, up to hostAttempts selections in
 	// all, while the choice was tried already.
-	for i := 1; i < s.hostAttempts && ep != nil && slices.Contains(s.tried, ep); i++ {
+	// More selections than endpoints find nothing new.
+	for i := 1; i < min(s.hostAttempts, len(c.endpoints)+1) && ep != nil && slices.Contains(s.tried, ep); i++ {
 		ep = c.pickAgain(s.hash, s.hashed, i)
 	}
 	if ep == nil {
