@@ -75,7 +75,8 @@ func (c *cluster) pick() *endpoint {
 		return eps[0]
 	}
 	if c.ring != nil {
-		return randomEndpoint(eps)
+		// A ring hash cluster's choice without a key.
+		return eps[rand.IntN(len(eps))]
 	}
 	if c.leastRequest {
 		// Envoy's least request for equal weights: power of two random choices.

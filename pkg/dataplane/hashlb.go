@@ -3,7 +3,6 @@ package dataplane
 import (
 	"fmt"
 	"math/bits"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
@@ -286,14 +285,9 @@ func (s *clusterSpec) lazyRing() *lazyRing {
 	return &lazyRing{cfg: *s.ring}
 }
 
-// pickHashed is pick for a request with a hash key.
-func (c *cluster) pickHashed(hash uint64, hashed bool) *endpoint {
-	if c.ring == nil || !hashed || len(c.endpoints) == 0 {
-		return c.pick()
-	}
-	c.ring.once.Do(func() { c.ring.ring = buildRing(c.endpoints, c.ring.cfg) })
-	return c.ring.ring.lookup(hash)
-}
+// pickHashed is pick for a request with a hash key: the key's endpoint on
+// the ring.
+func (c *cluster) pickHashed(hash uint64, hashed bool) *endpoint { return c.pickAgain(hash, hashed, 0) }
 
 // pickAgain is the choice of a retry's attempt-th selection: on the ring,
 // the attempt-th endpoint after the key's, walking the ring (entries of an
@@ -317,9 +311,6 @@ func (c *cluster) pickAgain(hash uint64, hashed bool, attempt int) *endpoint {
 	}
 	return seen[min(attempt, len(seen)-1)]
 }
-
-// randomEndpoint is a ring hash cluster's choice without a key.
-func randomEndpoint(eps []*endpoint) *endpoint { return eps[rand.IntN(len(eps))] }
 
 func addrString(a net.Addr) string {
 	if a == nil {
