@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	netv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -26,7 +27,7 @@ func checkCmd(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := flag.NewFlagSet("weir check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var files fileList
-	fs.Var(&files, "f", "a YAML file or a directory of them, e.g. the output of 'kubectl get ingress -A -o yaml' (repeatable)")
+	fs.Var(&files, "f", "a YAML file or a directory of them, e.g. the output of 'kubectl get ingress,secret -A -o yaml' (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -40,12 +41,19 @@ func checkCmd(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	docs, loadErr := manifest.Load(paths...)
 	var ings []*netv1.Ingress
+	secrets := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	for _, d := range docs {
-		if i, ok := d.Object.(*netv1.Ingress); ok {
-			if i.Namespace == "" {
-				i.Namespace = "default"
+		switch o := d.Object.(type) {
+		case *netv1.Ingress:
+			if o.Namespace == "" {
+				o.Namespace = "default"
 			}
-			ings = append(ings, i)
+			ings = append(ings, o)
+		case *corev1.Secret:
+			if o.Namespace == "" {
+				o.Namespace = "default"
+			}
+			_ = secrets.Add(o)
 		}
 	}
 	for _, e := range leafErrors(loadErr) {
@@ -56,7 +64,7 @@ func checkCmd(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	if len(ings) == 0 {
 		return fmt.Errorf("no networking.k8s.io/v1 Ingress in %s", strings.Join(files, ", "))
 	}
-	refused := writeCheck(stdout, ings)
+	refused := writeCheck(stdout, ings, corelisters.NewSecretLister(secrets))
 	if refused > 0 {
 		return fmt.Errorf("%d %s would not be served; see \"refused\" above", refused, plural(refused, "Ingress", "Ingresses"))
 	}
@@ -65,13 +73,15 @@ func checkCmd(_ context.Context, args []string, stdout, stderr io.Writer) error 
 
 // writeCheck prints one row per Ingress and annotation, then what else
 // Weir would say about each Ingress, and returns how many are refused.
-func writeCheck(w io.Writer, ings []*netv1.Ingress) int {
+func writeCheck(w io.Writer, ings []*netv1.Ingress, authSecrets corelisters.SecretLister) int {
 	empty := func() cache.Indexer { return cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{}) }
-	// Services and Secrets are not judged here: weir translate does,
-	// with them in its input.
+	// Services and TLS Secrets are not judged here: weir translate
+	// does, with them in its input. The Secrets of basic auth are, when
+	// the input has them: their hashes decide whether Weir can serve it.
 	listers := ingress.Listers{
 		Services:       corelisters.NewServiceLister(empty()),
 		Secrets:        corelisters.NewSecretLister(empty()),
+		AuthSecrets:    authSecrets,
 		EndpointSlices: func(string, string) ([]*discoveryv1.EndpointSlice, error) { return nil, nil },
 	}
 	res := ingress.NewBuilder().Build(ings, ingress.Classes{All: true}, listers, ingress.Options{})
@@ -101,7 +111,7 @@ func writeCheck(w io.Writer, ings []*netv1.Ingress) int {
 	_ = tw.Flush()
 	for _, k := range keys {
 		for _, p := range res.Ingresses[k].Problems {
-			if p.Reason == "BackendNotFound" || p.Reason == "InvalidCertificate" || p.Reason == "NoCertificate" {
+			if p.Reason == "BackendNotFound" || p.Reason == "InvalidCertificate" || p.Reason == "NoCertificate" || p.Reason == "AuthSecretNotFound" {
 				continue
 			}
 			fmt.Fprintf(w, "%s: %s\n", k, p)
@@ -113,7 +123,7 @@ func writeCheck(w io.Writer, ings []*netv1.Ingress) int {
 	if refused > 0 {
 		fmt.Fprintf(w, "%d %s would not be served by Weir until the refused annotations are removed.\n", refused, plural(refused, "Ingress", "Ingresses"))
 	}
-	fmt.Fprintln(w, "Services and Secrets are not checked here; 'weir translate -f' with them in its input shows the Envoy config.")
+	fmt.Fprintln(w, "Services and TLS Secrets are not checked here, nor the Secrets of auth-secret missing from the input; 'weir translate -f' with them in its input shows the Envoy config.")
 	return refused
 }
 

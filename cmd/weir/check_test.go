@@ -40,8 +40,8 @@ items:
     name: admin
     namespace: prod
     annotations:
-      nginx.ingress.kubernetes.io/configuration-snippet: "more_set_headers 'X: y';"
       nginx.ingress.kubernetes.io/auth-type: basic
+      nginx.ingress.kubernetes.io/auth-secret: admin-users
   spec:
     ingressClassName: nginx
     rules:
@@ -49,6 +49,27 @@ items:
       http:
         paths:
         - {path: /, pathType: Prefix, backend: {service: {name: admin, port: {number: 80}}}}
+- apiVersion: networking.k8s.io/v1
+  kind: Ingress
+  metadata:
+    name: legacy
+    namespace: prod
+    annotations:
+      nginx.ingress.kubernetes.io/configuration-snippet: "more_set_headers 'X: y';"
+  spec:
+    ingressClassName: nginx
+    rules:
+    - host: legacy.example.com
+      http:
+        paths:
+        - {path: /, pathType: Prefix, backend: {service: {name: legacy, port: {number: 80}}}}
+- apiVersion: v1
+  kind: Secret
+  metadata: {name: admin-users, namespace: prod}
+  type: Opaque
+  data:
+    # alice:$apr1$..., as htpasswd writes it by default
+    auth: YWxpY2U6JGFwcjEkVnY4RTZCcTEkM2prSjB0N1U1b1Q5bUMzZVExbEliLwo=
 `
 
 // TestCheckJudgesIngressNginxAnnotations: weir check reads kubectl's List
@@ -69,12 +90,15 @@ func TestCheckJudgesIngressNginxAnnotations(t *testing.T) {
 	// Columns are aligned with spaces; compare with one space.
 	out := strings.Join(strings.Fields(stdout.String()), " ")
 	for _, want := range []string{
-		"prod/admin configuration-snippet refused snippets inject raw proxy configuration",
-		"prod/admin auth-type refused not implemented by Weir yet, and serving the Ingress without it would weaken its security",
+		"prod/legacy configuration-snippet refused snippets inject raw proxy configuration",
+		"prod/admin auth-type honoured with a difference basic only",
+		"prod/admin auth-secret honoured with a difference",
 		"prod/shop limit-rate ignored",
 		"prod/shop rewrite-target honoured prod/shop",
 		"prod/shop use-regex honoured with a difference",
-		"2 Ingresses, 5 ingress-nginx annotations: 1 honoured, 1 with a documented difference, 1 ignored, 2 refused.",
+		// The Secret in the input is judged: its hash cannot be served.
+		"prod/admin: metadata.annotations[nginx.ingress.kubernetes.io/auth-secret]: Secret prod/admin-users of auth-secret has 1 of 1 users whose passwords are hashed with apr1-MD5",
+		"3 Ingresses, 6 ingress-nginx annotations: 1 honoured, 3 with a documented difference, 1 ignored, 1 refused.",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the report lacks %q:\n%s", want, out)

@@ -18,6 +18,7 @@ import (
 	"github.com/weir-dev/weir/pkg/dataplane/httpfilter"
 
 	// The filters weir-proxy ships register themselves.
+	_ "github.com/weir-dev/weir/pkg/dataplane/filters/basicauth"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/buffer"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/cors"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/extauthz"

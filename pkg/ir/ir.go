@@ -240,6 +240,8 @@ const (
 	// FilterRemoveRequestHeaders drops request headers the filters after
 	// it must not take from the client.
 	FilterRemoveRequestHeaders
+	// FilterBasicAuth admits only requests with a known user's password.
+	FilterBasicAuth
 	// FilterExtAuth asks an authorization service about each request.
 	FilterExtAuth
 	// FilterBodyLimit holds a request until its body is whole, and
@@ -292,6 +294,27 @@ type RemoveRequestHeaders struct {
 
 // FilterKind implements HTTPFilter.
 func (*RemoveRequestHeaders) FilterKind() FilterKind { return FilterRemoveRequestHeaders }
+
+// BasicAuth admits a request whose credentials (RFC 7617's Basic scheme,
+// in Authorization) are a user's name and password, and answers any other
+// request 401 with a Basic challenge (Envoy's basic_auth).
+type BasicAuth struct {
+	// Users are the users and their passwords' hashes, as htpasswd writes
+	// them; none admits no one. Only "{SHA}" hashes can be served: Envoy
+	// verifies no other.
+	Users []HtpasswdUser
+}
+
+// HtpasswdUser is one line of an htpasswd file.
+type HtpasswdUser struct {
+	Name string
+	// Hash is the password's hash with its scheme's prefix, such as
+	// "{SHA}" followed by the base64 of the password's SHA-1.
+	Hash string
+}
+
+// FilterKind implements HTTPFilter.
+func (*BasicAuth) FilterKind() FilterKind { return FilterBasicAuth }
 
 // ExtAuth asks an HTTP service whether each request may pass (Envoy's
 // ext_authz): the service gets the request's method and headers, with no

@@ -75,6 +75,7 @@ func (g *IngressSync) Sync(store *Store) *IngressReport {
 		Services:       corelisters.NewServiceLister(store.services),
 		EndpointSlices: kingress.IndexedSlices(store.slices),
 		Secrets:        corelisters.NewSecretLister(store.secrets),
+		AuthSecrets:    corelisters.NewSecretLister(store.secrets),
 	}
 	rep := &IngressReport{Result: g.builder.Build(ings, classes, listers, ingress.Options{MirrorTargetHosts: g.MirrorTargetHosts, AuthServiceNamespaces: g.AuthServiceNamespaces})}
 	for _, ing := range ings {

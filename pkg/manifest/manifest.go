@@ -251,6 +251,17 @@ func decodeObject(where string, tm metav1.TypeMeta, raw []byte, deserializer run
 	if err != nil {
 		return Document{}, false, fmt.Errorf("%s: %w", where, err)
 	}
+	if s, ok := obj.(*corev1.Secret); ok && len(s.StringData) > 0 {
+		// As the API server stores it: stringData is written into
+		// data, and wins over the same key there.
+		if s.Data == nil {
+			s.Data = make(map[string][]byte, len(s.StringData))
+		}
+		for k, v := range s.StringData {
+			s.Data[k] = []byte(v)
+		}
+		s.StringData = nil
+	}
 	if rg, ok := obj.(*gwv1beta1.ReferenceGrant); ok {
 		// The same object at v1: one kind downstream.
 		obj = &gwv1.ReferenceGrant{ObjectMeta: rg.ObjectMeta, Spec: gwv1.ReferenceGrantSpec{From: rg.Spec.From, To: rg.Spec.To}}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/weir-dev/weir/pkg/ir"
 )
 
@@ -50,6 +52,19 @@ func TestDecodeValid(t *testing.T) {
 	}
 	if len(docs) != 3 || docs[0].Index != 1 || docs[2].Index != 3 {
 		t.Fatalf("docs = %v, want 3 numbered 1..3", docs)
+	}
+}
+
+// TestDecodeWritesStringDataIntoData: a Secret's stringData is read as
+// the API server stores it, into data, winning over the same key there.
+func TestDecodeWritesStringDataIntoData(t *testing.T) {
+	docs, err := Decode("a.yaml", []byte("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {a: YQ==, b: Yg==}\nstringData: {b: written, c: 'alice:{SHA}x'}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := docs[0].Object.(*corev1.Secret)
+	if len(s.StringData) != 0 || string(s.Data["a"]) != "a" || string(s.Data["b"]) != "written" || string(s.Data["c"]) != "alice:{SHA}x" {
+		t.Errorf("data %q, stringData %q", s.Data, s.StringData)
 	}
 }
 

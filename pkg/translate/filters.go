@@ -43,6 +43,7 @@ var httpFilterOf = map[ir.FilterKind]struct {
 	// Without filter_enabled the listener's config limits nothing; a
 	// route's config is whole, with its own buckets.
 	ir.FilterRateLimit: {localRateLimitFilter, &localratelimitv3.LocalRateLimit{StatPrefix: "local_rate_limit"}},
+	ir.FilterBasicAuth: {basicAuthFilter, basicAuthListenerConfig()},
 	ir.FilterExtAuth:   {extAuthzFilter, extAuthzListenerConfig()},
 	// Without mutations the listener's config changes nothing.
 	ir.FilterRemoveRequestHeaders: {headerMutationFilter, &headermutationv3.HeaderMutation{}},
@@ -114,6 +115,8 @@ func perFilterConfig(fs []ir.HTTPFilter, id string, available nameSet) (map[stri
 			msg, err = corsPolicy(p)
 		case *ir.SourceRanges:
 			msg, err = sourceRanges(p)
+		case *ir.BasicAuth:
+			msg, err = basicAuthPerRoute(p)
 		case *ir.ExtAuth:
 			msg, err = extAuthzPerRoute(p, available)
 		case *ir.RemoveRequestHeaders:
@@ -211,7 +214,10 @@ func sharedHTTPFilters() []*hcmv3.HttpFilter {
 
 // httpFiltersFor is the filter chain of a connection manager serving
 // vhosts: the filters some route of theirs configures, in FilterKind
-// order, then the router.
+// order, then the router. Each is disabled, as on the shared listeners,
+// so it acts only on the routes that configure it: the listener-level
+// configs are placeholders (a body limit of 1 MiB, an authorization
+// service that does not exist) that no route may get.
 func httpFiltersFor(vhosts []*routev3.VirtualHost) []*hcmv3.HttpFilter {
 	used := map[string]bool{}
 	for _, vh := range vhosts {
@@ -225,7 +231,7 @@ func httpFiltersFor(vhosts []*routev3.VirtualHost) []*hcmv3.HttpFilter {
 	for _, kind := range slices.Sorted(maps.Keys(httpFilterOf)) {
 		f := httpFilterOf[kind]
 		if used[f.name] {
-			out = append(out, &hcmv3.HttpFilter{Name: f.name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(f.config)}})
+			out = append(out, &hcmv3.HttpFilter{Name: f.name, Disabled: true, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(f.config)}})
 		}
 	}
 	return append(out, routerHTTPFilter)

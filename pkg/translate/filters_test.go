@@ -73,7 +73,7 @@ func TestRouteFiltersReachOnlyTheirChain(t *testing.T) {
 	for name, want := range map[string]string{
 		"gateway/ns/gw/9000": corsFilter + "," + routerFilter,
 		"gateway/ns/gw/9001": routerFilter,
-		"external-http":      rbacFilter + "," + corsFilter + "," + localRateLimitFilter + "," + headerMutationFilter + "," + extAuthzFilter + "," + bufferFilter + "," + routerFilter,
+		"external-http":      rbacFilter + "," + corsFilter + "," + localRateLimitFilter + "," + headerMutationFilter + "," + basicAuthFilter + "," + extAuthzFilter + "," + bufferFilter + "," + routerFilter,
 	} {
 		if got := strings.Join(chains[name], ","); got != want {
 			t.Errorf("%s: http_filters %s, want %s", name, got, want)
@@ -90,5 +90,37 @@ func TestRouteFiltersReachOnlyTheirChain(t *testing.T) {
 	}
 	if ps := res.ProblemsBySource()[kin]; len(ps) != 0 {
 		t.Errorf("problems with the shared-listener route: %+v", ps)
+	}
+}
+
+// TestBasicAuthPerRoute: a route's users become Envoy's htpasswd lines;
+// a list Envoy would refuse at load fails the route instead.
+func TestBasicAuthPerRoute(t *testing.T) {
+	const alice = "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="
+	got, err := basicAuthPerRoute(&ir.BasicAuth{Users: []ir.HtpasswdUser{{Name: "alice", Hash: alice}, {Name: "bob smith", Hash: alice}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "alice:" + alice + "\nbob smith:" + alice + "\n"; got.GetUsers().GetInlineString() != want {
+		t.Errorf("users %q, want %q", got.GetUsers().GetInlineString(), want)
+	}
+	if none, err := basicAuthPerRoute(&ir.BasicAuth{}); err != nil || none.GetUsers() == nil || none.GetUsers().GetInlineString() != "" {
+		t.Errorf("no users: %v, %v; want an empty list, which admits no one", none, err)
+	}
+	for name, users := range map[string][]ir.HtpasswdUser{
+		"apr1":             {{Name: "alice", Hash: "$apr1$Vv8E6Bq1$3jkJ0t7U5oT9mC3eQ1lIb/"}},
+		"bcrypt":           {{Name: "alice", Hash: "$2y$05$c4WoMPo3SXsafkva.HHa6uXQZWr7oboPiC2bT/r7q1BB8I2s0BRqC"}},
+		"a short hash":     {{Name: "alice", Hash: "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9="}},
+		"a colon":          {{Name: "al:ice", Hash: alice}},
+		"a line break":     {{Name: "al\nice", Hash: alice}},
+		"a comment":        {{Name: "#alice", Hash: alice}},
+		"an empty name":    {{Name: "", Hash: alice}},
+		"a duplicate user": {{Name: "alice", Hash: alice}, {Name: "alice", Hash: alice}},
+	} {
+		if _, err := basicAuthPerRoute(&ir.BasicAuth{Users: users}); err == nil {
+			t.Errorf("%s: accepted", name)
+		} else if strings.Contains(err.Error(), "$") || strings.Contains(err.Error(), "W6ph") {
+			t.Errorf("%s: the error quotes a hash: %v", name, err)
+		}
 	}
 }

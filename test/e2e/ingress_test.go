@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha1" //nolint:gosec // htpasswd's {SHA}
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -61,8 +63,8 @@ func getWithHeader(ctx context.Context, c *http.Client, host, name, value string
 }
 
 // TestNetworkingIngress: Ingresses of class weir (config/'s IngressClass)
-// are served by the shared gateways, a canary by header, an authorization
-// service and a rate limit included; their
+// are served by the shared gateways, a canary by header, basic auth, an
+// authorization service and a rate limit included; their
 // status.loadBalancer is the gateway Service's address; an Ingress with a
 // snippet is refused with a Warning Event and not served; and a rolling
 // update of a backend's pods loses no request.
@@ -169,6 +171,53 @@ func TestNetworkingIngress(t *testing.T) {
 		t.Errorf("a request the authorization service refuses: %d, want its 400", code)
 	}
 
+	// auth-type basic: the users of an Opaque Secret, which Weir watches
+	// by name, so a changed password takes effect without a restart.
+	const staff = "ingress-basic-auth.e2e.example.com"
+	users := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "staff-users", Namespace: namespace},
+		StringData: map[string]string{"auth": shaHtpasswd("alice", "first password")},
+	}
+	if _, err := kube.Kube.CoreV1().Secrets(namespace).Create(ctx, users, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = kube.Kube.CoreV1().Secrets(namespace).Delete(ctx, "staff-users", metav1.DeleteOptions{}) })
+	createIngress(t, "staff", staff, "ing-a", map[string]string{
+		ingress.AnnotationPrefix + "auth-type":   "basic",
+		ingress.AnnotationPrefix + "auth-secret": "staff-users",
+	})
+	basic := func(userPass string) string { return "Basic " + base64.StdEncoding.EncodeToString([]byte(userPass)) }
+	admits := func(userPass string, want bool) func(ctx context.Context) (bool, error) {
+		return func(ctx context.Context) (bool, error) {
+			info, code, err := getWithHeader(ctx, c, staff, "Authorization", basic(userPass))
+			if want {
+				return err == nil && code == 200 && backendName(info) == "ing-a", nil
+			}
+			return err == nil && code == http.StatusUnauthorized, nil
+		}
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, admits("alice:first password", true)); err != nil {
+		t.Errorf("basic auth: alice was not admitted: %v", err)
+	}
+	for _, userPass := range []string{"alice:second password", "bob:first password"} {
+		if ok, _ := admits(userPass, false)(ctx); !ok {
+			t.Errorf("basic auth: %q was not answered 401", userPass)
+		}
+	}
+	if _, code, _ := getWithHeader(ctx, c, staff, "x", "y"); code != http.StatusUnauthorized {
+		t.Errorf("basic auth without credentials: %d, want 401", code)
+	}
+	users.StringData["auth"] = shaHtpasswd("alice", "second password")
+	if _, err := kube.Kube.CoreV1().Secrets(namespace).Update(ctx, users, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, admits("alice:first password", false)); err != nil {
+		t.Errorf("basic auth: the old password still admits after the Secret changed: %v", err)
+	}
+	if ok, _ := admits("alice:second password", true)(ctx); !ok {
+		t.Errorf("basic auth: the new password does not admit")
+	}
+
 	// limit-rpm 1 with a burst multiplier of 1: two requests at once per
 	// client and gateway replica, then 503.
 	createIngress(t, "limited", limited, "ing-a", map[string]string{
@@ -227,4 +276,10 @@ func TestNetworkingIngress(t *testing.T) {
 	}
 	p.waitAnswers(t, 100)
 	p.stop(t, 200)
+}
+
+// shaHtpasswd is an htpasswd line as `htpasswd -bs` writes it.
+func shaHtpasswd(user, password string) string {
+	sum := sha1.Sum([]byte(password)) //nolint:gosec // htpasswd's {SHA}
+	return user + ":{SHA}" + base64.StdEncoding.EncodeToString(sum[:]) + "\n"
 }

@@ -151,10 +151,10 @@ var annotations = map[string]annotation{
 	"whitelist-source-range":                {HonouredWithDifference, peerAddress},
 	"allowlist-source-range":                {HonouredWithDifference, peerAddress},
 	"denylist-source-range":                 {HonouredWithDifference, peerAddress},
-	"auth-type":                             {Refused, notYetSecurity},
-	"auth-secret":                           {Refused, notYetSecurity},
-	"auth-secret-type":                      {Refused, notYetSecurity},
-	"auth-realm":                            {Refused, notYetSecurity},
+	"auth-type":                             {HonouredWithDifference, "basic only: the passwords must be hashed with SHA-1 ({SHA}, htpasswd -s), the only hash Envoy's basic_auth verifies; a Secret with apr1 (htpasswd's default) or bcrypt hashes makes its paths answer 503, and digest is refused"},
+	"auth-secret":                           {HonouredWithDifference, "the Secret must be in the Ingress's own namespace (Weir reads no other); Weir watches only the Secrets that auth-secret names"},
+	"auth-secret-type":                      {Honoured, ""},
+	"auth-realm":                            {HonouredWithDifference, "the challenge's realm is the request's URL, as Envoy's basic_auth sends it"},
 	"auth-url":                              {HonouredWithDifference, "the URL must name a Service of the cluster (http[s]://service.namespace.svc[.cluster.local][:port]/path), with no nginx variables, in the Ingress's namespace or one the gateway's operator allows; the check is Envoy's ext_authz: it carries the request's headers and method, with X-Original-URL, X-Original-Method and X-Auth-Request-Redirect, its Host is the request's, X-Real-IP is the client address, only a 200 admits (nginx: any 2xx; oauth2-proxy's /oauth2/auth answers 202, so with oauth2-proxy run --upstream=static://200 and point auth-url at its /, whose 302 to the sign-in page reaches the browser), any other answer below 500 goes back to the client as it is, and no answer within 10 s, or a 5xx, is answered 500; over https the service's certificate is not verified, as nginx does not by default"},
 	"auth-signin":                           {Ignored, "a refused request gets the authorization service's own answer (status, headers and body), not a redirect to auth-signin: have the service answer with the redirect itself"},
 	"auth-method":                           {Ignored, "the check uses the request's own method, as Envoy's ext_authz does"},
@@ -241,6 +241,8 @@ type config struct {
 	affinity *ir.HashPolicy
 	// auth is auth-url and its companions, or nil.
 	auth *authConfig
+	// basicAuth is auth-type basic's Secret, or nil.
+	basicAuth *basicAuthConfig
 	// rateLimit is limit-rps and limit-rpm, or nil.
 	rateLimit *ir.RateLimit
 	// connectTimeout is 0 for the gateway's default, which is
@@ -256,7 +258,8 @@ const defaultProxyTimeout = 60 * time.Second
 // invalid value refuses the Ingress closed, since its last good version
 // would not restrict as the operator asked.
 var accessControl = map[string]bool{"whitelist-source-range": true, "allowlist-source-range": true, "denylist-source-range": true,
-	"auth-url": true, "auth-response-headers": true, "auth-request-redirect": true}
+	"auth-url": true, "auth-response-headers": true, "auth-request-redirect": true,
+	"auth-type": true, "auth-secret": true, "auth-secret-type": true}
 
 // defaultBodyLimit is ingress-nginx's proxy-body-size default, 1m.
 const defaultBodyLimit = 1 << 20
@@ -405,6 +408,7 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 	cfg.rateLimit = parseRateLimit(get, invalid, ranges)
 	cfg.upstreamTLS = parseUpstreamTLS(ing.Namespace, get, invalid)
 	cfg.auth = parseAuth(get, invalid)
+	cfg.basicAuth = parseBasicAuth(ing.Namespace, get, invalid, notes)
 	parseLoadBalancing(&cfg, get, invalid, notes)
 	seconds := func(name string, def time.Duration) time.Duration {
 		v, ok := get(name)
@@ -477,6 +481,63 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 		findings = append(findings, f)
 	}
 	return cfg, findings, unservable
+}
+
+// basicAuthConfig is where auth-type basic's users are: a Secret of the
+// Ingress's namespace, as one htpasswd file under the key "auth"
+// (auth-file) or one key per user (auth-map).
+type basicAuthConfig struct {
+	secret  string
+	perUser bool
+}
+
+// parseBasicAuth reads auth-type, auth-secret and auth-secret-type. As in
+// ingress-nginx, the other two mean nothing without auth-type.
+func parseBasicAuth(ns string, get func(string) (string, bool), invalid func(string, string, ...any), notes map[string]annotation) *basicAuthConfig {
+	kind, ok := get("auth-type")
+	if !ok {
+		for _, name := range []string{"auth-secret", "auth-secret-type", "auth-realm"} {
+			if _, set := get(name); set {
+				notes[name] = annotation{Ignored, "has no effect without auth-type, as in ingress-nginx"}
+			}
+		}
+		return nil
+	}
+	switch kind {
+	case "basic":
+	case "digest":
+		invalid("auth-type", "digest authentication is not served: Envoy has none; use basic, with {SHA} hashes")
+		return nil
+	default:
+		invalid("auth-type", "%q is not basic or digest", kind)
+		return nil
+	}
+	c := &basicAuthConfig{}
+	switch t, _ := get("auth-secret-type"); t {
+	case "", "auth-file":
+	case "auth-map":
+		c.perUser = true
+	default:
+		invalid("auth-secret-type", "%q is not auth-file or auth-map", t)
+	}
+	v, _ := get("auth-secret")
+	secretNS, name, qualified := strings.Cut(v, "/")
+	if !qualified {
+		secretNS, name = ns, v
+	}
+	switch {
+	case v == "":
+		invalid("auth-type", "basic needs auth-secret, the Secret that holds the users")
+		return nil
+	case secretNS != ns:
+		invalid("auth-secret", "%q is in namespace %s; Weir reads only Secrets in the Ingress's own namespace, %s", v, secretNS, ns)
+		return nil
+	case name == "" || strings.ContainsAny(name, "/ \t"):
+		invalid("auth-secret", "%q is not namespace/name", v)
+		return nil
+	}
+	c.secret = name
+	return c
 }
 
 // authConfig is an external authorization service: a Service of the

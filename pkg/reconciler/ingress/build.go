@@ -55,6 +55,8 @@ type Listers struct {
 	Services       corelisters.ServiceLister
 	EndpointSlices func(namespace, service string) ([]*discoveryv1.EndpointSlice, error)
 	Secrets        corelisters.SecretLister
+	// AuthSecrets has the Secrets auth-secret names; nil reads none.
+	AuthSecrets corelisters.SecretLister
 }
 
 // Options are the front end's settings.
@@ -865,10 +867,15 @@ func hashPolicyOf(cfg config, m ir.PathMatch) []ir.HashPolicy {
 // authTimeout bounds each authorization check.
 const authTimeout = 10 * time.Second
 
-// withAuth puts e's authorization service in front of r. When the service
-// cannot be resolved, r answers 503 rather than serve unchecked, and
+// withAuth puts e's users and authorization service in front of r. When
+// either cannot be served, r answers 503 rather than serve unchecked, and
 // withAuth reports false.
 func (hb *hostBuilder) withAuth(e *entry, r *ir.Route) bool {
+	return hb.withBasicAuth(e, r) && hb.withExtAuth(e, r)
+}
+
+// withExtAuth puts e's authorization service in front of r, as withAuth.
+func (hb *hostBuilder) withExtAuth(e *entry, r *ir.Route) bool {
 	a := e.cfg.auth
 	if a == nil {
 		return true

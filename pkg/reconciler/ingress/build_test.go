@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"math/big"
 	"slices"
 	"strings"
@@ -89,8 +90,9 @@ func objects(t *testing.T, docs string) ([]*netv1.Ingress, []*netv1.IngressClass
 		}
 	}
 	return ings, classes, ingress.Listers{
-		Services: corelisters.NewServiceLister(svcs),
-		Secrets:  corelisters.NewSecretLister(secrets),
+		Services:    corelisters.NewServiceLister(svcs),
+		Secrets:     corelisters.NewSecretLister(secrets),
+		AuthSecrets: corelisters.NewSecretLister(secrets),
 		EndpointSlices: func(ns, name string) ([]*discoveryv1.EndpointSlice, error) {
 			return slices[ns+"/"+name], nil
 		},
@@ -472,7 +474,10 @@ func TestAnnotations(t *testing.T) {
 		}},
 		{name: "bad range", annotations: map[string]string{p + "whitelist-source-range": "10.0.0.0/33"}, refused: `invalid value: "10.0.0.0/33" is not an IP address or CIDR range`},
 		{name: "empty range", annotations: map[string]string{p + "denylist-source-range": " , "}, refused: "invalid value: no range is listed"},
-		{name: "basic auth", annotations: map[string]string{p + "auth-type": "basic"}, refused: "would weaken its security"},
+		{name: "basic auth without a Secret", annotations: map[string]string{p + "auth-type": "basic"}, refused: "basic needs auth-secret"},
+		{name: "digest auth", annotations: map[string]string{p + "auth-type": "digest", p + "auth-secret": "users"}, refused: "digest authentication is not served"},
+		{name: "auth-secret of another namespace", annotations: map[string]string{p + "auth-type": "basic", p + "auth-secret": "kube-system/users"}, refused: "Weir reads only Secrets in the Ingress's own namespace"},
+		{name: "auth-secret without auth-type", annotations: map[string]string{p + "auth-secret": "users"}, ignored: "has no effect without auth-type"},
 		{name: "auth-url", annotations: map[string]string{p + "auth-url": "http://web.default.svc.cluster.local/oauth2/auth?x=1", p + "auth-response-headers": "X-Auth-Request-User, X-Auth-Request-Email"}, different: "only a 200 admits", check: func(t *testing.T, r *ir.Route) {
 			a := filterOf[*ir.ExtAuth](r)
 			if a == nil || a.BackendName != "default/web:80" || a.Path != "/oauth2/auth?x=1" || fmt.Sprint(a.UpstreamHeaders) != "[X-Auth-Request-User X-Auth-Request-Email]" ||
@@ -636,6 +641,8 @@ func TestRefusedIngressKeepsItsLastGoodVersion(t *testing.T) {
 	// version, without it, must not stay open.
 	run(ing("i", "2026-01-01T00:00:00Z", nil, rule("web")))
 	for _, closed := range []map[string]string{
+		{ingress.AnnotationPrefix + "auth-tls-verify-client": "on"},
+		// Basic auth Weir serves, without the Secret of its users.
 		{ingress.AnnotationPrefix + "auth-type": "basic"},
 		// An allow-list Weir enforces, with a value it cannot read.
 		{ingress.AnnotationPrefix + "whitelist-source-range": "10.0.0.0/8,10.0.0"},
@@ -962,5 +969,82 @@ func TestHTTPSBackendSecrets(t *testing.T) {
 	}
 	if r := fragment(t, res, "n.example.com").VirtualHosts[0].Routes[0]; !r.Backends[0].Unresolved {
 		t.Errorf("a backend that cannot be verified as asked is served: %+v", r.Backends)
+	}
+}
+
+// authSecret is a Secret of basic auth users.
+func authSecret(name string, data map[string]string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: v1\nkind: Secret\nmetadata: {name: %s}\ntype: Opaque\ndata:\n", name)
+	for _, k := range slices.Sorted(maps.Keys(data)) {
+		fmt.Fprintf(&b, "  %s: %s\n", k, base64.StdEncoding.EncodeToString([]byte(data[k])))
+	}
+	return b.String()
+}
+
+// TestBasicAuth: auth-type basic serves the users of the Secret that
+// auth-secret names, as an htpasswd file (the first line of a user wins,
+// comments and CRLF line ends allowed) or one key per user; a Secret Weir
+// cannot serve (missing, without the key, with hashes Envoy cannot verify)
+// makes the Ingress's paths answer 503 with a problem that quotes no hash.
+func TestBasicAuth(t *testing.T) {
+	const p = ingress.AnnotationPrefix
+	const alice, bob = "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M="
+	secrets := authSecret("file", map[string]string{"auth": "# users\r\nalice:" + alice + "\r\n\r\nbob:" + bob + "\nalice:" + bob + "\n"}) + "---\n" +
+		authSecret("map", map[string]string{"bob": bob + "\n", "alice": alice}) + "---\n" +
+		authSecret("apr1", map[string]string{"auth": "alice:" + alice + "\nbob:$apr1$Vv8E6Bq1$3jkJ0t7U5oT9mC3eQ1lIb/\ncarol:$2y$05$c4WoMPo3SXsafkva.HHa6uXQZWr7oboPiC2bT/r7q1BB8I2s0BRqC\n"}) + "---\n" +
+		authSecret("nokey", map[string]string{"users": "alice:" + alice}) + "---\n" +
+		authSecret("garbled", map[string]string{"auth": "alice:" + alice + "\nbob\n"})
+	rules := "  - host: a.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n      - {path: /api, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}"
+	want := []ir.HtpasswdUser{{Name: "alice", Hash: alice}, {Name: "bob", Hash: bob}}
+	for _, tc := range []struct {
+		name        string
+		annotations map[string]string
+		users       []ir.HtpasswdUser
+		problem     string
+	}{
+		{"auth-file", map[string]string{p + "auth-type": "basic", p + "auth-secret": "file", p + "auth-realm": "Staff only"}, want, ""},
+		{"auth-file by namespace/name", map[string]string{p + "auth-type": "basic", p + "auth-secret": "default/file", p + "auth-secret-type": "auth-file"}, want, ""},
+		{"auth-map", map[string]string{p + "auth-type": "basic", p + "auth-secret": "map", p + "auth-secret-type": "auth-map"}, want, ""},
+		{"apr1 and bcrypt", map[string]string{p + "auth-type": "basic", p + "auth-secret": "apr1"}, nil, "has 2 of 3 users whose passwords are hashed with apr1-MD5 (htpasswd's default) and bcrypt; Envoy's basic_auth verifies only SHA-1 ({SHA}) hashes"},
+		{"no auth key", map[string]string{p + "auth-type": "basic", p + "auth-secret": "nokey"}, nil, `has no key "auth"`},
+		{"not user:hash", map[string]string{p + "auth-type": "basic", p + "auth-secret": "garbled"}, nil, "has a line (2) that is not user:hash"},
+		{"missing Secret", map[string]string{p + "auth-type": "basic", p + "auth-secret": "nope"}, nil, "Secret default/nope of auth-secret does not exist"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := build(t, weirClass+"---\n"+secrets+"---\n"+ing("i", "2026-01-01T00:00:00Z", tc.annotations, rules))
+			r := res.Ingresses[types.NamespacedName{Namespace: "default", Name: "i"}]
+			if r.Refused {
+				t.Fatalf("refused: %+v", r.Findings)
+			}
+			routes := fragment(t, res, "a.example.com").VirtualHosts[0].Routes
+			for _, route := range routes {
+				ba := filterOf[*ir.BasicAuth](route)
+				if tc.problem == "" {
+					if ba == nil || !slices.Equal(ba.Users, tc.users) {
+						t.Errorf("route %s: basic auth %+v, want users %v", route.Name, ba, tc.users)
+					}
+					continue
+				}
+				if ba != nil || len(route.Backends) != 1 || !route.Backends[0].Unresolved {
+					t.Errorf("route %s: basic auth %+v, backends %+v; want the path to answer 503", route.Name, ba, route.Backends)
+				}
+			}
+			got := problems(res, "i")
+			if tc.problem == "" {
+				if len(got) != 0 {
+					t.Errorf("problems %q", got)
+				}
+				return
+			}
+			if len(got) == 0 || !strings.Contains(got[0], tc.problem) || !strings.Contains(got[0], "the path answers 503") {
+				t.Errorf("problems %q, want %q", got, tc.problem)
+			}
+			for _, g := range got {
+				if strings.Contains(g, "$") || strings.Contains(g, "{SHA}W") {
+					t.Errorf("a problem quotes a hash: %q", g)
+				}
+			}
+		})
 	}
 }

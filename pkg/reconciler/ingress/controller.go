@@ -79,6 +79,8 @@ type Controller struct {
 	classes   netlisters.IngressClassLister
 	services  corelisters.ServiceLister
 	tls       corelisters.SecretLister
+	// auth watches the Secrets auth-secret names.
+	auth *authSecrets
 
 	builder *Builder
 	leader  atomic.Bool
@@ -129,6 +131,7 @@ func NewController(opts ControllerOptions) *Controller {
 		})
 	}
 	c.services = corelisters.NewServiceLister(opts.ServiceInformer.GetIndexer())
+	c.auth = newAuthSecrets(opts.Kube, opts.Resync, c.queue.Trigger)
 	return c
 }
 
@@ -164,6 +167,7 @@ func (c *Controller) Run(ctx context.Context) {
 		return
 	}
 	c.logger.Info("Ingress informers synced")
+	defer c.auth.Stop()
 	c.queue.Run(ctx, c.Reconcile, func(err error) { c.logger.Warnw("Reconciling Ingresses failed; retrying", zap.Error(err)) })
 }
 
@@ -179,10 +183,12 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 		return err
 	}
 	classes := ClassesOf(ics, c.opts.ExtraClasses)
+	c.auth.Watch(ctx, authSecretsOf(ings, classes))
 	res := c.builder.Build(ings, classes, Listers{
 		Services:       c.services,
 		EndpointSlices: kingress.IndexedSlices(c.opts.SliceInformer.GetIndexer()),
 		Secrets:        c.tls,
+		AuthSecrets:    c.auth.Lister(),
 	}, Options{ExtraClasses: c.opts.ExtraClasses, DefaultCertificate: c.opts.DefaultCertificate, MirrorTargetHosts: c.opts.MirrorTargetHosts, AuthServiceNamespaces: c.opts.AuthServiceNamespaces})
 	served := Serve(c.opts.Model, res)
 	c.mu.Lock()
