@@ -27,7 +27,7 @@ func checkCmd(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := flag.NewFlagSet("weir check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var files fileList
-	fs.Var(&files, "f", "a YAML file or a directory of them, e.g. the output of 'kubectl get ingress,secret -A -o yaml' (repeatable)")
+	fs.Var(&files, "f", "a YAML file or a directory of them, e.g. the output of 'kubectl get ingress -A -o yaml', and of the Secrets that auth-secret names (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

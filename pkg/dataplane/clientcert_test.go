@@ -17,8 +17,13 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -242,4 +247,94 @@ func concatPEM(certs []testCert) []byte {
 		out = append(out, c.certPEM...)
 	}
 	return out
+}
+
+// TestClientCertificateDepthAndServerName: max_verify_depth counts the
+// certificates after the client's own, its CA included; an RBAC policy on
+// requested_server_name keeps a host whose chain checks clients from
+// being reached over a connection opened for another name.
+func TestClientCertificateDepthAndServerName(t *testing.T) {
+	server := newCert(t, "server", "strict.example.com", "open.example.com")
+	ca := issue(t, nil, "client-ca", true)
+	inter := issue(t, &ca, "client-intermediate", true)
+	direct := issue(t, &ca, "client-direct", false, x509.ExtKeyUsageClientAuth)
+	deep := issue(t, &inter, "client-deep", false, x509.ExtKeyUsageClientAuth)
+	deep.certPEM = append(append([]byte(nil), deep.certPEM...), inter.certPEM...)
+	b := startBackend(t, "b")
+	const name = "https"
+	l := tlsListener(name, sniChain{names: []string{"strict.example.com"}, secret: "srv"}, sniChain{names: []string{"open.example.com"}, secret: "srv"})
+	serverNameCheck := &hcmv3.HttpFilter{Name: "weir.filters.http.server_names", Disabled: true, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&rbacv3.RBAC{})}}
+	for _, fc := range l.FilterChains {
+		fc.Filters = []*listenerv3.Filter{hcmFilter(name, withFilters(serverNameCheck))}
+	}
+	withClientValidation(t, l, 0, ca, false)
+	var dtc tlsv3.DownstreamTlsContext
+	if err := l.FilterChains[0].TransportSocket.GetTypedConfig().UnmarshalTo(&dtc); err != nil {
+		t.Fatal(err)
+	}
+	dtc.CommonTlsContext.GetValidationContext().MaxVerifyDepth = wrapperspb.UInt32(1)
+	l.FilterChains[0].TransportSocket.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(&dtc)}
+
+	strict := routeTo(prefixMatch("/"), "b")
+	strict.TypedPerFilterConfig = map[string]*anypb.Any{"weir.filters.http.server_names": mustAny(&rbacv3.RBACPerRoute{Rbac: &rbacv3.RBAC{Rules: &rbacconfigv3.RBAC{
+		Action: rbacconfigv3.RBAC_ALLOW,
+		Policies: map[string]*rbacconfigv3.Policy{"server-names": {
+			Permissions: []*rbacconfigv3.Permission{{Rule: &rbacconfigv3.Permission_RequestedServerName{RequestedServerName: &matcherv3.StringMatcher{
+				MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "STRICT.example.com"}, IgnoreCase: true}}}},
+			Principals: []*rbacconfigv3.Principal{{Identifier: &rbacconfigv3.Principal_Any{Any: true}}},
+		}},
+	}}})}
+	res := &Resources{
+		Listeners: []*listenerv3.Listener{l},
+		Routes: []*routev3.RouteConfiguration{routeConfig(name,
+			virtualHost("strict", []string{"strict.example.com"}, strict),
+			virtualHost("open", []string{"open.example.com"}, routeTo(prefixMatch("/"), "b")))},
+		Secrets: []*tlsv3.Secret{secret("srv", server)},
+	}
+	addBackends(res, false, b)
+	p := newTestProxy(t, Options{})
+	mustApply(t, p, res)
+	addr := p.ListenerAddr(name).String()
+
+	get := func(sni, host string, client *testCert) (int, error) {
+		cfg := &tls.Config{RootCAs: certPool(server), ServerName: sni}
+		if client != nil {
+			pair, err := tls.X509KeyPair(client.certPEM, client.keyPEM)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Certificates = []tls.Certificate{pair}
+		}
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}}}
+		req, _ := http.NewRequest(http.MethodGet, "https://"+sni+"/", nil)
+		req.Host = host
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if code, err := get("strict.example.com", "strict.example.com", &direct); err != nil || code != 200 {
+		t.Errorf("a client its CA signed: %d %v", code, err)
+	}
+	if _, err := get("strict.example.com", "strict.example.com", &deep); err == nil {
+		t.Error("a client two certificates from its CA was taken with max_verify_depth 1")
+	}
+	if code, err := get("open.example.com", "strict.example.com", nil); err != nil || code != http.StatusForbidden {
+		t.Errorf("the checked host over a connection for another name: %d %v, want 403", code, err)
+	}
+	if code, err := get("open.example.com", "open.example.com", nil); err != nil || code != 200 {
+		t.Errorf("the open host: %d %v", code, err)
+	}
+
+	// With depth 2 the deeper chain is taken.
+	dtc.CommonTlsContext.GetValidationContext().MaxVerifyDepth = wrapperspb.UInt32(2)
+	l.FilterChains[0].TransportSocket.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(&dtc)}
+	mustApply(t, p, res)
+	if code, err := get("strict.example.com", "strict.example.com", &deep); err != nil || code != 200 {
+		t.Errorf("a client two certificates from its CA with max_verify_depth 2: %d %v", code, err)
+	}
 }

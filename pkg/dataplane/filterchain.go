@@ -258,6 +258,13 @@ func (c filterCallbacks) SetDecoderBufferLimit(n int) { c.f.s.decBufLimit = n }
 
 func (c filterCallbacks) ClientAddr() netip.Addr { return c.f.s.clientAddr }
 
+func (c filterCallbacks) RequestedServerName() string {
+	if t := c.f.s.r.TLS; t != nil {
+		return t.ServerName
+	}
+	return ""
+}
+
 // decoderBufferLimit is what a decoder filter may buffer: the stream's
 // own limit, if a filter set one, else the connection's.
 func (s *stream) decoderBufferLimit() int {

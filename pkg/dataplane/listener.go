@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -539,8 +540,14 @@ func clientValidation(cfg *tls.Config, vc *tlsv3.CertificateValidationContext, r
 		return nil
 	}
 	vp := sub(path, "common_tls_context.validation_context")
-	if err := onlyFields(vc, vp, "trusted_ca", "trust_chain_verification"); err != nil {
+	if err := onlyFields(vc, vp, "trusted_ca", "trust_chain_verification", "max_verify_depth"); err != nil {
 		return err
+	}
+	// Envoy's max_verify_depth counts the chain's certificates after the
+	// leaf, the trust anchor included: 1 takes a leaf its CA signed.
+	maxDepth := -1
+	if d := vc.GetMaxVerifyDepth(); d != nil {
+		maxDepth = int(d.GetValue())
 	}
 	pemData, err := inlineData(vc.GetTrustedCa(), sub(vp, "trusted_ca"))
 	if err != nil {
@@ -573,8 +580,14 @@ func clientValidation(cfg *tls.Config, vc *tlsv3.CertificateValidationContext, r
 		for _, c := range cs.PeerCertificates[1:] {
 			inter.AddCert(c)
 		}
-		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-		return err
+		chains, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		if err != nil {
+			return err
+		}
+		if maxDepth >= 0 && !slices.ContainsFunc(chains, func(c []*x509.Certificate) bool { return len(c)-1 <= maxDepth }) {
+			return fmt.Errorf("the client certificate's chain is longer than max_verify_depth %d", maxDepth)
+		}
+		return nil
 	}
 	return nil
 }

@@ -100,7 +100,7 @@ func TestRBACRefusesWhatItCannotHonour(t *testing.T) {
 		want string
 	}{
 		"a principal by header": {rbacRules(rbacconfigv3.RBAC_ALLOW, header), "principals[0]: only any, remote_ip"},
-		"a permission by path":  {pathOnly, "permissions[0]: only any is supported"},
+		"a permission by path":  {pathOnly, "permissions[0]: only any and requested_server_name are supported"},
 		"the LOG action":        {rbacRules(rbacconfigv3.RBAC_LOG, remoteIP("127.0.0.0", 8)), "rules.action: LOG is not supported"},
 		"shadow rules":          {&rbacv3.RBAC{ShadowRules: &rbacconfigv3.RBAC{}}, "shadow_rules: not supported"},
 		"a bad address":         {rbacRules(rbacconfigv3.RBAC_ALLOW, remoteIP("10.0.0", 8)), "remote_ip.address_prefix"},

@@ -229,9 +229,11 @@ type HTTPFilter interface {
 type FilterKind uint8
 
 const (
-	// FilterSourceRanges refuses clients by address, before anything
-	// else sees the request.
-	FilterSourceRanges FilterKind = iota + 1
+	// FilterServerNames refuses requests that came over a connection for
+	// another server name, before anything else sees them.
+	FilterServerNames FilterKind = iota + 1
+	// FilterSourceRanges refuses clients by address.
+	FilterSourceRanges
 	// FilterCORS answers CORS preflights and adds CORS response headers.
 	FilterCORS
 	// FilterRateLimit answers requests over a route's rate with a local
@@ -248,6 +250,18 @@ const (
 	// answers 413 when it is larger than the limit.
 	FilterBodyLimit
 )
+
+// ServerNames answers 403 to a request that did not come over TLS with
+// one of Names as its SNI ("*.example.com" takes any name under
+// example.com). A host whose certificate checks clients is then reached
+// only over connections that were checked, whatever Host a client sends
+// on a connection it opened for another name.
+type ServerNames struct {
+	Names []string
+}
+
+// FilterKind implements HTTPFilter.
+func (*ServerNames) FilterKind() FilterKind { return FilterServerNames }
 
 // SourceRanges answers 403 to a client whose address is outside Allow
 // (when Allow is set) or inside Deny. The address is the connection's
@@ -728,7 +742,12 @@ type Certificate struct {
 	CertChain []byte
 	// PrivateKey never appears in String or logs.
 	PrivateKey []byte
-	Provenance Provenance
+	// ClientValidation asks the clients of Hosts for a certificate; nil
+	// does not ask. A host served with it should also have its routes
+	// check ServerNames, so that no other certificate's connection
+	// reaches them.
+	ClientValidation *ClientValidation
+	Provenance       Provenance
 	// Field is where the front end found it, e.g. "spec.tls[0]".
 	Field string
 }

@@ -64,6 +64,12 @@ type ClientValidation struct {
 	// with one that does not verify (Gateway API's AllowInsecureFallback).
 	// Otherwise a verified certificate is required.
 	AllowInsecureFallback bool
+	// Optional takes a connection without a certificate; one that is
+	// presented must verify.
+	Optional bool
+	// MaxDepth, when set, bounds the chain's certificates after the
+	// client's own, its trusted CA included (Envoy's max_verify_depth).
+	MaxDepth *uint32
 }
 
 // TLSRoute sends TLS connections, by SNI, to backends: as they came on a

@@ -474,6 +474,7 @@ type certTable struct {
 
 type chainMemo struct {
 	serverNames []string
+	validation  *ir.ClientValidation
 	chain       *listenerv3.FilterChain
 }
 
@@ -482,6 +483,7 @@ type certGroup struct {
 	name       string
 	secret     *tlsv3.Secret
 	secretKey  string
+	validation *ir.ClientValidation
 	provenance ir.Provenance
 	hosts      [len(tlsRoles)][]string
 	// members are the parts merged into the group, to report problems on.
@@ -507,13 +509,17 @@ func (ct *certTable) update(d *delta, s *shared) error {
 		start = end
 
 		winner := slices.MinFunc(group, func(a, b *certPart) int { return cmp.Compare(a.entry.pos, b.entry.pos) })
-		g := certGroup{name: winner.name, secret: winner.secret, secretKey: winner.secretKey, provenance: winner.provenance, members: group}
+		g := certGroup{name: winner.name, secret: winner.secret, secretKey: winner.secretKey, validation: winner.validation, provenance: winner.provenance, members: group}
 		for _, p := range group {
 			if p != winner {
 				g.provenance = unionProvenance(g.provenance, p.provenance)
 				if string(p.chain) != string(winner.chain) || string(p.key) != string(winner.key) {
 					ct.warnings = append(ct.warnings, p.problem(ReasonNotServed, "certificate %q has different key material in %s; the one of %s is used",
 						p.name, winner.entry.source, winner.entry.source))
+				}
+				if !sameValidation(p.validation, winner.validation) {
+					ct.warnings = append(ct.warnings, p.problem(ReasonNotServed, "certificate %q checks clients differently in %s; the check of %s is used",
+						p.name, p.entry.source, winner.entry.source))
 				}
 			}
 			for i, role := range tlsRoles {
@@ -580,12 +586,12 @@ func (ct *certTable) buildListener(i int, role ir.ListenerRole, groups []certGro
 			owner[h] = g.name
 		}
 		m, ok := prevMemo[g.name]
-		if !ok || !slices.Equal(m.serverNames, keep) {
-			chain, err := tlsFilterChain(role, g.name, keep, s)
+		if !ok || !slices.Equal(m.serverNames, keep) || !sameValidation(m.validation, g.validation) {
+			chain, err := tlsFilterChain(role, g.name, keep, g.validation, s)
 			if err != nil {
 				return err
 			}
-			m = chainMemo{serverNames: keep, chain: chain}
+			m = chainMemo{serverNames: keep, validation: g.validation, chain: chain}
 		}
 		memo[g.name] = m
 		chains = append(chains, m.chain)

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	basicauthv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/basic_auth/v3"
@@ -52,6 +53,8 @@ func validHtpasswdUser(u ir.HtpasswdUser) error {
 	switch {
 	case u.Name == "":
 		return fmt.Errorf("basic auth user without a name")
+	case !utf8.ValidString(u.Name) || !utf8.ValidString(u.Hash):
+		return fmt.Errorf("basic auth user %+q: not UTF-8", u.Name)
 	case strings.ContainsAny(u.Name, ":\r\n") || strings.HasPrefix(u.Name, "#"):
 		return fmt.Errorf("basic auth user name %q has a colon, a line break or a leading #", u.Name)
 	}

@@ -246,11 +246,15 @@ func tlsListener(role ir.ListenerRole, chains []*listenerv3.FilterChain, s *shar
 }
 
 // tlsFilterChain serves the certificate secretName for serverNames.
-func tlsFilterChain(role ir.ListenerRole, secretName string, serverNames []string, s *shared) (*listenerv3.FilterChain, error) {
-	ctx, err := anypb.New(&tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+func tlsFilterChain(role ir.ListenerRole, secretName string, serverNames []string, cv *ir.ClientValidation, s *shared) (*listenerv3.FilterChain, error) {
+	dtc := &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
 		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: secretName, SdsConfig: s.ads}},
 		AlpnProtocols:                  []string{"h2", "http/1.1"},
-	}})
+	}}
+	if err := withClientValidation(dtc, cv); err != nil {
+		return nil, err
+	}
+	ctx, err := anypb.New(dtc)
 	if err != nil {
 		return nil, err
 	}

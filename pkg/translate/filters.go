@@ -39,7 +39,10 @@ var httpFilterOf = map[ir.FilterKind]struct {
 	// Without rules, RBAC lets everything through; a route's rules are
 	// its own.
 	ir.FilterSourceRanges: {rbacFilter, &rbacv3.RBAC{}},
-	ir.FilterCORS:         {corsFilter, &corsv3.Cors{}},
+	// A second RBAC filter, so a route may check both its clients'
+	// addresses and its connection's server name.
+	ir.FilterServerNames: {serverNamesFilter, &rbacv3.RBAC{}},
+	ir.FilterCORS:        {corsFilter, &corsv3.Cors{}},
 	// Without filter_enabled the listener's config limits nothing; a
 	// route's config is whole, with its own buckets.
 	ir.FilterRateLimit: {localRateLimitFilter, &localratelimitv3.LocalRateLimit{StatPrefix: "local_rate_limit"}},
@@ -57,6 +60,35 @@ const bufferFilter = "envoy.filters.http.buffer"
 
 // rbacFilter is Envoy's RBAC filter, which ir.SourceRanges runs.
 const rbacFilter = "envoy.filters.http.rbac"
+
+// serverNamesFilter is the RBAC filter that ir.ServerNames runs.
+const serverNamesFilter = "weir.filters.http.server_names"
+
+// serverNamesPolicy is an ALLOW policy admitting requests whose connection's
+// SNI is one of n's names, compared as DNS names are (case-insensitive).
+func serverNamesPolicy(n *ir.ServerNames) (*rbacv3.RBACPerRoute, error) {
+	if len(n.Names) == 0 {
+		return nil, fmt.Errorf("a server name check without names")
+	}
+	var perms []*rbacconfigv3.Permission
+	for _, name := range n.Names {
+		m := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: name}, IgnoreCase: true}
+		if suffix, ok := strings.CutPrefix(name, "*"); ok {
+			m.MatchPattern = &matcherv3.StringMatcher_Suffix{Suffix: suffix}
+		}
+		if name == "" || name == "*" || strings.Contains(strings.TrimPrefix(name, "*."), "*") || strings.HasPrefix(name, "*") && !strings.HasPrefix(name, "*.") {
+			return nil, fmt.Errorf("server name %q is not a host name or *.domain", name)
+		}
+		perms = append(perms, &rbacconfigv3.Permission{Rule: &rbacconfigv3.Permission_RequestedServerName{RequestedServerName: m}})
+	}
+	return &rbacv3.RBACPerRoute{Rbac: &rbacv3.RBAC{Rules: &rbacconfigv3.RBAC{
+		Action: rbacconfigv3.RBAC_ALLOW,
+		Policies: map[string]*rbacconfigv3.Policy{"server-names": {
+			Permissions: perms,
+			Principals:  []*rbacconfigv3.Principal{{Identifier: &rbacconfigv3.Principal_Any{Any: true}}},
+		}},
+	}}}, nil
+}
 
 // sourceRanges is an ALLOW policy admitting the clients that r lets in:
 // inside Allow (if set) and not inside Deny. remote_ip is the client
@@ -115,6 +147,8 @@ func perFilterConfig(fs []ir.HTTPFilter, id string, available nameSet) (map[stri
 			msg, err = corsPolicy(p)
 		case *ir.SourceRanges:
 			msg, err = sourceRanges(p)
+		case *ir.ServerNames:
+			msg, err = serverNamesPolicy(p)
 		case *ir.BasicAuth:
 			msg, err = basicAuthPerRoute(p)
 		case *ir.ExtAuth:
@@ -143,7 +177,13 @@ func perFilterConfig(fs []ir.HTTPFilter, id string, available nameSet) (map[stri
 		if _, dup := out[name]; dup {
 			return nil, fmt.Errorf("two %s policies on one route", name)
 		}
-		out[name] = mustAny(msg)
+		// Not mustAny: a value from an object (a string that is not
+		// UTF-8) fails this route, not the whole translation.
+		a := &anypb.Any{}
+		if err := anypb.MarshalFrom(a, msg, proto.MarshalOptions{Deterministic: true}); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		out[name] = a
 	}
 	return out, nil
 }

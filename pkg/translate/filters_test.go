@@ -52,6 +52,10 @@ func TestRouteFiltersReachOnlyTheirChain(t *testing.T) {
 				}
 				for _, hf := range hcm.GetHttpFilters() {
 					chains[l.GetName()] = append(chains[l.GetName()], hf.GetName())
+					// A filter acts only on the routes that turn it on.
+					if hf.GetName() != routerFilter && !hf.GetDisabled() {
+						t.Errorf("%s: %s is not disabled", l.GetName(), hf.GetName())
+					}
 				}
 			}
 		}
@@ -73,7 +77,7 @@ func TestRouteFiltersReachOnlyTheirChain(t *testing.T) {
 	for name, want := range map[string]string{
 		"gateway/ns/gw/9000": corsFilter + "," + routerFilter,
 		"gateway/ns/gw/9001": routerFilter,
-		"external-http":      rbacFilter + "," + corsFilter + "," + localRateLimitFilter + "," + headerMutationFilter + "," + basicAuthFilter + "," + extAuthzFilter + "," + bufferFilter + "," + routerFilter,
+		"external-http":      serverNamesFilter + "," + rbacFilter + "," + corsFilter + "," + localRateLimitFilter + "," + headerMutationFilter + "," + basicAuthFilter + "," + extAuthzFilter + "," + bufferFilter + "," + routerFilter,
 	} {
 		if got := strings.Join(chains[name], ","); got != want {
 			t.Errorf("%s: http_filters %s, want %s", name, got, want)
@@ -121,6 +125,26 @@ func TestBasicAuthPerRoute(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		} else if strings.Contains(err.Error(), "$") || strings.Contains(err.Error(), "W6ph") {
 			t.Errorf("%s: the error quotes a hash: %v", name, err)
+		}
+	}
+}
+
+// TestServerNamesPolicy: a host is compared case-insensitively with the
+// connection's SNI, a wildcard host as a suffix; a name that is neither
+// fails the route.
+func TestServerNamesPolicy(t *testing.T) {
+	got, err := serverNamesPolicy(&ir.ServerNames{Names: []string{"a.example.com", "*.b.example.com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	perms := got.GetRbac().GetRules().GetPolicies()["server-names"].GetPermissions()
+	if len(perms) != 2 || perms[0].GetRequestedServerName().GetExact() != "a.example.com" || !perms[0].GetRequestedServerName().GetIgnoreCase() ||
+		perms[1].GetRequestedServerName().GetSuffix() != ".b.example.com" || !perms[1].GetRequestedServerName().GetIgnoreCase() {
+		t.Errorf("permissions %v", perms)
+	}
+	for _, names := range [][]string{nil, {""}, {"*"}, {"a.*.example.com"}, {"*a.example.com"}} {
+		if _, err := serverNamesPolicy(&ir.ServerNames{Names: names}); err == nil {
+			t.Errorf("%q accepted", names)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
+	"github.com/weir-dev/weir/pkg/envoycheck"
 	"github.com/weir-dev/weir/pkg/ir"
 )
 
@@ -115,6 +116,8 @@ type certPart struct {
 	hosts      []string // lower-case, sorted, unique
 	roles      ir.ListenerSet
 	chain, key []byte
+	// validation is how clients are checked; nil asks for nothing.
+	validation *ir.ClientValidation
 	secret     *tlsv3.Secret
 	secretKey  string // the Resources.Sources key
 	provenance ir.Provenance
@@ -430,10 +433,21 @@ func (e *fragmentEntry) rebuildCerts(f *ir.Fragment, s *shared, w *warner) []*ce
 			if !bytes.Equal(p.chain, c.CertChain) || !bytes.Equal(p.key, c.PrivateKey) {
 				w.add("certificate %q is defined twice with different key material; the first is used", c.Name)
 			}
+			if !sameValidation(p.validation, c.ClientValidation) {
+				w.add("certificate %q is defined twice with different client validation; the first is used", c.Name)
+			}
 			p.hosts = normalizeHosts(append(hosts, p.hosts...))
 			p.roles |= c.Listeners
 			p.provenance = unionProvenance(p.provenance, prov)
 			continue
+		}
+		if c.ClientValidation != nil {
+			if _, err := envoycheck.CABundle(c.ClientValidation.CACertificates); err != nil {
+				// Serving the hosts without the check would let every
+				// client in.
+				w.addAt(c.Field, ReasonUnsupportedCertificate, "certificate %q left out: its client CA bundle: %v", c.Name, err)
+				continue
+			}
 		}
 		out = append(out, &certPart{
 			entry:      e,
@@ -442,6 +456,7 @@ func (e *fragmentEntry) rebuildCerts(f *ir.Fragment, s *shared, w *warner) []*ce
 			roles:      c.Listeners,
 			chain:      c.CertChain,
 			key:        c.PrivateKey,
+			validation: c.ClientValidation,
 			secretKey:  SourceKey(resourcev3.SecretType, c.Name),
 			provenance: prov,
 			field:      c.Field,
@@ -455,7 +470,7 @@ func (e *fragmentEntry) rebuildCerts(f *ir.Fragment, s *shared, w *warner) []*ce
 		}
 		sameKeys := prev != nil && bytes.Equal(prev.chain, p.chain) && bytes.Equal(prev.key, p.key)
 		switch {
-		case sameKeys && prev.roles == p.roles && slices.Equal(prev.hosts, p.hosts) && slices.Equal(prev.provenance, p.provenance):
+		case sameKeys && prev.roles == p.roles && slices.Equal(prev.hosts, p.hosts) && slices.Equal(prev.provenance, p.provenance) && sameValidation(prev.validation, p.validation):
 			out[i] = prev
 		case sameKeys:
 			p.secret = prev.secret
@@ -470,6 +485,15 @@ func (e *fragmentEntry) rebuildCerts(f *ir.Fragment, s *shared, w *warner) []*ce
 		}
 	}
 	return slices.DeleteFunc(out, func(p *certPart) bool { return p.secret == nil })
+}
+
+// sameValidation reports whether a and b check clients alike.
+func sameValidation(a, b *ir.ClientValidation) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return bytes.Equal(a.CACertificates, b.CACertificates) && a.AllowInsecureFallback == b.AllowInsecureFallback && a.Optional == b.Optional &&
+		(a.MaxDepth == nil) == (b.MaxDepth == nil) && (a.MaxDepth == nil || *a.MaxDepth == *b.MaxDepth)
 }
 
 // serverNames returns c's hosts as filter chain server names

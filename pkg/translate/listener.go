@@ -349,20 +349,11 @@ func downstreamTLS(il *ir.Listener, secrets map[string]bool, alpn []string, s *s
 		TlsCertificateSdsSecretConfigs: sds,
 		AlpnProtocols:                  alpn,
 	}}
-	if cv := il.ClientValidation; cv != nil {
-		if _, err := envoycheck.CABundle(cv.CACertificates); err != nil {
-			// Envoy would refuse the listener; serving it without the
-			// check would let every client in.
-			w.addAt(il.Field, ReasonUnsupportedCertificate, "listener %q left out: its client CA bundle: %v", il.Name, err)
-			return nil
-		}
-		vc := &tlsv3.CertificateValidationContext{TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cv.CACertificates}}}
-		if cv.AllowInsecureFallback {
-			vc.TrustChainVerification = tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED
-		} else {
-			dtc.RequireClientCertificate = wrapperspb.Bool(true)
-		}
-		dtc.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc}
+	if err := withClientValidation(dtc, il.ClientValidation); err != nil {
+		// Envoy would refuse the listener; serving it without the
+		// check would let every client in.
+		w.addAt(il.Field, ReasonUnsupportedCertificate, "listener %q left out: %v", il.Name, err)
+		return nil
 	}
 	ctx, err := anypb.New(dtc)
 	if err != nil {
@@ -370,6 +361,29 @@ func downstreamTLS(il *ir.Listener, secrets map[string]bool, alpn []string, s *s
 		return nil
 	}
 	return &corev3.TransportSocket{Name: tlsTransportSocket, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: ctx}}
+}
+
+// withClientValidation makes dtc ask clients for a certificate as cv
+// says; a nil cv asks nothing.
+func withClientValidation(dtc *tlsv3.DownstreamTlsContext, cv *ir.ClientValidation) error {
+	if cv == nil {
+		return nil
+	}
+	if _, err := envoycheck.CABundle(cv.CACertificates); err != nil {
+		return fmt.Errorf("its client CA bundle: %w", err)
+	}
+	vc := &tlsv3.CertificateValidationContext{TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cv.CACertificates}}}
+	switch {
+	case cv.AllowInsecureFallback:
+		vc.TrustChainVerification = tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED
+	case !cv.Optional:
+		dtc.RequireClientCertificate = wrapperspb.Bool(true)
+	}
+	if cv.MaxDepth != nil {
+		vc.MaxVerifyDepth = wrapperspb.UInt32(*cv.MaxDepth)
+	}
+	dtc.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc}
+	return nil
 }
 
 // passthroughChain is the filter chain of one TLS route: its server names,

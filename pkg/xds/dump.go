@@ -23,13 +23,14 @@ var dumpKeys = []struct{ key, typeURL string }{
 
 // Dump renders resources as {"listeners":[…],"routes":[…],"clusters":[…],
 // "endpoints":[…],"secrets":[…]}, each resource in protojson with its
-// @type, in the order given. format is "json" or "yaml". Secrets are
-// redacted: a dump is for people and logs, never for key material.
+// @type, in the order given. format is "json" or "yaml". Secrets and the
+// password hashes of basic_auth are redacted: a dump is for people and
+// logs, never for key material.
 func Dump(byType map[string][]types.Resource, format string) ([]byte, error) {
 	return dump(byType, format, false)
 }
 
-// DumpWithSecrets is Dump with private keys left in, for a user who asks
+// DumpWithSecrets is Dump with private keys and password hashes left in, for a user who asks
 // for them (weir translate --show-secrets).
 func DumpWithSecrets(byType map[string][]types.Resource, format string) ([]byte, error) {
 	return dump(byType, format, true)
@@ -44,8 +45,13 @@ func dump(byType map[string][]types.Resource, format string, showSecrets bool) (
 		}
 		fmt.Fprintf(&buf, "%q:[", k.key)
 		for j, r := range byType[k.typeURL] {
-			if k.typeURL == resource.SecretType && !showSecrets {
-				r = redactSecret(r)
+			if !showSecrets {
+				switch k.typeURL {
+				case resource.SecretType:
+					r = redactSecret(r)
+				case resource.RouteType:
+					r = redactRoutes(r)
+				}
 			}
 			a, err := anypb.New(r)
 			if err != nil {

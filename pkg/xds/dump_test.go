@@ -7,9 +7,12 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	basicauthv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/basic_auth/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 func TestDumpShapeAndRedaction(t *testing.T) {
@@ -17,9 +20,15 @@ func TestDumpShapeAndRedaction(t *testing.T) {
 		CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: []byte("CERT")}},
 		PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: []byte("TOP-SECRET-KEY")}},
 	}}}
+	users := &basicauthv3.BasicAuthPerRoute{Users: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n"}}}
+	usersAny, _ := anypb.New(users)
+	routes := &routev3.RouteConfiguration{Name: "r", VirtualHosts: []*routev3.VirtualHost{{Name: "v", Routes: []*routev3.Route{{
+		Name: "with-users", TypedPerFilterConfig: map[string]*anypb.Any{"envoy.filters.http.basic_auth": usersAny},
+	}}}}}
 	in := map[string][]types.Resource{
 		resource.ClusterType: {&clusterv3.Cluster{Name: "b"}, &clusterv3.Cluster{Name: "a"}},
 		resource.SecretType:  {secret},
+		resource.RouteType:   {routes},
 	}
 	out, err := Dump(in, "json")
 	if err != nil {
@@ -43,6 +52,16 @@ func TestDumpShapeAndRedaction(t *testing.T) {
 	}
 	if secret.GetTlsCertificate().GetPrivateKey().GetInlineBytes() == nil {
 		t.Error("Dump modified the served Secret")
+	}
+	// Nor basic_auth's password hashes, which are quick to crack.
+	if strings.Contains(string(out), "W6ph5Mm5") || !strings.Contains(string(out), "with-users") {
+		t.Errorf("basic_auth users in dump, or the route left out:\n%s", out)
+	}
+	if routes.GetVirtualHosts()[0].GetRoutes()[0].GetTypedPerFilterConfig()["envoy.filters.http.basic_auth"] != usersAny {
+		t.Error("Dump modified the served route configuration")
+	}
+	if all, err := DumpWithSecrets(in, "json"); err != nil || !strings.Contains(string(all), "W6ph5Mm5") {
+		t.Errorf("DumpWithSecrets left the users out: %v", err)
 	}
 	y, err := Dump(in, "yaml")
 	if err != nil || !strings.Contains(string(y), "clusters:") {

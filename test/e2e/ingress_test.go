@@ -2,11 +2,19 @@ package e2e
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha1" //nolint:gosec // htpasswd's {SHA}
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"slices"
 	"strconv"
@@ -214,8 +222,8 @@ func TestNetworkingIngress(t *testing.T) {
 	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, admits("alice:first password", false)); err != nil {
 		t.Errorf("basic auth: the old password still admits after the Secret changed: %v", err)
 	}
-	if ok, _ := admits("alice:second password", true)(ctx); !ok {
-		t.Errorf("basic auth: the new password does not admit")
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, admits("alice:second password", true)); err != nil {
+		t.Errorf("basic auth: the new password does not admit: %v", err)
 	}
 
 	// limit-rpm 1 with a burst multiplier of 1: two requests at once per
@@ -282,4 +290,108 @@ func TestNetworkingIngress(t *testing.T) {
 func shaHtpasswd(user, password string) string {
 	sum := sha1.Sum([]byte(password)) //nolint:gosec // htpasswd's {SHA}
 	return user + ":{SHA}" + base64.StdEncoding.EncodeToString(sum[:]) + "\n"
+}
+
+// clientCA returns a CA and a client certificate it signed, as PEM, the
+// client's as a tls.Certificate.
+func clientCA(t *testing.T) (caPEM []byte, client tls.Certificate) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "e2e client CA"}, IsCA: true, BasicConstraintsValid: true,
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "alice"},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// TestIngressClientCertificates: auth-tls-secret makes the gateway's
+// HTTPS listener ask the host's clients for a certificate its ca.crt
+// signed: with one the backend answers; without one the handshake fails;
+// and over a connection opened for another host the request is refused.
+func TestIngressClientCertificates(t *testing.T) {
+	const host, other = "ingress-mtls.e2e.example.com", "ingress-mtls-open.e2e.example.com"
+	ctx := context.Background()
+	startBackend(t, "ing-mtls")
+	certPEM, keyPEM, pool := selfSigned(t, host)
+	otherCert, otherKey, otherPool := selfSigned(t, other)
+	caPEM, client := clientCA(t)
+	for _, s := range []*corev1.Secret{
+		{ObjectMeta: metav1.ObjectMeta{Name: "mtls-server", Namespace: namespace}, Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "mtls-open", Namespace: namespace}, Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: otherCert, corev1.TLSPrivateKeyKey: otherKey}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "mtls-ca", Namespace: namespace}, Data: map[string][]byte{"ca.crt": caPEM}},
+	} {
+		if _, err := kube.Kube.CoreV1().Secrets(namespace).Create(ctx, s, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = kube.Kube.CoreV1().Secrets(namespace).Delete(ctx, s.Name, metav1.DeleteOptions{}) })
+	}
+	class, prefix := "weir", netv1.PathTypePrefix
+	for _, ing := range []*netv1.Ingress{
+		{ObjectMeta: metav1.ObjectMeta{Name: "mtls", Namespace: namespace, Annotations: map[string]string{ingress.AnnotationPrefix + "auth-tls-secret": "mtls-ca"}},
+			Spec: netv1.IngressSpec{IngressClassName: &class, TLS: []netv1.IngressTLS{{Hosts: []string{host}, SecretName: "mtls-server"}}, Rules: []netv1.IngressRule{{Host: host, IngressRuleValue: netv1.IngressRuleValue{HTTP: &netv1.HTTPIngressRuleValue{
+				Paths: []netv1.HTTPIngressPath{{Path: "/", PathType: &prefix, Backend: netv1.IngressBackend{Service: &netv1.IngressServiceBackend{Name: "ing-mtls", Port: netv1.ServiceBackendPort{Number: 80}}}}},
+			}}}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "mtls-open", Namespace: namespace},
+			Spec: netv1.IngressSpec{IngressClassName: &class, TLS: []netv1.IngressTLS{{Hosts: []string{other}, SecretName: "mtls-open"}}, Rules: []netv1.IngressRule{{Host: other, IngressRuleValue: netv1.IngressRuleValue{HTTP: &netv1.HTTPIngressRuleValue{
+				Paths: []netv1.HTTPIngressPath{{Path: "/", PathType: &prefix, Backend: netv1.IngressBackend{Service: &netv1.IngressServiceBackend{Name: "ing-mtls", Port: netv1.ServiceBackendPort{Number: 80}}}}},
+			}}}}}},
+	} {
+		if _, err := kube.Kube.NetworkingV1().Ingresses(namespace).Create(ctx, ing, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = kube.Kube.NetworkingV1().Ingresses(namespace).Delete(ctx, ing.Name, metav1.DeleteOptions{})
+		})
+	}
+	get := func(ctx context.Context, sni, hostHeader string, roots *x509.CertPool, certs []tls.Certificate) (int, error) {
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: sni, Certificates: certs}}}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("https://%s:%d/", kube.NodeAddress, kube.HTTPSNodePort), nil)
+		req.Host = hostHeader
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, nil
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		code, err := get(ctx, host, host, pool, []tls.Certificate{client})
+		return err == nil && code == 200, nil
+	}); err != nil {
+		t.Fatalf("a client with a certificate of the CA was not served: %v", err)
+	}
+	if code, err := get(ctx, host, host, pool, nil); err == nil {
+		t.Errorf("a client without a certificate got %d, want a failed handshake", code)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		code, err := get(ctx, other, other, otherPool, nil)
+		return err == nil && code == 200, nil
+	}); err != nil {
+		t.Fatalf("the open host was not served: %v", err)
+	}
+	if code, err := get(ctx, other, host, otherPool, nil); err != nil || code != http.StatusForbidden {
+		t.Errorf("the checked host over a connection opened for the open one: %d %v, want 403", code, err)
+	}
 }

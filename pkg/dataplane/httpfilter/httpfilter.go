@@ -138,6 +138,9 @@ type Callbacks interface {
 	// values, the most specific first (route, then virtual host), for
 	// filters that merge them field by field as Envoy's CORS filter does.
 	PerRouteConfigs() []any
+	// RequestedServerName is the SNI of the downstream TLS connection,
+	// "" without TLS or SNI (Envoy's requestedServerName).
+	RequestedServerName() string
 	// RemoteAddr is the downstream peer.
 	RemoteAddr() netip.AddrPort
 	// ClientAddr is Envoy's downstream remote address: the peer when the

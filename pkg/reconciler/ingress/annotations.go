@@ -154,7 +154,7 @@ var annotations = map[string]annotation{
 	"auth-type":                             {HonouredWithDifference, "basic only: the passwords must be hashed with SHA-1 ({SHA}, htpasswd -s), the only hash Envoy's basic_auth verifies; a Secret with apr1 (htpasswd's default) or bcrypt hashes makes its paths answer 503, and digest is refused"},
 	"auth-secret":                           {HonouredWithDifference, "the Secret must be in the Ingress's own namespace (Weir reads no other); Weir watches only the Secrets that auth-secret names"},
 	"auth-secret-type":                      {Honoured, ""},
-	"auth-realm":                            {HonouredWithDifference, "the challenge's realm is the request's URL, as Envoy's basic_auth sends it"},
+	"auth-realm":                            {Ignored, "the challenge's realm is the request's URL, as Envoy's basic_auth sends it"},
 	"auth-url":                              {HonouredWithDifference, "the URL must name a Service of the cluster (http[s]://service.namespace.svc[.cluster.local][:port]/path), with no nginx variables, in the Ingress's namespace or one the gateway's operator allows; the check is Envoy's ext_authz: it carries the request's headers and method, with X-Original-URL, X-Original-Method and X-Auth-Request-Redirect, its Host is the request's, X-Real-IP is the client address, only a 200 admits (nginx: any 2xx; oauth2-proxy's /oauth2/auth answers 202, so with oauth2-proxy run --upstream=static://200 and point auth-url at its /, whose 302 to the sign-in page reaches the browser), any other answer below 500 goes back to the client as it is, and no answer within 10 s, or a 5xx, is answered 500; over https the service's certificate is not verified, as nginx does not by default"},
 	"auth-signin":                           {Ignored, "a refused request gets the authorization service's own answer (status, headers and body), not a redirect to auth-signin: have the service answer with the redirect itself"},
 	"auth-method":                           {Ignored, "the check uses the request's own method, as Envoy's ext_authz does"},
@@ -169,11 +169,11 @@ var annotations = map[string]annotation{
 	"auth-proxy-set-headers":                {Ignored, "a ConfigMap of headers for the check is not read"},
 	"auth-always-set-cookie":                {Ignored, "Set-Cookie from an admitting answer is not passed to the client"},
 	"enable-global-auth":                    {Ignored, "Weir has no global auth-url"},
-	"auth-tls-secret":                       {Refused, notYetSecurity},
-	"auth-tls-verify-client":                {Refused, notYetSecurity},
-	"auth-tls-verify-depth":                 {Refused, notYetSecurity},
-	"auth-tls-pass-certificate-to-upstream": {Refused, notYetSecurity},
-	"auth-tls-error-page":                   {Refused, notYetSecurity},
+	"auth-tls-secret":                       {HonouredWithDifference, "the Secret (with ca.crt) must be in the Ingress's own namespace; the host's TLS filter chain checks clients (Envoy's validation_context), as nginx's server does, with the settings of the host's oldest Ingress that has auth-tls-secret; its paths answer 403 to a request that came over a connection opened for another server name (nginx serves it); Weir watches only the Secrets that auth-tls-secret names"},
+	"auth-tls-verify-client":                {HonouredWithDifference, "a client whose certificate is missing (on) or does not verify (on, optional) fails the TLS handshake instead of getting nginx's 400; optional_no_ca takes any certificate"},
+	"auth-tls-verify-depth":                 {Honoured, ""},
+	"auth-tls-pass-certificate-to-upstream": {Ignored, "the client's certificate is not passed to the backend, and neither are nginx's ssl-client-* headers"},
+	"auth-tls-error-page":                   {Ignored, "a client without a valid certificate fails the TLS handshake, which has no page to redirect to"},
 	"auth-tls-match-cn":                     {Refused, notYetSecurity},
 	"satisfy":                               {Refused, notYetSecurity},
 	"enable-modsecurity":                    {Refused, notYetSecurity},
@@ -243,6 +243,8 @@ type config struct {
 	auth *authConfig
 	// basicAuth is auth-type basic's Secret, or nil.
 	basicAuth *basicAuthConfig
+	// clientTLS is auth-tls-secret and its companions, or nil.
+	clientTLS *clientTLSConfig
 	// rateLimit is limit-rps and limit-rpm, or nil.
 	rateLimit *ir.RateLimit
 	// connectTimeout is 0 for the gateway's default, which is
@@ -259,7 +261,8 @@ const defaultProxyTimeout = 60 * time.Second
 // would not restrict as the operator asked.
 var accessControl = map[string]bool{"whitelist-source-range": true, "allowlist-source-range": true, "denylist-source-range": true,
 	"auth-url": true, "auth-response-headers": true, "auth-request-redirect": true,
-	"auth-type": true, "auth-secret": true, "auth-secret-type": true}
+	"auth-type": true, "auth-secret": true, "auth-secret-type": true,
+	"auth-tls-secret": true, "auth-tls-verify-client": true, "auth-tls-verify-depth": true}
 
 // defaultBodyLimit is ingress-nginx's proxy-body-size default, 1m.
 const defaultBodyLimit = 1 << 20
@@ -409,6 +412,7 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 	cfg.upstreamTLS = parseUpstreamTLS(ing.Namespace, get, invalid)
 	cfg.auth = parseAuth(get, invalid)
 	cfg.basicAuth = parseBasicAuth(ing.Namespace, get, invalid, notes)
+	cfg.clientTLS = parseClientTLS(ing.Namespace, get, invalid, notes)
 	parseLoadBalancing(&cfg, get, invalid, notes)
 	seconds := func(name string, def time.Duration) time.Duration {
 		v, ok := get(name)
@@ -537,6 +541,65 @@ func parseBasicAuth(ns string, get func(string) (string, bool), invalid func(str
 		return nil
 	}
 	c.secret = name
+	return c
+}
+
+// clientTLSConfig is how the host's TLS connections check client
+// certificates: against the ca.crt of a Secret of the Ingress's
+// namespace.
+type clientTLSConfig struct {
+	secret string
+	// verify is ingress-nginx's auth-tls-verify-client: on, optional or
+	// optional_no_ca.
+	verify string
+	depth  uint32
+}
+
+// parseClientTLS reads auth-tls-secret, auth-tls-verify-client and
+// auth-tls-verify-depth, with ingress-nginx's defaults (on, 1). Without
+// auth-tls-secret, or with verify off, clients are not asked.
+func parseClientTLS(ns string, get func(string) (string, bool), invalid func(string, string, ...any), notes map[string]annotation) *clientTLSConfig {
+	v, ok := get("auth-tls-secret")
+	if !ok {
+		for _, name := range []string{"auth-tls-verify-client", "auth-tls-verify-depth"} {
+			if _, set := get(name); set {
+				notes[name] = annotation{Ignored, "has no effect without auth-tls-secret, as in ingress-nginx"}
+			}
+		}
+		return nil
+	}
+	secretNS, name, qualified := strings.Cut(v, "/")
+	if !qualified {
+		secretNS, name = ns, v
+	}
+	switch {
+	case secretNS != ns:
+		invalid("auth-tls-secret", "%q is in namespace %s; Weir reads only Secrets in the Ingress's own namespace, %s", v, secretNS, ns)
+		return nil
+	case name == "" || strings.ContainsAny(name, "/ \t"):
+		invalid("auth-tls-secret", "%q is not namespace/name", v)
+		return nil
+	}
+	c := &clientTLSConfig{secret: name, verify: "on", depth: 1}
+	if v, ok := get("auth-tls-verify-client"); ok {
+		switch v {
+		case "on", "optional", "optional_no_ca":
+			c.verify = v
+		case "off":
+			return nil
+		default:
+			invalid("auth-tls-verify-client", "%q is not on, off, optional or optional_no_ca", v)
+			return nil
+		}
+	}
+	if v, ok := get("auth-tls-verify-depth"); ok {
+		d, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || d > 100 {
+			invalid("auth-tls-verify-depth", "%q is not a whole number from 0 to 100", v)
+			return nil
+		}
+		c.depth = uint32(d)
+	}
 	return c
 }
 

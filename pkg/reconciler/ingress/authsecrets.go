@@ -34,8 +34,10 @@ type authSecrets struct {
 }
 
 type secretWatch struct {
-	informer cache.SharedIndexInformer
-	stop     context.CancelFunc
+	// synced is the event handler's: the store has the Secret once it
+	// is true, which the informer's own HasSynced does not promise.
+	synced cache.InformerSynced
+	stop   context.CancelFunc
 }
 
 // authSecretSyncTimeout bounds how long a rebuild waits for a newly named
@@ -76,7 +78,7 @@ func (a *authSecrets) Watch(ctx context.Context, want map[types.NamespacedName]b
 		}
 		w := a.start(key)
 		a.watches[key] = w
-		started = append(started, w.informer.HasSynced)
+		started = append(started, w.synced)
 	}
 	a.mu.Unlock()
 	if len(started) == 0 {
@@ -109,13 +111,13 @@ func (a *authSecrets) start(key types.NamespacedName) *secretWatch {
 		}
 		return obj, nil
 	})
-	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	reg, _ := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { a.put(key, w, obj) },
 		UpdateFunc: func(_, obj any) { a.put(key, w, obj) },
 		DeleteFunc: func(any) { a.put(key, w, nil) },
 	})
 	ctx, stop := context.WithCancel(context.Background())
-	w.informer, w.stop = inf, stop
+	w.synced, w.stop = reg.HasSynced, stop
 	go inf.RunWithContext(ctx)
 	return w
 }
@@ -150,14 +152,12 @@ func (a *authSecrets) Stop() {
 }
 
 // authSecretsOf are the Secrets the Ingresses classes serves name in
-// auth-secret, in their own namespaces (Weir reads no other).
+// auth-secret (with auth-type basic) and auth-tls-secret, in their own
+// namespaces (Weir reads no other).
 func authSecretsOf(ings []*netv1.Ingress, classes Classes) map[types.NamespacedName]bool {
 	out := map[types.NamespacedName]bool{}
-	for _, ing := range ings {
-		if strings.TrimSpace(ing.Annotations[AnnotationPrefix+"auth-type"]) != "basic" || !classes.Serves(ing) {
-			continue
-		}
-		v := strings.TrimSpace(ing.Annotations[AnnotationPrefix+"auth-secret"])
+	add := func(ing *netv1.Ingress, key string) {
+		v := strings.TrimSpace(ing.Annotations[AnnotationPrefix+key])
 		ns, name, qualified := strings.Cut(v, "/")
 		if !qualified {
 			ns, name = ing.Namespace, v
@@ -165,6 +165,15 @@ func authSecretsOf(ings []*netv1.Ingress, classes Classes) map[types.NamespacedN
 		if ns == ing.Namespace && name != "" && !strings.ContainsAny(name, "/ \t") {
 			out[types.NamespacedName{Namespace: ns, Name: name}] = true
 		}
+	}
+	for _, ing := range ings {
+		if !classes.Serves(ing) {
+			continue
+		}
+		if strings.TrimSpace(ing.Annotations[AnnotationPrefix+"auth-type"]) == "basic" {
+			add(ing, "auth-secret")
+		}
+		add(ing, "auth-tls-secret")
 	}
 	return out
 }

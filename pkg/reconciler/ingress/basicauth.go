@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrs "k8s.io/apimachinery/pkg/api/errors"
@@ -30,6 +31,10 @@ func (hb *hostBuilder) withBasicAuth(e *entry, r *ir.Route) bool {
 		r.Backends = []ir.WeightedBackend{{BackendName: e.ref.String() + "/auth-secret", Weight: 100, Unresolved: true}}
 		r.Mirrors, r.HashPolicy = nil, nil
 		return false
+	}
+	if len(users) == 0 {
+		// As nginx: no one is admitted.
+		hb.problem(e, basicAuthField, "AuthSecretEmpty", "Secret %s/%s of auth-secret has no users; every request is answered 401", e.ing.Namespace, c.secret)
 	}
 	r.Filters = append(r.Filters, &ir.BasicAuth{Users: users})
 	return true
@@ -81,9 +86,15 @@ func htpasswdUsers(s *corev1.Secret, perUser bool) ([]ir.HtpasswdUser, string) {
 			if line == "" || strings.HasPrefix(line, "#") {
 				continue
 			}
+			// As nginx: user:hash[:comment], and a line without a
+			// colon is no user.
 			name, hash, ok := strings.Cut(line, ":")
-			if !ok || name == "" {
-				return nil, fmt.Sprintf("has a line (%d) that is not user:hash", i+1)
+			if !ok {
+				continue
+			}
+			hash, _, _ = strings.Cut(hash, ":")
+			if name == "" {
+				return nil, fmt.Sprintf("has a line (%d) without a user name", i+1)
 			}
 			if seen[name] {
 				continue
@@ -94,6 +105,9 @@ func htpasswdUsers(s *corev1.Secret, perUser bool) ([]ir.HtpasswdUser, string) {
 	}
 	unservable := map[string]int{}
 	for _, u := range users {
+		if !utf8.ValidString(u.Name) {
+			return nil, "has a user name that is not UTF-8"
+		}
 		if kind := hashKind(u.Hash); kind != "" {
 			unservable[kind]++
 		}

@@ -123,6 +123,18 @@ func NewBuilder() *Builder {
 	return &Builder{lastGood: map[types.NamespacedName]*netv1.Ingress{}}
 }
 
+// LastGood are the last good versions the Builder keeps, for Ingresses
+// whose newest version was refused.
+func (b *Builder) LastGood() []*netv1.Ingress {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]*netv1.Ingress, 0, len(b.lastGood))
+	for _, ing := range b.lastGood {
+		out = append(out, ing)
+	}
+	return out
+}
+
 // entry is the version of an Ingress that is served, with its parsed
 // annotations.
 type entry struct {
@@ -319,7 +331,8 @@ func (hb *hostBuilder) build() *ir.Fragment {
 		return (e.cfg.useRegex || e.cfg.rewriteTarget != "") && servesRulesFor(e.ing, hb.host)
 	})
 	cands := hb.candidates(mains, regexHost)
-	tlsHost := hb.certificates(mains)
+	cert := hb.certificates(mains)
+	tlsHost := cert != nil
 
 	var https, http []*ir.Route
 	redirected := false
@@ -357,6 +370,16 @@ func (hb *hostBuilder) build() *ir.Fragment {
 	}
 	if len(https) == 0 && len(hb.frag.Certificates) == 0 {
 		return nil
+	}
+	if tlsHost {
+		if checked, ok := hb.withClientTLS(mains, cert, https); ok {
+			if !redirected {
+				// Plain HTTP is not checked, as in nginx: its routes
+				// stay as they were, on a virtual host of their own.
+				http, redirected = https, true
+			}
+			https = checked
+		}
 	}
 	prov := ir.Provenance{}
 	for _, e := range hb.entries {
@@ -987,9 +1010,9 @@ func (hb *hostBuilder) upstreamTLS(e *entry) (*ir.BackendTLS, string, string) {
 }
 
 // certificates adds the host's certificate: from the oldest Ingress with
-// a TLS entry for it, its Secret or the default certificate. It reports
-// whether the host is served over TLS.
-func (hb *hostBuilder) certificates(mains []*entry) bool {
+// a TLS entry for it, its Secret or the default certificate. It is nil
+// when the host is not served over TLS.
+func (hb *hostBuilder) certificates(mains []*entry) *ir.Certificate {
 	for _, e := range mains {
 		for i, t := range e.ing.Spec.TLS {
 			if !slices.ContainsFunc(t.Hosts, func(h string) bool { return ir.LowerASCII(h) == hb.host }) {
@@ -1000,21 +1023,22 @@ func (hb *hostBuilder) certificates(mains []*entry) bool {
 			if name == "" {
 				if hb.opts.DefaultCertificate == nil {
 					hb.problem(e, field, "NoCertificate", "host %s names no Secret and Weir has no default certificate (--default-ssl-certificate); it is not served over HTTPS", hb.host)
-					return false
+					return nil
 				}
 				ns, name = hb.opts.DefaultCertificate.Namespace, hb.opts.DefaultCertificate.Name
 			}
 			chain, key, problem := secrets.TLSKeyPair(hb.listers.Secrets, ns, name)
 			if problem != "" {
 				hb.problem(e, field+".secretName", "InvalidCertificate", "host %s is not served over HTTPS: %s", hb.host, problem)
-				return false
+				return nil
 			}
-			hb.frag.Certificates = append(hb.frag.Certificates, &ir.Certificate{
+			c := &ir.Certificate{
 				Name: ns + "/" + name, Hosts: []string{hb.host}, Listeners: ir.ListenerSet(0).With(ir.ExternalHTTPS),
 				CertChain: chain, PrivateKey: key, Provenance: ir.Provenance{e.ref}, Field: field,
-			})
-			return true
+			}
+			hb.frag.Certificates = append(hb.frag.Certificates, c)
+			return c
 		}
 	}
-	return false
+	return nil
 }

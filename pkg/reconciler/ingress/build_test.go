@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"maps"
 	"math/big"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -460,7 +461,10 @@ func TestAnnotations(t *testing.T) {
 		{name: "proxy-ssl-ciphers", annotations: map[string]string{p + "proxy-ssl-ciphers": "HIGH"}, ignored: "Envoy's default TLS versions and ciphers"},
 		{name: "snippet", annotations: map[string]string{p + "server-snippet": "return 200;"}, refused: "snippets inject raw proxy configuration"},
 		{name: "unknown snippet", annotations: map[string]string{p + "brand-new-snippet": "x"}, refused: "snippets inject raw proxy configuration"},
-		{name: "client certificates", annotations: map[string]string{p + "auth-tls-verify-client": "on"}, refused: "would weaken its security"},
+		{name: "client certificate CN", annotations: map[string]string{p + "auth-tls-secret": "ca", p + "auth-tls-match-cn": "CN=alice"}, refused: "would weaken its security"},
+		{name: "client certificate depth", annotations: map[string]string{p + "auth-tls-secret": "ca", p + "auth-tls-verify-depth": "deep"}, refused: `"deep" is not a whole number from 0 to 100`},
+		{name: "client certificate mode", annotations: map[string]string{p + "auth-tls-secret": "ca", p + "auth-tls-verify-client": "yes"}, refused: `"yes" is not on, off, optional or optional_no_ca`},
+		{name: "client CA of another namespace", annotations: map[string]string{p + "auth-tls-secret": "kube-system/ca"}, refused: "Weir reads only Secrets in the Ingress's own namespace"},
 		{name: "allow-list", annotations: map[string]string{p + "whitelist-source-range": "10.0.0.0/8, 192.0.2.7 ,2001:db8::/32", p + "denylist-source-range": "10.1.2.3/16"}, check: func(t *testing.T, r *ir.Route) {
 			sr := r.Filters[0].(*ir.SourceRanges)
 			if fmt.Sprint(sr.Allow) != "[10.0.0.0/8 192.0.2.7/32 2001:db8::/32]" || fmt.Sprint(sr.Deny) != "[10.1.0.0/16]" {
@@ -641,7 +645,7 @@ func TestRefusedIngressKeepsItsLastGoodVersion(t *testing.T) {
 	// version, without it, must not stay open.
 	run(ing("i", "2026-01-01T00:00:00Z", nil, rule("web")))
 	for _, closed := range []map[string]string{
-		{ingress.AnnotationPrefix + "auth-tls-verify-client": "on"},
+		{ingress.AnnotationPrefix + "auth-tls-secret": "ca", ingress.AnnotationPrefix + "auth-tls-match-cn": "CN=alice"},
 		// Basic auth Weir serves, without the Secret of its users.
 		{ingress.AnnotationPrefix + "auth-type": "basic"},
 		// An allow-list Weir enforces, with a value it cannot read.
@@ -994,7 +998,10 @@ func TestBasicAuth(t *testing.T) {
 		authSecret("map", map[string]string{"bob": bob + "\n", "alice": alice}) + "---\n" +
 		authSecret("apr1", map[string]string{"auth": "alice:" + alice + "\nbob:$apr1$Vv8E6Bq1$3jkJ0t7U5oT9mC3eQ1lIb/\ncarol:$2y$05$c4WoMPo3SXsafkva.HHa6uXQZWr7oboPiC2bT/r7q1BB8I2s0BRqC\n"}) + "---\n" +
 		authSecret("nokey", map[string]string{"users": "alice:" + alice}) + "---\n" +
-		authSecret("garbled", map[string]string{"auth": "alice:" + alice + "\nbob\n"})
+		authSecret("garbled", map[string]string{"auth": "alice:" + alice + "\n:" + bob + "\n"}) + "---\n" +
+		authSecret("comments", map[string]string{"auth": "alice:" + alice + ":the first\nnot a user\nbob:" + bob + "\n"}) + "---\n" +
+		authSecret("latin1", map[string]string{"auth": "al\xefce:" + alice + "\n"}) + "---\n" +
+		authSecret("empty", map[string]string{"auth": "# nobody yet\n"})
 	rules := "  - host: a.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n      - {path: /api, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}"
 	want := []ir.HtpasswdUser{{Name: "alice", Hash: alice}, {Name: "bob", Hash: bob}}
 	for _, tc := range []struct {
@@ -1008,7 +1015,9 @@ func TestBasicAuth(t *testing.T) {
 		{"auth-map", map[string]string{p + "auth-type": "basic", p + "auth-secret": "map", p + "auth-secret-type": "auth-map"}, want, ""},
 		{"apr1 and bcrypt", map[string]string{p + "auth-type": "basic", p + "auth-secret": "apr1"}, nil, "has 2 of 3 users whose passwords are hashed with apr1-MD5 (htpasswd's default) and bcrypt; Envoy's basic_auth verifies only SHA-1 ({SHA}) hashes"},
 		{"no auth key", map[string]string{p + "auth-type": "basic", p + "auth-secret": "nokey"}, nil, `has no key "auth"`},
-		{"not user:hash", map[string]string{p + "auth-type": "basic", p + "auth-secret": "garbled"}, nil, "has a line (2) that is not user:hash"},
+		{"no user name", map[string]string{p + "auth-type": "basic", p + "auth-secret": "garbled"}, nil, "has a line (2) without a user name"},
+		{"nginx's comments", map[string]string{p + "auth-type": "basic", p + "auth-secret": "comments"}, want, ""},
+		{"not UTF-8", map[string]string{p + "auth-type": "basic", p + "auth-secret": "latin1"}, nil, "has a user name that is not UTF-8"},
 		{"missing Secret", map[string]string{p + "auth-type": "basic", p + "auth-secret": "nope"}, nil, "Secret default/nope of auth-secret does not exist"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1044,6 +1053,85 @@ func TestBasicAuth(t *testing.T) {
 				if strings.Contains(g, "$") || strings.Contains(g, "{SHA}W") {
 					t.Errorf("a problem quotes a hash: %q", g)
 				}
+			}
+		})
+	}
+}
+
+// TestClientTLS: auth-tls-secret makes the host's certificate check
+// clients against the Secret's ca.crt, on a filter chain of its own, with
+// the oldest such Ingress's settings; every HTTPS route of the host
+// refuses connections opened for another server name; plain HTTP is left
+// unchecked, as in nginx; a CA Weir cannot serve makes the HTTPS paths
+// answer 503.
+func TestClientTLS(t *testing.T) {
+	const p = ingress.AnnotationPrefix
+	chain, key := selfSigned(t, "m.example.com")
+	ca, _ := selfSigned(t, "client-ca")
+	secrets := fmt.Sprintf("apiVersion: v1\nkind: Secret\nmetadata: {name: pair}\ntype: kubernetes.io/tls\ndata: {tls.crt: %s, tls.key: %s}\n---\n",
+		base64.StdEncoding.EncodeToString(chain), base64.StdEncoding.EncodeToString(key)) +
+		authSecret("ca", map[string]string{"ca.crt": string(ca)}) + "---\n" +
+		authSecret("noca", map[string]string{"tls.crt": string(ca)}) + "---\n" +
+		authSecret("badca", map[string]string{"ca.crt": "not a certificate"}) + "---\n"
+	tlsIng := func(name, created string, annotations map[string]string) string {
+		return ing(name, created, annotations, "  - host: m.example.com\n    http:\n      paths:\n      - {path: /"+name+", pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n  tls: [{hosts: [m.example.com], secretName: pair}]")
+	}
+	depth := func(d uint32) *uint32 { return &d }
+	for _, tc := range []struct {
+		name        string
+		annotations map[string]string
+		want        *ir.ClientValidation
+		certName    string
+		problem     string
+		plainHTTP   bool // plain HTTP serves the paths, unchecked
+	}{
+		{"on by default", map[string]string{p + "auth-tls-secret": "ca"}, &ir.ClientValidation{CACertificates: ca, MaxDepth: depth(1)}, "default/pair+client-ca=default/ca,verify=on,depth=1", "", false},
+		{"optional, plain HTTP too", map[string]string{p + "auth-tls-secret": "default/ca", p + "auth-tls-verify-client": "optional", p + "auth-tls-verify-depth": "2", p + "ssl-redirect": "false"},
+			&ir.ClientValidation{CACertificates: ca, Optional: true, MaxDepth: depth(2)}, "default/pair+client-ca=default/ca,verify=optional,depth=2", "", true},
+		{"optional_no_ca", map[string]string{p + "auth-tls-secret": "ca", p + "auth-tls-verify-client": "optional_no_ca"}, &ir.ClientValidation{CACertificates: ca, AllowInsecureFallback: true, MaxDepth: depth(1)}, "default/pair+client-ca=default/ca,verify=optional_no_ca,depth=1", "", false},
+		// a asks nothing, so the host checks clients as b says.
+		{"off", map[string]string{p + "auth-tls-secret": "ca", p + "auth-tls-verify-client": "off"}, &ir.ClientValidation{CACertificates: ca, MaxDepth: depth(5)}, "default/pair+client-ca=default/ca,verify=on,depth=5", "", false},
+		{"no ca.crt", map[string]string{p + "auth-tls-secret": "noca"}, nil, "default/pair", "Secret default/noca of auth-tls-secret has no ca.crt; the host's HTTPS paths answer 503", false},
+		{"a bad ca.crt", map[string]string{p + "auth-tls-secret": "badca"}, nil, "default/pair", "Secret default/badca of auth-tls-secret: ca.crt:", false},
+		{"a missing Secret", map[string]string{p + "auth-tls-secret": "nope"}, nil, "default/pair", `Secret default/nope of auth-tls-secret: secret "nope" not found`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// A younger Ingress of the host asks otherwise, and is told.
+			res := build(t, weirClass+"---\n"+secrets+tlsIng("a", "2026-01-01T00:00:00Z", tc.annotations)+"---\n"+
+				tlsIng("b", "2026-02-01T00:00:00Z", map[string]string{p + "auth-tls-secret": "ca", p + "auth-tls-verify-depth": "5"}))
+			f := fragment(t, res, "m.example.com")
+			if len(f.Certificates) != 1 || f.Certificates[0].Name != tc.certName || !reflect.DeepEqual(f.Certificates[0].ClientValidation, tc.want) {
+				t.Fatalf("certificates %v, client validation %+v; want %s with %+v", f.Certificates, f.Certificates[0].ClientValidation, tc.certName, tc.want)
+			}
+			for _, vh := range f.VirtualHosts {
+				for _, r := range vh.Routes {
+					sn := filterOf[*ir.ServerNames](r)
+					switch {
+					case !vh.Listeners.Has(ir.ExternalHTTPS):
+						if sn != nil || strings.Contains(r.Name, "/default/a/") && tc.plainHTTP != (r.Redirect == nil) {
+							t.Errorf("plain HTTP route %s: server names %v, redirect %v", r.Name, sn, r.Redirect)
+						}
+					case tc.problem != "":
+						if len(r.Backends) != 1 || !r.Backends[0].Unresolved || r.Filters != nil {
+							t.Errorf("HTTPS route %s: %+v, want 503", r.Name, r)
+						}
+					case tc.want == nil:
+						if sn != nil {
+							t.Errorf("HTTPS route %s checks server names %v without client validation", r.Name, sn)
+						}
+					default:
+						if sn == nil || !slices.Equal(sn.Names, []string{"m.example.com"}) || r.Filters[0] != ir.HTTPFilter(sn) {
+							t.Errorf("HTTPS route %s: filters %v, want the server name check first", r.Name, r.Filters)
+						}
+					}
+				}
+			}
+			got := problems(res, "a")
+			if tc.problem != "" && (len(got) != 1 || !strings.Contains(got[0], tc.problem)) {
+				t.Errorf("problems of a %q, want %q", got, tc.problem)
+			}
+			if tc.want != nil && tc.name != "off" && len(problems(res, "b")) != 1 {
+				t.Errorf("problems of b %q, want one saying a's settings are used", problems(res, "b"))
 			}
 		})
 	}

@@ -183,7 +183,8 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 		return err
 	}
 	classes := ClassesOf(ics, c.opts.ExtraClasses)
-	c.auth.Watch(ctx, authSecretsOf(ings, classes))
+	// The last good versions too: a refused Ingress keeps serving one.
+	c.auth.Watch(ctx, authSecretsOf(append(c.builder.LastGood(), ings...), classes))
 	res := c.builder.Build(ings, classes, Listers{
 		Services:       c.services,
 		EndpointSlices: kingress.IndexedSlices(c.opts.SliceInformer.GetIndexer()),

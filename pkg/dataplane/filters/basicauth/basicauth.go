@@ -211,10 +211,6 @@ func decodeCredentials(encoded string) (name, password string, ok bool) {
 // deny answers 401 with Envoy's challenge, whose realm is the request's
 // URL (its original path when a filter rewrote it, at most 256 bytes).
 func (f *filter) deny(h *httpfilter.RequestHeaders, body, details string) httpfilter.Status {
-	scheme := h.Header.Get("X-Forwarded-Proto")
-	if scheme == "" {
-		scheme = h.Scheme
-	}
 	path := h.Header.Get("X-Envoy-Original-Path")
 	if path == "" {
 		path = h.Path
@@ -222,9 +218,10 @@ func (f *filter) deny(h *httpfilter.RequestHeaders, body, details string) httpfi
 	if len(path) > 256 {
 		path = path[:256]
 	}
-	realm := scheme + "://" + h.Authority + path
-	if !httpguts.ValidHeaderFieldValue(realm) || strings.ContainsRune(realm, '"') {
-		realm = scheme + "://" + h.Authority
+	// Envoy's buildOriginalUri: :scheme, :authority and the path.
+	realm := h.Scheme + "://" + h.Authority + path
+	if !httpguts.ValidHeaderFieldValue(realm) {
+		realm = h.Scheme + "://" + h.Authority
 	}
 	f.cb.SendLocalReply(http.StatusUnauthorized, body, http.Header{"Www-Authenticate": {`Basic realm="` + realm + `"`}}, details)
 	return httpfilter.StopIteration

@@ -1,7 +1,8 @@
 // Package rbac is weir-proxy's envoy.filters.http.rbac, for the subset of
-// Envoy's RBAC that decides by client address: an ALLOW or DENY action,
-// policies whose permissions are "any" and whose principals are remote
-// and direct-remote IP ranges combined with and, or and not. A request an
+// Envoy's RBAC that decides by client address and SNI: an ALLOW or DENY
+// action, policies whose permissions are "any" or the connection's
+// requested_server_name, and whose principals are remote and direct-remote
+// IP ranges combined with and, or and not. A request an
 // ALLOW policy set does not admit, or that a DENY policy matches, is
 // answered 403 "RBAC: access denied", as Envoy does. Anything else in the
 // config is refused, so the proxy NACKs what it cannot enforce.
@@ -16,10 +17,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/weir-dev/weir/pkg/dataplane/httpfilter"
@@ -86,10 +89,13 @@ func compile(r *rbacv3.RBAC) (*engine, error) {
 		if len(p.GetPermissions()) == 0 || len(p.GetPrincipals()) == 0 {
 			return nil, fmt.Errorf("%s: permissions and principals are required", path)
 		}
+		var perms []principal
 		for i, perm := range p.GetPermissions() {
-			if !perm.GetAny() {
-				return nil, fmt.Errorf("%s.permissions[%d]: only any is supported by weir-proxy", path, i)
+			c, err := compilePermission(perm, fmt.Sprintf("%s.permissions[%d]", path, i))
+			if err != nil {
+				return nil, err
 			}
+			perms = append(perms, c)
 		}
 		var alts []principal
 		for i, pr := range p.GetPrincipals() {
@@ -99,16 +105,60 @@ func compile(r *rbacv3.RBAC) (*engine, error) {
 			}
 			alts = append(alts, c)
 		}
-		e.policies = append(e.policies, orOf(alts))
+		// A policy matches when a permission and a principal do.
+		perm, who := orOf(perms), orOf(alts)
+		e.policies = append(e.policies, func(a addrs) bool { return perm(a) && who(a) })
 	}
 	return e, nil
 }
 
-// addrs are the addresses a principal may look at.
-type addrs struct{ remote, direct netip.Addr }
+// addrs is what permissions and principals look at: the client's
+// addresses and the connection's SNI ("" without TLS or SNI).
+type addrs struct {
+	remote, direct netip.Addr
+	serverName     string
+}
 
-// principal reports whether a request from a matches.
+// principal reports whether a request from a matches; permissions have
+// the same shape.
 type principal func(a addrs) bool
+
+// compilePermission: any, and requested_server_name with an exact,
+// prefix or suffix matcher (ignore_case as Envoy's StringMatcher).
+func compilePermission(p *rbacconfigv3.Permission, path string) (principal, error) {
+	switch r := p.GetRule().(type) {
+	case *rbacconfigv3.Permission_Any:
+		if !r.Any {
+			return nil, fmt.Errorf("%s.any: must be true", path)
+		}
+		return func(addrs) bool { return true }, nil
+	case *rbacconfigv3.Permission_RequestedServerName:
+		m := r.RequestedServerName
+		if bad := httpfilter.UnsupportedField(m, "exact", "prefix", "suffix", "ignore_case"); bad != "" {
+			return nil, fmt.Errorf("%s.requested_server_name.%s: not supported by weir-proxy", path, bad)
+		}
+		fold := func(s string) string { return s }
+		if m.GetIgnoreCase() {
+			fold = strings.ToLower
+		}
+		var match func(string) bool
+		switch v := m.GetMatchPattern().(type) {
+		case *matcherv3.StringMatcher_Exact:
+			want := fold(v.Exact)
+			match = func(s string) bool { return fold(s) == want }
+		case *matcherv3.StringMatcher_Prefix:
+			want := fold(v.Prefix)
+			match = func(s string) bool { return strings.HasPrefix(fold(s), want) }
+		case *matcherv3.StringMatcher_Suffix:
+			want := fold(v.Suffix)
+			match = func(s string) bool { return strings.HasSuffix(fold(s), want) }
+		default:
+			return nil, fmt.Errorf("%s.requested_server_name: only exact, prefix and suffix are supported by weir-proxy", path)
+		}
+		return func(a addrs) bool { return match(a.serverName) }, nil
+	}
+	return nil, fmt.Errorf("%s: only any and requested_server_name are supported by weir-proxy", path)
+}
 
 func orOf(ps []principal) principal {
 	return func(a addrs) bool {
@@ -210,7 +260,7 @@ func (f *filter) DecodeHeaders(*httpfilter.RequestHeaders, bool) httpfilter.Stat
 	if rc, ok := f.cb.PerRouteConfig().(*engine); ok {
 		e = rc
 	}
-	if e.allows(addrs{remote: f.cb.ClientAddr(), direct: f.cb.RemoteAddr().Addr().WithZone("").Unmap()}) {
+	if e.allows(addrs{remote: f.cb.ClientAddr(), direct: f.cb.RemoteAddr().Addr().WithZone("").Unmap(), serverName: f.cb.RequestedServerName()}) {
 		return httpfilter.Continue
 	}
 	f.cb.SendLocalReply(http.StatusForbidden, "RBAC: access denied", nil, "rbac_access_denied_matched_policy[none]")

@@ -1,0 +1,86 @@
+package ingress
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/weir-dev/weir/pkg/envoycheck"
+	"github.com/weir-dev/weir/pkg/ir"
+)
+
+// clientTLSField is the annotation a client certificate problem is
+// reported on.
+const clientTLSField = "metadata.annotations[" + AnnotationPrefix + "auth-tls-secret]"
+
+// withClientTLS makes the host's TLS connections check client
+// certificates as the oldest Ingress of the host with auth-tls-secret
+// says, as nginx does per server. It returns the host's HTTPS routes,
+// copied, each refusing requests that came over a connection opened for
+// another server name (whose chain checked nothing, or against another
+// CA), and ok false when no Ingress asks. A CA Weir cannot serve makes
+// them answer 503: the host must not be served unchecked.
+func (hb *hostBuilder) withClientTLS(mains []*entry, cert *ir.Certificate, https []*ir.Route) (checked []*ir.Route, ok bool) {
+	owner := firstWith(mains, hb.host, func(c config) bool { return c.clientTLS != nil })
+	if owner == nil {
+		return nil, false
+	}
+	for _, e := range mains {
+		if e != owner && e.cfg.clientTLS != nil && *e.cfg.clientTLS != *owner.cfg.clientTLS && servesRulesFor(e.ing, hb.host) {
+			hb.problem(e, clientTLSField, "ClientTLSConflict", "host %s checks client certificates as Ingress %s, its oldest with auth-tls-secret, says; this Ingress's settings are not used", hb.host, owner.ref)
+		}
+	}
+	c := owner.cfg.clientTLS
+	cv, problem := hb.clientValidation(owner.ing.Namespace, c)
+	if problem == "" && hb.host == CatchAllHost {
+		problem = "a rule without a host has no server name to check clients by"
+	}
+	for _, r := range https {
+		cp := *r
+		if problem != "" {
+			cp.Redirect, cp.Mirrors, cp.HashPolicy, cp.Filters = nil, nil, nil, nil
+			cp.Backends = []ir.WeightedBackend{{BackendName: owner.ref.String() + "/auth-tls-secret", Weight: 100, Unresolved: true}}
+		} else {
+			cp.Filters = append([]ir.HTTPFilter{&ir.ServerNames{Names: []string{hb.host}}}, r.Filters...)
+		}
+		checked = append(checked, &cp)
+	}
+	if problem != "" {
+		hb.problem(owner, clientTLSField, "ClientCANotServed", "%s; the host's HTTPS paths answer 503 until it is fixed", problem)
+		return checked, true
+	}
+	cert.ClientValidation = cv
+	// Its own filter chain: another host may serve the same pair
+	// without checking clients.
+	cert.Name += fmt.Sprintf("+client-ca=%s/%s,verify=%s,depth=%d", owner.ing.Namespace, c.secret, c.verify, c.depth)
+	cert.Provenance = append(slices.Clip(cert.Provenance), owner.ref)
+	return checked, true
+}
+
+// clientValidation reads c's CA bundle: the ca.crt of a Secret of the
+// Ingress's namespace, as ingress-nginx reads it.
+func (hb *hostBuilder) clientValidation(ns string, c *clientTLSConfig) (*ir.ClientValidation, string) {
+	name := ns + "/" + c.secret
+	if hb.listers.AuthSecrets == nil {
+		return nil, fmt.Sprintf("Secret %s of auth-tls-secret is not read here", name)
+	}
+	s, err := hb.listers.AuthSecrets.Secrets(ns).Get(c.secret)
+	if err != nil {
+		return nil, fmt.Sprintf("Secret %s of auth-tls-secret: %v", name, err)
+	}
+	ca := s.Data["ca.crt"]
+	if len(ca) == 0 {
+		return nil, fmt.Sprintf("Secret %s of auth-tls-secret has no ca.crt", name)
+	}
+	// Checked here, not only where Envoy's config is made: a host whose
+	// check were left out there would take its clients unchecked.
+	if _, err := envoycheck.CABundle(ca); err != nil {
+		return nil, fmt.Sprintf("Secret %s of auth-tls-secret: ca.crt: %v", name, err)
+	}
+	depth := c.depth
+	return &ir.ClientValidation{
+		CACertificates:        ca,
+		Optional:              c.verify == "optional",
+		AllowInsecureFallback: c.verify == "optional_no_ca",
+		MaxDepth:              &depth,
+	}, ""
+}
