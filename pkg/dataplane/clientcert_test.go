@@ -19,8 +19,10 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	setfilterstatecommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/set_filter_state/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	setfilterstatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/set_filter_state/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -249,11 +251,13 @@ func concatPEM(certs []testCert) []byte {
 	return out
 }
 
-// TestClientCertificateDepthAndServerName: max_verify_depth counts the
-// certificates after the client's own, its CA included; an RBAC policy on
-// requested_server_name keeps a host whose chain checks clients from
-// being reached over a connection opened for another name.
-func TestClientCertificateDepthAndServerName(t *testing.T) {
+// TestClientCertificateDepthAndFilterChain: max_verify_depth counts the
+// certificates after the client's own, its CA included; a chain's
+// set_filter_state marks its connections, and an RBAC filter_state
+// principal keeps a host whose chain checks clients from being reached
+// over a connection another chain took. requested_server_name compares
+// the SNI, ignoring the case of ASCII letters only.
+func TestClientCertificateDepthAndFilterChain(t *testing.T) {
 	server := newCert(t, "server", "strict.example.com", "open.example.com")
 	ca := issue(t, nil, "client-ca", true)
 	inter := issue(t, &ca, "client-intermediate", true)
@@ -263,10 +267,23 @@ func TestClientCertificateDepthAndServerName(t *testing.T) {
 	b := startBackend(t, "b")
 	const name = "https"
 	l := tlsListener(name, sniChain{names: []string{"strict.example.com"}, secret: "srv"}, sniChain{names: []string{"open.example.com"}, secret: "srv"})
-	serverNameCheck := &hcmv3.HttpFilter{Name: "weir.filters.http.server_names", Disabled: true, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&rbacv3.RBAC{})}}
-	for _, fc := range l.FilterChains {
-		fc.Filters = []*listenerv3.Filter{hcmFilter(name, withFilters(serverNameCheck))}
+	rbacFilter := func(name string) *hcmv3.HttpFilter {
+		return &hcmv3.HttpFilter{Name: name, Disabled: true, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&rbacv3.RBAC{})}}
 	}
+	for _, fc := range l.FilterChains {
+		fc.Filters = []*listenerv3.Filter{hcmFilter(name, withFilters(rbacFilter("via_chain"), rbacFilter("by_sni")))}
+	}
+	// The strict chain marks its connections.
+	l.FilterChains[0].Filters = append([]*listenerv3.Filter{{Name: "envoy.filters.network.set_filter_state", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(&setfilterstatev3.Config{
+		OnNewConnection: []*setfilterstatecommonv3.FilterStateValue{{
+			Key:        &setfilterstatecommonv3.FilterStateValue_ObjectKey{ObjectKey: "weir.filter_chain"},
+			FactoryKey: "envoy.string",
+			Value: &setfilterstatecommonv3.FilterStateValue_FormatString{FormatString: &corev3.SubstitutionFormatString{
+				Format: &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "strict 100%% checked"}}},
+			}},
+			ReadOnly: true,
+		}},
+	})}}}, l.FilterChains[0].Filters...)
 	withClientValidation(t, l, 0, ca, false)
 	var dtc tlsv3.DownstreamTlsContext
 	if err := l.FilterChains[0].TransportSocket.GetTypedConfig().UnmarshalTo(&dtc); err != nil {
@@ -275,19 +292,26 @@ func TestClientCertificateDepthAndServerName(t *testing.T) {
 	dtc.CommonTlsContext.GetValidationContext().MaxVerifyDepth = wrapperspb.UInt32(1)
 	l.FilterChains[0].TransportSocket.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(&dtc)}
 
+	allow := func(perm *rbacconfigv3.Permission, who *rbacconfigv3.Principal) *anypb.Any {
+		return mustAny(&rbacv3.RBACPerRoute{Rbac: &rbacv3.RBAC{Rules: &rbacconfigv3.RBAC{
+			Action:   rbacconfigv3.RBAC_ALLOW,
+			Policies: map[string]*rbacconfigv3.Policy{"p": {Permissions: []*rbacconfigv3.Permission{perm}, Principals: []*rbacconfigv3.Principal{who}}},
+		}}})
+	}
+	anyPerm := &rbacconfigv3.Permission{Rule: &rbacconfigv3.Permission_Any{Any: true}}
+	anyone := &rbacconfigv3.Principal{Identifier: &rbacconfigv3.Principal_Any{Any: true}}
 	strict := routeTo(prefixMatch("/"), "b")
-	strict.TypedPerFilterConfig = map[string]*anypb.Any{"weir.filters.http.server_names": mustAny(&rbacv3.RBACPerRoute{Rbac: &rbacv3.RBAC{Rules: &rbacconfigv3.RBAC{
-		Action: rbacconfigv3.RBAC_ALLOW,
-		Policies: map[string]*rbacconfigv3.Policy{"server-names": {
-			Permissions: []*rbacconfigv3.Permission{{Rule: &rbacconfigv3.Permission_RequestedServerName{RequestedServerName: &matcherv3.StringMatcher{
-				MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "STRICT.example.com"}, IgnoreCase: true}}}},
-			Principals: []*rbacconfigv3.Principal{{Identifier: &rbacconfigv3.Principal_Any{Any: true}}},
-		}},
+	strict.TypedPerFilterConfig = map[string]*anypb.Any{"via_chain": allow(anyPerm, &rbacconfigv3.Principal{Identifier: &rbacconfigv3.Principal_FilterState{FilterState: &matcherv3.FilterStateMatcher{
+		Key: "weir.filter_chain", Matcher: &matcherv3.FilterStateMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "strict 100% checked"}}},
 	}}})}
+	bySNI := routeTo(prefixMatch("/"), "b")
+	bySNI.TypedPerFilterConfig = map[string]*anypb.Any{"by_sni": allow(&rbacconfigv3.Permission{Rule: &rbacconfigv3.Permission_RequestedServerName{RequestedServerName: &matcherv3.StringMatcher{
+		MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "OPEN.example.com"}, IgnoreCase: true}}}, anyone)}
 	res := &Resources{
 		Listeners: []*listenerv3.Listener{l},
 		Routes: []*routev3.RouteConfiguration{routeConfig(name,
 			virtualHost("strict", []string{"strict.example.com"}, strict),
+			virtualHost("sni", []string{"sni.example.com"}, bySNI),
 			virtualHost("open", []string{"open.example.com"}, routeTo(prefixMatch("/"), "b")))},
 		Secrets: []*tlsv3.Secret{secret("srv", server)},
 	}
@@ -324,7 +348,13 @@ func TestClientCertificateDepthAndServerName(t *testing.T) {
 		t.Error("a client two certificates from its CA was taken with max_verify_depth 1")
 	}
 	if code, err := get("open.example.com", "strict.example.com", nil); err != nil || code != http.StatusForbidden {
-		t.Errorf("the checked host over a connection for another name: %d %v, want 403", code, err)
+		t.Errorf("the checked host over a connection another chain took: %d %v, want 403", code, err)
+	}
+	if code, err := get("open.example.com", "sni.example.com", nil); err != nil || code != 200 {
+		t.Errorf("requested_server_name OPEN.example.com, SNI open.example.com: %d %v, want 200", code, err)
+	}
+	if code, err := get("strict.example.com", "sni.example.com", &direct); err != nil || code != http.StatusForbidden {
+		t.Errorf("requested_server_name OPEN.example.com, SNI strict.example.com: %d %v, want 403", code, err)
 	}
 	if code, err := get("open.example.com", "open.example.com", nil); err != nil || code != 200 {
 		t.Errorf("the open host: %d %v", code, err)

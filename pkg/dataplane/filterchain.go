@@ -258,6 +258,11 @@ func (c filterCallbacks) SetDecoderBufferLimit(n int) { c.f.s.decBufLimit = n }
 
 func (c filterCallbacks) ClientAddr() netip.Addr { return c.f.s.clientAddr }
 
+func (c filterCallbacks) FilterState(key string) (string, bool) {
+	v, ok := c.f.s.filterState[key]
+	return v, ok
+}
+
 func (c filterCallbacks) RequestedServerName() string {
 	if t := c.f.s.r.TLS; t != nil {
 		return t.ServerName

@@ -55,6 +55,9 @@ var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return 
 // not pooled: timers and the transport's body reader may outlive the
 // handler.
 type stream struct {
+	// filterState is the connection's filter state, from its chain's
+	// set_filter_state filter.
+	filterState map[string]string
 	// decBufLimit, when set by a filter (SetDecoderBufferLimit), is what
 	// decoder filters may buffer instead of the connection's limit.
 	decBufLimit int
@@ -149,7 +152,7 @@ func (rl *rtListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// "Connection: close" from SetKeepAlivesEnabled(false).
 		w.Header().Set("Connection", "close")
 	}
-	s := &stream{rl: rl, conf: conf, hcm: ch.hcm, w: w, r: r, start: time.Now(), tls: r.TLS != nil}
+	s := &stream{rl: rl, conf: conf, hcm: ch.hcm, filterState: ch.filterState, w: w, r: r, start: time.Now(), tls: r.TLS != nil}
 	defer s.finish()
 	s.serve()
 	s.mu.Lock()
@@ -421,11 +424,30 @@ func (s *stream) headersMatch(ms []headerMatcher) bool {
 		case hmRegex:
 			ok = present && m.re.MatchString(value)
 		}
+		// Envoy inverts presence checks and the values of present
+		// headers; a value matcher never matches a missing header.
+		if m.invert && (present || m.kind == hmPresent || m.kind == hmAbsent) {
+			ok = !ok
+		}
 		if !ok {
 			return false
 		}
 	}
 	return true
+}
+
+// retriable reports whether rp may retry this request: with
+// retriable_request_headers, one of them must match (Envoy).
+func (s *stream) retriable(rp *retryPolicy) bool {
+	if len(rp.requestHeaders) == 0 {
+		return true
+	}
+	for i := range rp.requestHeaders {
+		if s.headersMatch(rp.requestHeaders[i : i+1]) {
+			return true
+		}
+	}
+	return false
 }
 
 // queryMatches follows Envoy's QueryParameterMatcher: the first value of
@@ -819,6 +841,12 @@ func (s *stream) roundTrip(out *http.Request, c *cluster, fw *forward, transport
 	rp := fw.retry
 	if rp == nil || s.upType != "" {
 		return s.attempt(out, c, transport)
+	}
+	if !s.retriable(rp) {
+		// Envoy: no retries, while per_try_timeout still applies.
+		once := *rp
+		once.numRetries = 0
+		rp = &once
 	}
 	var rb *replayBody
 	if out.Body != nil {

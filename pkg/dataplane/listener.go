@@ -17,6 +17,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	setfilterstatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/set_filter_state/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
@@ -62,6 +63,9 @@ type filterChain struct {
 	hcm       *hcmConf
 	tlsConfig *tls.Config
 	tcp       *tcpProxyConf
+	// filterState is what a set_filter_state filter in front of the
+	// connection manager puts on each connection: constant strings.
+	filterState map[string]string
 }
 
 // hcmConf is a compiled HttpConnectionManager.
@@ -303,11 +307,20 @@ func compileChain(fc *listenerv3.FilterChain, path string, env *compileEnv) (*fi
 			return nil, invalid(sub(path, "filter_chain_match.transport_protocol"), "%q is not supported", tp)
 		}
 	}
-	if len(fc.GetFilters()) != 1 {
-		return nil, invalid(sub(path, "filters"), "exactly one %s or %s filter is required", hcmFilterName, tcpProxyFilterName)
+	filters := fc.GetFilters()
+	var state map[string]string
+	if len(filters) > 1 && !isTCPProxyChain(fc) {
+		var err error
+		if state, err = compileSetFilterState(filters[:len(filters)-1], sub(path, "filters")); err != nil {
+			return nil, err
+		}
+		filters = filters[len(filters)-1:]
 	}
-	f := fc.GetFilters()[0]
-	fp := sub(path, "filters[0]")
+	if len(filters) != 1 {
+		return nil, invalid(sub(path, "filters"), "exactly one %s or %s filter is required, after set_filter_state filters", hcmFilterName, tcpProxyFilterName)
+	}
+	f := filters[0]
+	fp := sub(path, fmt.Sprintf("filters[%d]", len(fc.GetFilters())-1))
 	if err := onlyFields(f, fp, "name", "typed_config"); err != nil {
 		return nil, err
 	}
@@ -342,7 +355,7 @@ func compileChain(fc *listenerv3.FilterChain, path string, env *compileEnv) (*fi
 	if err != nil {
 		return nil, err
 	}
-	chain := &filterChain{hcm: hc}
+	chain := &filterChain{hcm: hc, filterState: state}
 	if ts := fc.GetTransportSocket(); ts != nil {
 		cfg, err := compileTLS(ts, sub(path, "transport_socket"), env)
 		if err != nil {
@@ -351,6 +364,54 @@ func compileChain(fc *listenerv3.FilterChain, path string, env *compileEnv) (*fi
 		chain.tlsConfig = cfg
 	}
 	return chain, nil
+}
+
+// setFilterStateName is Envoy's network filter that puts objects on a
+// connection's filter state.
+const setFilterStateName = "envoy.filters.network.set_filter_state"
+
+// compileSetFilterState reads set_filter_state filters for what Weir
+// emits: on_new_connection values of Envoy's generic string object
+// ("envoy.string") whose format string is a constant, read-only and not
+// shared with upstreams. Anything else is refused.
+func compileSetFilterState(fs []*listenerv3.Filter, path string) (map[string]string, error) {
+	out := map[string]string{}
+	for i, f := range fs {
+		fp := idx(path, i)
+		if err := onlyFields(f, fp, "name", "typed_config"); err != nil {
+			return nil, err
+		}
+		var cfg setfilterstatev3.Config
+		if f.GetTypedConfig() == nil || unpack(f.GetTypedConfig(), &cfg, sub(fp, "typed_config")) != nil {
+			return nil, invalid(fp, "only %s may come before %s", setFilterStateName, hcmFilterName)
+		}
+		cp := sub(fp, "typed_config")
+		if err := onlyFields(&cfg, cp, "on_new_connection"); err != nil {
+			return nil, err
+		}
+		for j, v := range cfg.GetOnNewConnection() {
+			vp := idx(sub(cp, "on_new_connection"), j)
+			if err := onlyFields(v, vp, "object_key", "factory_key", "format_string", "read_only"); err != nil {
+				return nil, err
+			}
+			if v.GetFactoryKey() != "envoy.string" || v.GetObjectKey() == "" {
+				return nil, invalid(vp, "only an object_key with factory_key envoy.string is supported by weir-proxy")
+			}
+			if !v.GetReadOnly() {
+				return nil, invalid(sub(vp, "read_only"), "only read-only values are supported by weir-proxy")
+			}
+			fsp := sub(vp, "format_string")
+			if err := onlyFields(v.GetFormatString(), fsp, "text_format_source"); err != nil {
+				return nil, err
+			}
+			text, ok := v.GetFormatString().GetTextFormatSource().GetSpecifier().(*corev3.DataSource_InlineString)
+			if !ok || strings.Contains(strings.ReplaceAll(text.InlineString, "%%", ""), "%") {
+				return nil, invalid(fsp, "only a constant inline_string is supported by weir-proxy")
+			}
+			out[v.GetObjectKey()] = strings.ReplaceAll(text.InlineString, "%%", "%")
+		}
+	}
+	return out, nil
 }
 
 // isTCPProxyChain reports whether a filter chain's one filter is a
@@ -547,7 +608,8 @@ func clientValidation(cfg *tls.Config, vc *tlsv3.CertificateValidationContext, r
 	// leaf, the trust anchor included: 1 takes a leaf its CA signed.
 	maxDepth := -1
 	if d := vc.GetMaxVerifyDepth(); d != nil {
-		maxDepth = int(d.GetValue())
+		// Envoy sets BoringSSL's depth to one less, and 0 acts as 1.
+		maxDepth = max(int(d.GetValue()), 1)
 	}
 	pemData, err := inlineData(vc.GetTrustedCa(), sub(vp, "trusted_ca"))
 	if err != nil {

@@ -26,6 +26,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -378,6 +379,41 @@ func TestRetries(t *testing.T) {
 			t.Fatalf("got %d %q after %d upstream requests", resp.StatusCode, body, n.Load())
 		}
 	})
+	// What translate emits for nginx's proxy-next-upstream without
+	// non_idempotent: POST, LOCK and PATCH are never retried.
+	for _, tc := range []struct {
+		method string
+		want   int
+		tries  int64
+	}{
+		{http.MethodGet, 200, 2},
+		{http.MethodPut, 200, 2},
+		{http.MethodPost, 503, 1},
+		{"PATCH", 503, 1},
+	} {
+		t.Run("retriable_request_headers "+tc.method, func(t *testing.T) {
+			b, n := flakyBackend(t)
+			r := routeTo(prefixMatch("/"), "flaky")
+			action(r).RetryPolicy = &routev3.RetryPolicy{RetryOn: "retriable-status-codes", NumRetries: wrapperspb.UInt32(2), RetriableStatusCodes: []uint32{503},
+				RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(10 * time.Millisecond)},
+				RetriableRequestHeaders: []*routev3.HeaderMatcher{{Name: ":method", InvertMatch: true, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+					MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "POST|LOCK|PATCH"}},
+				}}}}}
+			res := singleRoute(r)
+			addBackends(res, false, b)
+			p := newTestProxy(t, Options{})
+			mustApply(t, p, res)
+			req, _ := http.NewRequest(tc.method, proxyURL(t, p, listenerName)+"/", strings.NewReader("x"))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want || n.Load() != tc.tries {
+				t.Errorf("%s: %d after %d upstream requests, want %d after %d", tc.method, resp.StatusCode, n.Load(), tc.want, tc.tries)
+			}
+		})
+	}
 	t.Run("retry_policy 5xx retries with the body replayed", func(t *testing.T) {
 		b, n := flakyBackend(t)
 		r := routeTo(prefixMatch("/"), "flaky")

@@ -111,6 +111,9 @@ type headerMatcher struct {
 	kind   headerMatchKind
 	exact  string
 	re     *regexp.Regexp
+	// invert is invert_match: a present header's result is inverted; an
+	// absent one still fails a value match.
+	invert bool
 }
 
 // queryMatcher is a QueryParameterMatcher: Envoy matches the first value
@@ -195,15 +198,18 @@ type headerOp struct {
 }
 
 type retryPolicy struct {
-	numRetries  int
-	perTry      time.Duration
-	on5xx       bool
-	onGateway   bool
-	onReset     bool
-	onConnect   bool
-	onCodes     []int
-	baseBackoff time.Duration
-	maxBackoff  time.Duration
+	numRetries int
+	perTry     time.Duration
+	on5xx      bool
+	onGateway  bool
+	onReset    bool
+	onConnect  bool
+	onCodes    []int
+	// requestHeaders is retriable_request_headers: unless one matches,
+	// the request is not retried.
+	requestHeaders []headerMatcher
+	baseBackoff    time.Duration
+	maxBackoff     time.Duration
 	// hostAttempts is host_selection_retry_max_attempts with the
 	// previous_hosts predicate: how many times a retry chooses its
 	// endpoint before taking one already tried. 0: no predicate.
@@ -907,9 +913,10 @@ func compileStringMatcher(sm *matcherv3.StringMatcher, path string, hm *headerMa
 
 func compileHeaderMatcher(h *routev3.HeaderMatcher, path string) (headerMatcher, error) {
 	var hm headerMatcher
-	if err := onlyFields(h, path, "name", "string_match", "present_match"); err != nil {
+	if err := onlyFields(h, path, "name", "string_match", "present_match", "invert_match"); err != nil {
 		return hm, err
 	}
+	hm.invert = h.GetInvertMatch()
 	name := strings.ToLower(h.GetName())
 	switch name {
 	case ":method":
@@ -1205,10 +1212,17 @@ func concatOps(a, b []headerOp) []headerOp {
 }
 
 func compileRetry(rp *routev3.RetryPolicy, path string) (*retryPolicy, error) {
-	if err := onlyFields(rp, path, "retry_on", "num_retries", "per_try_timeout", "retriable_status_codes", "retry_back_off", "retry_host_predicate", "host_selection_retry_max_attempts"); err != nil {
+	if err := onlyFields(rp, path, "retry_on", "num_retries", "per_try_timeout", "retriable_status_codes", "retry_back_off", "retry_host_predicate", "host_selection_retry_max_attempts", "retriable_request_headers"); err != nil {
 		return nil, err
 	}
 	out := &retryPolicy{numRetries: 1, baseBackoff: 25 * time.Millisecond}
+	for i, h := range rp.GetRetriableRequestHeaders() {
+		hm, err := compileHeaderMatcher(h, idx(sub(path, "retriable_request_headers"), i))
+		if err != nil {
+			return nil, err
+		}
+		out.requestHeaders = append(out.requestHeaders, hm)
+	}
 	for i, hp := range rp.GetRetryHostPredicate() {
 		pp := idx(sub(path, "retry_host_predicate"), i)
 		var prev previoushostsv3.PreviousHostsPredicate

@@ -9,7 +9,10 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weir-dev/weir/pkg/dataplane/httpfilter"
 )
 
 func TestFindVhostEnvoyOrder(t *testing.T) {
@@ -220,8 +223,8 @@ func TestUnsupportedFieldsNamed(t *testing.T) {
 			action(r).HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_FilterState_{FilterState: &routev3.RouteAction_HashPolicy_FilterState{Key: "x"}}}}
 		},
 		"routes[0].match.case_sensitive": func(r *routev3.Route) { r.Match.CaseSensitive = wrapperspb.Bool(false) },
-		"routes[0].match.headers[0].invert_match": func(r *routev3.Route) {
-			withHeader(r.Match, "x", "y").Headers[0].InvertMatch = true
+		"routes[0].match.headers[0].treat_missing_header_as_empty": func(r *routev3.Route) {
+			withHeader(r.Match, "x", "y").Headers[0].TreatMissingHeaderAsEmpty = true
 		},
 		"routes[0].match.headers[0].string_match.ignore_case": func(r *routev3.Route) {
 			withHeader(r.Match, "x", "y").Headers[0].GetStringMatch().IgnoreCase = true
@@ -298,5 +301,39 @@ func TestClusterNotFoundResponseCode(t *testing.T) {
 	rc.ValidateClusters = wrapperspb.Bool(true)
 	if err := newTestProxy(t, Options{}).Apply(res); err == nil || !strings.Contains(err.Error(), "not-configured") {
 		t.Errorf("with validate_clusters: Apply = %v, want the unknown cluster refused", err)
+	}
+}
+
+// TestInvertedHeaderMatch follows Envoy's HeaderUtility::matchHeaders: a
+// present header's result is inverted; a missing header fails a value
+// match inverted or not, and an inverted presence check matches it.
+func TestInvertedHeaderMatch(t *testing.T) {
+	exact := func(v string) *routev3.HeaderMatcher {
+		return &routev3.HeaderMatcher{Name: "x", InvertMatch: true, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: v}}}}
+	}
+	present := &routev3.HeaderMatcher{Name: "x", InvertMatch: true, HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}}
+	for _, tc := range []struct {
+		m      *routev3.HeaderMatcher
+		header []string
+		want   bool
+	}{
+		{exact("a"), []string{"a"}, false},
+		{exact("a"), []string{"b"}, true},
+		{exact("a"), nil, false},
+		{present, []string{"a"}, false},
+		{present, nil, true},
+	} {
+		hm, err := compileHeaderMatcher(tc.m, "m")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := http.Header{}
+		if tc.header != nil {
+			h["X"] = tc.header
+		}
+		s := &stream{req: httpfilter.RequestHeaders{Method: "GET", Header: h}}
+		if got := s.headersMatch([]headerMatcher{hm}); got != tc.want {
+			t.Errorf("%v with x=%v: %v, want %v", tc.m, tc.header, got, tc.want)
+		}
 	}
 }

@@ -229,9 +229,9 @@ type HTTPFilter interface {
 type FilterKind uint8
 
 const (
-	// FilterServerNames refuses requests that came over a connection for
-	// another server name, before anything else sees them.
-	FilterServerNames FilterKind = iota + 1
+	// FilterViaCertificate refuses requests that did not come through a
+	// certificate's filter chain, before anything else sees them.
+	FilterViaCertificate FilterKind = iota + 1
 	// FilterSourceRanges refuses clients by address.
 	FilterSourceRanges
 	// FilterCORS answers CORS preflights and adds CORS response headers.
@@ -251,17 +251,17 @@ const (
 	FilterBodyLimit
 )
 
-// ServerNames answers 403 to a request that did not come over TLS with
-// one of Names as its SNI ("*.example.com" takes any name under
-// example.com). A host whose certificate checks clients is then reached
-// only over connections that were checked, whatever Host a client sends
-// on a connection it opened for another name.
-type ServerNames struct {
-	Names []string
+// ViaCertificate answers 403 to a request that did not come over a
+// connection accepted by the filter chain of Certificate, one of the
+// fragment's Certificates. A host whose certificate checks clients
+// (ClientValidation) is then reached only over connections that were
+// checked, whatever server name and Host a client sends.
+type ViaCertificate struct {
+	Certificate string
 }
 
 // FilterKind implements HTTPFilter.
-func (*ServerNames) FilterKind() FilterKind { return FilterServerNames }
+func (*ViaCertificate) FilterKind() FilterKind { return FilterViaCertificate }
 
 // SourceRanges answers 403 to a client whose address is outside Allow
 // (when Allow is set) or inside Deny. The address is the connection's
@@ -534,6 +534,9 @@ type RetryPolicy struct {
 	// the backend has one (Envoy's previous_hosts predicate), as nginx's
 	// proxy_next_upstream moves to the next server.
 	OtherEndpoints bool
+	// NotForMethods are methods whose requests are never retried (as
+	// nginx does not retry POST, LOCK and PATCH once sent).
+	NotForMethods []string
 }
 
 // Protocol is the upstream application protocol.
@@ -744,7 +747,7 @@ type Certificate struct {
 	PrivateKey []byte
 	// ClientValidation asks the clients of Hosts for a certificate; nil
 	// does not ask. A host served with it should also have its routes
-	// check ServerNames, so that no other certificate's connection
+	// check ViaCertificate, so that no other filter chain's connection
 	// reaches them.
 	ClientValidation *ClientValidation
 	Provenance       Provenance

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -14,9 +15,11 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	setfilterstatecommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/set_filter_state/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	setfilterstatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/set_filter_state/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -258,14 +261,37 @@ func tlsFilterChain(role ir.ListenerRole, secretName string, serverNames []strin
 	if err != nil {
 		return nil, err
 	}
+	filters := []*listenerv3.Filter{s.hcm[role]}
+	if cv != nil {
+		// Routes of a host whose clients are checked admit only
+		// connections this chain took (ir.ViaCertificate).
+		filters = []*listenerv3.Filter{filterChainMarker(secretName), s.hcm[role]}
+	}
 	return &listenerv3.FilterChain{
 		FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: serverNames},
 		TransportSocket: &corev3.TransportSocket{
 			Name:       tlsTransportSocket,
 			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: ctx},
 		},
-		Filters: []*listenerv3.Filter{s.hcm[role]},
+		Filters: filters,
 	}, nil
+}
+
+// filterChainMarker puts certificate's name on each connection of its
+// filter chain, as a read-only string filter state object.
+func filterChainMarker(certificate string) *listenerv3.Filter {
+	return &listenerv3.Filter{Name: "envoy.filters.network.set_filter_state", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(&setfilterstatev3.Config{
+		OnNewConnection: []*setfilterstatecommonv3.FilterStateValue{{
+			Key:        &setfilterstatecommonv3.FilterStateValue_ObjectKey{ObjectKey: filterChainKey},
+			FactoryKey: "envoy.string",
+			Value: &setfilterstatecommonv3.FilterStateValue_FormatString{FormatString: &corev3.SubstitutionFormatString{
+				Format: &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: &corev3.DataSource{
+					Specifier: &corev3.DataSource_InlineString{InlineString: strings.ReplaceAll(certificate, "%", "%%")},
+				}},
+			}},
+			ReadOnly: true,
+		}},
+	})}}
 }
 
 func edsCluster(name string, s *shared) *clusterv3.Cluster {

@@ -40,9 +40,9 @@ var httpFilterOf = map[ir.FilterKind]struct {
 	// its own.
 	ir.FilterSourceRanges: {rbacFilter, &rbacv3.RBAC{}},
 	// A second RBAC filter, so a route may check both its clients'
-	// addresses and its connection's server name.
-	ir.FilterServerNames: {serverNamesFilter, &rbacv3.RBAC{}},
-	ir.FilterCORS:        {corsFilter, &corsv3.Cors{}},
+	// addresses and its connection's filter chain.
+	ir.FilterViaCertificate: {viaCertificateFilter, &rbacv3.RBAC{}},
+	ir.FilterCORS:           {corsFilter, &corsv3.Cors{}},
 	// Without filter_enabled the listener's config limits nothing; a
 	// route's config is whole, with its own buckets.
 	ir.FilterRateLimit: {localRateLimitFilter, &localratelimitv3.LocalRateLimit{StatPrefix: "local_rate_limit"}},
@@ -61,31 +61,28 @@ const bufferFilter = "envoy.filters.http.buffer"
 // rbacFilter is Envoy's RBAC filter, which ir.SourceRanges runs.
 const rbacFilter = "envoy.filters.http.rbac"
 
-// serverNamesFilter is the RBAC filter that ir.ServerNames runs.
-const serverNamesFilter = "weir.filters.http.server_names"
+// viaCertificateFilter is the RBAC filter that ir.ViaCertificate runs.
+const viaCertificateFilter = "weir.filters.http.via_certificate"
 
-// serverNamesPolicy is an ALLOW policy admitting requests whose connection's
-// SNI is one of n's names, compared as DNS names are (case-insensitive).
-func serverNamesPolicy(n *ir.ServerNames) (*rbacv3.RBACPerRoute, error) {
-	if len(n.Names) == 0 {
-		return nil, fmt.Errorf("a server name check without names")
-	}
-	var perms []*rbacconfigv3.Permission
-	for _, name := range n.Names {
-		m := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: name}, IgnoreCase: true}
-		if suffix, ok := strings.CutPrefix(name, "*"); ok {
-			m.MatchPattern = &matcherv3.StringMatcher_Suffix{Suffix: suffix}
-		}
-		if name == "" || name == "*" || strings.Contains(strings.TrimPrefix(name, "*."), "*") || strings.HasPrefix(name, "*") && !strings.HasPrefix(name, "*.") {
-			return nil, fmt.Errorf("server name %q is not a host name or *.domain", name)
-		}
-		perms = append(perms, &rbacconfigv3.Permission{Rule: &rbacconfigv3.Permission_RequestedServerName{RequestedServerName: m}})
+// filterChainKey is the connection filter state object that names the
+// certificate whose filter chain took the connection: set by the chain's
+// set_filter_state filter, matched by the routes' RBAC.
+const filterChainKey = "weir.filter_chain"
+
+// viaCertificatePolicy is an ALLOW policy admitting requests whose
+// connection came through v's certificate's filter chain.
+func viaCertificatePolicy(v *ir.ViaCertificate) (*rbacv3.RBACPerRoute, error) {
+	if v.Certificate == "" {
+		return nil, fmt.Errorf("a filter chain check without a certificate")
 	}
 	return &rbacv3.RBACPerRoute{Rbac: &rbacv3.RBAC{Rules: &rbacconfigv3.RBAC{
 		Action: rbacconfigv3.RBAC_ALLOW,
-		Policies: map[string]*rbacconfigv3.Policy{"server-names": {
-			Permissions: perms,
-			Principals:  []*rbacconfigv3.Principal{{Identifier: &rbacconfigv3.Principal_Any{Any: true}}},
+		Policies: map[string]*rbacconfigv3.Policy{"via-certificate": {
+			Permissions: []*rbacconfigv3.Permission{{Rule: &rbacconfigv3.Permission_Any{Any: true}}},
+			Principals: []*rbacconfigv3.Principal{{Identifier: &rbacconfigv3.Principal_FilterState{FilterState: &matcherv3.FilterStateMatcher{
+				Key:     filterChainKey,
+				Matcher: &matcherv3.FilterStateMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: v.Certificate}}},
+			}}}},
 		}},
 	}}}, nil
 }
@@ -147,8 +144,8 @@ func perFilterConfig(fs []ir.HTTPFilter, id string, available nameSet) (map[stri
 			msg, err = corsPolicy(p)
 		case *ir.SourceRanges:
 			msg, err = sourceRanges(p)
-		case *ir.ServerNames:
-			msg, err = serverNamesPolicy(p)
+		case *ir.ViaCertificate:
+			msg, err = viaCertificatePolicy(p)
 		case *ir.BasicAuth:
 			msg, err = basicAuthPerRoute(p)
 		case *ir.ExtAuth:

@@ -1,10 +1,13 @@
 package translate
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	setfilterstatev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/set_filter_state/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	"github.com/weir-dev/weir/pkg/ir"
 )
@@ -77,7 +80,7 @@ func TestRouteFiltersReachOnlyTheirChain(t *testing.T) {
 	for name, want := range map[string]string{
 		"gateway/ns/gw/9000": corsFilter + "," + routerFilter,
 		"gateway/ns/gw/9001": routerFilter,
-		"external-http":      serverNamesFilter + "," + rbacFilter + "," + corsFilter + "," + localRateLimitFilter + "," + headerMutationFilter + "," + basicAuthFilter + "," + extAuthzFilter + "," + bufferFilter + "," + routerFilter,
+		"external-http":      viaCertificateFilter + "," + rbacFilter + "," + corsFilter + "," + localRateLimitFilter + "," + headerMutationFilter + "," + basicAuthFilter + "," + extAuthzFilter + "," + bufferFilter + "," + routerFilter,
 	} {
 		if got := strings.Join(chains[name], ","); got != want {
 			t.Errorf("%s: http_filters %s, want %s", name, got, want)
@@ -129,22 +132,58 @@ func TestBasicAuthPerRoute(t *testing.T) {
 	}
 }
 
-// TestServerNamesPolicy: a host is compared case-insensitively with the
-// connection's SNI, a wildcard host as a suffix; a name that is neither
-// fails the route.
-func TestServerNamesPolicy(t *testing.T) {
-	got, err := serverNamesPolicy(&ir.ServerNames{Names: []string{"a.example.com", "*.b.example.com"}})
+// TestClientValidationChain: a certificate that checks clients gets a
+// filter chain of its own, with Envoy's validation context, that marks its
+// connections with its name; a route's ViaCertificate admits only
+// connections with that mark.
+func TestClientValidationChain(t *testing.T) {
+	chain, key := testKeyPair("client validation")
+	depth := uint32(2)
+	ing := ir.ObjectRef{Kind: "Ingress host", Name: "m.example.com"}
+	const name = "ns/pair+client-ca=ns/ca"
+	frag := &ir.Fragment{
+		Source: ing,
+		Certificates: []*ir.Certificate{{Name: name, Hosts: []string{"m.example.com"}, Listeners: ir.ListenerSet(ir.ExternalHTTPS), CertChain: chain, PrivateKey: key,
+			ClientValidation: &ir.ClientValidation{CACertificates: chain, Optional: true, MaxDepth: &depth}}},
+		Backends: []*ir.Backend{{Name: "ns/svc:80", Service: ir.ServiceRef{Namespace: "ns", Name: "svc", Port: 80}, Endpoints: []ir.Endpoint{{Address: "10.0.0.1", Port: 80}}}},
+		VirtualHosts: []*ir.VirtualHost{{Name: "m", Domains: []string{"m.example.com"}, Listeners: ir.ListenerSet(ir.ExternalHTTPS), Routes: []*ir.Route{{
+			Match: ir.Match{Path: ir.PathMatch{Kind: ir.PathPrefix, Value: "/"}}, Filters: []ir.HTTPFilter{&ir.ViaCertificate{Certificate: name}},
+			Backends: []ir.WeightedBackend{{BackendName: "ns/svc:80", Weight: 1}}}}}},
+	}
+	res := mustTranslate(t, []*ir.Fragment{frag})
+	var found bool
+	for _, l := range res.Listeners {
+		for _, fc := range l.GetFilterChains() {
+			if !slices.Contains(fc.GetFilterChainMatch().GetServerNames(), "m.example.com") {
+				continue
+			}
+			found = true
+			var dtc tlsv3.DownstreamTlsContext
+			if err := fc.GetTransportSocket().GetTypedConfig().UnmarshalTo(&dtc); err != nil {
+				t.Fatal(err)
+			}
+			vc := dtc.GetCommonTlsContext().GetValidationContext()
+			if dtc.GetRequireClientCertificate().GetValue() || vc.GetMaxVerifyDepth().GetValue() != 2 || string(vc.GetTrustedCa().GetInlineBytes()) != string(chain) {
+				t.Errorf("chain's TLS context %v", &dtc)
+			}
+			var sfs setfilterstatev3.Config
+			if len(fc.GetFilters()) != 2 || fc.GetFilters()[0].GetTypedConfig().UnmarshalTo(&sfs) != nil ||
+				sfs.GetOnNewConnection()[0].GetObjectKey() != filterChainKey || sfs.GetOnNewConnection()[0].GetFormatString().GetTextFormatSource().GetInlineString() != name {
+				t.Errorf("chain's filters %v, want the mark of %s before the connection manager", fc.GetFilters(), name)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no filter chain for m.example.com")
+	}
+	pr, err := viaCertificatePolicy(&ir.ViaCertificate{Certificate: name})
 	if err != nil {
 		t.Fatal(err)
 	}
-	perms := got.GetRbac().GetRules().GetPolicies()["server-names"].GetPermissions()
-	if len(perms) != 2 || perms[0].GetRequestedServerName().GetExact() != "a.example.com" || !perms[0].GetRequestedServerName().GetIgnoreCase() ||
-		perms[1].GetRequestedServerName().GetSuffix() != ".b.example.com" || !perms[1].GetRequestedServerName().GetIgnoreCase() {
-		t.Errorf("permissions %v", perms)
+	if fs := pr.GetRbac().GetRules().GetPolicies()["via-certificate"].GetPrincipals()[0].GetFilterState(); fs.GetKey() != filterChainKey || fs.GetStringMatch().GetExact() != name {
+		t.Errorf("policy %v", pr)
 	}
-	for _, names := range [][]string{nil, {""}, {"*"}, {"a.*.example.com"}, {"*a.example.com"}} {
-		if _, err := serverNamesPolicy(&ir.ServerNames{Names: names}); err == nil {
-			t.Errorf("%q accepted", names)
-		}
+	if _, err := viaCertificatePolicy(&ir.ViaCertificate{}); err == nil {
+		t.Error("a check without a certificate accepted")
 	}
 }

@@ -576,6 +576,26 @@ func buildRetryPolicy(p *ir.RetryPolicy, w *warner, label string) *routev3.Retry
 		// Envoy's max_interval defaults to 10 times the base.
 		rp.RetryBackOff = &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(p.Backoff)}
 	}
+	if methods := slices.DeleteFunc(slices.Clone(p.NotForMethods), func(m string) bool {
+		if !httpguts.ValidHeaderFieldName(m) {
+			w.add("route %s: method %q ignored: not a method", label, m)
+			return true
+		}
+		return false
+	}); len(methods) > 0 {
+		// Envoy retries only requests one of these matches.
+		quoted := make([]string, len(methods))
+		for i, m := range methods {
+			quoted[i] = regexp.QuoteMeta(m)
+		}
+		rp.RetriableRequestHeaders = []*routev3.HeaderMatcher{{
+			Name:        ":method",
+			InvertMatch: true,
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+				MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: strings.Join(quoted, "|")}},
+			}},
+		}}
+	}
 	if p.OtherEndpoints {
 		rp.RetryHostPredicate = []*routev3.RetryPolicy_RetryHostPredicate{{
 			Name:       "envoy.retry_host_predicates.previous_hosts",

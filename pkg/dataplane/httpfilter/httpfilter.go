@@ -141,6 +141,9 @@ type Callbacks interface {
 	// RequestedServerName is the SNI of the downstream TLS connection,
 	// "" without TLS or SNI (Envoy's requestedServerName).
 	RequestedServerName() string
+	// FilterState is the string value of a connection filter state
+	// object, as serializeAsString gives it, and whether there is one.
+	FilterState(key string) (string, bool)
 	// RemoteAddr is the downstream peer.
 	RemoteAddr() netip.AddrPort
 	// ClientAddr is Envoy's downstream remote address: the peer when the

@@ -140,9 +140,9 @@ var annotations = map[string]annotation{
 	"proxy-read-timeout":          {HonouredWithDifference, idleTimeout},
 	"proxy-send-timeout":          {HonouredWithDifference, idleTimeout},
 	"proxy-body-size":             {HonouredWithDifference, "the request is held in memory until its body is whole (Envoy's buffer filter; nginx spools large bodies to disk), the limit is at most 4 GiB, and gRPC backends have none, since their streams cannot be held"},
-	"proxy-next-upstream":         {Ignored, "not implemented by Weir yet; a refused connection is retried on another endpoint, 3 tries in all, as ingress-nginx's default does"},
-	"proxy-next-upstream-tries":   {Ignored, "not implemented by Weir yet; a refused connection is retried on another endpoint, 3 tries in all, as ingress-nginx's default does"},
-	"proxy-next-upstream-timeout": {Ignored, notYet},
+	"proxy-next-upstream":         {HonouredWithDifference, "error and timeout retry a refused or timed-out connection (Envoy's connect-failure) and, with another condition, a request that failed before its answer (reset); invalid_header is reset; http_NNN are Envoy's retriable status codes; each try goes to an endpoint not tried yet where there is one; with a condition beyond error and timeout, POST, LOCK and PATCH are not retried at all unless non_idempotent is listed (nginx still retries them when the connection was refused)"},
+	"proxy-next-upstream-tries":   {HonouredWithDifference, "0 (nginx: no limit) is 10 tries"},
+	"proxy-next-upstream-timeout": {Ignored, "Envoy bounds retries by the route's timeouts only"},
 	"proxy-buffering":             {Ignored, "weir-proxy and Envoy stream bodies; there is no buffering to switch"},
 	"proxy-request-buffering":     {Ignored, "weir-proxy and Envoy stream bodies; there is no buffering to switch"},
 	"proxy-buffer-size":           {Ignored, "weir-proxy and Envoy size their buffers themselves"},
@@ -169,9 +169,9 @@ var annotations = map[string]annotation{
 	"auth-proxy-set-headers":                {Ignored, "a ConfigMap of headers for the check is not read"},
 	"auth-always-set-cookie":                {Ignored, "Set-Cookie from an admitting answer is not passed to the client"},
 	"enable-global-auth":                    {Ignored, "Weir has no global auth-url"},
-	"auth-tls-secret":                       {HonouredWithDifference, "the Secret (with ca.crt) must be in the Ingress's own namespace; the host's TLS filter chain checks clients (Envoy's validation_context), as nginx's server does, with the settings of the host's oldest Ingress that has auth-tls-secret; its paths answer 403 to a request that came over a connection opened for another server name (nginx serves it); Weir watches only the Secrets that auth-tls-secret names"},
+	"auth-tls-secret":                       {HonouredWithDifference, "the Secret (with ca.crt) must be in the Ingress's own namespace; the host's TLS filter chain checks clients (Envoy's validation_context), as nginx's server does, with the settings of the host's oldest Ingress that has auth-tls-secret; its HTTPS paths answer 403 to a request that came over a connection another filter chain took, such as one opened for another server name (nginx answers 421); a ca.crl is not applied, so a Secret with one makes the paths answer 503; Weir watches only the Secrets that auth-tls-secret names"},
 	"auth-tls-verify-client":                {HonouredWithDifference, "a client whose certificate is missing (on) or does not verify (on, optional) fails the TLS handshake instead of getting nginx's 400; optional_no_ca takes any certificate"},
-	"auth-tls-verify-depth":                 {Honoured, ""},
+	"auth-tls-verify-depth":                 {HonouredWithDifference, "as nginx counts it, the intermediate CAs allowed (0 is 1); Envoy's max_verify_depth is one more"},
 	"auth-tls-pass-certificate-to-upstream": {Ignored, "the client's certificate is not passed to the backend, and neither are nginx's ssl-client-* headers"},
 	"auth-tls-error-page":                   {Ignored, "a client without a valid certificate fails the TLS handshake, which has no page to redirect to"},
 	"auth-tls-match-cn":                     {Refused, notYetSecurity},
@@ -247,6 +247,8 @@ type config struct {
 	clientTLS *clientTLSConfig
 	// rateLimit is limit-rps and limit-rpm, or nil.
 	rateLimit *ir.RateLimit
+	// retry is proxy-next-upstream and -tries; nil retries nothing.
+	retry *ir.RetryPolicy
 	// connectTimeout is 0 for the gateway's default, which is
 	// ingress-nginx's 5 s; idle is the read and send timeouts' larger.
 	connectTimeout, idle time.Duration
@@ -412,6 +414,7 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 	cfg.upstreamTLS = parseUpstreamTLS(ing.Namespace, get, invalid)
 	cfg.auth = parseAuth(get, invalid)
 	cfg.basicAuth = parseBasicAuth(ing.Namespace, get, invalid, notes)
+	cfg.retry = parseNextUpstream(get, invalid)
 	cfg.clientTLS = parseClientTLS(ing.Namespace, get, invalid, notes)
 	parseLoadBalancing(&cfg, get, invalid, notes)
 	seconds := func(name string, def time.Duration) time.Duration {
@@ -542,6 +545,76 @@ func parseBasicAuth(ns string, get func(string) (string, bool), invalid func(str
 	}
 	c.secret = name
 	return c
+}
+
+// nonIdempotent are the methods nginx does not pass to the next server
+// once the request was sent, unless proxy-next-upstream has
+// non_idempotent.
+var nonIdempotent = []string{"POST", "LOCK", "PATCH"}
+
+// parseNextUpstream reads proxy-next-upstream and -tries, with
+// ingress-nginx's defaults ("error timeout", 3 tries). A connection that
+// was refused or timed out is retried for every method, as nginx does;
+// conditions after the request was sent are Envoy's reset and status
+// codes, which Envoy cannot apply to some methods only, so with them the
+// non-idempotent methods are not retried at all unless non_idempotent is
+// set.
+func parseNextUpstream(get func(string) (string, bool), invalid func(string, string, ...any)) *ir.RetryPolicy {
+	conditions := "error timeout"
+	if v, ok := get("proxy-next-upstream"); ok {
+		conditions = v
+	}
+	tries := uint64(3)
+	if v, ok := get("proxy-next-upstream-tries"); ok {
+		n, err := strconv.ParseUint(v, 10, 32)
+		switch {
+		case err != nil:
+			invalid("proxy-next-upstream-tries", "%q is not a whole number", v)
+		case n == 0:
+			tries = 10
+		default:
+			tries = min(n, 100)
+		}
+	}
+	rp := &ir.RetryPolicy{Attempts: uint32(tries - 1), OtherEndpoints: true} //nolint:gosec // 1..100
+	var afterSent, nonIdempotentToo bool
+	on := map[string]bool{}
+	for _, c := range strings.Fields(conditions) {
+		switch c {
+		case "off":
+			return nil
+		case "error", "timeout":
+			on["connect-failure"] = true
+		case "invalid_header":
+			on["reset"], afterSent = true, true
+		case "non_idempotent":
+			nonIdempotentToo = true
+		case "http_500", "http_502", "http_503", "http_504", "http_403", "http_404", "http_429":
+			code, _ := strconv.ParseUint(strings.TrimPrefix(c, "http_"), 10, 32)
+			rp.StatusCodes = append(rp.StatusCodes, uint32(code)) //nolint:gosec // a listed code
+			afterSent = true
+		default:
+			invalid("proxy-next-upstream", "%q is not one of error, timeout, invalid_header, http_500, http_502, http_503, http_504, http_403, http_404, http_429, non_idempotent and off", c)
+			return nil
+		}
+	}
+	if afterSent && on["connect-failure"] {
+		// nginx's error and timeout also cover a failure while the
+		// answer's head was read.
+		on["reset"] = true
+	}
+	for _, c := range []string{"connect-failure", "reset"} {
+		if on[c] {
+			rp.On = append(rp.On, c)
+		}
+	}
+	if len(rp.On) == 0 && len(rp.StatusCodes) == 0 || rp.Attempts == 0 {
+		return nil
+	}
+	if afterSent && !nonIdempotentToo {
+		rp.NotForMethods = nonIdempotent
+	}
+	return rp
 }
 
 // clientTLSConfig is how the host's TLS connections check client

@@ -538,7 +538,7 @@ func (hb *hostBuilder) routes(c pathCandidate, canaries []*entry) []*ir.Route {
 	}
 	main := hb.backend(c.e, c.field+".backend", c.path.Backend)
 	base.Backends = []ir.WeightedBackend{main}
-	base.Retry = nextUpstream
+	base.Retry = cfg.retry
 	base.HashPolicy = hashPolicyOf(cfg, c.match)
 	idle := cfg.idle
 	base.IdleTimeout = &idle
@@ -606,14 +606,6 @@ func (hb *hostBuilder) routes(c pathCandidate, canaries []*entry) []*ir.Route {
 	}
 	return append(out, base)
 }
-
-// nextUpstream is ingress-nginx's default proxy-next-upstream ("error",
-// 3 tries) where it is safe for every method: a connection an endpoint
-// refuses (one going away in a rollout) is tried again, on the next
-// endpoint the balancer picks.
-// Errors after the request was sent are not retried, as nginx does not
-// for POST.
-var nextUpstream = &ir.RetryPolicy{Attempts: 2, On: []string{"connect-failure"}, OtherEndpoints: true}
 
 // filters are the per-request policies of an Ingress's routes, its
 // default backend's included, as ingress-nginx applies an Ingress's
@@ -778,7 +770,7 @@ func (hb *hostBuilder) fallback(mains []*entry) (*ir.Route, *entry) {
 		r := &ir.Route{
 			Name:        fmt.Sprintf("%s/%s/%s/defaultBackend", hb.host, e.ing.Namespace, e.ing.Name),
 			Match:       ir.Match{Path: ir.PathMatch{Kind: ir.PathPrefix, Value: "/"}},
-			Retry:       nextUpstream,
+			Retry:       e.cfg.retry,
 			IdleTimeout: &e.cfg.idle,
 			Backends:    []ir.WeightedBackend{be},
 			Filters:     hb.filters(e.cfg, be),

@@ -556,6 +556,34 @@ func TestAnnotations(t *testing.T) {
 			}
 		}},
 		{name: "limit-whitelist too fine", annotations: map[string]string{p + "limit-rps": "1", p + "limit-whitelist": "2001:db8::1"}, refused: "leaves 129 ranges of clients to limit"},
+		{name: "proxy-next-upstream default", annotations: map[string]string{p + "enable-cors": "true"}, check: func(t *testing.T, r *ir.Route) {
+			if rp := r.Retry; rp == nil || rp.Attempts != 2 || !slices.Equal(rp.On, []string{"connect-failure"}) || len(rp.StatusCodes) != 0 || len(rp.NotForMethods) != 0 || !rp.OtherEndpoints {
+				t.Errorf("retry %+v, want nginx's error timeout, 3 tries", rp)
+			}
+		}},
+		{name: "proxy-next-upstream codes", annotations: map[string]string{p + "proxy-next-upstream": "error timeout http_502 http_503", p + "proxy-next-upstream-tries": "5"}, different: "POST, LOCK and PATCH are not retried at all", check: func(t *testing.T, r *ir.Route) {
+			if rp := r.Retry; rp == nil || rp.Attempts != 4 || !slices.Equal(rp.On, []string{"connect-failure", "reset"}) || !slices.Equal(rp.StatusCodes, []uint32{502, 503}) ||
+				!slices.Equal(rp.NotForMethods, []string{"POST", "LOCK", "PATCH"}) || !rp.OtherEndpoints {
+				t.Errorf("retry %+v", rp)
+			}
+		}},
+		{name: "proxy-next-upstream non_idempotent", annotations: map[string]string{p + "proxy-next-upstream": "http_500 non_idempotent", p + "proxy-next-upstream-tries": "0"}, check: func(t *testing.T, r *ir.Route) {
+			if rp := r.Retry; rp == nil || rp.Attempts != 9 || len(rp.On) != 0 || !slices.Equal(rp.StatusCodes, []uint32{500}) || rp.NotForMethods != nil {
+				t.Errorf("retry %+v", rp)
+			}
+		}},
+		{name: "proxy-next-upstream off", annotations: map[string]string{p + "proxy-next-upstream": "off"}, check: func(t *testing.T, r *ir.Route) {
+			if r.Retry != nil {
+				t.Errorf("retry %+v, want none", r.Retry)
+			}
+		}},
+		{name: "proxy-next-upstream one try", annotations: map[string]string{p + "proxy-next-upstream-tries": "1"}, check: func(t *testing.T, r *ir.Route) {
+			if r.Retry != nil {
+				t.Errorf("retry %+v, want none", r.Retry)
+			}
+		}},
+		{name: "proxy-next-upstream unknown", annotations: map[string]string{p + "proxy-next-upstream": "error http_418"}, refused: `"http_418" is not one of error, timeout`},
+		{name: "proxy-next-upstream-tries not a number", annotations: map[string]string{p + "proxy-next-upstream-tries": "three"}, refused: `"three" is not a whole number`},
 		{name: "limit-connections", annotations: map[string]string{p + "limit-connections": "5"}, ignored: "Envoy has no limit on one client's concurrent connections"},
 		{name: "canary weight over total", annotations: map[string]string{p + "canary": "true", p + "canary-weight": "20", p + "canary-weight-total": "10"}, refused: `"20" is not an integer from 0 to 10`},
 		{name: "canary pattern", annotations: map[string]string{p + "canary": "true", p + "canary-by-header": "x", p + "canary-by-header-pattern": "(a"}, refused: "is not an RE2 regular expression"},
@@ -1072,7 +1100,8 @@ func TestClientTLS(t *testing.T) {
 		base64.StdEncoding.EncodeToString(chain), base64.StdEncoding.EncodeToString(key)) +
 		authSecret("ca", map[string]string{"ca.crt": string(ca)}) + "---\n" +
 		authSecret("noca", map[string]string{"tls.crt": string(ca)}) + "---\n" +
-		authSecret("badca", map[string]string{"ca.crt": "not a certificate"}) + "---\n"
+		authSecret("badca", map[string]string{"ca.crt": "not a certificate"}) + "---\n" +
+		authSecret("withcrl", map[string]string{"ca.crt": string(ca), "ca.crl": "a list"}) + "---\n"
 	tlsIng := func(name, created string, annotations map[string]string) string {
 		return ing(name, created, annotations, "  - host: m.example.com\n    http:\n      paths:\n      - {path: /"+name+", pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n  tls: [{hosts: [m.example.com], secretName: pair}]")
 	}
@@ -1085,15 +1114,17 @@ func TestClientTLS(t *testing.T) {
 		problem     string
 		plainHTTP   bool // plain HTTP serves the paths, unchecked
 	}{
-		{"on by default", map[string]string{p + "auth-tls-secret": "ca"}, &ir.ClientValidation{CACertificates: ca, MaxDepth: depth(1)}, "default/pair+client-ca=default/ca,verify=on,depth=1", "", false},
+		{"on by default", map[string]string{p + "auth-tls-secret": "ca"}, &ir.ClientValidation{CACertificates: ca, MaxDepth: depth(2)}, "default/pair+client-ca=default/ca,verify=on,depth=1", "", false},
 		{"optional, plain HTTP too", map[string]string{p + "auth-tls-secret": "default/ca", p + "auth-tls-verify-client": "optional", p + "auth-tls-verify-depth": "2", p + "ssl-redirect": "false"},
-			&ir.ClientValidation{CACertificates: ca, Optional: true, MaxDepth: depth(2)}, "default/pair+client-ca=default/ca,verify=optional,depth=2", "", true},
-		{"optional_no_ca", map[string]string{p + "auth-tls-secret": "ca", p + "auth-tls-verify-client": "optional_no_ca"}, &ir.ClientValidation{CACertificates: ca, AllowInsecureFallback: true, MaxDepth: depth(1)}, "default/pair+client-ca=default/ca,verify=optional_no_ca,depth=1", "", false},
+			&ir.ClientValidation{CACertificates: ca, Optional: true, MaxDepth: depth(3)}, "default/pair+client-ca=default/ca,verify=optional,depth=2", "", true},
+		{"optional_no_ca", map[string]string{p + "auth-tls-secret": "ca", p + "auth-tls-verify-client": "optional_no_ca"}, &ir.ClientValidation{CACertificates: ca, AllowInsecureFallback: true, MaxDepth: depth(2)}, "default/pair+client-ca=default/ca,verify=optional_no_ca,depth=1", "", false},
 		// a asks nothing, so the host checks clients as b says.
-		{"off", map[string]string{p + "auth-tls-secret": "ca", p + "auth-tls-verify-client": "off"}, &ir.ClientValidation{CACertificates: ca, MaxDepth: depth(5)}, "default/pair+client-ca=default/ca,verify=on,depth=5", "", false},
+		{"off", map[string]string{p + "auth-tls-secret": "ca", p + "auth-tls-verify-client": "off"}, &ir.ClientValidation{CACertificates: ca, MaxDepth: depth(6)}, "default/pair+client-ca=default/ca,verify=on,depth=5", "", false},
 		{"no ca.crt", map[string]string{p + "auth-tls-secret": "noca"}, nil, "default/pair", "Secret default/noca of auth-tls-secret has no ca.crt; the host's HTTPS paths answer 503", false},
 		{"a bad ca.crt", map[string]string{p + "auth-tls-secret": "badca"}, nil, "default/pair", "Secret default/badca of auth-tls-secret: ca.crt:", false},
 		{"a missing Secret", map[string]string{p + "auth-tls-secret": "nope"}, nil, "default/pair", `Secret default/nope of auth-tls-secret: secret "nope" not found`, false},
+		{"a CRL", map[string]string{p + "auth-tls-secret": "withcrl"}, nil, "default/pair", "Secret default/withcrl of auth-tls-secret has a ca.crl, which Weir does not apply yet", false},
+		{"depth 0 is 1", map[string]string{p + "auth-tls-secret": "ca", p + "auth-tls-verify-depth": "0"}, &ir.ClientValidation{CACertificates: ca, MaxDepth: depth(2)}, "default/pair+client-ca=default/ca,verify=on,depth=0", "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// A younger Ingress of the host asks otherwise, and is told.
@@ -1105,7 +1136,7 @@ func TestClientTLS(t *testing.T) {
 			}
 			for _, vh := range f.VirtualHosts {
 				for _, r := range vh.Routes {
-					sn := filterOf[*ir.ServerNames](r)
+					sn := filterOf[*ir.ViaCertificate](r)
 					switch {
 					case !vh.Listeners.Has(ir.ExternalHTTPS):
 						if sn != nil || strings.Contains(r.Name, "/default/a/") && tc.plainHTTP != (r.Redirect == nil) {
@@ -1120,8 +1151,8 @@ func TestClientTLS(t *testing.T) {
 							t.Errorf("HTTPS route %s checks server names %v without client validation", r.Name, sn)
 						}
 					default:
-						if sn == nil || !slices.Equal(sn.Names, []string{"m.example.com"}) || r.Filters[0] != ir.HTTPFilter(sn) {
-							t.Errorf("HTTPS route %s: filters %v, want the server name check first", r.Name, r.Filters)
+						if sn == nil || sn.Certificate != tc.certName || r.Filters[0] != ir.HTTPFilter(sn) {
+							t.Errorf("HTTPS route %s: filters %v, want the check of %s's filter chain first", r.Name, r.Filters, tc.certName)
 						}
 					}
 				}

@@ -15,9 +15,8 @@ const clientTLSField = "metadata.annotations[" + AnnotationPrefix + "auth-tls-se
 // withClientTLS makes the host's TLS connections check client
 // certificates as the oldest Ingress of the host with auth-tls-secret
 // says, as nginx does per server. It returns the host's HTTPS routes,
-// copied, each refusing requests that came over a connection opened for
-// another server name (whose chain checked nothing, or against another
-// CA), and ok false when no Ingress asks. A CA Weir cannot serve makes
+// copied, each refusing requests that did not come through the host's
+// own filter chain, and ok false when no Ingress asks. A CA Weir cannot serve makes
 // them answer 503: the host must not be served unchecked.
 func (hb *hostBuilder) withClientTLS(mains []*entry, cert *ir.Certificate, https []*ir.Route) (checked []*ir.Route, ok bool) {
 	owner := firstWith(mains, hb.host, func(c config) bool { return c.clientTLS != nil })
@@ -25,14 +24,21 @@ func (hb *hostBuilder) withClientTLS(mains []*entry, cert *ir.Certificate, https
 		return nil, false
 	}
 	for _, e := range mains {
-		if e != owner && e.cfg.clientTLS != nil && *e.cfg.clientTLS != *owner.cfg.clientTLS && servesRulesFor(e.ing, hb.host) {
+		if e != owner && e.cfg.clientTLS != nil && (*e.cfg.clientTLS != *owner.cfg.clientTLS || e.ing.Namespace != owner.ing.Namespace) && servesRulesFor(e.ing, hb.host) {
 			hb.problem(e, clientTLSField, "ClientTLSConflict", "host %s checks client certificates as Ingress %s, its oldest with auth-tls-secret, says; this Ingress's settings are not used", hb.host, owner.ref)
 		}
 	}
 	c := owner.cfg.clientTLS
 	cv, problem := hb.clientValidation(owner.ing.Namespace, c)
 	if problem == "" && hb.host == CatchAllHost {
-		problem = "a rule without a host has no server name to check clients by"
+		problem = "a rule without a host has no filter chain of its own to check clients on"
+	}
+	if problem == "" {
+		cert.ClientValidation = cv
+		// Its own filter chain: another host may serve the same pair
+		// without checking clients.
+		cert.Name += fmt.Sprintf("+client-ca=%s/%s,verify=%s,depth=%d", owner.ing.Namespace, c.secret, c.verify, c.depth)
+		cert.Provenance = append(slices.Clip(cert.Provenance), owner.ref)
 	}
 	for _, r := range https {
 		cp := *r
@@ -40,19 +46,17 @@ func (hb *hostBuilder) withClientTLS(mains []*entry, cert *ir.Certificate, https
 			cp.Redirect, cp.Mirrors, cp.HashPolicy, cp.Filters = nil, nil, nil, nil
 			cp.Backends = []ir.WeightedBackend{{BackendName: owner.ref.String() + "/auth-tls-secret", Weight: 100, Unresolved: true}}
 		} else {
-			cp.Filters = append([]ir.HTTPFilter{&ir.ServerNames{Names: []string{hb.host}}}, r.Filters...)
+			// Only over a connection this certificate's chain checked:
+			// not over one opened for another name (whose chain checks
+			// nothing, or against another CA), nor over any chain that
+			// took the host's name if this one was left out.
+			cp.Filters = append([]ir.HTTPFilter{&ir.ViaCertificate{Certificate: cert.Name}}, r.Filters...)
 		}
 		checked = append(checked, &cp)
 	}
 	if problem != "" {
 		hb.problem(owner, clientTLSField, "ClientCANotServed", "%s; the host's HTTPS paths answer 503 until it is fixed", problem)
-		return checked, true
 	}
-	cert.ClientValidation = cv
-	// Its own filter chain: another host may serve the same pair
-	// without checking clients.
-	cert.Name += fmt.Sprintf("+client-ca=%s/%s,verify=%s,depth=%d", owner.ing.Namespace, c.secret, c.verify, c.depth)
-	cert.Provenance = append(slices.Clip(cert.Provenance), owner.ref)
 	return checked, true
 }
 
@@ -71,12 +75,21 @@ func (hb *hostBuilder) clientValidation(ns string, c *clientTLSConfig) (*ir.Clie
 	if len(ca) == 0 {
 		return nil, fmt.Sprintf("Secret %s of auth-tls-secret has no ca.crt", name)
 	}
+	if _, ok := s.Data["ca.crl"]; ok {
+		// ingress-nginx refuses the certificates it lists; serving
+		// without it would let them in.
+		return nil, fmt.Sprintf("Secret %s of auth-tls-secret has a ca.crl, which Weir does not apply yet", name)
+	}
 	// Checked here, not only where Envoy's config is made: a host whose
 	// check were left out there would take its clients unchecked.
 	if _, err := envoycheck.CABundle(ca); err != nil {
 		return nil, fmt.Sprintf("Secret %s of auth-tls-secret: ca.crt: %v", name, err)
 	}
-	depth := c.depth
+	// nginx's depth counts the intermediates (OpenSSL 1.1: neither the
+	// client's own certificate nor the trust anchor), and takes 0 as 1;
+	// Envoy's counts the certificates after the client's, the trust
+	// anchor included.
+	depth := max(c.depth, 1) + 1
 	return &ir.ClientValidation{
 		CACertificates:        ca,
 		Optional:              c.verify == "optional",

@@ -117,6 +117,8 @@ func compile(r *rbacv3.RBAC) (*engine, error) {
 type addrs struct {
 	remote, direct netip.Addr
 	serverName     string
+	// filterState looks up the connection's filter state.
+	filterState func(key string) (string, bool)
 }
 
 // principal reports whether a request from a matches; permissions have
@@ -139,7 +141,9 @@ func compilePermission(p *rbacconfigv3.Permission, path string) (principal, erro
 		}
 		fold := func(s string) string { return s }
 		if m.GetIgnoreCase() {
-			fold = strings.ToLower
+			// Envoy ignores the case of ASCII letters only: Unicode
+			// folding would take "\u212Aey" (Kelvin sign) for "key".
+			fold = asciiLower
 		}
 		var match func(string) bool
 		switch v := m.GetMatchPattern().(type) {
@@ -182,6 +186,23 @@ func compilePrincipal(p *rbacconfigv3.Principal, path string) (principal, error)
 		return cidr(id.RemoteIp, path+".remote_ip", func(a addrs) netip.Addr { return a.remote })
 	case *rbacconfigv3.Principal_DirectRemoteIp:
 		return cidr(id.DirectRemoteIp, path+".direct_remote_ip", func(a addrs) netip.Addr { return a.direct })
+	case *rbacconfigv3.Principal_FilterState:
+		// Envoy: the object's string form must match; a missing object
+		// matches nothing.
+		m := id.FilterState
+		fp := path + ".filter_state"
+		if bad := httpfilter.UnsupportedField(m, "key", "string_match"); bad != "" {
+			return nil, fmt.Errorf("%s.%s: not supported by weir-proxy", fp, bad)
+		}
+		sm := m.GetStringMatch()
+		if sm == nil || httpfilter.UnsupportedField(sm, "exact") != "" {
+			return nil, fmt.Errorf("%s.string_match: only exact is supported by weir-proxy", fp)
+		}
+		key, want := m.GetKey(), sm.GetExact()
+		return func(a addrs) bool {
+			v, ok := a.filterState(key)
+			return ok && v == want
+		}, nil
 	case *rbacconfigv3.Principal_NotId:
 		inner, err := compilePrincipal(id.NotId, path+".not_id")
 		if err != nil {
@@ -216,7 +237,7 @@ func compilePrincipal(p *rbacconfigv3.Principal, path string) (principal, error)
 			return true
 		}, nil
 	}
-	return nil, fmt.Errorf("%s: only any, remote_ip, direct_remote_ip, and_ids, or_ids and not_id are supported by weir-proxy", path)
+	return nil, fmt.Errorf("%s: only any, remote_ip, direct_remote_ip, filter_state, and_ids, or_ids and not_id are supported by weir-proxy", path)
 }
 
 func cidr(r *corev3.CidrRange, path string, which func(addrs) netip.Addr) (principal, error) {
@@ -260,9 +281,19 @@ func (f *filter) DecodeHeaders(*httpfilter.RequestHeaders, bool) httpfilter.Stat
 	if rc, ok := f.cb.PerRouteConfig().(*engine); ok {
 		e = rc
 	}
-	if e.allows(addrs{remote: f.cb.ClientAddr(), direct: f.cb.RemoteAddr().Addr().WithZone("").Unmap(), serverName: f.cb.RequestedServerName()}) {
+	if e.allows(addrs{remote: f.cb.ClientAddr(), direct: f.cb.RemoteAddr().Addr().WithZone("").Unmap(), serverName: f.cb.RequestedServerName(), filterState: f.cb.FilterState}) {
 		return httpfilter.Continue
 	}
 	f.cb.SendLocalReply(http.StatusForbidden, "RBAC: access denied", nil, "rbac_access_denied_matched_policy[none]")
 	return httpfilter.StopIteration
+}
+
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
