@@ -9,9 +9,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"testing"
 	"time"
 
@@ -366,5 +368,94 @@ func TestClientCertificateDepthAndFilterChain(t *testing.T) {
 	mustApply(t, p, res)
 	if code, err := get("strict.example.com", "strict.example.com", &deep); err != nil || code != 200 {
 		t.Errorf("a client two certificates from its CA with max_verify_depth 2: %d %v", code, err)
+	}
+}
+
+// TestFilterStateIsTheHandshakeChains: a connection keeps the filter
+// state of the chain that took it. One opened before its chain began
+// checking clients (and marking its connections) gets no mark from the
+// new chain, so a route that requires the mark refuses its requests;
+// a new connection is checked and marked.
+func TestFilterStateIsTheHandshakeChains(t *testing.T) {
+	server := newCert(t, "server", "strict.example.com")
+	ca := issue(t, nil, "client-ca", true)
+	client := issue(t, &ca, "client", false, x509.ExtKeyUsageClientAuth)
+	b := startBackend(t, "b")
+	const name = "https"
+	build := func(checked bool) *Resources {
+		l := tlsListener(name, sniChain{names: []string{"strict.example.com"}, secret: "srv"})
+		l.FilterChains[0].Filters = []*listenerv3.Filter{hcmFilter(name, withFilters(&hcmv3.HttpFilter{Name: "via_chain", Disabled: true, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&rbacv3.RBAC{})}}))}
+		r := routeTo(prefixMatch("/"), "b")
+		if checked {
+			l.FilterChains[0].Filters = append([]*listenerv3.Filter{{Name: "envoy.filters.network.set_filter_state", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(&setfilterstatev3.Config{
+				OnNewConnection: []*setfilterstatecommonv3.FilterStateValue{{
+					Key: &setfilterstatecommonv3.FilterStateValue_ObjectKey{ObjectKey: "weir.filter_chain"}, FactoryKey: "envoy.string", ReadOnly: true,
+					Value: &setfilterstatecommonv3.FilterStateValue_FormatString{FormatString: &corev3.SubstitutionFormatString{
+						Format: &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "strict"}}},
+					}},
+				}},
+			})}}}, l.FilterChains[0].Filters...)
+			withClientValidation(t, l, 0, ca, false)
+			r.TypedPerFilterConfig = map[string]*anypb.Any{"via_chain": mustAny(&rbacv3.RBACPerRoute{Rbac: &rbacv3.RBAC{Rules: &rbacconfigv3.RBAC{
+				Action: rbacconfigv3.RBAC_ALLOW,
+				Policies: map[string]*rbacconfigv3.Policy{"p": {
+					Permissions: []*rbacconfigv3.Permission{{Rule: &rbacconfigv3.Permission_Any{Any: true}}},
+					Principals: []*rbacconfigv3.Principal{{Identifier: &rbacconfigv3.Principal_FilterState{FilterState: &matcherv3.FilterStateMatcher{
+						Key: "weir.filter_chain", Matcher: &matcherv3.FilterStateMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "strict"}}},
+					}}}},
+				}},
+			}}})}
+		}
+		res := &Resources{
+			Listeners: []*listenerv3.Listener{l},
+			Routes:    []*routev3.RouteConfiguration{routeConfig(name, virtualHost("strict", []string{"strict.example.com"}, r))},
+			Secrets:   []*tlsv3.Secret{secret("srv", server)},
+		}
+		addBackends(res, false, b)
+		return res
+	}
+	p := newTestProxy(t, Options{})
+	mustApply(t, p, build(false))
+	addr := p.ListenerAddr(name).String()
+	clientFor := func(certs []tls.Certificate, h2 bool) *http.Client {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: certPool(server), ServerName: "strict.example.com", Certificates: certs}, ForceAttemptHTTP2: h2,
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, network, addr)
+			}}
+		if !h2 {
+			tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+		}
+		return &http.Client{Transport: tr}
+	}
+	get := func(c *http.Client) (code int, reused bool, err error) {
+		req, _ := http.NewRequest(http.MethodGet, "https://strict.example.com/", nil)
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}))
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, reused, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, reused, nil
+	}
+	h1, h2 := clientFor(nil, false), clientFor(nil, true)
+	for _, c := range []*http.Client{h1, h2} {
+		if code, _, err := get(c); err != nil || code != 200 {
+			t.Fatalf("before the chain checked clients: %d %v", code, err)
+		}
+	}
+	mustApply(t, p, build(true))
+	for proto, c := range map[string]*http.Client{"HTTP/1.1": h1, "HTTP/2": h2} {
+		code, reused, err := get(c)
+		if err != nil || !reused || code != http.StatusForbidden {
+			t.Errorf("%s on the connection opened before: %d (reused %v) %v, want 403", proto, code, reused, err)
+		}
+	}
+	pair, err := tls.X509KeyPair(client.certPEM, client.keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _, err := get(clientFor([]tls.Certificate{pair}, true)); err != nil || code != 200 {
+		t.Errorf("a new, checked connection: %d %v", code, err)
 	}
 }

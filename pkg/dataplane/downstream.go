@@ -213,6 +213,11 @@ type serverConn struct {
 	cr  connReader
 
 	sni string // the TLS server name
+	// filterState is the filter state of the chain that took the
+	// connection, fixed at its handshake (or accept, without TLS): a
+	// chain that starts checking clients later gives no mark to the
+	// connections it did not check.
+	filterState map[string]string
 
 	watchTimer *time.Timer // only the connection's goroutine arms it
 	hijacked   bool        // an upgrade took the connection and its buffers
@@ -317,7 +322,14 @@ func (c *serverConn) serve() {
 		}
 		// The TLS inspector gives up after listener_filters_timeout.
 		_ = c.nc.SetReadDeadline(time.Now().Add(listenerFiltersTimeout))
-		tc := tls.Server(tlsConn, c.d.rl.tlsBase)
+		tc := tls.Server(tlsConn, &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			ch, err := c.d.rl.chainForClient(hello)
+			if err != nil {
+				return nil, err
+			}
+			c.filterState = ch.filterState
+			return ch.tlsConfig, nil
+		}})
 		// The read deadline covers the ClientHello only (the SNI lookup
 		// clears it); the context bounds the rest of the handshake.
 		ctx, cancel := context.WithTimeout(context.Background(), listenerFiltersTimeout)
@@ -334,6 +346,9 @@ func (c *serverConn) serve() {
 			c.serveH2(tc, nil)
 			return
 		}
+	}
+	if !conf.tls && conf.plain != nil {
+		c.filterState = conf.plain.filterState
 	}
 	c.cr.nc = c.nc
 	br := h1ReaderPool.Get().(*bufio.Reader)
@@ -390,7 +405,11 @@ func (c *serverConn) serveH2(nc net.Conn, br *bufio.Reader) {
 	if ch := c.chain(); ch != nil {
 		base = ch.hcm.h2base
 	}
-	c.d.h2.ServeConn(nc, &http2.ServeConnOpts{BaseConfig: base, Handler: c.d.handler})
+	opts := &http2.ServeConnOpts{BaseConfig: base, Handler: c.d.handler}
+	if c.filterState != nil {
+		opts.Context = withConnFilterState(context.Background(), c.filterState)
+	}
+	c.d.h2.ServeConn(nc, opts)
 	nc.Close()
 }
 
@@ -541,6 +560,9 @@ func (c *serverConn) serveRequest(br *bufio.Reader, bw *bufio.Writer, head *requ
 	default:
 		r.Body = http.NoBody
 		body.eof = true
+	}
+	if c.filterState != nil {
+		ctx = withConnFilterState(ctx, c.filterState)
 	}
 	r = r.WithContext(ctx)
 
@@ -822,4 +844,17 @@ func (cr *connReader) unwatch() {
 		<-done
 		_ = cr.nc.SetReadDeadline(time.Time{})
 	}
+}
+
+// connFilterStateKey carries a connection's filter state to its requests.
+type connFilterStateKey struct{}
+
+func withConnFilterState(ctx context.Context, fs map[string]string) context.Context {
+	return context.WithValue(ctx, connFilterStateKey{}, fs)
+}
+
+// connFilterState is the filter state of the connection r came on.
+func connFilterState(r *http.Request) map[string]string {
+	fs, _ := r.Context().Value(connFilterStateKey{}).(map[string]string)
+	return fs
 }

@@ -152,7 +152,10 @@ func (rl *rtListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// "Connection: close" from SetKeepAlivesEnabled(false).
 		w.Header().Set("Connection", "close")
 	}
-	s := &stream{rl: rl, conf: conf, hcm: ch.hcm, filterState: ch.filterState, w: w, r: r, start: time.Now(), tls: r.TLS != nil}
+	// The filter state is the connection's, from the chain that took it;
+	// the connection manager is the current chain's, as Envoy applies
+	// route updates to open connections.
+	s := &stream{rl: rl, conf: conf, hcm: ch.hcm, filterState: connFilterState(r), w: w, r: r, start: time.Now(), tls: r.TLS != nil}
 	defer s.finish()
 	s.serve()
 	s.mu.Lock()

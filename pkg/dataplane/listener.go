@@ -408,6 +408,11 @@ func compileSetFilterState(fs []*listenerv3.Filter, path string) (map[string]str
 			if !ok || strings.Contains(strings.ReplaceAll(text.InlineString, "%%", ""), "%") {
 				return nil, invalid(fsp, "only a constant inline_string is supported by weir-proxy")
 			}
+			if _, dup := out[v.GetObjectKey()]; dup {
+				// Envoy keeps the first read-only value; a config that
+				// sets one twice is a mistake.
+				return nil, invalid(sub(vp, "object_key"), "%q is set twice", v.GetObjectKey())
+			}
 			out[v.GetObjectKey()] = strings.ReplaceAll(text.InlineString, "%%", "%")
 		}
 	}

@@ -430,7 +430,6 @@ type rtListener struct {
 	ln      net.Listener
 	srv     *downstreamServer
 	conf    atomic.Pointer[listenerConf]
-	tlsBase *tls.Config
 
 	upMu     sync.Mutex
 	upgrades map[*upgradedConn]struct{}
@@ -476,7 +475,6 @@ func (p *Proxy) bind(lc *listenerConf) (*rtListener, error) {
 		return nil, err
 	}
 	rl := &rtListener{p: p, name: lc.name, bind: lc.bind, network: lc.network, ln: ln, upgrades: map[*upgradedConn]struct{}{}}
-	rl.tlsBase = &tls.Config{GetConfigForClient: rl.configForClient}
 	rl.srv = newDownstreamServer(rl, p.opts.MaxDownstreamConnections)
 	return rl, nil
 }
@@ -490,13 +488,15 @@ func (rl *rtListener) serve() {
 
 var errNoFilterChain = errors.New("no filter chain matches the server name")
 
-func (rl *rtListener) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+// chainForClient is the HTTP filter chain that terminates a TLS
+// connection, chosen by its ClientHello.
+func (rl *rtListener) chainForClient(hello *tls.ClientHelloInfo) (*filterChain, error) {
 	ch := rl.conf.Load().httpChainForSNI(hello.ServerName)
 	if ch == nil || ch.tlsConfig == nil {
 		return nil, errNoFilterChain // the connection is closed, as in Envoy
 	}
 	_ = hello.Conn.SetReadDeadline(time.Time{})
-	return ch.tlsConfig, nil
+	return ch, nil
 }
 
 func (rl *rtListener) trackUpgrade(u *upgradedConn) bool {

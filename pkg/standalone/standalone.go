@@ -12,10 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -261,9 +264,22 @@ func (g *Gateway) start(ctx context.Context) error {
 	return nil
 }
 
+// freePort finds a port to listen on, which the proxy binds later. It
+// looks below the kernel's ephemeral range: a port from inside it (what
+// listening on port 0 gives) may meanwhile become the local port of an
+// outgoing connection, and the proxy's bind then fails.
 func freePort(host string) (int, error) {
 	if host == "" {
 		host = "127.0.0.1"
+	}
+	if lo := ephemeralLow(); lo > 12000 {
+		for range 64 {
+			port := lo - 1 - rand.IntN(10000)
+			if l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port))); err == nil {
+				l.Close()
+				return port, nil
+			}
+		}
 	}
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
@@ -271,6 +287,24 @@ func freePort(host string) (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// ephemeralLow is the first port of Linux's ephemeral range, or 0 when it
+// cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 0
+	}
+	return lo
 }
 
 // Statuses returns the KIngress statuses of the last reconcile of each.

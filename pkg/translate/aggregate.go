@@ -518,8 +518,12 @@ func (ct *certTable) update(d *delta, s *shared) error {
 						p.name, winner.entry.source, winner.entry.source))
 				}
 				if !sameValidation(p.validation, winner.validation) {
-					ct.warnings = append(ct.warnings, p.problem(ReasonNotServed, "certificate %q checks clients differently in %s; the check of %s is used",
+					// Its hosts are left out rather than checked against
+					// another CA: their routes, which require this
+					// chain's mark, then refuse every request.
+					ct.warnings = append(ct.warnings, p.problem(ReasonNotServed, "certificate %q checks clients differently in %s than in %s; its hosts are left out",
 						p.name, p.entry.source, winner.entry.source))
+					continue
 				}
 			}
 			for i, role := range tlsRoles {

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	netv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/weir-dev/weir/pkg/ir"
 )
@@ -141,7 +142,7 @@ var annotations = map[string]annotation{
 	"proxy-send-timeout":          {HonouredWithDifference, idleTimeout},
 	"proxy-body-size":             {HonouredWithDifference, "the request is held in memory until its body is whole (Envoy's buffer filter; nginx spools large bodies to disk), the limit is at most 4 GiB, and gRPC backends have none, since their streams cannot be held"},
 	"proxy-next-upstream":         {HonouredWithDifference, "error and timeout retry a refused or timed-out connection (Envoy's connect-failure) and, with another condition, a request that failed before its answer (reset); invalid_header is reset; http_NNN are Envoy's retriable status codes; each try goes to an endpoint not tried yet where there is one; with a condition beyond error and timeout, POST, LOCK and PATCH are not retried at all unless non_idempotent is listed (nginx still retries them when the connection was refused)"},
-	"proxy-next-upstream-tries":   {HonouredWithDifference, "0 (nginx: no limit) is 10 tries"},
+	"proxy-next-upstream-tries":   {HonouredWithDifference, "0 (nginx: no limit) is 10 tries, and more than 100 is 100"},
 	"proxy-next-upstream-timeout": {Ignored, "Envoy bounds retries by the route's timeouts only"},
 	"proxy-buffering":             {Ignored, "weir-proxy and Envoy stream bodies; there is no buffering to switch"},
 	"proxy-request-buffering":     {Ignored, "weir-proxy and Envoy stream bodies; there is no buffering to switch"},
@@ -192,7 +193,7 @@ var annotations = map[string]annotation{
 	"mirror-host":         {Ignored, "Envoy sends a copy with the request's own host, \"-shadow\" appended"},
 	"mirror-request-body": {HonouredWithDifference, "Envoy always copies the body; \"off\" is not honoured"},
 	"custom-http-errors":  {Ignored, notYet},
-	"default-backend":     {Ignored, notYet},
+	"default-backend":     {HonouredWithDifference, "the Service, in the Ingress's namespace, answers (on its first port, over HTTP/1.1) the paths whose Service has no ready endpoints; it does not answer custom-http-errors, which Weir does not apply yet"},
 }
 
 // Finding is what Weir does with one annotation of one Ingress.
@@ -247,6 +248,10 @@ type config struct {
 	clientTLS *clientTLSConfig
 	// rateLimit is limit-rps and limit-rpm, or nil.
 	rateLimit *ir.RateLimit
+	// defaultBackend is default-backend: a Service of the Ingress's
+	// namespace that answers when a path's Service has no ready
+	// endpoints.
+	defaultBackend string
 	// retry is proxy-next-upstream and -tries; nil retries nothing.
 	retry *ir.RetryPolicy
 	// connectTimeout is 0 for the gateway's default, which is
@@ -415,6 +420,13 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 	cfg.auth = parseAuth(get, invalid)
 	cfg.basicAuth = parseBasicAuth(ing.Namespace, get, invalid, notes)
 	cfg.retry = parseNextUpstream(get, invalid)
+	if v, ok := get("default-backend"); ok {
+		if errs := validation.IsDNS1035Label(v); len(errs) > 0 {
+			invalid("default-backend", "%q is not the name of a Service of the Ingress's namespace: %s", v, strings.Join(errs, "; "))
+		} else {
+			cfg.defaultBackend = v
+		}
+	}
 	cfg.clientTLS = parseClientTLS(ing.Namespace, get, invalid, notes)
 	parseLoadBalancing(&cfg, get, invalid, notes)
 	seconds := func(name string, def time.Duration) time.Duration {
@@ -561,7 +573,7 @@ var nonIdempotent = []string{"POST", "LOCK", "PATCH"}
 // set.
 func parseNextUpstream(get func(string) (string, bool), invalid func(string, string, ...any)) *ir.RetryPolicy {
 	conditions := "error timeout"
-	if v, ok := get("proxy-next-upstream"); ok {
+	if v, ok := get("proxy-next-upstream"); ok && v != "" {
 		conditions = v
 	}
 	tries := uint64(3)

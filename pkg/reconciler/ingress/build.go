@@ -850,6 +850,9 @@ func (hb *hostBuilder) backend(e *entry, field string, ib netv1.IngressBackend) 
 		be.Name += "/connect-timeout=" + d.String()
 	}
 	if prev, ok := hb.backends[be.Name]; ok {
+		if len(prev.Endpoints) == 0 && e.cfg.defaultBackend != "" {
+			return hb.defaultBackend(e, field)
+		}
 		return ir.WeightedBackend{BackendName: prev.Name, Weight: 100}
 	}
 	slices, err := hb.listers.EndpointSlices(ns, name)
@@ -859,6 +862,50 @@ func (hb *hostBuilder) backend(e *entry, field string, ib netv1.IngressBackend) 
 	be.Endpoints = backends.Endpoints(slices, sp)
 	be.Provenance = ir.Provenance{e.ref}
 	hb.backends[be.Name] = be
+	if len(be.Endpoints) == 0 && e.cfg.defaultBackend != "" {
+		return hb.defaultBackend(e, field)
+	}
+	return ir.WeightedBackend{BackendName: be.Name, Weight: 100}
+}
+
+// defaultBackend is e's default-backend, which ingress-nginx sends a
+// path's requests to while the path's Service has no ready endpoints: a
+// Service of the Ingress's namespace, on its first port, over HTTP/1.1.
+// The Services' endpoints are watched, so the path returns to its own
+// Service when it has some again.
+func (hb *hostBuilder) defaultBackend(e *entry, field string) ir.WeightedBackend {
+	ns, name := e.ing.Namespace, e.cfg.defaultBackend
+	unresolved := func(format string, args ...any) ir.WeightedBackend {
+		hb.problem(e, "metadata.annotations["+AnnotationPrefix+"default-backend]", "BackendNotFound", format+"; the path answers 503 while its own Service has no ready endpoints", args...)
+		return ir.WeightedBackend{BackendName: e.ref.String() + "/" + field + "/default-backend", Weight: 100, Unresolved: true}
+	}
+	svc, err := hb.listers.Services.Services(ns).Get(name)
+	switch {
+	case err != nil:
+		return unresolved("Service %s/%s of default-backend: %v", ns, name, err)
+	case svc.Spec.Type == corev1.ServiceTypeExternalName:
+		return unresolved("Service %s/%s of default-backend is an ExternalName Service, which Weir does not route Ingresses to", ns, name)
+	case len(svc.Spec.Ports) == 0:
+		return unresolved("Service %s/%s of default-backend has no port", ns, name)
+	}
+	sp := svc.Spec.Ports[0]
+	be := &ir.Backend{
+		Name:     ir.BackendName(ns, name, sp.Port),
+		Service:  ir.ServiceRef{Namespace: ns, Name: name, Port: sp.Port},
+		Protocol: ir.HTTP1,
+	}
+	if backends.ProtocolOf(sp) != ir.HTTP1 {
+		be.Name += "/" + ir.HTTP1.String()
+	}
+	if _, ok := hb.backends[be.Name]; !ok {
+		slices, err := hb.listers.EndpointSlices(ns, name)
+		if err != nil {
+			return unresolved("listing EndpointSlices of Service %s/%s: %v", ns, name, err)
+		}
+		be.Endpoints = backends.Endpoints(slices, sp)
+		be.Provenance = ir.Provenance{e.ref}
+		hb.backends[be.Name] = be
+	}
 	return ir.WeightedBackend{BackendName: be.Name, Weight: 100}
 }
 

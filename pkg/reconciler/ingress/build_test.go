@@ -1131,8 +1131,18 @@ func TestClientTLS(t *testing.T) {
 			res := build(t, weirClass+"---\n"+secrets+tlsIng("a", "2026-01-01T00:00:00Z", tc.annotations)+"---\n"+
 				tlsIng("b", "2026-02-01T00:00:00Z", map[string]string{p + "auth-tls-secret": "ca", p + "auth-tls-verify-depth": "5"}))
 			f := fragment(t, res, "m.example.com")
-			if len(f.Certificates) != 1 || f.Certificates[0].Name != tc.certName || !reflect.DeepEqual(f.Certificates[0].ClientValidation, tc.want) {
-				t.Fatalf("certificates %v, client validation %+v; want %s with %+v", f.Certificates, f.Certificates[0].ClientValidation, tc.certName, tc.want)
+			// One certificate serves the host; the pair keeps its own
+			// name, without hosts, when the host's is checked.
+			var serving []*ir.Certificate
+			for _, c := range f.Certificates {
+				if len(c.Hosts) > 0 {
+					serving = append(serving, c)
+				} else if c.Name != "default/pair" || tc.want == nil {
+					t.Errorf("certificate %v without hosts", c)
+				}
+			}
+			if len(serving) != 1 || serving[0].Name != tc.certName || !reflect.DeepEqual(serving[0].ClientValidation, tc.want) {
+				t.Fatalf("certificates %v; want %s serving the host with %+v", f.Certificates, tc.certName, tc.want)
 			}
 			for _, vh := range f.VirtualHosts {
 				for _, r := range vh.Routes {
@@ -1165,5 +1175,42 @@ func TestClientTLS(t *testing.T) {
 				t.Errorf("problems of b %q, want one saying a's settings are used", problems(res, "b"))
 			}
 		})
+	}
+}
+
+// TestDefaultBackendAnnotation: default-backend answers a path while the
+// path's Service has no ready endpoints (old has none), on its first
+// port; a Service with endpoints keeps its own path; a missing default
+// backend leaves the path answering 503 with a problem.
+func TestDefaultBackendAnnotation(t *testing.T) {
+	const p = ingress.AnnotationPrefix
+	rule := func(svc string) string {
+		return "  - host: d.example.com\n    http:\n      paths:\n      - {path: /" + svc + ", pathType: Prefix, backend: {service: {name: " + svc + ", port: {number: 80}}}}"
+	}
+	for _, tc := range []struct {
+		name, service, defaultBackend, want, problem string
+	}{
+		{"no endpoints", "old", "web", "default/web:80", ""},
+		{"endpoints", "web", "old", "default/web:80", ""},
+		{"a missing default backend", "old", "gone", "", "Service default/gone of default-backend"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := build(t, weirClass+"---\n"+ing("i", "2026-01-01T00:00:00Z", map[string]string{p + "default-backend": tc.defaultBackend}, rule(tc.service)))
+			r := fragment(t, res, "d.example.com").VirtualHosts[0].Routes[0]
+			got := problems(res, "i")
+			if tc.problem != "" {
+				if len(r.Backends) != 1 || !r.Backends[0].Unresolved || len(got) != 1 || !strings.Contains(got[0], tc.problem) {
+					t.Errorf("backends %+v, problems %q; want 503 and %q", r.Backends, got, tc.problem)
+				}
+				return
+			}
+			if len(r.Backends) != 1 || r.Backends[0].BackendName != tc.want || r.Backends[0].Unresolved || len(got) != 0 {
+				t.Errorf("backends %+v, problems %q; want %s", r.Backends, got, tc.want)
+			}
+		})
+	}
+	res := build(t, weirClass+"---\n"+ing("i", "2026-01-01T00:00:00Z", map[string]string{p + "default-backend": "Not_A_Name"}, rule("old")))
+	if r := res.Ingresses[types.NamespacedName{Namespace: "default", Name: "i"}]; !r.Refused {
+		t.Errorf("an invalid default-backend was not refused: %+v", r)
 	}
 }

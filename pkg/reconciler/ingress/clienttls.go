@@ -34,11 +34,16 @@ func (hb *hostBuilder) withClientTLS(mains []*entry, cert *ir.Certificate, https
 		problem = "a rule without a host has no filter chain of its own to check clients on"
 	}
 	if problem == "" {
-		cert.ClientValidation = cv
 		// Its own filter chain: another host may serve the same pair
-		// without checking clients.
-		cert.Name += fmt.Sprintf("+client-ca=%s/%s,verify=%s,depth=%d", owner.ing.Namespace, c.secret, c.verify, c.depth)
-		cert.Provenance = append(slices.Clip(cert.Provenance), owner.ref)
+		// without checking clients. The pair keeps its own name too, for
+		// proxy-ssl-secret, which may present it to backends.
+		checked := *cert
+		checked.ClientValidation = cv
+		checked.Name += fmt.Sprintf("+client-ca=%s/%s,verify=%s,depth=%d", owner.ing.Namespace, c.secret, c.verify, c.depth)
+		checked.Provenance = append(slices.Clip(cert.Provenance), owner.ref)
+		cert.Hosts = nil
+		hb.frag.Certificates = append(hb.frag.Certificates, &checked)
+		cert = &checked
 	}
 	for _, r := range https {
 		cp := *r
