@@ -111,7 +111,7 @@ func writeCheck(w io.Writer, ings []*netv1.Ingress, authSecrets corelisters.Secr
 	_ = tw.Flush()
 	for _, k := range keys {
 		for _, p := range res.Ingresses[k].Problems {
-			if p.Reason == "BackendNotFound" || p.Reason == "InvalidCertificate" || p.Reason == "NoCertificate" || p.Reason == "AuthSecretNotFound" {
+			if p.Reason == "BackendNotFound" || p.Reason == "InvalidCertificate" || p.Reason == "NoCertificate" || p.Reason == "AuthSecretNotFound" || p.Reason == "ClientCANotFound" {
 				continue
 			}
 			fmt.Fprintf(w, "%s: %s\n", k, p)

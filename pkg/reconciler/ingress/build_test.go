@@ -1122,7 +1122,7 @@ func TestClientTLS(t *testing.T) {
 		{"off", map[string]string{p + "auth-tls-secret": "ca", p + "auth-tls-verify-client": "off"}, &ir.ClientValidation{CACertificates: ca, MaxDepth: depth(6)}, "default/pair+client-ca=default/ca,verify=on,depth=5", "", false},
 		{"no ca.crt", map[string]string{p + "auth-tls-secret": "noca"}, nil, "default/pair", "Secret default/noca of auth-tls-secret has no ca.crt; the host's HTTPS paths answer 503", false},
 		{"a bad ca.crt", map[string]string{p + "auth-tls-secret": "badca"}, nil, "default/pair", "Secret default/badca of auth-tls-secret: ca.crt:", false},
-		{"a missing Secret", map[string]string{p + "auth-tls-secret": "nope"}, nil, "default/pair", `Secret default/nope of auth-tls-secret: secret "nope" not found`, false},
+		{"a missing Secret", map[string]string{p + "auth-tls-secret": "nope"}, nil, "default/pair", "Secret default/nope of auth-tls-secret does not exist", false},
 		{"a CRL", map[string]string{p + "auth-tls-secret": "withcrl"}, nil, "default/pair", "Secret default/withcrl of auth-tls-secret has a ca.crl, which Weir does not apply yet", false},
 		{"depth 0 is 1", map[string]string{p + "auth-tls-secret": "ca", p + "auth-tls-verify-depth": "0"}, &ir.ClientValidation{CACertificates: ca, MaxDepth: depth(2)}, "default/pair+client-ca=default/ca,verify=on,depth=0", "", false},
 	} {

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"slices"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrs "k8s.io/apimachinery/pkg/api/errors"
+
 	"github.com/weir-dev/weir/pkg/envoycheck"
 	"github.com/weir-dev/weir/pkg/ir"
 )
@@ -29,9 +32,9 @@ func (hb *hostBuilder) withClientTLS(mains []*entry, cert *ir.Certificate, https
 		}
 	}
 	c := owner.cfg.clientTLS
-	cv, problem := hb.clientValidation(owner.ing.Namespace, c)
+	cv, reason, problem := hb.clientValidation(owner.ing.Namespace, c)
 	if problem == "" && hb.host == CatchAllHost {
-		problem = "a rule without a host has no filter chain of its own to check clients on"
+		reason, problem = "ClientCANotServed", "a rule without a host has no filter chain of its own to check clients on"
 	}
 	if problem == "" {
 		// Its own filter chain: another host may serve the same pair
@@ -60,35 +63,43 @@ func (hb *hostBuilder) withClientTLS(mains []*entry, cert *ir.Certificate, https
 		checked = append(checked, &cp)
 	}
 	if problem != "" {
-		hb.problem(owner, clientTLSField, "ClientCANotServed", "%s; the host's HTTPS paths answer 503 until it is fixed", problem)
+		hb.problem(owner, clientTLSField, reason, "%s; the host's HTTPS paths answer 503 until it is fixed", problem)
 	}
 	return checked, true
 }
 
 // clientValidation reads c's CA bundle: the ca.crt of a Secret of the
 // Ingress's namespace, as ingress-nginx reads it.
-func (hb *hostBuilder) clientValidation(ns string, c *clientTLSConfig) (*ir.ClientValidation, string) {
+// The reason is ClientCANotFound for a Secret that does not exist.
+func (hb *hostBuilder) clientValidation(ns string, c *clientTLSConfig) (cv *ir.ClientValidation, reason, problem string) {
 	name := ns + "/" + c.secret
-	if hb.listers.AuthSecrets == nil {
-		return nil, fmt.Sprintf("Secret %s of auth-tls-secret is not read here", name)
+	var s *corev1.Secret
+	var err error = apierrs.NewNotFound(corev1.Resource("secrets"), c.secret)
+	if hb.listers.AuthSecrets != nil {
+		s, err = hb.listers.AuthSecrets.Secrets(ns).Get(c.secret)
 	}
-	s, err := hb.listers.AuthSecrets.Secrets(ns).Get(c.secret)
-	if err != nil {
-		return nil, fmt.Sprintf("Secret %s of auth-tls-secret: %v", name, err)
+	switch {
+	case apierrs.IsNotFound(err):
+		return nil, "ClientCANotFound", fmt.Sprintf("Secret %s of auth-tls-secret does not exist", name)
+	case err != nil:
+		return nil, "ClientCANotServed", fmt.Sprintf("Secret %s of auth-tls-secret: %v", name, err)
+	}
+	notServed := func(format string, args ...any) (*ir.ClientValidation, string, string) {
+		return nil, "ClientCANotServed", fmt.Sprintf(format, args...)
 	}
 	ca := s.Data["ca.crt"]
 	if len(ca) == 0 {
-		return nil, fmt.Sprintf("Secret %s of auth-tls-secret has no ca.crt", name)
+		return notServed("Secret %s of auth-tls-secret has no ca.crt", name)
 	}
 	if _, ok := s.Data["ca.crl"]; ok {
 		// ingress-nginx refuses the certificates it lists; serving
 		// without it would let them in.
-		return nil, fmt.Sprintf("Secret %s of auth-tls-secret has a ca.crl, which Weir does not apply yet", name)
+		return notServed("Secret %s of auth-tls-secret has a ca.crl, which Weir does not apply yet", name)
 	}
 	// Checked here, not only where Envoy's config is made: a host whose
 	// check were left out there would take its clients unchecked.
 	if _, err := envoycheck.CABundle(ca); err != nil {
-		return nil, fmt.Sprintf("Secret %s of auth-tls-secret: ca.crt: %v", name, err)
+		return notServed("Secret %s of auth-tls-secret: ca.crt: %v", name, err)
 	}
 	// nginx's depth counts the intermediates (OpenSSL 1.1: neither the
 	// client's own certificate nor the trust anchor), and takes 0 as 1;
@@ -100,5 +111,5 @@ func (hb *hostBuilder) clientValidation(ns string, c *clientTLSConfig) (*ir.Clie
 		Optional:              c.verify == "optional",
 		AllowInsecureFallback: c.verify == "optional_no_ca",
 		MaxDepth:              &depth,
-	}, ""
+	}, "", ""
 }
