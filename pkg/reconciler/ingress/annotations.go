@@ -502,6 +502,23 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 	return cfg, findings, unservable
 }
 
+// ownSecret reads a Secret annotation's value, "name" or "namespace/name",
+// which must name a Secret of the Ingress's own namespace ns: Weir reads no
+// other. ok is false, with a reason, when it does not.
+func ownSecret(ns, v string) (name, why string, ok bool) {
+	secretNS, name, qualified := strings.Cut(v, "/")
+	if !qualified {
+		secretNS, name = ns, v
+	}
+	switch {
+	case secretNS != ns:
+		return "", fmt.Sprintf("%q is in namespace %s; Weir reads only Secrets in the Ingress's own namespace, %s", v, secretNS, ns), false
+	case name == "" || strings.ContainsAny(name, "/ \t"):
+		return "", fmt.Sprintf("%q is not namespace/name", v), false
+	}
+	return name, "", true
+}
+
 // basicAuthConfig is where auth-type basic's users are: a Secret of the
 // Ingress's namespace, as one htpasswd file under the key "auth"
 // (auth-file) or one key per user (auth-map).
@@ -540,19 +557,13 @@ func parseBasicAuth(ns string, get func(string) (string, bool), invalid func(str
 		invalid("auth-secret-type", "%q is not auth-file or auth-map", t)
 	}
 	v, _ := get("auth-secret")
-	secretNS, name, qualified := strings.Cut(v, "/")
-	if !qualified {
-		secretNS, name = ns, v
-	}
-	switch {
-	case v == "":
+	if v == "" {
 		invalid("auth-type", "basic needs auth-secret, the Secret that holds the users")
 		return nil
-	case secretNS != ns:
-		invalid("auth-secret", "%q is in namespace %s; Weir reads only Secrets in the Ingress's own namespace, %s", v, secretNS, ns)
-		return nil
-	case name == "" || strings.ContainsAny(name, "/ \t"):
-		invalid("auth-secret", "%q is not namespace/name", v)
+	}
+	name, why, ok := ownSecret(ns, v)
+	if !ok {
+		invalid("auth-secret", "%s", why)
 		return nil
 	}
 	c.secret = name
@@ -653,16 +664,9 @@ func parseClientTLS(ns string, get func(string) (string, bool), invalid func(str
 		}
 		return nil
 	}
-	secretNS, name, qualified := strings.Cut(v, "/")
-	if !qualified {
-		secretNS, name = ns, v
-	}
-	switch {
-	case secretNS != ns:
-		invalid("auth-tls-secret", "%q is in namespace %s; Weir reads only Secrets in the Ingress's own namespace, %s", v, secretNS, ns)
-		return nil
-	case name == "" || strings.ContainsAny(name, "/ \t"):
-		invalid("auth-tls-secret", "%q is not namespace/name", v)
+	name, why, ok := ownSecret(ns, v)
+	if !ok {
+		invalid("auth-tls-secret", "%s", why)
 		return nil
 	}
 	c := &clientTLSConfig{secret: name, verify: "on", depth: 1}
@@ -903,17 +907,10 @@ func parseUpstreamTLS(ns string, get func(string) (string, bool), invalid func(s
 	}
 	c.verify, c.sni = onOff("proxy-ssl-verify"), onOff("proxy-ssl-server-name")
 	if v, ok := get("proxy-ssl-secret"); ok {
-		secretNS, name, qualified := strings.Cut(v, "/")
-		if !qualified {
-			secretNS, name = ns, v
-		}
-		switch {
-		case secretNS != ns:
-			invalid("proxy-ssl-secret", "%q is in namespace %s; Weir reads only Secrets in the Ingress's own namespace, %s", v, secretNS, ns)
-		case name == "" || strings.ContainsAny(name, "/ \t"):
-			invalid("proxy-ssl-secret", "%q is not namespace/name", v)
-		default:
+		if name, why, ok := ownSecret(ns, v); ok {
 			c.secret = name
+		} else {
+			invalid("proxy-ssl-secret", "%s", why)
 		}
 	}
 	if v, ok := get("proxy-ssl-name"); ok {

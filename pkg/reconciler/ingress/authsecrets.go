@@ -157,13 +157,8 @@ func (a *authSecrets) Stop() {
 func authSecretsOf(ings []*netv1.Ingress, classes Classes) map[types.NamespacedName]bool {
 	out := map[types.NamespacedName]bool{}
 	add := func(ing *netv1.Ingress, key string) {
-		v := strings.TrimSpace(ing.Annotations[AnnotationPrefix+key])
-		ns, name, qualified := strings.Cut(v, "/")
-		if !qualified {
-			ns, name = ing.Namespace, v
-		}
-		if ns == ing.Namespace && name != "" && !strings.ContainsAny(name, "/ \t") {
-			out[types.NamespacedName{Namespace: ns, Name: name}] = true
+		if name, _, ok := ownSecret(ing.Namespace, strings.TrimSpace(ing.Annotations[AnnotationPrefix+key])); ok {
+			out[types.NamespacedName{Namespace: ing.Namespace, Name: name}] = true
 		}
 	}
 	for _, ing := range ings {

@@ -46,16 +46,12 @@ func (hb *hostBuilder) withBasicAuth(e *entry, r *ir.Route) bool {
 // The reason is AuthSecretNotFound for a Secret that does not exist.
 func (hb *hostBuilder) basicAuthUsers(ns string, c *basicAuthConfig) (users []ir.HtpasswdUser, reason, problem string) {
 	name := ns + "/" + c.secret
-	var s *corev1.Secret
-	var err error = apierrs.NewNotFound(corev1.Resource("secrets"), c.secret)
-	if hb.listers.AuthSecrets != nil {
-		s, err = hb.listers.AuthSecrets.Secrets(ns).Get(c.secret)
-	}
+	s, missing, problem := hb.annotationSecret(ns, c.secret, "auth-secret")
 	switch {
-	case apierrs.IsNotFound(err):
-		return nil, "AuthSecretNotFound", fmt.Sprintf("Secret %s of auth-secret does not exist", name)
-	case err != nil:
-		return nil, "AuthSecretNotServed", fmt.Sprintf("Secret %s of auth-secret: %v", name, err)
+	case missing:
+		return nil, "AuthSecretNotFound", problem
+	case problem != "":
+		return nil, "AuthSecretNotServed", problem
 	}
 	users, problem = htpasswdUsers(s, c.perUser)
 	if problem != "" {
@@ -149,4 +145,21 @@ func hashKind(hash string) string {
 		return "nothing (plain text)"
 	}
 	return "crypt(3) or an unknown scheme"
+}
+
+// annotationSecret reads the Secret name of namespace ns that annotation
+// names, from the Secrets Weir watches for annotations. missing is set
+// when it does not exist; problem says why it cannot be read.
+func (hb *hostBuilder) annotationSecret(ns, name, annotation string) (s *corev1.Secret, missing bool, problem string) {
+	var err error = apierrs.NewNotFound(corev1.Resource("secrets"), name)
+	if hb.listers.AuthSecrets != nil {
+		s, err = hb.listers.AuthSecrets.Secrets(ns).Get(name)
+	}
+	switch {
+	case apierrs.IsNotFound(err):
+		return nil, true, fmt.Sprintf("Secret %s/%s of %s does not exist", ns, name, annotation)
+	case err != nil:
+		return nil, false, fmt.Sprintf("Secret %s/%s of %s: %v", ns, name, annotation, err)
+	}
+	return s, false, ""
 }

@@ -4,9 +4,6 @@ import (
 	"fmt"
 	"slices"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrs "k8s.io/apimachinery/pkg/api/errors"
-
 	"github.com/weir-dev/weir/pkg/envoycheck"
 	"github.com/weir-dev/weir/pkg/ir"
 )
@@ -73,16 +70,12 @@ func (hb *hostBuilder) withClientTLS(mains []*entry, cert *ir.Certificate, https
 // The reason is ClientCANotFound for a Secret that does not exist.
 func (hb *hostBuilder) clientValidation(ns string, c *clientTLSConfig) (cv *ir.ClientValidation, reason, problem string) {
 	name := ns + "/" + c.secret
-	var s *corev1.Secret
-	var err error = apierrs.NewNotFound(corev1.Resource("secrets"), c.secret)
-	if hb.listers.AuthSecrets != nil {
-		s, err = hb.listers.AuthSecrets.Secrets(ns).Get(c.secret)
-	}
+	s, missing, problem := hb.annotationSecret(ns, c.secret, "auth-tls-secret")
 	switch {
-	case apierrs.IsNotFound(err):
-		return nil, "ClientCANotFound", fmt.Sprintf("Secret %s of auth-tls-secret does not exist", name)
-	case err != nil:
-		return nil, "ClientCANotServed", fmt.Sprintf("Secret %s of auth-tls-secret: %v", name, err)
+	case missing:
+		return nil, "ClientCANotFound", problem
+	case problem != "":
+		return nil, "ClientCANotServed", problem
 	}
 	notServed := func(format string, args ...any) (*ir.ClientValidation, string, string) {
 		return nil, "ClientCANotServed", fmt.Sprintf(format, args...)
