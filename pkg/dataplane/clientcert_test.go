@@ -49,6 +49,24 @@ func withClientValidation(t *testing.T, l *listenerv3.Listener, chain int, ca te
 	l.FilterChains[chain].TransportSocket.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(&dtc)}
 }
 
+// tlsClient connects to addr, whatever a URL's host, trusting server's
+// certificate, with sni as the server name and client's certificate, if
+// any.
+func tlsClient(t *testing.T, addr string, server testCert, sni string, client *testCert) *http.Client {
+	t.Helper()
+	cfg := &tls.Config{RootCAs: certPool(server), ServerName: sni}
+	if client != nil {
+		pair, err := tls.X509KeyPair(client.certPEM, client.keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}}}
+}
+
 // TestClientCertificateValidation: a chain that requires client
 // certificates takes only those its CA signed, and only that chain; one in
 // ACCEPT_UNTRUSTED mode takes any certificate or none.
@@ -75,18 +93,7 @@ func TestClientCertificateValidation(t *testing.T) {
 	addr := p.ListenerAddr(name).String()
 
 	get := func(host string, client *testCert) error {
-		cfg := &tls.Config{RootCAs: certPool(server), ServerName: host}
-		if client != nil {
-			pair, err := tls.X509KeyPair(client.certPEM, client.keyPEM)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg.Certificates = []tls.Certificate{pair}
-		}
-		c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, addr)
-		}}}
-		resp, err := c.Get("https://" + host + "/")
+		resp, err := tlsClient(t, addr, server, host, client).Get("https://" + host + "/")
 		if err != nil {
 			return err
 		}
@@ -323,20 +330,9 @@ func TestClientCertificateDepthAndFilterChain(t *testing.T) {
 	addr := p.ListenerAddr(name).String()
 
 	get := func(sni, host string, client *testCert) (int, error) {
-		cfg := &tls.Config{RootCAs: certPool(server), ServerName: sni}
-		if client != nil {
-			pair, err := tls.X509KeyPair(client.certPEM, client.keyPEM)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg.Certificates = []tls.Certificate{pair}
-		}
-		c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, addr)
-		}}}
 		req, _ := http.NewRequest(http.MethodGet, "https://"+sni+"/", nil)
 		req.Host = host
-		resp, err := c.Do(req)
+		resp, err := tlsClient(t, addr, server, sni, client).Do(req)
 		if err != nil {
 			return 0, err
 		}

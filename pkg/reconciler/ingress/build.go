@@ -849,23 +849,31 @@ func (hb *hostBuilder) backend(e *entry, field string, ib netv1.IngressBackend) 
 		be.ConnectTimeout = d
 		be.Name += "/connect-timeout=" + d.String()
 	}
-	if prev, ok := hb.backends[be.Name]; ok {
-		if len(prev.Endpoints) == 0 && e.cfg.defaultBackend != "" {
-			return hb.defaultBackend(e, field)
-		}
-		return ir.WeightedBackend{BackendName: prev.Name, Weight: 100}
-	}
-	slices, err := hb.listers.EndpointSlices(ns, name)
+	be, err = hb.addBackend(e, be, sp)
 	if err != nil {
-		return unresolved("listing EndpointSlices of Service %s/%s: %v", ns, name, err)
+		return unresolved("%v", err)
 	}
-	be.Endpoints = backends.Endpoints(slices, sp)
-	be.Provenance = ir.Provenance{e.ref}
-	hb.backends[be.Name] = be
 	if len(be.Endpoints) == 0 && e.cfg.defaultBackend != "" {
 		return hb.defaultBackend(e, field)
 	}
 	return ir.WeightedBackend{BackendName: be.Name, Weight: 100}
+}
+
+// addBackend puts be among the host's backends with the ready endpoints
+// of its Service's port sp, and returns it; a backend of the same name
+// that is there already is returned instead.
+func (hb *hostBuilder) addBackend(e *entry, be *ir.Backend, sp corev1.ServicePort) (*ir.Backend, error) {
+	if prev, ok := hb.backends[be.Name]; ok {
+		return prev, nil
+	}
+	slices, err := hb.listers.EndpointSlices(be.Service.Namespace, be.Service.Name)
+	if err != nil {
+		return nil, fmt.Errorf("listing EndpointSlices of Service %s/%s: %w", be.Service.Namespace, be.Service.Name, err)
+	}
+	be.Endpoints = backends.Endpoints(slices, sp)
+	be.Provenance = ir.Provenance{e.ref}
+	hb.backends[be.Name] = be
+	return be, nil
 }
 
 // defaultBackend is e's default-backend, which ingress-nginx sends a
@@ -897,14 +905,8 @@ func (hb *hostBuilder) defaultBackend(e *entry, field string) ir.WeightedBackend
 	if backends.ProtocolOf(sp) != ir.HTTP1 {
 		be.Name += "/" + ir.HTTP1.String()
 	}
-	if _, ok := hb.backends[be.Name]; !ok {
-		slices, err := hb.listers.EndpointSlices(ns, name)
-		if err != nil {
-			return unresolved("listing EndpointSlices of Service %s/%s: %v", ns, name, err)
-		}
-		be.Endpoints = backends.Endpoints(slices, sp)
-		be.Provenance = ir.Provenance{e.ref}
-		hb.backends[be.Name] = be
+	if _, err := hb.addBackend(e, be, sp); err != nil {
+		return unresolved("%v", err)
 	}
 	return ir.WeightedBackend{BackendName: be.Name, Weight: 100}
 }
@@ -976,14 +978,8 @@ func (hb *hostBuilder) withExtAuth(e *entry, r *ir.Route) bool {
 		be.TLS = &ir.BackendTLS{Verify: ir.VerifyNone, ServerName: a.service + "." + a.namespace + ".svc"}
 		be.Name += "+tls,sni=" + be.TLS.ServerName
 	}
-	if _, ok := hb.backends[be.Name]; !ok {
-		slices, err := hb.listers.EndpointSlices(a.namespace, a.service)
-		if err != nil {
-			return fail("listing EndpointSlices of Service %s/%s: %v", a.namespace, a.service, err)
-		}
-		be.Endpoints = backends.Endpoints(slices, sp)
-		be.Provenance = ir.Provenance{e.ref}
-		hb.backends[be.Name] = be
+	if _, err := hb.addBackend(e, be, sp); err != nil {
+		return fail("%v", err)
 	}
 	if len(a.responseHeaders) > 0 {
 		// The service's answer sets them; the client's never pass.
