@@ -717,9 +717,21 @@ func cookieMatch(name, value string) ir.HeaderMatch {
 // rewriteOf is ingress-nginx's rewrite: the path, as a regex from the
 // start, replaces the whole path with the target, $n being its groups.
 func rewriteOf(p netv1.HTTPIngressPath, target string) *ir.PathModifier {
+	pattern := "(?i)^(?:" + cmp.Or(p.Path, "/") + ").*"
+	groups := -1
+	if re, err := regexp.Compile(pattern); err == nil {
+		groups = re.NumSubexp()
+	}
 	sub := strings.ReplaceAll(target, `\`, `\\`)
-	sub = dollarGroup.ReplaceAllString(sub, `\$1`)
-	return &ir.PathModifier{Kind: ir.ReplaceRegex, Pattern: "(?i)^(?:" + cmp.Or(p.Path, "/") + ").*", Value: sub}
+	sub = dollarGroup.ReplaceAllStringFunc(sub, func(g string) string {
+		// As in nginx, a capture the path does not have is empty; RE2
+		// (and so Envoy) refuses a rewrite that names one.
+		if n := int(g[1] - '0'); groups >= 0 && n > groups {
+			return ""
+		}
+		return `\` + g[1:]
+	})
+	return &ir.PathModifier{Kind: ir.ReplaceRegex, Pattern: pattern, Value: sub}
 }
 
 var dollarGroup = regexp.MustCompile(`\$([0-9])`)
