@@ -21,6 +21,7 @@ import (
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/basicauth"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/buffer"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/cors"
+	_ "github.com/weir-dev/weir/pkg/dataplane/filters/customresponse"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/extauthz"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/headermutation"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/localratelimit"
@@ -219,6 +220,8 @@ func (c filterCallbacks) SendToCluster(name string, req *http.Request) (*http.Re
 	return cl.pool.main.RoundTrip(req)
 }
 
+func (c filterCallbacks) HasRoute() bool { return c.f.s.route != nil }
+
 func (c filterCallbacks) RouteName() string {
 	if c.f.s.route == nil {
 		return ""
@@ -261,6 +264,38 @@ func (c filterCallbacks) ClientAddr() netip.Addr { return c.f.s.clientAddr }
 func (c filterCallbacks) FilterState(key string) (string, bool) {
 	v, ok := c.f.s.filterState[key]
 	return v, ok
+}
+
+func (c filterCallbacks) RecreateStream() bool { return c.f.s.recreateStream() }
+
+func (c filterCallbacks) SetRequestState(key string, v any) {
+	s := c.f.s
+	if s.requestState == nil {
+		s.requestState = map[string]any{}
+	}
+	s.requestState[key] = v
+}
+
+func (c filterCallbacks) RequestState(key string) any { return c.f.s.requestState[key] }
+
+// recreateStream prepares the stream that replaces s once it ends, with
+// the request headers the filters left (Envoy's recreateStream). s.mu is
+// held.
+func (s *stream) recreateStream() bool {
+	complete := s.body == nil || s.body.end && len(s.body.ready) == 0
+	if !s.mayRecreate || s.next != nil || s.recreated || s.headersSent || s.aborted || s.upType != "" || !complete {
+		return false
+	}
+	h := s.req
+	h.Header = s.req.Header.Clone()
+	// The new request has no body (Envoy sends it headers only).
+	delete(h.Header, "Content-Length")
+	delete(h.Header, "Transfer-Encoding")
+	s.next = &stream{
+		rl: s.rl, conf: s.conf, hcm: s.hcm, filterState: s.filterState, w: s.w, r: s.r, start: s.start, tls: s.tls,
+		clientAddr: s.clientAddr, requestState: s.requestState, recreated: true, req: h,
+	}
+	return true
 }
 
 func (c filterCallbacks) RequestedServerName() string {
@@ -319,6 +354,9 @@ func (s *stream) startFilters() {
 		}
 		s.filters = append(s.filters, activeFilter{s: s, conf: fc})
 		f := &s.filters[len(s.filters)-1]
+		if _, ok := fc.config.(httpfilter.StreamRecreator); ok {
+			s.mayRecreate = true
+		}
 		inst := fc.config.NewFilter(filterCallbacks{f})
 		f.dec, _ = inst.(httpfilter.DecoderFilter)
 		f.enc, _ = inst.(httpfilter.EncoderFilter)
@@ -545,7 +583,7 @@ func (s *stream) encodeHeadersFrom(i int, endStream bool) {
 			continue
 		}
 		st := f.enc.EncodeHeaders(&s.resp, endStream)
-		if s.replaced {
+		if s.replaced || s.next != nil {
 			return
 		}
 		if st != httpfilter.Continue {
@@ -564,6 +602,9 @@ func (s *stream) encodeHeadersFrom(i int, endStream bool) {
 // from index i downwards and writes what passes them all. It returns false
 // when the downstream is gone.
 func (s *stream) encodeData(i int, data []byte, endStream bool) bool {
+	if s.next != nil {
+		return true // a recreated stream answers instead
+	}
 	for ; i >= 0 && i >= s.encAt; i-- {
 		f := &s.filters[i]
 		if f.enc == nil || s.replaced {
@@ -609,6 +650,9 @@ func (s *stream) encodeData(i int, data []byte, endStream bool) bool {
 // encodeTrailers runs response trailers through the encoder filters; a
 // filter holding data releases it first.
 func (s *stream) encodeTrailers(t http.Header) {
+	if s.next != nil {
+		return
+	}
 	for i := len(s.filters) - 1; i >= 0 && i >= s.encAt; i-- {
 		f := &s.filters[i]
 		if f.enc == nil || s.replaced {

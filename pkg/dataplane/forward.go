@@ -111,6 +111,14 @@ type stream struct {
 	headersSent bool
 	replies     int  // local replies sent, to tell whether a filter replaced ours
 	aborted     bool // the stream must be reset
+	// next is the stream a filter recreated this one as (RecreateStream):
+	// this one's response is dropped, and next serves the request once
+	// this one ends. recreated marks such a stream; mayRecreate is set
+	// when one of the stream's filters may recreate it.
+	next         *stream
+	recreated    bool
+	mayRecreate  bool
+	requestState map[string]any
 
 	ctx          context.Context
 	cancel       context.CancelCauseFunc
@@ -156,14 +164,52 @@ func (rl *rtListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// the connection manager is the current chain's, as Envoy applies
 	// route updates to open connections.
 	s := &stream{rl: rl, conf: conf, hcm: ch.hcm, filterState: connFilterState(r), w: w, r: r, start: time.Now(), tls: r.TLS != nil}
+	for s != nil {
+		s = s.run()
+	}
+}
+
+// run serves the stream and returns the stream a filter recreated it as,
+// if one did.
+func (s *stream) run() *stream {
 	defer s.finish()
-	s.serve()
+	if s.recreated {
+		s.serveRecreated()
+	} else {
+		s.serve()
+	}
 	s.mu.Lock()
-	aborted := s.aborted
+	aborted, next := s.aborted, s.next
 	s.mu.Unlock()
 	if aborted {
 		panic(http.ErrAbortHandler)
 	}
+	return next
+}
+
+// serveRecreated serves a stream a filter recreated: the connection
+// manager's edge handling was done for the first, so its headers are
+// routed and filtered again as they are, with no body.
+func (s *stream) serveRecreated() {
+	h := s.w.Header()
+	drain := h["Connection"] // set when the proxy is draining
+	clear(h)
+	if drain != nil {
+		h["Connection"] = drain
+	}
+	s.clearRouteCache()
+	s.startFilters()
+	// Never the downstream body, which the first stream consumed.
+	s.body = &decodedBody{s: s, src: http.NoBody, end: true}
+	if len(s.filters) > 0 {
+		s.mu.Lock()
+		s.decodeHeaders(0, true)
+		s.mu.Unlock()
+		if s.replied || s.decAt < len(s.filters) {
+			return
+		}
+	}
+	s.routeRequest()
 }
 
 // serve is the connection manager's part of a request: the edge header
@@ -593,9 +639,10 @@ func (s *stream) forward(fw *forward, tgt *target) {
 		idle = *fw.idle
 	}
 	if s.routeTimeout > 0 || idle > 0 || fw.retry != nil {
-		if rc, ok := s.w.(requestCanceler); ok {
+		if rc, ok := s.w.(requestCanceler); ok && !s.mayRecreate {
 			// weir-proxy's HTTP/1.1 codec made a cancellable context for
-			// this request alone: one context serves both.
+			// this request alone: one context serves both, unless a
+			// recreated stream will need it after this one ends.
 			s.cancel = rc.requestCanceler()
 		} else {
 			s.ctx, s.cancel = context.WithCancelCause(r.Context())
@@ -1055,7 +1102,7 @@ func (s *stream) respond(res *http.Response) {
 	s.resp = httpfilter.ResponseHeaders{Status: res.StatusCode, Header: dst}
 	s.encAt = len(s.filters)
 	s.encodeHeaders(bodyless && len(s.filters) > 0)
-	done := s.replaced
+	done := s.replaced || s.next != nil
 	s.mu.Unlock()
 	if done || (bodyless && len(s.filters) > 0) {
 		return
@@ -1072,7 +1119,7 @@ func (s *stream) respond(res *http.Response) {
 			s.touch()
 			s.mu.Lock()
 			ok := s.encodeData(len(s.filters)-1, buf[:n], false)
-			done := s.replaced || s.aborted
+			done := s.replaced || s.aborted || s.next != nil
 			s.mu.Unlock()
 			if !ok {
 				s.mu.Lock()
@@ -1116,7 +1163,7 @@ func (s *stream) respond(res *http.Response) {
 // writeResponseHeaders writes s.resp downstream, once the encoder filters
 // let it through.
 func (s *stream) writeResponseHeaders() {
-	if s.headersSent {
+	if s.headersSent || s.next != nil {
 		return
 	}
 	s.headersSent = true
@@ -1128,7 +1175,7 @@ func (s *stream) writeResponseHeaders() {
 // length (gRPC, SSE, chunked) is flushed per write, so nothing sits in our
 // buffers. It returns false when the downstream is gone.
 func (s *stream) writeBody(data []byte) bool {
-	if len(data) == 0 {
+	if len(data) == 0 || s.next != nil {
 		return true
 	}
 	if !s.headersSent {
@@ -1154,6 +1201,9 @@ func (s *stream) writeBody(data []byte) bool {
 
 // writeTrailers writes response trailers, announced or not.
 func (s *stream) writeTrailers(t http.Header) {
+	if s.next != nil {
+		return
+	}
 	dst := s.w.Header()
 	_, announced := dst["Trailer"]
 	if !s.headersSent {
@@ -1395,6 +1445,14 @@ func (s *stream) finish() {
 		s.cancel(context.Canceled)
 	}
 	s.releaseEndpoint()
+	s.mu.Lock()
+	replaced := s.next != nil
+	s.mu.Unlock()
+	if replaced {
+		// The stream that replaces this one answers, and is counted
+		// and logged, as Envoy logs an internally redirected request once.
+		return
+	}
 	d := time.Since(s.start)
 	st := s.conf.stats
 	st.requests.inc(s.code)

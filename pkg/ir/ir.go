@@ -229,9 +229,13 @@ type HTTPFilter interface {
 type FilterKind uint8
 
 const (
+	// FilterCustomErrors replaces error responses with another virtual
+	// host's answer. It is first, so that it sees the local replies of
+	// every filter after it.
+	FilterCustomErrors FilterKind = iota + 1
 	// FilterViaCertificate refuses requests that did not come through a
 	// certificate's filter chain, before anything else sees them.
-	FilterViaCertificate FilterKind = iota + 1
+	FilterViaCertificate
 	// FilterSourceRanges refuses clients by address.
 	FilterSourceRanges
 	// FilterCORS answers CORS preflights and adds CORS response headers.
@@ -250,6 +254,28 @@ const (
 	// answers 413 when it is larger than the limit.
 	FilterBodyLimit
 )
+
+// CustomErrors sends a request whose response has one of Codes again, as
+// a GET without a body, to the virtual host Host of the route's own
+// listeners, keeping its path and query (Envoy's custom_response filter
+// with a redirect policy); that answer goes to the client. Responses of the
+// redirected request are never redirected again.
+type CustomErrors struct {
+	Codes []int
+	// Host is the domain of the virtual host that answers, one of the
+	// fragment's, on the listeners of the route.
+	Host string
+	// CodeHeader, when set, names a request header that carries the
+	// status code answered.
+	CodeHeader string
+	// Headers are set on the redirected request; a value may use
+	// Envoy's %REQ(name)% to copy a header of the original request
+	// (":path" is its path and query).
+	Headers []Header
+}
+
+// FilterKind implements HTTPFilter.
+func (*CustomErrors) FilterKind() FilterKind { return FilterCustomErrors }
 
 // ViaCertificate answers 403 to a request that did not come over a
 // connection accepted by the filter chain of Certificate, one of the

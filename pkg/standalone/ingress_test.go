@@ -910,3 +910,91 @@ ports: [{name: %[3]s, port: %[5]d, protocol: TCP}]
 endpoints: [{addresses: [%[6]s], conditions: {ready: true}}]
 `, ns, name, portName, servicePort, port, strings.Join(addrs, ", "))
 }
+
+// TestRunServesCustomHTTPErrors: with custom-http-errors and
+// default-backend, weir run's gateway replaces the backend's 404 and the
+// gateway's own 503 (a Service that does not exist) with the default
+// backend's page, as ingress-nginx does: asked for "/" with the query and
+// X-Code, X-Original-URI, X-Format, X-Namespace, X-Ingress-Name,
+// X-Service-Name and X-Service-Port. Other codes, and other Ingresses of
+// the host, keep their answers.
+func TestRunServesCustomHTTPErrors(t *testing.T) {
+	app := serveAuth(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/app/missing", "/plain/missing":
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, "app 404")
+		case "/app/teapot":
+			w.WriteHeader(http.StatusTeapot)
+		default:
+			io.WriteString(w, "app "+r.URL.Path)
+		}
+	})
+	pages := serveAuth(t, func(w http.ResponseWriter, r *http.Request) {
+		code := 200
+		fmt.Sscanf(r.Header.Get("X-Code"), "%d", &code)
+		w.WriteHeader(code)
+		fmt.Fprintf(w, "page %s %s code=%s uri=%s format=%s ns=%s ingress=%s service=%s port=%s",
+			r.Method, r.URL.RequestURI(), r.Header.Get("X-Code"), r.Header.Get("X-Original-URI"), r.Header.Get("X-Format"),
+			r.Header.Get("X-Namespace"), r.Header.Get("X-Ingress-Name"), r.Header.Get("X-Service-Name"), r.Header.Get("X-Service-Port"))
+	})
+	dir := t.TempDir()
+	write(t, dir, "backends.yaml", serviceYAML("default", "app", "http", 80, app, "127.0.0.1")+serviceYAML("default", "pages", "http", 80, pages, "127.0.0.1"))
+	write(t, dir, "ingress.yaml", `apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: with-pages
+  annotations:
+    nginx.ingress.kubernetes.io/custom-http-errors: "404,503"
+    nginx.ingress.kubernetes.io/default-backend: pages
+spec:
+  ingressClassName: weir
+  rules:
+  - host: e.example.com
+    http:
+      paths:
+      - {path: /app, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}
+      - {path: /gone, pathType: Prefix, backend: {service: {name: missing, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: without
+spec:
+  ingressClassName: weir
+  rules:
+  - host: e.example.com
+    http:
+      paths:
+      - {path: /plain, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}
+`)
+	g := startRun(t, dir, 20*time.Millisecond)
+	port, _, _, _ := g.Ports()
+	eventually(t, "the Ingresses to be served", func() bool {
+		code, body, _ := getPath(port, "e.example.com", "/app/x")
+		return code == 200 && body == "app /app/x"
+	})
+	for _, tc := range []struct {
+		path string
+		code int
+		body string
+	}{
+		{"/app/missing?q=1", 404, "page GET /?q=1 code=404 uri=/app/missing?q=1 format=text/html ns=default ingress=with-pages service=app port=80"},
+		{"/gone", 503, "page GET / code=503 uri=/gone format=text/html ns=default ingress=with-pages service=missing port=80"},
+		{"/app/teapot", 418, ""},
+		{"/plain/missing", 404, "app 404"},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", port, tc.path), nil)
+		req.Host = "e.example.com"
+		req.Header.Set("Accept", "text/html")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || string(b) != tc.body {
+			t.Errorf("%s: %d %q, want %d %q", tc.path, resp.StatusCode, b, tc.code, tc.body)
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	bufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/buffer/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	customresponsev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/custom_response/v3"
 	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
@@ -43,6 +44,8 @@ var httpFilterOf = map[ir.FilterKind]struct {
 	// addresses and its connection's filter chain.
 	ir.FilterViaCertificate: {viaCertificateFilter, &rbacv3.RBAC{}},
 	ir.FilterCORS:           {corsFilter, &corsv3.Cors{}},
+	// Without a matcher the listener's config replaces nothing.
+	ir.FilterCustomErrors: {customResponseFilter, &customresponsev3.CustomResponse{}},
 	// Without filter_enabled the listener's config limits nothing; a
 	// route's config is whole, with its own buckets.
 	ir.FilterRateLimit: {localRateLimitFilter, &localratelimitv3.LocalRateLimit{StatPrefix: "local_rate_limit"}},
@@ -142,6 +145,8 @@ func perFilterConfig(fs []ir.HTTPFilter, id string, available nameSet) (map[stri
 		switch p := f.(type) {
 		case *ir.CORSPolicy:
 			msg, err = corsPolicy(p)
+		case *ir.CustomErrors:
+			msg, err = customErrors(p)
 		case *ir.SourceRanges:
 			msg, err = sourceRanges(p)
 		case *ir.ViaCertificate:

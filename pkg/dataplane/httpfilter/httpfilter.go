@@ -126,6 +126,8 @@ type Callbacks interface {
 	// ClearRouteCache makes the stream match its route again, after the
 	// filter changed what routing looks at.
 	ClearRouteCache()
+	// HasRoute reports whether a route matched the request.
+	HasRoute() bool
 	// RouteName is the name of the matched route, "" when none matched.
 	RouteName() string
 	// RouteForwards reports whether the matched route sends the request
@@ -163,6 +165,19 @@ type Callbacks interface {
 	// such as ext_authz. req.URL's path and query are sent; its host is
 	// replaced by the endpoint's.
 	SendToCluster(cluster string, req *http.Request) (*http.Response, error)
+	// RecreateStream is Envoy's recreateStream, for an encoder filter that
+	// redirects the request internally: the response being encoded is
+	// dropped, and once the stream ends a new one starts with the request
+	// headers as the filter left them, routed again through every filter,
+	// with no body. It reports false, and changes nothing, unless the
+	// whole request has been received and nothing has gone downstream;
+	// a stream is recreated at most once.
+	RecreateStream() bool
+	// SetRequestState keeps v under key for the request, across a
+	// recreated stream (Envoy's filter state of request life span).
+	SetRequestState(key string, v any)
+	// RequestState is what SetRequestState kept under key, or nil.
+	RequestState(key string) any
 }
 
 // Config is a compiled HttpFilter typed_config. It is immutable and shared
@@ -171,6 +186,14 @@ type Config interface {
 	// NewFilter returns the filter instance of one stream. It returns a
 	// DecoderFilter, an EncoderFilter, or a value that is both.
 	NewFilter(cb Callbacks) any
+}
+
+// StreamRecreator is a Config whose filters may call
+// Callbacks.RecreateStream. The proxy then keeps what a recreated stream
+// needs; RecreateStream reports false to any other filter.
+type StreamRecreator interface {
+	Config
+	RecreatesStreams()
 }
 
 // Factory builds a filter from its configuration.

@@ -192,8 +192,8 @@ var annotations = map[string]annotation{
 	"mirror-target":       {HonouredWithDifference, "only to a host the operator allows (MIRROR_TARGET_HOSTS, weir run's --mirror-target-host), since a target is any address the gateway reaches, its own admin port included; only as scheme://host[:port]$request_uri; the copy's Host is the request's with \"-shadow\" appended"},
 	"mirror-host":         {Ignored, "Envoy sends a copy with the request's own host, \"-shadow\" appended"},
 	"mirror-request-body": {HonouredWithDifference, "Envoy always copies the body; \"off\" is not honoured"},
-	"custom-http-errors":  {Ignored, notYet},
-	"default-backend":     {HonouredWithDifference, "the Service, in the Ingress's namespace, answers (on its first port, over HTTP/1.1) the paths whose Service has no ready endpoints; it does not answer custom-http-errors, which Weir does not apply yet"},
+	"custom-http-errors":  {HonouredWithDifference, "with default-backend only (Weir has no global default backend): an answer with one of the codes, the backend's or the gateway's own (such as 503 without endpoints, 403 from an allow-list), is replaced by default-backend's answer to a GET for \"/\" with the request's query and ingress-nginx's X-Code, X-Format, X-Original-URI, X-Namespace, X-Ingress-Name, X-Service-Name and X-Service-Port headers (Envoy's custom_response filter, which redirects internally); unlike nginx the method is always GET, the Host is an internal name, X-Original-URI is the normalized path, and a request whose body had not all arrived when the answer came keeps that answer"},
+	"default-backend":     {HonouredWithDifference, "the Service, in the Ingress's namespace, answers (on its first port, over HTTP/1.1) the paths whose Service has no ready endpoints, and the codes of custom-http-errors"},
 }
 
 // Finding is what Weir does with one annotation of one Ingress.
@@ -252,6 +252,9 @@ type config struct {
 	// namespace that answers when a path's Service has no ready
 	// endpoints.
 	defaultBackend string
+	// customErrors are custom-http-errors' status codes, which
+	// defaultBackend answers instead.
+	customErrors []int
 	// retry is proxy-next-upstream and -tries; nil retries nothing.
 	retry *ir.RetryPolicy
 	// connectTimeout is 0 for the gateway's default, which is
@@ -426,6 +429,10 @@ func parseAnnotations(ing *netv1.Ingress) (cfg config, findings []Finding, unser
 		} else {
 			cfg.defaultBackend = v
 		}
+	}
+	cfg.customErrors = parseCustomErrors(get, invalid)
+	if cfg.customErrors != nil && cfg.defaultBackend == "" {
+		notes["custom-http-errors"] = annotation{Ignored, "without default-backend: Weir has no global default backend to send the errors to"}
 	}
 	cfg.clientTLS = parseClientTLS(ing.Namespace, get, invalid, notes)
 	parseLoadBalancing(&cfg, get, invalid, notes)
@@ -1189,4 +1196,26 @@ func validHost(s string) bool { return len(s) <= 253 && hostRE.MatchString(s) }
 func validPort(p string) bool {
 	n, err := strconv.Atoi(p)
 	return err == nil && n >= 1 && n <= 65535
+}
+
+// parseCustomErrors reads custom-http-errors: status codes from 200 to
+// 599, separated by commas, as ingress-nginx's validation admits them.
+func parseCustomErrors(get func(string) (string, bool), invalid func(string, string, ...any)) []int {
+	v, ok := get("custom-http-errors")
+	if !ok {
+		return nil
+	}
+	var codes []int
+	for _, s := range strings.Split(v, ",") {
+		s = strings.TrimSpace(s)
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 200 || n > 599 || len(s) != 3 {
+			invalid("custom-http-errors", "%q is not a status code from 200 to 599", s)
+			return nil
+		}
+		if !slices.Contains(codes, n) {
+			codes = append(codes, n)
+		}
+	}
+	return codes
 }

@@ -12,6 +12,7 @@ package ingress
 import (
 	"cmp"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"net/url"
 	"regexp"
@@ -300,6 +301,9 @@ type hostBuilder struct {
 	opts     Options
 	backends map[string]*ir.Backend
 	frag     *ir.Fragment
+	// errorPages are the virtual hosts answering custom-http-errors, by
+	// domain.
+	errorPages map[string]*ir.VirtualHost
 }
 
 // pathCandidate is one path of one Ingress's rule for the host.
@@ -399,10 +403,86 @@ func (hb *hostBuilder) build() *ir.Fragment {
 	default:
 		hb.frag.VirtualHosts = append(hb.frag.VirtualHosts, vh(hb.host, ir.ListenerSet(0).With(ir.ExternalHTTP).With(ir.ExternalHTTPS), https))
 	}
+	var roles ir.ListenerSet
+	for _, v := range hb.frag.VirtualHosts {
+		roles |= v.Listeners
+	}
+	for _, d := range slices.Sorted(maps.Keys(hb.errorPages)) {
+		v := hb.errorPages[d]
+		v.Listeners = roles
+		hb.frag.VirtualHosts = append(hb.frag.VirtualHosts, v)
+	}
 	for _, n := range slices.Sorted(maps.Keys(hb.backends)) {
 		hb.frag.Backends = append(hb.frag.Backends, hb.backends[n])
 	}
 	return hb.frag
+}
+
+// customErrors is e's custom-http-errors for a route to ib: the codes go
+// to e's default-backend, as ingress-nginx sends them to its error
+// location, with the headers that location sets. The default backend
+// answers on a virtual host of the host's own, on an internal name that
+// only the gateway's redirect uses; nil when e has no custom errors or its
+// default backend does not resolve (then the answers stay as they are).
+func (hb *hostBuilder) customErrors(e *entry, field string, ib netv1.IngressBackend) ir.HTTPFilter {
+	codes, svc := e.cfg.customErrors, e.cfg.defaultBackend
+	if len(codes) == 0 || svc == "" {
+		return nil
+	}
+	domain := errorPagesDomain(hb.host, e.ing.Namespace, svc)
+	if hb.errorPages[domain] == nil {
+		be := hb.defaultBackend(e, field)
+		if be.Unresolved {
+			return nil
+		}
+		if hb.errorPages == nil {
+			hb.errorPages = map[string]*ir.VirtualHost{}
+		}
+		hb.errorPages[domain] = &ir.VirtualHost{
+			Name:    "ingress/custom-http-errors/" + domain,
+			Domains: []string{domain},
+			Routes: []*ir.Route{{
+				Name:  domain + "/custom-http-errors",
+				Match: ir.Match{Path: ir.PathMatch{Kind: ir.PathPrefix, Value: "/"}},
+				// nginx's error location asks for "/", with the query.
+				PathRewrite: &ir.PathModifier{Kind: ir.ReplaceRegex, Pattern: "^.*$", Value: "/"},
+				Backends:    []ir.WeightedBackend{be},
+				Provenance:  ir.Provenance{e.ref},
+			}},
+			Provenance: ir.Provenance{e.ref},
+			Field:      "metadata.annotations[" + AnnotationPrefix + "custom-http-errors]",
+		}
+	}
+	var svcName, port string
+	if s := ib.Service; s != nil {
+		svcName, port = s.Name, s.Port.Name
+		if port == "" {
+			port = strconv.Itoa(int(s.Port.Number))
+		}
+	}
+	return &ir.CustomErrors{
+		Codes:      codes,
+		Host:       domain,
+		CodeHeader: "X-Code",
+		Headers: []ir.Header{
+			{Name: "X-Format", Value: "%REQ(accept)%"},
+			{Name: "X-Original-URI", Value: "%REQ(:path)%"},
+			{Name: "X-Namespace", Value: e.ing.Namespace},
+			{Name: "X-Ingress-Name", Value: e.ing.Name},
+			{Name: "X-Service-Name", Value: svcName},
+			{Name: "X-Service-Port", Value: port},
+		},
+	}
+}
+
+// errorPagesDomain is the internal name of the virtual host answering the
+// custom errors of host with Service svc of namespace ns. It is under
+// .invalid (RFC 2606), so it is no real host's, and unique per host, since
+// a domain belongs to one fragment.
+func errorPagesDomain(host, ns, svc string) string {
+	h := fnv.New64a()
+	h.Write([]byte(host))
+	return fmt.Sprintf("%s.%s.%016x.custom-http-errors.weir.invalid", svc, ns, h.Sum64())
 }
 
 // sslRedirect: ingress-nginx redirects plain HTTP to HTTPS for hosts with
@@ -555,6 +635,9 @@ func (hb *hostBuilder) routes(c pathCandidate, canaries []*entry) []*ir.Route {
 		cb = hb.backend(canary, cfield+".backend", canaryPath(canary, hb.host, c).Backend)
 	}
 	base.Filters = hb.filters(cfg, main, cb)
+	if ce := hb.customErrors(c.e, c.field+".backend", c.path.Backend); ce != nil {
+		base.Filters = append(base.Filters, ce)
+	}
 	if !hb.withAuth(c.e, base) {
 		return []*ir.Route{base}
 	}
@@ -787,6 +870,9 @@ func (hb *hostBuilder) fallback(mains []*entry) (*ir.Route, *entry) {
 			Backends:    []ir.WeightedBackend{be},
 			Filters:     hb.filters(e.cfg, be),
 			Provenance:  ir.Provenance{e.ref},
+		}
+		if ce := hb.customErrors(e, "spec.defaultBackend", *db); ce != nil {
+			r.Filters = append(r.Filters, ce)
 		}
 		hb.withAuth(e, r)
 		return r, e

@@ -1214,3 +1214,72 @@ func TestDefaultBackendAnnotation(t *testing.T) {
 		t.Errorf("an invalid default-backend was not refused: %+v", r)
 	}
 }
+
+// TestCustomHTTPErrors: custom-http-errors sends the codes of every route
+// of the Ingress to its default-backend, on an internal virtual host of
+// the same listeners that asks the default backend for "/", with
+// ingress-nginx's headers; without default-backend, or with one that does
+// not resolve, the answers stay as they are; a code out of range refuses
+// the Ingress.
+func TestCustomHTTPErrors(t *testing.T) {
+	const p = ingress.AnnotationPrefix
+	rule := "  - host: e.example.com\n    http:\n      paths:\n      - {path: /app, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}"
+	res := build(t, weirClass+"---\n"+ing("i", "2026-01-01T00:00:00Z", map[string]string{p + "default-backend": "old", p + "custom-http-errors": "404, 503,404"}, rule))
+	f := fragment(t, res, "e.example.com")
+	if len(f.VirtualHosts) != 2 {
+		t.Fatalf("virtual hosts %+v; want the host's and its error pages'", f.VirtualHosts)
+	}
+	var ce *ir.CustomErrors
+	for _, fl := range f.VirtualHosts[0].Routes[0].Filters {
+		if c, ok := fl.(*ir.CustomErrors); ok {
+			ce = c
+		}
+	}
+	pages := f.VirtualHosts[1]
+	if ce == nil || !slices.Equal(ce.Codes, []int{404, 503}) || ce.CodeHeader != "X-Code" || len(pages.Domains) != 1 || ce.Host != pages.Domains[0] {
+		t.Fatalf("custom errors %+v to %v", ce, pages.Domains)
+	}
+	want := map[string]string{"X-Format": "%REQ(accept)%", "X-Original-URI": "%REQ(:path)%", "X-Namespace": "default", "X-Ingress-Name": "i", "X-Service-Name": "web", "X-Service-Port": "80"}
+	for _, h := range ce.Headers {
+		if want[h.Name] != h.Value {
+			t.Errorf("header %s: %q, want %q", h.Name, h.Value, want[h.Name])
+		}
+		delete(want, h.Name)
+	}
+	if len(want) != 0 {
+		t.Errorf("headers missing: %v", want)
+	}
+	r := pages.Routes[0]
+	if !strings.HasSuffix(pages.Domains[0], ".invalid") || pages.Listeners != f.VirtualHosts[0].Listeners ||
+		len(r.Backends) != 1 || r.Backends[0].BackendName != "default/old:80" || r.PathRewrite == nil || r.PathRewrite.Value != "/" {
+		t.Errorf("error pages %+v on %v, route %+v", pages.Domains, pages.Listeners, r)
+	}
+	if got := problems(res, "i"); len(got) != 0 {
+		t.Errorf("problems %q", got)
+	}
+
+	// Another host's error pages have a name of their own.
+	other := strings.ReplaceAll(rule, "e.example.com", "f.example.com")
+	res = build(t, weirClass+"---\n"+ing("i", "2026-01-01T00:00:00Z", map[string]string{p + "default-backend": "old", p + "custom-http-errors": "404"}, rule+"\n"+other))
+	if a, b := fragment(t, res, "e.example.com").VirtualHosts[1].Domains[0], fragment(t, res, "f.example.com").VirtualHosts[1].Domains[0]; a == b {
+		t.Errorf("two hosts share the error pages' domain %s", a)
+	}
+
+	for name, annotations := range map[string]map[string]string{
+		"no default-backend":           {p + "custom-http-errors": "404"},
+		"a missing default backend":    {p + "custom-http-errors": "404", p + "default-backend": "gone"},
+		"no custom-http-errors at all": {p + "default-backend": "old"},
+	} {
+		res := build(t, weirClass+"---\n"+ing("i", "2026-01-01T00:00:00Z", annotations, rule))
+		f := fragment(t, res, "e.example.com")
+		if len(f.VirtualHosts) != 1 || slices.ContainsFunc(f.VirtualHosts[0].Routes[0].Filters, func(fl ir.HTTPFilter) bool { return fl.FilterKind() == ir.FilterCustomErrors }) {
+			t.Errorf("%s: custom errors were applied: %+v", name, f.VirtualHosts)
+		}
+	}
+	for _, bad := range []string{"99", "600", "4o4", "404;503", "", "0404"} {
+		res := build(t, weirClass+"---\n"+ing("i", "2026-01-01T00:00:00Z", map[string]string{p + "default-backend": "old", p + "custom-http-errors": bad}, rule))
+		if r := res.Ingresses[types.NamespacedName{Namespace: "default", Name: "i"}]; !r.Refused {
+			t.Errorf("custom-http-errors %q was not refused", bad)
+		}
+	}
+}

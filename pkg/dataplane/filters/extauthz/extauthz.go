@@ -25,7 +25,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 
@@ -65,15 +64,7 @@ type service struct {
 
 type headerToAdd struct {
 	name  string
-	value []valuePart
-}
-
-// valuePart is a literal, a request header to copy (%REQ(name)%), or the
-// downstream address (%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%).
-type valuePart struct {
-	literal string
-	header  string
-	client  bool
+	value httpfilter.HeaderValue
 }
 
 func (factory) NewConfig(m proto.Message, _ *httpfilter.Scope) (httpfilter.Config, error) {
@@ -159,7 +150,7 @@ func compileService(hs *extauthzv3.HttpService, path string) (*service, error) {
 			if name == "host" || strings.HasPrefix(name, ":") {
 				return nil, fmt.Errorf("%s.key: %q cannot be set", hp, h.GetKey())
 			}
-			parts, err := compileValue(h.GetValue())
+			parts, err := httpfilter.CompileHeaderValue(h.GetValue())
 			if err != nil {
 				return nil, fmt.Errorf("%s.value: %w", hp, err)
 			}
@@ -181,77 +172,6 @@ func compileService(hs *extauthzv3.HttpService, path string) (*service, error) {
 	return s, nil
 }
 
-var reqCommand = regexp.MustCompile(`^%REQ\(([^)]+)\)%`)
-
-// clientCommand is Envoy's downstream (client) address, after
-// X-Forwarded-For as the connection manager trusts it.
-const clientCommand = "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
-
-// compileValue parses a header value of Envoy's formatter syntax, of which
-// weir-proxy knows %REQ(name)% and "%%".
-func compileValue(v string) ([]valuePart, error) {
-	var out []valuePart
-	var lit strings.Builder
-	for i := 0; i < len(v); {
-		if v[i] != '%' {
-			lit.WriteByte(v[i])
-			i++
-			continue
-		}
-		if strings.HasPrefix(v[i:], "%%") {
-			lit.WriteByte('%')
-			i += 2
-			continue
-		}
-		if lit.Len() > 0 {
-			out = append(out, valuePart{literal: lit.String()})
-			lit.Reset()
-		}
-		if strings.HasPrefix(v[i:], clientCommand) {
-			out = append(out, valuePart{client: true})
-			i += len(clientCommand)
-			continue
-		}
-		m := reqCommand.FindStringSubmatch(v[i:])
-		if m == nil {
-			return nil, fmt.Errorf("%q: only %%REQ(name)%% and %s are supported by weir-proxy", v, clientCommand)
-		}
-		out = append(out, valuePart{header: strings.ToLower(m[1])})
-		i += len(m[0])
-	}
-	if lit.Len() > 0 {
-		out = append(out, valuePart{literal: lit.String()})
-	}
-	return out, nil
-}
-
-func (h headerToAdd) render(r *httpfilter.RequestHeaders, cb httpfilter.Callbacks) string {
-	var b strings.Builder
-	for _, p := range h.value {
-		switch p.header {
-		case "":
-			if p.client {
-				if a := cb.ClientAddr(); a.IsValid() {
-					b.WriteString(a.String())
-				}
-				continue
-			}
-			b.WriteString(p.literal)
-		case ":path":
-			b.WriteString(r.Path)
-		case ":authority", "host":
-			b.WriteString(r.Authority)
-		case ":method":
-			b.WriteString(r.Method)
-		case ":scheme":
-			b.WriteString(r.Scheme)
-		default:
-			b.WriteString(r.Header.Get(p.header))
-		}
-	}
-	return b.String()
-}
-
 // matchers is a compiled ListStringMatcher; nil matches nothing.
 type matchers []func(string) bool
 
@@ -268,41 +188,11 @@ func compileMatchers(l *matcherv3.ListStringMatcher, path string) (matchers, err
 	var out matchers
 	for i, m := range l.GetPatterns() {
 		p := fmt.Sprintf("%s.patterns[%d]", path, i)
-		if bad := httpfilter.UnsupportedField(m, "exact", "prefix", "suffix", "contains", "safe_regex", "ignore_case"); bad != "" {
-			return nil, fmt.Errorf("%s.%s: not supported by weir-proxy", p, bad)
+		match, err := httpfilter.CompileStringMatcher(m, p)
+		if err != nil {
+			return nil, err
 		}
-		fold := m.GetIgnoreCase()
-		norm := func(s string) string {
-			if fold {
-				return strings.ToLower(s)
-			}
-			return s
-		}
-		switch pat := m.GetMatchPattern().(type) {
-		case *matcherv3.StringMatcher_Exact:
-			want := norm(pat.Exact)
-			out = append(out, func(s string) bool { return norm(s) == want })
-		case *matcherv3.StringMatcher_Prefix:
-			want := norm(pat.Prefix)
-			out = append(out, func(s string) bool { return strings.HasPrefix(norm(s), want) })
-		case *matcherv3.StringMatcher_Suffix:
-			want := norm(pat.Suffix)
-			out = append(out, func(s string) bool { return strings.HasSuffix(norm(s), want) })
-		case *matcherv3.StringMatcher_Contains:
-			want := norm(pat.Contains)
-			out = append(out, func(s string) bool { return strings.Contains(norm(s), want) })
-		case *matcherv3.StringMatcher_SafeRegex:
-			if bad := httpfilter.UnsupportedField(pat.SafeRegex, "regex"); bad != "" {
-				return nil, fmt.Errorf("%s.safe_regex.%s: not supported by weir-proxy", p, bad)
-			}
-			re, err := regexp.Compile(`^(?:` + pat.SafeRegex.GetRegex() + `)$`)
-			if err != nil {
-				return nil, fmt.Errorf("%s.safe_regex.regex: %v", p, err)
-			}
-			out = append(out, re.MatchString)
-		default:
-			return nil, fmt.Errorf("%s: a pattern is required", p)
-		}
+		out = append(out, match)
 	}
 	return out, nil
 }
@@ -413,7 +303,7 @@ func (f *filter) check(svc *service, h *httpfilter.RequestHeaders) (*http.Respon
 		req.Header[name] = []string{strings.Join(vv, sep)}
 	}
 	for _, a := range svc.headersToAdd {
-		req.Header[a.name] = []string{a.render(h, f.cb)}
+		req.Header[a.name] = []string{a.value.Render(h, f.cb)}
 	}
 	resp, err := f.cb.SendToCluster(svc.cluster, req)
 	if err != nil {
