@@ -162,8 +162,9 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 	// gateway identity has a certificate from it, and a stream may read
 	// only the config of its identity.
 	kube := kubeclient.Get(ctx)
-	ca := xdsCA(ctx, logger, kube)
-	go maintainSharedGatewaySecret(ctx, logger, kube, ca)
+	authority := xdsAuthority(ctx, logger, kube)
+	recheck := make(chan struct{}, 1)
+	go maintainSharedGatewaySecret(ctx, logger, kube, authority, recheck)
 
 	// Each Gateway's data plane gets its own xDS; the shared gateways get
 	// the KIngress config.
@@ -175,13 +176,33 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 		return s
 	})
 	router.SetAuthorizer(func(ctx context.Context, node, group string) error {
-		err := xdstls.Authorize(ctx, node, group)
+		err := authority.Authorize(ctx, node, group)
 		if err != nil {
 			logger.Warnw("Refused an xDS stream", "node", node, zap.Error(err))
 		}
 		return err
 	})
-	gatewaysServed := startGatewayAPI(ctx, logger, router, ca)
+	gatewaysServed, resyncGateways := startGatewayAPI(ctx, logger, router, authority)
+	// Every replica follows the CA and identity Secrets: a replaced CA
+	// or a withdrawn certificate ends the streams that used it, and the
+	// gateways get certificates from the new CA.
+	go authority.Follow(ctx, kube, system.Namespace(), xdsCASecret(), gatewayNamespace(), 10*time.Second, func(caChangedNow bool) {
+		// The shared gateways' Secret may be the one that changed, or
+		// was deleted to withdraw its certificate.
+		select {
+		case recheck <- struct{}{}:
+		default:
+		}
+		if caChangedNow {
+			logger.Infow("The xDS CA changed; issuing the gateways' certificates from it", "secret", system.Namespace()+"/"+xdsCASecret())
+			resyncGateways()
+		}
+		for _, err := range router.Reauthorize() {
+			logger.Warnw("Ended an xDS stream whose certificate is no longer in force", zap.Error(err))
+		}
+	}, func(err error) {
+		logger.Errorw("Reading the xDS CA and certificates failed; keeping the last ones read", zap.Error(err))
+	})
 	ingressesServed := startIngresses(ctx, logger, model, syncer, impl, rec)
 
 	go func() {
@@ -207,7 +228,7 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 		if err := syncer.Sync(); err != nil {
 			logger.Errorw("Initial translation failed", zap.Error(err))
 		}
-		if err := serveXDS(ctx, router, *xdsAddress, credentials.NewTLS(ca.ServerConfig(xdsServerNames()))); err != nil {
+		if err := serveXDS(ctx, router, *xdsAddress, credentials.NewTLS(authority.ServerConfig(xdsServerNames()))); err != nil {
 			logger.Fatalw("Serving xDS failed; is the port free?", "address", *xdsAddress, zap.Error(err))
 		}
 	}()
@@ -215,16 +236,23 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 	return impl
 }
 
-// xdsCA reads, or makes, the xDS CA; without it nothing can be served, so
-// it retries until the API server answers.
-func xdsCA(ctx context.Context, logger *zap.SugaredLogger, kube kubernetes.Interface) *xdstls.CA {
-	name := envOr("XDS_CA_SECRET", "weir-xds-ca")
+func xdsCASecret() string { return envOr("XDS_CA_SECRET", "weir-xds-ca") }
+
+func gatewayNamespace() string { return envOr("GATEWAY_NAMESPACE", "weir-system") }
+
+// xdsAuthority reads, or makes, the xDS CA, and reads which gateway
+// certificates are in force; without them nothing can be served, so it
+// retries until the API server answers.
+func xdsAuthority(ctx context.Context, logger *zap.SugaredLogger, kube kubernetes.Interface) *xdstls.Authority {
 	for {
-		ca, err := xdstls.EnsureCASecret(ctx, kube, system.Namespace(), name)
+		ca, err := xdstls.EnsureCASecret(ctx, kube, system.Namespace(), xdsCASecret())
 		if err == nil {
-			return ca
+			a := xdstls.NewAuthority(ca)
+			if _, _, err = a.Refresh(ctx, kube, system.Namespace(), xdsCASecret(), gatewayNamespace()); err == nil {
+				return a
+			}
 		}
-		logger.Errorw("Reading the xDS CA failed; retrying", zap.Error(err))
+		logger.Errorw("Reading the xDS CA and gateway certificates failed; retrying", zap.Error(err))
 		select {
 		case <-ctx.Done():
 			logger.Fatalw("Stopped before the xDS CA was read", zap.Error(ctx.Err()))
@@ -238,11 +266,13 @@ func xdsCA(ctx context.Context, logger *zap.SugaredLogger, kube kubernetes.Inter
 const sharedGatewaySecret = "weir-gateway-xds"
 
 // maintainSharedGatewaySecret keeps the shared gateways' certificate made
-// and renewed; every replica does, and concurrent writes settle on one.
-func maintainSharedGatewaySecret(ctx context.Context, logger *zap.SugaredLogger, kube kubernetes.Interface, ca *xdstls.CA) {
-	ns := envOr("GATEWAY_NAMESPACE", "weir-system")
+// and renewed, looking again at once when recheck says the CA or a
+// gateway Secret changed; every replica does, and concurrent writes
+// settle on one.
+func maintainSharedGatewaySecret(ctx context.Context, logger *zap.SugaredLogger, kube kubernetes.Interface, authority *xdstls.Authority, recheck <-chan struct{}) {
+	ns := gatewayNamespace()
 	for {
-		wrote, err := xdstls.EnsureGatewaySecret(ctx, kube, ca, ns, envOr("GATEWAY_XDS_SECRET", sharedGatewaySecret), "",
+		wrote, err := xdstls.EnsureGatewaySecret(ctx, kube, authority.CA(), ns, envOr("GATEWAY_XDS_SECRET", sharedGatewaySecret), "",
 			map[string]string{"app.kubernetes.io/name": "weir", "app.kubernetes.io/component": "gateway"}, nil, time.Now())
 		wait := time.Hour
 		switch {
@@ -255,6 +285,7 @@ func maintainSharedGatewaySecret(ctx context.Context, logger *zap.SugaredLogger,
 		select {
 		case <-ctx.Done():
 			return
+		case <-recheck:
 		case <-time.After(wait):
 		}
 	}
@@ -297,15 +328,16 @@ func serveExistingKIngresses(ctx context.Context, logger *zap.SugaredLogger, rec
 // startGatewayAPI runs the Gateway API controller if the cluster has the
 // Gateway API's CRDs. The channel is closed once every Gateway's config is
 // served (at once without the Gateway API).
-func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds.Router, ca *xdstls.CA) <-chan struct{} {
+func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds.Router, authority *xdstls.Authority) (<-chan struct{}, func()) {
 	none := make(chan struct{})
 	close(none)
+	nothing := func() {}
 	cfg := injection.GetConfig(ctx)
 	kube := kubeclient.Get(ctx)
 	resources, err := kube.Discovery().ServerResourcesForGroupVersion(gwv1.GroupVersion.String())
 	if err != nil {
 		logger.Infow("The Gateway API is not installed; serving KIngress only. Install its CRDs and restart weir-controller to serve Gateways.", zap.Error(err))
-		return none
+		return none, nothing
 	}
 	served := func(resource, kind, version string) bool {
 		if slices.ContainsFunc(resources.APIResources, func(r metav1.APIResource) bool { return r.Name == resource }) {
@@ -330,12 +362,12 @@ func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds
 		logger.Infow("The GatewayParameters CRD (gateway.weir.dev/v1alpha1) is not installed: a parametersRef to one is refused. Apply config/ and restart weir-controller.", zap.Error(err))
 	} else if dyn, err = dynamic.NewForConfig(cfg); err != nil {
 		logger.Errorw("dynamic client", zap.Error(err))
-		return none
+		return none, nothing
 	}
 	gw, err := gwclient.NewForConfig(cfg)
 	if err != nil {
 		logger.Errorw("Gateway API client", zap.Error(err))
-		return none
+		return none, nothing
 	}
 	offset, err := strconv.ParseUint(envOr("GATEWAY_PRIVILEGED_PORT_OFFSET", "10000"), 10, 16)
 	if err != nil {
@@ -360,7 +392,7 @@ func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds
 			Template:             envOr("GATEWAY_TEMPLATE", "weir-gateway"),
 			ServiceType:          corev1.ServiceType(envOr("GATEWAY_SERVICE_TYPE", string(corev1.ServiceTypeLoadBalancer))),
 			PrivilegedPortOffset: uint32(offset),
-			XDS:                  ca,
+			XDS:                  authority,
 			SharedXDSSecret:      envOr("GATEWAY_XDS_SECRET", sharedGatewaySecret),
 		},
 		Logger: logger.Named("gateway-api"),
@@ -369,7 +401,7 @@ func startGatewayAPI(ctx context.Context, logger *zap.SugaredLogger, router *xds
 	go c.Run(ctx)
 	// Every replica serves xDS; one provisions and writes status.
 	electLeader(ctx, kube, "weir-controller-gateway-api", c.SetLeader)
-	return c.Served()
+	return c.Served(), c.Resync
 }
 
 // electLeader calls setLeader(true) on the one replica holding the lease,

@@ -17,12 +17,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"math/big"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc/credentials"
@@ -230,38 +230,10 @@ func EnsureCASecret(ctx context.Context, kube kubernetes.Interface, namespace, n
 	return nil, fmt.Errorf("the xDS CA Secret %s/%s keeps changing", namespace, name)
 }
 
-// ServerConfig is the xDS server's TLS: it presents a certificate for
-// dnsNames from ca, renewed in memory half way through its life, and
-// requires a client certificate from ca, with client use, before any
-// xDS message is read.
+// ServerConfig is the xDS server's TLS with ca alone in force (an
+// Authority that never refreshes).
 func (ca *CA) ServerConfig(dnsNames []string) *tls.Config {
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.Cert)
-	var mu sync.Mutex
-	var cur *tls.Certificate
-	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"h2"},
-		ClientAuth: tls.RequireAndVerifyClientCert,
-		ClientCAs:  pool,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			now := time.Now()
-			if cur == nil || now.After(renewAt(cur.Leaf)) {
-				certPEM, keyPEM, err := ca.Issue(now, LeafLifetime, nil, dnsNames, true)
-				if err != nil {
-					return nil, err
-				}
-				c, err := tls.X509KeyPair(certPEM, keyPEM)
-				if err != nil {
-					return nil, err
-				}
-				cur = &c
-			}
-			return cur, nil
-		},
-	}
+	return NewAuthority(ca).ServerConfig(dnsNames)
 }
 
 // renewAt is half way through a certificate's life.
@@ -389,6 +361,20 @@ func EnsureGatewaySecret(ctx context.Context, kube kubernetes.Interface, ca *CA,
 		lbls[k] = v
 	}
 	data := map[string][]byte{CAFile: ca.CertPEM, CertFile: certPEM, KeyFile: keyPEM}
+	annotations := owner
+	if found {
+		annotations = maps.Clone(cur.Annotations)
+		delete(annotations, PreviousUntilAnnotation)
+		if old := parseCert(cur.Data[CertFile]); old != nil && old.CheckSignatureFrom(ca.Cert) == nil && now.Before(old.NotAfter) {
+			// A renewal: the old certificate stays in force until the
+			// gateway has the new one (Authority.InForce).
+			data[PreviousCertFile] = cur.Data[CertFile]
+			if annotations == nil {
+				annotations = map[string]string{}
+			}
+			annotations[PreviousUntilAnnotation] = now.Add(WithdrawalGrace).UTC().Format(time.RFC3339)
+		}
+	}
 	if !found {
 		_, err = secrets.Create(ctx, &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: lbls, Annotations: owner},
@@ -400,7 +386,7 @@ func EnsureGatewaySecret(ctx context.Context, kube kubernetes.Interface, ca *CA,
 		}
 	} else {
 		next := cur.DeepCopy()
-		next.Labels, next.Data = lbls, data
+		next.Labels, next.Data, next.Annotations = lbls, data, annotations
 		_, err = secrets.Update(ctx, next, metav1.UpdateOptions{})
 		if apierrs.IsConflict(err) {
 			return false, nil

@@ -131,6 +131,9 @@ func (c *Controller) SetLeader(leader bool) {
 	}
 }
 
+// Resync reconciles every Gateway again, as after the xDS CA changed.
+func (c *Controller) Resync() { c.queue.Trigger() }
+
 // NewController returns a controller; Run starts it.
 func NewController(opts ControllerOptions) *Controller {
 	if opts.Logger == nil {

@@ -58,10 +58,10 @@ type Provisioner struct {
 	ServiceType corev1.ServiceType
 	// PrivilegedPortOffset shifts listener ports below 1024 (Options).
 	PrivilegedPortOffset uint32
-	// XDS issues each data plane's xDS client certificate, kept in a
-	// Secret that replaces the template's volume named XDSVolume; nil
-	// issues none.
-	XDS *xdstls.CA
+	// XDS issues each data plane's xDS client certificate from its
+	// current CA, kept in a Secret that replaces the template's volume
+	// named XDSVolume; nil issues none.
+	XDS *xdstls.Authority
 	// SharedXDSSecret is the shared gateways' identity, which no
 	// Gateway's data plane may mount.
 	SharedXDSSecret string
@@ -168,7 +168,7 @@ func (p *Provisioner) Sync(ctx context.Context, gateways []*gwv1.Gateway, res *R
 				continue
 			}
 			// Before the Deployment: its pods wait for the Secret.
-			if _, err := xdstls.EnsureGatewaySecret(ctx, p.Kube, p.XDS, p.Namespace, xdsSecretName(name), nn.String(), p.labels(gw), annotations(gw), time.Now()); err != nil {
+			if _, err := xdstls.EnsureGatewaySecret(ctx, p.Kube, p.XDS.CA(), p.Namespace, xdsSecretName(name), nn.String(), p.labels(gw), annotations(gw), time.Now()); err != nil {
 				errs = append(errs, err)
 				continue
 			}

@@ -201,7 +201,7 @@ func TestProvisionXDSIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Provisioner{Kube: kube, Namespace: "weir-system", Template: "weir-gateway", XDS: ca}
+	p := &Provisioner{Kube: kube, Namespace: "weir-system", Template: "weir-gateway", XDS: xdstls.NewAuthority(ca)}
 	gw := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "edge", Namespace: "apps"}, Spec: gwv1.GatewaySpec{
 		Listeners: []gwv1.Listener{{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType}}}}
 	res := &Result{Fragments: []*ir.Fragment{{Source: ir.ObjectRef{Kind: Kind, Namespace: "apps", Name: "edge"}}}}
@@ -254,7 +254,7 @@ func TestProvisionGuards(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Provisioner{Kube: kube, Namespace: "weir-system", Template: "weir-gateway", XDS: ca, SharedXDSSecret: "weir-gateway-xds"}
+	p := &Provisioner{Kube: kube, Namespace: "weir-system", Template: "weir-gateway", XDS: xdstls.NewAuthority(ca), SharedXDSSecret: "weir-gateway-xds"}
 	gw := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "edge", Namespace: "apps"}, Spec: gwv1.GatewaySpec{
 		Listeners:      []gwv1.Listener{{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType}},
 		Infrastructure: &gwv1.GatewayInfrastructure{Labels: map[gwv1.LabelKey]gwv1.LabelValue{"tier": "hijack", "team": "a"}},
