@@ -112,7 +112,9 @@ func translateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("-o %q: want json or yaml", *output)
 	}
 
-	res, problems, err := translateFiles(ctx, files, manifest.Reconciler{IngressClasses: classes, MirrorTargetHosts: mirrors, AuthServiceNamespaces: authNamespaces}, stderr)
+	// Output must not change from run to run: the tokens of internal
+	// redirects come from a fixed key here (a gateway makes its own).
+	res, problems, err := translateFiles(ctx, files, manifest.Reconciler{IngressClasses: classes, MirrorTargetHosts: mirrors, AuthServiceNamespaces: authNamespaces, InternalKey: []byte("weir translate")}, stderr)
 	if err != nil {
 		return err
 	}
@@ -171,7 +173,7 @@ func translateDocs(ctx context.Context, docs []manifest.Document, loadErr error,
 		lines = append(lines, "skipped: "+e.Error())
 	}
 	model := ir.NewModel()
-	rec := &manifest.Reconciler{Model: model, Syncer: noTrigger{}, IngressClasses: settings.IngressClasses, MirrorTargetHosts: settings.MirrorTargetHosts, AuthServiceNamespaces: settings.AuthServiceNamespaces,
+	rec := &manifest.Reconciler{Model: model, Syncer: noTrigger{}, IngressClasses: settings.IngressClasses, MirrorTargetHosts: settings.MirrorTargetHosts, AuthServiceNamespaces: settings.AuthServiceNamespaces, InternalKey: settings.InternalKey,
 		Warn: func(w string) { lines = append(lines, "skipped: "+w) }}
 	statuses, errs := rec.Apply(ctx, docs)
 	for _, e := range errs {

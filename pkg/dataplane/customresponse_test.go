@@ -121,6 +121,14 @@ func TestCustomResponseRedirect(t *testing.T) {
 		statusIs(410), &redirectpolicyv3.RedirectPolicy{
 			RedirectActionSpecifier: &redirectpolicyv3.RedirectPolicy_RedirectAction{RedirectAction: &routev3.RedirectAction{HostRedirect: "nowhere.internal"}},
 		},
+		// A new path, on a host whose only route is that path, found
+		// with the policy's headers set.
+		statusIs(409), &redirectpolicyv3.RedirectPolicy{
+			RedirectActionSpecifier: &redirectpolicyv3.RedirectPolicy_RedirectAction{RedirectAction: &routev3.RedirectAction{
+				HostRedirect: "pages.internal", PathRewriteSpecifier: &routev3.RedirectAction_PathRedirect{PathRedirect: "/e409"},
+			}},
+			RequestHeadersToAdd: []*corev3.HeaderValueOption{requestHeader("X-Code", "409"), requestHeader("X-Token", "secret")},
+		},
 	)
 	withCustom := func(r *routev3.Route, cr *customresponsev3.CustomResponse) *routev3.Route {
 		r.TypedPerFilterConfig = map[string]*anypb.Any{customResponseFilter: mustAny(cr)}
@@ -145,6 +153,7 @@ func TestCustomResponseRedirect(t *testing.T) {
 				withCustom(routeTo(prefixMatch("/"), app.name), perRoute),
 			),
 			virtualHost("errors", []string{"errors.internal"}, teapot, errorsRoute),
+			virtualHost("pages", []string{"pages.internal"}, routeTo(withHeader(pathMatch("/e409"), "x-token", "secret"), errorPages.name)),
 		)},
 	}
 	addBackends(res, false, app, errorPages)
@@ -215,6 +224,11 @@ func TestCustomResponseRedirect(t *testing.T) {
 	resp, body = send(http.MethodGet, "/pot?status=418", "", "")
 	if resp.StatusCode != 299 || resp.Header.Get("X-Custom") != "teapot for /teapot?page=1" || len(seen) != 1 || seen[0].Path != "/teapot?page=1" {
 		t.Errorf("a 418 to a URI: %d %q %v, error backend saw %+v", resp.StatusCode, body, resp.Header, seen)
+	}
+
+	resp, body = send(http.MethodGet, "/conflict?status=409", "", "")
+	if resp.StatusCode != 409 || !strings.HasPrefix(body, "error page for ") || len(seen) != 1 || seen[0].Path != "/e409?status=409" {
+		t.Errorf("a 409 to a path of its own: %d %q, error backend saw %+v", resp.StatusCode, body, seen)
 	}
 
 	// No route for the new URI: the original answer goes out.

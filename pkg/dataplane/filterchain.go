@@ -201,7 +201,7 @@ func (c filterCallbacks) SendLocalReply(code int, body string, header http.Heade
 	c.f.s.sendLocalReply(code, body, header, details)
 }
 
-func (c filterCallbacks) ClearRouteCache() { c.f.s.matchRoute() }
+func (c filterCallbacks) ClearRouteCache() { c.f.s.clearRouteCache() }
 
 func (c filterCallbacks) SendToCluster(name string, req *http.Request) (*http.Response, error) {
 	live := c.f.s.rl.p.live.Load()
@@ -282,7 +282,9 @@ func (c filterCallbacks) RequestState(key string) any { return c.f.s.requestStat
 // the request headers the filters left (Envoy's recreateStream). s.mu is
 // held.
 func (s *stream) recreateStream() bool {
-	complete := s.body == nil || s.body.end && len(s.body.ready) == 0
+	// The downstream request has ended (Envoy's complete()); what the
+	// router has not read of it yet is dropped.
+	complete := s.body == nil || s.body.end
 	if !s.mayRecreate || s.next != nil || s.recreated || s.headersSent || s.aborted || s.upType != "" || !complete {
 		return false
 	}

@@ -660,6 +660,11 @@ func (s *stream) forward(fw *forward, tgt *target) {
 	out.RequestURI = ""
 	out.Close = false
 	out.TransferEncoding = nil // the transport frames the body itself
+	if s.recreated {
+		// No body, so none of the first request's trailers either: an
+		// HTTP/2 stream announcing them would never end.
+		out.Trailer = nil
+	}
 	out.Method = s.req.Method
 	out.Header = s.req.Header
 	out.Host = s.req.Authority

@@ -102,7 +102,7 @@ func (f *Fragment) Domains() []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, vh := range f.VirtualHosts {
-		if vh.Listener != "" {
+		if vh.Listener != "" || vh.Internal {
 			// On the fragment's own listener, nobody else's.
 			continue
 		}
@@ -116,6 +116,11 @@ func (f *Fragment) Domains() []string {
 	}
 	return out
 }
+
+// InternalDomainSuffix ends the domains of Internal virtual hosts. It is
+// under .invalid (RFC 2606), so it is no real host's; translate leaves it
+// out of any other virtual host, so no object can claim an internal name.
+const InternalDomainSuffix = ".weir.invalid"
 
 // LowerASCII lower-cases the ASCII letters of s and nothing else, as Envoy
 // folds hosts and header names: Unicode folding would turn the Kelvin sign
@@ -146,6 +151,11 @@ type VirtualHost struct {
 	// Listener, when set, names one of the fragment's own Listeners that
 	// serves the virtual host instead of the shared ones in Listeners.
 	Listener string
+	// Internal marks a virtual host that only the gateway's own internal
+	// redirects reach (CustomErrors): its domains are under
+	// InternalDomainSuffix, which no other virtual host may use, and no
+	// source owns them.
+	Internal bool
 	// Routes are matched in order; the first match wins.
 	Routes     []*Route
 	Provenance Provenance

@@ -32,6 +32,9 @@ type IngressSync struct {
 	// AuthServiceNamespaces may hold the Service of another namespace's
 	// auth-url.
 	AuthServiceNamespaces []string
+	// InternalKey, when set, replaces the random key of the tokens of
+	// internal redirects (ingress.Options.InternalKey).
+	InternalKey []byte
 	// Displaced, when set, hears of KIngresses a host took a domain from.
 	Displaced func(ir.ObjectRef)
 
@@ -77,7 +80,7 @@ func (g *IngressSync) Sync(store *Store) *IngressReport {
 		Secrets:        corelisters.NewSecretLister(store.secrets),
 		AuthSecrets:    corelisters.NewSecretLister(store.secrets),
 	}
-	rep := &IngressReport{Result: g.builder.Build(ings, classes, listers, ingress.Options{MirrorTargetHosts: g.MirrorTargetHosts, AuthServiceNamespaces: g.AuthServiceNamespaces})}
+	rep := &IngressReport{Result: g.builder.Build(ings, classes, listers, ingress.Options{MirrorTargetHosts: g.MirrorTargetHosts, AuthServiceNamespaces: g.AuthServiceNamespaces, InternalKey: g.InternalKey})}
 	for _, ing := range ings {
 		if !classes.Serves(ing) {
 			rep.Skipped = append(rep.Skipped, types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name})

@@ -50,6 +50,9 @@ type Reconciler struct {
 	IngressClasses []string
 	// MirrorTargetHosts may be named by an Ingress's mirror-target.
 	MirrorTargetHosts []string
+	// InternalKey, when set, makes the tokens of internal redirects the
+	// same from run to run (ingress.Options.InternalKey).
+	InternalKey []byte
 	// AuthServiceNamespaces may hold the Service of another namespace's
 	// auth-url.
 	AuthServiceNamespaces []string
@@ -115,7 +118,7 @@ func (r *Reconciler) Apply(ctx context.Context, docs []Document) ([]IngressStatu
 	}
 	gs := &GatewaySync{Model: r.Model, Syncer: r.Syncer}
 	r.Gateways = gs.Sync(store)
-	is := &IngressSync{Model: r.Model, Syncer: r.Syncer, Classes: r.IngressClasses, MirrorTargetHosts: r.MirrorTargetHosts, AuthServiceNamespaces: r.AuthServiceNamespaces}
+	is := &IngressSync{Model: r.Model, Syncer: r.Syncer, Classes: r.IngressClasses, MirrorTargetHosts: r.MirrorTargetHosts, AuthServiceNamespaces: r.AuthServiceNamespaces, InternalKey: r.InternalKey}
 	r.Ingresses = is.Sync(store)
 	return statuses, errs
 }

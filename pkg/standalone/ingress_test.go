@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net"
 	"net/http"
@@ -921,7 +922,7 @@ endpoints: [{addresses: [%[6]s], conditions: {ready: true}}]
 func TestRunServesCustomHTTPErrors(t *testing.T) {
 	app := serveAuth(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case "/app/missing", "/plain/missing":
+		case "/app/missing", "/plain/missing", "/missing":
 			w.WriteHeader(http.StatusNotFound)
 			io.WriteString(w, "app 404")
 		case "/app/teapot":
@@ -938,6 +939,11 @@ func TestRunServesCustomHTTPErrors(t *testing.T) {
 			r.Method, r.URL.RequestURI(), r.Header.Get("X-Code"), r.Header.Get("X-Original-URI"), r.Header.Get("X-Format"),
 			r.Header.Get("X-Namespace"), r.Header.Get("X-Ingress-Name"), r.Header.Get("X-Service-Name"), r.Header.Get("X-Service-Port"))
 	})
+	// The internal name of e.example.com's error pages, as anyone can
+	// work it out.
+	h := fnv.New64a()
+	h.Write([]byte("e.example.com"))
+	internal := fmt.Sprintf("pages.default.%016x.custom-http-errors.weir.invalid", h.Sum64())
 	dir := t.TempDir()
 	write(t, dir, "backends.yaml", serviceYAML("default", "app", "http", 80, app, "127.0.0.1")+serviceYAML("default", "pages", "http", 80, pages, "127.0.0.1"))
 	write(t, dir, "ingress.yaml", `apiVersion: networking.k8s.io/v1
@@ -967,6 +973,36 @@ spec:
     http:
       paths:
       - {path: /plain, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: rewritten
+  annotations:
+    nginx.ingress.kubernetes.io/custom-http-errors: "404"
+    nginx.ingress.kubernetes.io/default-backend: pages
+    nginx.ingress.kubernetes.io/rewrite-target: /$2
+spec:
+  ingressClassName: weir
+  rules:
+  - host: r.example.com
+    http:
+      paths:
+      - {path: /svc(/|$)(.*), pathType: ImplementationSpecific, backend: {service: {name: app, port: {number: 80}}}}
+---
+# Older than with-pages, and claims the name of its error pages.
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: squatter
+  creationTimestamp: "2020-01-01T00:00:00Z"
+spec:
+  ingressClassName: weir
+  rules:
+  - host: `+internal+`
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}
 `)
 	g := startRun(t, dir, 20*time.Millisecond)
 	port, _, _, _ := g.Ports()
@@ -975,18 +1011,24 @@ spec:
 		return code == 200 && body == "app /app/x"
 	})
 	for _, tc := range []struct {
-		path string
-		code int
-		body string
+		host, path string
+		code       int
+		body       string
 	}{
-		{"/app/missing?q=1", 404, "page GET /?q=1 code=404 uri=/app/missing?q=1 format=text/html ns=default ingress=with-pages service=app port=80"},
-		{"/gone", 503, "page GET / code=503 uri=/gone format=text/html ns=default ingress=with-pages service=missing port=80"},
-		{"/app/teapot", 418, ""},
-		{"/plain/missing", 404, "app 404"},
+		{"e.example.com", "/app/missing?q=1", 404, "page GET /?q=1 code=404 uri=/app/missing?q=1 format=text/html ns=default ingress=with-pages service=app port=80"},
+		{"e.example.com", "/gone", 503, "page GET / code=503 uri=/gone format=text/html ns=default ingress=with-pages service=missing port=80"},
+		{"e.example.com", "/app/teapot", 418, ""},
+		{"e.example.com", "/plain/missing", 404, "app 404"},
+		// X-Original-URI is the request's, not the rewritten path.
+		{"r.example.com", "/svc/missing", 404, "page GET / code=404 uri=/svc/missing format=text/html ns=default ingress=rewritten service=app port=80"},
+		// The error pages' virtual host is the gateway's alone: a
+		// client naming it reaches neither it nor the squatter's.
+		{internal, "/", 404, ""},
 	} {
 		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", port, tc.path), nil)
-		req.Host = "e.example.com"
+		req.Host = tc.host
 		req.Header.Set("Accept", "text/html")
+		req.Header.Set("X-Code", "200")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -994,7 +1036,15 @@ spec:
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != tc.code || string(b) != tc.body {
-			t.Errorf("%s: %d %q, want %d %q", tc.path, resp.StatusCode, b, tc.code, tc.body)
+			t.Errorf("%s%s: %d %q, want %d %q", tc.host, tc.path, resp.StatusCode, b, tc.code, tc.body)
 		}
+	}
+	// Even with the header the gateway's redirect sets, a client needs
+	// its token.
+	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/", port), nil)
+	req.Host = internal
+	req.Header.Set("X-Weir-Internal-Token", "guess")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 404 {
+		t.Errorf("a guessed token: %v %v", resp, err)
 	}
 }

@@ -73,9 +73,12 @@ func customErrors(c *ir.CustomErrors) (*customresponsev3.CustomResponse, error) 
 	return out, out.ValidateAll()
 }
 
+// overwriteHeader sets a header, to empty when the value formats empty,
+// so a client's own copy never passes as nginx's proxy_set_header.
 func overwriteHeader(name, value string) *corev3.HeaderValueOption {
 	return &corev3.HeaderValueOption{
-		Header:       &corev3.HeaderValue{Key: strings.ToLower(name), Value: value},
-		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		Header:         &corev3.HeaderValue{Key: strings.ToLower(name), Value: value},
+		AppendAction:   corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		KeepEmptyValue: true,
 	}
 }

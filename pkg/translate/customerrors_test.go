@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -50,6 +51,28 @@ func TestCustomErrors(t *testing.T) {
 	} {
 		if _, err := customErrors(tc); err == nil || !strings.Contains(err.Error(), "custom errors") {
 			t.Errorf("%s: %v, want an error", name, err)
+		}
+	}
+}
+
+// TestInternalDomainsAreReserved: a name under ir.InternalDomainSuffix is
+// left out of any virtual host but an internal one, with a problem, so no
+// object can take the gateway's internal redirects; an internal virtual
+// host has no other name.
+func TestInternalDomainsAreReserved(t *testing.T) {
+	for _, tc := range []struct {
+		domains  []string
+		internal bool
+		want     []string
+	}{
+		{[]string{"a.example.com", "x.custom-http-errors" + ir.InternalDomainSuffix}, false, []string{"a.example.com"}},
+		{[]string{"X.Custom-HTTP-Errors.WEIR.invalid"}, false, nil},
+		{[]string{"x.custom-http-errors" + ir.InternalDomainSuffix, "a.example.com"}, true, []string{"x.custom-http-errors" + ir.InternalDomainSuffix}},
+	} {
+		w := &warner{}
+		got := vhostDomains(tc.domains, tc.internal, w)
+		if !slices.Equal(got, tc.want) || len(w.list) != len(tc.domains)-len(tc.want) {
+			t.Errorf("%v (internal %v): %v with problems %v; want %v", tc.domains, tc.internal, got, w.list, tc.want)
 		}
 	}
 }

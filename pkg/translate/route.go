@@ -35,7 +35,7 @@ func buildVirtualHost(vh *ir.VirtualHost, available nameSet, s *shared, w *warne
 		w.add("left out: no valid name")
 		return nil, false
 	}
-	out = &routev3.VirtualHost{Name: vh.Name, Domains: vhostDomains(vh.Domains, w)}
+	out = &routev3.VirtualHost{Name: vh.Name, Domains: vhostDomains(vh.Domains, vh.Internal, w)}
 	if len(out.Domains) == 0 {
 		w.add("left out: no valid domain")
 		return nil, false
@@ -69,7 +69,7 @@ func buildVirtualHost(vh *ir.VirtualHost, available nameSet, s *shared, w *warne
 // vhostDomains returns each domain as Envoy compares it (canonicalHost),
 // without duplicates. Requests that carry a port match too: route
 // configurations set ignore_port_in_host_matching.
-func vhostDomains(in []string, w *warner) []string {
+func vhostDomains(in []string, internal bool, w *warner) []string {
 	out := make([]string, 0, len(in))
 	var seen map[string]bool
 	if len(in) > 8 {
@@ -79,6 +79,9 @@ func vhostDomains(in []string, w *warner) []string {
 		c, err := canonicalHost(d)
 		if err == nil {
 			err = checkDomainWildcard(c)
+		}
+		if err == nil && internal != strings.HasSuffix(c, ir.InternalDomainSuffix) {
+			err = fmt.Errorf("names under %s are Weir's internal virtual hosts' alone", ir.InternalDomainSuffix)
 		}
 		if err != nil {
 			w.addReason(ReasonInvalidHost, "domain %+q left out: %v", d, err)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,10 +99,7 @@ func TestXDSCARotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	restarts := map[string]int32{}
-	for _, name := range weir.ControllerPods {
-		restarts[name] = restartCount(t, name)
-	}
+	restarts := controllerRestarts(t)
 	p.waitAnswers(t, 50)
 
 	if err := kube.Kube.CoreV1().Secrets("knative-serving").Delete(ctx, "weir-xds-ca", metav1.DeleteOptions{}); err != nil {
@@ -144,4 +142,87 @@ func TestXDSCARotation(t *testing.T) {
 	waitReady(t, "carot")
 	eventually(t, host, 60*time.Second, specVersion("2"))
 	p.stop(t, 200)
+}
+
+// TestXDSCertificateWithdrawal: deleting the shared gateways' xDS Secret
+// withdraws its certificate with no controller restart: the running
+// controllers issue a new one at once, end the streams of the old one,
+// and the gateways reconnect with the new one once their mounted Secret
+// is refreshed. Traffic through them has no error, and a later change
+// reaches them.
+func TestXDSCertificateWithdrawal(t *testing.T) {
+	const host = "withdrawal.e2e.example.com"
+	ctx := context.Background()
+	serveBackend(t, "withdraw", host)
+	p := startProber(t, host, fromBackend("withdraw"))
+	old, err := kube.Kube.CoreV1().Secrets("weir-system").Get(ctx, "weir-gateway-xds", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarts := controllerRestarts(t)
+	p.waitAnswers(t, 50)
+	const endedLine = "Ended an xDS stream whose certificate is no longer in force"
+	endedBefore := controllersLogged(t, endedLine)
+
+	if err := kube.Kube.CoreV1().Secrets("weir-system").Delete(ctx, "weir-gateway-xds", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		s, err := kube.Kube.CoreV1().Secrets("weir-system").Get(ctx, "weir-gateway-xds", metav1.GetOptions{})
+		if err == nil && string(s.Data[xdstls.CertFile]) != string(old.Data[xdstls.CertFile]) {
+			if len(s.Data[xdstls.PreviousCertFile]) != 0 {
+				t.Error("the new Secret keeps the withdrawn certificate in force")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new certificate was issued after the Secret was deleted: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// The controllers end the streams of the withdrawn certificate.
+	deadline = time.Now().Add(time.Minute)
+	for controllersLogged(t, endedLine) == endedBefore {
+		if time.Now().After(deadline) {
+			t.Fatal("no controller ended a stream of the withdrawn certificate")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// A change made now reaches the gateways only over new connections,
+	// which only the new certificate can open.
+	updateKIngress(t, "withdraw", kingressSpec(host, "withdraw", "2"))
+	waitReady(t, "withdraw")
+	eventually(t, host, 60*time.Second, specVersion("2"))
+	p.stop(t, 200)
+	for name, n := range controllerRestarts(t) {
+		if n != restarts[name] {
+			t.Errorf("controller %s restarted (%d → %d); the withdrawal must need none", name, restarts[name], n)
+		}
+	}
+}
+
+// controllerRestarts are the restart counts of the weir-controller pods.
+func controllerRestarts(t *testing.T) map[string]int32 {
+	t.Helper()
+	out := map[string]int32{}
+	for _, name := range weir.ControllerPods {
+		out[name] = restartCount(t, name)
+	}
+	return out
+}
+
+// controllersLogged counts the lines of the weir-controller pods' logs
+// that hold s.
+func controllersLogged(t *testing.T, s string) int {
+	t.Helper()
+	n := 0
+	for _, name := range weir.ControllerPods {
+		b, err := os.ReadFile(kube.PodLog("knative-serving", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += strings.Count(string(b), s)
+	}
+	return n
 }

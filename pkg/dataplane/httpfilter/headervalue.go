@@ -2,24 +2,30 @@ package httpfilter
 
 import (
 	"fmt"
+	"net/http"
 	"regexp"
 	"strings"
 )
 
 // HeaderValue is a header value in Envoy's substitution format, of the
-// part weir-proxy knows: literals, "%%", %REQ(name)% (a request header or
-// pseudo header) and %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%.
+// part weir-proxy knows: literals, "%%", %REQ(name)% and %REQ(name?alt)%
+// (a request header or pseudo header, or alt when name is absent) and
+// %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%.
 type HeaderValue []headerValuePart
 
-// headerValuePart is a literal, a request header to copy, or the client
-// address.
+// headerValuePart is a literal, a request header to copy (or its
+// alternative), or the client address.
 type headerValuePart struct {
-	literal string
-	header  string
-	client  bool
+	literal     string
+	header, alt string
+	client      bool
 }
 
-var reqCommand = regexp.MustCompile(`^%REQ\(([^)]+)\)%`)
+var reqCommand = regexp.MustCompile(`^%REQ\(([^)?]+)(?:\?([^)?]+))?\)%`)
+
+// headerName is what %REQ may name: a header field name, or a pseudo
+// header.
+var headerName = regexp.MustCompile("^:?[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$")
 
 // clientCommand is Envoy's downstream (client) address, after
 // X-Forwarded-For as the connection manager trusts it.
@@ -51,10 +57,10 @@ func CompileHeaderValue(v string) (HeaderValue, error) {
 			continue
 		}
 		m := reqCommand.FindStringSubmatch(v[i:])
-		if m == nil {
-			return nil, fmt.Errorf("%q: only %%REQ(name)%% and %s are supported by weir-proxy", v, clientCommand)
+		if m == nil || !headerName.MatchString(m[1]) || m[2] != "" && !headerName.MatchString(m[2]) {
+			return nil, fmt.Errorf("%q: only %%REQ(name)%%, %%REQ(name?other)%% and %s are supported by weir-proxy", v, clientCommand)
 		}
-		out = append(out, headerValuePart{header: strings.ToLower(m[1])})
+		out = append(out, headerValuePart{header: strings.ToLower(m[1]), alt: strings.ToLower(m[2])})
 		i += len(m[0])
 	}
 	if lit.Len() > 0 {
@@ -67,26 +73,39 @@ func CompileHeaderValue(v string) (HeaderValue, error) {
 func (v HeaderValue) Render(r *RequestHeaders, cb Callbacks) string {
 	var b strings.Builder
 	for _, p := range v {
-		switch p.header {
-		case "":
-			if p.client {
-				if a := cb.ClientAddr(); a.IsValid() {
-					b.WriteString(a.String())
-				}
-				continue
+		switch {
+		case p.client:
+			if a := cb.ClientAddr(); a.IsValid() {
+				b.WriteString(a.String())
 			}
+		case p.header == "":
 			b.WriteString(p.literal)
-		case ":path":
-			b.WriteString(r.Path)
-		case ":authority", "host":
-			b.WriteString(r.Authority)
-		case ":method":
-			b.WriteString(r.Method)
-		case ":scheme":
-			b.WriteString(r.Scheme)
 		default:
-			b.WriteString(r.Header.Get(p.header))
+			value, ok := requestHeader(r, p.header)
+			if !ok && p.alt != "" {
+				value, _ = requestHeader(r, p.alt)
+			}
+			b.WriteString(value)
 		}
 	}
 	return b.String()
+}
+
+// requestHeader is a header or pseudo header of r, and whether r has it.
+func requestHeader(r *RequestHeaders, name string) (string, bool) {
+	switch name {
+	case ":path":
+		return r.Path, true
+	case ":authority", "host":
+		return r.Authority, true
+	case ":method":
+		return r.Method, true
+	case ":scheme":
+		return r.Scheme, true
+	}
+	vv, ok := r.Header[http.CanonicalHeaderKey(name)]
+	if !ok || len(vv) == 0 {
+		return "", false
+	}
+	return vv[0], true
 }

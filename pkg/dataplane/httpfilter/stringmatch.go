@@ -36,8 +36,11 @@ func CompileStringMatcher(m *matcherv3.StringMatcher, path string) (func(string)
 		want := norm(pat.Contains)
 		return func(s string) bool { return strings.Contains(norm(s), want) }, nil
 	case *matcherv3.StringMatcher_SafeRegex:
-		if bad := UnsupportedField(pat.SafeRegex, "regex"); bad != "" {
+		if bad := UnsupportedField(pat.SafeRegex, "regex", "google_re2"); bad != "" {
 			return nil, fmt.Errorf("%s.safe_regex.%s: not supported by weir-proxy", path, bad)
+		}
+		if pat.SafeRegex.GetGoogleRe2().GetMaxProgramSize() != nil {
+			return nil, fmt.Errorf("%s.safe_regex.google_re2.max_program_size: not supported by weir-proxy", path)
 		}
 		re, err := regexp.Compile(`^(?:` + pat.SafeRegex.GetRegex() + `)$`)
 		if err != nil {

@@ -11,9 +11,14 @@ package ingress
 
 import (
 	"cmp"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"hash/fnv"
 	"maps"
+	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
@@ -76,6 +81,12 @@ type Options struct {
 	// credentials, and the gateway may reach Services the Ingress's own
 	// namespace may not. "*" allows every namespace.
 	AuthServiceNamespaces []string
+	// InternalKey, when set, replaces the Builder's random key of the
+	// tokens that admit internal redirects to error pages: a client
+	// cannot reach an error page's virtual host without its token, and a
+	// default backend sees none. Set it only for output that must not
+	// change from run to run (weir translate).
+	InternalKey []byte
 }
 
 // Problem is something wrong with one Ingress, for a Warning Event.
@@ -117,11 +128,17 @@ type Result struct {
 type Builder struct {
 	mu       sync.Mutex
 	lastGood map[types.NamespacedName]*netv1.Ingress
+	// internalKey makes the tokens that admit the gateway's internal
+	// redirects to error pages (Options.InternalKey).
+	internalKey []byte
 }
 
-// NewBuilder returns a Builder that has seen no Ingress.
+// NewBuilder returns a Builder that has seen no Ingress, with a random
+// InternalKey.
 func NewBuilder() *Builder {
-	return &Builder{lastGood: map[types.NamespacedName]*netv1.Ingress{}}
+	key := make([]byte, 32)
+	_, _ = rand.Read(key) // crypto/rand never fails on Linux
+	return &Builder{lastGood: map[types.NamespacedName]*netv1.Ingress{}, internalKey: key}
 }
 
 // LastGood are the last good versions the Builder keeps, for Ingresses
@@ -193,7 +210,11 @@ func (b *Builder) Build(ings []*netv1.Ingress, classes Classes, l Listers, opts 
 	for _, h := range slices.Sorted(maps.Keys(byHost)) {
 		es := byHost[h]
 		slices.SortFunc(es, olderEntry)
-		hb := &hostBuilder{host: h, entries: es, listers: l, opts: opts, backends: map[string]*ir.Backend{}}
+		key := opts.InternalKey
+		if key == nil {
+			key = b.internalKey
+		}
+		hb := &hostBuilder{host: h, entries: es, listers: l, opts: opts, backends: map[string]*ir.Backend{}, internalKey: key}
 		if f := hb.build(); f != nil {
 			res.Fragments = append(res.Fragments, f)
 		}
@@ -302,8 +323,9 @@ type hostBuilder struct {
 	backends map[string]*ir.Backend
 	frag     *ir.Fragment
 	// errorPages are the virtual hosts answering custom-http-errors, by
-	// domain.
-	errorPages map[string]*ir.VirtualHost
+	// domain; internalKey makes their tokens.
+	errorPages  map[string]*ir.VirtualHost
+	internalKey []byte
 }
 
 // pathCandidate is one path of one Ingress's rule for the host.
@@ -430,6 +452,7 @@ func (hb *hostBuilder) customErrors(e *entry, field string, ib netv1.IngressBack
 		return nil
 	}
 	domain := errorPagesDomain(hb.host, e.ing.Namespace, svc)
+	token := internalToken(hb.internalKey, domain)
 	if hb.errorPages[domain] == nil {
 		be := hb.defaultBackend(e, field)
 		if be.Unresolved {
@@ -439,11 +462,19 @@ func (hb *hostBuilder) customErrors(e *entry, field string, ib netv1.IngressBack
 			hb.errorPages = map[string]*ir.VirtualHost{}
 		}
 		hb.errorPages[domain] = &ir.VirtualHost{
-			Name:    "ingress/custom-http-errors/" + domain,
-			Domains: []string{domain},
+			Name:     "ingress/custom-http-errors/" + domain,
+			Domains:  []string{domain},
+			Internal: true,
 			Routes: []*ir.Route{{
-				Name:  domain + "/custom-http-errors",
-				Match: ir.Match{Path: ir.PathMatch{Kind: ir.PathPrefix, Value: "/"}},
+				Name: domain + "/custom-http-errors",
+				// Only the gateway's redirect has the token (nginx's
+				// error location is "internal"), and it is a GET.
+				Match: ir.Match{
+					Path:    ir.PathMatch{Kind: ir.PathPrefix, Value: "/"},
+					Headers: []ir.HeaderMatch{{Name: internalTokenHeader, Kind: ir.HeaderExact, Value: token}},
+					Method:  http.MethodGet,
+				},
+				RequestHeaders: ir.HeaderMutation{Remove: []string{internalTokenHeader}},
 				// nginx's error location asks for "/", with the query.
 				PathRewrite: &ir.PathModifier{Kind: ir.ReplaceRegex, Pattern: "^.*$", Value: "/"},
 				Backends:    []ir.WeightedBackend{be},
@@ -465,8 +496,11 @@ func (hb *hostBuilder) customErrors(e *entry, field string, ib netv1.IngressBack
 		Host:       domain,
 		CodeHeader: "X-Code",
 		Headers: []ir.Header{
+			{Name: internalTokenHeader, Value: token},
 			{Name: "X-Format", Value: "%REQ(accept)%"},
-			{Name: "X-Original-URI", Value: "%REQ(:path)%"},
+			// Envoy's router rewrites :path in place; the original
+			// is then in x-envoy-original-path.
+			{Name: "X-Original-URI", Value: "%REQ(x-envoy-original-path?:path)%"},
 			{Name: "X-Namespace", Value: e.ing.Namespace},
 			{Name: "X-Ingress-Name", Value: e.ing.Name},
 			{Name: "X-Service-Name", Value: svcName},
@@ -476,13 +510,22 @@ func (hb *hostBuilder) customErrors(e *entry, field string, ib netv1.IngressBack
 }
 
 // errorPagesDomain is the internal name of the virtual host answering the
-// custom errors of host with Service svc of namespace ns. It is under
-// .invalid (RFC 2606), so it is no real host's, and unique per host, since
-// a domain belongs to one fragment.
+// custom errors of host with Service svc of namespace ns, unique per host.
 func errorPagesDomain(host, ns, svc string) string {
 	h := fnv.New64a()
 	h.Write([]byte(host))
-	return fmt.Sprintf("%s.%s.%016x.custom-http-errors.weir.invalid", svc, ns, h.Sum64())
+	return fmt.Sprintf("%s.%s.%016x.custom-http-errors%s", svc, ns, h.Sum64(), ir.InternalDomainSuffix)
+}
+
+// internalTokenHeader carries the token of an internal redirect.
+const internalTokenHeader = "X-Weir-Internal-Token"
+
+// internalToken admits internal redirects to domain: one per domain, so a
+// default backend that saw a token could reach no other's error pages.
+func internalToken(key []byte, domain string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(domain))
+	return hex.EncodeToString(m.Sum(nil))
 }
 
 // sslRedirect: ingress-nginx redirects plain HTTP to HTTPS for hosts with

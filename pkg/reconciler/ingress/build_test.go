@@ -1239,7 +1239,17 @@ func TestCustomHTTPErrors(t *testing.T) {
 	if ce == nil || !slices.Equal(ce.Codes, []int{404, 503}) || ce.CodeHeader != "X-Code" || len(pages.Domains) != 1 || ce.Host != pages.Domains[0] {
 		t.Fatalf("custom errors %+v to %v", ce, pages.Domains)
 	}
-	want := map[string]string{"X-Format": "%REQ(accept)%", "X-Original-URI": "%REQ(:path)%", "X-Namespace": "default", "X-Ingress-Name": "i", "X-Service-Name": "web", "X-Service-Port": "80"}
+	r := pages.Routes[0]
+	var token string
+	for _, m := range r.Match.Headers {
+		if m.Name == "X-Weir-Internal-Token" && m.Kind == ir.HeaderExact && len(m.Value) == 64 {
+			token = m.Value
+		}
+	}
+	if token == "" || r.Match.Method != "GET" || !pages.Internal || !slices.Equal(r.RequestHeaders.Remove, []string{"X-Weir-Internal-Token"}) {
+		t.Fatalf("the error pages' route %+v admits more than the gateway's own redirects, or passes the token on", r)
+	}
+	want := map[string]string{"X-Weir-Internal-Token": token, "X-Format": "%REQ(accept)%", "X-Original-URI": "%REQ(x-envoy-original-path?:path)%", "X-Namespace": "default", "X-Ingress-Name": "i", "X-Service-Name": "web", "X-Service-Port": "80"}
 	for _, h := range ce.Headers {
 		if want[h.Name] != h.Value {
 			t.Errorf("header %s: %q, want %q", h.Name, h.Value, want[h.Name])
@@ -1249,8 +1259,7 @@ func TestCustomHTTPErrors(t *testing.T) {
 	if len(want) != 0 {
 		t.Errorf("headers missing: %v", want)
 	}
-	r := pages.Routes[0]
-	if !strings.HasSuffix(pages.Domains[0], ".invalid") || pages.Listeners != f.VirtualHosts[0].Listeners ||
+	if !strings.HasSuffix(pages.Domains[0], ir.InternalDomainSuffix) || pages.Listeners != f.VirtualHosts[0].Listeners ||
 		len(r.Backends) != 1 || r.Backends[0].BackendName != "default/old:80" || r.PathRewrite == nil || r.PathRewrite.Value != "/" {
 		t.Errorf("error pages %+v on %v, route %+v", pages.Domains, pages.Listeners, r)
 	}
@@ -1261,8 +1270,14 @@ func TestCustomHTTPErrors(t *testing.T) {
 	// Another host's error pages have a name of their own.
 	other := strings.ReplaceAll(rule, "e.example.com", "f.example.com")
 	res = build(t, weirClass+"---\n"+ing("i", "2026-01-01T00:00:00Z", map[string]string{p + "default-backend": "old", p + "custom-http-errors": "404"}, rule+"\n"+other))
-	if a, b := fragment(t, res, "e.example.com").VirtualHosts[1].Domains[0], fragment(t, res, "f.example.com").VirtualHosts[1].Domains[0]; a == b {
-		t.Errorf("two hosts share the error pages' domain %s", a)
+	if a, b := fragment(t, res, "e.example.com").VirtualHosts[1], fragment(t, res, "f.example.com").VirtualHosts[1]; a.Domains[0] == b.Domains[0] ||
+		a.Routes[0].Match.Headers[0].Value == b.Routes[0].Match.Headers[0].Value {
+		t.Errorf("two hosts share the error pages' domain %s or its token", a.Domains[0])
+	}
+	// Another Builder (another process) has tokens of its own.
+	again := build(t, weirClass+"---\n"+ing("i", "2026-01-01T00:00:00Z", map[string]string{p + "default-backend": "old", p + "custom-http-errors": "404"}, rule+"\n"+other))
+	if fragment(t, again, "e.example.com").VirtualHosts[1].Routes[0].Match.Headers[0].Value == fragment(t, res, "e.example.com").VirtualHosts[1].Routes[0].Match.Headers[0].Value {
+		t.Error("two Builders made the same token")
 	}
 
 	for name, annotations := range map[string]map[string]string{

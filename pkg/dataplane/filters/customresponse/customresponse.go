@@ -340,11 +340,16 @@ func (p *policy) target(h *httpfilter.RequestHeaders) (scheme, authority, path s
 	}
 	authority = a.host + a.port
 	if a.host == "" {
-		// The request's host, without a port when one is given, as
-		// Envoy's processRequestHost.
+		// The request's host, as Envoy's processRequestHost: without its
+		// port when one is given, or when the scheme changes and the
+		// port is the old scheme's default.
 		authority = h.Authority
-		if a.port != "" {
-			authority = hostWithoutPort(authority) + a.port
+		host, port := hostWithoutPort(authority), authority[len(hostWithoutPort(authority)):]
+		switch {
+		case a.port != "":
+			authority = host + a.port
+		case scheme != h.Scheme && (h.Scheme == "http" && port == ":80" || h.Scheme == "https" && port == ":443"):
+			authority = host
 		}
 	}
 	path = h.Path
@@ -471,8 +476,10 @@ func (f *filter) EncodeHeaders(h *httpfilter.ResponseHeaders, _ bool) httpfilter
 	// The most specific config with a match wins, then the filter's own.
 	var p *policy
 	for _, rc := range f.cb.PerRouteConfigs() {
-		if p = rc.(*config).m.find(h.Status); p != nil {
-			break
+		if c, ok := rc.(*config); ok {
+			if p = c.m.find(h.Status); p != nil {
+				break
+			}
 		}
 	}
 	if p == nil {
@@ -484,8 +491,9 @@ func (f *filter) EncodeHeaders(h *httpfilter.ResponseHeaders, _ bool) httpfilter
 	r := f.req
 	orig := *r
 	r.Scheme, r.Authority, r.Path = p.target(r)
-	f.cb.ClearRouteCache()
+	// As Envoy: the headers are set, then the route is found again.
 	applyHeaderOptions(r.Header, p.requestHeaders, r, f.cb)
+	f.cb.ClearRouteCache()
 	if !f.cb.HasRoute() {
 		// No route for the new URI: the response goes out as it is
 		// (the header options stay applied, as in Envoy).
