@@ -316,10 +316,17 @@ func TestClientCertificateDepthAndFilterChain(t *testing.T) {
 	bySNI := routeTo(prefixMatch("/"), "b")
 	bySNI.TypedPerFilterConfig = map[string]*anypb.Any{"by_sni": allow(&rbacconfigv3.Permission{Rule: &rbacconfigv3.Permission_RequestedServerName{RequestedServerName: &matcherv3.StringMatcher{
 		MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "OPEN.example.com"}, IgnoreCase: true}}}, anyone)}
+	// The same check as a route match, with a 421 for other connections.
+	routed := routeTo(prefixMatch("/"), "b")
+	routed.Match.FilterState = []*matcherv3.FilterStateMatcher{{
+		Key: "weir.filter_chain", Matcher: &matcherv3.FilterStateMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "strict 100% checked"}}},
+	}}
+	misdirected := &routev3.Route{Match: prefixMatch("/"), Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: http.StatusMisdirectedRequest}}}
 	res := &Resources{
 		Listeners: []*listenerv3.Listener{l},
 		Routes: []*routev3.RouteConfiguration{routeConfig(name,
 			virtualHost("strict", []string{"strict.example.com"}, strict),
+			virtualHost("routed", []string{"routed.example.com"}, routed, misdirected),
 			virtualHost("sni", []string{"sni.example.com"}, bySNI),
 			virtualHost("open", []string{"open.example.com"}, routeTo(prefixMatch("/"), "b")))},
 		Secrets: []*tlsv3.Secret{secret("srv", server)},
@@ -347,6 +354,12 @@ func TestClientCertificateDepthAndFilterChain(t *testing.T) {
 	}
 	if code, err := get("open.example.com", "strict.example.com", nil); err != nil || code != http.StatusForbidden {
 		t.Errorf("the checked host over a connection another chain took: %d %v, want 403", code, err)
+	}
+	if code, err := get("strict.example.com", "routed.example.com", &direct); err != nil || code != 200 {
+		t.Errorf("a route matching the filter chain's mark, over that chain: %d %v, want 200", code, err)
+	}
+	if code, err := get("open.example.com", "routed.example.com", nil); err != nil || code != http.StatusMisdirectedRequest {
+		t.Errorf("a route matching the filter chain's mark, over another chain: %d %v, want the next route's 421", code, err)
 	}
 	if code, err := get("open.example.com", "sni.example.com", nil); err != nil || code != 200 {
 		t.Errorf("requested_server_name OPEN.example.com, SNI open.example.com: %d %v, want 200", code, err)

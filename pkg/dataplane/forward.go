@@ -415,9 +415,24 @@ func (v *vhost) match(s *stream) *route {
 		if len(rt.query) > 0 && !s.queryMatches(rt.query) {
 			continue
 		}
+		if len(rt.filterState) > 0 && !s.filterStateMatches(rt.filterState) {
+			continue
+		}
 		return rt
 	}
 	return nil
+}
+
+// filterStateMatches reports whether the connection's filter state has
+// every object ms name, matching; a missing one never matches.
+func (s *stream) filterStateMatches(ms []filterStateMatcher) bool {
+	for _, m := range ms {
+		v, ok := s.filterState[m.key]
+		if !ok || !m.match(v) {
+			return false
+		}
+	}
+	return true
 }
 
 // hasPrefix matches a prefix against :path (Envoy matches prefixes on the

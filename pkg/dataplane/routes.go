@@ -71,19 +71,29 @@ const (
 )
 
 type route struct {
-	name     string
-	kind     matchKind
-	value    string
-	re       *regexp.Regexp
-	headers  []headerMatcher
-	query    []queryMatcher
-	redirect *redirect
-	direct   *directResponse
-	fwd      *forward
+	name    string
+	kind    matchKind
+	value   string
+	re      *regexp.Regexp
+	headers []headerMatcher
+	query   []queryMatcher
+	// filterState are match.filter_state: strings the connection's
+	// filter chain set, which must all be there and match.
+	filterState []filterStateMatcher
+	redirect    *redirect
+	direct      *directResponse
+	fwd         *forward
 	// respOps are response_headers_to_add/remove, in Envoy's order.
 	respOps []headerOp
 	// perFilter is typed_per_filter_config, by filter name.
 	perFilter map[string]*routeFilterConf
+}
+
+// filterStateMatcher is a RouteMatch.filter_state entry: the connection
+// filter state object key, as a string, must match.
+type filterStateMatcher struct {
+	key   string
+	match func(string) bool
 }
 
 type pseudoHeader uint8
@@ -658,7 +668,7 @@ func compileRoute(r *routev3.Route, path string, clusters map[string]*cluster, v
 	if m == nil {
 		return nil, invalid(mpath, "match is required")
 	}
-	if err := onlyFields(m, mpath, "prefix", "path", "safe_regex", "path_separated_prefix", "headers", "query_parameters"); err != nil {
+	if err := onlyFields(m, mpath, "prefix", "path", "safe_regex", "path_separated_prefix", "headers", "query_parameters", "filter_state"); err != nil {
 		return nil, err
 	}
 	switch ps := m.GetPathSpecifier().(type) {
@@ -694,6 +704,20 @@ func compileRoute(r *routev3.Route, path string, clusters map[string]*cluster, v
 			return nil, err
 		}
 		cr.query = append(cr.query, qm)
+	}
+	for i, fs := range m.GetFilterState() {
+		fp := idx(sub(mpath, "filter_state"), i)
+		if err := onlyFields(fs, fp, "key", "string_match"); err != nil {
+			return nil, err
+		}
+		if fs.GetStringMatch() == nil {
+			return nil, invalid(fp, "string_match is required by weir-proxy (it has no address_match)")
+		}
+		match, err := httpfilter.CompileStringMatcher(fs.GetStringMatch(), sub(fp, "string_match"))
+		if err != nil {
+			return nil, err
+		}
+		cr.filterState = append(cr.filterState, filterStateMatcher{key: fs.GetKey(), match: match})
 	}
 
 	routeOps, err := compileHeaderOps(r.GetRequestHeadersToAdd(), r.GetRequestHeadersToRemove(), path)

@@ -243,9 +243,6 @@ const (
 	// host's answer. It is first, so that it sees the local replies of
 	// every filter after it.
 	FilterCustomErrors FilterKind = iota + 1
-	// FilterViaCertificate refuses requests that did not come through a
-	// certificate's filter chain, before anything else sees them.
-	FilterViaCertificate
 	// FilterSourceRanges refuses clients by address.
 	FilterSourceRanges
 	// FilterCORS answers CORS preflights and adds CORS response headers.
@@ -286,18 +283,6 @@ type CustomErrors struct {
 
 // FilterKind implements HTTPFilter.
 func (*CustomErrors) FilterKind() FilterKind { return FilterCustomErrors }
-
-// ViaCertificate answers 403 to a request that did not come over a
-// connection accepted by the filter chain of Certificate, one of the
-// fragment's Certificates. A host whose certificate checks clients
-// (ClientValidation) is then reached only over connections that were
-// checked, whatever server name and Host a client sends.
-type ViaCertificate struct {
-	Certificate string
-}
-
-// FilterKind implements HTTPFilter.
-func (*ViaCertificate) FilterKind() FilterKind { return FilterViaCertificate }
 
 // SourceRanges answers 403 to a client whose address is outside Allow
 // (when Allow is set) or inside Deny. The address is the connection's
@@ -478,6 +463,12 @@ type Match struct {
 	QueryParams []QueryParamMatch
 	// Method is empty for any method.
 	Method string
+	// ViaCertificate, when set, matches only requests that came over a
+	// connection the filter chain of that certificate, one of the
+	// fragment's Certificates, took. A host whose certificate checks
+	// clients (ClientValidation) is then reached only over connections
+	// that were checked, whatever server name and Host a client sends.
+	ViaCertificate string
 }
 
 // Header is one name/value pair.
@@ -783,7 +774,7 @@ type Certificate struct {
 	PrivateKey []byte
 	// ClientValidation asks the clients of Hosts for a certificate; nil
 	// does not ask. A host served with it should also have its routes
-	// check ViaCertificate, so that no other filter chain's connection
+	// match ViaCertificate, so that no other filter chain's connection
 	// reaches them.
 	ClientValidation *ClientValidation
 	Provenance       Provenance

@@ -40,10 +40,7 @@ var httpFilterOf = map[ir.FilterKind]struct {
 	// Without rules, RBAC lets everything through; a route's rules are
 	// its own.
 	ir.FilterSourceRanges: {rbacFilter, &rbacv3.RBAC{}},
-	// A second RBAC filter, so a route may check both its clients'
-	// addresses and its connection's filter chain.
-	ir.FilterViaCertificate: {viaCertificateFilter, &rbacv3.RBAC{}},
-	ir.FilterCORS:           {corsFilter, &corsv3.Cors{}},
+	ir.FilterCORS:         {corsFilter, &corsv3.Cors{}},
 	// Without a matcher the listener's config replaces nothing.
 	ir.FilterCustomErrors: {customResponseFilter, &customresponsev3.CustomResponse{}},
 	// Without filter_enabled the listener's config limits nothing; a
@@ -64,31 +61,11 @@ const bufferFilter = "envoy.filters.http.buffer"
 // rbacFilter is Envoy's RBAC filter, which ir.SourceRanges runs.
 const rbacFilter = "envoy.filters.http.rbac"
 
-// viaCertificateFilter is the RBAC filter that ir.ViaCertificate runs.
-const viaCertificateFilter = "weir.filters.http.via_certificate"
-
 // filterChainKey is the connection filter state object that names the
 // certificate whose filter chain took the connection: set by the chain's
-// set_filter_state filter, matched by the routes' RBAC.
+// set_filter_state filter, matched by the routes of hosts that check
+// client certificates (ir.Match.ViaCertificate).
 const filterChainKey = "weir.filter_chain"
-
-// viaCertificatePolicy is an ALLOW policy admitting requests whose
-// connection came through v's certificate's filter chain.
-func viaCertificatePolicy(v *ir.ViaCertificate) (*rbacv3.RBACPerRoute, error) {
-	if v.Certificate == "" {
-		return nil, fmt.Errorf("a filter chain check without a certificate")
-	}
-	return &rbacv3.RBACPerRoute{Rbac: &rbacv3.RBAC{Rules: &rbacconfigv3.RBAC{
-		Action: rbacconfigv3.RBAC_ALLOW,
-		Policies: map[string]*rbacconfigv3.Policy{"via-certificate": {
-			Permissions: []*rbacconfigv3.Permission{{Rule: &rbacconfigv3.Permission_Any{Any: true}}},
-			Principals: []*rbacconfigv3.Principal{{Identifier: &rbacconfigv3.Principal_FilterState{FilterState: &matcherv3.FilterStateMatcher{
-				Key:     filterChainKey,
-				Matcher: &matcherv3.FilterStateMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: v.Certificate}}},
-			}}}},
-		}},
-	}}}, nil
-}
 
 // sourceRanges is an ALLOW policy admitting the clients that r lets in:
 // inside Allow (if set) and not inside Deny. remote_ip is the client
@@ -149,8 +126,6 @@ func perFilterConfig(fs []ir.HTTPFilter, id string, available nameSet) (map[stri
 			msg, err = customErrors(p)
 		case *ir.SourceRanges:
 			msg, err = sourceRanges(p)
-		case *ir.ViaCertificate:
-			msg, err = viaCertificatePolicy(p)
 		case *ir.BasicAuth:
 			msg, err = basicAuthPerRoute(p)
 		case *ir.ExtAuth:

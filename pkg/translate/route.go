@@ -230,10 +230,16 @@ func checkUTF8(r *ir.Route) error {
 }
 
 func buildMatch(m ir.Match, s *shared) (*routev3.RouteMatch, error) {
-	if m.Method == "" && len(m.Headers) == 0 && len(m.QueryParams) == 0 && matchesEveryPath(m.Path) {
+	if m.Method == "" && len(m.Headers) == 0 && len(m.QueryParams) == 0 && m.ViaCertificate == "" && matchesEveryPath(m.Path) {
 		return s.matchAll, nil
 	}
 	out := &routev3.RouteMatch{}
+	if m.ViaCertificate != "" {
+		out.FilterState = []*matcherv3.FilterStateMatcher{{
+			Key:     filterChainKey,
+			Matcher: &matcherv3.FilterStateMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: m.ViaCertificate}}},
+		}}
+	}
 	switch v := m.Path.Value; m.Path.Kind {
 	case ir.PathPrefix:
 		if v == "" {

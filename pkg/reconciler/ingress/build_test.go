@@ -1145,24 +1145,30 @@ func TestClientTLS(t *testing.T) {
 				t.Fatalf("certificates %v; want %s serving the host with %+v", f.Certificates, tc.certName, tc.want)
 			}
 			for _, vh := range f.VirtualHosts {
-				for _, r := range vh.Routes {
-					sn := filterOf[*ir.ViaCertificate](r)
+				for i, r := range vh.Routes {
+					via := r.Match.ViaCertificate
+					last := i == len(vh.Routes)-1
 					switch {
 					case !vh.Listeners.Has(ir.ExternalHTTPS):
-						if sn != nil || strings.Contains(r.Name, "/default/a/") && tc.plainHTTP != (r.Redirect == nil) {
-							t.Errorf("plain HTTP route %s: server names %v, redirect %v", r.Name, sn, r.Redirect)
+						if via != "" || strings.Contains(r.Name, "/default/a/") && tc.plainHTTP != (r.Redirect == nil) {
+							t.Errorf("plain HTTP route %s: via %q, redirect %v", r.Name, via, r.Redirect)
 						}
 					case tc.problem != "":
 						if len(r.Backends) != 1 || !r.Backends[0].Unresolved || r.Filters != nil {
 							t.Errorf("HTTPS route %s: %+v, want 503", r.Name, r)
 						}
 					case tc.want == nil:
-						if sn != nil {
-							t.Errorf("HTTPS route %s checks server names %v without client validation", r.Name, sn)
+						if via != "" || r.DirectResponse != nil {
+							t.Errorf("HTTPS route %s checks the filter chain %q without client validation", r.Name, via)
+						}
+					case last:
+						// Any other connection is misdirected.
+						if via != "" || r.DirectResponse == nil || r.DirectResponse.StatusCode != 421 || !matchesEverything(r.Match) {
+							t.Errorf("the host's last HTTPS route %s: %+v, want 421 for every request", r.Name, r)
 						}
 					default:
-						if sn == nil || sn.Certificate != tc.certName || r.Filters[0] != ir.HTTPFilter(sn) {
-							t.Errorf("HTTPS route %s: filters %v, want the check of %s's filter chain first", r.Name, r.Filters, tc.certName)
+						if via != tc.certName {
+							t.Errorf("HTTPS route %s matches the filter chain %q, want %s's", r.Name, via, tc.certName)
 						}
 					}
 				}
@@ -1297,4 +1303,9 @@ func TestCustomHTTPErrors(t *testing.T) {
 			t.Errorf("custom-http-errors %q was not refused", bad)
 		}
 	}
+}
+
+// matchesEverything reports whether m takes every request.
+func matchesEverything(m ir.Match) bool {
+	return m.Path.Kind == ir.PathPrefix && m.Path.Value == "/" && m.Method == "" && len(m.Headers) == 0 && len(m.QueryParams) == 0
 }

@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"fmt"
+	"net/http"
 	"slices"
 
 	"github.com/weir-dev/weir/pkg/envoycheck"
@@ -55,14 +56,24 @@ func (hb *hostBuilder) withClientTLS(mains []*entry, cert *ir.Certificate, https
 			// not over one opened for another name (whose chain checks
 			// nothing, or against another CA), nor over any chain that
 			// took the host's name if this one was left out.
-			cp.Filters = append([]ir.HTTPFilter{&ir.ViaCertificate{Certificate: cert.Name}}, r.Filters...)
+			cp.Match.ViaCertificate = cert.Name
 		}
 		checked = append(checked, &cp)
 	}
 	if problem != "" {
 		hb.problem(owner, clientTLSField, reason, "%s; the host's HTTPS paths answer 503 until it is fixed", problem)
+		return checked, true
 	}
-	return checked, true
+	// Any other connection is answered 421, as nginx answers it: a
+	// browser that reused a connection for this host (HTTP/2 coalescing
+	// with a shared certificate) then opens one of its own, which this
+	// chain checks.
+	return append(checked, &ir.Route{
+		Name:           hb.host + "/misdirected",
+		Match:          ir.Match{Path: ir.PathMatch{Kind: ir.PathPrefix, Value: "/"}},
+		DirectResponse: &ir.DirectResponse{StatusCode: http.StatusMisdirectedRequest, Body: "Misdirected Request"},
+		Provenance:     ir.Provenance{owner.ref},
+	}), true
 }
 
 // clientValidation reads c's CA bundle: the ca.crt of a Secret of the
