@@ -184,8 +184,8 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 	})
 	gatewaysServed, resyncGateways := startGatewayAPI(ctx, logger, router, authority)
 	// Every replica follows the CA and identity Secrets: a replaced CA
-	// or a withdrawn certificate ends the streams that used it, and the
-	// gateways get certificates from the new CA.
+	// or a withdrawn certificate closes the connections that used it, and
+	// the gateways get certificates from the new CA.
 	go authority.Follow(ctx, kube, system.Namespace(), xdsCASecret(), gatewayNamespace(), 10*time.Second, func(caChangedNow bool) {
 		// The shared gateways' Secret may be the one that changed, or
 		// was deleted to withdraw its certificate.
@@ -197,9 +197,8 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 			logger.Infow("The xDS CA changed; issuing the gateways' certificates from it", "secret", system.Namespace()+"/"+xdsCASecret())
 			resyncGateways()
 		}
-		for _, err := range router.Reauthorize() {
-			logger.Warnw("Ended an xDS stream whose certificate is no longer in force", zap.Error(err))
-		}
+	}, func(err error) {
+		logger.Warnw("Closed an xDS connection whose certificate is no longer in force", zap.Error(err))
 	}, func(err error) {
 		logger.Errorw("Reading the xDS CA and certificates failed; keeping the last ones read", zap.Error(err))
 	})
@@ -228,7 +227,7 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 		if err := syncer.Sync(); err != nil {
 			logger.Errorw("Initial translation failed", zap.Error(err))
 		}
-		if err := serveXDS(ctx, router, *xdsAddress, credentials.NewTLS(authority.ServerConfig(xdsServerNames()))); err != nil {
+		if err := serveXDS(ctx, router, *xdsAddress, authority.ServerCredentials(xdsServerNames())); err != nil {
 			logger.Fatalw("Serving xDS failed; is the port free?", "address", *xdsAddress, zap.Error(err))
 		}
 	}()
@@ -272,7 +271,7 @@ const sharedGatewaySecret = "weir-gateway-xds"
 func maintainSharedGatewaySecret(ctx context.Context, logger *zap.SugaredLogger, kube kubernetes.Interface, authority *xdstls.Authority, recheck <-chan struct{}) {
 	ns := gatewayNamespace()
 	for {
-		wrote, err := xdstls.EnsureGatewaySecret(ctx, kube, authority.CA(), ns, envOr("GATEWAY_XDS_SECRET", sharedGatewaySecret), "",
+		wrote, err := authority.EnsureGatewaySecret(ctx, kube, ns, envOr("GATEWAY_XDS_SECRET", sharedGatewaySecret), "",
 			map[string]string{"app.kubernetes.io/name": "weir", "app.kubernetes.io/component": "gateway"}, nil, time.Now())
 		wait := time.Hour
 		switch {

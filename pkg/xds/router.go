@@ -51,95 +51,6 @@ type Router struct {
 
 	mu     sync.Mutex
 	groups map[string]*Server
-	// live are the open streams, which Reauthorize checks again.
-	live map[*liveStream]struct{}
-}
-
-// liveStream is an admitted stream: its peer (ctx), what it was admitted
-// for, and how to end it.
-type liveStream struct {
-	ctx         context.Context
-	node, group string
-	ended       chan struct{}
-	once        sync.Once
-	reason      error
-}
-
-// end makes the stream's next Recv fail with reason, which ends it.
-func (l *liveStream) end(reason error) {
-	l.once.Do(func() {
-		l.reason = reason
-		close(l.ended)
-	})
-}
-
-// recvOrEnd is recv, unless the stream is ended first.
-func recvOrEnd[T any](l *liveStream, recv func() (T, error)) (T, error) {
-	type result struct {
-		v   T
-		err error
-	}
-	select {
-	case <-l.ended:
-		// A Recv may still be pending from before: never two at once.
-		var zero T
-		return zero, l.reason
-	default:
-	}
-	ch := make(chan result, 1)
-	go func() {
-		// Returns once the stream ends, at the latest.
-		v, err := recv()
-		ch <- result{v, err}
-	}()
-	select {
-	case r := <-ch:
-		return r.v, r.err
-	case <-l.ended:
-		var zero T
-		return zero, l.reason
-	}
-}
-
-// open registers an admitted stream; close forgets it.
-func (r *Router) open(ctx context.Context, node, group string) *liveStream {
-	l := &liveStream{ctx: ctx, node: node, group: group, ended: make(chan struct{})}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.live == nil {
-		r.live = map[*liveStream]struct{}{}
-	}
-	r.live[l] = struct{}{}
-	return l
-}
-
-func (r *Router) close(l *liveStream) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.live, l)
-}
-
-// Reauthorize asks the Authorizer again about every open stream, and ends
-// those it now refuses (a certificate withdrawn, a CA replaced). It
-// returns the errors of the streams it ended.
-func (r *Router) Reauthorize() []error {
-	if r.authorize == nil {
-		return nil
-	}
-	r.mu.Lock()
-	streams := make([]*liveStream, 0, len(r.live))
-	for l := range r.live {
-		streams = append(streams, l)
-	}
-	r.mu.Unlock()
-	var ended []error
-	for _, l := range streams {
-		if err := r.authorize(l.ctx, l.node, l.group); err != nil {
-			l.end(status.Error(codes.PermissionDenied, err.Error()))
-			ended = append(ended, err)
-		}
-	}
-	return ended
 }
 
 // Authorizer returns an error when the peer of a stream (from ctx) may not
@@ -238,11 +149,13 @@ func (a *routedADS) StreamAggregatedResources(stream discovery.AggregatedDiscove
 	if err != nil {
 		return err
 	}
-	live := a.r.open(stream.Context(), node, group)
-	defer a.r.close(live)
-	ps := &peekedStream{AggregatedDiscoveryService_StreamAggregatedResourcesServer: stream, first: first, node: node, live: live}
+	ps := &peekedStream{AggregatedDiscoveryService_StreamAggregatedResourcesServer: stream, first: first, node: node}
 	err = a.r.stream(group).xds.StreamAggregatedResources(ps)
-	return endReason(live, &ps.changed, err)
+	if ps.changed.Load() {
+		// The server ends a stream whose Recv fails without saying why.
+		return errNodeChanged
+	}
+	return err
 }
 
 func (a *routedADS) DeltaAggregatedResources(stream discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
@@ -255,22 +168,9 @@ func (a *routedADS) DeltaAggregatedResources(stream discovery.AggregatedDiscover
 	if err != nil {
 		return err
 	}
-	live := a.r.open(stream.Context(), node, group)
-	defer a.r.close(live)
-	ps := &peekedDeltaStream{AggregatedDiscoveryService_DeltaAggregatedResourcesServer: stream, first: first, node: node, live: live}
+	ps := &peekedDeltaStream{AggregatedDiscoveryService_DeltaAggregatedResourcesServer: stream, first: first, node: node}
 	err = a.r.stream(group).xds.DeltaAggregatedResources(ps)
-	return endReason(live, &ps.changed, err)
-}
-
-// endReason is what a stream ends with: the server ends a stream whose
-// Recv fails without saying why, so the router says it.
-func endReason(live *liveStream, changed *atomic.Bool, err error) error {
-	select {
-	case <-live.ended:
-		return live.reason
-	default:
-	}
-	if changed.Load() {
+	if ps.changed.Load() {
 		return errNodeChanged
 	}
 	return err
@@ -284,7 +184,6 @@ type peekedStream struct {
 	first   *discovery.DiscoveryRequest
 	node    string
 	changed atomic.Bool
-	live    *liveStream
 }
 
 func (p *peekedStream) Recv() (*discovery.DiscoveryRequest, error) {
@@ -292,7 +191,7 @@ func (p *peekedStream) Recv() (*discovery.DiscoveryRequest, error) {
 		p.first = nil
 		return f, nil
 	}
-	req, err := recvOrEnd(p.live, p.AggregatedDiscoveryService_StreamAggregatedResourcesServer.Recv)
+	req, err := p.AggregatedDiscoveryService_StreamAggregatedResourcesServer.Recv()
 	if err == nil && req.GetNode() != nil && req.GetNode().GetId() != p.node {
 		p.changed.Store(true)
 		return nil, errNodeChanged
@@ -305,7 +204,6 @@ type peekedDeltaStream struct {
 	first   *discovery.DeltaDiscoveryRequest
 	node    string
 	changed atomic.Bool
-	live    *liveStream
 }
 
 func (p *peekedDeltaStream) Recv() (*discovery.DeltaDiscoveryRequest, error) {
@@ -313,7 +211,7 @@ func (p *peekedDeltaStream) Recv() (*discovery.DeltaDiscoveryRequest, error) {
 		p.first = nil
 		return f, nil
 	}
-	req, err := recvOrEnd(p.live, p.AggregatedDiscoveryService_DeltaAggregatedResourcesServer.Recv)
+	req, err := p.AggregatedDiscoveryService_DeltaAggregatedResourcesServer.Recv()
 	if err == nil && req.GetNode() != nil && req.GetNode().GetId() != p.node {
 		p.changed.Store(true)
 		return nil, errNodeChanged

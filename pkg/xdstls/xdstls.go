@@ -335,6 +335,12 @@ const IdentityLabel = "weir.dev/xds-identity"
 // again. A Secret of that name whose annotations lack any of owner's is
 // someone else's, and is not touched.
 func EnsureGatewaySecret(ctx context.Context, kube kubernetes.Interface, ca *CA, namespace, name, group string, labels, owner map[string]string, now time.Time) (bool, error) {
+	return ensureGatewaySecret(ctx, kube, ca, nil, namespace, name, group, labels, owner, now)
+}
+
+// ensureGatewaySecret is EnsureGatewaySecret; confirmCA, when set, is
+// asked before a certificate from another CA is replaced.
+func ensureGatewaySecret(ctx context.Context, kube kubernetes.Interface, ca *CA, confirmCA func(*CA) error, namespace, name, group string, labels, owner map[string]string, now time.Time) (bool, error) {
 	secrets := kube.CoreV1().Secrets(namespace)
 	cur, err := secrets.Get(ctx, name, metav1.GetOptions{})
 	if err != nil && !apierrs.IsNotFound(err) {
@@ -351,6 +357,11 @@ func EnsureGatewaySecret(ctx context.Context, kube kubernetes.Interface, ca *CA,
 	identity := IdentityOf(group)
 	if found && string(cur.Data[CAFile]) == string(ca.CertPEM) && !ca.NeedsRenewal(cur.Data[CertFile], identity, now) {
 		return false, nil
+	}
+	if found && string(cur.Data[CAFile]) != string(ca.CertPEM) && confirmCA != nil {
+		if err := confirmCA(ca); err != nil {
+			return false, err
+		}
 	}
 	certPEM, keyPEM, err := ca.Issue(now, LeafLifetime, identity, nil, false)
 	if err != nil {

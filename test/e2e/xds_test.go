@@ -161,7 +161,7 @@ func TestXDSCertificateWithdrawal(t *testing.T) {
 	}
 	restarts := controllerRestarts(t)
 	p.waitAnswers(t, 50)
-	const endedLine = "Ended an xDS stream whose certificate is no longer in force"
+	const endedLine = "Closed an xDS connection whose certificate is no longer in force"
 	endedBefore := controllersLogged(t, endedLine)
 
 	if err := kube.Kube.CoreV1().Secrets("weir-system").Delete(ctx, "weir-gateway-xds", metav1.DeleteOptions{}); err != nil {
@@ -181,11 +181,11 @@ func TestXDSCertificateWithdrawal(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	// The controllers end the streams of the withdrawn certificate.
+	// The controllers close the connections of the withdrawn certificate.
 	deadline = time.Now().Add(time.Minute)
 	for controllersLogged(t, endedLine) == endedBefore {
 		if time.Now().After(deadline) {
-			t.Fatal("no controller ended a stream of the withdrawn certificate")
+			t.Fatal("no controller closed a connection of the withdrawn certificate")
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

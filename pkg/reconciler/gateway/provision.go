@@ -168,7 +168,7 @@ func (p *Provisioner) Sync(ctx context.Context, gateways []*gwv1.Gateway, res *R
 				continue
 			}
 			// Before the Deployment: its pods wait for the Secret.
-			if _, err := xdstls.EnsureGatewaySecret(ctx, p.Kube, p.XDS.CA(), p.Namespace, xdsSecretName(name), nn.String(), p.labels(gw), annotations(gw), time.Now()); err != nil {
+			if _, err := p.XDS.EnsureGatewaySecret(ctx, p.Kube, p.Namespace, xdsSecretName(name), nn.String(), p.labels(gw), annotations(gw), time.Now()); err != nil {
 				errs = append(errs, err)
 				continue
 			}
