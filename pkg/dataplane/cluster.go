@@ -38,6 +38,7 @@ type cluster struct {
 	// connectTimeout and upstreamTLS are the spec's, for tcp_proxy.
 	connectTimeout time.Duration
 	upstreamTLS    bool
+	tls            *upstreamTLS
 }
 
 // endpoint is shared across snapshots (keyed by address) so that
@@ -64,6 +65,50 @@ type upstreamPool struct {
 }
 
 func missingCluster(name string) *cluster { return &cluster{name: name, missing: true} }
+
+// liveEndpoint picks an endpoint of a cluster of the current
+// configuration, for filters that call services.
+func (p *Proxy) liveEndpoint(name string) (*cluster, *endpoint, error) {
+	live := p.live.Load()
+	if live == nil {
+		return nil, nil, fmt.Errorf("cluster %q does not exist", name)
+	}
+	cl := (*live)[name]
+	if cl == nil || cl.missing {
+		return nil, nil, fmt.Errorf("cluster %q does not exist", name)
+	}
+	ep := cl.pick()
+	if ep == nil {
+		return nil, nil, errNoEndpoint
+	}
+	return cl, ep, nil
+}
+
+// dialCluster connects to an endpoint of a cluster of the current
+// configuration, for filters' gRPC services (httpfilter.ClusterDialer).
+func (p *Proxy) dialCluster(ctx context.Context, name string) (net.Conn, error) {
+	cl, ep, err := p.liveEndpoint(name)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cl.connectTimeout)
+	defer cancel()
+	dial := (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext
+	if cl.tls != nil {
+		// gRPC is HTTP/2: without ALPN of its own, the cluster offers
+		// h2, as Envoy's HTTP/2 pool does.
+		conf := cl.tls.config()
+		if len(conf.NextProtos) == 0 {
+			conf.NextProtos = []string{"h2"}
+		}
+		dial = cl.tls.dialTLSWith(conf, dial)
+	}
+	c, err := dial(ctx, "tcp", ep.addr)
+	if err != nil && cl.stats != nil {
+		cl.stats.connectErrors.Inc()
+	}
+	return c, err
+}
 
 // pick returns the next endpoint, or nil when the cluster has none.
 func (c *cluster) pick() *endpoint {

@@ -25,6 +25,7 @@ import (
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/extauthz"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/headermutation"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/localratelimit"
+	_ "github.com/weir-dev/weir/pkg/dataplane/filters/ratelimit"
 	_ "github.com/weir-dev/weir/pkg/dataplane/filters/rbac"
 )
 
@@ -204,17 +205,9 @@ func (c filterCallbacks) SendLocalReply(code int, body string, header http.Heade
 func (c filterCallbacks) ClearRouteCache() { c.f.s.clearRouteCache() }
 
 func (c filterCallbacks) SendToCluster(name string, req *http.Request) (*http.Response, error) {
-	live := c.f.s.rl.p.live.Load()
-	if live == nil {
-		return nil, fmt.Errorf("cluster %q does not exist", name)
-	}
-	cl := (*live)[name]
-	if cl == nil || cl.missing {
-		return nil, fmt.Errorf("cluster %q does not exist", name)
-	}
-	ep := cl.pick()
-	if ep == nil {
-		return nil, errNoEndpoint
+	cl, ep, err := c.f.s.rl.p.liveEndpoint(name)
+	if err != nil {
+		return nil, err
 	}
 	req.URL.Scheme, req.URL.Host = "http", ep.addr
 	return cl.pool.main.RoundTrip(req)

@@ -194,7 +194,7 @@ func TestLocalRateLimitRefusesWhatItCannotHonour(t *testing.T) {
 			{Entries: []*ratelimitv3.RateLimitDescriptor_Entry{entry("remote_address", "")}, TokenBucket: slowBucket(2)},
 		}},
 		"local_rate_limit_per_downstream_connection": {StatPrefix: "x", TokenBucket: slowBucket(1), LocalRateLimitPerDownstreamConnection: true},
-		"rate_limits[0].actions[0]":                  {StatPrefix: "x", TokenBucket: slowBucket(1), RateLimits: []*routev3.RateLimit{{Actions: []*routev3.RateLimit_Action{{ActionSpecifier: &routev3.RateLimit_Action_RequestHeaders_{RequestHeaders: &routev3.RateLimit_Action_RequestHeaders{HeaderName: "x", DescriptorKey: "x"}}}}}}},
+		"rate_limits[0].actions[0]":                  {StatPrefix: "x", TokenBucket: slowBucket(1), RateLimits: []*routev3.RateLimit{{Actions: []*routev3.RateLimit_Action{{ActionSpecifier: &routev3.RateLimit_Action_DestinationCluster_{DestinationCluster: &routev3.RateLimit_Action_DestinationCluster{}}}}}}},
 	} {
 		r := routeTo(prefixMatch("/"), "c")
 		r.TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.local_ratelimit": mustAny(lrl)}

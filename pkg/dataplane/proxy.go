@@ -151,6 +151,7 @@ func New(opts Options) *Proxy {
 	}
 	p.opts = opts
 	p.idle = newIdleBudget(opts.MaxIdleUpstreamConnections)
+	p.filterScope.SetClusterDialer(p.dialCluster)
 	if opts.AccessLog != nil {
 		p.alog = &accessLogger{w: opts.AccessLog}
 	}
@@ -358,6 +359,7 @@ func (p *Proxy) compile(res *Resources) (*snapshot, error) {
 
 			connectTimeout: spec.connectTimeout,
 			upstreamTLS:    spec.tls != nil,
+			tls:            spec.tls,
 		}
 		st := &clusterState{proto: c, c: snap.clusters[name]}
 		if spec.tls != nil && spec.tls.secret != "" {

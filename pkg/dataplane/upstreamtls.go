@@ -270,7 +270,11 @@ func asciiEqualFold(a, b string) bool {
 // dialTLS wraps dial with the handshake; a failed handshake is a connect
 // failure, as in Envoy.
 func (u *upstreamTLS) dialTLS(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	conf := u.config()
+	return u.dialTLSWith(u.config(), dial)
+}
+
+// dialTLSWith is dialTLS with conf, a config of u's.
+func (u *upstreamTLS) dialTLSWith(conf *tls.Config, dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dial(ctx, network, addr)
 		if err != nil {

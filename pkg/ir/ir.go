@@ -10,6 +10,7 @@ package ir
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"strings"
 	"time"
@@ -257,6 +258,13 @@ const (
 	FilterBasicAuth
 	// FilterExtAuth asks an authorization service about each request.
 	FilterExtAuth
+	// FilterGlobalRateLimit asks the gateways' shared rate limit service
+	// about each request, letting it pass when the service does not
+	// answer; FilterGlobalRateLimitFailClosed refuses it then. After
+	// authentication, so that requests refused there cost no call and
+	// count against no one's limit, and a header it sets can partition.
+	FilterGlobalRateLimit
+	FilterGlobalRateLimitFailClosed
 	// FilterBodyLimit holds a request until its body is whole, and
 	// answers 413 when it is larger than the limit.
 	FilterBodyLimit
@@ -319,6 +327,116 @@ type TokenBucket struct {
 
 // FilterKind implements HTTPFilter.
 func (*RateLimit) FilterKind() FilterKind { return FilterRateLimit }
+
+// GlobalRateLimit counts a route's requests against a limit that every
+// gateway shares: each request asks Weir's rate limit service (Envoy's
+// ratelimit filter), which counts with Sentinel. A refused request is
+// answered 429 with Block's body and headers.
+type GlobalRateLimit struct {
+	// Name names the limit in the service; routes with one Name share
+	// its count, and must agree on the rest.
+	Name string
+	// QPS is the requests a second admitted over all gateways, per
+	// partition when PartitionBy is set.
+	QPS float64
+	// PartitionBy gives each client address (PartitionClient) or each
+	// value of Header (PartitionHeader) a count of its own; requests
+	// without the header are not limited.
+	PartitionBy RateLimitPartition
+	Header      string
+	// Throttle makes a request over the limit wait its turn, up to
+	// MaxQueueing (at most MaxRateLimitQueueing, within the gateways'
+	// wait for the service), instead of being refused.
+	Throttle    bool
+	MaxQueueing time.Duration
+	// WarmUp starts the limit at QPS/ColdFactor and raises it to QPS
+	// over WarmUp.
+	WarmUp     time.Duration
+	ColdFactor uint32
+	// FailClosed refuses requests (500) while the service does not
+	// answer; otherwise they pass.
+	FailClosed bool
+	Block      BlockResponse
+}
+
+// The descriptors of a GlobalRateLimit, as translate sends them and Weir's
+// rate limit service reads them: in RateLimitDomain, the entry
+// RateLimitNameKey names the limit, and the partition's entry follows it.
+const (
+	RateLimitDomain      = "weir"
+	RateLimitNameKey     = "weir_limit"
+	RateLimitClientKey   = "remote_address"
+	RateLimitHeaderKey   = "header"
+	MaxRateLimitQueueing = 500 * time.Millisecond
+)
+
+// MaxRateLimitQPS is the largest GlobalRateLimit.QPS.
+const MaxRateLimitQPS = 1_000_000
+
+// Check says what Weir's rate limit service cannot count as g asks: the
+// field (qps, maxQueueingTime, warmUp) and why, or "" for nothing.
+// Sentinel, which counts, admits floor(qps) a second and nothing below
+// one, spaces a throttled partition's requests in whole milliseconds,
+// and divides by zero when a warm-up is too short for its rate.
+func (g *GlobalRateLimit) Check() (field, reason string) {
+	switch {
+	case !(g.QPS >= 1 && g.QPS <= MaxRateLimitQPS) || g.QPS != math.Trunc(g.QPS):
+		return "qps", fmt.Sprintf("%v is not a whole number from 1 to %d", g.QPS, MaxRateLimitQPS)
+	case g.Throttle && g.PartitionBy != PartitionNone && (g.QPS > 1000 || 1000%int64(g.QPS) != 0):
+		return "qps", fmt.Sprintf("%v; a throttled limit per client or header must divide 1000", g.QPS)
+	case g.Throttle && (g.MaxQueueing <= 0 || g.MaxQueueing > MaxRateLimitQueueing || g.MaxQueueing%time.Millisecond != 0):
+		return "maxQueueingTime", fmt.Sprintf("%v; from 1ms to %v, in whole milliseconds, to throttle", g.MaxQueueing, MaxRateLimitQueueing)
+	case !g.Throttle && g.MaxQueueing != 0:
+		return "maxQueueingTime", "only to throttle"
+	case g.WarmUp != 0 && g.PartitionBy != PartitionNone:
+		return "warmUp", "only a limit on the whole target warms up"
+	case g.WarmUp < 0 || g.WarmUp%time.Second != 0:
+		return "warmUp.period", fmt.Sprintf("%v is not whole seconds", g.WarmUp)
+	case g.WarmUp > 0 && g.ColdFactor < 2:
+		return "warmUp.coldFactor", fmt.Sprintf("%d; at least 2", g.ColdFactor)
+	case g.WarmUp > 0 && math.Floor(2*g.WarmUp.Seconds()*g.QPS/float64(1+g.ColdFactor)) < 1:
+		return "warmUp", fmt.Sprintf("a period of %v at %v a second with cold factor %d is too short to warm up", g.WarmUp, g.QPS, g.ColdFactor)
+	}
+	return "", ""
+}
+
+// PartitionKey is the descriptor key of the partition's entry, "" for
+// PartitionNone.
+func (g *GlobalRateLimit) PartitionKey() string {
+	switch g.PartitionBy {
+	case PartitionClient:
+		return RateLimitClientKey
+	case PartitionHeader:
+		return RateLimitHeaderKey
+	}
+	return ""
+}
+
+// RateLimitPartition is what a rate limit counts separately.
+type RateLimitPartition uint8
+
+const (
+	// PartitionNone counts every request of the target together.
+	PartitionNone RateLimitPartition = iota
+	// PartitionClient counts each client address on its own.
+	PartitionClient
+	// PartitionHeader counts each value of a request header on its own.
+	PartitionHeader
+)
+
+// BlockResponse is the body and headers of a refused request's answer.
+type BlockResponse struct {
+	Body    string
+	Headers []Header
+}
+
+// FilterKind implements HTTPFilter.
+func (g *GlobalRateLimit) FilterKind() FilterKind {
+	if g.FailClosed {
+		return FilterGlobalRateLimitFailClosed
+	}
+	return FilterGlobalRateLimit
+}
 
 // RemoveRequestHeaders drops request headers before the filters after it
 // run: those an authorization service is trusted to set (ExtAuth's

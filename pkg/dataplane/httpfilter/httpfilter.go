@@ -19,6 +19,7 @@ package httpfilter
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"runtime"
@@ -277,6 +278,24 @@ func UnsupportedField(m proto.Message, allowed ...string) string {
 type Scope struct {
 	mu sync.Mutex
 	m  map[string]any // of weak.Pointer
+
+	dialCluster ClusterDialer
+}
+
+// ClusterDialer connects to an endpoint of a cluster of the proxy's
+// current configuration, with the cluster's upstream TLS if it has one:
+// the transport of Envoy's gRPC client for an envoy_grpc service.
+type ClusterDialer func(ctx context.Context, cluster string) (net.Conn, error)
+
+// SetClusterDialer is how the proxy lets its filters reach its clusters.
+func (s *Scope) SetClusterDialer(d ClusterDialer) { s.dialCluster = d }
+
+// DialCluster connects to an endpoint of the named cluster.
+func (s *Scope) DialCluster(ctx context.Context, cluster string) (net.Conn, error) {
+	if s == nil || s.dialCluster == nil {
+		return nil, fmt.Errorf("cluster %q: this proxy dials no clusters for its filters", cluster)
+	}
+	return s.dialCluster(ctx, cluster)
 }
 
 // NewScope returns an empty Scope.

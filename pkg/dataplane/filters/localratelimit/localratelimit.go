@@ -3,7 +3,7 @@
 //
 // The filter acts only where filter_enabled lets it. A request's
 // descriptors come from the config's rate_limits (generic_key,
-// remote_address and masked_remote_address actions; a descriptor any of
+// remote_address, masked_remote_address and request_headers actions; a descriptor any of
 // whose actions cannot produce a value is dropped). Each descriptor takes
 // the bucket of the first configured descriptor equal to it, else of the
 // first whose entries have the same keys and whose values are equal or
@@ -28,7 +28,6 @@ import (
 	"cmp"
 	"container/list"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -36,8 +35,6 @@ import (
 	"sync"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
@@ -73,44 +70,13 @@ func shared(m *localratelimitv3.LocalRateLimit, perRoute bool, scope *httpfilter
 // config is a compiled LocalRateLimit with its buckets.
 type config struct {
 	status            int
-	enabled, enforced fraction
+	enabled, enforced httpfilter.Fraction
 	// defaultBucket is nil when the config has no token_bucket.
 	defaultBucket *bucket
 	alwaysDefault bool
-	limits        [][]action
+	limits        []httpfilter.RateLimitActions
 	exact         map[string]*bucket
 	wildcards     []*wildcard
-}
-
-// fraction is a RuntimeFractionalPercent's default: weir-proxy has no
-// runtime, so the default is the value.
-type fraction struct{ num, den uint32 }
-
-func (f fraction) sample() bool {
-	switch {
-	case f.num == 0:
-		return false
-	case f.num >= f.den:
-		return true
-	}
-	return rand.Uint32N(f.den) < f.num
-}
-
-func compileFraction(p *corev3.RuntimeFractionalPercent, path string) (fraction, error) {
-	if p == nil {
-		return fraction{}, nil // Envoy: 0%, the filter is off
-	}
-	if bad := httpfilter.UnsupportedField(p, "default_value", "runtime_key"); bad != "" {
-		return fraction{}, fmt.Errorf("%s.%s: not supported by weir-proxy", path, bad)
-	}
-	d := p.GetDefaultValue()
-	den := map[typev3.FractionalPercent_DenominatorType]uint32{
-		typev3.FractionalPercent_HUNDRED: 100, typev3.FractionalPercent_TEN_THOUSAND: 10_000, typev3.FractionalPercent_MILLION: 1_000_000,
-	}[d.GetDenominator()]
-	if den == 0 {
-		return fraction{}, fmt.Errorf("%s.default_value.denominator: %v is not supported", path, d.GetDenominator())
-	}
-	return fraction{num: d.GetNumerator(), den: den}, nil
 }
 
 func compile(m *localratelimitv3.LocalRateLimit, perRoute bool) (*config, error) {
@@ -123,10 +89,11 @@ func compile(m *localratelimitv3.LocalRateLimit, perRoute bool) (*config, error)
 		c.status = code
 	}
 	var err error
-	if c.enabled, err = compileFraction(m.GetFilterEnabled(), "filter_enabled"); err != nil {
+	// Unset, Envoy's fraction is 0%: the filter is off.
+	if c.enabled, err = httpfilter.CompileFraction(m.GetFilterEnabled(), httpfilter.Fraction{}, "filter_enabled"); err != nil {
 		return nil, err
 	}
-	if c.enforced, err = compileFraction(m.GetFilterEnforced(), "filter_enforced"); err != nil {
+	if c.enforced, err = httpfilter.CompileFraction(m.GetFilterEnforced(), httpfilter.Fraction{}, "filter_enforced"); err != nil {
 		return nil, err
 	}
 	if a := m.GetAlwaysConsumeDefaultTokenBucket(); a != nil {
@@ -172,73 +139,13 @@ func compile(m *localratelimitv3.LocalRateLimit, perRoute bool) (*config, error)
 		c.exact[k] = b
 	}
 	for i, rl := range m.GetRateLimits() {
-		acts, err := compileRateLimit(rl, fmt.Sprintf("rate_limits[%d]", i))
+		acts, err := httpfilter.CompileRateLimit(rl, fmt.Sprintf("rate_limits[%d]", i))
 		if err != nil {
 			return nil, err
 		}
 		c.limits = append(c.limits, acts)
 	}
 	return c, nil
-}
-
-// action produces one descriptor entry for a request, or ok false.
-type action func(r request) (key, value string, ok bool)
-
-type request struct{ client netip.Addr }
-
-func compileRateLimit(rl *routev3.RateLimit, path string) ([]action, error) {
-	if bad := httpfilter.UnsupportedField(rl, "actions"); bad != "" {
-		return nil, fmt.Errorf("%s.%s: not supported by weir-proxy", path, bad)
-	}
-	var out []action
-	for j, a := range rl.GetActions() {
-		ap := fmt.Sprintf("%s.actions[%d]", path, j)
-		switch s := a.GetActionSpecifier().(type) {
-		case *routev3.RateLimit_Action_GenericKey_:
-			if bad := httpfilter.UnsupportedField(s.GenericKey, "descriptor_key", "descriptor_value"); bad != "" {
-				return nil, fmt.Errorf("%s.generic_key.%s: not supported by weir-proxy", ap, bad)
-			}
-			if strings.Contains(s.GenericKey.GetDescriptorValue(), "%") {
-				return nil, fmt.Errorf("%s.generic_key.descriptor_value: format specifiers are not supported by weir-proxy", ap)
-			}
-			key := cmp.Or(s.GenericKey.GetDescriptorKey(), "generic_key")
-			value := s.GenericKey.GetDescriptorValue()
-			out = append(out, func(request) (string, string, bool) { return key, value, true })
-		case *routev3.RateLimit_Action_RemoteAddress_:
-			out = append(out, func(r request) (string, string, bool) {
-				return "remote_address", r.client.String(), r.client.IsValid()
-			})
-		case *routev3.RateLimit_Action_MaskedRemoteAddress_:
-			m := s.MaskedRemoteAddress
-			v4, v6 := 32, 128
-			if m.GetV4PrefixMaskLen() != nil {
-				v4 = int(m.GetV4PrefixMaskLen().GetValue())
-			}
-			if m.GetV6PrefixMaskLen() != nil {
-				v6 = int(m.GetV6PrefixMaskLen().GetValue())
-			}
-			if v4 > 32 || v6 > 128 {
-				return nil, fmt.Errorf("%s.masked_remote_address: a prefix length longer than the address", ap)
-			}
-			out = append(out, func(r request) (string, string, bool) {
-				if !r.client.IsValid() {
-					return "", "", false
-				}
-				bits := v6
-				if r.client.Is4() {
-					bits = v4
-				}
-				p, _ := r.client.Prefix(bits)
-				return "masked_remote_address", p.String(), true
-			})
-		default:
-			return nil, fmt.Errorf("%s: only generic_key, remote_address and masked_remote_address are supported by weir-proxy", ap)
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s.actions: at least one is required", path)
-	}
-	return out, nil
 }
 
 func descriptorKey(keys, values []string) string {
@@ -352,19 +259,13 @@ func (l *lru) get(key string, template *bucket) *bucket {
 
 // allows reports whether a request from client may pass, taking its
 // tokens.
-func (c *config) allows(client netip.Addr, now time.Time) bool {
+func (c *config) allows(client netip.Addr, h *httpfilter.RequestHeaders, now time.Time) bool {
 	var matched []*bucket
 	if len(c.exact) > 0 || len(c.wildcards) > 0 {
-		r := request{client: client}
-	limits:
 		for _, acts := range c.limits {
-			var keys, values []string
-			for _, a := range acts {
-				k, v, ok := a(r)
-				if !ok {
-					continue limits
-				}
-				keys, values = append(keys, k), append(values, v)
+			keys, values, ok := acts.Descriptor(client, h)
+			if !ok {
+				continue
 			}
 			key := descriptorKey(keys, values)
 			if b, ok := c.exact[key]; ok {
@@ -400,15 +301,15 @@ type filter struct {
 	cb httpfilter.Callbacks
 }
 
-func (f *filter) DecodeHeaders(*httpfilter.RequestHeaders, bool) httpfilter.Status {
+func (f *filter) DecodeHeaders(h *httpfilter.RequestHeaders, _ bool) httpfilter.Status {
 	c := f.c
 	if rc, ok := f.cb.PerRouteConfig().(*config); ok {
 		c = rc
 	}
-	if !c.enabled.sample() || c.allows(f.cb.ClientAddr(), time.Now()) {
+	if !c.enabled.Sample() || c.allows(f.cb.ClientAddr(), h, time.Now()) {
 		return httpfilter.Continue
 	}
-	if !c.enforced.sample() {
+	if !c.enforced.Sample() {
 		return httpfilter.Continue
 	}
 	f.cb.SendLocalReply(c.status, "local_rate_limited", nil, "local_rate_limited")
