@@ -71,6 +71,11 @@ type shared struct {
 	http2Options      *anypb.Any
 	unavailable       *clusterv3.Cluster
 	unavailableAssign *endpointv3.ClusterLoadAssignment
+	// rateLimit is the rate limit service's cluster, always sent;
+	// rateLimitEndpoint is nil without a service.
+	rateLimit         *clusterv3.Cluster
+	rateLimitEndpoint *endpointv3.LbEndpoint
+	rateLimitErr      error
 	opts              Options
 
 	ads            *corev3.ConfigSource
@@ -159,6 +164,11 @@ func newShared(opts Options) *shared {
 	s.edsConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: s.ads}
 	s.unavailable = edsCluster(UnavailableCluster, s)
 	s.unavailableAssign = &endpointv3.ClusterLoadAssignment{ClusterName: UnavailableCluster}
+	if s.rateLimit, s.rateLimitEndpoint, s.rateLimitErr = rateLimitCluster(opts.RateLimitService, s); s.rateLimitErr != nil {
+		// A bad address is the operator's; the routes that need the
+		// service say so.
+		s.rateLimit, _, _ = rateLimitCluster("", s)
+	}
 	return s
 }
 

@@ -46,8 +46,11 @@ var httpFilterOf = map[ir.FilterKind]struct {
 	// Without filter_enabled the listener's config limits nothing; a
 	// route's config is whole, with its own buckets.
 	ir.FilterRateLimit: {localRateLimitFilter, &localratelimitv3.LocalRateLimit{StatPrefix: "local_rate_limit"}},
-	ir.FilterBasicAuth: {basicAuthFilter, basicAuthListenerConfig()},
-	ir.FilterExtAuth:   {extAuthzFilter, extAuthzListenerConfig()},
+	// Without rate_limits the listener's configs ask the service nothing.
+	ir.FilterGlobalRateLimit:           {globalRateLimitFilter, globalRateLimitConfig(false)},
+	ir.FilterGlobalRateLimitFailClosed: {globalRateLimitFailClosedFilter, globalRateLimitConfig(true)},
+	ir.FilterBasicAuth:                 {basicAuthFilter, basicAuthListenerConfig()},
+	ir.FilterExtAuth:                   {extAuthzFilter, extAuthzListenerConfig()},
 	// Without mutations the listener's config changes nothing.
 	ir.FilterRemoveRequestHeaders: {headerMutationFilter, &headermutationv3.HeaderMutation{}},
 	// The listener's limit is never used: a route turns the filter on
@@ -109,7 +112,7 @@ func sourceRanges(r *ir.SourceRanges) (*rbacv3.RBACPerRoute, error) {
 
 // perFilterConfig is a route's typed_per_filter_config for its filters.
 // id names the route in filters' stats.
-func perFilterConfig(fs []ir.HTTPFilter, id string, available nameSet) (map[string]*anypb.Any, error) {
+func perFilterConfig(fs []ir.HTTPFilter, id string, available nameSet, s *shared) (map[string]*anypb.Any, error) {
 	if len(fs) == 0 {
 		return nil, nil
 	}
@@ -138,6 +141,8 @@ func perFilterConfig(fs []ir.HTTPFilter, id string, available nameSet) (map[stri
 				continue // every client is exempt
 			}
 			msg = lrl
+		case *ir.GlobalRateLimit:
+			msg, err = globalRateLimitPerRoute(p, s)
 		case *ir.BodyLimit:
 			if p.MaxBytes == 0 {
 				err = fmt.Errorf("a body limit of 0 bytes")

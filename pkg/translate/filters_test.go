@@ -80,7 +80,7 @@ func TestRouteFiltersReachOnlyTheirChain(t *testing.T) {
 	for name, want := range map[string]string{
 		"gateway/ns/gw/9000": corsFilter + "," + routerFilter,
 		"gateway/ns/gw/9001": routerFilter,
-		"external-http":      customResponseFilter + "," + rbacFilter + "," + corsFilter + "," + localRateLimitFilter + "," + headerMutationFilter + "," + basicAuthFilter + "," + extAuthzFilter + "," + bufferFilter + "," + routerFilter,
+		"external-http":      customResponseFilter + "," + rbacFilter + "," + corsFilter + "," + localRateLimitFilter + "," + headerMutationFilter + "," + basicAuthFilter + "," + extAuthzFilter + "," + globalRateLimitFilter + "," + globalRateLimitFailClosedFilter + "," + bufferFilter + "," + routerFilter,
 	} {
 		if got := strings.Join(chains[name], ","); got != want {
 			t.Errorf("%s: http_filters %s, want %s", name, got, want)

@@ -147,7 +147,7 @@ func TestLocalRateLimitAllExempt(t *testing.T) {
 	if err != nil || out != nil {
 		t.Fatalf("got %v, %v; want no config", out, err)
 	}
-	fs, err := perFilterConfig([]ir.HTTPFilter{rl}, "x", nameSet{})
+	fs, err := perFilterConfig([]ir.HTTPFilter{rl}, "x", nameSet{}, newShared(DefaultOptions()))
 	if err != nil || len(fs) != 0 {
 		t.Fatalf("per-filter config %v, %v; want none", fs, err)
 	}

@@ -150,7 +150,7 @@ func buildRoute(r *ir.Route, available nameSet, ownListener bool, s *shared, w *
 	}
 	out.RequestHeadersToAdd, out.RequestHeadersToRemove = buildHeaderMutation(r.RequestHeaders, s, w, label)
 	out.ResponseHeadersToAdd, out.ResponseHeadersToRemove = buildHeaderMutation(r.ResponseHeaders, s, w, label)
-	if out.TypedPerFilterConfig, err = perFilterConfig(r.Filters, statID, available); err != nil {
+	if out.TypedPerFilterConfig, err = perFilterConfig(r.Filters, statID, available, s); err != nil {
 		// Leaving the route out would hand its requests to a less
 		// specific route, without the policy (an authorization check, a
 		// source range) this one must apply: answer them 500 instead.

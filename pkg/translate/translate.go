@@ -52,6 +52,10 @@ type Options struct {
 	// for a data plane that serves one Gateway: only the fragments' own
 	// listeners are emitted, and their ports are all free to use.
 	OwnListenersOnly bool
+	// RateLimitService is the host:port of Weir's rate limit service
+	// (pkg/xds/ratelimit), which routes with an ir.GlobalRateLimit ask;
+	// without it such a route is not served.
+	RateLimitService string
 }
 
 // DefaultOptions returns the ports and timeouts Weir uses unless configured.
@@ -353,6 +357,9 @@ func (t *Translator) assemble(d *delta) (*Resources, error) {
 	unavailable = unavailable || t.listeners.usesUnavailable
 	t.clusters.update(d, t.static, unavailable)
 	res.Clusters = t.clusters.clusters
+	if t.static.rateLimitEndpoint != nil {
+		res.Clusters = append(slices.Clip(res.Clusters), t.static.rateLimit)
+	}
 	res.Endpoints = t.clusters.endpoints
 	res.Secrets = t.certs.secrets
 
