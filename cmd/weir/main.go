@@ -16,6 +16,7 @@ import (
 
 	"github.com/weir-dev/weir/pkg/ir"
 	"github.com/weir-dev/weir/pkg/manifest"
+	"github.com/weir-dev/weir/pkg/reconciler/policy"
 	"github.com/weir-dev/weir/pkg/translate"
 	"github.com/weir-dev/weir/pkg/xds"
 )
@@ -173,8 +174,9 @@ func translateDocs(ctx context.Context, docs []manifest.Document, loadErr error,
 		lines = append(lines, "skipped: "+e.Error())
 	}
 	model := ir.NewModel()
+	policies := &manifest.PolicySync{Attacher: policy.NewAttacher()}
 	rec := &manifest.Reconciler{Model: model, Syncer: noTrigger{}, IngressClasses: settings.IngressClasses, MirrorTargetHosts: settings.MirrorTargetHosts, AuthServiceNamespaces: settings.AuthServiceNamespaces, InternalKey: settings.InternalKey,
-		Warn: func(w string) { lines = append(lines, "skipped: "+w) }}
+		Policies: policies, Warn: func(w string) { lines = append(lines, "skipped: "+w) }}
 	statuses, errs := rec.Apply(ctx, docs)
 	for _, e := range errs {
 		lines = append(lines, "skipped: "+e.Error())
@@ -190,7 +192,20 @@ func translateDocs(ctx context.Context, docs []manifest.Document, loadErr error,
 		}
 	}
 	lines = append(lines, rec.Ingresses.Lines()...)
-	res, err := translate.New(translate.DefaultOptions()).Translate(model.Fragments())
+	opts := translate.DefaultOptions()
+	if last := policies.Last(); last != nil {
+		for _, l := range last.Lines() {
+			if !strings.Contains(l, "Accepted=True") {
+				lines = append(lines, "not served: "+l)
+			}
+		}
+		if len(last.Limits) > 0 {
+			// Where weir run serves its rate limit service; a cluster's
+			// gateways reach weir-controller's.
+			opts.RateLimitService = translateRateLimitService
+		}
+	}
+	res, err := translate.New(opts).Translate(policies.Attacher.Decorate(model.Fragments()))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -202,6 +217,10 @@ func translateDocs(ctx context.Context, docs []manifest.Document, loadErr error,
 	}
 	return res, lines, nil
 }
+
+// translateRateLimitService stands for the rate limit service's address
+// in `weir translate`'s output: weir run picks a loopback port at start.
+const translateRateLimitService = "127.0.0.1:18081"
 
 // leafErrors flattens errors.Join trees, so each document's error is a line.
 func leafErrors(err error) []error {

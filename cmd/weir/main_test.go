@@ -23,8 +23,9 @@ func goldenInputs(t *testing.T) map[string]string {
 		t.Fatalf("no inputs: %v", err)
 	}
 	inputs := map[string]string{
-		"example-hello":       filepath.Join("..", "..", "examples", "hello"),
-		"example-gateway-api": filepath.Join("..", "..", "examples", "gateway-api"),
+		"example-hello":          filepath.Join("..", "..", "examples", "hello"),
+		"example-gateway-api":    filepath.Join("..", "..", "examples", "gateway-api"),
+		"example-traffic-policy": filepath.Join("..", "..", "examples", "traffic-policy"),
 	}
 	for _, f := range files {
 		inputs[strings.TrimSuffix(filepath.Base(f), ".in.yaml")] = f

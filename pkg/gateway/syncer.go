@@ -36,6 +36,18 @@ type Syncer struct {
 	// problems are the last applied translation's, by source.
 	problems   atomic.Pointer[servedProblems]
 	onProblems []func(refs []ir.ObjectRef)
+	// decorate, when set, adds what is attached to the model's routes
+	// from elsewhere (policies) before translation.
+	decorate func([]*ir.Fragment) []*ir.Fragment
+}
+
+// SetDecorator sets fn to change the fragments before each translation:
+// it must return an unchanged fragment as the same pointer, so the
+// translator rebuilds only what changed. Set it before the first Sync.
+func (s *Syncer) SetDecorator(fn func([]*ir.Fragment) []*ir.Fragment) {
+	s.mu.Lock()
+	s.decorate = fn
+	s.mu.Unlock()
 }
 
 // servedProblems are the problems of the translation applied at revision.
@@ -87,6 +99,9 @@ func (s *Syncer) Sync() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	frags, revision := s.model.Snapshot()
+	if s.decorate != nil {
+		frags = s.decorate(frags)
+	}
 	res, err := s.translator.Translate(frags)
 	if err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 	"github.com/weir-dev/weir/pkg/ir"
 	"github.com/weir-dev/weir/pkg/reconciler/gateway"
 	"github.com/weir-dev/weir/pkg/reconciler/kingress"
+	"github.com/weir-dev/weir/pkg/reconciler/policy"
 )
 
 // trackerLease is how long a KIngress's references stay tracked without a
@@ -48,6 +49,7 @@ type Controller struct {
 
 	gateways  *GatewaySync
 	ingresses *IngressSync
+	policies  *PolicySync
 }
 
 // ControllerOptions configure a Controller.
@@ -67,6 +69,8 @@ type ControllerOptions struct {
 	// AuthServiceNamespaces may hold the Service of another namespace's
 	// auth-url.
 	AuthServiceNamespaces []string
+	// Policies, when set, attach the store's TrafficPolicies.
+	Policies *PolicySync
 }
 
 // NewController returns a Controller; Run starts its workers.
@@ -74,6 +78,7 @@ func NewController(ctx context.Context, opts ControllerOptions) *Controller {
 	c := &Controller{store: opts.Store, config: opts.Config, statuses: map[types.NamespacedName]IngressStatus{},
 		gateways:  &GatewaySync{Model: opts.Model, Syncer: opts.Syncer},
 		ingresses: &IngressSync{Model: opts.Model, Syncer: opts.Syncer, Classes: opts.IngressClasses, MirrorTargetHosts: opts.MirrorTargetHosts, AuthServiceNamespaces: opts.AuthServiceNamespaces}}
+	c.policies = opts.Policies
 	c.ingresses.Displaced = func(ref ir.ObjectRef) {
 		if ref.Kind == kingress.Kind {
 			c.enqueue(types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name})
@@ -121,8 +126,9 @@ func (c *Controller) enqueue(key types.NamespacedName) {
 // Changed enqueues what changes affect, and rebuilds the Gateways when
 // a change can affect them.
 func (c *Controller) Changed(changes []Change) {
-	gateways, ingresses := false, false
+	gateways, ingresses, policies := false, false, false
 	for _, ch := range changes {
+		policies = policies || isPolicyInput(ch)
 		gateways = gateways || isGatewayInput(ch.Key.Kind)
 		ingresses = ingresses || isIngressInput(ch.Key.Kind)
 		if ch.Key.Kind == kingress.Kind {
@@ -144,6 +150,18 @@ func (c *Controller) Changed(changes []Change) {
 	if ingresses {
 		c.ingresses.Sync(c.store)
 	}
+	if policies && c.policies != nil {
+		c.policies.Sync(c.store)
+	}
+}
+
+// Policies returns the TrafficPolicies' statuses of the latest sync, or
+// nil.
+func (c *Controller) Policies() *policy.Result {
+	if c.policies == nil {
+		return nil
+	}
+	return c.policies.Last()
 }
 
 // Ingresses returns the networking.k8s.io Ingress report of the latest
@@ -166,6 +184,9 @@ func (c *Controller) ReconcileAll(ctx context.Context) []error {
 	var errs []error
 	c.gateways.Sync(c.store)
 	c.ingresses.Sync(c.store)
+	if c.policies != nil {
+		c.policies.Sync(c.store)
+	}
 	for _, d := range c.store.Ingresses() {
 		m := d.Object.(*v1alpha1.Ingress)
 		if err := c.Reconcile(ctx, m.Namespace+"/"+m.Name); err != nil {

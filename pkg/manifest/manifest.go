@@ -31,6 +31,8 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/weir-dev/weir/pkg/reconciler/policy"
 )
 
 // Document is one object read from a file.
@@ -52,7 +54,7 @@ var (
 )
 
 func init() {
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, v1alpha1.AddToScheme, gwv1.Install, gwv1beta1.Install} {
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, v1alpha1.AddToScheme, gwv1.Install, gwv1beta1.Install, policy.AddToScheme} {
 		if err := add(scheme); err != nil {
 			panic(err)
 		}
@@ -92,6 +94,8 @@ func KindOf(o runtime.Object) string {
 		return "Ingress"
 	case *netv1.IngressClass:
 		return "IngressClass"
+	case *policy.TrafficPolicy:
+		return policy.Kind
 	}
 	return fmt.Sprintf("%T", o)
 }
@@ -100,7 +104,7 @@ func KindOf(o runtime.Object) string {
 var dataPlaneParameters = schema.GroupVersionKind{Group: "gateway.weir.dev", Version: "v1alpha1", Kind: "GatewayParameters"}
 
 // supported lists the kinds Weir reads, for error messages.
-const supported = "networking.internal.knative.dev/v1alpha1 Ingress, gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute, BackendTLSPolicy and ReferenceGrant (also v1beta1), networking.k8s.io/v1 Ingress and IngressClass, v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Secret, v1 ConfigMap (a CA bundle), v1 Namespace"
+const supported = "networking.internal.knative.dev/v1alpha1 Ingress, gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute, BackendTLSPolicy and ReferenceGrant (also v1beta1), networking.k8s.io/v1 Ingress and IngressClass, policy.weir.dev/v1alpha1 TrafficPolicy, v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Secret, v1 ConfigMap (a CA bundle), v1 Namespace"
 
 var supportedKinds = map[schema.GroupVersionKind]bool{
 	v1alpha1.SchemeGroupVersion.WithKind("Ingress"):          true,
@@ -119,6 +123,7 @@ var supportedKinds = map[schema.GroupVersionKind]bool{
 	gwv1beta1.SchemeGroupVersion.WithKind("ReferenceGrant"):  true,
 	netv1.SchemeGroupVersion.WithKind("Ingress"):             true,
 	netv1.SchemeGroupVersion.WithKind("IngressClass"):        true,
+	policy.SchemeGroupVersion.WithKind(policy.Kind):          true,
 }
 
 // Load reads every .yaml/.yml file under the given files or directories

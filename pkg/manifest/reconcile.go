@@ -58,6 +58,9 @@ type Reconciler struct {
 	AuthServiceNamespaces []string
 	// Ingresses is the networking.k8s.io Ingress report of the last Apply.
 	Ingresses *IngressReport
+	// Policies, when set, attaches the TrafficPolicies of every Apply;
+	// its last result has their statuses and limits.
+	Policies *PolicySync
 }
 
 // Apply makes docs the complete desired state: every valid KIngress of
@@ -120,6 +123,9 @@ func (r *Reconciler) Apply(ctx context.Context, docs []Document) ([]IngressStatu
 	r.Gateways = gs.Sync(store)
 	is := &IngressSync{Model: r.Model, Syncer: r.Syncer, Classes: r.IngressClasses, MirrorTargetHosts: r.MirrorTargetHosts, AuthServiceNamespaces: r.AuthServiceNamespaces, InternalKey: r.InternalKey}
 	r.Ingresses = is.Sync(store)
+	if r.Policies != nil {
+		r.Policies.Sync(store)
+	}
 	return statuses, errs
 }
 

@@ -20,6 +20,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weir-dev/weir/pkg/reconciler/kingress"
+	"github.com/weir-dev/weir/pkg/reconciler/policy"
 )
 
 // Key names one object across all files.
@@ -49,7 +50,8 @@ type Change struct {
 type Store struct {
 	mu                                   sync.Mutex
 	services, slices, secrets, ingresses cache.Indexer
-	// gatewayAPI holds Gateway API objects and Namespaces, by kind.
+	// gatewayAPI holds Gateway API objects, Namespaces, Ingresses and
+	// policies, by kind.
 	gatewayAPI map[string]cache.Indexer
 	files      map[string]map[Key]Document
 	// defs lists, per key, the files that define it, in name order.
@@ -63,7 +65,7 @@ func NewStore() *Store {
 	}
 	s := &Store{services: idx(), slices: idx(), secrets: idx(), ingresses: idx(),
 		files: map[string]map[Key]Document{}, defs: map[Key][]string{}, gatewayAPI: map[string]cache.Indexer{}}
-	for _, kind := range append(slices.Clone(gatewayKinds), ingressKinds...) {
+	for _, kind := range slices.Concat(gatewayKinds, ingressKinds, policyKinds) {
 		s.gatewayAPI[kind] = idx()
 	}
 	if err := s.slices.AddIndexers(kingress.SliceIndexers); err != nil {
@@ -259,6 +261,7 @@ var gvks = map[string]schema.GroupVersionKind{
 	"BackendTLSPolicy": gwv1.SchemeGroupVersion.WithKind("BackendTLSPolicy"),
 	"Ingress":          netv1.SchemeGroupVersion.WithKind("Ingress"),
 	"IngressClass":     netv1.SchemeGroupVersion.WithKind("IngressClass"),
+	policy.Kind:        policy.SchemeGroupVersion.WithKind(policy.Kind),
 	// v1beta1 ReferenceGrants are stored as v1: the fields are the same.
 	"ReferenceGrant": gwv1.SchemeGroupVersion.WithKind("ReferenceGrant"),
 }
@@ -270,6 +273,9 @@ var gatewayKinds = []string{"Namespace", "GatewayClass", "Gateway", "HTTPRoute",
 // ingressKinds are the networking.k8s.io kinds the Ingress front end reads,
 // kept beside the Gateway API's.
 var ingressKinds = []string{"Ingress", "IngressClass"}
+
+// policyKinds are Weir's policies, kept beside the Gateway API's kinds.
+var policyKinds = []string{policy.Kind}
 
 // Admit is the one validation path of weir run, weir translate and the
 // controller's view of an object: it defaults the namespace, then defaults
@@ -292,7 +298,7 @@ func Admit(ctx context.Context, d Document) (Key, error) {
 	var kind string
 	switch o := d.Object.(type) {
 	case *corev1.Namespace, *gwv1.GatewayClass, *gwv1.Gateway, *gwv1.HTTPRoute, *gwv1.GRPCRoute, *gwv1.TLSRoute, *gwv1.ReferenceGrant, *gwv1.BackendTLSPolicy, *corev1.ConfigMap,
-		*netv1.Ingress, *netv1.IngressClass:
+		*netv1.Ingress, *netv1.IngressClass, *policy.TrafficPolicy:
 		if m.GetName() == "" {
 			return Key{}, fmt.Errorf("%s: metadata.name is required", d)
 		}

@@ -39,8 +39,10 @@ import (
 	"github.com/weir-dev/weir/pkg/ir"
 	"github.com/weir-dev/weir/pkg/manifest"
 	"github.com/weir-dev/weir/pkg/reconciler/kingress"
+	"github.com/weir-dev/weir/pkg/reconciler/policy"
 	"github.com/weir-dev/weir/pkg/translate"
 	"github.com/weir-dev/weir/pkg/xds"
+	"github.com/weir-dev/weir/pkg/xds/ratelimit"
 )
 
 // Options configure `weir run`.
@@ -186,15 +188,35 @@ func (g *Gateway) start(ctx context.Context) error {
 		topts.UpstreamTrustedCA = systemCABundle()
 	}
 
-	// translate keeps the pointer of every unchanged resource.
-	server := xds.NewServer(ctx, xds.Options{Logger: g.log.Named("xds"), Registerer: g.reg, PointerIdentity: true})
-	g.syncer = gateway.NewSyncer(g.model, topts, server, g.log.Named("syncer"))
+	// xDS and the rate limit service share one loopback gRPC server.
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("xDS on loopback: %w", err)
 	}
+	limiter, err := ratelimit.New(g.log.Named("ratelimit"), g.reg)
+	if err != nil {
+		return err
+	}
+	topts.RateLimitService = lis.Addr().String()
+	// translate keeps the pointer of every unchanged resource.
+	server := xds.NewServer(ctx, xds.Options{Logger: g.log.Named("xds"), Registerer: g.reg, PointerIdentity: true})
+	g.syncer = gateway.NewSyncer(g.model, topts, server, g.log.Named("syncer"))
+	attacher := policy.NewAttacher()
+	g.syncer.SetDecorator(attacher.Decorate)
 	g.grpc = grpc.NewServer()
 	server.Register(g.grpc)
+	limiter.Register(g.grpc)
+	policies := &manifest.PolicySync{Attacher: attacher, Syncer: g.syncer, Limits: func(ls []*ir.GlobalRateLimit) {
+		limits := make([]ratelimit.Limit, 0, len(ls))
+		for _, l := range ls {
+			limits = append(limits, ratelimit.LimitOf(l))
+		}
+		if err := limiter.SetLimits(limits); err != nil {
+			// The policies were validated; this is a bug, and the
+			// service keeps its previous limits.
+			g.log.Errorw("The rate limit service refused the limits", zap.Error(err))
+		}
+	}}
 
 	g.proxy = dataplane.New(dataplane.Options{Logger: g.log.Named("proxy"), Registerer: g.reg,
 		AccessLog: g.opts.AccessLog, ListenAddress: g.opts.ListenAddress})
@@ -214,6 +236,7 @@ func (g *Gateway) start(ctx context.Context) error {
 		Store: g.store, Model: g.model, Syncer: g.syncer, Config: config.FromContext(ctx), IngressClasses: g.opts.IngressClasses,
 		MirrorTargetHosts:     g.opts.MirrorTargetHosts,
 		AuthServiceNamespaces: g.opts.AuthServiceNamespaces,
+		Policies:              policies,
 		Logger:                g.log.Named("reconciler").WithOptions(zap.IncreaseLevel(zapcore.WarnLevel)),
 		Prober: func(enqueue func(types.NamespacedName)) kingress.StatusProber {
 			g.readiness = gateway.NewAckReadiness(g.syncer, gateway.AckReadinessOptions{
@@ -355,6 +378,9 @@ type StatusReport struct {
 	// networking.k8s.io Ingresses is skipped, refused, ignored or left
 	// out: what a cluster would show as Warning Events.
 	NetworkingIngress []string `json:"networkingIngress,omitempty"`
+	// TrafficPolicies says, one line per policy and target, whether the
+	// policy is in force there and, if not, why: its Accepted condition.
+	TrafficPolicies []string `json:"trafficPolicies,omitempty"`
 }
 
 // Report summarises statuses and file errors.
@@ -394,6 +420,9 @@ func (g *Gateway) Report() StatusReport {
 		r.GatewayAPI = res.NotReady()
 	}
 	r.NetworkingIngress = g.ctrl.Ingresses().Lines()
+	if res := g.ctrl.Policies(); res != nil {
+		r.TrafficPolicies = res.Lines()
+	}
 	for n, f := range g.files {
 		if f.err == nil {
 			continue

@@ -151,7 +151,7 @@ func (c *Cluster) bootstrap(ctx context.Context) error {
 		if _, err := c.Networking.NetworkingV1alpha1().Ingresses("default").List(ctx, metav1.ListOptions{}); err != nil {
 			return false, nil
 		}
-		for _, gv := range []string{"gateway.networking.k8s.io/v1", "gateway.weir.dev/v1alpha1"} {
+		for _, gv := range []string{"gateway.networking.k8s.io/v1", "gateway.weir.dev/v1alpha1", "policy.weir.dev/v1alpha1"} {
 			if _, err := disc.ServerResourcesForGroupVersion(gv); err != nil {
 				return false, nil
 			}
