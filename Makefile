@@ -12,7 +12,7 @@ export CGO_ENABLED := 0
 # Packages that need no cluster.
 UNIT_PKGS = $$($(GO) list ./... | grep -v '/test/')
 
-.PHONY: all build test unit e2e conformance gateway-conformance lint vet fmt bench bench-nginx bench-scale bench-scale-cluster run clean k8s cluster-up
+.PHONY: all build test unit e2e conformance gateway-conformance lint vet fmt bench bench-nginx bench-scale bench-scale-cluster bench-ratelimit run clean k8s cluster-up
 
 all: build
 
@@ -86,6 +86,11 @@ bench-scale:
 
 bench-scale-cluster: k8s
 	hack/bench-scale.sh -cluster -n $(N)
+
+## bench-ratelimit: one global limit over 1, 3 and 5 weir-proxy gateways
+## against nginx limit_req per instance (installs Debian's nginx; root).
+bench-ratelimit:
+	hack/bench-ratelimit.sh
 
 clean:
 	rm -rf $(BIN)
