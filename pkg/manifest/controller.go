@@ -128,7 +128,8 @@ func (c *Controller) enqueue(key types.NamespacedName) {
 func (c *Controller) Changed(changes []Change) {
 	gateways, ingresses, policies := false, false, false
 	for _, ch := range changes {
-		policies = policies || isPolicyInput(ch)
+		observed := c.policies != nil && c.policies.Observe(ch) // always: it keeps the index
+		policies = policies || isPolicyInput(ch) || observed
 		gateways = gateways || isGatewayInput(ch.Key.Kind)
 		ingresses = ingresses || isIngressInput(ch.Key.Kind)
 		if ch.Key.Kind == kingress.Kind {

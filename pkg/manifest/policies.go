@@ -3,6 +3,8 @@ package manifest
 import (
 	"sync"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/weir-dev/weir/pkg/ir"
@@ -21,6 +23,53 @@ type PolicySync struct {
 
 	mu   sync.Mutex
 	last *policy.Result
+	// annotated are the Ingresses and KIngresses whose annotation names a
+	// policy: read from the store at the first Sync, then kept by Observe.
+	annotated map[ir.ObjectRef]string
+}
+
+// Observe keeps the annotation index up to date with a change of an
+// Ingress or a KIngress, and reports whether it changed.
+func (p *PolicySync) Observe(ch Change) bool {
+	kind := annotatedKind(ch.Key.Kind)
+	if kind == "" {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.annotated == nil {
+		return false // the first Sync reads the store
+	}
+	ref := ir.ObjectRef{Kind: kind, Namespace: ch.Key.Namespace, Name: ch.Key.Name}
+	old, had := p.annotated[ref]
+	name := annotationOf(ch.New)
+	if name == "" {
+		delete(p.annotated, ref)
+	} else {
+		p.annotated[ref] = name
+	}
+	return had != (name != "") || old != name
+}
+
+// annotatedKind is the ir kind of an object that may carry the
+// annotation, or "".
+func annotatedKind(kind string) string {
+	switch kind {
+	case "Ingress", kingress.Kind:
+		return kind
+	}
+	return ""
+}
+
+func annotationOf(o runtime.Object) string {
+	if o == nil {
+		return ""
+	}
+	m, err := meta.Accessor(o)
+	if err != nil {
+		return ""
+	}
+	return m.GetAnnotations()[policy.Annotation]
 }
 
 // Sync attaches the store's policies, hands their limits on, triggers the
@@ -32,7 +81,18 @@ func (p *PolicySync) Sync(store *Store) *policy.Result {
 	for _, o := range store.indexer(policy.Kind).List() {
 		ps = append(ps, o.(*policy.TrafficPolicy))
 	}
-	if len(ps) == 0 && p.last != nil && len(p.last.Statuses) == 0 {
+	if p.annotated == nil {
+		p.annotated = map[ir.ObjectRef]string{}
+		for _, kind := range []string{"Ingress", kingress.Kind} {
+			for _, o := range store.indexer(kind).List() {
+				if name := annotationOf(o.(runtime.Object)); name != "" {
+					m, _ := meta.Accessor(o)
+					p.annotated[ir.ObjectRef{Kind: kind, Namespace: m.GetNamespace(), Name: m.GetName()}] = name
+				}
+			}
+		}
+	}
+	if len(ps) == 0 && len(p.annotated) == 0 && p.last != nil && len(p.last.Statuses) == 0 && len(p.last.Unresolved) == 0 {
 		return p.last // none before, none now: a target came or went
 	}
 	res := p.Attacher.Set(ps, func(ref ir.ObjectRef) bool {
@@ -42,7 +102,7 @@ func (p *PolicySync) Sync(store *Store) *policy.Result {
 			return ok
 		}
 		return false
-	})
+	}, p.annotated)
 	if p.Limits != nil {
 		p.Limits(res.Limits)
 	}
@@ -72,7 +132,8 @@ func (p *PolicySync) Status(ns, name string) (policy.TrafficPolicyStatus, bool) 
 }
 
 // isPolicyInput reports whether a change can change what the policies
-// attach: a policy, or a target coming or going.
+// attach: a policy, or a target coming or going (a changed annotation is
+// Observe's to tell).
 func isPolicyInput(ch Change) bool {
 	switch ch.Key.Kind {
 	case policy.Kind:

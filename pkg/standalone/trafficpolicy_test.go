@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -134,5 +135,28 @@ func TestRunServesGlobalRateLimit(t *testing.T) {
 	eventually(t, "the limit to be lifted", func() bool { return burst(t, port, "other.example.com", nil, 10) == 10 })
 	if lines := g.Report().TrafficPolicies; len(lines) != 0 {
 		t.Errorf("status %q after the policy was removed", lines)
+	}
+
+	// A KIngress names a policy without targets in its annotation, as
+	// Knative Serving copies it from a ksvc: the policy limits it; a
+	// changed annotation moves the limit.
+	write(t, dir, "policy.yaml", strings.Replace(trafficPolicyYAML("by-name", "Service", "", "unused", "{qps: 2}"),
+		`  targetRefs: [{group: "", kind: Service, name: unused}]`+"\n", "", 1))
+	annotated := func(host, name, policy string) string {
+		return strings.Replace(strings.Replace(kingressYAML(host, 100, 0), "name: hello", "name: "+name, 1),
+			"annotations: {", "annotations: {weir.dev/traffic-policy: "+policy+", ", 1)
+	}
+	write(t, dir, "other.yaml", annotated("other.example.com", "other", "by-name"))
+	eventually(t, "the annotated KIngress's limit", func() bool { return burst(t, port, "other.example.com", nil, 10) < 10 })
+	if ok := burst(t, port, "hello.example.com", nil, 20); ok != 20 {
+		t.Errorf("%d of 20 to a KIngress without the annotation passed", ok)
+	}
+	write(t, dir, "other.yaml", annotated("other.example.com", "other", "missing"))
+	eventually(t, "the unresolved annotation's line", func() bool {
+		lines := g.Report().TrafficPolicies
+		return slices.Contains(lines, "KIngress default/other: weir.dev/traffic-policy names TrafficPolicy default/missing, which does not exist")
+	})
+	if ok := burst(t, port, "other.example.com", nil, 20); ok != 20 {
+		t.Errorf("%d of 20 passed after the annotation named another policy, want all", ok)
 	}
 }

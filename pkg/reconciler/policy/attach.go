@@ -36,6 +36,25 @@ type Result struct {
 	// Limits are the global limits of the accepted policies, sorted by
 	// name, for the rate limit service.
 	Limits []*Limit
+	// Unresolved says which annotated objects name a policy that does
+	// not exist, one line each.
+	Unresolved []string
+}
+
+// annotatedTarget is the TargetRef of an annotated Ingress or KIngress.
+func annotatedTarget(ref ir.ObjectRef) TargetRef {
+	if ref.Kind == "KIngress" {
+		return TargetRef{Group: "networking.internal.knative.dev", Kind: "Ingress", Name: ref.Name}
+	}
+	return TargetRef{Group: "networking.k8s.io", Kind: "Ingress", Name: ref.Name}
+}
+
+// kindName is how messages name a target's kind.
+func kindName(t TargetRef) string {
+	if k := targetKinds[GroupKind{t.Group, t.Kind}]; k != "" {
+		return k
+	}
+	return t.Kind
 }
 
 // TargetExists reports whether a target (its ir.ObjectRef kind, its
@@ -76,10 +95,24 @@ type lookup struct {
 // NewAttacher returns an Attacher without policies.
 func NewAttacher() *Attacher { return &Attacher{cache: map[*ir.Fragment]decorated{}} }
 
+// Annotation on an Ingress or a KIngress names a TrafficPolicy of its
+// namespace to take it as a target, as if the policy's targetRefs listed
+// it. Knative Serving copies a Knative Service's annotations to its
+// KIngress, so a ksvc can name its policy.
+const Annotation = "weir.dev/traffic-policy"
+
 // Set replaces the policies and reports what they do. exists may be nil:
-// every target then exists.
-func (a *Attacher) Set(policies []*TrafficPolicy, exists TargetExists) Result {
+// every target then exists. annotated maps the Ingresses and KIngresses
+// whose Annotation names a policy to that policy's name.
+func (a *Attacher) Set(policies []*TrafficPolicy, exists TargetExists, annotated map[ir.ObjectRef]string) Result {
 	ps := slices.Clone(policies)
+	byPolicy := map[types.NamespacedName][]TargetRef{}
+	for ref, name := range annotated {
+		byPolicy[types.NamespacedName{Namespace: ref.Namespace, Name: name}] = append(byPolicy[types.NamespacedName{Namespace: ref.Namespace, Name: name}], annotatedTarget(ref))
+	}
+	for _, p := range ps {
+		delete(byPolicy, types.NamespacedName{Namespace: p.Namespace, Name: p.Name})
+	}
 	// The older policy wins a target, as Gateway API's conflict rule.
 	sort.SliceStable(ps, func(i, j int) bool {
 		ti, tj := ps[i].CreationTimestamp, ps[j].CreationTimestamp
@@ -106,8 +139,21 @@ func (a *Attacher) Set(policies []*TrafficPolicy, exists TargetExists) Result {
 			res.Statuses[key] = st
 			continue
 		}
-		for _, t := range p.Spec.TargetRefs {
+		targets := slices.Clone(p.Spec.TargetRefs)
+		for ref, name := range annotated {
+			if ref.Namespace == p.Namespace && name == p.Name && !slices.ContainsFunc(targets, func(t TargetRef) bool { return t.SectionName == nil && t == annotatedTarget(ref) }) {
+				targets = append(targets, annotatedTarget(ref))
+			}
+		}
+		// Annotated targets in name order, after the policy's own.
+		slices.SortStableFunc(targets[len(p.Spec.TargetRefs):], func(x, y TargetRef) int { return strings.Compare(x.Kind+x.Group+"/"+x.Name, y.Kind+y.Group+"/"+y.Name) })
+		seen := map[ir.ObjectRef]bool{}
+		for _, t := range targets {
 			ref := ir.ObjectRef{Kind: targetKinds[GroupKind{t.Group, t.Kind}], Namespace: p.Namespace, Name: t.Name}
+			if seen[ref] {
+				continue
+			}
+			seen[ref] = true
 			switch won := byTarget[ref]; {
 			case won != nil:
 				st.Ancestors = append(st.Ancestors, ancestor(t, p, metav1.ConditionFalse, ReasonConflicted,
@@ -125,6 +171,12 @@ func (a *Attacher) Set(policies []*TrafficPolicy, exists TargetExists) Result {
 		res.Statuses[key] = st
 	}
 	sort.Slice(res.Limits, func(i, j int) bool { return res.Limits[i].Name < res.Limits[j].Name })
+	for key, refs := range byPolicy {
+		for _, t := range refs {
+			res.Unresolved = append(res.Unresolved, fmt.Sprintf("%s %s/%s: %s names TrafficPolicy %s, which does not exist", kindName(t), key.Namespace, t.Name, Annotation, key))
+		}
+	}
+	sort.Strings(res.Unresolved)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	changed := len(a.byTarget) != len(byTarget)
@@ -155,6 +207,7 @@ func (r *Result) Lines() []string {
 			}
 		}
 	}
+	out = append(out, r.Unresolved...)
 	sort.Strings(out)
 	return out
 }

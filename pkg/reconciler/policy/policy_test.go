@@ -1,11 +1,13 @@
 package policy
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/weir-dev/weir/pkg/ir"
 )
@@ -26,7 +28,6 @@ func TestValidateNamesTheField(t *testing.T) {
 		spec  TrafficPolicySpec
 		field string
 	}{
-		{"no targets", TrafficPolicySpec{RateLimit: &RateLimit{QPS: 1}}, "spec.targetRefs:"},
 		{"unknown kind", TrafficPolicySpec{TargetRefs: []TargetRef{{Group: "apps", Kind: "Deployment", Name: "x"}}, RateLimit: &RateLimit{QPS: 1}}, "spec.targetRefs[0].kind:"},
 		{"section of a Service", TrafficPolicySpec{TargetRefs: []TargetRef{{Kind: "Service", Name: "x", SectionName: &section}}, RateLimit: &RateLimit{QPS: 1}}, "spec.targetRefs[0].sectionName:"},
 		{"no limit", TrafficPolicySpec{TargetRefs: []TargetRef{kingressTarget("a")}}, "spec.rateLimit:"},
@@ -106,7 +107,7 @@ func TestAttachToTargets(t *testing.T) {
 	older := trafficPolicy("older", t0, TrafficPolicySpec{TargetRefs: []TargetRef{kingressTarget("a")}, RateLimit: &RateLimit{QPS: 10, By: &RateLimitBy{Type: ByHeader, Header: "X-User"}}})
 	newer := trafficPolicy("newer", t0.Add(time.Hour), TrafficPolicySpec{TargetRefs: []TargetRef{kingressTarget("a"), {Kind: "Service", Name: "s2"}, {Kind: "Service", Name: "gone"}}, RateLimit: &RateLimit{QPS: 3, FailureMode: FailureModeDeny}})
 	exists := func(ref ir.ObjectRef) bool { return ref.Name != "gone" }
-	res := a.Set([]*TrafficPolicy{newer, older}, exists)
+	res := a.Set([]*TrafficPolicy{newer, older}, exists, nil)
 
 	// Statuses: older wins ns/a; newer is Conflicted there, Accepted on
 	// s2, TargetNotFound on gone.
@@ -149,25 +150,25 @@ func TestAttachToTargets(t *testing.T) {
 		t.Error("a second Decorate of the same fragments made new copies")
 	}
 	// The same policies set again keep the copies too.
-	a.Set([]*TrafficPolicy{older, newer}, exists)
+	a.Set([]*TrafficPolicy{older, newer}, exists, nil)
 	if again := a.Decorate(frags); again[0] != out[0] {
 		t.Error("setting the same policies again made new copies")
 	}
 	// A changed limit recopies only the fragments whose routes it
 	// reaches.
 	newer.Spec.RateLimit.QPS = 4
-	a.Set([]*TrafficPolicy{older, newer}, exists)
+	a.Set([]*TrafficPolicy{older, newer}, exists, nil)
 	if again := a.Decorate(frags); again[0] != out[0] || again[1] == out[1] || limitOn(again[1]).QPS != 4 {
 		t.Error("changing s2's limit must recopy b's fragment alone")
 	}
 	// A changed limit makes new ones.
 	older.Spec.RateLimit.QPS = 11
-	a.Set([]*TrafficPolicy{older, newer}, exists)
+	a.Set([]*TrafficPolicy{older, newer}, exists, nil)
 	if again := a.Decorate(frags); again[0] == out[0] || limitOn(again[0]).QPS != 11 {
 		t.Error("a changed limit did not reach the route")
 	}
 	// No policies: the model's own fragments.
-	a.Set(nil, nil)
+	a.Set(nil, nil, nil)
 	if again := a.Decorate(frags); again[0] != frags[0] || again[1] != frags[1] {
 		t.Error("without policies, the model's fragments must pass through")
 	}
@@ -175,7 +176,7 @@ func TestAttachToTargets(t *testing.T) {
 
 func TestInvalidNames(t *testing.T) {
 	p := trafficPolicy("Bad_Name", time.Now(), TrafficPolicySpec{TargetRefs: []TargetRef{kingressTarget("a")}, RateLimit: &RateLimit{QPS: 1}})
-	res := NewAttacher().Set([]*TrafficPolicy{p}, nil)
+	res := NewAttacher().Set([]*TrafficPolicy{p}, nil, nil)
 	if lines := res.Lines(); len(lines) != 1 || !strings.Contains(lines[0], "(Invalid): metadata.name:") || len(res.Limits) != 0 {
 		t.Errorf("lines %q, limits %v; want the name refused", lines, res.Limits)
 	}
@@ -184,12 +185,50 @@ func TestInvalidNames(t *testing.T) {
 func TestLines(t *testing.T) {
 	a := NewAttacher()
 	bad := trafficPolicy("bad", time.Now(), TrafficPolicySpec{TargetRefs: []TargetRef{kingressTarget("a")}, RateLimit: &RateLimit{QPS: -1}})
-	res := a.Set([]*TrafficPolicy{bad}, nil)
+	res := a.Set([]*TrafficPolicy{bad}, nil, nil)
 	lines := res.Lines()
 	if len(lines) != 1 || lines[0] != "TrafficPolicy ns/bad on Ingress a: Accepted=False (Invalid): spec.rateLimit.qps: -1 is not a whole number from 1 to 1000000" {
 		t.Errorf("lines %q", lines)
 	}
 	if len(res.Limits) != 0 {
 		t.Errorf("an invalid policy has limits %v", res.Limits)
+	}
+}
+
+// TestAnnotatedTargets: an Ingress or KIngress that names a policy in
+// its annotation is one of the policy's targets, with the same conflict
+// rule; one that names a policy that does not exist says so.
+func TestAnnotatedTargets(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a := NewAttacher()
+	byAnnotation := trafficPolicy("by-annotation", t0.Add(time.Hour), TrafficPolicySpec{RateLimit: &RateLimit{QPS: 7}})
+	explicit := trafficPolicy("explicit", t0, TrafficPolicySpec{TargetRefs: []TargetRef{kingressTarget("b")}, RateLimit: &RateLimit{QPS: 9}})
+	annotated := map[ir.ObjectRef]string{
+		{Kind: "KIngress", Namespace: "ns", Name: "a"}:    "by-annotation",
+		{Kind: "KIngress", Namespace: "ns", Name: "b"}:    "by-annotation", // explicit is older and wins
+		{Kind: "Ingress", Namespace: "ns", Name: "shop"}:  "missing",
+		{Kind: "KIngress", Namespace: "other", Name: "a"}: "by-annotation", // another namespace's policy
+	}
+	res := a.Set([]*TrafficPolicy{byAnnotation, explicit}, nil, annotated)
+	out := a.Decorate(model())
+	if l := limitOn(out[0]); l == nil || l.QPS != 7 {
+		t.Errorf("a's route: %+v, want the annotated policy's limit", l)
+	}
+	if l := limitOn(out[1]); l == nil || l.QPS != 9 {
+		t.Errorf("b's route: %+v, want the older explicit policy's limit", l)
+	}
+	var reasons []string
+	for _, an := range res.Statuses[types.NamespacedName{Namespace: "ns", Name: "by-annotation"}].Ancestors {
+		reasons = append(reasons, an.AncestorRef.Name+"="+an.Conditions[0].Reason)
+	}
+	if got := strings.Join(reasons, ","); got != "a=Accepted,b=Conflicted" {
+		t.Errorf("by-annotation's targets: %s, want a=Accepted,b=Conflicted", got)
+	}
+	want := []string{
+		"Ingress ns/shop: weir.dev/traffic-policy names TrafficPolicy ns/missing, which does not exist",
+		"KIngress other/a: weir.dev/traffic-policy names TrafficPolicy other/by-annotation, which does not exist",
+	}
+	if !slices.Equal(res.Unresolved, want) {
+		t.Errorf("unresolved %q, want %q", res.Unresolved, want)
 	}
 }

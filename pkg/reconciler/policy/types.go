@@ -60,8 +60,10 @@ type TrafficPolicyList struct {
 type TrafficPolicySpec struct {
 	// TargetRefs are the objects whose routes the policy limits, in the
 	// policy's namespace: an HTTPRoute, a networking.k8s.io Ingress, a
-	// KIngress, or a Service (every route to it).
-	TargetRefs []TargetRef `json:"targetRefs"`
+	// KIngress, or a Service (every route to it). An Ingress or KIngress
+	// may instead name the policy in its weir.dev/traffic-policy
+	// annotation.
+	TargetRefs []TargetRef `json:"targetRefs,omitempty"`
 	RateLimit  *RateLimit  `json:"rateLimit,omitempty"`
 	// BlockResponse is the answer to a refused request; 429 with
 	// Retry-After when unset.
@@ -192,9 +194,6 @@ func invalid(field, format string, args ...any) error {
 // Validate says what in the spec Weir cannot serve, naming the field. The
 // CRD's schema refuses most of it first; `weir run` has no schema.
 func (s *TrafficPolicySpec) Validate() error {
-	if len(s.TargetRefs) == 0 {
-		return invalid("targetRefs", "at least one target is required")
-	}
 	for i, t := range s.TargetRefs {
 		f := fmt.Sprintf("targetRefs[%d]", i)
 		if errs := validation.IsDNS1123Subdomain(t.Name); len(errs) > 0 {
