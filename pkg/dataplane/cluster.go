@@ -19,6 +19,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -39,7 +40,33 @@ type cluster struct {
 	connectTimeout time.Duration
 	upstreamTLS    bool
 	tls            *upstreamTLS
+	// maxRequests is the circuit breaker's max_requests: requests to
+	// the cluster in flight at once, counted in stats.active.
+	maxRequests int64
 }
+
+// acquire takes a place among the cluster's requests in flight, or
+// reports false when max_requests are already (Envoy's circuit breaker).
+func (c *cluster) acquire() bool {
+	if c.stats == nil {
+		return true
+	}
+	if c.stats.active.Add(1) > c.maxRequests {
+		c.stats.active.Add(-1)
+		return false
+	}
+	return true
+}
+
+// release gives the place back.
+func (c *cluster) release() {
+	if c.stats != nil {
+		c.stats.active.Add(-1)
+	}
+}
+
+// defaultMaxRequests is Envoy's max_requests without a circuit breaker.
+const defaultMaxRequests = 1024
 
 // endpoint is shared across snapshots (keyed by address) so that
 // least-request counters survive EDS updates.
@@ -147,6 +174,7 @@ type clusterSpec struct {
 	family         clusterv3.Cluster_DnsLookupFamily
 	inline         *endpointv3.ClusterLoadAssignment
 	tls            *upstreamTLS // nil: cleartext
+	maxRequests    int64
 }
 
 func (s *clusterSpec) poolKey() string {
@@ -162,10 +190,40 @@ func parseCluster(c *clusterv3.Cluster, secrets map[string]*tls.Certificate) (*c
 		return nil, err
 	}
 	if err := onlyFields(c, "", "name", "type", "eds_cluster_config", "connect_timeout", "lb_policy", "ring_hash_lb_config",
-		"typed_extension_protocol_options", "dns_lookup_family", "load_assignment", "transport_socket"); err != nil {
+		"typed_extension_protocol_options", "dns_lookup_family", "load_assignment", "transport_socket", "circuit_breakers"); err != nil {
 		return nil, err
 	}
-	s := &clusterSpec{name: c.GetName(), kind: c.GetType(), connectTimeout: 5 * time.Second, family: c.GetDnsLookupFamily()}
+	s := &clusterSpec{name: c.GetName(), kind: c.GetType(), connectTimeout: 5 * time.Second, family: c.GetDnsLookupFamily(), maxRequests: defaultMaxRequests}
+	if cb := c.GetCircuitBreakers(); cb != nil {
+		if err := onlyFields(cb, "circuit_breakers", "thresholds"); err != nil {
+			return nil, err
+		}
+		for i, th := range cb.GetThresholds() {
+			path := fmt.Sprintf("circuit_breakers.thresholds[%d]", i)
+			if err := onlyFields(th, path, "priority", "max_connections", "max_pending_requests", "max_requests", "max_retries"); err != nil {
+				return nil, err
+			}
+			if th.GetPriority() != corev3.RoutingPriority_DEFAULT {
+				// weir-proxy routes every request at the default priority.
+				continue
+			}
+			if th.GetMaxRequests() != nil {
+				s.maxRequests = int64(th.GetMaxRequests().GetValue())
+			}
+			// weir-proxy does not bound connections, pending requests or
+			// concurrent retries: a threshold that never trips is
+			// honoured as Envoy would, another is refused. (Unset, as
+			// without circuit_breakers, Envoy's defaults are not kept.)
+			for _, f := range []struct {
+				name string
+				v    *wrapperspb.UInt32Value
+			}{{"max_connections", th.GetMaxConnections()}, {"max_pending_requests", th.GetMaxPendingRequests()}, {"max_retries", th.GetMaxRetries()}} {
+				if f.v != nil && f.v.GetValue() != math.MaxUint32 {
+					return nil, invalid(path+"."+f.name, "only %d (no limit) is supported by weir-proxy", uint32(math.MaxUint32))
+				}
+			}
+		}
+	}
 	if ts := c.GetTransportSocket(); ts != nil {
 		if ts.GetName() != "envoy.transport_sockets.tls" {
 			return nil, invalid("transport_socket.name", "%q is not supported by weir-proxy", ts.GetName())

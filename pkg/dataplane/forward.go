@@ -92,7 +92,10 @@ type stream struct {
 	cluster  *cluster
 	endpoint *endpoint
 	activeEp *endpoint // least-request accounting to release at the end
-	tee      *teeBody  // the body's copies for mirrors, reset at the end
+	// admitted is the cluster whose circuit breaker counts this stream
+	// until it ends.
+	admitted *cluster
+	tee      *teeBody // the body's copies for mirrors, reset at the end
 
 	// mu serialises the filter callbacks and downstream writes: the
 	// transport reads the request body, and so runs decoder filters, on a
@@ -728,6 +731,16 @@ func (s *stream) forward(fw *forward, tgt *target) {
 	if s.upType != "" {
 		transport = c.pool.h1
 	}
+	if !c.acquire() {
+		// Envoy's circuit breaker: the request is not sent.
+		s.mu.Lock()
+		s.flags = "UO"
+		s.sendLocalReply(http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+			http.Header{"X-Envoy-Overloaded": {"true"}}, "UO")
+		s.mu.Unlock()
+		return
+	}
+	s.admitted = c
 	res, err := s.roundTrip(out, c, fw, transport)
 	if err != nil {
 		s.upstreamError(err)
@@ -1465,6 +1478,10 @@ func (s *stream) finish() {
 		s.cancel(context.Canceled)
 	}
 	s.releaseEndpoint()
+	if s.admitted != nil {
+		s.admitted.release()
+		s.admitted = nil
+	}
 	s.mu.Lock()
 	replaced := s.next != nil
 	s.mu.Unlock()

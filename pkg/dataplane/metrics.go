@@ -138,6 +138,9 @@ type clusterStats struct {
 	// stats do: a series that first appears at 1 hides that failure from
 	// rate() and increase().
 	connectErrors prometheus.Counter
+	// active counts the cluster's requests in flight, for its circuit
+	// breaker; it outlives config updates, as the cluster's name does.
+	active atomic.Int64
 }
 
 func (m *metrics) listener(name string) *listenerStats {

@@ -360,6 +360,7 @@ func (p *Proxy) compile(res *Resources) (*snapshot, error) {
 			connectTimeout: spec.connectTimeout,
 			upstreamTLS:    spec.tls != nil,
 			tls:            spec.tls,
+			maxRequests:    spec.maxRequests,
 		}
 		st := &clusterState{proto: c, c: snap.clusters[name]}
 		if spec.tls != nil && spec.tls.secret != "" {

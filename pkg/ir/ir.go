@@ -730,6 +730,10 @@ type Backend struct {
 	ConnectTimeout time.Duration
 	// LoadBalancer is how a request's endpoint is chosen.
 	LoadBalancer LoadBalancer
+	// MaxRequests bounds the requests in flight to the backend from each
+	// gateway (Envoy's circuit breaker); the next is answered 503. 0 is
+	// no bound.
+	MaxRequests uint32
 	// Endpoints are the ready addresses; empty means no healthy upstream.
 	Endpoints  []Endpoint
 	Provenance Provenance

@@ -3,11 +3,14 @@ package standalone
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -158,5 +161,80 @@ func TestRunServesGlobalRateLimit(t *testing.T) {
 	})
 	if ok := burst(t, port, "other.example.com", nil, 20); ok != 20 {
 		t.Errorf("%d of 20 passed after the annotation named another policy, want all", ok)
+	}
+}
+
+// TestRunServesConcurrencyLimit: a TrafficPolicy's concurrency on a
+// Service bounds the requests in flight to it from the gateway: past it,
+// 503 with x-envoy-overloaded, and the request is not sent.
+func TestRunServesConcurrencyLimit(t *testing.T) {
+	arrived, release := make(chan struct{}, 8), make(chan struct{})
+	var sent atomic.Int64
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sent.Add(1)
+		if r.URL.Path == "/hold" {
+			arrived <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "v1")
+	}))
+	t.Cleanup(slow.Close)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	dir := t.TempDir()
+	write(t, dir, "backends.yaml", backendsYAML(slow.Listener.Addr().(*net.TCPAddr).Port, backend(t, "v2")))
+	write(t, dir, "hello.yaml", kingressYAML("hello.example.com", 100, 0))
+	write(t, dir, "policy.yaml", `apiVersion: policy.weir.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: bound, namespace: default}
+spec:
+  targetRefs: [{group: "", kind: Service, name: v1}]
+  concurrency: {maxConcurrency: 2}
+`)
+	g := startRun(t, dir, 20*time.Millisecond)
+	port, _, _, _ := g.Ports()
+	eventually(t, "the policy to be accepted", func() bool {
+		lines := g.Report().TrafficPolicies
+		return len(lines) == 1 && strings.Contains(lines[0], "Accepted=True")
+	})
+	held := make(chan int, 2)
+	for range 2 {
+		go func() {
+			req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/hold", port), nil)
+			req.Host = "hello.example.com"
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				held <- 0
+				return
+			}
+			resp.Body.Close()
+			held <- resp.StatusCode
+		}()
+	}
+	for range 2 {
+		select {
+		case <-arrived:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the held requests did not reach the backend")
+		}
+	}
+	before := sent.Load()
+	code, body, h := getWith(t, port, "hello.example.com", nil)
+	if code != http.StatusServiceUnavailable || h.Get("X-Envoy-Overloaded") != "true" || sent.Load() != before {
+		t.Errorf("a third request with 2 in flight: %d %q %v; want 503 with x-envoy-overloaded, not sent", code, body, h)
+	}
+	close(release)
+	for range 2 {
+		if c := <-held; c != http.StatusOK {
+			t.Errorf("a held request: %d", c)
+		}
+	}
+	if code, _, _ := getWith(t, port, "hello.example.com", nil); code != http.StatusOK {
+		t.Errorf("after the held requests: %d, want 200", code)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -76,7 +77,11 @@ type shared struct {
 	rateLimit         *clusterv3.Cluster
 	rateLimitEndpoint *endpointv3.LbEndpoint
 	rateLimitErr      error
-	opts              Options
+	// noCircuitBreaker lifts Envoy's default circuit breaker (1,024
+	// requests, connections and pending requests, 3 retries, per
+	// cluster), which would refuse a busy revision's traffic.
+	noCircuitBreaker *clusterv3.CircuitBreakers
+	opts             Options
 
 	ads            *corev3.ConfigSource
 	edsConfig      *clusterv3.Cluster_EdsClusterConfig
@@ -162,6 +167,7 @@ func newShared(opts Options) *shared {
 		},
 	})
 	s.edsConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: s.ads}
+	s.noCircuitBreaker = circuitBreaker(math.MaxUint32)
 	s.unavailable = edsCluster(UnavailableCluster, s)
 	s.unavailableAssign = &endpointv3.ClusterLoadAssignment{ClusterName: UnavailableCluster}
 	if s.rateLimit, s.rateLimitEndpoint, s.rateLimitErr = rateLimitCluster(opts.RateLimitService, s); s.rateLimitErr != nil {
@@ -314,6 +320,16 @@ func edsCluster(name string, s *shared) *clusterv3.Cluster {
 	}
 }
 
+// circuitBreaker bounds a cluster's requests in flight to maxRequests,
+// and nothing else.
+func circuitBreaker(maxRequests uint32) *clusterv3.CircuitBreakers {
+	unbounded := wrapperspb.UInt32(math.MaxUint32)
+	return &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+		Priority: corev3.RoutingPriority_DEFAULT, MaxConnections: unbounded, MaxPendingRequests: unbounded,
+		MaxRequests: wrapperspb.UInt32(maxRequests), MaxRetries: unbounded,
+	}}}
+}
+
 // buildCluster translates b and validates the result.
 func buildCluster(b *ir.Backend, s *shared) (*clusterv3.Cluster, error) {
 	if b.Name == "" {
@@ -351,6 +367,10 @@ func buildCluster(b *ir.Backend, s *shared) (*clusterv3.Cluster, error) {
 	}
 	if b.ConnectTimeout > 0 {
 		c.ConnectTimeout = durationpb.New(b.ConnectTimeout)
+	}
+	c.CircuitBreakers = s.noCircuitBreaker
+	if b.MaxRequests > 0 {
+		c.CircuitBreakers = circuitBreaker(b.MaxRequests)
 	}
 	switch b.LoadBalancer {
 	case ir.LBRoundRobin:

@@ -106,6 +106,8 @@ func rateLimitCluster(addr string, s *shared) (*clusterv3.Cluster, *endpointv3.L
 		LbPolicy:                      clusterv3.Cluster_ROUND_ROBIN,
 		TypedExtensionProtocolOptions: map[string]*anypb.Any{httpProtocolOptionsKey: s.http2Options},
 		LoadAssignment:                &endpointv3.ClusterLoadAssignment{ClusterName: RateLimitCluster},
+		// Every gateway request of a limited route asks the service.
+		CircuitBreakers: s.noCircuitBreaker,
 	}
 	if addr == "" {
 		return c, nil, nil

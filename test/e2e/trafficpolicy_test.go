@@ -37,6 +37,11 @@ func TestTrafficPolicySchema(t *testing.T) {
 		"a queue that is no time":   newPolicy("bad", target, map[string]any{"qps": int64(1), "controlBehavior": "Throttle", "maxQueueingTime": "soon"}),
 		"a header without its name": newPolicy("bad", target, map[string]any{"qps": int64(1), "by": map[string]any{"type": "Header"}}),
 		"a warm-up per client":      newPolicy("bad", target, map[string]any{"qps": int64(10), "by": map[string]any{"type": "ClientIP"}, "warmUp": map[string]any{"period": "10s"}}),
+		"neither a limit nor a bound": {Object: map[string]any{"apiVersion": "policy.weir.dev/v1alpha1", "kind": "TrafficPolicy",
+			"metadata": map[string]any{"name": "bad", "namespace": "default"}, "spec": map[string]any{"targetRefs": []any{target}}}},
+		"a bound on an Ingress": {Object: map[string]any{"apiVersion": "policy.weir.dev/v1alpha1", "kind": "TrafficPolicy",
+			"metadata": map[string]any{"name": "bad", "namespace": "default"},
+			"spec":     map[string]any{"targetRefs": []any{target}, "concurrency": map[string]any{"maxConcurrency": int64(5)}}}},
 	} {
 		if _, err := policies.Create(ctx, p, metav1.CreateOptions{}); !apierrors.IsInvalid(err) {
 			t.Errorf("%s: %v, want refused as invalid", name, err)

@@ -67,8 +67,8 @@ type TargetExists func(ref ir.ObjectRef) bool
 // sees the same pointer until either changes.
 type Attacher struct {
 	mu sync.Mutex
-	// byTarget is the winning policy's filter of each target.
-	byTarget map[ir.ObjectRef]*Limit
+	// byTarget is what the winning policy attaches to each target.
+	byTarget map[ir.ObjectRef]*attachment
 	// targets counts the changes of byTarget.
 	targets uint64
 	// cache holds each fragment's decorated copy; calls counts Decorate's
@@ -86,10 +86,39 @@ type decorated struct {
 	used    []lookup
 }
 
-// lookup is a target a fragment's routes looked up, and what it gave.
+// lookup is a target a fragment looked up, and what it gave for what
+// the fragment used: a route's limit, a backend's bound, or both.
 type lookup struct {
-	ref   ir.ObjectRef
-	limit *Limit
+	ref                ir.ObjectRef
+	forLimit, forBound bool
+	limit              *Limit
+	maxRequests        uint32
+}
+
+// holds reports whether what l found still stands in byTarget.
+func (l lookup) holds(byTarget map[ir.ObjectRef]*attachment) bool {
+	var limit *Limit
+	var bound uint32
+	if att := byTarget[l.ref]; att != nil {
+		limit, bound = att.limit, att.maxRequests
+	}
+	return (!l.forLimit || limit == l.limit) && (!l.forBound || bound == l.maxRequests)
+}
+
+// attachment is what a policy attaches to one target: a rate limit for
+// its routes and, on a Service, a bound on requests in flight to it.
+type attachment struct {
+	// policy is the policy's namespace/name.
+	policy      string
+	limit       *Limit
+	maxRequests uint32
+}
+
+func equalAttachments(a, b *attachment) bool {
+	if a.maxRequests != b.maxRequests || (a.limit == nil) != (b.limit == nil) {
+		return false
+	}
+	return a.limit == nil || equalLimits(a.limit, b.limit)
 }
 
 // NewAttacher returns an Attacher without policies.
@@ -122,7 +151,7 @@ func (a *Attacher) Set(policies []*TrafficPolicy, exists TargetExists, annotated
 		return ps[i].Namespace+"/"+ps[i].Name < ps[j].Namespace+"/"+ps[j].Name
 	})
 	res := Result{Statuses: map[types.NamespacedName]TrafficPolicyStatus{}}
-	byTarget := map[ir.ObjectRef]*Limit{}
+	byTarget := map[ir.ObjectRef]*attachment{}
 	for _, p := range ps {
 		key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
 		var st TrafficPolicyStatus
@@ -157,15 +186,31 @@ func (a *Attacher) Set(policies []*TrafficPolicy, exists TargetExists, annotated
 			switch won := byTarget[ref]; {
 			case won != nil:
 				st.Ancestors = append(st.Ancestors, ancestor(t, p, metav1.ConditionFalse, ReasonConflicted,
-					fmt.Sprintf("TrafficPolicy %s is older and targets %s %s too; it wins", won.Name[:strings.Index(won.Name, "#")], t.Kind, t.Name)))
+					fmt.Sprintf("TrafficPolicy %s is older and targets %s %s too; it wins", won.policy, t.Kind, t.Name)))
+			case p.Spec.Concurrency != nil && ref.Kind != serviceKind:
+				// An annotated Ingress or KIngress: the schema keeps
+				// targetRefs to Services.
+				st.Ancestors = append(st.Ancestors, ancestor(t, p, metav1.ConditionFalse, ReasonInvalid,
+					fmt.Sprintf("%s %s: concurrency is counted per Service (Envoy's cluster circuit breaker); target Services", kindName(t), t.Name)))
 			case exists != nil && !exists(ref):
 				st.Ancestors = append(st.Ancestors, ancestor(t, p, metav1.ConditionFalse, ReasonTargetNotFound,
 					fmt.Sprintf("%s %s/%s does not exist", t.Kind, p.Namespace, t.Name)))
 			default:
-				l := limitOf(p, ref)
-				byTarget[ref] = l
-				res.Limits = append(res.Limits, l)
-				st.Ancestors = append(st.Ancestors, ancestor(t, p, metav1.ConditionTrue, ReasonAccepted, "Attached to the target's routes; Weir's rate limit service counts it"))
+				att := &attachment{policy: key.String()}
+				msg := "Attached to the target's routes; Weir's rate limit service counts it"
+				if p.Spec.RateLimit != nil {
+					att.limit = limitOf(p, ref)
+					res.Limits = append(res.Limits, att.limit)
+				}
+				if c := p.Spec.Concurrency; c != nil {
+					att.maxRequests = uint32(c.MaxConcurrency) //nolint:gosec // 1..maxConcurrency
+					msg = "Attached to the Service's clusters (a circuit breaker per gateway)"
+					if att.limit != nil {
+						msg = "Attached to the target's routes, counted by Weir's rate limit service, and to the Service's clusters (a circuit breaker per gateway)"
+					}
+				}
+				byTarget[ref] = att
+				st.Ancestors = append(st.Ancestors, ancestor(t, p, metav1.ConditionTrue, ReasonAccepted, msg))
 			}
 		}
 		res.Statuses[key] = st
@@ -183,9 +228,14 @@ func (a *Attacher) Set(policies []*TrafficPolicy, exists TargetExists, annotated
 	for ref, l := range byTarget {
 		// An unchanged limit keeps its pointer, so a fragment's copy
 		// that looked it up stays right.
-		if old := a.byTarget[ref]; old != nil && equalLimits(old, l) {
+		old := a.byTarget[ref]
+		switch {
+		case old != nil && equalAttachments(old, l):
 			byTarget[ref] = old
-		} else {
+		case old != nil && old.limit != nil && l.limit != nil && equalLimits(old.limit, l.limit):
+			l.limit = old.limit // the routes' copies stand; the bound changed
+			changed = true
+		default:
 			changed = true
 		}
 	}
@@ -296,7 +346,7 @@ func (a *Attacher) Decorate(frags []*ir.Fragment) []*ir.Fragment {
 		if ok && d.checked != a.targets {
 			// The targets changed: the copy holds if every target its
 			// routes looked up gives what it gave.
-			ok = !slices.ContainsFunc(d.used, func(l lookup) bool { return a.byTarget[l.ref] != l.limit })
+			ok = !slices.ContainsFunc(d.used, func(l lookup) bool { return !l.holds(a.byTarget) })
 		}
 		if !ok {
 			d.out, d.used = a.decorate(f)
@@ -321,27 +371,68 @@ func (a *Attacher) decorate(f *ir.Fragment) (*ir.Fragment, []lookup) {
 		return nil, nil
 	}
 	var used []lookup
+	lookFor := func(ref ir.ObjectRef, forLimit bool) *attachment {
+		att := a.byTarget[ref]
+		i := slices.IndexFunc(used, func(u lookup) bool { return u.ref == ref })
+		if i < 0 {
+			l := lookup{ref: ref}
+			if att != nil {
+				l.limit, l.maxRequests = att.limit, att.maxRequests
+			}
+			used = append(used, l)
+			i = len(used) - 1
+		}
+		if forLimit {
+			used[i].forLimit = true
+		} else {
+			used[i].forBound = true
+		}
+		return att
+	}
+	look := func(ref ir.ObjectRef) *attachment { return lookFor(ref, true) }
 	services := map[string]ir.ObjectRef{}
-	for _, b := range f.Backends {
-		if b != nil {
-			services[b.Name] = ir.ObjectRef{Kind: serviceKind, Namespace: b.Service.Namespace, Name: b.Service.Name}
+	var copied *ir.Fragment
+	backendsCopied := false
+	copyFragment := func() {
+		if copied == nil {
+			c := *f
+			copied = &c
 		}
 	}
-	var copied *ir.Fragment
+	for bi, b := range f.Backends {
+		if b == nil {
+			continue
+		}
+		ref := ir.ObjectRef{Kind: serviceKind, Namespace: b.Service.Namespace, Name: b.Service.Name}
+		services[b.Name] = ref
+		// Every fragment with the Service's backend gets its bound, so
+		// that the cluster they share is the same from each.
+		if att := lookFor(ref, false); att != nil && att.maxRequests > 0 && b.MaxRequests != att.maxRequests {
+			copyFragment()
+			if !backendsCopied {
+				copied.Backends = slices.Clone(f.Backends)
+				backendsCopied = true
+			}
+			bc := *b
+			bc.MaxRequests = att.maxRequests
+			copied.Backends[bi] = &bc
+		}
+	}
+	vhostsCopied := false
 	for vi, vh := range f.VirtualHosts {
 		var vhCopy *ir.VirtualHost
 		for ri, r := range vh.Routes {
 			if len(r.Backends) == 0 || r.Redirect != nil || r.DirectResponse != nil {
 				continue // Envoy asks only for a route that forwards
 			}
-			l := a.limitFor(r, services, &used)
+			l := limitFor(r, services, look)
 			if l == nil {
 				continue
 			}
-			if copied == nil {
-				c := *f
-				c.VirtualHosts = slices.Clone(f.VirtualHosts)
-				copied = &c
+			copyFragment()
+			if !vhostsCopied {
+				copied.VirtualHosts = slices.Clone(f.VirtualHosts)
+				vhostsCopied = true
 			}
 			if vhCopy == nil {
 				v := *vh
@@ -364,17 +455,10 @@ func (a *Attacher) decorate(f *ir.Fragment) (*ir.Fragment, []lookup) {
 // of a Service that takes a share of its requests (the first with one).
 // The count is the route's: a route split between Services is limited as
 // a whole, since the gateway asks before it picks the backend.
-func (a *Attacher) limitFor(r *ir.Route, services map[string]ir.ObjectRef, used *[]lookup) *Limit {
-	look := func(ref ir.ObjectRef) *Limit {
-		l := a.byTarget[ref]
-		if !slices.ContainsFunc(*used, func(u lookup) bool { return u.ref == ref }) {
-			*used = append(*used, lookup{ref, l})
-		}
-		return l
-	}
+func limitFor(r *ir.Route, services map[string]ir.ObjectRef, look func(ir.ObjectRef) *attachment) *Limit {
 	for _, src := range r.Provenance {
-		if l := look(src); l != nil {
-			return l
+		if att := look(src); att != nil && att.limit != nil {
+			return att.limit
 		}
 	}
 	for _, b := range r.Backends {
@@ -382,8 +466,8 @@ func (a *Attacher) limitFor(r *ir.Route, services map[string]ir.ObjectRef, used 
 			continue
 		}
 		if ref, ok := services[b.BackendName]; ok {
-			if l := look(ref); l != nil {
-				return l
+			if att := look(ref); att != nil && att.limit != nil {
+				return att.limit
 			}
 		}
 	}

@@ -232,3 +232,51 @@ func TestAnnotatedTargets(t *testing.T) {
 		t.Errorf("unresolved %q, want %q", res.Unresolved, want)
 	}
 }
+
+// TestConcurrencyOnServices: a concurrency bound reaches the backends of
+// its Service in every fragment, and only a Service can take one.
+func TestConcurrencyOnServices(t *testing.T) {
+	spec := TrafficPolicySpec{TargetRefs: []TargetRef{{Kind: "Service", Name: "s2"}}, Concurrency: &Concurrency{MaxConcurrency: 3}}
+	if err := spec.Validate(); err != nil {
+		t.Fatalf("a concurrency on a Service: %v", err)
+	}
+	bad := TrafficPolicySpec{TargetRefs: []TargetRef{kingressTarget("a")}, Concurrency: &Concurrency{MaxConcurrency: 3}}
+	if err := bad.Validate(); err == nil || !strings.HasPrefix(err.Error(), "spec.targetRefs[0]:") {
+		t.Errorf("a concurrency on a KIngress: %v, want refused naming targetRefs[0]", err)
+	}
+	if err := (&TrafficPolicySpec{TargetRefs: spec.TargetRefs, Concurrency: &Concurrency{}}).Validate(); err == nil || !strings.HasPrefix(err.Error(), "spec.concurrency.maxConcurrency:") {
+		t.Errorf("maxConcurrency 0: %v", err)
+	}
+	if err := (&TrafficPolicySpec{TargetRefs: spec.TargetRefs}).Validate(); err == nil || !strings.HasPrefix(err.Error(), "spec.rateLimit:") {
+		t.Errorf("neither a limit nor a bound: %v", err)
+	}
+
+	a := NewAttacher()
+	p := trafficPolicy("bound", time.Now(), spec)
+	res := a.Set([]*TrafficPolicy{p}, nil, map[ir.ObjectRef]string{{Kind: "KIngress", Namespace: "ns", Name: "a"}: "bound"})
+	if len(res.Limits) != 0 {
+		t.Errorf("limits %v for a policy without a rate limit", res.Limits)
+	}
+	if lines := res.Lines(); len(lines) != 2 || !strings.Contains(lines[0], "on Ingress a: Accepted=False (Invalid)") || !strings.Contains(lines[1], "on Service s2: Accepted=True") {
+		t.Errorf("lines %q: want the annotated KIngress refused and the Service accepted", lines)
+	}
+	frags := model()
+	out := a.Decorate(frags)
+	for i, f := range out {
+		for _, b := range f.Backends {
+			want := uint32(0)
+			if b.Service.Name == "s2" {
+				want = 3
+			}
+			if b.MaxRequests != want {
+				t.Errorf("fragment %d, backend %s: max requests %d, want %d", i, b.Name, b.MaxRequests, want)
+			}
+		}
+		if limitOn(f) != nil {
+			t.Errorf("fragment %d got a rate limit from a policy without one", i)
+		}
+	}
+	if frags[0].Backends[1].MaxRequests != 0 {
+		t.Error("Decorate changed the model's own backend")
+	}
+}

@@ -65,6 +65,9 @@ type TrafficPolicySpec struct {
 	// annotation.
 	TargetRefs []TargetRef `json:"targetRefs,omitempty"`
 	RateLimit  *RateLimit  `json:"rateLimit,omitempty"`
+	// Concurrency bounds the requests in flight to a Service target, per
+	// gateway and Service port (Envoy's cluster circuit breaker).
+	Concurrency *Concurrency `json:"concurrency,omitempty"`
 	// BlockResponse is the answer to a refused request; 429 with
 	// Retry-After when unset.
 	BlockResponse *BlockResponse `json:"blockResponse,omitempty"`
@@ -96,6 +99,14 @@ type RateLimit struct {
 	// FailureMode is what a gateway does while the rate limit service
 	// does not answer: Allow (the default) or Deny.
 	FailureMode string `json:"failureMode,omitempty"`
+}
+
+// Concurrency is a bound on requests in flight.
+type Concurrency struct {
+	// MaxConcurrency requests may be in flight at once to each port of
+	// the Service, counted by each gateway on its own; the next is
+	// answered 503 with x-envoy-overloaded and not sent.
+	MaxConcurrency int32 `json:"maxConcurrency"`
 }
 
 // RateLimitBy is what a limit counts separately.
@@ -210,9 +221,22 @@ func (s *TrafficPolicySpec) Validate() error {
 			return invalid(f+".sectionName", "targeting one rule of an HTTPRoute is not supported yet; target the HTTPRoute")
 		}
 	}
+	if c := s.Concurrency; c != nil {
+		if c.MaxConcurrency < 1 || c.MaxConcurrency > maxConcurrency {
+			return invalid("concurrency.maxConcurrency", "%d is not from 1 to %d", c.MaxConcurrency, maxConcurrency)
+		}
+		for i, t := range s.TargetRefs {
+			if targetKinds[GroupKind{t.Group, t.Kind}] != serviceKind {
+				return invalid(fmt.Sprintf("targetRefs[%d]", i), "%s %s: concurrency is counted per Service (Envoy's cluster circuit breaker); target Services", t.Kind, t.Name)
+			}
+		}
+	}
 	rl := s.RateLimit
 	if rl == nil {
-		return invalid("rateLimit", "required: a TrafficPolicy without a limit does nothing")
+		if s.Concurrency == nil {
+			return invalid("rateLimit", "a TrafficPolicy needs a rateLimit or a concurrency")
+		}
+		return nil
 	}
 	switch rl.Scope {
 	case "", ScopeGlobal:
@@ -283,8 +307,10 @@ func (s *TrafficPolicySpec) Validate() error {
 	return nil
 }
 
-// Bounds of a block response, as the CRD's schema has them.
+// Bounds of a block response and of concurrency, as the CRD's schema
+// has them.
 const (
+	maxConcurrency  = 1_000_000
 	maxBlockBody    = 4096
 	maxBlockHeaders = 16
 )
