@@ -40,7 +40,10 @@ func TestCircuitBreakerMaxRequests(t *testing.T) {
 	}
 	addBackends(res, false, b)
 	res.Clusters[0].CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
-		MaxRequests: wrapperspb.UInt32(2), MaxConnections: wrapperspb.UInt32(^uint32(0)), MaxRetries: wrapperspb.UInt32(^uint32(0)),
+		MaxRequests: wrapperspb.UInt32(2), MaxConnections: wrapperspb.UInt32(^uint32(0)), MaxPendingRequests: wrapperspb.UInt32(^uint32(0)), MaxRetries: wrapperspb.UInt32(^uint32(0)),
+	}, {
+		// Envoy takes the first DEFAULT threshold; this one is ignored.
+		MaxRequests: wrapperspb.UInt32(100), MaxConnections: wrapperspb.UInt32(5),
 	}}}
 	mustApply(t, p, res)
 	url := proxyURL(t, p, "l")
@@ -86,5 +89,11 @@ func TestCircuitBreakerMaxRequests(t *testing.T) {
 	res.Clusters[0] = bad
 	if err := p.Apply(res); err == nil {
 		t.Error("max_pending_requests 10 was accepted; weir-proxy does not bound pending requests")
+	}
+	unset := proto.Clone(bad).(*clusterv3.Cluster)
+	unset.CircuitBreakers.Thresholds[0].MaxPendingRequests = nil // Envoy's default, 1,024
+	res.Clusters[0] = unset
+	if err := p.Apply(res); err == nil {
+		t.Error("a threshold without max_pending_requests was accepted; Envoy's default of 1,024 is not kept")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -198,28 +199,29 @@ func parseCluster(c *clusterv3.Cluster, secrets map[string]*tls.Certificate) (*c
 		if err := onlyFields(cb, "circuit_breakers", "thresholds"); err != nil {
 			return nil, err
 		}
-		for i, th := range cb.GetThresholds() {
+		// Envoy takes the first threshold of each priority; weir-proxy
+		// routes every request at DEFAULT, so the others never apply.
+		if i := slices.IndexFunc(cb.GetThresholds(), func(th *clusterv3.CircuitBreakers_Thresholds) bool {
+			return th.GetPriority() == corev3.RoutingPriority_DEFAULT
+		}); i >= 0 {
+			th := cb.GetThresholds()[i]
 			path := fmt.Sprintf("circuit_breakers.thresholds[%d]", i)
 			if err := onlyFields(th, path, "priority", "max_connections", "max_pending_requests", "max_requests", "max_retries"); err != nil {
 				return nil, err
 			}
-			if th.GetPriority() != corev3.RoutingPriority_DEFAULT {
-				// weir-proxy routes every request at the default priority.
-				continue
-			}
 			if th.GetMaxRequests() != nil {
 				s.maxRequests = int64(th.GetMaxRequests().GetValue())
 			}
-			// weir-proxy does not bound connections, pending requests or
-			// concurrent retries: a threshold that never trips is
-			// honoured as Envoy would, another is refused. (Unset, as
-			// without circuit_breakers, Envoy's defaults are not kept.)
+			// weir-proxy bounds neither connections, pending requests nor
+			// concurrent retries. A threshold that leaves one unset means
+			// Envoy's default for it (1,024, 1,024, 3), which weir-proxy
+			// would not keep: only no bound (4294967295) is honoured.
 			for _, f := range []struct {
 				name string
 				v    *wrapperspb.UInt32Value
 			}{{"max_connections", th.GetMaxConnections()}, {"max_pending_requests", th.GetMaxPendingRequests()}, {"max_retries", th.GetMaxRetries()}} {
-				if f.v != nil && f.v.GetValue() != math.MaxUint32 {
-					return nil, invalid(path+"."+f.name, "only %d (no limit) is supported by weir-proxy", uint32(math.MaxUint32))
+				if f.v.GetValue() != math.MaxUint32 {
+					return nil, invalid(path+"."+f.name, "only %d (no limit) is supported by weir-proxy, and Envoy's default when unset is not", uint32(math.MaxUint32))
 				}
 			}
 		}

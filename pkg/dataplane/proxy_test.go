@@ -803,6 +803,7 @@ func TestBadConfigKeepsServing(t *testing.T) {
 		},
 		`cluster "good": circuit_breakers.thresholds[0].max_connections`: func(res *Resources) {
 			res.Clusters[0].CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxConnections: wrapperspb.UInt32(10)}}}
+			// (max_connections is the first field checked.)
 		},
 		`route_configuration "external-http": virtual_hosts[0].routes[0].route.cluster: unknown cluster "nope"`: func(res *Resources) {
 			action(res.Routes[0].VirtualHosts[0].Routes[0]).ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: "nope"}

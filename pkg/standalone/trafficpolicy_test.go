@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -143,8 +144,11 @@ func TestRunServesGlobalRateLimit(t *testing.T) {
 	// A KIngress names a policy without targets in its annotation, as
 	// Knative Serving copies it from a ksvc: the policy limits it; a
 	// changed annotation moves the limit.
-	write(t, dir, "policy.yaml", strings.Replace(trafficPolicyYAML("by-name", "Service", "", "unused", "{qps: 2}"),
-		`  targetRefs: [{group: "", kind: Service, name: unused}]`+"\n", "", 1))
+	targetless := func(name, rateLimit string) string {
+		return strings.Replace(trafficPolicyYAML(name, "Service", "", "unused", rateLimit),
+			`  targetRefs: [{group: "", kind: Service, name: unused}]`+"\n", "", 1)
+	}
+	write(t, dir, "policy.yaml", targetless("by-name", "{qps: 2}")+"---\n"+targetless("by-name-too", "{qps: 100}"))
 	annotated := func(host, name, policy string) string {
 		return strings.Replace(strings.Replace(kingressYAML(host, 100, 0), "name: hello", "name: "+name, 1),
 			"annotations: {", "annotations: {weir.dev/traffic-policy: "+policy+", ", 1)
@@ -154,6 +158,14 @@ func TestRunServesGlobalRateLimit(t *testing.T) {
 	if ok := burst(t, port, "hello.example.com", nil, 20); ok != 20 {
 		t.Errorf("%d of 20 to a KIngress without the annotation passed", ok)
 	}
+	// Moved to another policy that exists: its limit, not the first's
+	// (which the service still counts), is the route's.
+	write(t, dir, "other.yaml", annotated("other.example.com", "other", "by-name-too"))
+	eventually(t, "the annotation's move", func() bool {
+		lines := g.Report().TrafficPolicies
+		return slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, "by-name-too on Ingress other: Accepted=True") })
+	})
+	eventually(t, "the moved limit", func() bool { return burst(t, port, "other.example.com", nil, 20) == 20 })
 	write(t, dir, "other.yaml", annotated("other.example.com", "other", "missing"))
 	eventually(t, "the unresolved annotation's line", func() bool {
 		lines := g.Report().TrafficPolicies
@@ -168,24 +180,25 @@ func TestRunServesGlobalRateLimit(t *testing.T) {
 // Service bounds the requests in flight to it from the gateway: past it,
 // 503 with x-envoy-overloaded, and the request is not sent.
 func TestRunServesConcurrencyLimit(t *testing.T) {
-	arrived, release := make(chan struct{}, 8), make(chan struct{})
+	arrived, release, release2 := make(chan struct{}, 8), make(chan struct{}), make(chan struct{})
 	var sent atomic.Int64
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sent.Add(1)
-		if r.URL.Path == "/hold" {
+		switch r.URL.Path {
+		case "/hold":
 			arrived <- struct{}{}
 			<-release
+		case "/hold2":
+			arrived <- struct{}{}
+			<-release2
 		}
 		io.WriteString(w, "v1")
 	}))
 	t.Cleanup(slow.Close)
-	t.Cleanup(func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release2) }) })
+	var once1 sync.Once
+	t.Cleanup(func() { once1.Do(func() { close(release) }) })
 	dir := t.TempDir()
 	write(t, dir, "backends.yaml", backendsYAML(slow.Listener.Addr().(*net.TCPAddr).Port, backend(t, "v2")))
 	write(t, dir, "hello.yaml", kingressYAML("hello.example.com", 100, 0))
@@ -228,7 +241,7 @@ spec:
 	if code != http.StatusServiceUnavailable || h.Get("X-Envoy-Overloaded") != "true" || sent.Load() != before {
 		t.Errorf("a third request with 2 in flight: %d %q %v; want 503 with x-envoy-overloaded, not sent", code, body, h)
 	}
-	close(release)
+	once1.Do(func() { close(release) })
 	for range 2 {
 		if c := <-held; c != http.StatusOK {
 			t.Errorf("a held request: %d", c)
@@ -237,4 +250,31 @@ spec:
 	if code, _, _ := getWith(t, port, "hello.example.com", nil); code != http.StatusOK {
 		t.Errorf("after the held requests: %d, want 200", code)
 	}
+
+	// A bound changed under a running gateway takes effect: with 1, one
+	// request in flight is enough.
+	write(t, dir, "policy.yaml", `apiVersion: policy.weir.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: bound, namespace: default}
+spec:
+  targetRefs: [{group: "", kind: Service, name: v1}]
+  concurrency: {maxConcurrency: 1}
+`)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/hold2", port), nil)
+		req.Host = "hello.example.com"
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held request did not reach the backend")
+	}
+	eventually(t, "the bound of 1", func() bool {
+		code, _, _ := getWith(t, port, "hello.example.com", nil)
+		return code == http.StatusServiceUnavailable
+	})
+	once.Do(func() { close(release2) })
 }

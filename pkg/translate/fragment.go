@@ -88,6 +88,7 @@ type clusterDef struct {
 	tls            string
 	connectTimeout time.Duration
 	lb             ir.LoadBalancer
+	maxRequests    uint32
 }
 
 // backendPart is one translated backend: its cluster and, for EDS, its load
@@ -265,7 +266,7 @@ func (e *fragmentEntry) rebuildBackends(f *ir.Fragment, s *shared, w *warner) []
 }
 
 func defOf(b *ir.Backend) clusterDef {
-	return clusterDef{service: b.Service, protocol: b.Protocol, externalName: b.ExternalName, tls: b.TLS.Key(), connectTimeout: b.ConnectTimeout, lb: b.LoadBalancer}
+	return clusterDef{service: b.Service, protocol: b.Protocol, externalName: b.ExternalName, tls: b.TLS.Key(), connectTimeout: b.ConnectTimeout, lb: b.LoadBalancer, maxRequests: b.MaxRequests}
 }
 
 // backendPart returns prev when b translates to the same protos, otherwise a

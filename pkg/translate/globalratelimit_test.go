@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"math"
 	"strings"
 	"testing"
 
@@ -104,6 +105,43 @@ func TestGlobalRateLimitWithoutService(t *testing.T) {
 			if c.GetName() == RateLimitCluster {
 				t.Errorf("%q: a rate limit cluster without a service", addr)
 			}
+		}
+	}
+}
+
+// TestBackendMaxRequestsChanges: a backend's bound is its cluster's
+// circuit breaker, and a change of it alone reaches the cluster on the
+// next translation, as does its removal.
+func TestBackendMaxRequestsChanges(t *testing.T) {
+	tr := New(DefaultOptions())
+	bound := func(n uint32) uint32 {
+		t.Helper()
+		f := globalLimitFragment(&ir.GlobalRateLimit{Name: "n", QPS: 1})
+		f.VirtualHosts[0].Routes[0].Filters = nil
+		f.Backends[0].MaxRequests = n
+		res, err := tr.Translate([]*ir.Fragment{f})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range res.Clusters {
+			if c.GetName() == "ns/svc:80" {
+				ths := c.GetCircuitBreakers().GetThresholds()
+				if len(ths) != 1 || ths[0].GetMaxConnections().GetValue() != math.MaxUint32 || ths[0].GetMaxRetries().GetValue() != math.MaxUint32 || ths[0].GetMaxPendingRequests().GetValue() != math.MaxUint32 {
+					t.Fatalf("thresholds %v, want one that bounds nothing but requests", ths)
+				}
+				return ths[0].GetMaxRequests().GetValue()
+			}
+		}
+		t.Fatal("no cluster")
+		return 0
+	}
+	for _, n := range []uint32{0, 5, 7, 0} {
+		want := n
+		if n == 0 {
+			want = math.MaxUint32
+		}
+		if got := bound(n); got != want {
+			t.Errorf("MaxRequests %d: max_requests %d, want %d", n, got, want)
 		}
 	}
 }

@@ -39,6 +39,10 @@ func TestTrafficPolicySchema(t *testing.T) {
 		"a warm-up per client":      newPolicy("bad", target, map[string]any{"qps": int64(10), "by": map[string]any{"type": "ClientIP"}, "warmUp": map[string]any{"period": "10s"}}),
 		"neither a limit nor a bound": {Object: map[string]any{"apiVersion": "policy.weir.dev/v1alpha1", "kind": "TrafficPolicy",
 			"metadata": map[string]any{"name": "bad", "namespace": "default"}, "spec": map[string]any{"targetRefs": []any{target}}}},
+		"a block response on a bound": {Object: map[string]any{"apiVersion": "policy.weir.dev/v1alpha1", "kind": "TrafficPolicy",
+			"metadata": map[string]any{"name": "bad", "namespace": "default"},
+			"spec": map[string]any{"targetRefs": []any{map[string]any{"group": "", "kind": "Service", "name": "api"}},
+				"concurrency": map[string]any{"maxConcurrency": int64(5)}, "blockResponse": map[string]any{"body": "busy"}}}},
 		"a bound on an Ingress": {Object: map[string]any{"apiVersion": "policy.weir.dev/v1alpha1", "kind": "TrafficPolicy",
 			"metadata": map[string]any{"name": "bad", "namespace": "default"},
 			"spec":     map[string]any{"targetRefs": []any{target}, "concurrency": map[string]any{"maxConcurrency": int64(5)}}}},
@@ -47,6 +51,16 @@ func TestTrafficPolicySchema(t *testing.T) {
 			t.Errorf("%s: %v, want refused as invalid", name, err)
 		}
 	}
+	// A bound alone, on a Service, with no rate limit: the CEL rules let it
+	// be.
+	bound := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "policy.weir.dev/v1alpha1", "kind": "TrafficPolicy",
+		"metadata": map[string]any{"name": "bound", "namespace": "default"},
+		"spec": map[string]any{"targetRefs": []any{map[string]any{"group": "", "kind": "Service", "name": "api"}},
+			"concurrency": map[string]any{"maxConcurrency": int64(5)}}}}
+	if _, err := policies.Create(ctx, bound, metav1.CreateOptions{}); err != nil {
+		t.Errorf("a concurrency on a Service: %v", err)
+	}
+	t.Cleanup(func() { _ = policies.Delete(ctx, "bound", metav1.DeleteOptions{}) })
 	good := newPolicy("good", target, map[string]any{"qps": int64(100), "by": map[string]any{"type": "Header", "header": "X-Tenant"},
 		"controlBehavior": "Throttle", "maxQueueingTime": "200ms"})
 	created, err := policies.Create(ctx, good, metav1.CreateOptions{})

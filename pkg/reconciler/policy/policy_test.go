@@ -250,6 +250,10 @@ func TestConcurrencyOnServices(t *testing.T) {
 	if err := (&TrafficPolicySpec{TargetRefs: spec.TargetRefs}).Validate(); err == nil || !strings.HasPrefix(err.Error(), "spec.rateLimit:") {
 		t.Errorf("neither a limit nor a bound: %v", err)
 	}
+	withBlock := TrafficPolicySpec{TargetRefs: spec.TargetRefs, Concurrency: spec.Concurrency, BlockResponse: &BlockResponse{Body: "busy"}}
+	if err := withBlock.Validate(); err == nil || !strings.HasPrefix(err.Error(), "spec.blockResponse:") {
+		t.Errorf("a block response on a bound alone: %v, want refused: the bound answers Envoy's 503", err)
+	}
 
 	a := NewAttacher()
 	p := trafficPolicy("bound", time.Now(), spec)

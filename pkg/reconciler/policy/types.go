@@ -236,6 +236,10 @@ func (s *TrafficPolicySpec) Validate() error {
 		if s.Concurrency == nil {
 			return invalid("rateLimit", "a TrafficPolicy needs a rateLimit or a concurrency")
 		}
+		if s.BlockResponse != nil {
+			// A concurrency bound answers Envoy's overflow, 503.
+			return invalid("blockResponse", "only a rateLimit's refusals take a block response")
+		}
 		return nil
 	}
 	switch rl.Scope {
