@@ -79,6 +79,9 @@ func NewController(ctx context.Context, opts ControllerOptions) *Controller {
 		gateways:  &GatewaySync{Model: opts.Model, Syncer: opts.Syncer},
 		ingresses: &IngressSync{Model: opts.Model, Syncer: opts.Syncer, Classes: opts.IngressClasses, MirrorTargetHosts: opts.MirrorTargetHosts, AuthServiceNamespaces: opts.AuthServiceNamespaces}}
 	c.policies = opts.Policies
+	if c.policies != nil {
+		c.policies.Skipped = func(ns, name string) bool { return c.ingresses.Last().Skips(ns, name) }
+	}
 	c.ingresses.Displaced = func(ref ir.ObjectRef) {
 		if ref.Kind == kingress.Kind {
 			c.enqueue(types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name})

@@ -148,6 +148,18 @@ func (r *IngressReport) Lines() []string {
 	return out
 }
 
+// Skips reports whether the report's build skipped the Ingress ns/name
+// (another class).
+func (r *IngressReport) Skips(namespace, name string) bool {
+	if r == nil {
+		return false
+	}
+	_, found := slices.BinarySearchFunc(r.Skipped, types.NamespacedName{Namespace: namespace, Name: name}, func(a, b types.NamespacedName) int {
+		return strings.Compare(a.String(), b.String())
+	})
+	return found
+}
+
 // isIngressInput reports whether a change of this kind can change what
 // the Ingress front end makes.
 func isIngressInput(kind string) bool {

@@ -20,6 +20,10 @@ type PolicySync struct {
 	// rate limit service.
 	Limits func([]*ir.GlobalRateLimit)
 	Syncer kingress.Syncer
+	// Skipped, when set, reports the networking.k8s.io Ingresses the
+	// Ingress front end does not serve (another class): their annotation
+	// names no target.
+	Skipped func(namespace, name string) bool
 
 	mu   sync.Mutex
 	last *policy.Result
@@ -95,6 +99,15 @@ func (p *PolicySync) Sync(store *Store) *policy.Result {
 	if len(ps) == 0 && len(p.annotated) == 0 && p.last != nil && len(p.last.Statuses) == 0 && len(p.last.Unresolved) == 0 {
 		return p.last // none before, none now: a target came or went
 	}
+	annotated := p.annotated
+	if p.Skipped != nil {
+		annotated = make(map[ir.ObjectRef]string, len(p.annotated))
+		for ref, name := range p.annotated {
+			if ref.Kind != "Ingress" || !p.Skipped(ref.Namespace, ref.Name) {
+				annotated[ref] = name
+			}
+		}
+	}
 	res := p.Attacher.Set(ps, func(ref ir.ObjectRef) bool {
 		kind := ref.Kind
 		if kind == "HTTPRoute" || kind == "Ingress" || kind == "Service" || kind == kingress.Kind {
@@ -102,7 +115,7 @@ func (p *PolicySync) Sync(store *Store) *policy.Result {
 			return ok
 		}
 		return false
-	}, p.annotated)
+	}, annotated)
 	if p.Limits != nil {
 		p.Limits(res.Limits)
 	}
@@ -138,7 +151,11 @@ func isPolicyInput(ch Change) bool {
 	switch ch.Key.Kind {
 	case policy.Kind:
 		return true
-	case "HTTPRoute", "Ingress", "Service", kingress.Kind:
+	case "Ingress":
+		// An annotated Ingress whose class changed comes or goes as a
+		// target.
+		return ch.Old == nil || ch.New == nil || annotationOf(ch.Old) != "" || annotationOf(ch.New) != ""
+	case "HTTPRoute", "Service", kingress.Kind:
 		return ch.Old == nil || ch.New == nil
 	}
 	return false

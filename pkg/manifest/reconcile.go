@@ -124,6 +124,7 @@ func (r *Reconciler) Apply(ctx context.Context, docs []Document) ([]IngressStatu
 	is := &IngressSync{Model: r.Model, Syncer: r.Syncer, Classes: r.IngressClasses, MirrorTargetHosts: r.MirrorTargetHosts, AuthServiceNamespaces: r.AuthServiceNamespaces, InternalKey: r.InternalKey}
 	r.Ingresses = is.Sync(store)
 	if r.Policies != nil {
+		r.Policies.Skipped = r.Ingresses.Skips
 		r.Policies.Sync(store)
 	}
 	return statuses, errs
