@@ -5,7 +5,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/weir-dev/weir/pkg/ir"
 	"github.com/weir-dev/weir/pkg/reconciler/kingress"
@@ -131,17 +130,6 @@ func (p *PolicySync) Last() *policy.Result {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.last
-}
-
-// Status is the status of the TrafficPolicy ns/name after the latest
-// Sync.
-func (p *PolicySync) Status(ns, name string) (policy.TrafficPolicyStatus, bool) {
-	last := p.Last()
-	if last == nil {
-		return policy.TrafficPolicyStatus{}, false
-	}
-	st, ok := last.Statuses[types.NamespacedName{Namespace: ns, Name: name}]
-	return st, ok
 }
 
 // isPolicyInput reports whether a change can change what the policies

@@ -122,8 +122,7 @@ type Service struct {
 	mu     sync.RWMutex
 	limits map[string]*Limit
 
-	allowed, limited atomic.Uint64
-	decisions        *prometheus.CounterVec
+	decisions *prometheus.CounterVec
 }
 
 var (
@@ -261,9 +260,6 @@ func (s *Service) load(l *Limit) error {
 	return err
 }
 
-// Counts reports the requests this service allowed and refused.
-func (s *Service) Counts() (allowed, limited uint64) { return s.allowed.Load(), s.limited.Load() }
-
 // ShouldRateLimit implements the rate limit service: every descriptor
 // naming a limit takes hits_addend requests (1 when 0) from it, and the
 // request is over the limit when one of them refuses.
@@ -330,10 +326,8 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReque
 		entry.Exit()
 	}
 	if refusedBy == nil {
-		s.allowed.Add(1)
 		return resp, nil
 	}
-	s.limited.Add(1)
 	if refusedBy.Block.Body != "" {
 		resp.RawBody = []byte(refusedBy.Block.Body)
 	}
